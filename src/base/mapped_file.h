@@ -1,0 +1,42 @@
+// A read-only memory map of a whole file. Pages stay in the kernel's page
+// cache and are shared between processes that map the same file, so weights
+// read in place cost no private memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/result.h"
+
+namespace snug {
+
+class MappedFile {
+ public:
+  // Fails with a one-line error for a missing file, a directory, an unreadable
+  // or empty file.
+  static Result<MappedFile> open(const std::string& path);
+
+  MappedFile() = default;
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
+  const std::string& path() const { return path_; }
+
+  // Asks the kernel to read [offset, offset + length) ahead (MADV_WILLNEED).
+  void advise_willneed(uint64_t offset, uint64_t length) const;
+
+ private:
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::string path_;
+};
+
+}  // namespace snug

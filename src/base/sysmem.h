@@ -1,0 +1,38 @@
+// What memory this process may really use: physical RAM, the cgroup (v2 or
+// v1) limit of the process and its ancestors, reclaimable page cache, and this
+// process's resident set. The root of /proc and /sys is a parameter so tests
+// can point it at fixture trees.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "base/result.h"
+
+namespace snug {
+
+struct MemoryLimits {
+  uint64_t physical_total = 0;       // MemTotal, bytes
+  uint64_t physical_available = 0;   // MemAvailable, bytes
+  std::optional<uint64_t> cgroup_limit;    // tightest memory.max / limit_in_bytes on the path
+  std::optional<uint64_t> cgroup_usage;    // memory.current / usage_in_bytes of the leaf
+  uint64_t cgroup_reclaimable = 0;   // inactive_file of the leaf cgroup, bytes
+  int cgroup_version = 0;            // 0: none found, 1 or 2
+  // What may be taken now: min(physical available, cgroup limit - usage + reclaimable).
+  uint64_t available() const;
+};
+
+// Reads limits below `root` (normally "/"): root/proc/meminfo, root/proc/self/cgroup,
+// root/sys/fs/cgroup/....
+Result<MemoryLimits> probe_memory_limits(const std::string& root = "/");
+
+struct ProcessMemory {
+  uint64_t rss = 0;       // VmRSS, bytes
+  uint64_t peak_rss = 0;  // VmHWM, bytes
+};
+
+// This process's resident set from /proc/self/status (zeros if unreadable).
+ProcessMemory probe_process_memory();
+
+}  // namespace snug

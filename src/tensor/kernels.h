@@ -1,0 +1,82 @@
+// The public kernel API that model/, kv/ and compress/ use. Every function
+// here has a scalar reference (kernels_ref.h) and SIMD paths chosen at run
+// time through Highway's dynamic dispatch; tests compare the two per target.
+//
+// Conventions: a weight matrix has `rows` rows of `cols` elements each, stored
+// row-major in its GGUF type (GGUF's ne[0] is cols, ne[1] is rows). Activations
+// are f32, token-major: token t's vector starts at x + t * x_stride.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/thread_pool.h"
+#include "tensor/dtype.h"
+
+namespace snug::tensor {
+
+struct MatView {
+  DType type = DType::kF32;
+  const void* data = nullptr;  // rows * row_bytes bytes
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;
+};
+
+// ---- conversions --------------------------------------------------------
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);  // round to nearest even
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);  // round to nearest even
+
+// Expands n elements (a multiple of the block size) of `type` to f32.
+void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+
+// Packs n f32 values into `type` blocks (round-to-nearest, ggml's reference
+// quantizers, bit-identical to them). Supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1,
+// q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, q8_K.
+void quantize_row(DType type, const float* src, void* dst, int64_t n);
+
+// ---- matrix products ----------------------------------------------------
+// The type activations are converted to before a dot product with a weight of
+// type w (q8_0 for q4_0/q4_1/q5_0/q5_1/q8_0, q8_K for the K formats, f32 for float weights).
+DType activation_type(DType w);
+// Scratch bytes matmul() needs for n_tok activation vectors of length cols.
+size_t matmul_scratch_bytes(DType w, int64_t cols, int64_t n_tok);
+
+// y[t * y_stride + r] = dot(w row r, x token t) for r < w.rows, t < n_tok.
+// Splits rows across the pool; `scratch` holds matmul_scratch_bytes().
+void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
+            int64_t y_stride, void* scratch, ThreadPool& pool);
+
+// The two halves of matmul for callers that schedule threads themselves:
+// convert activations once, then any thread computes a row range.
+void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
+                          void* scratch);
+void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride);
+
+// ---- element-wise and reductions ----------------------------------------
+// y = x / rms(x) * weight; y may alias x.
+void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
+// x = softmax(x) in place over n elements.
+void softmax(float* x, int64_t n);
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+// gate[i] = gelu_tanh(gate[i]) * up[i] (Gemma's GeGLU)
+void gelu_mul(float* gate, const float* up, int64_t n);
+float dot_f32(const float* a, const float* b, int64_t n);
+// y += a * x
+void axpy(float a, const float* x, float* y, int64_t n);
+// dot of an f16 vector with an f32 vector; y += a * f16 vector
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
+
+// Rotary position embedding on one head of head_dim values, rotating the first
+// rot_dim. kNorm pairs (x[2i], x[2i+1]) as llama.cpp's LLAMA_ROPE_TYPE_NORM;
+// kNeox pairs (x[i], x[i + rot_dim/2]). theta_i = pos * freq_scale * base^(-2i/rot_dim).
+enum class RopeMode { kNorm, kNeox };
+void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
+          float freq_scale, RopeMode mode);
+
+}  // namespace snug::tensor
