@@ -14,6 +14,8 @@ namespace snug {
 namespace {
 // About 50-100 microseconds of spinning before a worker sleeps.
 constexpr int kSpinIterations = 20000;
+// Pure spinning for the first iterations (a few microseconds), then yielding.
+constexpr int kYieldAfter = 2000;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
@@ -36,7 +38,15 @@ void ThreadPool::run_impl(Job job, void* ctx) {
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   job(ctx, 0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) SNUG_PAUSE();
+  // Spin while the others finish; yield when they seem descheduled (more
+  // threads than free cores), so the caller does not starve them of a core.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kYieldAfter) {
+      SNUG_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::worker_loop(int tid) {
@@ -45,8 +55,10 @@ void ThreadPool::worker_loop(int tid) {
     uint32_t g;
     int spins = 0;
     while ((g = generation_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpinIterations) {
+      if (++spins < kYieldAfter) {
         SNUG_PAUSE();
+      } else if (spins < kSpinIterations) {
+        std::this_thread::yield();
       } else {
         generation_.wait(seen, std::memory_order_acquire);
       }

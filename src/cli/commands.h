@@ -1,0 +1,16 @@
+// One function per subcommand: each registers its flags on the app and
+// returns the action to run after parsing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace snug::cli {
+
+using Action = std::function<int()>;
+
+Action add_run(CLI::App& app);
+Action add_chat(CLI::App& app);
+Action add_inspect(CLI::App& app);
+
+}  // namespace snug::cli

@@ -1,0 +1,84 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "base/bytes.h"
+#include "base/sysmem.h"
+
+namespace snug::cli {
+namespace {
+
+struct KnownModel {
+  const char* name;
+  const char* file;
+};
+constexpr KnownModel kKnown[] = {
+    {"smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    {"gemma3", "gemma-3-270m-q4_k_m.gguf"},
+};
+
+std::filesystem::path executable_dir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  buf[n] = 0;
+  return std::filesystem::path(buf).parent_path();
+}
+
+}  // namespace
+
+Result<std::string> resolve_model_path(const std::string& arg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (arg.find('/') != std::string::npos || arg.ends_with(".gguf") || fs::exists(arg, ec)) return arg;
+  for (const auto& k : kKnown) {
+    if (arg != k.name) continue;
+    std::vector<fs::path> dirs;
+    if (const char* env = std::getenv("SNUG_MODELS")) dirs.emplace_back(env);
+    fs::path exe = executable_dir();
+    if (!exe.empty()) dirs.push_back(exe.parent_path() / "models");
+    dirs.emplace_back("models");
+    for (const auto& d : dirs) {
+      fs::path p = d / k.file;
+      if (fs::exists(p, ec)) return p.string();
+    }
+    return make_error("model '", arg, "' (", k.file, ") is not downloaded: run scripts/fetch-models");
+  }
+  return make_error("no model file or known model named '", arg, "' (known: smollm2, gemma3)");
+}
+
+Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
+  SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(arg));
+  LoadedModel lm;
+  SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::load(path, ledger));
+  SNUG_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::from_gguf(lm.model->file()));
+  lm.tokenizer = std::make_unique<text::Tokenizer>(std::move(tok));
+  lm.tokenizer_charge = memory::Charge(ledger, memory::Category::kTokenizer, lm.tokenizer->memory_bytes());
+  return lm;
+}
+
+void print_memory_report(const memory::Ledger& ledger) {
+  std::fprintf(stderr, "\nmemory report\n");
+  std::fprintf(stderr, "  %-28s %14s %14s\n", "category", "now", "peak");
+  for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {
+    auto c = static_cast<memory::Category>(k);
+    std::fprintf(stderr, "  %-28s %14s %14s\n", std::string(memory::category_name(c)).c_str(),
+                 format_bytes(ledger.current(c)).c_str(), format_bytes(ledger.peak(c)).c_str());
+  }
+  std::fprintf(stderr, "  %-28s %14s\n", "total (ledger)", format_bytes(ledger.total()).c_str());
+  std::fprintf(stderr, "  %-28s %14s\n", "total without mapped weights", format_bytes(ledger.total(false)).c_str());
+  ProcessMemory pm = probe_process_memory();
+  std::fprintf(stderr, "  %-28s %14s\n", "process RSS now", format_bytes(pm.rss).c_str());
+  std::fprintf(stderr, "  %-28s %14s\n", "process peak RSS (VmHWM)", format_bytes(pm.peak_rss).c_str());
+}
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "snug: error: %s\n", e.message.c_str());
+  return kExitFailure;
+}
+
+}  // namespace snug::cli

@@ -1,0 +1,39 @@
+// Shared pieces of the subcommands: finding the model file, loading a model
+// with its tokenizer, and the memory report.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "memory/ledger.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
+
+namespace snug::cli {
+
+// The default model and the short names the project can fetch (scripts/fetch-models).
+constexpr const char* kDefaultModel = "smollm2";
+
+// Resolves a model argument: an existing path, or a short name ("smollm2",
+// "gemma3") looked up in $SNUG_MODELS, <executable>/../models and ./models.
+Result<std::string> resolve_model_path(const std::string& arg);
+
+struct LoadedModel {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  memory::Charge tokenizer_charge;
+};
+
+Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger);
+
+// Prints the ledger by category and the process's peak RSS to stderr.
+void print_memory_report(const memory::Ledger& ledger);
+
+// Exit codes: 0 success, 1 a runtime failure (bad file, budget), 2 bad usage.
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+int fail(const Error& e);  // prints "snug: error: ..." and returns kExitFailure
+
+}  // namespace snug::cli

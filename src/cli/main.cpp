@@ -1,0 +1,30 @@
+// snug: run language models inside the memory the machine really has.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"snug: run language models inside the memory you have"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "help for every subcommand");
+  std::vector<snug::cli::Action> actions = {snug::cli::add_run(app), snug::cli::add_chat(app),
+                                            snug::cli::add_inspect(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "snug: error: %s (see 'snug --help')\n", e.what());
+    return snug::cli::kExitUsage;
+  }
+  for (auto& a : actions) {
+    int rc = a();
+    if (rc >= 0) return rc;
+  }
+  return snug::cli::kExitUsage;
+}

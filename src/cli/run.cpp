@@ -1,0 +1,130 @@
+// snug run MODEL -p PROMPT: generate once. Only generated text goes to stdout.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "base/sysmem.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/gen_flags.h"
+#include "text/chat_template.h"
+
+namespace snug::cli {
+namespace {
+
+struct RunFlags {
+  GenFlags gen;
+  std::string prompt;
+  std::string prompt_file;
+  bool no_chat = false;
+  bool json = false;
+};
+
+// One JSON object for scripts and benchmarks: tokens, text, timings, memory.
+void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r, const memory::Ledger& ledger) {
+  nlohmann::json j;
+  j["prompt_token_ids"] = prompt;
+  j["token_ids"] = r.tokens;
+  j["text"] = r.text;
+  j["stop_reason"] = engine::stop_reason_name(r.reason);
+  j["prompt_tokens_evaluated"] = r.prompt_tokens;
+  j["prompt_seconds"] = r.prompt_seconds;
+  j["generate_seconds"] = r.generate_seconds;
+  j["prompt_tokens_per_second"] = r.prompt_tokens / std::max(r.prompt_seconds, 1e-9);
+  j["generate_tokens_per_second"] = static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9);
+  nlohmann::json mem;
+  for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {
+    auto c = static_cast<memory::Category>(k);
+    mem[std::string(memory::category_name(c))] = ledger.peak(c);
+  }
+  j["ledger_peak_bytes"] = mem;
+  j["peak_rss_bytes"] = probe_process_memory().peak_rss;
+  std::string out = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::printf("%s\n", out.c_str());
+}
+
+int run_main(const RunFlags& f) {
+  if (f.gen.verbose) set_log_level(LogLevel::kInfo);
+  std::string prompt = f.prompt;
+  if (!f.prompt_file.empty()) {
+    std::ifstream in(f.prompt_file, std::ios::binary);
+    if (!in) return fail(make_error("cannot read prompt file '", f.prompt_file, "'"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    prompt = ss.str();
+  }
+  memory::Ledger ledger;
+  auto lm = load_model(f.gen.model, &ledger);
+  if (!lm.ok()) return fail(lm.error());
+  const text::Tokenizer& tok = *lm->tokenizer;
+
+  std::string text = prompt;
+  bool chat = !f.no_chat && !tok.chat_template().empty();
+  if (chat) {
+    std::vector<text::ChatMessage> msgs;
+    if (!f.gen.system.empty()) msgs.push_back({"system", f.gen.system});
+    msgs.push_back({"user", prompt});
+    auto rendered = text::render_chat(tok.chat_template(), msgs, true, tok.piece(tok.bos()), tok.piece(tok.eos()));
+    if (!rendered.ok()) return fail(rendered.error());
+    text = *rendered;
+  }
+  std::vector<int32_t> ids = tok.encode(text, /*add_special=*/true, /*parse_special=*/chat);
+  if (ids.empty()) return fail(make_error("the prompt is empty"));
+
+  auto session = engine::Session::create(*lm->model, f.gen.session_options(), &ledger);
+  if (!session.ok()) return fail(session.error());
+  log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name, lm->model->config().n_layers,
+           (*session)->n_ctx(), (*session)->n_threads());
+
+  const bool tty = ::isatty(STDOUT_FILENO) != 0;
+  engine::TextSink sink;
+  if (!f.json) {
+    sink = [](std::string_view s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
+  auto result = engine::generate(**session, tok, ids, f.gen.generate_options(), sink);
+  if (!result.ok()) return fail(result.error());
+  if (f.json) {
+    print_json(ids, *result, ledger);
+    if (f.gen.memory_report) print_memory_report(ledger);
+    return 0;
+  }
+  if (tty && !result->text.empty() && result->text.back() != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (f.gen.verbose) {
+    const auto& r = *result;
+    std::fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s (%.1f tok/s); stop: %s\n",
+                 r.prompt_tokens, r.prompt_seconds, r.prompt_tokens / std::max(r.prompt_seconds, 1e-9),
+                 r.tokens.size(), r.generate_seconds,
+                 static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
+                 std::string(engine::stop_reason_name(r.reason)).c_str());
+  }
+  if (f.gen.memory_report) print_memory_report(ledger);
+  return 0;
+}
+
+}  // namespace
+
+Action add_run(CLI::App& app) {
+  auto flags = std::make_shared<RunFlags>();
+  CLI::App* sub = app.add_subcommand("run", "generate text from a prompt");
+  flags->gen.add_to(*sub);
+  sub->add_option("-p,--prompt", flags->prompt, "prompt text");
+  sub->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
+  sub->add_flag("--no-chat", flags->no_chat, "use the raw prompt, without the chat template");
+  sub->add_flag("--json", flags->json, "print one JSON object (token ids, text, timings, memory) instead of text");
+  return [flags, sub]() -> int {
+    if (!*sub) return -1;
+    return run_main(*flags);
+  };
+}
+
+}  // namespace snug::cli

@@ -1,0 +1,60 @@
+// A session: one model with its KV cache, workspace and thread pool, running
+// one sequence whose token history it remembers so that a later prompt that
+// starts the same way (the next chat turn) reuses the cached prefix.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/result.h"
+#include "base/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "memory/ledger.h"
+#include "model/model.h"
+
+namespace snug::engine {
+
+struct SessionOptions {
+  int32_t n_ctx = 4096;     // tokens the sequence may hold
+  int32_t n_batch = 256;    // prompt tokens per forward call
+  int32_t n_threads = 0;    // 0: all cores the process may use
+  tensor::DType kv_type = tensor::DType::kF16;
+  int32_t kv_block_tokens = 16;
+};
+
+class Session {
+ public:
+  static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options,
+                                                 memory::Ledger* ledger);
+
+  // Appends tokens to the sequence (in chunks of n_batch) and returns the
+  // logits after the last one (n_vocab floats, valid until the next call).
+  // Fails, leaving the sequence as it was, when the context would overflow.
+  Result<const float*> feed(std::span<const int32_t> tokens);
+  // Keeps the first n tokens of the history and their cache.
+  void truncate(int32_t n);
+  // Length of the longest common prefix of the history and `tokens`.
+  int32_t common_prefix(std::span<const int32_t> tokens) const;
+
+  const std::vector<int32_t>& history() const { return history_; }
+  int32_t n_ctx() const { return options_.n_ctx; }
+  int32_t n_threads() const { return pool_->size(); }
+  const model::Model& model() const { return model_; }
+  const kv::KvCache& cache() const { return cache_; }
+
+ private:
+  Session(const model::Model& m, const SessionOptions& o) : model_(m), options_(o) {}
+  const model::Model& model_;
+  SessionOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  kv::KvCache cache_;
+  model::Workspace ws_;
+  kv::SeqId seq_ = 0;
+  model::Batch batch_;
+  std::vector<int32_t> history_;
+};
+
+int default_thread_count();
+
+}  // namespace snug::engine

@@ -1,0 +1,26 @@
+// Attention of one query token over a sequence's paged keys and values.
+#pragma once
+
+#include <cstdint>
+
+#include "kv/kv_cache.h"
+
+namespace snug::kv {
+
+struct AttentionShape {
+  int32_t n_heads = 0;     // query heads
+  int32_t n_kv_heads = 0;  // key/value heads (grouped-query attention: n_heads % n_kv_heads == 0)
+  int32_t head_dim_k = 0;
+  int32_t head_dim_v = 0;
+  float scale = 1.f;       // applied to q.k
+  float softcap = 0.f;     // >0: scores = softcap * tanh(scores / softcap)
+};
+
+// out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions
+// t in [begin, end) of `seq` for query head h in [h0, h1). `scores` is scratch
+// of at least end - begin floats.
+void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
+            const float* q, int32_t begin, int32_t end, int32_t h0, int32_t h1, float* out,
+            float* scores);
+
+}  // namespace snug::kv

@@ -1,0 +1,146 @@
+#include "kv/kv_cache.h"
+
+#include <cstring>
+
+#include "base/check.h"
+
+namespace snug::kv {
+
+uint64_t KvLayout::k_row_bytes() const { return *tensor::row_bytes(type, head_dim_k); }
+uint64_t KvLayout::v_row_bytes() const { return *tensor::row_bytes(type, head_dim_v); }
+uint64_t KvLayout::bytes_per_token() const {
+  return static_cast<uint64_t>(n_layers) * static_cast<uint64_t>(n_kv_heads) * (k_row_bytes() + v_row_bytes());
+}
+
+Result<KvCache> KvCache::create(const KvLayout& layout, int32_t n_blocks, memory::Ledger* ledger) {
+  if (!tensor::row_bytes(layout.type, layout.head_dim_k) || !tensor::row_bytes(layout.type, layout.head_dim_v))
+    return make_error("KV type ", tensor::dtype_name(layout.type), " needs head sizes that are a multiple of its block");
+  KvCache c;
+  c.layout_ = layout;
+  SNUG_ASSIGN_OR_RETURN(c.pool_, memory::BlockPool::create(layout.block_bytes(), n_blocks, ledger));
+  c.refs_.assign(static_cast<size_t>(n_blocks), 0);
+  return c;
+}
+
+SeqId KvCache::create_sequence() {
+  SeqId id;
+  if (!free_ids_.empty()) {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    id = static_cast<SeqId>(seqs_.size());
+    seqs_.emplace_back();
+  }
+  seqs_[static_cast<size_t>(id)] = Sequence{{}, 0, true};
+  return id;
+}
+
+void KvCache::unref(int32_t block) {
+  if (--refs_[static_cast<size_t>(block)] == 0) pool_.release(block);
+}
+
+void KvCache::free_sequence(SeqId seq) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.live);
+  for (int32_t b : s.blocks) unref(b);
+  s = Sequence{};
+  free_ids_.push_back(seq);
+}
+
+SeqId KvCache::fork(SeqId seq) {
+  SeqId id = create_sequence();
+  const Sequence& src = seqs_[static_cast<size_t>(seq)];
+  Sequence& dst = seqs_[static_cast<size_t>(id)];
+  dst.blocks = src.blocks;
+  dst.length = src.length;
+  for (int32_t b : dst.blocks) ++refs_[static_cast<size_t>(b)];
+  return id;
+}
+
+int32_t KvCache::blocks_needed(SeqId seq, int32_t n) const {
+  const Sequence& s = seqs_[static_cast<size_t>(seq)];
+  const int32_t bt = layout_.block_tokens;
+  int32_t have = static_cast<int32_t>(s.blocks.size());
+  int32_t need = (s.length + n + bt - 1) / bt;
+  int32_t fresh = need > have ? need - have : 0;
+  // A partly filled shared last block must be copied before it is written.
+  if (n > 0 && s.length % bt != 0 && refs_[static_cast<size_t>(s.blocks.back())] > 1) ++fresh;
+  return fresh;
+}
+
+Status KvCache::prepare_append(SeqId seq, int32_t n) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.live && n >= 0);
+  int32_t need = blocks_needed(seq, n);
+  if (need > pool_.n_free())
+    return make_error("KV cache is full: ", need, " more blocks needed, ", pool_.n_free(), " free of ",
+                      pool_.n_blocks());
+  const int32_t bt = layout_.block_tokens;
+  if (n > 0 && s.length % bt != 0) {
+    int32_t& last = s.blocks.back();
+    if (refs_[static_cast<size_t>(last)] > 1) {
+      int32_t copy = *pool_.allocate();
+      std::memcpy(pool_.block(copy), pool_.block(last), pool_.block_bytes());
+      unref(last);
+      last = copy;
+      refs_[static_cast<size_t>(copy)] = 1;
+    }
+  }
+  int32_t want = (s.length + n + bt - 1) / bt;
+  while (static_cast<int32_t>(s.blocks.size()) < want) {
+    int32_t b = *pool_.allocate();
+    refs_[static_cast<size_t>(b)] = 1;
+    s.blocks.push_back(b);
+  }
+  return ok_status();
+}
+
+void KvCache::commit_append(SeqId seq, int32_t n) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.length + n <= static_cast<int32_t>(s.blocks.size()) * layout_.block_tokens);
+  s.length += n;
+}
+
+void KvCache::truncate(SeqId seq, int32_t new_length) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(new_length >= 0 && new_length <= s.length);
+  s.length = new_length;
+  const int32_t bt = layout_.block_tokens;
+  size_t keep = static_cast<size_t>((new_length + bt - 1) / bt);
+  while (s.blocks.size() > keep) {
+    unref(s.blocks.back());
+    s.blocks.pop_back();
+  }
+}
+
+uint64_t KvCache::k_offset(int32_t layer, int32_t kv_head) const {
+  const uint64_t bt = static_cast<uint64_t>(layout_.block_tokens);
+  const uint64_t kr = layout_.k_row_bytes(), vr = layout_.v_row_bytes();
+  const uint64_t heads = static_cast<uint64_t>(layout_.n_kv_heads);
+  uint64_t layer_bytes = heads * bt * (kr + vr);
+  return static_cast<uint64_t>(layer) * layer_bytes + static_cast<uint64_t>(kv_head) * bt * kr;
+}
+
+uint64_t KvCache::v_offset(int32_t layer, int32_t kv_head) const {
+  const uint64_t bt = static_cast<uint64_t>(layout_.block_tokens);
+  const uint64_t kr = layout_.k_row_bytes(), vr = layout_.v_row_bytes();
+  const uint64_t heads = static_cast<uint64_t>(layout_.n_kv_heads);
+  uint64_t layer_bytes = heads * bt * (kr + vr);
+  return static_cast<uint64_t>(layer) * layer_bytes + heads * bt * kr + static_cast<uint64_t>(kv_head) * bt * vr;
+}
+
+uint8_t* KvCache::k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
+  const Sequence& s = seqs_[static_cast<size_t>(seq)];
+  const int32_t bt = layout_.block_tokens;
+  int32_t block = s.blocks[static_cast<size_t>(pos / bt)];
+  return pool_.block(block) + k_offset(layer, kv_head) + static_cast<uint64_t>(pos % bt) * layout_.k_row_bytes();
+}
+
+uint8_t* KvCache::v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
+  const Sequence& s = seqs_[static_cast<size_t>(seq)];
+  const int32_t bt = layout_.block_tokens;
+  int32_t block = s.blocks[static_cast<size_t>(pos / bt)];
+  return pool_.block(block) + v_offset(layer, kv_head) + static_cast<uint64_t>(pos % bt) * layout_.v_row_bytes();
+}
+
+}  // namespace snug::kv

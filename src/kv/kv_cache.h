@@ -1,0 +1,96 @@
+// The paged KV cache. Keys and values live in fixed-size blocks from a
+// memory::BlockPool; each sequence owns a block table mapping its positions to
+// blocks, so memory grows with the tokens really held, sequences of any length
+// share one pool, and a finished sequence returns its blocks at once.
+//
+// A block holds `block_tokens` consecutive positions for every layer:
+//   [layer][k|v][kv_head][token in block][head_dim elements of `type`]
+// so one block table serves all layers, and a head's keys inside a block are
+// contiguous for the attention dot products.
+//
+// Prefix sharing: fork() gives a new sequence the same blocks with their
+// reference counts raised; a write into a block held by several sequences
+// first copies it (copy-on-write).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/result.h"
+#include "memory/block_pool.h"
+#include "tensor/dtype.h"
+
+namespace snug::kv {
+
+struct KvLayout {
+  int32_t n_layers = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim_k = 0;
+  int32_t head_dim_v = 0;
+  int32_t block_tokens = 16;
+  tensor::DType type = tensor::DType::kF16;  // f16 now; q8_0/q4_0 follow the same row layout
+
+  uint64_t k_row_bytes() const;  // one head's key for one token
+  uint64_t v_row_bytes() const;
+  uint64_t bytes_per_token() const;  // all layers, K and V
+  uint64_t block_bytes() const { return bytes_per_token() * static_cast<uint64_t>(block_tokens); }
+};
+
+using SeqId = int32_t;
+
+class KvCache {
+ public:
+  static Result<KvCache> create(const KvLayout& layout, int32_t n_blocks, memory::Ledger* ledger);
+  KvCache() = default;
+
+  const KvLayout& layout() const { return layout_; }
+
+  // A new empty sequence (ids of freed sequences are reused).
+  SeqId create_sequence();
+  // Releases the sequence's blocks (shared ones when their last holder lets go).
+  void free_sequence(SeqId seq);
+  // A new sequence sharing all of `seq`'s positions (copy-on-write).
+  SeqId fork(SeqId seq);
+
+  // Makes positions [length, length + n) writable: allocates blocks and breaks
+  // sharing where needed. Fails, allocating nothing, when the pool lacks blocks.
+  Status prepare_append(SeqId seq, int32_t n);
+  // After writing K/V for n new positions.
+  void commit_append(SeqId seq, int32_t n);
+  // Drops positions >= new_length (e.g. to roll back a rejected draft).
+  void truncate(SeqId seq, int32_t new_length);
+
+  int32_t length(SeqId seq) const { return seqs_[static_cast<size_t>(seq)].length; }
+  // Blocks needed to hold n more tokens of `seq` (for admission decisions).
+  int32_t blocks_needed(SeqId seq, int32_t n) const;
+  int32_t free_blocks() const { return pool_.n_free(); }
+  int32_t total_blocks() const { return pool_.n_blocks(); }
+
+  // Pointers for one head's row at a position (which must be < length, or
+  // prepared). Rows of one head inside a block are contiguous.
+  uint8_t* k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const;
+  uint8_t* v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const;
+  // Block `b` of the sequence's table, and the block-relative offsets of a head's rows.
+  const std::vector<int32_t>& block_table(SeqId seq) const { return seqs_[static_cast<size_t>(seq)].blocks; }
+  uint8_t* block_data(int32_t block) const { return pool_.block(block); }
+  uint64_t k_offset(int32_t layer, int32_t kv_head) const;  // start of this head's key rows in a block
+  uint64_t v_offset(int32_t layer, int32_t kv_head) const;
+
+  uint64_t bytes() const { return pool_.bytes(); }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> blocks;
+    int32_t length = 0;
+    bool live = false;
+  };
+  void unref(int32_t block);
+
+  KvLayout layout_;
+  memory::BlockPool pool_;
+  std::vector<int32_t> refs_;  // per block
+  std::vector<Sequence> seqs_;
+  std::vector<SeqId> free_ids_;
+};
+
+}  // namespace snug::kv

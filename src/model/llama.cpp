@@ -1,0 +1,100 @@
+// Llama family: pre-norm decoder blocks with RMSNorm, rotary position
+// embeddings (adjacent-pair rotation, as GGUF's llama converters permute Q/K
+// for), grouped-query attention and a SwiGLU feed-forward network.
+#include <cmath>
+
+#include "base/check.h"
+#include "kv/attention.h"
+#include "model/model.h"
+#include "tensor/kernels.h"
+
+namespace snug::model {
+
+namespace {
+
+void add_into(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace
+
+void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
+                   Workspace& ws, ThreadPool& pool) {
+  const int32_t T = batch.size();
+  const int64_t E = c.n_embd, F = c.n_ff;
+  const int64_t QD = int64_t{c.n_heads} * c.head_dim_k;
+  const int64_t KD = int64_t{c.n_kv_heads} * c.head_dim_k;
+  const int64_t VD = int64_t{c.n_kv_heads} * c.head_dim_v;
+  const int64_t AD = int64_t{c.n_heads} * c.head_dim_v;
+  const kv::KvLayout& lay = cache.layout();
+
+  for (int32_t t = 0; t < T; ++t) {
+    const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
+                      static_cast<size_t>(batch.tokens[t]) * w.token_embd.row_bytes;
+    tensor::dequantize_row(w.token_embd.type, row, ws.x + t * E, E);
+  }
+
+  kv::AttentionShape shape;
+  shape.n_heads = c.n_heads;
+  shape.n_kv_heads = c.n_kv_heads;
+  shape.head_dim_k = c.head_dim_k;
+  shape.head_dim_v = c.head_dim_v;
+  shape.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim_k));
+
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    for (int32_t t = 0; t < T; ++t) tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
+    tensor::matmul(L.wq, ws.xb, E, T, ws.q, QD, ws.quant, pool);
+    tensor::matmul(L.wk, ws.xb, E, T, ws.k, KD, ws.quant, pool);
+    tensor::matmul(L.wv, ws.xb, E, T, ws.v, VD, ws.quant, pool);
+
+    for (int32_t t = 0; t < T; ++t) {
+      const int32_t pos = ws.pos[t];
+      for (int32_t h = 0; h < c.n_heads; ++h) {
+        tensor::rope(ws.q + t * QD + h * c.head_dim_k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale,
+                     tensor::RopeMode::kNorm);
+      }
+      for (int32_t h = 0; h < c.n_kv_heads; ++h) {
+        float* k = ws.k + t * KD + h * c.head_dim_k;
+        tensor::rope(k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale, tensor::RopeMode::kNorm);
+        tensor::quantize_row(lay.type, k, cache.k_row(batch.seqs[t], l, h, pos), c.head_dim_k);
+        tensor::quantize_row(lay.type, ws.v + t * VD + h * c.head_dim_v, cache.v_row(batch.seqs[t], l, h, pos),
+                             c.head_dim_v);
+      }
+    }
+
+    // Each (token, head) pair attends over its own sequence up to its position.
+    const int64_t items = int64_t{T} * c.n_heads;
+    pool.run([&](int tid, int nth) {
+      float* scores = ws.scores + static_cast<int64_t>(tid) * ws.shape.max_ctx;
+      for_each_chunk(items, 1, tid, nth, [&](int64_t b, int64_t e) {
+        for (int64_t it = b; it < e; ++it) {
+          const auto t = static_cast<int32_t>(it / c.n_heads);
+          const auto h = static_cast<int32_t>(it % c.n_heads);
+          kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, 0, ws.pos[t] + 1, h, h + 1, ws.att + t * AD,
+                     scores);
+        }
+      });
+    });
+
+    tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);
+    add_into(ws.x, ws.xb, T * E);
+
+    for (int32_t t = 0; t < T; ++t) tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
+    tensor::matmul(L.gate, ws.xb, E, T, ws.gate, F, ws.quant, pool);
+    tensor::matmul(L.up, ws.xb, E, T, ws.up, F, ws.quant, pool);
+    tensor::silu_mul(ws.gate, ws.up, T * F);
+    tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
+    add_into(ws.x, ws.xb, T * E);
+  }
+
+  int32_t n_out = 0;
+  for (int32_t t = 0; t < T; ++t) {
+    if (!batch.want_logits[t]) continue;
+    tensor::rms_norm(ws.x + t * E, w.output_norm, ws.final_x + n_out * E, E, c.rms_eps);
+    ++n_out;
+  }
+  if (n_out > 0) tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab, ws.quant, pool);
+}
+
+}  // namespace snug::model

@@ -1,0 +1,95 @@
+#include "model/model.h"
+
+#include <algorithm>
+
+namespace snug::model {
+
+int32_t Batch::n_logits() const {
+  return static_cast<int32_t>(std::count(want_logits.begin(), want_logits.end(), 1));
+}
+
+Result<std::unique_ptr<Model>> Model::load(const std::string& path, memory::Ledger* ledger) {
+  SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
+  return from_file(std::move(file), ledger);
+}
+
+Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger* ledger) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = std::move(file);
+  SNUG_ASSIGN_OR_RETURN(m->config_, read_config(m->file_));
+  SNUG_ASSIGN_OR_RETURN(m->weights_, bind_weights(m->file_, m->config_));
+  m->mapped_charge_ = memory::Charge(ledger, memory::Category::kWeightsMapped, m->weights_.bytes);
+  return m;
+}
+
+std::vector<tensor::DType> Model::matrix_types() const {
+  std::vector<tensor::DType> types;
+  auto add = [&types](const tensor::MatView& v) {
+    if (std::find(types.begin(), types.end(), v.type) == types.end()) types.push_back(v.type);
+  };
+  add(weights_.output);
+  for (const auto& L : weights_.layers) {
+    for (const auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) add(*v);
+  }
+  return types;
+}
+
+kv::KvLayout Model::kv_layout(tensor::DType kv_type, int32_t block_tokens) const {
+  kv::KvLayout l;
+  l.n_layers = config_.n_layers;
+  l.n_kv_heads = config_.n_kv_heads;
+  l.head_dim_k = config_.head_dim_k;
+  l.head_dim_v = config_.head_dim_v;
+  l.block_tokens = block_tokens;
+  l.type = kv_type;
+  return l;
+}
+
+Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool) const {
+  const int32_t n = batch.size();
+  if (n == 0) return ok_status();
+  if (n > ws.shape.max_tokens)
+    return make_error("batch of ", n, " tokens exceeds the planned ", ws.shape.max_tokens);
+  if (batch.n_logits() > ws.shape.max_logits)
+    return make_error("batch asks for ", batch.n_logits(), " logit rows, planned ", ws.shape.max_logits);
+  for (int32_t t = 0; t < n; ++t) {
+    if (batch.tokens[t] < 0 || batch.tokens[t] >= config_.n_vocab)
+      return make_error("token id ", batch.tokens[t], " is outside the vocabulary of ", config_.n_vocab);
+  }
+  // Reserve KV blocks for every sequence first, so a full cache changes nothing.
+  struct Run {
+    kv::SeqId seq;
+    int32_t count;
+    int32_t length;
+  };
+  std::vector<Run> runs;
+  for (int32_t t = 0; t < n;) {
+    int32_t e = t;
+    while (e < n && batch.seqs[e] == batch.seqs[t]) ++e;
+    runs.push_back({batch.seqs[t], e - t, cache.length(batch.seqs[t])});
+    t = e;
+  }
+  const auto n_runs = static_cast<int32_t>(runs.size());
+  for (int32_t r = 0; r < n_runs; ++r) {
+    if (runs[r].length + runs[r].count > ws.shape.max_ctx)
+      return make_error("sequence would reach ", runs[r].length + runs[r].count, " tokens, beyond the context of ",
+                        ws.shape.max_ctx);
+    Status st = cache.prepare_append(runs[r].seq, runs[r].count);
+    if (!st.ok()) {
+      for (int32_t u = 0; u <= r; ++u) cache.truncate(runs[u].seq, runs[u].length);
+      return st;
+    }
+  }
+  for (int32_t r = 0, t = 0; r < n_runs; ++r) {
+    for (int32_t i = 0; i < runs[r].count; ++i) ws.pos[t++] = runs[r].length + i;
+  }
+  switch (config_.arch) {
+    case Arch::kLlama:
+      forward_llama(config_, weights_, batch, cache, ws, pool);
+      break;
+  }
+  for (int32_t r = 0; r < n_runs; ++r) cache.commit_append(runs[r].seq, runs[r].count);
+  return ok_status();
+}
+
+}  // namespace snug::model

@@ -1,0 +1,70 @@
+// A loaded model: its mapped file, validated hyper-parameters, bound weights
+// and the forward pass of its architecture family over a ragged batch of
+// tokens from many sequences.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/thread_pool.h"
+#include "gguf/gguf.h"
+#include "kv/kv_cache.h"
+#include "memory/ledger.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "model/workspace.h"
+
+namespace snug::model {
+
+// Tokens of several sequences in one forward call. The tokens of a sequence
+// are contiguous in the batch and continue it: the first is at the sequence's
+// current KV length.
+struct Batch {
+  std::vector<int32_t> tokens;
+  std::vector<kv::SeqId> seqs;
+  std::vector<uint8_t> want_logits;  // 1: return logits for this token
+  void clear() { tokens.clear(); seqs.clear(); want_logits.clear(); }
+  void add(int32_t token, kv::SeqId seq, bool logits) {
+    tokens.push_back(token);
+    seqs.push_back(seq);
+    want_logits.push_back(logits ? 1 : 0);
+  }
+  int32_t size() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t n_logits() const;
+};
+
+class Model {
+ public:
+  // Opens and validates `path`; weights stay in the mapping and are charged
+  // to the ledger as mapped.
+  static Result<std::unique_ptr<Model>> load(const std::string& path, memory::Ledger* ledger);
+  static Result<std::unique_ptr<Model>> from_file(gguf::File file, memory::Ledger* ledger);
+
+  const ModelConfig& config() const { return config_; }
+  const gguf::File& file() const { return file_; }
+  const Weights& weights() const { return weights_; }
+  std::vector<tensor::DType> matrix_types() const;
+  kv::KvLayout kv_layout(tensor::DType kv_type, int32_t block_tokens = 16) const;
+
+  // Appends every token's keys and values to its sequence in `cache` and
+  // writes one row of n_vocab logits per token with want_logits, in batch
+  // order, to ws.logits. Fails before computing anything, leaving the cache as
+  // it was, when the cache has too few free blocks or the batch exceeds the
+  // workspace shape.
+  Status forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool) const;
+
+ private:
+  Model() = default;
+  gguf::File file_;
+  ModelConfig config_;
+  Weights weights_;
+  memory::Charge mapped_charge_;
+};
+
+// The Llama family's forward pass (llama.cpp's LLM_ARCH_LLAMA), in llama.cpp.
+void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
+                   Workspace& ws, ThreadPool& pool);
+
+}  // namespace snug::model

@@ -1,0 +1,80 @@
+#include "model/weights.h"
+
+#include <string>
+
+namespace snug::model {
+namespace {
+
+class Binder {
+ public:
+  Binder(const gguf::File& f) : f_(f) {}
+
+  Result<tensor::MatView> matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const gguf::TensorInfo* t = f_.find_tensor(name);
+    if (!t) return make_error("'", f_.name(), "': missing tensor '", name, "'");
+    if (t->ne[0] != cols || t->rows() != rows || t->n_dims > 2)
+      return make_error("'", f_.name(), "': tensor '", name, "' has shape [", t->ne[0], ", ", t->rows(), "], expected [",
+                        cols, ", ", rows, "]");
+    if (!tensor::info(t->type).has_kernels)
+      return make_error("'", f_.name(), "': tensor '", name, "' has type ", tensor::dtype_name(t->type),
+                        ", which snug cannot compute with yet");
+    if (!t->data) return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
+    bytes += t->bytes;
+    return tensor::MatView{t->type, t->data, rows, cols, static_cast<size_t>(*tensor::row_bytes(t->type, cols))};
+  }
+
+  Result<const float*> vector(const std::string& name, int64_t n) {
+    const gguf::TensorInfo* t = f_.find_tensor(name);
+    if (!t) return make_error("'", f_.name(), "': missing tensor '", name, "'");
+    if (t->n_elements() != n || t->ne[0] != n)
+      return make_error("'", f_.name(), "': tensor '", name, "' has ", t->n_elements(), " elements, expected ", n);
+    if (t->type != tensor::DType::kF32)
+      return make_error("'", f_.name(), "': tensor '", name, "' must be f32, not ", tensor::dtype_name(t->type));
+    if (!t->data) return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
+    if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0)
+      return make_error("'", f_.name(), "': tensor '", name, "' is misaligned");
+    bytes += t->bytes;
+    return reinterpret_cast<const float*>(t->data);
+  }
+
+  uint64_t bytes = 0;
+
+ private:
+  const gguf::File& f_;
+};
+
+}  // namespace
+
+Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
+  Binder b(file);
+  Weights w;
+  const int64_t q_rows = int64_t{c.n_heads} * c.head_dim_k;
+  const int64_t k_rows = int64_t{c.n_kv_heads} * c.head_dim_k;
+  const int64_t v_rows = int64_t{c.n_kv_heads} * c.head_dim_v;
+  const int64_t o_cols = int64_t{c.n_heads} * c.head_dim_v;
+  SNUG_ASSIGN_OR_RETURN(w.token_embd, b.matrix("token_embd.weight", c.n_vocab, c.n_embd));
+  SNUG_ASSIGN_OR_RETURN(w.output_norm, b.vector("output_norm.weight", c.n_embd));
+  if (c.tied_output) {
+    w.output = w.token_embd;
+  } else {
+    SNUG_ASSIGN_OR_RETURN(w.output, b.matrix("output.weight", c.n_vocab, c.n_embd));
+  }
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    SNUG_ASSIGN_OR_RETURN(L.attn_norm, b.vector(p + "attn_norm.weight", c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.wq, b.matrix(p + "attn_q.weight", q_rows, c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.wk, b.matrix(p + "attn_k.weight", k_rows, c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.wv, b.matrix(p + "attn_v.weight", v_rows, c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.wo, b.matrix(p + "attn_output.weight", c.n_embd, o_cols));
+    SNUG_ASSIGN_OR_RETURN(L.ffn_norm, b.vector(p + "ffn_norm.weight", c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.gate, b.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.up, b.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd));
+    SNUG_ASSIGN_OR_RETURN(L.down, b.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff));
+  }
+  w.bytes = b.bytes;
+  return w;
+}
+
+}  // namespace snug::model

@@ -1,0 +1,37 @@
+// Weights bound by name to tensors in the mapped GGUF file. Nothing is copied:
+// every view points into the file's pages (memory rule 1), and binding checks
+// each tensor's presence, shape and type so the forward pass can trust them.
+#pragma once
+
+#include <vector>
+
+#include "base/result.h"
+#include "gguf/gguf.h"
+#include "model/config.h"
+#include "tensor/kernels.h"
+
+namespace snug::model {
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [n_embd]
+  tensor::MatView wq;                // n_heads*head_dim_k rows x n_embd
+  tensor::MatView wk;                // n_kv_heads*head_dim_k rows x n_embd
+  tensor::MatView wv;                // n_kv_heads*head_dim_v rows x n_embd
+  tensor::MatView wo;                // n_embd rows x n_heads*head_dim_v
+  const float* ffn_norm = nullptr;   // [n_embd]
+  tensor::MatView gate;              // n_ff rows x n_embd
+  tensor::MatView up;                // n_ff rows x n_embd
+  tensor::MatView down;              // n_embd rows x n_ff
+};
+
+struct Weights {
+  tensor::MatView token_embd;          // n_vocab rows x n_embd
+  const float* output_norm = nullptr;  // [n_embd]
+  tensor::MatView output;              // n_vocab rows x n_embd (token_embd when tied)
+  std::vector<LayerWeights> layers;
+  uint64_t bytes = 0;                  // tensor data referenced, for the ledger
+};
+
+Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& config);
+
+}  // namespace snug::model

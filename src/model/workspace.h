@@ -1,0 +1,57 @@
+// Per-step scratch for the forward pass, sized once from the batch shape and
+// carved from one arena (memory rule 2: nothing large is allocated in the token
+// loop). The planner calls plan_workspace() too, so the plan and the
+// reservation are the same numbers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/result.h"
+#include "memory/buffer.h"
+#include "model/config.h"
+#include "tensor/dtype.h"
+
+namespace snug::model {
+
+struct WorkspaceShape {
+  int32_t max_tokens = 1;   // tokens in one forward call (prefill chunk)
+  int32_t max_logits = 1;   // rows of logits one call can return
+  int32_t max_ctx = 1;      // longest sequence attended over
+  int32_t n_threads = 1;
+};
+
+struct WorkspacePlan {
+  WorkspaceShape shape;
+  uint64_t activations = 0;  // residual stream, q/k/v, attention output, feed-forward
+  uint64_t logits = 0;       // gathered final states and logits
+  uint64_t quant = 0;        // activations converted for the integer dot products
+  uint64_t attention = 0;    // per-thread score rows
+  uint64_t total() const { return activations + logits + quant + attention; }
+};
+
+// `matrix_types`: the types of the model's weight matrices (from the header).
+WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DType>& matrix_types,
+                             const WorkspaceShape& shape);
+
+struct Workspace {
+  static Result<Workspace> create(const ModelConfig& c, const WorkspacePlan& plan, memory::Ledger* ledger);
+
+  WorkspaceShape shape;
+  memory::Buffer buffer;
+  float* x = nullptr;       // [max_tokens, n_embd] residual stream
+  float* xb = nullptr;      // [max_tokens, n_embd] normalised input of a sub-layer
+  float* q = nullptr;       // [max_tokens, n_heads * head_dim_k]
+  float* k = nullptr;       // [max_tokens, n_kv_heads * head_dim_k]
+  float* v = nullptr;       // [max_tokens, n_kv_heads * head_dim_v]
+  float* att = nullptr;     // [max_tokens, n_heads * head_dim_v]
+  float* gate = nullptr;    // [max_tokens, n_ff]
+  float* up = nullptr;      // [max_tokens, n_ff]
+  float* final_x = nullptr; // [max_logits, n_embd]
+  float* logits = nullptr;  // [max_logits, n_vocab]
+  void* quant = nullptr;    // matmul activation scratch
+  float* scores = nullptr;  // [n_threads, max_ctx]
+  int32_t* pos = nullptr;   // [max_tokens] position of each batch token
+};
+
+}  // namespace snug::model

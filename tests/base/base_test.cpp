@@ -1,0 +1,154 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include "base/bytes.h"
+#include "base/mapped_file.h"
+#include "base/sysmem.h"
+#include "base/thread_pool.h"
+
+namespace snug {
+namespace {
+
+TEST(Bytes, ParsesUnitsUsersWrite) {
+  EXPECT_EQ(*parse_bytes("512MiB"), 512 * kMiB);
+  EXPECT_EQ(*parse_bytes("1.5GiB"), 3 * kGiB / 2);
+  EXPECT_EQ(*parse_bytes("2G"), 2 * kGiB);
+  EXPECT_EQ(*parse_bytes("2GB"), 2000000000u);
+  EXPECT_EQ(*parse_bytes("1048576"), 1048576u);
+  EXPECT_EQ(*parse_bytes(" 64 kib "), 64 * kKiB);
+}
+
+TEST(Bytes, RejectsMalformedBudgets) {
+  for (const char* bad : {"", "12XB", "-1G", "0", "0GiB", "G", "1.2.3G", "abc", "99999999999999999999T"}) {
+    auto r = parse_bytes(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_NE(parse_bytes("12XB").error().message.find("unknown unit"), std::string::npos);
+}
+
+TEST(Bytes, Formats) {
+  EXPECT_EQ(format_bytes(512), "512 B");
+  EXPECT_EQ(format_bytes(3 * kMiB / 2), "1.5 MiB");
+  EXPECT_EQ(format_bytes(2 * kGiB), "2.00 GiB");
+}
+
+TEST(MappedFile, ErrorsNameTheProblem) {
+  EXPECT_NE(MappedFile::open("/nonexistent/x.gguf").error().message.find("cannot open"), std::string::npos);
+  EXPECT_NE(MappedFile::open("/tmp").error().message.find("is a directory"), std::string::npos);
+  auto p = std::filesystem::temp_directory_path() / "snug_empty_file";
+  { std::ofstream(p.string()); }
+  EXPECT_NE(MappedFile::open(p.string()).error().message.find("is empty"), std::string::npos);
+  std::filesystem::remove(p);
+}
+
+TEST(ThreadPool, EveryThreadRunsEachJobOnce) {
+  for (int n : {1, 2, 3, 4}) {
+    ThreadPool pool(n);
+    for (int round = 0; round < 200; ++round) {
+      std::atomic<int> calls{0}, mask{0};
+      pool.run([&](int tid, int nth) {
+        EXPECT_EQ(nth, n);
+        calls.fetch_add(1);
+        mask.fetch_or(1 << tid);
+      });
+      EXPECT_EQ(calls.load(), n);
+      EXPECT_EQ(mask.load(), (1 << n) - 1);
+    }
+  }
+}
+
+TEST(ThreadPool, ChunksCoverTheRangeExactly) {
+  for (int64_t n : {0, 1, 7, 64, 1000, 1001}) {
+    for (int nth : {1, 2, 3, 5}) {
+      std::vector<int> hits(static_cast<size_t>(n), 0);
+      for (int tid = 0; tid < nth; ++tid) {
+        for_each_chunk(n, 8, tid, nth, [&](int64_t b, int64_t e) {
+          EXPECT_EQ(b % 8, 0);
+          for (int64_t i = b; i < e; ++i) ++hits[static_cast<size_t>(i)];
+        });
+      }
+      for (int h : hits) EXPECT_EQ(h, 1);
+    }
+  }
+}
+
+// A fake /proc and /sys tree for the memory probe.
+class FixtureTree {
+ public:
+  FixtureTree() : root_(std::filesystem::temp_directory_path() / ("snug_sysmem_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(root_);
+    write("proc/meminfo", "MemTotal:       16384000 kB\nMemFree: 1000 kB\nMemAvailable:   8192000 kB\n");
+  }
+  ~FixtureTree() { std::filesystem::remove_all(root_); }
+  void write(const std::string& rel, const std::string& text) {
+    auto p = root_ / rel;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p.string()) << text;
+  }
+  std::string root() const { return root_.string(); }
+
+ private:
+  std::filesystem::path root_;
+};
+
+TEST(Sysmem, NoCgroup) {
+  FixtureTree t;
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->physical_total, 16384000ull * 1024);
+  EXPECT_EQ(m->available(), 8192000ull * 1024);
+  EXPECT_EQ(m->cgroup_version, 0);
+}
+
+TEST(Sysmem, CgroupV2NestedLimitsAndPageCache) {
+  FixtureTree t;
+  t.write("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+  t.write("sys/fs/cgroup/kubepods/memory.max", "max\n");
+  t.write("sys/fs/cgroup/kubepods/pod1/memory.max", "2147483648\n");
+  t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.max", "4294967296\n");
+  t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.current", "1073741824\n");
+  t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.stat", "anon 1000\ninactive_file 536870912\nactive_file 5\n");
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->cgroup_version, 2);
+  EXPECT_EQ(*m->cgroup_limit, 2147483648ull);  // the parent's limit is tighter
+  // 2 GiB limit - (1 GiB used - 0.5 GiB reclaimable page cache) = 1.5 GiB
+  EXPECT_EQ(m->available(), 1610612736ull);
+}
+
+TEST(Sysmem, CgroupV2Unlimited) {
+  FixtureTree t;
+  t.write("proc/self/cgroup", "0::/\n");
+  t.write("sys/fs/cgroup/memory.max", "max\n");
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->cgroup_limit.has_value());
+  EXPECT_EQ(m->available(), 8192000ull * 1024);
+}
+
+TEST(Sysmem, CgroupV1) {
+  FixtureTree t;
+  t.write("proc/self/cgroup", "12:cpu,cpuacct:/x\n9:memory:/docker/abc\n");
+  t.write("sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "1073741824\n");
+  t.write("sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes", "104857600\n");
+  t.write("sys/fs/cgroup/memory/docker/abc/memory.stat", "cache 5\ntotal_inactive_file 52428800\n");
+  t.write("sys/fs/cgroup/memory/docker/memory.limit_in_bytes", "9223372036854771712\n");
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->cgroup_version, 1);
+  EXPECT_EQ(*m->cgroup_limit, 1073741824ull);
+  EXPECT_EQ(m->available(), 1073741824ull - (104857600ull - 52428800ull));
+}
+
+TEST(Sysmem, ThisProcess) {
+  auto pm = probe_process_memory();
+  EXPECT_GT(pm.rss, 0u);
+  EXPECT_GE(pm.peak_rss, pm.rss);
+  EXPECT_TRUE(probe_memory_limits().ok());
+}
+
+}  // namespace
+}  // namespace snug

@@ -1,0 +1,52 @@
+// Test helper: evaluates a token sequence with snug and writes the logits of
+// every position, so the reference test can compare them with llama.cpp's.
+//   eval_tool MODEL OUT.f32 [THREADS] < "id id id ..."
+// OUT.f32 holds n_tokens x n_vocab little-endian floats.
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+int main(int argc, char** argv) {
+  using namespace snug;
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: eval_tool MODEL OUT.f32 [THREADS] < token ids\n");
+    return 2;
+  }
+  std::vector<int32_t> ids;
+  for (int32_t id; std::cin >> id;) ids.push_back(id);
+  memory::Ledger ledger;
+  auto m = model::Model::load(argv[1], &ledger);
+  if (!m.ok()) {
+    std::fprintf(stderr, "eval_tool: %s\n", m.error().message.c_str());
+    return 1;
+  }
+  const auto& c = (*m)->config();
+  const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
+  const auto n = static_cast<int32_t>(ids.size());
+  auto layout = (*m)->kv_layout(tensor::DType::kF16);
+  auto cache = kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
+  model::WorkspaceShape shape{.max_tokens = 64, .max_logits = 64, .max_ctx = n, .n_threads = threads};
+  auto ws = model::Workspace::create(c, model::plan_workspace(c, (*m)->matrix_types(), shape), &ledger);
+  if (!cache.ok() || !ws.ok()) return 1;
+  ThreadPool pool(threads);
+  kv::SeqId seq = cache->create_sequence();
+  std::FILE* out = std::fopen(argv[2], "wb");
+  if (!out) return 1;
+  model::Batch batch;
+  for (int32_t off = 0; off < n; off += shape.max_tokens) {
+    batch.clear();
+    const int32_t len = std::min(shape.max_tokens, n - off);
+    for (int32_t i = 0; i < len; ++i) batch.add(ids[static_cast<size_t>(off + i)], seq, true);
+    auto st = (*m)->forward(batch, *cache, *ws, pool);
+    if (!st.ok()) {
+      std::fprintf(stderr, "eval_tool: %s\n", st.error().message.c_str());
+      return 1;
+    }
+    std::fwrite(ws->logits, sizeof(float), static_cast<size_t>(len) * static_cast<size_t>(c.n_vocab), out);
+  }
+  std::fclose(out);
+  return 0;
+}

@@ -1,0 +1,125 @@
+"""snug against llama.cpp (llama-cpp-python) on the same GGUF file.
+
+Greedy continuations must agree token for token, and over a 512-token text the
+top-1 token must agree at >= 99% of positions with a bounded logit difference.
+"""
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
+EVAL_TOOL = os.environ.get("SNUG_EVAL_TOOL", str(ROOT / "build" / "tests" / "reference" / "eval_tool"))
+SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+THREADS = 2
+N_GREEDY = 64
+
+llama_cpp = pytest.importorskip("llama_cpp")
+if not SMOLLM2.exists():
+    pytest.skip("SmolLM2 not fetched (scripts/fetch-models)", allow_module_level=True)
+
+PLAIN_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):\n",
+    "The three primary colors are",
+]
+CHAT_PROMPTS = [
+    "What is the boiling point of water at sea level?",
+    "Write a haiku about autumn leaves.",
+    "List three uses of a paperclip.",
+]
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return llama_cpp.Llama(model_path=str(SMOLLM2), n_ctx=1024, n_batch=512, n_threads=THREADS,
+                           logits_all=False, verbose=False)
+
+
+def ref_greedy(llm, prompt_ids, n):
+    llm.reset()
+    llm.eval(prompt_ids)
+    out = []
+    for _ in range(n):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if llm_is_eog(llm, tok):
+            break
+        out.append(tok)
+        llm.eval([tok])
+    return out
+
+
+def llm_is_eog(llm, tok):
+    return bool(llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok))
+
+
+def snug_run(args):
+    proc = subprocess.run([SNUG, "run", str(SMOLLM2), "--json", "--temp", "0", "-t", str(THREADS), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def render_chat(llm, user):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    tmpl = llm.metadata["tokenizer.chat_template"]
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(tmpl).render(messages=[{"role": "user", "content": user}],
+                                        add_generation_prompt=True, bos_token="", eos_token="")
+
+
+@pytest.mark.parametrize("prompt", PLAIN_PROMPTS)
+def test_greedy_plain_matches_llama_cpp(ref, prompt):
+    ids = ref.tokenize(prompt.encode(), add_bos=True, special=False)
+    got = snug_run(["--no-chat", "-n", str(N_GREEDY), "-p", prompt])
+    assert got["prompt_token_ids"] == ids
+    want = ref_greedy(ref, ids, N_GREEDY)
+    assert got["token_ids"] == want, first_divergence(got["token_ids"], want)
+
+
+@pytest.mark.parametrize("prompt", CHAT_PROMPTS)
+def test_greedy_chat_matches_llama_cpp(ref, prompt):
+    text = render_chat(ref, prompt)
+    ids = ref.tokenize(text.encode(), add_bos=True, special=True)
+    got = snug_run(["-n", str(N_GREEDY), "-p", prompt])
+    assert got["prompt_token_ids"] == ids
+    want = ref_greedy(ref, ids, N_GREEDY)
+    assert got["token_ids"] == want, first_divergence(got["token_ids"], want)
+
+
+def first_divergence(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"first difference at token {i}: snug {x} vs llama.cpp {y}"
+    return f"lengths differ: snug {len(a)} vs llama.cpp {len(b)}"
+
+
+def test_logits_over_512_tokens(tmp_path):
+    text = (ROOT / "tests" / "data" / "reference.txt").read_bytes()
+    llm = llama_cpp.Llama(model_path=str(SMOLLM2), n_ctx=1024, n_batch=512, n_threads=THREADS,
+                          logits_all=True, verbose=False)
+    ids = llm.tokenize(text, add_bos=True, special=False)[:512]
+    assert len(ids) == 512
+    llm.reset()
+    llm.eval(ids)
+    want = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    out = tmp_path / "logits.f32"
+    subprocess.run([EVAL_TOOL, str(SMOLLM2), str(out), str(THREADS)], input=" ".join(map(str, ids)),
+                   text=True, check=True, timeout=300)
+    got = np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
+    assert got.shape == want.shape
+    top_agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
+    max_diff = float(np.max(np.abs(got - want)))
+    mean_diff = float(np.mean(np.abs(got - want)))
+    print(f"\ntop-1 agreement {top_agree:.4f}, max |logit diff| {max_diff:.4f}, mean {mean_diff:.5f}")
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / "reference_logits.json").write_text(
+        json.dumps({"top1_agreement": top_agree, "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": mean_diff}))
+    assert top_agree >= 0.99
+    assert max_diff < 1.0
