@@ -1,0 +1,112 @@
+// Public kernel entry points: argument checks, then the Highway-dispatched
+// implementation (kernels_simd.h) or, for kernels off the hot path, the
+// scalar reference.
+#include "tensor/kernels.h"
+
+#include "base/check.h"
+#include "tensor/kernels_ref.h"
+#include "tensor/kernels_simd.h"
+
+namespace snug::tensor {
+
+void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
+  ref::dequantize_row(type, src, dst, n);
+}
+
+void quantize_row(DType type, const float* src, void* dst, int64_t n) {
+  ref::quantize_row(type, src, dst, n);
+}
+
+DType activation_type(DType w) {
+  switch (w) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      return DType::kF32;
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+      return DType::kQ8_0;
+    case DType::kQ2_K:
+    case DType::kQ3_K:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return DType::kQ8_K;
+    default:
+      SNUG_CHECK(false && "activation_type: no matmul kernel for this type");
+  }
+  return DType::kF32;
+}
+
+size_t matmul_scratch_bytes(DType w, int64_t cols, int64_t n_tok) {
+  SNUG_CHECK(cols >= 0 && n_tok >= 0);
+  return ref::activation_row_bytes(w, cols) * static_cast<size_t>(n_tok);
+}
+
+void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
+                          void* scratch) {
+  SNUG_CHECK(cols % info(w).block_size == 0 && (n_tok <= 1 || x_stride >= cols));
+  simd::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
+}
+
+void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride) {
+  SNUG_DCHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows);
+  SNUG_DCHECK(n_tok <= 1 || y_stride >= w.rows);
+  simd::matmul_rows(w, qx, n_tok, r0, r1, y, y_stride);
+}
+
+void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
+            int64_t y_stride, void* scratch, ThreadPool& pool) {
+  SNUG_CHECK(w.cols % info(w.type).block_size == 0);
+  SNUG_CHECK(*row_bytes(w.type, w.cols) == w.row_bytes);
+  const size_t act_bytes = ref::activation_row_bytes(w.type, w.cols);
+  // Activations: tokens split across threads, each token converted once.
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(n_tok, 1, tid, nth, [&](int64_t t0, int64_t t1) {
+      simd::quantize_activations(w.type, x + t0 * x_stride, x_stride, w.cols, t1 - t0,
+                                 static_cast<char*>(scratch) + t0 * act_bytes);
+    });
+  });
+  // Rows in chunks of 8 so that every thread runs whole register tiles.
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(w.rows, 8, tid, nth, [&](int64_t r0, int64_t r1) {
+      simd::matmul_rows(w, scratch, n_tok, r0, r1, y, y_stride);
+    });
+  });
+}
+
+void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  simd::rms_norm(x, weight, y, n, eps);
+}
+void softmax(float* x, int64_t n) {
+  simd::softmax(x, n);
+}
+void silu_mul(float* gate, const float* up, int64_t n) {
+  simd::silu_mul(gate, up, n);
+}
+void gelu_mul(float* gate, const float* up, int64_t n) {
+  simd::gelu_mul(gate, up, n);
+}
+float dot_f32(const float* a, const float* b, int64_t n) {
+  return simd::dot_f32(a, b, n);
+}
+void axpy(float a, const float* x, float* y, int64_t n) {
+  simd::axpy(a, x, y, n);
+}
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
+  return simd::dot_f16_f32(a, b, n);
+}
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+  simd::axpy_f16(a, x, y, n);
+}
+void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
+          float freq_scale, RopeMode mode) {
+  SNUG_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim);
+  ref::rope(x, head_dim, rot_dim, pos, freq_base, freq_scale, mode);
+}
+
+}  // namespace snug::tensor

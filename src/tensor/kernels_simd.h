@@ -1,0 +1,27 @@
+// The Highway-dispatched kernels (internal to tensor/). Each call picks the
+// best target the CPU supports (or the one a test forced with
+// hwy::SetSupportedTargetsForTest) through HWY_DYNAMIC_DISPATCH. Contracts are
+// those of the same-named functions in kernels.h; scalar twins in kernels_ref.h.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/kernels.h"
+
+namespace snug::tensor::simd {
+
+void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
+                          void* scratch);
+void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride);
+
+void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
+void softmax(float* x, int64_t n);
+void silu_mul(float* gate, const float* up, int64_t n);
+void gelu_mul(float* gate, const float* up, int64_t n);
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy(float a, const float* x, float* y, int64_t n);
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
+
+}  // namespace snug::tensor::simd

@@ -1,0 +1,36 @@
+#include "tensor/kernels_ref.h"
+#include "tensor/kernels_simd.h"
+namespace snug::tensor::simd {
+void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
+                          void* scratch) {
+  ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
+}
+void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride) {
+  ref::matmul_rows(w, qx, n_tok, r0, r1, y, y_stride);
+}
+void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  ref::rms_norm(x, weight, y, n, eps);
+}
+void softmax(float* x, int64_t n) {
+  ref::softmax(x, n);
+}
+void silu_mul(float* gate, const float* up, int64_t n) {
+  ref::silu_mul(gate, up, n);
+}
+void gelu_mul(float* gate, const float* up, int64_t n) {
+  ref::gelu_mul(gate, up, n);
+}
+float dot_f32(const float* a, const float* b, int64_t n) {
+  return ref::dot_f32(a, b, n);
+}
+void axpy(float a, const float* x, float* y, int64_t n) {
+  ref::axpy(a, x, y, n);
+}
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
+  return ref::dot_f16_f32(a, b, n);
+}
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+  ref::axpy_f16(a, x, y, n);
+}
+}  // namespace snug::tensor::simd

@@ -1,0 +1,164 @@
+// The dispatched (SIMD) matrix kernels against their scalar twins, on every
+// Highway target this CPU supports, at shapes that exercise every remainder:
+// cols a multiple of the block but not of 512, rows not a multiple of the row
+// tile, and 1, 3 and 17 tokens.
+//
+// Tolerances, relative to sum_i |w_i * x_i| of the dequantized operands:
+//   quantized formats 2e-6 (integer block sums are exact; only the float
+//   combination across blocks is reordered), f32/f16/bf16 1e-5 (float sums
+//   reordered into SIMD lanes). Activation quantization must be bit-exact.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include "base/thread_pool.h"
+#include "tensor/kernels.h"
+#include "tensor/kernels_ref.h"
+#include "tensor/quant_blocks.h"
+#include "test_util.h"
+
+namespace snug::tensor {
+namespace {
+
+using testing::random_values;
+
+class Simd : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+};
+
+struct Case {
+  DType type;
+  int64_t rows, cols;
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> c;
+  for (DType t : testing::kWeightTypes) {
+    const bool k = info(t).block_size == 256;
+    c.push_back({t, 13, k ? 768 : 224});
+    c.push_back({t, 8, k ? 256 : 32});
+    c.push_back({t, 5, k ? 1280 : 608});
+  }
+  return c;
+}
+
+// Dequantized activations as matmul_rows sees them (token-major).
+std::vector<float> dequantized_activations(DType w, const void* qx, int64_t cols, int64_t n_tok) {
+  std::vector<float> out(static_cast<size_t>(cols * n_tok));
+  const size_t rb = ref::activation_row_bytes(w, cols);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    const char* row = static_cast<const char*>(qx) + t * rb;
+    float* o = out.data() + t * cols;
+    switch (activation_type(w)) {
+      case DType::kF32:
+        std::memcpy(o, row, cols * 4);
+        break;
+      case DType::kQ8_0: {
+        const auto* b = reinterpret_cast<const BlockQ8A*>(row);
+        for (int64_t i = 0; i < cols; ++i) o[i] = b[i / 32].d * b[i / 32].qs[i % 32];
+        break;
+      }
+      default:
+        ref::dequantize_row(DType::kQ8_K, row, o, cols);
+    }
+  }
+  return out;
+}
+
+TEST_P(Simd, QuantizeActivationsBitExact) {
+  for (const Case& c : cases()) {
+    for (int64_t n_tok : {1, 3, 17}) {
+      const int64_t stride = c.cols + 32;
+      const auto x = random_values(stride * n_tok, 21);
+      const size_t bytes = matmul_scratch_bytes(c.type, c.cols, n_tok);
+      std::vector<uint8_t> got(bytes + 1, 0xAB), want(bytes + 1, 0xAB);
+      quantize_activations(c.type, x.data(), stride, c.cols, n_tok, got.data());
+      ref::quantize_activations(c.type, x.data(), stride, c.cols, n_tok, want.data());
+      ASSERT_EQ(got, want) << dtype_name(c.type) << " cols " << c.cols << " n_tok " << n_tok;
+    }
+  }
+}
+
+TEST_P(Simd, MatmulRowsMatchesReference) {
+  for (const Case& c : cases()) {
+    const bool is_float = activation_type(c.type) == DType::kF32;
+    const double rel_tol = is_float ? 1e-5 : 2e-6;
+    const auto wf = random_values(c.rows * c.cols, 31);
+    const size_t rb = *row_bytes(c.type, c.cols);
+    std::vector<uint8_t> wq(rb * c.rows);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      quantize_row(c.type, wf.data() + r * c.cols, wq.data() + r * rb, c.cols);
+    }
+    std::vector<float> wd(c.rows * c.cols);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      dequantize_row(c.type, wq.data() + r * rb, wd.data() + r * c.cols, c.cols);
+    }
+    const MatView w{c.type, wq.data(), c.rows, c.cols, rb};
+    for (int64_t n_tok : {1, 3, 17}) {
+      const auto x = random_values(c.cols * n_tok, 41);
+      std::vector<uint8_t> qx(matmul_scratch_bytes(c.type, c.cols, n_tok));
+      ref::quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, qx.data());
+      const auto xd = dequantized_activations(c.type, qx.data(), c.cols, n_tok);
+      const int64_t y_stride = c.rows + 3;
+      std::vector<float> got(y_stride * n_tok, -1.f), want(y_stride * n_tok, -1.f);
+      matmul_rows(w, qx.data(), n_tok, 0, c.rows, got.data(), y_stride);
+      ref::matmul_rows(w, qx.data(), n_tok, 0, c.rows, want.data(), y_stride);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < c.rows; ++r) {
+          double l1 = 0;
+          for (int64_t i = 0; i < c.cols; ++i) {
+            l1 += std::fabs(static_cast<double>(wd[r * c.cols + i]) * xd[t * c.cols + i]);
+          }
+          EXPECT_NEAR(got[t * y_stride + r], want[t * y_stride + r], rel_tol * l1 + 1e-30)
+              << dtype_name(c.type) << " rows " << c.rows << " cols " << c.cols << " n_tok "
+              << n_tok << " r " << r << " t " << t;
+        }
+        for (int64_t r = c.rows; r < y_stride; ++r) EXPECT_EQ(got[t * y_stride + r], -1.f);
+      }
+      // A sub-range writes only its rows, with the same values as the full call.
+      std::vector<float> part(y_stride * n_tok, -1.f);
+      matmul_rows(w, qx.data(), n_tok, 1, c.rows - 1, part.data(), y_stride);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        EXPECT_EQ(part[t * y_stride], -1.f);
+        for (int64_t r = 1; r < c.rows - 1; ++r) {
+          EXPECT_EQ(part[t * y_stride + r], got[t * y_stride + r]) << dtype_name(c.type);
+        }
+      }
+    }
+  }
+}
+
+// matmul() over a pool gives the same bits as one matmul_rows call: each
+// (row, token) result is computed the same way whatever tile it lands in.
+TEST_P(Simd, ThreadedMatmulIsDeterministic) {
+  ThreadPool pool(3);
+  for (const Case& c : cases()) {
+    const auto wf = random_values(c.rows * c.cols, 51);
+    const size_t rb = *row_bytes(c.type, c.cols);
+    std::vector<uint8_t> wq(rb * c.rows);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      quantize_row(c.type, wf.data() + r * c.cols, wq.data() + r * rb, c.cols);
+    }
+    const MatView w{c.type, wq.data(), c.rows, c.cols, rb};
+    for (int64_t n_tok : {1, 17}) {
+      const auto x = random_values(c.cols * n_tok, 61);
+      std::vector<uint8_t> scratch(matmul_scratch_bytes(c.type, c.cols, n_tok));
+      std::vector<float> y(c.rows * n_tok), y1(c.rows * n_tok);
+      matmul(w, x.data(), c.cols, n_tok, y.data(), c.rows, scratch.data(), pool);
+      quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, scratch.data());
+      matmul_rows(w, scratch.data(), n_tok, 0, c.rows, y1.data(), c.rows);
+      EXPECT_EQ(y, y1) << dtype_name(c.type);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, Simd, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
+                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
+
+}  // namespace
+}  // namespace snug::tensor

@@ -1,0 +1,40 @@
+// Shared helpers for the tensor tests: random data and the formats under test.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "tensor/dtype.h"
+#include "tensor/kernels.h"
+
+namespace snug::tensor::testing {
+
+inline constexpr DType kWeightTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
+                                         DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                                         DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K,
+                                         DType::kQ6_K};
+
+// Gaussian values with a per-32 scale that varies over two decades and a few
+// outliers, like real weights and activations.
+inline std::vector<float> random_values(int64_t n, uint32_t seed, float outlier_rate = 0.01f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(n));
+  float scale = 1.f;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 32 == 0) scale = std::pow(10.f, u(rng) * 2 - 1.5f);
+    v[i] = g(rng) * scale * (u(rng) < outlier_rate ? 8.f : 1.f);
+  }
+  return v;
+}
+
+inline std::vector<uint8_t> quantized(DType t, const std::vector<float>& x) {
+  std::vector<uint8_t> q(*row_bytes(t, static_cast<int64_t>(x.size())));
+  quantize_row(t, x.data(), q.data(), static_cast<int64_t>(x.size()));
+  return q;
+}
+
+}  // namespace snug::tensor::testing
