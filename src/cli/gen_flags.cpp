@@ -17,6 +17,7 @@ void GenFlags::add_to(CLI::App& app) {
   app.add_option("-s,--seed", sampler.seed, "random seed");
   app.add_option("--stop", stop, "stop string (repeatable)");
   app.add_option("--system", system, "system message for the chat template");
+  app.add_flag("--ignore-eos", ignore_eos, "keep generating past end-of-generation tokens (benchmarks)");
   app.add_flag("--memory-report", memory_report, "print where memory went, and peak RSS, to stderr");
   app.add_flag("-v,--verbose", verbose, "log progress and timings to stderr");
 }
@@ -34,6 +35,7 @@ engine::GenerateOptions GenFlags::generate_options() const {
   o.max_tokens = n_predict;
   o.sampler = sampler;
   o.stop = stop;
+  o.ignore_eos = ignore_eos;
   return o;
 }
 

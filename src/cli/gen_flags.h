@@ -21,6 +21,7 @@ struct GenFlags {
   std::vector<std::string> stop;
   engine::SamplerParams sampler;
   bool memory_report = false;
+  bool ignore_eos = false;
   bool verbose = false;
 
   void add_to(CLI::App& app);

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -22,6 +23,7 @@ struct RunFlags {
   GenFlags gen;
   std::string prompt;
   std::string prompt_file;
+  std::string token_ids_file;
   bool no_chat = false;
   bool json = false;
 };
@@ -65,7 +67,7 @@ int run_main(const RunFlags& f) {
   const text::Tokenizer& tok = *lm->tokenizer;
 
   std::string text = prompt;
-  bool chat = !f.no_chat && !tok.chat_template().empty();
+  bool chat = !f.no_chat && f.token_ids_file.empty() && !tok.chat_template().empty();
   if (chat) {
     std::vector<text::ChatMessage> msgs;
     if (!f.gen.system.empty()) msgs.push_back({"system", f.gen.system});
@@ -74,7 +76,22 @@ int run_main(const RunFlags& f) {
     if (!rendered.ok()) return fail(rendered.error());
     text = *rendered;
   }
-  std::vector<int32_t> ids = tok.encode(text, /*add_special=*/true, /*parse_special=*/chat);
+  std::vector<int32_t> ids;
+  if (!f.token_ids_file.empty()) {
+    // Token ids given directly (benchmarks, reference comparisons): no template, no tokenizer.
+    std::ifstream in(f.token_ids_file);
+    if (!in) return fail(make_error("cannot read token ids file '", f.token_ids_file, "'"));
+    std::string word;
+    while (in >> word) {
+      char* end = nullptr;
+      long id = std::strtol(word.c_str(), &end, 10);
+      if (*end != 0 || id < 0 || id >= lm->model->config().n_vocab)
+        return fail(make_error("token ids file '", f.token_ids_file, "': '", word, "' is not a token id of this model"));
+      ids.push_back(static_cast<int32_t>(id));
+    }
+  } else {
+    ids = tok.encode(text, /*add_special=*/true, /*parse_special=*/chat);
+  }
   if (ids.empty()) return fail(make_error("the prompt is empty"));
 
   auto session = engine::Session::create(*lm->model, f.gen.session_options(), &ledger);
@@ -119,6 +136,7 @@ Action add_run(CLI::App& app) {
   flags->gen.add_to(*sub);
   sub->add_option("-p,--prompt", flags->prompt, "prompt text");
   sub->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
+  sub->add_option("--token-ids-file", flags->token_ids_file, "read the prompt as token ids (whitespace-separated)");
   sub->add_flag("--no-chat", flags->no_chat, "use the raw prompt, without the chat template");
   sub->add_flag("--json", flags->json, "print one JSON object (token ids, text, timings, memory) instead of text");
   return [flags, sub]() -> int {

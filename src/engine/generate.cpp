@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 namespace snug::engine {
 namespace {
@@ -89,14 +90,22 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
   r.prompt_tokens = static_cast<int32_t>(prompt.size()) - reuse;
 
   auto t0 = std::chrono::steady_clock::now();
-  SNUG_ASSIGN_OR_RETURN(const float* logits, session.feed(prompt.subspan(static_cast<size_t>(reuse))));
+  SNUG_ASSIGN_OR_RETURN(float* logits, session.feed(prompt.subspan(static_cast<size_t>(reuse))));
   r.prompt_seconds = seconds_since(t0);
 
   Sampler sampler(options.sampler, session.model().config().n_vocab);
   text::StreamDecoder decoder(tokenizer);
   StopFilter filter(options.stop, sink, r.text);
+  // End-of-generation tokens are masked out when asked to ignore them.
+  std::vector<int32_t> eog;
+  if (options.ignore_eos) {
+    for (int32_t id = 0; id < session.model().config().n_vocab; ++id) {
+      if (tokenizer.is_eog(id)) eog.push_back(id);
+    }
+  }
   auto t1 = std::chrono::steady_clock::now();
   for (;;) {
+    for (int32_t id : eog) logits[id] = -INFINITY;
     if (options.max_tokens >= 0 && static_cast<int32_t>(r.tokens.size()) >= options.max_tokens) {
       r.reason = StopReason::kMaxTokens;
       break;

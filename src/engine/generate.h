@@ -20,6 +20,7 @@ struct GenerateOptions {
   int32_t max_tokens = -1;  // < 0: until end of generation or a full context
   SamplerParams sampler;
   std::vector<std::string> stop;  // stop strings; the text stops before them
+  bool ignore_eos = false;        // never end on an end-of-generation token (benchmarks)
 };
 
 enum class StopReason { kEndOfGeneration, kStopString, kMaxTokens, kContextFull };

@@ -39,7 +39,7 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model, cons
   return s;
 }
 
-Result<const float*> Session::feed(std::span<const int32_t> tokens) {
+Result<float*> Session::feed(std::span<const int32_t> tokens) {
   if (tokens.empty()) return make_error("nothing to feed");
   const auto total = static_cast<int64_t>(history_.size()) + static_cast<int64_t>(tokens.size());
   if (total > options_.n_ctx)
@@ -58,7 +58,7 @@ Result<const float*> Session::feed(std::span<const int32_t> tokens) {
     history_.insert(history_.end(), tokens.begin() + static_cast<ptrdiff_t>(off),
                     tokens.begin() + static_cast<ptrdiff_t>(off + n));
   }
-  return static_cast<const float*>(ws_.logits);
+  return ws_.logits;
 }
 
 void Session::truncate(int32_t n) {

@@ -29,9 +29,10 @@ class Session {
                                                  memory::Ledger* ledger);
 
   // Appends tokens to the sequence (in chunks of n_batch) and returns the
-  // logits after the last one (n_vocab floats, valid until the next call).
+  // logits after the last one (n_vocab floats, owned by the session, valid
+  // until the next call; the caller may modify them, e.g. to mask tokens).
   // Fails, leaving the sequence as it was, when the context would overflow.
-  Result<const float*> feed(std::span<const int32_t> tokens);
+  Result<float*> feed(std::span<const int32_t> tokens);
   // Keeps the first n tokens of the history and their cache.
   void truncate(int32_t n);
   // Length of the longest common prefix of the history and `tokens`.

@@ -7,6 +7,9 @@
 
 namespace snug::kv {
 
+// Largest head size attend() supports (model configs are validated against it).
+constexpr int32_t kMaxHeadDim = 512;
+
 struct AttentionShape {
   int32_t n_heads = 0;     // query heads
   int32_t n_kv_heads = 0;  // key/value heads (grouped-query attention: n_heads % n_kv_heads == 0)

@@ -1,0 +1,145 @@
+"""snug against llama.cpp on the same GGUF file, same threads, interleaved.
+
+Each sample is a fresh process (so peak RSS is that run's own): prompt
+processing of --pp tokens, then --tg generated tokens (greedy, end-of-text
+ignored). Runs alternate snug, llama.cpp, snug, ... after one warm-up pair,
+because this machine's speed drifts over minutes; ratios are taken per pair.
+
+  bench/compare [--model PATH] [--threads 1,2] [--pairs 7] [--pp 512] [--tg 128] [--json OUT]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Runs llama.cpp in a child process and reports like `snug run --json`.
+LLAMA_CHILD = r"""
+import json, sys, time
+import numpy as np
+from llama_cpp import Llama
+model, threads, pp, tg, prompt_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+llm = Llama(model_path=model, n_ctx=pp + tg + 8, n_batch=pp, n_ubatch=pp, n_threads=threads,
+            n_threads_batch=threads, verbose=False)
+ids = [int(x) for x in open(prompt_file).read().split()]
+llm.reset()
+t0 = time.perf_counter()
+llm.eval(ids)
+t1 = time.perf_counter()
+out = []
+tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+ttft = time.perf_counter() - t0
+t2 = time.perf_counter()
+for _ in range(tg):
+    out.append(tok)
+    llm.eval([tok])
+    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+t3 = time.perf_counter()
+hwm = 0
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        hwm = int(line.split()[1]) * 1024
+print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
+                  "time_to_first_token": ttft, "peak_rss_bytes": hwm, "token_ids": out}))
+"""
+
+
+def snug_sample(args, threads, prompt_file):
+    cmd = [str(args.snug), "run", str(args.model), "--json", "--no-chat", "--temp", "0", "--ignore-eos",
+           "-n", str(args.tg), "-t", str(threads), "-b", str(args.pp), "--ctx", str(args.pp + args.tg + 8),
+           "--token-ids-file", str(prompt_file)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    j = json.loads(out)
+    j["time_to_first_token"] = j["prompt_seconds"]
+    return j
+
+
+def llama_sample(args, threads, prompt_file):
+    cmd = [sys.executable, "-c", LLAMA_CHILD, str(args.model), str(threads), str(args.pp), str(args.tg),
+           str(prompt_file)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def prompt_ids(model, n):
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    text = (ROOT / "tests" / "data" / "reference.txt").read_bytes()
+    ids = llm.tokenize(text, add_bos=True, special=False)
+    while len(ids) < n:
+        ids += llm.tokenize(text, add_bos=False, special=False)
+    return ids[:n]
+
+
+def summary(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--snug", type=Path, default=ROOT / "build" / "snug")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--pairs", type=int, default=7)
+    ap.add_argument("--pp", type=int, default=512)
+    ap.add_argument("--tg", type=int, default=128)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    prompt_file = ROOT / "build" / "bench_prompt_ids.txt"
+    prompt_file.parent.mkdir(exist_ok=True)
+    prompt_file.write_text(" ".join(map(str, prompt_ids(args.model, args.pp))))
+    report = {"model": str(args.model), "pp_tokens": args.pp, "tg_tokens": args.tg, "pairs": args.pairs,
+              "cpu": cpu_name(), "results": []}
+    print(f"model {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        snug_s, llama_s = [], []
+        for i in range(args.pairs + 1):
+            s = snug_sample(args, threads, prompt_file)
+            l = llama_sample(args, threads, prompt_file)
+            if i == 0:
+                continue  # warm-up: page cache, CPU frequency
+            snug_s.append(s)
+            llama_s.append(l)
+        row = {"threads": threads}
+        for key, name in [("prompt_tokens_per_second", "pp"), ("generate_tokens_per_second", "gen"),
+                          ("peak_rss_bytes", "rss"), ("time_to_first_token", "ttft")]:
+            a = [x[key] for x in snug_s]
+            b = [x[key] for x in llama_s]
+            row[f"snug_{name}"] = summary(a)
+            row[f"llama_{name}"] = summary(b)
+            row[f"{name}_ratio"] = statistics.median([x / y for x, y in zip(a, b)])
+            row[f"snug_{name}_samples"] = a
+            row[f"llama_{name}_samples"] = b
+        report["results"].append(row)
+        print_row(row)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+def print_row(r):
+    t = r["threads"]
+    print(f"\nthreads {t}            snug median (min-max)            llama.cpp median (min-max)       ratio")
+    for name, unit, scale in [("pp", "tok/s", 1), ("gen", "tok/s", 1), ("ttft", "s", 1), ("rss", "MiB", 1 / 2**20)]:
+        s, l = r[f"snug_{name}"], r[f"llama_{name}"]
+        fmt = lambda d: f"{d['median']*scale:9.2f} ({d['min']*scale:.2f}-{d['max']*scale:.2f})"
+        print(f"  {name:4} {unit:6}  {fmt(s):32} {fmt(l):32} {r[f'{name}_ratio']:.2f}x")
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
