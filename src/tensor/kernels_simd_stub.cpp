@@ -1,14 +1,6 @@
 #include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
 namespace snug::tensor::simd {
-void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
-                          void* scratch) {
-  ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
-}
-void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                 int64_t y_stride) {
-  ref::matmul_rows(w, qx, n_tok, r0, r1, y, y_stride);
-}
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   ref::rms_norm(x, weight, y, n, eps);
 }

@@ -1,0 +1,251 @@
+// matmul_rows per target: float weights with Highway FMA tiles, quantized
+// weights with the AVX2 integer kernels (qdot_avx2-inl.h) or the portable ones
+// (qdot_generic-inl.h). Compiled once per Highway target (foreach_target.h);
+// HWY_DYNAMIC_DISPATCH picks one per call.
+//
+// Loop order: rows in blocks of kRowBlock (whose weights stay in L1/L2) ×
+// tokens in tiles of up to kTokTile (one weight decode per tile) × rows in the
+// block. Activations of all tokens are read from L2 each row block.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "tensor/matmul_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <array>
+
+#include "base/check.h"
+
+#include "tensor/kernels_ref.h"
+#include "tensor/kernels_simd.h"
+#include "tensor/qdot_avx2-inl.h"
+#include "tensor/qdot_generic-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace snug::tensor::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int kTokTile = 4;
+constexpr int64_t kRowBlock = 16;
+
+// Weight loaders for the float formats: N elements starting at i as f32.
+struct LoadF32 {
+  template <class D>
+  static HWY_INLINE hn::Vec<D> Load(D d, const uint8_t* w, int64_t i) {
+    return hn::LoadU(d, reinterpret_cast<const float*>(w) + i);
+  }
+  static float Scalar(const uint8_t* w, int64_t i) { return reinterpret_cast<const float*>(w)[i]; }
+};
+struct LoadF16 {
+  template <class D>
+  static HWY_INLINE hn::Vec<D> Load(D d, const uint8_t* w, int64_t i) {
+    const hn::Rebind<hwy::float16_t, D> dh;
+    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(w) + i));
+  }
+  static float Scalar(const uint8_t* w, int64_t i) {
+    return detail::f16_to_f32(reinterpret_cast<const uint16_t*>(w)[i]);
+  }
+};
+struct LoadBF16 {
+  template <class D>
+  static HWY_INLINE hn::Vec<D> Load(D d, const uint8_t* w, int64_t i) {
+    const hn::Rebind<hwy::bfloat16_t, D> dh;
+    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::bfloat16_t*>(w) + i));
+  }
+  static float Scalar(const uint8_t* w, int64_t i) {
+    return detail::bf16_to_f32(reinterpret_cast<const uint16_t*>(w)[i]);
+  }
+};
+
+// One float weight row against T f32 activation rows: two accumulators per
+// token over 2N-element steps, then N-element steps, then a scalar tail.
+template <class L, int T>
+void TileFloat(const uint8_t* w, int64_t n, const uint8_t* const* acts, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const float* x[T];
+  hn::Vec<decltype(d)> a0[T], a1[T];
+  for (int t = 0; t < T; ++t) {
+    x[t] = reinterpret_cast<const float*>(acts[t]);
+    a0[t] = hn::Zero(d);
+    a1[t] = hn::Zero(d);
+  }
+  int64_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    const auto w0 = L::Load(d, w, i), w1 = L::Load(d, w, i + N);
+    for (int t = 0; t < T; ++t) {
+      a0[t] = hn::MulAdd(w0, hn::LoadU(d, x[t] + i), a0[t]);
+      a1[t] = hn::MulAdd(w1, hn::LoadU(d, x[t] + i + N), a1[t]);
+    }
+  }
+  for (; i + N <= n; i += N) {
+    const auto w0 = L::Load(d, w, i);
+    for (int t = 0; t < T; ++t) a0[t] = hn::MulAdd(w0, hn::LoadU(d, x[t] + i), a0[t]);
+  }
+  for (int t = 0; t < T; ++t) {
+    float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0[t], a1[t])));
+    for (int64_t j = i; j < n; ++j) s += L::Scalar(w, j) * x[t][j];
+    out[t] = s;
+  }
+}
+
+using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t* const*, float*);
+
+// Tile kernels for T = 1..kTokTile of one weight format.
+template <template <int> class K>
+constexpr std::array<TileFn, kTokTile> Tiles() {
+  return {&K<1>::Run, &K<2>::Run, &K<3>::Run, &K<4>::Run};
+}
+
+template <class L>
+struct FloatK {
+  template <int T>
+  struct K {
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      TileFloat<L, T>(w, n, a, o);
+    }
+  };
+};
+
+#if HWY_TARGET == HWY_AVX2
+template <class F>
+struct Q32K {
+  template <int T>
+  struct K {
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      TileQ32Avx2<F, T>(w, n, a, o);
+    }
+  };
+};
+template <int T>
+struct Q4KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileQ4KAvx2<T>(w, n, a, o);
+  }
+};
+template <int T>
+struct Q6KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileQ6KAvx2<T>(w, n, a, o);
+  }
+};
+using Q4_0Fmt = Avx2Q4_0;
+using Q4_1Fmt = Avx2Q4_1;
+using Q5_0Fmt = Avx2Q5_0;
+using Q5_1Fmt = Avx2Q5_1;
+using Q8_0Fmt = Avx2Q8_0;
+#else
+template <class F>
+struct Q32K {
+  template <int T>
+  struct K {
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      TileQ32Generic<F, T>(w, n, a, o);
+    }
+  };
+};
+template <int T>
+struct Q4KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileKGeneric<BlockQ4_K, T>(w, n, a, o);
+  }
+};
+template <int T>
+struct Q6KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileKGeneric<BlockQ6_K, T>(w, n, a, o);
+  }
+};
+using Q4_0Fmt = GenQ4_0;
+using Q4_1Fmt = GenQ4_1;
+using Q5_0Fmt = GenQ5_0;
+using Q5_1Fmt = GenQ5_1;
+using Q8_0Fmt = GenQ8_0;
+#endif
+
+template <class Block>
+struct KGen {
+  template <int T>
+  struct K {
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      TileKGeneric<Block, T>(w, n, a, o);
+    }
+  };
+};
+
+std::array<TileFn, kTokTile> TilesFor(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return Tiles<FloatK<LoadF32>::K>();
+    case DType::kF16:
+      return Tiles<FloatK<LoadF16>::K>();
+    case DType::kBF16:
+      return Tiles<FloatK<LoadBF16>::K>();
+    case DType::kQ4_0:
+      return Tiles<Q32K<Q4_0Fmt>::K>();
+    case DType::kQ4_1:
+      return Tiles<Q32K<Q4_1Fmt>::K>();
+    case DType::kQ5_0:
+      return Tiles<Q32K<Q5_0Fmt>::K>();
+    case DType::kQ5_1:
+      return Tiles<Q32K<Q5_1Fmt>::K>();
+    case DType::kQ8_0:
+      return Tiles<Q32K<Q8_0Fmt>::K>();
+    case DType::kQ2_K:
+      return Tiles<KGen<BlockQ2_K>::K>();
+    case DType::kQ3_K:
+      return Tiles<KGen<BlockQ3_K>::K>();
+    case DType::kQ4_K:
+      return Tiles<Q4KK>();
+    case DType::kQ5_K:
+      return Tiles<KGen<BlockQ5_K>::K>();
+    case DType::kQ6_K:
+      return Tiles<Q6KK>();
+    default:
+      return {};
+  }
+}
+
+void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                int64_t y_stride) {
+  const std::array<TileFn, kTokTile> tiles = TilesFor(w.type);
+  SNUG_CHECK(tiles[0] != nullptr);
+  const size_t act_bytes = ref::activation_row_bytes(w.type, w.cols);
+  const auto* act = static_cast<const uint8_t*>(qx);
+  const auto* wd = static_cast<const uint8_t*>(w.data);
+  for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+    const int64_t re = rb + kRowBlock < r1 ? rb + kRowBlock : r1;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kTokTile) {
+      const int nt = static_cast<int>(n_tok - t0 < kTokTile ? n_tok - t0 : kTokTile);
+      const uint8_t* acts[kTokTile];
+      for (int t = 0; t < nt; ++t) acts[t] = act + (t0 + t) * act_bytes;
+      for (int64_t r = rb; r < re; ++r) {
+        float out[kTokTile];
+        tiles[nt - 1](wd + r * w.row_bytes, w.cols, acts, out);
+        for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+      }
+    }
+  }
+}
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace snug::tensor::simd {
+
+HWY_EXPORT(MatmulRows);
+
+void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatmulRows)(w, qx, n_tok, r0, r1, y, y_stride);
+}
+
+// Activation conversion is O(cols * n_tok), negligible next to the product;
+// the scalar reference is used on every target (and so is exact by definition).
+void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
+                          void* scratch) {
+  ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
+}
+
+}  // namespace snug::tensor::simd
+#endif  // HWY_ONCE

@@ -1,0 +1,228 @@
+// AVX2 quantized dot products with the int8 instructions Highway 1.0 does not
+// expose (vpmaddubsw / vpmaddwd), as ggml's x86 kernels do. Only compiled for
+// the HWY_AVX2 target (which guarantees AVX2, FMA and F16C); other targets use
+// qdot_generic-inl.h.
+//
+// Each kernel takes one weight row and T activation rows; every (row, token)
+// result has its own accumulators and the same operation sequence for any T,
+// so results do not depend on how rows and tokens are tiled or threaded.
+#if defined(SNUG_TENSOR_QDOT_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SNUG_TENSOR_QDOT_AVX2_INL_H_
+#undef SNUG_TENSOR_QDOT_AVX2_INL_H_
+#else
+#define SNUG_TENSOR_QDOT_AVX2_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#if HWY_TARGET == HWY_AVX2
+#include <immintrin.h>
+
+#include "tensor/quant_blocks.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace snug::tensor::HWY_NAMESPACE {
+
+HWY_INLINE float Hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+HWY_INLINE float F16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+// 32 nibbles -> 32 bytes: element j < 16 from the low nibble of qs[j],
+// element j + 16 from its high nibble.
+HWY_INLINE __m256i Nibbles32(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Byte j = 0x10 where bit j of the 32-bit qh is set, else 0.
+HWY_INLINE __m256i FifthBits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int32_t>(bits)),
+      _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i mask = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// Weight rules of the 32-element formats: unsigned levels (or signed for
+// q8_0), the scale, and the coefficient of the activation's scaled sum s.
+struct Avx2Q4_0 {
+  using Block = BlockQ4_0;
+  static constexpr bool kSigned = false;
+  static __m256i Levels(const Block& b) { return Nibbles32(b.qs); }
+  static float Bias(const Block&, float d) { return -8 * d; }
+};
+struct Avx2Q4_1 {
+  using Block = BlockQ4_1;
+  static constexpr bool kSigned = false;
+  static __m256i Levels(const Block& b) { return Nibbles32(b.qs); }
+  static float Bias(const Block& b, float) { return F16(b.m); }
+};
+struct Avx2Q5_0 {
+  using Block = BlockQ5_0;
+  static constexpr bool kSigned = false;
+  static __m256i Levels(const Block& b) {
+    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
+  }
+  static float Bias(const Block&, float d) { return -16 * d; }
+};
+struct Avx2Q5_1 {
+  using Block = BlockQ5_1;
+  static constexpr bool kSigned = false;
+  static __m256i Levels(const Block& b) {
+    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
+  }
+  static float Bias(const Block& b, float) { return F16(b.m); }
+};
+struct Avx2Q8_0 {
+  using Block = BlockQ8_0;
+  static constexpr bool kSigned = true;
+  static __m256i Levels(const Block& b) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
+  static float Bias(const Block&, float) { return 0; }
+};
+
+template <class F, int T>
+void TileQ32Avx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[T];
+  float bias[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    bias[t] = 0;
+  }
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const __m256i q = F::Levels(wb[b]);
+    const __m256i qu = F::kSigned ? _mm256_sign_epi8(q, q) : q;
+    const float d = F16(wb[b].d);
+    const float bw = F::Bias(wb[b], d);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8A& a = reinterpret_cast<const BlockQ8A*>(acts[t])[b];
+      __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
+      if (F::kSigned) av = _mm256_sign_epi8(av, q);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), ones);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d), acc[t]);
+      bias[t] += bw * a.s;
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) + bias[t];
+}
+
+// q4_K: 8 groups of 32 with 6-bit scales and mins.
+template <int T>
+void TileQ4KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ4_K*>(wrow);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[T];
+  float bias[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    bias[t] = 0;
+  }
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const BlockQ4_K& w = wb[b];
+    uint8_t sc[8], mn[8];
+    for (int g = 0; g < 8; ++g) k4_scale_min(g, w.scales, &sc[g], &mn[g]);
+    const float d = F16(w.d), dmin = F16(w.dmin);
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+      const __m256i lo = _mm256_and_si256(bits, low4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+      const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]);
+      const __m256i s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+      for (int t = 0; t < T; ++t) {
+        const int8_t* aq = reinterpret_cast<const BlockQ8_K*>(acts[t])[b].qs + 64 * c;
+        const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+        const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 32));
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s_lo);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s_hi);
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[b];
+      int32_t msum = 0;
+      for (int g = 0; g < 8; ++g) msum += mn[g] * (a.bsums[2 * g] + a.bsums[2 * g + 1]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a.d), acc[t]);
+      bias[t] += dmin * a.d * static_cast<float>(msum);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];
+}
+
+// q6_K: 16 groups of 16 with int8 scales; levels are stored +32, and the
+// offset is removed with the activation group sums.
+template <int T>
+void TileQ6KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ6_K*>(wrow);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[T];
+  float bias[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    bias[t] = 0;
+  }
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const BlockQ6_K& w = wb[b];
+    const float d = F16(w.d);
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, low4),
+                             _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
+      q[1] =
+          _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), low2), 4));
+      q[2] =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), low2), 4));
+      q[3] =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), low2), 4));
+      for (int k = 0; k < 4; ++k) {
+        const int g = 8 * h + 2 * k;  // groups g (elements 0..15) and g + 1
+        const __m256i s =
+            _mm256_set_m128i(_mm_set1_epi16(w.scales[g + 1]), _mm_set1_epi16(w.scales[g]));
+        for (int t = 0; t < T; ++t) {
+          const int8_t* aq = reinterpret_cast<const BlockQ8_K*>(acts[t])[b].qs + 128 * h + 32 * k;
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], av), s);
+          isum[t] = _mm256_add_epi32(isum[t], p);
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[b];
+      int32_t off = 0;
+      for (int g = 0; g < 16; ++g) off += w.scales[g] * a.bsums[g];
+      const float da = d * a.d;
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(da), acc[t]);
+      bias[t] += da * static_cast<float>(32 * off);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];
+}
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // HWY_TARGET == HWY_AVX2
+#endif  // include guard toggle
