@@ -1,0 +1,130 @@
+#include "tiny_model.h"
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "base/check.h"
+#include "tensor/kernels.h"
+#include "text/unicode.h"
+
+namespace snug::testing {
+namespace {
+
+std::string utf8(uint32_t cpt) {
+  std::string s;
+  if (cpt < 0x80) {
+    s += static_cast<char>(cpt);
+  } else if (cpt < 0x800) {
+    s += static_cast<char>(0xC0 | (cpt >> 6));
+    s += static_cast<char>(0x80 | (cpt & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cpt >> 12));
+    s += static_cast<char>(0x80 | ((cpt >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cpt & 0x3F));
+  }
+  return s;
+}
+
+std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows, int64_t cols, float scale) {
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> f(static_cast<size_t>(rows * cols));
+  for (auto& x : f) x = nd(rng);
+  std::vector<uint8_t> out(*tensor::row_bytes(type, cols) * static_cast<size_t>(rows));
+  const size_t rb = *tensor::row_bytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r) tensor::quantize_row(type, &f[static_cast<size_t>(r * cols)], out.data() + r * rb, cols);
+  return out;
+}
+
+std::vector<uint8_t> norm_weights(std::mt19937& rng, int64_t n) {
+  std::uniform_real_distribution<float> u(0.8f, 1.2f);
+  std::vector<float> f(static_cast<size_t>(n));
+  for (auto& x : f) x = u(rng);
+  std::vector<uint8_t> out(f.size() * 4);
+  std::memcpy(out.data(), f.data(), out.size());
+  return out;
+}
+
+}  // namespace
+
+gguf::Writer build_tiny_model(const TinyModelSpec& s) {
+  gguf::Writer w;
+  const std::string a = s.architecture + ".";
+  w.set_string("general.architecture", s.architecture);
+  w.set_string("general.name", "tiny test model");
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
+  w.set_f32(a + "rope.freq_base", 10000.f);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  for (int b = 0; b < 256; ++b) {
+    tokens.push_back(utf8(text::unicode::byte_to_cpt(static_cast<uint8_t>(b))));
+    types.push_back(1);
+  }
+  const std::string sp = utf8(text::unicode::byte_to_cpt(' '));
+  for (const char* m : {"he", "ll", "llo"}) {
+    tokens.emplace_back(m);
+    types.push_back(1);
+  }
+  tokens.push_back(sp + "t");
+  types.push_back(1);
+  for (const char* special : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}) {
+    tokens.emplace_back(special);
+    types.push_back(3);
+  }
+  SNUG_CHECK(static_cast<int32_t>(tokens.size()) == kTinyVocab);
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string("tokenizer.ggml.pre", "gpt2");
+  w.set_strings("tokenizer.ggml.tokens", tokens);
+  w.set_i32s("tokenizer.ggml.token_type", types);
+  w.set_strings("tokenizer.ggml.merges", {"h e", "l l", "ll o", sp + " t"});
+  w.set_u32("tokenizer.ggml.bos_token_id", kTinyEndOfText);
+  w.set_u32("tokenizer.ggml.eos_token_id", kTinyEndOfText);
+  w.set_bool("tokenizer.ggml.add_bos_token", false);
+  w.set_string("tokenizer.chat_template",
+                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+                "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}");
+
+  std::mt19937 rng(s.seed);
+  const int64_t hd = s.n_embd / s.n_heads;
+  const float ws = 0.5f / std::sqrt(static_cast<float>(s.n_embd));
+  auto add = [&w](const std::string& name, tensor::DType t, std::vector<int64_t> dims, std::vector<uint8_t> data) {
+    w.add_tensor(name, t, std::move(dims), data);
+  };
+  add("token_embd.weight", tensor::DType::kF32, {s.n_embd, kTinyVocab},
+      random_matrix(rng, tensor::DType::kF32, kTinyVocab, s.n_embd, 1.f));
+  add("output_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
+  if (!s.tied_output)
+    add("output.weight", s.matrix_type, {s.n_embd, kTinyVocab}, random_matrix(rng, s.matrix_type, kTinyVocab, s.n_embd, ws));
+  for (int32_t l = 0; l < s.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const auto mt = s.matrix_type;
+    add(p + "attn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
+    add(p + "attn_q.weight", mt, {s.n_embd, s.n_heads * hd}, random_matrix(rng, mt, s.n_heads * hd, s.n_embd, ws));
+    add(p + "attn_k.weight", mt, {s.n_embd, s.n_kv_heads * hd}, random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
+    add(p + "attn_v.weight", mt, {s.n_embd, s.n_kv_heads * hd}, random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
+    add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd}, random_matrix(rng, mt, s.n_embd, s.n_heads * hd, ws));
+    add(p + "ffn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
+    add(p + "ffn_gate.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
+    add(p + "ffn_up.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
+    add(p + "ffn_down.weight", mt, {s.n_ff, s.n_embd}, random_matrix(rng, mt, s.n_embd, s.n_ff, ws));
+  }
+  return w;
+}
+
+std::string write_tiny_model(const std::string& name, const TinyModelSpec& spec) {
+  auto dir = std::filesystem::temp_directory_path() / "snug_tests";
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / name).string();
+  auto st = build_tiny_model(spec).write(path);
+  SNUG_CHECK(st.ok());
+  return path;
+}
+
+}  // namespace snug::testing

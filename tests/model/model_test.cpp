@@ -1,0 +1,169 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "model/model.h"
+#include "tiny_model.h"
+
+namespace snug::model {
+namespace {
+
+using testing::TinyModelSpec;
+
+struct Rig {
+  explicit Rig(const TinyModelSpec& spec = {}, int32_t blocks = 64, int32_t max_tokens = 32, int threads = 2)
+      : pool(threads) {
+    bytes = testing::build_tiny_model(spec).to_bytes();
+    auto f = gguf::File::parse(bytes, "tiny");
+    EXPECT_TRUE(f.ok()) << f.error().message;
+    auto m = Model::from_file(std::move(f).value(), &ledger);
+    EXPECT_TRUE(m.ok()) << m.error().message;
+    model = std::move(m).value();
+    cache = std::move(kv::KvCache::create(model->kv_layout(tensor::DType::kF16, 4), blocks, &ledger)).value();
+    WorkspaceShape shape{max_tokens, max_tokens, 256, threads};
+    ws = std::move(Workspace::create(model->config(), plan_workspace(model->config(), model->matrix_types(), shape),
+                                     &ledger)).value();
+  }
+  // Logits (copied) of every token of `tokens` fed to `seq` in one batch.
+  std::vector<float> feed(kv::SeqId seq, const std::vector<int32_t>& tokens) {
+    Batch b;
+    for (int32_t t : tokens) b.add(t, seq, true);
+    EXPECT_TRUE(model->forward(b, cache, ws, pool).ok());
+    return {ws.logits, ws.logits + tokens.size() * static_cast<size_t>(model->config().n_vocab)};
+  }
+  std::vector<uint8_t> bytes;
+  memory::Ledger ledger;
+  ThreadPool pool;
+  std::unique_ptr<Model> model;
+  kv::KvCache cache;
+  Workspace ws;
+};
+
+float max_diff(const float* a, const float* b, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+TEST(Model, ReadsConfigAndChargesMappedWeights) {
+  Rig r;
+  const auto& c = r.model->config();
+  EXPECT_EQ(c.n_layers, 2);
+  EXPECT_EQ(c.head_dim_k, 16);
+  EXPECT_EQ(c.n_vocab, testing::kTinyVocab);
+  EXPECT_TRUE(c.tied_output);
+  EXPECT_GT(r.ledger.current(memory::Category::kWeightsMapped), 0u);
+}
+
+TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
+  Rig a, b;
+  const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};
+  auto all = a.feed(a.cache.create_sequence(), toks);
+  kv::SeqId s = b.cache.create_sequence();
+  const size_t V = static_cast<size_t>(a.model->config().n_vocab);
+  for (size_t i = 0; i < toks.size(); ++i) {
+    auto one = b.feed(s, {toks[i]});
+    EXPECT_LT(max_diff(one.data(), all.data() + i * V, V), 1e-4f) << "position " << i;
+  }
+  EXPECT_EQ(a.cache.length(0), static_cast<int32_t>(toks.size()));
+}
+
+TEST(Model, RaggedBatchOfTwoSequencesEqualsSeparateRuns) {
+  Rig r, ref;
+  kv::SeqId s1 = r.cache.create_sequence(), s2 = r.cache.create_sequence();
+  r.feed(s1, {1, 2, 3});  // s1 has history, s2 starts empty
+  Batch b;
+  for (int32_t t : {4, 5}) b.add(t, s1, true);
+  for (int32_t t : {7, 8, 9}) b.add(t, s2, true);
+  ASSERT_TRUE(r.model->forward(b, r.cache, r.ws, r.pool).ok());
+  const size_t V = static_cast<size_t>(r.model->config().n_vocab);
+  std::vector<float> got(r.ws.logits, r.ws.logits + 5 * V);
+
+  kv::SeqId t1 = ref.cache.create_sequence(), t2 = ref.cache.create_sequence();
+  auto want1 = ref.feed(t1, {1, 2, 3, 4, 5});
+  auto want2 = ref.feed(t2, {7, 8, 9});
+  EXPECT_LT(max_diff(got.data(), want1.data() + 3 * V, 2 * V), 1e-4f);
+  EXPECT_LT(max_diff(got.data() + 2 * V, want2.data(), 3 * V), 1e-4f);
+}
+
+TEST(Model, ForkedSequenceContinuesLikeTheOriginal) {
+  Rig r;
+  kv::SeqId a = r.cache.create_sequence();
+  r.feed(a, {3, 1, 4, 1, 5});
+  kv::SeqId b = r.cache.fork(a);
+  auto la = r.feed(a, {9});
+  auto lb = r.feed(b, {9});
+  EXPECT_EQ(max_diff(la.data(), lb.data(), la.size()), 0.f);
+}
+
+TEST(Model, FullCacheFailsAndLeavesSequencesUntouched) {
+  Rig r({}, /*blocks=*/2);
+  kv::SeqId s = r.cache.create_sequence();
+  r.feed(s, {1, 2, 3});
+  Batch b;
+  for (int i = 0; i < 8; ++i) b.add(1, s, i == 7);
+  Status st = r.model->forward(b, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("KV cache is full"), std::string::npos);
+  EXPECT_EQ(r.cache.length(s), 3);
+  EXPECT_EQ(r.cache.free_blocks(), 1);
+}
+
+TEST(Model, TokenOutsideVocabularyIsAnError) {
+  Rig r;
+  Batch b;
+  b.add(testing::kTinyVocab, r.cache.create_sequence(), true);
+  EXPECT_FALSE(r.model->forward(b, r.cache, r.ws, r.pool).ok());
+}
+
+TEST(Model, QuantizedWeightsStayCloseToF32) {
+  TinyModelSpec q;
+  q.matrix_type = tensor::DType::kQ8_0;
+  Rig a, b(q);
+  const std::vector<int32_t> toks = {72, 101, 108, 108, 111};
+  auto fa = a.feed(a.cache.create_sequence(), toks);
+  auto fb = b.feed(b.cache.create_sequence(), toks);
+  float scale = 0;
+  for (float x : fa) scale = std::max(scale, std::fabs(x));
+  // q8_0 weights and activations: a few per cent of the logit range at most.
+  EXPECT_LT(max_diff(fa.data(), fb.data(), fa.size()), 0.03f * scale) << "logit range " << scale;
+}
+
+Result<std::unique_ptr<Model>> load_modified(const std::function<void(TinyModelSpec&)>& change,
+                                             std::vector<uint8_t>& storage, memory::Ledger* ledger) {
+  TinyModelSpec s;
+  change(s);
+  storage = testing::build_tiny_model(s).to_bytes();
+  SNUG_ASSIGN_OR_RETURN(gguf::File f, gguf::File::parse(storage, "tiny"));
+  return Model::from_file(std::move(f), ledger);
+}
+
+TEST(Model, BadHyperParametersAreRefused) {
+  memory::Ledger l;
+  std::vector<uint8_t> buf;
+  auto arch = load_modified([](TinyModelSpec& s) { s.architecture = "mamba"; }, buf, &l);
+  ASSERT_FALSE(arch.ok());
+  EXPECT_NE(arch.error().message.find("architecture 'mamba' is not supported"), std::string::npos);
+  auto heads = load_modified([](TinyModelSpec& s) { s.n_kv_heads = 3; }, buf, &l);
+  ASSERT_FALSE(heads.ok());
+  EXPECT_NE(heads.error().message.find("not a multiple"), std::string::npos);
+}
+
+TEST(Model, MissingOrMisshapenTensorsAreRefused) {
+  memory::Ledger l;
+  gguf::Writer w = testing::build_tiny_model();
+  auto bytes = w.to_bytes();
+  // Rename blk.1.ffn_up.weight so it is missing.
+  std::string needle = "blk.1.ffn_up.weight";
+  auto it = std::search(bytes.begin(), bytes.end(), needle.begin(), needle.end());
+  ASSERT_NE(it, bytes.end());
+  *(it + 6) = 'X';
+  auto f = gguf::File::parse(bytes, "tiny");
+  ASSERT_TRUE(f.ok());
+  auto m = Model::from_file(std::move(f).value(), &l);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().message.find("missing tensor 'blk.1.ffn_up.weight'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace snug::model
