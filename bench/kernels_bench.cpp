@@ -1,0 +1,126 @@
+// Kernel microbenchmarks: matmul_rows per weight format at SmolLM2-135M and
+// Gemma-3-270M shapes (rows x cols = outputs x inputs), single thread, for
+// generation (n_tok = 1) and prompt processing (n_tok = 128); the scalar
+// reference beside the SIMD path at n_tok = 1; dot and dequantize throughput.
+// Counters: weight_bytes/s (weight bytes streamed per second, the bound for
+// n_tok = 1) and FLOP/s (2 * rows * cols * n_tok per call).
+//
+//   build-tensor/bench/kernels_bench --benchmark_filter=matmul/q4_1
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "tensor/kernels.h"
+#include "tensor/kernels_ref.h"
+
+namespace snug::tensor {
+namespace {
+
+std::vector<float> values(int64_t n, uint32_t seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  uint32_t s = seed;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = static_cast<float>(static_cast<int32_t>(s >> 8) - (1 << 23)) / (1 << 23);
+  }
+  return v;
+}
+
+struct Shape {
+  const char* model;
+  int64_t rows, cols;
+};
+
+constexpr Shape kShapes[] = {
+    {"smollm2", 576, 576}, {"smollm2", 1536, 576}, {"smollm2", 576, 1536}, {"smollm2", 49152, 576},
+    {"gemma3", 1024, 640}, {"gemma3", 2048, 640},  {"gemma3", 640, 2048},
+};
+constexpr DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0, DType::kQ4_1,
+                            DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
+                            DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool reference) {
+  const size_t rb = *row_bytes(type, sh.cols);
+  std::vector<uint8_t> w(rb * sh.rows);
+  const auto wf = values(sh.cols * 64, 1);  // 64 distinct rows, repeated
+  for (int64_t r = 0; r < sh.rows; ++r) {
+    quantize_row(type, wf.data() + (r % 64) * sh.cols, w.data() + r * rb, sh.cols);
+  }
+  const auto x = values(sh.cols * n_tok, 2);
+  std::vector<uint8_t> qx(matmul_scratch_bytes(type, sh.cols, n_tok));
+  quantize_activations(type, x.data(), sh.cols, sh.cols, n_tok, qx.data());
+  std::vector<float> y(sh.rows * n_tok);
+  const MatView mv{type, w.data(), sh.rows, sh.cols, rb};
+  for (auto _ : st) {
+    if (reference) {
+      ref::matmul_rows(mv, qx.data(), n_tok, 0, sh.rows, y.data(), sh.rows);
+    } else {
+      matmul_rows(mv, qx.data(), n_tok, 0, sh.rows, y.data(), sh.rows);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double it = static_cast<double>(st.iterations());
+  st.counters["weight_bytes/s"] =
+      benchmark::Counter(it * static_cast<double>(w.size()), benchmark::Counter::kIsRate);
+  st.counters["FLOP/s"] =
+      benchmark::Counter(it * 2.0 * sh.rows * sh.cols * n_tok, benchmark::Counter::kIsRate);
+}
+
+void BM_Dequantize(benchmark::State& st, DType type) {
+  const int64_t n = 1 << 16;
+  const auto x = values(n, 3);
+  std::vector<uint8_t> q(*row_bytes(type, n));
+  quantize_row(type, x.data(), q.data(), n);
+  std::vector<float> y(n);
+  for (auto _ : st) {
+    dequantize_row(type, q.data(), y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["elements/s"] =
+      benchmark::Counter(static_cast<double>(st.iterations()) * n, benchmark::Counter::kIsRate);
+}
+
+void BM_DotF32(benchmark::State& st) {
+  const int64_t n = st.range(0);
+  const auto a = values(n, 4), b = values(n, 5);
+  for (auto _ : st) benchmark::DoNotOptimize(dot_f32(a.data(), b.data(), n));
+  st.counters["FLOP/s"] =
+      benchmark::Counter(static_cast<double>(st.iterations()) * 2 * n, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DotF32)->Arg(576)->Arg(4096);
+
+void register_all() {
+  for (DType t : kTypes) {
+    for (const Shape& sh : kShapes) {
+      if (sh.cols % info(t).block_size != 0) continue;
+      for (int64_t n_tok : {1, 128}) {
+        const std::string name = "matmul/" + std::string(dtype_name(t)) + "/" + sh.model + "/" +
+                                 std::to_string(sh.rows) + "x" + std::to_string(sh.cols) + "/tok" +
+                                 std::to_string(n_tok);
+        benchmark::RegisterBenchmark(name.c_str(), BM_Matmul, t, sh, n_tok, false)
+            ->Unit(benchmark::kMicrosecond);
+        if (n_tok == 1 && sh.rows <= 2048) {
+          benchmark::RegisterBenchmark((name + "/scalar_ref").c_str(), BM_Matmul, t, sh, n_tok,
+                                       true)
+              ->Unit(benchmark::kMicrosecond);
+        }
+      }
+    }
+    benchmark::RegisterBenchmark(("dequantize/" + std::string(dtype_name(t))).c_str(),
+                                 BM_Dequantize, t)
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+}  // namespace
+}  // namespace snug::tensor
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  snug::tensor::register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
