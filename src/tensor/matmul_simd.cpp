@@ -119,7 +119,13 @@ struct Q32K {
 template <int T>
 struct Q4KK {
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
-    TileQ4KAvx2<T>(w, n, a, o);
+    TileQ45KAvx2<BlockQ4_K, false, T>(w, n, a, o);
+  }
+};
+template <int T>
+struct Q5KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileQ45KAvx2<BlockQ5_K, true, T>(w, n, a, o);
   }
 };
 template <int T>
@@ -153,6 +159,12 @@ template <int T>
 struct Q6KK {
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
     TileKGeneric<BlockQ6_K, T>(w, n, a, o);
+  }
+};
+template <int T>
+struct Q5KK {
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileKGeneric<BlockQ5_K, T>(w, n, a, o);
   }
 };
 using Q4_0Fmt = GenQ4_0;
@@ -197,7 +209,7 @@ std::array<TileFn, kTokTile> TilesFor(DType t) {
     case DType::kQ4_K:
       return Tiles<Q4KK>();
     case DType::kQ5_K:
-      return Tiles<KGen<BlockQ5_K>::K>();
+      return Tiles<Q5KK>();
     case DType::kQ6_K:
       return Tiles<Q6KK>();
     default:

@@ -120,10 +120,18 @@ void TileQ32Avx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) + bias[t];
 }
 
-// q4_K: 8 groups of 32 with 6-bit scales and mins.
-template <int T>
-void TileQ4KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
-  const auto* wb = reinterpret_cast<const BlockQ4_K*>(wrow);
+// 0x10 in byte l where bit `bit` of qh[l] is set (q5_K's fifth bit).
+HWY_INLINE __m256i HighBit(__m256i qh, int bit) {
+  const __m256i m = _mm256_set1_epi8(static_cast<char>(1 << bit));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// q4_K (kFive = false) and q5_K (kFive = true): 8 groups of 32 with 6-bit
+// scales and mins.
+template <class Block, bool kFive, int T>
+void TileQ45KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const Block*>(wrow);
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[T];
   float bias[T];
@@ -132,7 +140,7 @@ void TileQ4KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
     bias[t] = 0;
   }
   for (int64_t b = 0; b < n / kQKK; ++b) {
-    const BlockQ4_K& w = wb[b];
+    const Block& w = wb[b];
     uint8_t sc[8], mn[8];
     for (int g = 0; g < 8; ++g) k4_scale_min(g, w.scales, &sc[g], &mn[g]);
     const float d = F16(w.d), dmin = F16(w.dmin);
@@ -140,8 +148,13 @@ void TileQ4KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
     for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(bits, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+      __m256i lo = _mm256_and_si256(bits, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+      if constexpr (kFive) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh));
+        lo = _mm256_or_si256(lo, HighBit(qh, 2 * c));
+        hi = _mm256_or_si256(hi, HighBit(qh, 2 * c + 1));
+      }
       const __m256i s_lo = _mm256_set1_epi16(sc[2 * c]);
       const __m256i s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
       for (int t = 0; t < T; ++t) {

@@ -126,18 +126,22 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
 namespace detail {
 
 void quantize_row_q8a(const float* x, void* dst, int64_t n) {
+  // Exactly what ggml's x86 quantize_row_q8_1 computes for llama.cpp: the scale
+  // is stored as f16 while the values are rounded with the unrounded 127/amax,
+  // ties to even, and the block sum s = d * sum(q) is stored as f16 too. Matching
+  // it keeps greedy decoding token-for-token identical on sensitive models.
   auto* y = static_cast<BlockQ8A*>(dst);
   for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
-    const float d = absmax(x, kQK) / 127;
-    const float id = d ? 1.0f / d : 0.0f;
+    const float amax = absmax(x, kQK);
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
     int sum = 0;
     for (int j = 0; j < kQK; ++j) {
-      // Ties to even (not roundf's away from zero) so that SIMD rounding matches.
       y[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
       sum += y[i].qs[j];
     }
-    y[i].d = d;
-    y[i].s = d * static_cast<float>(sum);
+    y[i].d = fp16_to_fp32(fp32_to_fp16(d));
+    y[i].s = fp16_to_fp32(fp32_to_fp16(d * static_cast<float>(sum)));
   }
 }
 
