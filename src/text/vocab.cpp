@@ -155,14 +155,45 @@ Status read_merges(const gguf::File& f, Vocab& v) {
 }
 
 // Token texts llama.cpp treats as end-of-turn / end-of-generation markers.
-constexpr std::string_view kEotTexts[] = {"<|eot_id|>",    "<|im_end|>",    "<|end|>",
-                                          "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-                                          "<EOT>",         "_<EOT>",        "<end_of_utterance>"};
-constexpr std::string_view kEogTexts[] = {"<|eot_id|>",    "<|im_end|>",      "<|end|>",
-                                          "<|return|>",    "<|call|>",        "<end_of_turn>",
-                                          "<|endoftext|>", "<|eom_id|>",      "<EOT>",
-                                          "_<EOT>",        "<|end_of_text|>", "<end_of_utterance>"};
-constexpr std::string_view kFimPadTexts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"};
+// Token texts llama.cpp treats as end-of-turn / end-of-generation markers (llama-vocab.cpp,
+// the version bundled with llama-cpp-python 0.3.36); found ones are forced to CONTROL.
+constexpr std::string_view kEotTexts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "<|end_of_text|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "<\xEF\xBD\x9C"
+                                          "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                                          "<end_of_utterance>"};
+constexpr std::string_view kEogTexts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<|return|>",
+                                          "<|call|>",
+                                          "<|flush|>",
+                                          "<|calls|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "</s>",
+                                          "<|eom_id|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "[EOS]",
+                                          "<|end_of_text|>",
+                                          "<end_of_utterance>",
+                                          "<eos>",
+                                          "<turn|>",
+                                          "<|tool_response>",
+                                          "<\xEF\xBD\x9C"
+                                          "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                                          "[e~["};
+constexpr std::string_view kFimPadTexts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>",
+                                             "[PAD]"};
 constexpr std::string_view kFimRepTexts[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
                                              "<REPO>", "<reponame>"};
 constexpr std::string_view kFimSepTexts[] = {"<|file_sep|>"};
@@ -201,6 +232,28 @@ void build_end_of_generation(Vocab& v) {
   for (std::string_view t : kEogTexts) {
     const int32_t id = v.find(t);
     if (id >= 0) v.eog[id] = 1, v.attrs[id] |= kAttrControl;
+  }
+  // gpt-oss: these structural tokens are always rendered.
+  for (std::string_view t : {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}) {
+    const int32_t id = v.find(t);
+    if (id >= 0) v.attrs[id] = kAttrUserDefined;
+  }
+  const auto eog_id = [&](std::string_view t) {
+    const int32_t id = v.find(t);
+    return id >= 0 && v.eog[id] ? id : -1;
+  };
+  // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation.
+  const int32_t end = eog_id("<|end|>");
+  const bool has_call = eog_id("<|call|>") >= 0 || eog_id("<|calls|>") >= 0;
+  if (end >= 0 && has_call && (eog_id("<|return|>") >= 0 || eog_id("<|flush|>") >= 0)) {
+    v.eog[end] = 0;
+    v.attrs[end] = kAttrUserDefined;
+  }
+  // gemma4 / paddleocr: "</s>" is ordinary text when "<|tool_response>" exists.
+  const int32_t s = eog_id("</s>");
+  if (s >= 0 && eog_id("<|tool_response>") >= 0) {
+    v.eog[s] = 0;
+    v.attrs[s] = kAttrNormal;
   }
 }
 

@@ -3,6 +3,8 @@
 // usage: tokenize_tool MODEL.gguf < requests.jsonl
 // request:  {"hex": "<input bytes as hex>", "special": bool, "add_special": bool}
 // response: {"ids": [...], "decoded_hex": "<decode(ids) as hex>"} or {"error": "..."}
+// request:  {"pieces": [ids]}  -> {"pieces_hex": [piece(id) as hex, ...]}
+// request:  {"info": true}     -> {"n_vocab", "bos", "eos", "eog": [ids]}
 // Hex keeps arbitrary bytes (invalid UTF-8 included) intact through JSON.
 #include <cstdio>
 #include <iostream>
@@ -53,6 +55,22 @@ int main(int argc, char** argv) {
     nlohmann::json out;
     try {
       const auto req = nlohmann::json::parse(line);
+      if (req.contains("info")) {
+        std::vector<int32_t> eog;
+        for (int32_t id = 0; id < tok->n_vocab(); ++id)
+          if (tok->is_eog(id)) eog.push_back(id);
+        out = {{"n_vocab", tok->n_vocab()}, {"bos", tok->bos()}, {"eos", tok->eos()}, {"eog", eog}};
+        std::cout << out.dump() << "\n" << std::flush;
+        continue;
+      }
+      if (req.contains("pieces")) {
+        std::vector<std::string> pieces;
+        for (int32_t id : req.at("pieces").get<std::vector<int32_t>>())
+          pieces.push_back(to_hex(tok->piece(id)));
+        out["pieces_hex"] = pieces;
+        std::cout << out.dump() << "\n" << std::flush;
+        continue;
+      }
       const std::string text = req.contains("hex") ? from_hex(req.at("hex").get<std::string>())
                                                    : req.at("text").get<std::string>();
       const auto ids =
