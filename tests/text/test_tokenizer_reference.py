@@ -182,3 +182,95 @@ def test_pieces_and_end_of_generation_match(tool, name):
     for i, got in zip(ids, pieces["pieces_hex"]):
         n = llama_cpp.llama_token_to_piece(vocab, i, buf, 512, 0, True)
         assert bytes.fromhex(got) == buf.raw[:n], f"piece of token {i}"
+
+
+GEMMA3_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+EDGE_TEMPLATES = [
+    "{% for m in messages %}\n  {% if m.role == 'user' %}\n    U: {{ m.content }}\n  {% else %}\n    A: {{ m.content }}\n  {% endif %}\n{% endfor %}\n",
+    "{%- for m in messages -%}[{{ loop.index0 }}/{{ loop.length }}{{ '!' if loop.last }}]{{ m['content'] | upper }}{%- endfor %}",
+    "{% set ns = namespace(sys='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.sys = m.content %}{% endif %}{% endfor %}SYS={{ ns.sys }}\n{{ messages | length }}",
+    "{{ messages[1:] | map(attribute='role') | join(',') }} {{ messages | selectattr('role', 'equalto', 'user') | list | length }}",
+    "{% for m in messages if m.role != 'system' %}{{ m.content.strip() ~ '|' }}{% endfor %}{{ eos_token }}",
+    "{{ messages | tojson }}",
+    "  {# comment #}\n{%- if add_generation_prompt %}\n<gen>\n{%- endif %}\n",
+]
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi!"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  Hello \n"},
+     {"role": "assistant", "content": "Hi there."}, {"role": "user", "content": "日本語 😀 \"quotes\" and\nnewlines"}],
+]
+
+
+def test_chat_templates_match_jinja2(tool):
+    jinja2 = pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(msg):
+        raise jinja2.exceptions.TemplateError(msg)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    templates = EDGE_TEMPLATES + [GEMMA3_TEMPLATE]
+    smollm = MODELS["smollm2"]
+    if smollm.exists():
+        import gguf
+        reader = gguf.GGUFReader(str(smollm))
+        field = reader.fields["tokenizer.chat_template"]
+        templates.append(bytes(field.parts[field.data[0]]).decode())
+    requests, expected = [], []
+    for tmpl in templates:
+        for conv in CONVERSATIONS:
+            for agp in (False, True):
+                requests.append({"chat": tmpl, "messages": conv, "add_generation_prompt": agp,
+                                 "bos_token": "<bos>", "eos_token": "<eos>"})
+                expected.append(env.from_string(tmpl).render(messages=conv, add_generation_prompt=agp,
+                                                             bos_token="<bos>", eos_token="<eos>"))
+    model = smollm if smollm.exists() else MODELS["gemma3"]
+    if not model.exists():
+        pytest.skip("no model to start tokenize_tool with")
+    results = run_tool(tool, model, requests)
+    for req, res, exp in zip(requests, results, expected):
+        assert res.get("rendered") == exp, (req["chat"][:80], res, exp)

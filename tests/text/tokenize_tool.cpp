@@ -4,6 +4,8 @@
 // request:  {"hex": "<input bytes as hex>", "special": bool, "add_special": bool}
 // response: {"ids": [...], "decoded_hex": "<decode(ids) as hex>"} or {"error": "..."}
 // request:  {"pieces": [ids]}  -> {"pieces_hex": [piece(id) as hex, ...]}
+// request:  {"chat": template, "messages": [{role, content}], "add_generation_prompt": bool,
+//            "bos_token": str, "eos_token": str} -> {"rendered": str} or {"error": "..."}
 // request:  {"info": true}     -> {"n_vocab", "bos", "eos", "eog": [ids]}
 // Hex keeps arbitrary bytes (invalid UTF-8 included) intact through JSON.
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gguf/gguf.h"
+#include "text/chat_template.h"
 #include "text/tokenizer.h"
 
 namespace {
@@ -60,6 +63,17 @@ int main(int argc, char** argv) {
         for (int32_t id = 0; id < tok->n_vocab(); ++id)
           if (tok->is_eog(id)) eog.push_back(id);
         out = {{"n_vocab", tok->n_vocab()}, {"bos", tok->bos()}, {"eos", tok->eos()}, {"eog", eog}};
+        std::cout << out.dump() << "\n" << std::flush;
+        continue;
+      }
+      if (req.contains("chat")) {
+        std::vector<snug::text::ChatMessage> msgs;
+        for (const auto& m : req.at("messages")) msgs.push_back({m.at("role"), m.at("content")});
+        auto r = snug::text::render_chat(req.at("chat").get<std::string>(), msgs,
+                                         req.value("add_generation_prompt", false),
+                                         req.value("bos_token", ""), req.value("eos_token", ""));
+        out = r.ok() ? nlohmann::json{{"rendered", *r}}
+                     : nlohmann::json{{"error", r.error().message}};
         std::cout << out.dump() << "\n" << std::flush;
         continue;
       }
