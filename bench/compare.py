@@ -32,13 +32,14 @@ t0 = time.perf_counter()
 llm.eval(ids)
 t1 = time.perf_counter()
 out = []
-tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+last = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+tok = int(np.argmax(last()))
 ttft = time.perf_counter() - t0
 t2 = time.perf_counter()
 for _ in range(tg):
     out.append(tok)
     llm.eval([tok])
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last()))
 t3 = time.perf_counter()
 hwm = 0
 for line in open("/proc/self/status"):

@@ -11,7 +11,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/gen_flags.h"
-#include "text/chat_template.h"
+#include "cli/prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -22,8 +22,6 @@ int chat_main(const GenFlags& f) {
   auto lm = load_model(f.model, &ledger);
   if (!lm.ok()) return fail(lm.error());
   const text::Tokenizer& tok = *lm->tokenizer;
-  if (tok.chat_template().empty())
-    return fail(make_error("model has no chat template; use 'snug run --no-chat' for raw completion"));
   auto session = engine::Session::create(*lm->model, f.session_options(), &ledger);
   if (!session.ok()) return fail(session.error());
 
@@ -38,10 +36,9 @@ int chat_main(const GenFlags& f) {
     if (line == "/exit" || line == "/quit") break;
     if (line.empty()) continue;
     msgs.push_back({"user", line});
-    auto rendered = text::render_chat(tok.chat_template(), msgs, true, tok.piece(tok.bos()), tok.piece(tok.eos()));
-    if (!rendered.ok()) return fail(rendered.error());
-    std::vector<int32_t> ids = tok.encode(*rendered, true, true);
-    auto result = engine::generate(**session, tok, ids, f.generate_options(), [](std::string_view s) {
+    auto ids = chat_prompt(*lm, msgs);
+    if (!ids.ok()) return fail(ids.error());
+    auto result = engine::generate(**session, tok, *ids, f.generate_options(), [](std::string_view s) {
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
     });

@@ -1,6 +1,8 @@
 // snug inspect MODEL: metadata, the tensor table and totals by type.
 #include <cstdio>
 #include <map>
+
+#include <fmt/format.h>
 #include <memory>
 
 #include "base/bytes.h"

@@ -14,7 +14,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/gen_flags.h"
-#include "text/chat_template.h"
+#include "cli/prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -66,16 +66,6 @@ int run_main(const RunFlags& f) {
   if (!lm.ok()) return fail(lm.error());
   const text::Tokenizer& tok = *lm->tokenizer;
 
-  std::string text = prompt;
-  bool chat = !f.no_chat && f.token_ids_file.empty() && !tok.chat_template().empty();
-  if (chat) {
-    std::vector<text::ChatMessage> msgs;
-    if (!f.gen.system.empty()) msgs.push_back({"system", f.gen.system});
-    msgs.push_back({"user", prompt});
-    auto rendered = text::render_chat(tok.chat_template(), msgs, true, tok.piece(tok.bos()), tok.piece(tok.eos()));
-    if (!rendered.ok()) return fail(rendered.error());
-    text = *rendered;
-  }
   std::vector<int32_t> ids;
   if (!f.token_ids_file.empty()) {
     // Token ids given directly (benchmarks, reference comparisons): no template, no tokenizer.
@@ -89,8 +79,16 @@ int run_main(const RunFlags& f) {
         return fail(make_error("token ids file '", f.token_ids_file, "': '", word, "' is not a token id of this model"));
       ids.push_back(static_cast<int32_t>(id));
     }
+  } else if (!f.no_chat) {
+    std::vector<text::ChatMessage> msgs;
+    if (!f.gen.system.empty()) msgs.push_back({"system", f.gen.system});
+    msgs.push_back({"user", prompt});
+    auto chat_ids = chat_prompt(*lm, msgs);
+    if (!chat_ids.ok()) return fail(chat_ids.error());
+    ids = std::move(chat_ids).value();
   } else {
-    ids = tok.encode(text, /*add_special=*/true, /*parse_special=*/chat);
+    // Raw completion: the prompt is plain text, special-token text included.
+    ids = tok.encode(prompt, /*add_special=*/true, /*parse_special=*/false);
   }
   if (ids.empty()) return fail(make_error("the prompt is empty"));
 

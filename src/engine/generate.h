@@ -12,6 +12,7 @@
 #include "base/result.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "text/stream_decoder.h"
 #include "text/tokenizer.h"
 
 namespace snug::engine {

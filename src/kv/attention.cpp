@@ -8,50 +8,111 @@
 
 namespace snug::kv {
 namespace {
-void round_f16(const float* x, float* y, int32_t n) {
-  for (int32_t i = 0; i < n; ++i) y[i] = tensor::fp16_to_fp32(tensor::fp32_to_fp16(x[i]));
+
+constexpr int kSlotsVec = 32;  // ggml_vec_dot_f16: 4 accumulators x 8 lanes
+constexpr int kSlotsGemm = 8;  // tinyBLAS (llamafile sgemm): one 8-lane accumulator
+
+float f16_round(float x) { return tensor::fp16_to_fp32(tensor::fp32_to_fp16(x)); }
+
+// One 8-lane register summed as tinyBLAS's hsum and ggml's soft_max do:
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+float hsum8(const float* l) {
+  const float s0 = l[0] + l[4], s1 = l[1] + l[5], s2 = l[2] + l[6], s3 = l[3] + l[7];
+  return (s0 + s2) + (s1 + s3);
 }
+
+// GGML_F32x8_REDUCE over ggml_vec_dot_f16's 32 slots (modifies s).
+float reduce32(float* s) {
+  for (int i = 0; i < 8; ++i) {
+    s[i] += s[i + 16];
+    s[i + 8] += s[i + 24];
+  }
+  for (int i = 0; i < 8; ++i) s[i] += s[i + 8];
+  const float t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
+  return (t0 + t1) + (t2 + t3);
+}
+
+// An f16 row times f16-rounded floats, summed in the order of the kernel llama.cpp picks.
+float dot_f16(const uint16_t* k, const float* q, int32_t n, bool batched) {
+  if (batched && n % kSlotsGemm == 0) {
+    float acc[kSlotsGemm] = {};
+    for (int32_t i = 0; i < n; i += kSlotsGemm) {
+      for (int l = 0; l < kSlotsGemm; ++l) acc[l] = std::fma(tensor::fp16_to_fp32(k[i + l]), q[i + l], acc[l]);
+    }
+    return hsum8(acc);
+  }
+  float acc[kSlotsVec] = {};
+  const int32_t np = n - n % kSlotsVec;
+  for (int32_t i = 0; i < np; i += kSlotsVec) {
+    for (int l = 0; l < kSlotsVec; ++l) acc[l] = std::fma(tensor::fp16_to_fp32(k[i + l]), q[i + l], acc[l]);
+  }
+  double sum = reduce32(acc);
+  for (int32_t i = np; i < n; ++i) sum += static_cast<double>(tensor::fp16_to_fp32(k[i]) * q[i]);
+  return static_cast<float>(sum);
+}
+
 }  // namespace
+
+int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_v) {
+  const int64_t padded = (int64_t{max_ctx} + kSlotsVec - 1) / kSlotsVec * kSlotsVec;
+  return padded + int64_t{kMaxHeadDim} + int64_t{kSlotsVec} * head_dim_v;
+}
 
 void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
             const float* q, int32_t begin, int32_t end, int32_t h0, int32_t h1, float* out,
-            float* scores) {
+            float* scratch) {
   const KvLayout& lay = cache.layout();
   SNUG_CHECK(lay.type == tensor::DType::kF16);
-  SNUG_CHECK(shape.head_dim_k <= kMaxHeadDim);
+  SNUG_CHECK(shape.head_dim_k <= kMaxHeadDim && shape.head_dim_v <= kMaxHeadDim);
   const int32_t bt = lay.block_tokens;
   const int32_t group = shape.n_heads / shape.n_kv_heads;
   const auto& table = cache.block_table(seq);
   const int32_t n = end - begin;
+  const int32_t dv = shape.head_dim_v;
+  const int slots = shape.batched ? kSlotsGemm : kSlotsVec;
+  float* p = scratch;                                                          // [n, padded]
+  float* qh = scratch + (int64_t{n} + kSlotsVec - 1) / kSlotsVec * kSlotsVec;  // [head_dim_k]
+  float* acc = qh + kMaxHeadDim;                                               // [slots][dv]
+
   for (int32_t h = h0; h < h1; ++h) {
     const int32_t kvh = h / group;
-    // llama.cpp multiplies f16 keys with the query rounded to f16, and f16
-    // values with probabilities rounded to f16; doing the same keeps greedy
-    // decoding token-for-token identical on sensitive models.
-    float qh[kMaxHeadDim];
-    round_f16(q + static_cast<int64_t>(h) * shape.head_dim_k, qh, shape.head_dim_k);
     const uint64_t koff = cache.k_offset(layer, kvh), voff = cache.v_offset(layer, kvh);
+    const float* qsrc = q + static_cast<int64_t>(h) * shape.head_dim_k;
+    for (int32_t i = 0; i < shape.head_dim_k; ++i) qh[i] = f16_round(qsrc[i]);
+
+    // Scores, scaled after the dot product as ggml_soft_max_ext does.
     float mx = -INFINITY;
     for (int32_t t = begin; t < end; ++t) {
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
       const auto* k = reinterpret_cast<const uint16_t*>(blk + koff) + static_cast<int64_t>(t % bt) * shape.head_dim_k;
-      float s = tensor::dot_f16_f32(k, qh, shape.head_dim_k) * shape.scale;
+      float s = dot_f16(k, qh, shape.head_dim_k, shape.batched);
       if (shape.softcap > 0.f) s = shape.softcap * std::tanh(s / shape.softcap);
-      scores[t - begin] = s;
+      s *= shape.scale;
+      p[t - begin] = s;
       mx = s > mx ? s : mx;
     }
-    float sum = 0.f;
-    for (int32_t i = 0; i < n; ++i) {
-      scores[i] = std::exp(scores[i] - mx);
-      sum += scores[i];
+    // exp in chunks of 8 positions (ggml_vec_soft_max_f32), the sum in double.
+    double sum = 0;
+    for (int32_t c = 0; c < n; c += 8) {
+      float lanes[8] = {};
+      for (int l = 0; l < 8 && c + l < n; ++l) lanes[l] = p[c + l] = tensor::exp_ggml(p[c + l] - mx);
+      sum += static_cast<double>(hsum8(lanes));
     }
-    const float inv = 1.f / sum;
-    float* oh = out + static_cast<int64_t>(h) * shape.head_dim_v;
-    std::memset(oh, 0, sizeof(float) * static_cast<size_t>(shape.head_dim_v));
+    const auto inv = static_cast<float>(1.0 / sum);
+    // Probabilities rounded to f16, each position accumulated into slot t % slots.
+    std::memset(acc, 0, sizeof(float) * static_cast<size_t>(slots) * static_cast<size_t>(dv));
     for (int32_t t = begin; t < end; ++t) {
+      const float pt = f16_round(p[t - begin] * inv);
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
-      const auto* v = reinterpret_cast<const uint16_t*>(blk + voff) + static_cast<int64_t>(t % bt) * shape.head_dim_v;
-      tensor::axpy_f16(tensor::fp16_to_fp32(tensor::fp32_to_fp16(scores[t - begin] * inv)), v, oh, shape.head_dim_v);
+      const auto* v = reinterpret_cast<const uint16_t*>(blk + voff) + static_cast<int64_t>(t % bt) * dv;
+      float* a = acc + static_cast<int64_t>((t - begin) % slots) * dv;
+      for (int32_t d = 0; d < dv; ++d) a[d] = std::fma(tensor::fp16_to_fp32(v[d]), pt, a[d]);
+    }
+    float* oh = out + static_cast<int64_t>(h) * dv;
+    float lanes[kSlotsVec];
+    for (int32_t d = 0; d < dv; ++d) {
+      for (int l = 0; l < slots; ++l) lanes[l] = acc[static_cast<int64_t>(l) * dv + d];
+      oh[d] = shape.batched ? hsum8(lanes) : reduce32(lanes);
     }
   }
 }

@@ -1,5 +1,9 @@
 #include "model/config.h"
 
+#include <algorithm>
+
+#include "kv/attention.h"
+
 namespace snug::model {
 namespace {
 
@@ -43,6 +47,9 @@ Result<ModelConfig> read_config(const gguf::File& f) {
     return make_error("'", f.name(), "': embedding width ", c.n_embd, " is not divisible by ", c.n_heads, " heads");
   SNUG_ASSIGN_OR_RETURN(c.head_dim_k, bounded(f, a + "attention.key_length", kMaxWidth, default_hd));
   SNUG_ASSIGN_OR_RETURN(c.head_dim_v, bounded(f, a + "attention.value_length", kMaxWidth, default_hd));
+  if (c.head_dim_k > kv::kMaxHeadDim || c.head_dim_v > kv::kMaxHeadDim)
+    return make_error("'", f.name(), "': head size ", std::max(c.head_dim_k, c.head_dim_v), " exceeds the supported ",
+                      kv::kMaxHeadDim);
   SNUG_ASSIGN_OR_RETURN(c.rope_dim, bounded(f, a + "rope.dimension_count", kMaxWidth, c.head_dim_k));
   if (c.rope_dim > c.head_dim_k || c.rope_dim % 2 != 0)
     return make_error("'", f.name(), "': rope.dimension_count ", c.rope_dim, " does not fit head size ", c.head_dim_k);

@@ -40,6 +40,7 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
   shape.head_dim_k = c.head_dim_k;
   shape.head_dim_v = c.head_dim_v;
   shape.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim_k));
+  shape.batched = T >= 2;
 
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
@@ -66,7 +67,7 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     // Each (token, head) pair attends over its own sequence up to its position.
     const int64_t items = int64_t{T} * c.n_heads;
     pool.run([&](int tid, int nth) {
-      float* scores = ws.scores + static_cast<int64_t>(tid) * ws.shape.max_ctx;
+      float* scores = ws.scores + static_cast<int64_t>(tid) * ws.scores_stride;
       for_each_chunk(items, 1, tid, nth, [&](int64_t b, int64_t e) {
         for (int64_t it = b; it < e; ++it) {
           const auto t = static_cast<int32_t>(it / c.n_heads);

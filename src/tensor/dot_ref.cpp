@@ -115,9 +115,9 @@ float vec_dot(DType type, const void* w, const void* a, int64_t n) {
     }
     case DType::kQ4_0:
       return dot_q32<BlockQ4_0>(
-          w, a, n, [](const BlockQ4_0& b, int j) { return nibble(b.qs, j); },
+          w, a, n, [](const BlockQ4_0& b, int j) { return nibble(b.qs, j) - 8; },
           [](const BlockQ4_0& b, const BlockQ8A& x, int32_t is) {
-            return f16_to_f32(b.d) * (x.d * static_cast<float>(is) - 8 * x.s);
+            return f16_to_f32(b.d) * x.d * static_cast<float>(is);
           });
     case DType::kQ4_1:
       return dot_q32<BlockQ4_1>(
@@ -127,9 +127,9 @@ float vec_dot(DType type, const void* w, const void* a, int64_t n) {
           });
     case DType::kQ5_0:
       return dot_q32<BlockQ5_0>(
-          w, a, n, [](const BlockQ5_0& b, int j) { return nibble(b.qs, j) | bit5(b.qh, j); },
+          w, a, n, [](const BlockQ5_0& b, int j) { return (nibble(b.qs, j) | bit5(b.qh, j)) - 16; },
           [](const BlockQ5_0& b, const BlockQ8A& x, int32_t is) {
-            return f16_to_f32(b.d) * (x.d * static_cast<float>(is) - 16 * x.s);
+            return f16_to_f32(b.d) * x.d * static_cast<float>(is);
           });
     case DType::kQ5_1:
       return dot_q32<BlockQ5_1>(

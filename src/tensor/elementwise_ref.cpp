@@ -1,18 +1,47 @@
 // Scalar element-wise kernels and reductions: the reference for
 // elementwise_simd.cpp. Sums accumulate in double where that keeps the
 // reference clearly more accurate than the SIMD path it checks.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 #include "tensor/fp16.h"
+#include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
+
+namespace snug::tensor {
+
+float exp_ggml(float x) {
+  // Cody-Waite range reduction and a degree-5 polynomial, with the special
+  // cases for |n| > 126 (scaling in two steps) and |n| > 192 (overflow/underflow).
+  const float r = 0x1.8p23f;
+  const float z = std::fma(x, 0x1.715476p+0f, r);
+  const float n = z - r;
+  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  const uint32_t e = std::bit_cast<uint32_t>(z) << 23;
+  const float k = std::bit_cast<float>(e + std::bit_cast<uint32_t>(1.f));
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                                    std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                           u, 0x1.ffffecp-1f * b);
+  if (!(std::fabs(n) > 126.f)) return std::fma(j, k, k);
+  const uint32_t g = n <= 0.f ? 0x82000000u : 0u;
+  const float s1 = std::bit_cast<float>(g + 0x7f000000u);
+  const float s2 = std::bit_cast<float>(e - g);
+  if (std::fabs(n) > 192.f) return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
+}
+
+}  // namespace snug::tensor
 
 namespace snug::tensor::ref {
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * weight[i];
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
+  const auto mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * weight[i];
 }
 
 void softmax(float* x, int64_t n) {
@@ -29,7 +58,7 @@ void softmax(float* x, int64_t n) {
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
 }
 
 void gelu_mul(float* gate, const float* up, int64_t n) {
@@ -63,16 +92,21 @@ void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
 
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode) {
+  // ggml's order of float operations (theta advanced by repeated
+  // multiplication, cosf/sinf), so positions rotate exactly as in llama.cpp.
+  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rot_dim));
   const int64_t half = rot_dim / 2;
+  float theta = static_cast<float>(pos);
   for (int64_t i = 0; i < half; ++i) {
-    const double theta = static_cast<double>(pos) * freq_scale *
-                         std::pow(static_cast<double>(freq_base), -2.0 * i / rot_dim);
-    const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
+    const float t = freq_scale * theta;
+    const float c = std::cos(t), s = std::sin(t);
     const int64_t i0 = mode == RopeMode::kNorm ? 2 * i : i;
     const int64_t i1 = mode == RopeMode::kNorm ? 2 * i + 1 : i + half;
     const float x0 = x[i0], x1 = x[i1];
-    x[i0] = x0 * c - x1 * s;
-    x[i1] = x0 * s + x1 * c;
+    // ggml's rotate_pairs as GCC contracts it into fused multiply-adds.
+    x[i0] = std::fma(x0, c, -(x1 * s));
+    x[i1] = std::fma(x0, s, x1 * c);
+    theta *= theta_scale;
   }
   (void)head_dim;  // elements past rot_dim are left as they are
 }

@@ -57,11 +57,20 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
                  int64_t y_stride);
 
 // ---- element-wise and reductions ----------------------------------------
-// y = x / rms(x) * weight; y may alias x.
+// These follow llama.cpp's CPU arithmetic operation for operation (order of
+// roundings, its exp approximation): models that quantize activations to 8
+// bits between layers amplify one-ulp differences into different tokens, and
+// snug's greedy output is checked token for token against llama.cpp.
+
+// ggml's AVX2 expf approximation (ggml_v_expf), evaluated for one value.
+float exp_ggml(float x);
+
+// y = (x * (1 / sqrt(mean(x^2) + eps))) * weight, mean summed in double and
+// rounded to float as ggml's rms_norm followed by mul; y may alias x.
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
 // x = softmax(x) in place over n elements.
 void softmax(float* x, int64_t n);
-// gate[i] = silu(gate[i]) * up[i]
+// gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp_ggml(-x)) (ggml's swiglu)
 void silu_mul(float* gate, const float* up, int64_t n);
 // gate[i] = gelu_tanh(gate[i]) * up[i] (Gemma's GeGLU)
 void gelu_mul(float* gate, const float* up, int64_t n);

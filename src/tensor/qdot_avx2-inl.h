@@ -58,9 +58,10 @@ HWY_INLINE __m256i FifthBits(const uint8_t* qh) {
 // q8_0), the scale, and the coefficient of the activation's scaled sum s.
 struct Avx2Q4_0 {
   using Block = BlockQ4_0;
-  static constexpr bool kSigned = false;
-  static __m256i Levels(const Block& b) { return Nibbles32(b.qs); }
-  static float Bias(const Block&, float d) { return -8 * d; }
+  // Signed levels q - 8, as ggml's q4_0 x q8_0 kernel: no activation sum needed.
+  static constexpr bool kSigned = true;
+  static __m256i Levels(const Block& b) { return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8)); }
+  static float Bias(const Block&, float) { return 0; }
 };
 struct Avx2Q4_1 {
   using Block = BlockQ4_1;
@@ -70,11 +71,12 @@ struct Avx2Q4_1 {
 };
 struct Avx2Q5_0 {
   using Block = BlockQ5_0;
-  static constexpr bool kSigned = false;
+  // Signed levels q - 16, as ggml's q5_0 x q8_0 kernel.
+  static constexpr bool kSigned = true;
   static __m256i Levels(const Block& b) {
-    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
+    return _mm256_sub_epi8(_mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh)), _mm256_set1_epi8(16));
   }
-  static float Bias(const Block&, float d) { return -16 * d; }
+  static float Bias(const Block&, float) { return 0; }
 };
 struct Avx2Q5_1 {
   using Block = BlockQ5_1;
@@ -114,7 +116,7 @@ void TileQ32Avx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
       if (F::kSigned) av = _mm256_sign_epi8(av, q);
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), ones);
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d), acc[t]);
-      bias[t] += bw * a.s;
+      if (bw != 0) bias[t] += bw * a.s;
     }
   }
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) + bias[t];

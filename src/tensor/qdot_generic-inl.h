@@ -38,12 +38,12 @@ struct GenQ4_0 {
   using Block = BlockQ4_0;
   static void Levels(const Block& b, int8_t* q) {
     for (int j = 0; j < 16; ++j) {
-      q[j] = static_cast<int8_t>(b.qs[j] & 0xF);
-      q[j + 16] = static_cast<int8_t>(b.qs[j] >> 4);
+      q[j] = static_cast<int8_t>((b.qs[j] & 0xF) - 8);
+      q[j + 16] = static_cast<int8_t>((b.qs[j] >> 4) - 8);
     }
   }
   static float Combine(const Block& b, const BlockQ8A& x, int32_t is) {
-    return detail::f16_to_f32(b.d) * (x.d * static_cast<float>(is) - 8 * x.s);
+    return detail::f16_to_f32(b.d) * x.d * static_cast<float>(is);
   }
 };
 struct GenQ4_1 {
@@ -69,9 +69,12 @@ void Levels5(const B& b, int8_t* q) {
 }
 struct GenQ5_0 {
   using Block = BlockQ5_0;
-  static void Levels(const Block& b, int8_t* q) { Levels5(b, q); }
+  static void Levels(const Block& b, int8_t* q) {
+    Levels5(b, q);
+    for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(q[j] - 16);
+  }
   static float Combine(const Block& b, const BlockQ8A& x, int32_t is) {
-    return detail::f16_to_f32(b.d) * (x.d * static_cast<float>(is) - 16 * x.s);
+    return detail::f16_to_f32(b.d) * x.d * static_cast<float>(is);
   }
 };
 struct GenQ5_1 {

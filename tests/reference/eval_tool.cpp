@@ -1,6 +1,6 @@
 // Test helper: evaluates a token sequence with snug and writes the logits of
 // every position, so the reference test can compare them with llama.cpp's.
-//   eval_tool MODEL OUT.f32 [THREADS] < "id id id ..."
+//   eval_tool MODEL OUT.f32 [THREADS] [CHUNK] < "id id id ..."
 // OUT.f32 holds n_tokens x n_vocab little-endian floats.
 #include <cstdio>
 #include <iostream>
@@ -25,10 +25,11 @@ int main(int argc, char** argv) {
   }
   const auto& c = (*m)->config();
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
+  const int chunk = argc > 4 ? std::atoi(argv[4]) : 64;  // tokens per forward pass
   const auto n = static_cast<int32_t>(ids.size());
   auto layout = (*m)->kv_layout(tensor::DType::kF16);
   auto cache = kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
-  model::WorkspaceShape shape{.max_tokens = 64, .max_logits = 64, .max_ctx = n, .n_threads = threads};
+  model::WorkspaceShape shape{.max_tokens = chunk, .max_logits = chunk, .max_ctx = n, .n_threads = threads};
   auto ws = model::Workspace::create(c, model::plan_workspace(c, (*m)->matrix_types(), shape), &ledger);
   if (!cache.ok() || !ws.ok()) return 1;
   ThreadPool pool(threads);

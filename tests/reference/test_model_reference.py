@@ -42,12 +42,17 @@ def ref():
                            logits_all=False, verbose=False)
 
 
+def last_logits(llm):
+    # With logits_all=False llama-cpp-python keeps no scores: read the context's last row.
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
 def ref_greedy(llm, prompt_ids, n):
     llm.reset()
     llm.eval(prompt_ids)
     out = []
     for _ in range(n):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits(llm)))
         if llm_is_eog(llm, tok):
             break
         out.append(tok)

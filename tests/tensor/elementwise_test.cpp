@@ -120,8 +120,12 @@ TEST_P(Elementwise, Rope) {
       const auto x = random_values(head_dim, 8);
       std::vector<float> y = x;
       rope(y.data(), head_dim, rot_dim, pos, 10000.f, 0.5f, mode);
-      for (int64_t i = 0; i < rot_dim / 2; ++i) {
-        const double th = pos * 0.5 * std::pow(10000.0, -2.0 * i / rot_dim);
+      // The angle follows ggml's float recurrence theta_{i+1} = theta_i * base^(-2/rot_dim),
+      // which llama.cpp's results depend on; the rotation is checked in double.
+      const float theta_scale = std::pow(10000.f, -2.0f / static_cast<float>(rot_dim));
+      float theta_f = static_cast<float>(pos);
+      for (int64_t i = 0; i < rot_dim / 2; ++i, theta_f *= theta_scale) {
+        const double th = static_cast<double>(0.5f * theta_f);
         const int64_t i0 = mode == RopeMode::kNorm ? 2 * i : i;
         const int64_t i1 = mode == RopeMode::kNorm ? 2 * i + 1 : i + rot_dim / 2;
         const double x0 = x[i0], x1 = x[i1];
