@@ -14,7 +14,7 @@ constexpr int kSlotsGemm = 8;  // tinyBLAS (llamafile sgemm): one 8-lane accumul
 
 float f16_round(float x) { return tensor::fp16_to_fp32(tensor::fp32_to_fp16(x)); }
 
-// One 8-lane register summed as tinyBLAS's hsum and ggml's soft_max do:
+// One 8-lane register summed as tinyBLAS's hsum does:
 // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
 float hsum8(const float* l) {
   const float s0 = l[0] + l[4], s1 = l[1] + l[5], s2 = l[2] + l[6], s3 = l[3] + l[7];
@@ -30,25 +30,6 @@ float reduce32(float* s) {
   for (int i = 0; i < 8; ++i) s[i] += s[i + 8];
   const float t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
   return (t0 + t1) + (t2 + t3);
-}
-
-// An f16 row times f16-rounded floats, summed in the order of the kernel llama.cpp picks.
-float dot_f16(const uint16_t* k, const float* q, int32_t n, bool batched) {
-  if (batched && n % kSlotsGemm == 0) {
-    float acc[kSlotsGemm] = {};
-    for (int32_t i = 0; i < n; i += kSlotsGemm) {
-      for (int l = 0; l < kSlotsGemm; ++l) acc[l] = std::fma(tensor::fp16_to_fp32(k[i + l]), q[i + l], acc[l]);
-    }
-    return hsum8(acc);
-  }
-  float acc[kSlotsVec] = {};
-  const int32_t np = n - n % kSlotsVec;
-  for (int32_t i = 0; i < np; i += kSlotsVec) {
-    for (int l = 0; l < kSlotsVec; ++l) acc[l] = std::fma(tensor::fp16_to_fp32(k[i + l]), q[i + l], acc[l]);
-  }
-  double sum = reduce32(acc);
-  for (int32_t i = np; i < n; ++i) sum += static_cast<double>(tensor::fp16_to_fp32(k[i]) * q[i]);
-  return static_cast<float>(sum);
 }
 
 }  // namespace
@@ -70,6 +51,7 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
   const int32_t n = end - begin;
   const int32_t dv = shape.head_dim_v;
   const int slots = shape.batched ? kSlotsGemm : kSlotsVec;
+  const tensor::SumOrder order = shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
   float* p = scratch;                                                          // [n, padded]
   float* qh = scratch + (int64_t{n} + kSlotsVec - 1) / kSlotsVec * kSlotsVec;  // [head_dim_k]
   float* acc = qh + kMaxHeadDim;                                               // [slots][dv]
@@ -85,19 +67,13 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
     for (int32_t t = begin; t < end; ++t) {
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
       const auto* k = reinterpret_cast<const uint16_t*>(blk + koff) + static_cast<int64_t>(t % bt) * shape.head_dim_k;
-      float s = dot_f16(k, qh, shape.head_dim_k, shape.batched);
+      float s = tensor::dot_f16_ordered(k, qh, shape.head_dim_k, order);
       if (shape.softcap > 0.f) s = shape.softcap * std::tanh(s / shape.softcap);
       s *= shape.scale;
       p[t - begin] = s;
       mx = s > mx ? s : mx;
     }
-    // exp in chunks of 8 positions (ggml_vec_soft_max_f32), the sum in double.
-    double sum = 0;
-    for (int32_t c = 0; c < n; c += 8) {
-      float lanes[8] = {};
-      for (int l = 0; l < 8 && c + l < n; ++l) lanes[l] = p[c + l] = tensor::exp_ggml(p[c + l] - mx);
-      sum += static_cast<double>(hsum8(lanes));
-    }
+    const double sum = tensor::exp_sum_ggml(p, n, mx);
     const auto inv = static_cast<float>(1.0 / sum);
     // Probabilities rounded to f16, each position accumulated into slot t % slots.
     std::memset(acc, 0, sizeof(float) * static_cast<size_t>(slots) * static_cast<size_t>(dv));
@@ -106,7 +82,7 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
       const auto* v = reinterpret_cast<const uint16_t*>(blk + voff) + static_cast<int64_t>(t % bt) * dv;
       float* a = acc + static_cast<int64_t>((t - begin) % slots) * dv;
-      for (int32_t d = 0; d < dv; ++d) a[d] = std::fma(tensor::fp16_to_fp32(v[d]), pt, a[d]);
+      tensor::fma_f16(pt, v, a, dv);
     }
     float* oh = out + static_cast<int64_t>(h) * dv;
     float lanes[kSlotsVec];

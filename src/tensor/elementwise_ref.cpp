@@ -58,7 +58,10 @@ void softmax(float* x, int64_t n) {
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
+  // ggml_vec_swiglu_f32: groups of 8 with its exp approximation, the tail with libm's expf.
+  const int64_t n8 = n - n % 8;
+  for (int64_t i = 0; i < n8; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
+  for (int64_t i = n8; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
 }
 
 void gelu_mul(float* gate, const float* up, int64_t n) {

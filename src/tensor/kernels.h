@@ -81,6 +81,18 @@ void axpy(float a, const float* x, float* y, int64_t n);
 float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
 void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
 
+// Attention arithmetic in the order of llama.cpp's kernels. kGemm is tinyBLAS
+// (one 8-lane FMA accumulator, used by llama.cpp for batches of 2+ tokens),
+// kVecDot is ggml_vec_dot_f16 (4 x 8 accumulators, used for single tokens).
+enum class SumOrder { kGemm, kVecDot };
+// Dot product of an f16 row with f32 values (which the caller rounded to f16).
+float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order);
+// acc[i] = fma(f16 x[i], s, acc[i]): one accumulation slot of an f16 product.
+void fma_f16(float s, const uint16_t* x, float* acc, int64_t n);
+// x[i] = exp_ggml(x[i] - max); returns the sum as ggml_vec_soft_max_f32 forms it
+// (in double over chunks of 8 summed in register order).
+double exp_sum_ggml(float* x, int64_t n, float max);
+
 // Rotary position embedding on one head of head_dim values, rotating the first
 // rot_dim. kNorm pairs (x[2i], x[2i+1]) as llama.cpp's LLAMA_ROPE_TYPE_NORM;
 // kNeox pairs (x[i], x[i + rot_dim/2]). theta_i = pos * freq_scale * base^(-2i/rot_dim).

@@ -7,9 +7,6 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t n, float ep
 void softmax(float* x, int64_t n) {
   ref::softmax(x, n);
 }
-void silu_mul(float* gate, const float* up, int64_t n) {
-  ref::silu_mul(gate, up, n);
-}
 void gelu_mul(float* gate, const float* up, int64_t n) {
   ref::gelu_mul(gate, up, n);
 }

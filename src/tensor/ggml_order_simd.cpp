@@ -1,0 +1,195 @@
+// Kernels whose rounding must follow llama.cpp's CPU backend operation for
+// operation (see "ggml order" in kernels.h): the f16 dot products and
+// accumulations of attention, the exp approximation of softmax and SiLU.
+// On x86 targets with AVX2 they use the same instructions as ggml, so each
+// lane rounds identically; other targets compute the same values with scalar
+// std::fma (exact by definition), only slower.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "tensor/ggml_order_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cmath>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+#include "tensor/kernels_simd.h"
+
+#if HWY_ARCH_X86
+#include <immintrin.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace snug::tensor::HWY_NAMESPACE {
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+#define SNUG_GGML_AVX2 1
+
+HWY_INLINE __m256 LoadF16x8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// tinyBLAS's hsum: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+HWY_INLINE float Hsum8(__m256 x) {
+  __m128 s = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ggml_v_expf: Cody-Waite reduction, degree-5 polynomial, two-step scaling for
+// |n| > 126 and saturation for |n| > 192.
+HWY_INLINE __m256 Exp8(__m256 x) {
+  const __m256 r = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+  const __m256 n = _mm256_sub_ps(z, r);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+  const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+  const __m256i c = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(126), _CMP_GT_OQ));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+  if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
+  const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                     _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256i d = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(192), _CMP_GT_OQ));
+  return _mm256_or_ps(
+      _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+      _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                       _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                    _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+#endif
+
+float F16(uint16_t h) { return detail::f16_to_f32(h); }
+
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), scalar.
+float Hsum8Scalar(const float* l) {
+  const float s0 = l[0] + l[4], s1 = l[1] + l[5], s2 = l[2] + l[6], s3 = l[3] + l[7];
+  return (s0 + s2) + (s1 + s3);
+}
+
+float DotF16Ordered(const uint16_t* a, const float* b, int64_t n, bool gemm) {
+  if (gemm && n % 8 == 0) {
+#ifdef SNUG_GGML_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(LoadF16x8(a + i), _mm256_loadu_ps(b + i), acc);
+    return Hsum8(acc);
+#else
+    float acc[8] = {};
+    for (int64_t i = 0; i < n; i += 8) {
+      for (int l = 0; l < 8; ++l) acc[l] = std::fma(F16(a[i + l]), b[i + l], acc[l]);
+    }
+    return Hsum8Scalar(acc);
+#endif
+  }
+  const int64_t np = n - n % 32;
+  float r;
+#ifdef SNUG_GGML_AVX2
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0; i < np; i += 32) {
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(LoadF16x8(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
+  }
+  acc[0] = _mm256_add_ps(acc[0], acc[2]);
+  acc[1] = _mm256_add_ps(acc[1], acc[3]);
+  acc[0] = _mm256_add_ps(acc[0], acc[1]);
+  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(acc[0]), _mm256_extractf128_ps(acc[0], 1));
+  const __m128 t1 = _mm_hadd_ps(t0, t0);
+  r = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+#else
+  float s[32] = {};
+  for (int64_t i = 0; i < np; i += 32) {
+    for (int l = 0; l < 32; ++l) s[l] = std::fma(F16(a[i + l]), b[i + l], s[l]);
+  }
+  for (int l = 0; l < 8; ++l) {
+    s[l] += s[l + 16];
+    s[l + 8] += s[l + 24];
+  }
+  for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
+  const float t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
+  r = (t0 + t1) + (t2 + t3);
+#endif
+  double sum = r;
+  for (int64_t i = np; i < n; ++i) sum += static_cast<double>(F16(a[i]) * b[i]);
+  return static_cast<float>(sum);
+}
+
+void FmaF16(float s, const uint16_t* x, float* acc, int64_t n) {
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  const __m256 vs = _mm256_set1_ps(s);
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(LoadF16x8(x + i), vs, _mm256_loadu_ps(acc + i)));
+  }
+#endif
+  for (; i < n; ++i) acc[i] = std::fma(F16(x[i]), s, acc[i]);
+}
+
+double ExpSumGgml(float* x, int64_t n, float max) {
+  double sum = 0;
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+    _mm256_storeu_ps(x + i, v);
+    sum += static_cast<double>(Hsum8(v));
+  }
+#endif
+  // The last, partial chunk (or all chunks without AVX2): lanes past n are
+  // the zeros that masked positions contribute in llama.cpp.
+  for (; i < n; i += 8) {
+    float lanes[8] = {};
+    for (int l = 0; l < 8 && i + l < n; ++l) lanes[l] = x[i + l] = exp_ggml(x[i + l] - max);
+    sum += static_cast<double>(Hsum8Scalar(lanes));
+  }
+  return sum;
+}
+
+void SiluMulGgml(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+#else
+  for (const int64_t n8 = n - n % 8; i < n8; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
+#endif
+  // ggml's tail (n % 8 elements) uses libm's expf.
+  for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
+}
+
+#undef SNUG_GGML_AVX2
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace snug::tensor {
+
+HWY_EXPORT(DotF16Ordered);
+HWY_EXPORT(FmaF16);
+HWY_EXPORT(ExpSumGgml);
+HWY_EXPORT(SiluMulGgml);
+
+float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order) {
+  return HWY_DYNAMIC_DISPATCH(DotF16Ordered)(a, b, n, order == SumOrder::kGemm);
+}
+void fma_f16(float s, const uint16_t* x, float* acc, int64_t n) { HWY_DYNAMIC_DISPATCH(FmaF16)(s, x, acc, n); }
+double exp_sum_ggml(float* x, int64_t n, float max) { return HWY_DYNAMIC_DISPATCH(ExpSumGgml)(x, n, max); }
+
+namespace simd {
+void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMulGgml)(gate, up, n); }
+}  // namespace simd
+
+}  // namespace snug::tensor
+#endif  // HWY_ONCE
