@@ -16,8 +16,12 @@ Result<uint64_t> parse_bytes(std::string_view text) {
   if (s.empty()) return make_error("empty byte size");
   size_t i = 0;
   bool seen_digit = false, seen_dot = false;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || (s[i] == '.' && !seen_dot))) {
-    if (s[i] == '.') seen_dot = true; else seen_digit = true;
+  while (i < s.size() &&
+         (std::isdigit(static_cast<unsigned char>(s[i])) || (s[i] == '.' && !seen_dot))) {
+    if (s[i] == '.')
+      seen_dot = true;
+    else
+      seen_digit = true;
     ++i;
   }
   if (!seen_digit) return make_error("byte size '", s, "' does not start with a number");
@@ -28,16 +32,27 @@ Result<uint64_t> parse_bytes(std::string_view text) {
     unit.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(s[j]))));
   }
   double mult;
-  if (unit.empty() || unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kib") mult = 1024.0;
-  else if (unit == "kb") mult = 1e3;
-  else if (unit == "m" || unit == "mib") mult = 1024.0 * 1024;
-  else if (unit == "mb") mult = 1e6;
-  else if (unit == "g" || unit == "gib") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "gb") mult = 1e9;
-  else if (unit == "t" || unit == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
-  else if (unit == "tb") mult = 1e12;
-  else return make_error("byte size '", s, "' has unknown unit '", unit, "' (use B, KiB, MiB, GiB, TiB)");
+  if (unit.empty() || unit == "b")
+    mult = 1;
+  else if (unit == "k" || unit == "kib")
+    mult = 1024.0;
+  else if (unit == "kb")
+    mult = 1e3;
+  else if (unit == "m" || unit == "mib")
+    mult = 1024.0 * 1024;
+  else if (unit == "mb")
+    mult = 1e6;
+  else if (unit == "g" || unit == "gib")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "gb")
+    mult = 1e9;
+  else if (unit == "t" || unit == "tib")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "tb")
+    mult = 1e12;
+  else
+    return make_error("byte size '", s, "' has unknown unit '", unit,
+                      "' (use B, KiB, MiB, GiB, TiB)");
   double value = std::strtod(number.c_str(), nullptr) * mult;
   if (!std::isfinite(value) || value >= 18446744073709549568.0)
     return make_error("byte size '", s, "' is too large");

@@ -6,8 +6,7 @@ namespace snug {
 [[noreturn]] void check_failed(const char* expr, const char* file, int line);
 }
 
-#define SNUG_CHECK(cond) \
-  ((cond) ? (void)0 : ::snug::check_failed(#cond, __FILE__, __LINE__))
+#define SNUG_CHECK(cond) ((cond) ? (void)0 : ::snug::check_failed(#cond, __FILE__, __LINE__))
 #ifdef NDEBUG
 #define SNUG_DCHECK(cond) ((void)0)
 #else

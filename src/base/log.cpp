@@ -11,8 +11,12 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kWarn)};
 }  // namespace
 
-void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
-LogLevel log_level() { return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed)); }
+void set_log_level(LogLevel level) {
+  g_level.store(static_cast<int>(level));
+}
+LogLevel log_level() {
+  return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
+}
 
 void log_line(LogLevel level, const std::string& line) {
   static const char* const kPrefix[] = {"debug", "info", "warning", "error", ""};

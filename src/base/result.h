@@ -18,8 +18,8 @@ struct Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
-  Result(Error error) : v_(std::move(error)) {}    // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
@@ -55,15 +55,24 @@ class [[nodiscard]] Status {
   bool failed_ = false;
 };
 
-inline Status ok_status() { return {}; }
+inline Status ok_status() {
+  return {};
+}
 
-inline std::string to_error_piece(const std::string& s) { return s; }
-inline std::string to_error_piece(std::string_view s) { return std::string(s); }
-inline std::string to_error_piece(const char* s) { return s; }
-inline std::string to_error_piece(char c) { return std::string(1, c); }
+inline std::string to_error_piece(const std::string& s) {
+  return s;
+}
+inline std::string to_error_piece(std::string_view s) {
+  return std::string(s);
+}
+inline std::string to_error_piece(const char* s) {
+  return s;
+}
+inline std::string to_error_piece(char c) {
+  return std::string(1, c);
+}
 template <typename N>
-  requires std::is_arithmetic_v<N>
-std::string to_error_piece(N n) {
+requires std::is_arithmetic_v<N> std::string to_error_piece(N n) {
   return std::to_string(n);
 }
 
@@ -75,21 +84,20 @@ Error make_error(const Parts&... parts) {
   return Error{std::move(s)};
 }
 
-
 }  // namespace snug
 
 // Propagates a failed Status/Result from the current function.
-#define SNUG_RETURN_IF_ERROR(expr)                   \
-  do {                                               \
-    auto snug_status_ = (expr);                      \
+#define SNUG_RETURN_IF_ERROR(expr)                            \
+  do {                                                        \
+    auto snug_status_ = (expr);                               \
     if (!snug_status_.ok()) return snug_status_.take_error(); \
   } while (0)
 
 #define SNUG_CONCAT_INNER_(a, b) a##b
 #define SNUG_CONCAT_(a, b) SNUG_CONCAT_INNER_(a, b)
 // SNUG_ASSIGN_OR_RETURN(auto x, make_x()) declares x or returns the error.
-#define SNUG_ASSIGN_OR_RETURN(decl, expr)                        \
-  auto SNUG_CONCAT_(snug_result_, __LINE__) = (expr);            \
-  if (!SNUG_CONCAT_(snug_result_, __LINE__).ok())                \
-    return SNUG_CONCAT_(snug_result_, __LINE__).take_error();    \
+#define SNUG_ASSIGN_OR_RETURN(decl, expr)                     \
+  auto SNUG_CONCAT_(snug_result_, __LINE__) = (expr);         \
+  if (!SNUG_CONCAT_(snug_result_, __LINE__).ok())             \
+    return SNUG_CONCAT_(snug_result_, __LINE__).take_error(); \
   decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__)).value()

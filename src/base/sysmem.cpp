@@ -22,7 +22,8 @@ std::optional<uint64_t> kb_field(const std::string& text, const std::string& key
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.compare(0, key.size(), key) == 0 && line.size() > key.size() && line[key.size()] == ':') {
+    if (line.compare(0, key.size(), key) == 0 && line.size() > key.size() &&
+        line[key.size()] == ':') {
       std::istringstream v(line.substr(key.size() + 1));
       uint64_t kb = 0;
       if (v >> kb) return kb * 1024;
@@ -35,7 +36,8 @@ std::optional<uint64_t> kb_field(const std::string& text, const std::string& key
 std::optional<uint64_t> parse_limit(const std::optional<std::string>& text) {
   if (!text) return std::nullopt;
   std::string s = *text;
-  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == ' '; }), s.end());
+  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == ' '; }),
+          s.end());
   if (s.empty() || s == "max") return std::nullopt;
   uint64_t v = 0;
   for (char c : s) {
@@ -97,7 +99,8 @@ Result<MemoryLimits> probe_memory_limits(const std::string& root_in) {
     auto a = line.find(':');
     auto b = a == std::string::npos ? a : line.find(':', a + 1);
     if (b == std::string::npos) continue;
-    std::string id = line.substr(0, a), ctl = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    std::string id = line.substr(0, a), ctl = line.substr(a + 1, b - a - 1),
+                path = line.substr(b + 1);
     if (id == "0" && ctl.empty()) {
       have_v2 = true;
       v2_path = path;
@@ -127,7 +130,8 @@ Result<MemoryLimits> probe_memory_limits(const std::string& root_in) {
       }
       m.cgroup_usage = parse_limit(read_text(dir + "/memory.usage_in_bytes"));
       auto stat = read_text(dir + "/memory.stat");
-      m.cgroup_reclaimable = stat_field(stat, "total_inactive_file").value_or(stat_field(stat, "inactive_file").value_or(0));
+      m.cgroup_reclaimable = stat_field(stat, "total_inactive_file")
+                                 .value_or(stat_field(stat, "inactive_file").value_or(0));
       return m;
     }
   }

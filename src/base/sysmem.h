@@ -13,12 +13,12 @@
 namespace snug {
 
 struct MemoryLimits {
-  uint64_t physical_total = 0;       // MemTotal, bytes
-  uint64_t physical_available = 0;   // MemAvailable, bytes
-  std::optional<uint64_t> cgroup_limit;    // tightest memory.max / limit_in_bytes on the path
-  std::optional<uint64_t> cgroup_usage;    // memory.current / usage_in_bytes of the leaf
-  uint64_t cgroup_reclaimable = 0;   // inactive_file of the leaf cgroup, bytes
-  int cgroup_version = 0;            // 0: none found, 1 or 2
+  uint64_t physical_total = 0;           // MemTotal, bytes
+  uint64_t physical_available = 0;       // MemAvailable, bytes
+  std::optional<uint64_t> cgroup_limit;  // tightest memory.max / limit_in_bytes on the path
+  std::optional<uint64_t> cgroup_usage;  // memory.current / usage_in_bytes of the leaf
+  uint64_t cgroup_reclaimable = 0;       // inactive_file of the leaf cgroup, bytes
+  int cgroup_version = 0;                // 0: none found, 1 or 2
   // What may be taken now: min(physical available, cgroup limit - usage + reclaimable).
   uint64_t available() const;
 };

@@ -29,9 +29,9 @@ class ThreadPool {
       f(0, 1);
       return;
     }
-    run_impl(
-        [](void* ctx, int tid, int nth) { (*static_cast<std::remove_reference_t<F>*>(ctx))(tid, nth); },
-        &f);
+    run_impl([](void* ctx, int tid,
+                int nth) { (*static_cast<std::remove_reference_t<F>*>(ctx))(tid, nth); },
+             &f);
   }
 
  private:

@@ -38,10 +38,11 @@ int chat_main(const GenFlags& f) {
     msgs.push_back({"user", line});
     auto ids = chat_prompt(*lm, msgs);
     if (!ids.ok()) return fail(ids.error());
-    auto result = engine::generate(**session, tok, *ids, f.generate_options(), [](std::string_view s) {
-      std::fwrite(s.data(), 1, s.size(), stdout);
-      std::fflush(stdout);
-    });
+    auto result =
+        engine::generate(**session, tok, *ids, f.generate_options(), [](std::string_view s) {
+          std::fwrite(s.data(), 1, s.size(), stdout);
+          std::fflush(stdout);
+        });
     if (!result.ok()) {
       // A turn that does not fit is reported; the conversation goes on without it.
       std::fprintf(stderr, "snug: error: %s\n", result.error().message.c_str());
@@ -51,8 +52,8 @@ int chat_main(const GenFlags& f) {
     std::fputc('\n', stdout);
     std::fflush(stdout);
     msgs.push_back({"assistant", result->text});
-    log_info("turn: {} new prompt tokens ({} reused), {} generated", result->prompt_tokens, result->reused_tokens,
-             result->tokens.size());
+    log_info("turn: {} new prompt tokens ({} reused), {} generated", result->prompt_tokens,
+             result->reused_tokens, result->tokens.size());
   }
   if (f.memory_report) print_memory_report(ledger);
   return 0;

@@ -34,7 +34,8 @@ std::filesystem::path executable_dir() {
 Result<std::string> resolve_model_path(const std::string& arg) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (arg.find('/') != std::string::npos || arg.ends_with(".gguf") || fs::exists(arg, ec)) return arg;
+  if (arg.find('/') != std::string::npos || arg.ends_with(".gguf") || fs::exists(arg, ec))
+    return arg;
   for (const auto& k : kKnown) {
     if (arg != k.name) continue;
     std::vector<fs::path> dirs;
@@ -46,7 +47,8 @@ Result<std::string> resolve_model_path(const std::string& arg) {
       fs::path p = d / k.file;
       if (fs::exists(p, ec)) return p.string();
     }
-    return make_error("model '", arg, "' (", k.file, ") is not downloaded: run scripts/fetch-models");
+    return make_error("model '", arg, "' (", k.file,
+                      ") is not downloaded: run scripts/fetch-models");
   }
   return make_error("no model file or known model named '", arg, "' (known: smollm2, gemma3)");
 }
@@ -57,7 +59,8 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
   SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::load(path, ledger));
   SNUG_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::from_gguf(lm.model->file()));
   lm.tokenizer = std::make_unique<text::Tokenizer>(std::move(tok));
-  lm.tokenizer_charge = memory::Charge(ledger, memory::Category::kTokenizer, lm.tokenizer->memory_bytes());
+  lm.tokenizer_charge =
+      memory::Charge(ledger, memory::Category::kTokenizer, lm.tokenizer->memory_bytes());
   return lm;
 }
 
@@ -70,10 +73,12 @@ void print_memory_report(const memory::Ledger& ledger) {
                  format_bytes(ledger.current(c)).c_str(), format_bytes(ledger.peak(c)).c_str());
   }
   std::fprintf(stderr, "  %-28s %14s\n", "total (ledger)", format_bytes(ledger.total()).c_str());
-  std::fprintf(stderr, "  %-28s %14s\n", "total without mapped weights", format_bytes(ledger.total(false)).c_str());
+  std::fprintf(stderr, "  %-28s %14s\n", "total without mapped weights",
+               format_bytes(ledger.total(false)).c_str());
   ProcessMemory pm = probe_process_memory();
   std::fprintf(stderr, "  %-28s %14s\n", "process RSS now", format_bytes(pm.rss).c_str());
-  std::fprintf(stderr, "  %-28s %14s\n", "process peak RSS (VmHWM)", format_bytes(pm.peak_rss).c_str());
+  std::fprintf(stderr, "  %-28s %14s\n", "process peak RSS (VmHWM)",
+               format_bytes(pm.peak_rss).c_str());
 }
 
 int fail(const Error& e) {

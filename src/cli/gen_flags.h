@@ -14,7 +14,7 @@ namespace snug::cli {
 struct GenFlags {
   std::string model = "smollm2";
   int32_t n_predict = -1;
-  int32_t ctx = 4096;
+  int32_t ctx = 0;
   int32_t batch = 256;
   int32_t threads = 0;
   std::string system;

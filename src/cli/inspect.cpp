@@ -23,15 +23,20 @@ std::string render_value(const gguf::Value& v) {
       }
       return "\"" + s + (v.str.size() > 120 ? "...\"" : "\"");
     }
-    case ValueType::kBool: return v.u ? "true" : "false";
+    case ValueType::kBool:
+      return v.u ? "true" : "false";
     case ValueType::kF32:
-    case ValueType::kF64: return fmt::format("{}", v.f);
-    case ValueType::kArray: return fmt::format("[{} x {}]", v.count, gguf::value_type_name(v.elem_type));
+    case ValueType::kF64:
+      return fmt::format("{}", v.f);
+    case ValueType::kArray:
+      return fmt::format("[{} x {}]", v.count, gguf::value_type_name(v.elem_type));
     case ValueType::kU64:
     case ValueType::kU32:
     case ValueType::kU16:
-    case ValueType::kU8: return std::to_string(v.u);
-    default: return std::to_string(v.i);
+    case ValueType::kU8:
+      return std::to_string(v.u);
+    default:
+      return std::to_string(v.i);
   }
 }
 
@@ -40,18 +45,23 @@ int inspect_main(const std::string& model_arg, bool show_tensors) {
   if (!path.ok()) return fail(path.error());
   auto file = gguf::File::open(*path, {.allow_missing_data = true});
   if (!file.ok()) return fail(file.error());
-  std::printf("file: %s\nGGUF version %u, %zu metadata keys, %zu tensors, data at offset %llu, alignment %llu%s\n\n",
-              path->c_str(), file->version(), file->metadata().size(), file->tensors().size(),
-              static_cast<unsigned long long>(file->data_offset()), static_cast<unsigned long long>(file->alignment()),
-              file->has_data() ? "" : " (header only: tensor data absent)");
+  std::printf(
+      "file: %s\nGGUF version %u, %zu metadata keys, %zu tensors, data at offset %llu, alignment "
+      "%llu%s\n\n",
+      path->c_str(), file->version(), file->metadata().size(), file->tensors().size(),
+      static_cast<unsigned long long>(file->data_offset()),
+      static_cast<unsigned long long>(file->alignment()),
+      file->has_data() ? "" : " (header only: tensor data absent)");
   std::printf("metadata\n");
-  for (const auto& kv : file->metadata()) std::printf("  %-44s %s\n", kv.key.c_str(), render_value(kv.value).c_str());
+  for (const auto& kv : file->metadata())
+    std::printf("  %-44s %s\n", kv.key.c_str(), render_value(kv.value).c_str());
   struct Totals {
     int count = 0;
     uint64_t elements = 0, bytes = 0;
   };
   std::map<std::string, Totals> by_type;
-  if (show_tensors) std::printf("\ntensors\n  %-36s %-6s %-24s %12s\n", "name", "type", "shape", "bytes");
+  if (show_tensors)
+    std::printf("\ntensors\n  %-36s %-6s %-24s %12s\n", "name", "type", "shape", "bytes");
   uint64_t total = 0, elements = 0;
   for (const auto& t : file->tensors()) {
     std::string shape;
@@ -67,10 +77,12 @@ int inspect_main(const std::string& model_arg, bool show_tensors) {
     total += t.bytes;
     elements += static_cast<uint64_t>(t.n_elements());
   }
-  std::printf("\ntotals by type\n  %-8s %8s %16s %14s %10s\n", "type", "tensors", "elements", "bytes", "bits/w");
+  std::printf("\ntotals by type\n  %-8s %8s %16s %14s %10s\n", "type", "tensors", "elements",
+              "bytes", "bits/w");
   for (const auto& [type, tt] : by_type) {
-    std::printf("  %-8s %8d %16llu %14s %10.2f\n", type.c_str(), tt.count, static_cast<unsigned long long>(tt.elements),
-                format_bytes(tt.bytes).c_str(), 8.0 * static_cast<double>(tt.bytes) / static_cast<double>(tt.elements));
+    std::printf("  %-8s %8d %16llu %14s %10.2f\n", type.c_str(), tt.count,
+                static_cast<unsigned long long>(tt.elements), format_bytes(tt.bytes).c_str(),
+                8.0 * static_cast<double>(tt.bytes) / static_cast<double>(tt.elements));
   }
   std::printf("  %-8s %8zu %16llu %14s %10.2f\n", "all", file->tensors().size(),
               static_cast<unsigned long long>(elements), format_bytes(total).c_str(),
@@ -83,7 +95,8 @@ int inspect_main(const std::string& model_arg, bool show_tensors) {
 Action add_inspect(CLI::App& app) {
   auto model = std::make_shared<std::string>(kDefaultModel);
   auto tensors = std::make_shared<bool>(true);
-  CLI::App* sub = app.add_subcommand("inspect", "print a GGUF file's header, tensors, types and sizes");
+  CLI::App* sub =
+      app.add_subcommand("inspect", "print a GGUF file's header, tensors, types and sizes");
   sub->add_option("model", *model, "GGUF file or known model name");
   sub->add_flag("!--no-tensors", *tensors, "leave out the per-tensor table");
   return [model, tensors, sub]() -> int {

@@ -1,6 +1,7 @@
 // snug: run language models inside the memory the machine really has.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "cli/commands.h"
@@ -12,6 +13,19 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "help for every subcommand");
   std::vector<snug::cli::Action> actions = {snug::cli::add_run(app), snug::cli::add_chat(app),
                                             snug::cli::add_inspect(app)};
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "snug: error: unknown command '%s' (commands: %s)\n", argv[1],
+                   names.c_str());
+      return snug::cli::kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -13,6 +13,7 @@ namespace snug::cli {
 
 // Renders `messages` with add_generation_prompt and tokenizes the result. A
 // template that prints the BOS token itself does not get a second one.
-Result<std::vector<int32_t>> chat_prompt(const LoadedModel& lm, const std::vector<text::ChatMessage>& messages);
+Result<std::vector<int32_t>> chat_prompt(const LoadedModel& lm,
+                                         const std::vector<text::ChatMessage>& messages);
 
 }  // namespace snug::cli

@@ -29,7 +29,8 @@ struct RunFlags {
 };
 
 // One JSON object for scripts and benchmarks: tokens, text, timings, memory.
-void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r, const memory::Ledger& ledger) {
+void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r,
+                const memory::Ledger& ledger) {
   nlohmann::json j;
   j["prompt_token_ids"] = prompt;
   j["token_ids"] = r.tokens;
@@ -39,7 +40,8 @@ void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult
   j["prompt_seconds"] = r.prompt_seconds;
   j["generate_seconds"] = r.generate_seconds;
   j["prompt_tokens_per_second"] = r.prompt_tokens / std::max(r.prompt_seconds, 1e-9);
-  j["generate_tokens_per_second"] = static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9);
+  j["generate_tokens_per_second"] =
+      static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9);
   nlohmann::json mem;
   for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {
     auto c = static_cast<memory::Category>(k);
@@ -76,7 +78,8 @@ int run_main(const RunFlags& f) {
       char* end = nullptr;
       long id = std::strtol(word.c_str(), &end, 10);
       if (*end != 0 || id < 0 || id >= lm->model->config().n_vocab)
-        return fail(make_error("token ids file '", f.token_ids_file, "': '", word, "' is not a token id of this model"));
+        return fail(make_error("token ids file '", f.token_ids_file, "': '", word,
+                               "' is not a token id of this model"));
       ids.push_back(static_cast<int32_t>(id));
     }
   } else if (!f.no_chat) {
@@ -94,8 +97,8 @@ int run_main(const RunFlags& f) {
 
   auto session = engine::Session::create(*lm->model, f.gen.session_options(), &ledger);
   if (!session.ok()) return fail(session.error());
-  log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name, lm->model->config().n_layers,
-           (*session)->n_ctx(), (*session)->n_threads());
+  log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name,
+           lm->model->config().n_layers, (*session)->n_ctx(), (*session)->n_threads());
 
   const bool tty = ::isatty(STDOUT_FILENO) != 0;
   engine::TextSink sink;
@@ -116,9 +119,12 @@ int run_main(const RunFlags& f) {
   std::fflush(stdout);
   if (f.gen.verbose) {
     const auto& r = *result;
-    std::fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s (%.1f tok/s); stop: %s\n",
-                 r.prompt_tokens, r.prompt_seconds, r.prompt_tokens / std::max(r.prompt_seconds, 1e-9),
-                 r.tokens.size(), r.generate_seconds,
+    std::fprintf(stderr,
+                 "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s "
+                 "(%.1f tok/s); stop: %s\n",
+                 r.prompt_tokens, r.prompt_seconds,
+                 r.prompt_tokens / std::max(r.prompt_seconds, 1e-9), r.tokens.size(),
+                 r.generate_seconds,
                  static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
                  std::string(engine::stop_reason_name(r.reason)).c_str());
   }
@@ -134,9 +140,11 @@ Action add_run(CLI::App& app) {
   flags->gen.add_to(*sub);
   sub->add_option("-p,--prompt", flags->prompt, "prompt text");
   sub->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
-  sub->add_option("--token-ids-file", flags->token_ids_file, "read the prompt as token ids (whitespace-separated)");
+  sub->add_option("--token-ids-file", flags->token_ids_file,
+                  "read the prompt as token ids (whitespace-separated)");
   sub->add_flag("--no-chat", flags->no_chat, "use the raw prompt, without the chat template");
-  sub->add_flag("--json", flags->json, "print one JSON object (token ids, text, timings, memory) instead of text");
+  sub->add_flag("--json", flags->json,
+                "print one JSON object (token ids, text, timings, memory) instead of text");
   return [flags, sub]() -> int {
     if (!*sub) return -1;
     return run_main(*flags);

@@ -67,10 +67,14 @@ class StopFilter {
 
 std::string_view stop_reason_name(StopReason r) {
   switch (r) {
-    case StopReason::kEndOfGeneration: return "end of generation";
-    case StopReason::kStopString: return "stop string";
-    case StopReason::kMaxTokens: return "token limit";
-    case StopReason::kContextFull: return "context full";
+    case StopReason::kEndOfGeneration:
+      return "end of generation";
+    case StopReason::kStopString:
+      return "stop string";
+    case StopReason::kMaxTokens:
+      return "token limit";
+    case StopReason::kContextFull:
+      return "context full";
   }
   return "?";
 }
@@ -81,8 +85,8 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
   GenerateResult r;
   if (prompt.empty()) return make_error("the prompt is empty");
   if (static_cast<int64_t>(prompt.size()) >= session.n_ctx())
-    return make_error("prompt of ", prompt.size(), " tokens does not fit the context of ", session.n_ctx(),
-                      " tokens (raise --ctx or shorten the prompt)");
+    return make_error("prompt of ", prompt.size(), " tokens does not fit the context of ",
+                      session.n_ctx(), " tokens (raise --ctx or shorten the prompt)");
   // Keep at least one prompt token to evaluate, so there are logits to sample from.
   int32_t reuse = std::min(session.common_prefix(prompt), static_cast<int32_t>(prompt.size()) - 1);
   session.truncate(reuse);

@@ -28,11 +28,11 @@ enum class StopReason { kEndOfGeneration, kStopString, kMaxTokens, kContextFull 
 std::string_view stop_reason_name(StopReason r);
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;   // generated token ids (not the prompt)
-  std::string text;              // generated text, stop string excluded
+  std::vector<int32_t> tokens;  // generated token ids (not the prompt)
+  std::string text;             // generated text, stop string excluded
   StopReason reason = StopReason::kMaxTokens;
-  int32_t prompt_tokens = 0;     // tokens really evaluated (after reusing the cached prefix)
-  int32_t reused_tokens = 0;     // prompt tokens served from the cache
+  int32_t prompt_tokens = 0;  // tokens really evaluated (after reusing the cached prefix)
+  int32_t reused_tokens = 0;  // prompt tokens served from the cache
   double prompt_seconds = 0;
   double generate_seconds = 0;
 };

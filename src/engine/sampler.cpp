@@ -42,7 +42,8 @@ int32_t Sampler::sample(const float* logits, std::span<const int32_t> history) {
   auto by_logit = [](const Cand& a, const Cand& b) { return a.logit > b.logit; };
   size_t k = cands_.size();
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < k) k = static_cast<size_t>(p_.top_k);
-  std::partial_sort(cands_.begin(), cands_.begin() + static_cast<ptrdiff_t>(k), cands_.end(), by_logit);
+  std::partial_sort(cands_.begin(), cands_.begin() + static_cast<ptrdiff_t>(k), cands_.end(),
+                    by_logit);
   cands_.resize(k);
 
   const float mx = cands_[0].logit;

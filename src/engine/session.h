@@ -15,17 +15,21 @@
 
 namespace snug::engine {
 
+// Context used when none is asked for (bounded by the model's own).
+constexpr int32_t kDefaultContext = 4096;
+
 struct SessionOptions {
-  int32_t n_ctx = 4096;     // tokens the sequence may hold
-  int32_t n_batch = 256;    // prompt tokens per forward call
-  int32_t n_threads = 0;    // 0: all cores the process may use
+  int32_t n_ctx = 0;  // tokens the sequence may hold; 0: the model's trained context, at most 4096
+  int32_t n_batch = 256;  // prompt tokens per forward call
+  int32_t n_threads = 0;  // 0: all cores the process may use
   tensor::DType kv_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
 };
 
 class Session {
  public:
-  static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options,
+  static Result<std::unique_ptr<Session>> create(const model::Model& model,
+                                                 const SessionOptions& options,
                                                  memory::Ledger* ledger);
 
   // Appends tokens to the sequence (in chunks of n_batch) and returns the

@@ -51,8 +51,8 @@ struct Value {
   // kArray only.
   ValueType elem_type = ValueType::kU8;
   uint64_t count = 0;
-  const uint8_t* elems = nullptr;          // first element in the file (numeric arrays)
-  std::vector<std::string_view> strings;   // string arrays, decoded once
+  const uint8_t* elems = nullptr;         // first element in the file (numeric arrays)
+  std::vector<std::string_view> strings;  // string arrays, decoded once
 
   bool is_integer() const;
   bool is_float() const { return type == ValueType::kF32 || type == ValueType::kF64; }
@@ -66,9 +66,9 @@ struct TensorInfo {
   tensor::DType type = tensor::DType::kF32;
   int n_dims = 0;
   std::array<int64_t, 4> ne = {1, 1, 1, 1};  // ne[0] is the innermost (contiguous) dimension
-  uint64_t offset = 0;       // absolute offset in the file
-  uint64_t bytes = 0;        // size of the data
-  const uint8_t* data = nullptr;  // nullptr for a header-only file
+  uint64_t offset = 0;                       // absolute offset in the file
+  uint64_t bytes = 0;                        // size of the data
+  const uint8_t* data = nullptr;             // nullptr for a header-only file
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
   int64_t rows() const { return ne[1] * ne[2] * ne[3]; }
 };

@@ -73,7 +73,9 @@ uint64_t scalar_size(ValueType t) {
   }
 }
 
-bool known_type(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kF64); }
+bool known_type(uint32_t t) {
+  return t <= static_cast<uint32_t>(ValueType::kF64);
+}
 
 template <typename T>
 T load(const uint8_t* p) {
@@ -84,18 +86,50 @@ T load(const uint8_t* p) {
 
 void decode_scalar(ValueType t, const uint8_t* p, Value* v) {
   switch (t) {
-    case ValueType::kU8: v->u = load<uint8_t>(p); v->i = static_cast<int64_t>(v->u); break;
-    case ValueType::kI8: v->i = load<int8_t>(p); v->u = static_cast<uint64_t>(v->i); break;
-    case ValueType::kU16: v->u = load<uint16_t>(p); v->i = static_cast<int64_t>(v->u); break;
-    case ValueType::kI16: v->i = load<int16_t>(p); v->u = static_cast<uint64_t>(v->i); break;
-    case ValueType::kU32: v->u = load<uint32_t>(p); v->i = static_cast<int64_t>(v->u); break;
-    case ValueType::kI32: v->i = load<int32_t>(p); v->u = static_cast<uint64_t>(v->i); break;
-    case ValueType::kU64: v->u = load<uint64_t>(p); v->i = static_cast<int64_t>(v->u); break;
-    case ValueType::kI64: v->i = load<int64_t>(p); v->u = static_cast<uint64_t>(v->i); break;
-    case ValueType::kF32: v->f = load<float>(p); break;
-    case ValueType::kF64: v->f = load<double>(p); break;
-    case ValueType::kBool: v->u = load<uint8_t>(p); v->i = static_cast<int64_t>(v->u); break;
-    default: break;
+    case ValueType::kU8:
+      v->u = load<uint8_t>(p);
+      v->i = static_cast<int64_t>(v->u);
+      break;
+    case ValueType::kI8:
+      v->i = load<int8_t>(p);
+      v->u = static_cast<uint64_t>(v->i);
+      break;
+    case ValueType::kU16:
+      v->u = load<uint16_t>(p);
+      v->i = static_cast<int64_t>(v->u);
+      break;
+    case ValueType::kI16:
+      v->i = load<int16_t>(p);
+      v->u = static_cast<uint64_t>(v->i);
+      break;
+    case ValueType::kU32:
+      v->u = load<uint32_t>(p);
+      v->i = static_cast<int64_t>(v->u);
+      break;
+    case ValueType::kI32:
+      v->i = load<int32_t>(p);
+      v->u = static_cast<uint64_t>(v->i);
+      break;
+    case ValueType::kU64:
+      v->u = load<uint64_t>(p);
+      v->i = static_cast<int64_t>(v->u);
+      break;
+    case ValueType::kI64:
+      v->i = load<int64_t>(p);
+      v->u = static_cast<uint64_t>(v->i);
+      break;
+    case ValueType::kF32:
+      v->f = load<float>(p);
+      break;
+    case ValueType::kF64:
+      v->f = load<double>(p);
+      break;
+    case ValueType::kBool:
+      v->u = load<uint8_t>(p);
+      v->i = static_cast<int64_t>(v->u);
+      break;
+    default:
+      break;
   }
 }
 
@@ -134,7 +168,8 @@ Status read_value(Cursor& c, ValueType type, std::string_view key, Value* v) {
     uint64_t es = scalar_size(v->elem_type);
     auto bytes = checked_mul(es, count);
     if (!bytes || *bytes > c.remaining())
-      return make_error("metadata '", key, "': array of ", count, " elements runs past the end of the file");
+      return make_error("metadata '", key, "': array of ", count,
+                        " elements runs past the end of the file");
     v->elems = c.here();
     c.skip(*bytes);
     return ok_status();
@@ -151,17 +186,23 @@ Status read_value(Cursor& c, ValueType type, std::string_view key, Value* v) {
 }  // namespace
 
 std::string_view value_type_name(ValueType t) {
-  static constexpr std::string_view kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32",
-                                                "i32", "f32",  "bool",   "string", "array",
-                                                "u64", "i64",  "f64"};
+  static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                "i32", "f32", "bool", "string", "array",
+                                                "u64", "i64", "f64"};
   auto k = static_cast<uint32_t>(t);
   return k < std::size(kNames) ? kNames[k] : "unknown";
 }
 
 bool Value::is_integer() const {
   switch (type) {
-    case ValueType::kU8: case ValueType::kI8: case ValueType::kU16: case ValueType::kI16:
-    case ValueType::kU32: case ValueType::kI32: case ValueType::kU64: case ValueType::kI64:
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kU16:
+    case ValueType::kI16:
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kU64:
+    case ValueType::kI64:
       return true;
     default:
       return false;
@@ -178,7 +219,8 @@ double Value::array_f64(uint64_t k) const {
 int64_t Value::array_i64(uint64_t k) const {
   Value v;
   decode_scalar(elem_type, elems + k * scalar_size(elem_type), &v);
-  if (elem_type == ValueType::kF32 || elem_type == ValueType::kF64) return static_cast<int64_t>(v.f);
+  if (elem_type == ValueType::kF32 || elem_type == ValueType::kF64)
+    return static_cast<int64_t>(v.f);
   return v.i;
 }
 
@@ -200,7 +242,8 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
   char magic[4];
   if (bytes.size() < 4 || !c.read(&magic))
     return make_error("'", n, "' is too short to be a GGUF file (", bytes.size(), " bytes)");
-  if (std::memcmp(magic, "GGUF", 4) != 0) return make_error("'", n, "' is not a GGUF file (bad magic)");
+  if (std::memcmp(magic, "GGUF", 4) != 0)
+    return make_error("'", n, "' is not a GGUF file (bad magic)");
   if (!c.read(&f.version_)) return make_error("'", n, "': GGUF header is cut off");
   if (f.version_ < 2 || f.version_ > 3)
     return make_error("'", n, "': GGUF version ", f.version_, " is not supported (need 2 or 3)");
@@ -220,7 +263,8 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     if (!c.read_string(&key))
       return make_error("'", n, "': metadata key ", k, " runs past the end of the file");
     if (key.empty()) return make_error("'", n, "': metadata key ", k, " is empty");
-    if (!keys.insert(key).second) return make_error("'", n, "': duplicate metadata key '", key, "'");
+    if (!keys.insert(key).second)
+      return make_error("'", n, "': duplicate metadata key '", key, "'");
     uint32_t type;
     if (!c.read(&type)) return make_error("'", n, "': metadata '", key, "' is cut off");
     if (!known_type(type))
@@ -246,13 +290,15 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     std::string_view tname;
     if (!c.read_string(&tname))
       return make_error("'", n, "': tensor name ", k, " runs past the end of the file");
-    if (!names.insert(tname).second) return make_error("'", n, "': duplicate tensor name '", tname, "'");
+    if (!names.insert(tname).second)
+      return make_error("'", n, "': duplicate tensor name '", tname, "'");
     TensorInfo t;
     t.name = std::string(tname);
     uint32_t n_dims;
     if (!c.read(&n_dims)) return make_error("'", n, "': tensor '", tname, "' is cut off");
     if (n_dims == 0 || n_dims > kMaxDims)
-      return make_error("'", n, "': tensor '", tname, "' has ", n_dims, " dimensions (1 to 4 allowed)");
+      return make_error("'", n, "': tensor '", tname, "' has ", n_dims,
+                        " dimensions (1 to 4 allowed)");
     t.n_dims = static_cast<int>(n_dims);
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
@@ -275,14 +321,16 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     if (!info) return make_error("'", n, "': tensor '", tname, "' has unknown type ", type);
     t.type = static_cast<tensor::DType>(type);
     if (t.ne[0] % info->block_size != 0)
-      return make_error("'", n, "': tensor '", tname, "' row of ", t.ne[0], " elements is not a multiple of the ",
-                        info->name, " block size ", info->block_size);
+      return make_error("'", n, "': tensor '", tname, "' row of ", t.ne[0],
+                        " elements is not a multiple of the ", info->name, " block size ",
+                        info->block_size);
     auto bytes_ = checked_mul(elements / static_cast<uint64_t>(info->block_size),
                               static_cast<uint64_t>(info->block_bytes));
     if (!bytes_) return make_error("'", n, "': tensor '", tname, "' byte size overflows");
     t.bytes = *bytes_;
     if (offset % f.alignment_ != 0)
-      return make_error("'", n, "': tensor '", tname, "' offset ", offset, " is not aligned to ", f.alignment_);
+      return make_error("'", n, "': tensor '", tname, "' offset ", offset, " is not aligned to ",
+                        f.alignment_);
     t.offset = offset;  // relative for now
     f.tensors_.push_back(std::move(t));
   }
@@ -315,8 +363,9 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
   if (!all_present && !options.allow_missing_data) {
     for (const auto& t : f.tensors_) {
       if (!range_within(t.offset, t.bytes, f.file_size_))
-        return make_error("'", n, "': tensor '", t.name, "' data (", t.bytes, " bytes at offset ", t.offset,
-                          ") runs past the end of the file (", f.file_size_, " bytes): file truncated?");
+        return make_error("'", n, "': tensor '", t.name, "' data (", t.bytes, " bytes at offset ",
+                          t.offset, ") runs past the end of the file (", f.file_size_,
+                          " bytes): file truncated?");
     }
   }
   f.has_data_ = all_present;
@@ -344,7 +393,8 @@ Result<uint64_t> File::get_uint(std::string_view key) const {
   const Value* v = find(key);
   if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
   if (!v->is_integer())
-    return make_error("'", name_, "': metadata '", key, "' must be an integer, not ", value_type_name(v->type));
+    return make_error("'", name_, "': metadata '", key, "' must be an integer, not ",
+                      value_type_name(v->type));
   if (v->i < 0 && v->type != ValueType::kU64)
     return make_error("'", name_, "': metadata '", key, "' is negative (", v->i, ")");
   return v->u;
@@ -355,14 +405,16 @@ Result<float> File::get_float(std::string_view key) const {
   if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
   if (v->is_float()) return static_cast<float>(v->f);
   if (v->is_integer()) return static_cast<float>(v->i);
-  return make_error("'", name_, "': metadata '", key, "' must be a number, not ", value_type_name(v->type));
+  return make_error("'", name_, "': metadata '", key, "' must be a number, not ",
+                    value_type_name(v->type));
 }
 
 Result<std::string> File::get_string(std::string_view key) const {
   const Value* v = find(key);
   if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
   if (v->type != ValueType::kString)
-    return make_error("'", name_, "': metadata '", key, "' must be a string, not ", value_type_name(v->type));
+    return make_error("'", name_, "': metadata '", key, "' must be a string, not ",
+                      value_type_name(v->type));
   return std::string(v->str);
 }
 
@@ -370,7 +422,8 @@ Result<bool> File::get_bool(std::string_view key) const {
   const Value* v = find(key);
   if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
   if (v->type != ValueType::kBool)
-    return make_error("'", name_, "': metadata '", key, "' must be a bool, not ", value_type_name(v->type));
+    return make_error("'", name_, "': metadata '", key, "' must be a bool, not ",
+                      value_type_name(v->type));
   return v->u != 0;
 }
 

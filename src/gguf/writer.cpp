@@ -22,8 +22,8 @@ void put_string(std::vector<uint8_t>& out, std::string_view s) {
 
 }  // namespace
 
-#define SNUG_KV_HEADER(key, tag)                      \
-  put_string(kv_bytes_, key);                         \
+#define SNUG_KV_HEADER(key, tag)                        \
+  put_string(kv_bytes_, key);                           \
   put<uint32_t>(kv_bytes_, static_cast<uint32_t>(tag)); \
   ++kv_count_
 

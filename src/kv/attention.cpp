@@ -12,7 +12,9 @@ namespace {
 constexpr int kSlotsVec = 32;  // ggml_vec_dot_f16: 4 accumulators x 8 lanes
 constexpr int kSlotsGemm = 8;  // tinyBLAS (llamafile sgemm): one 8-lane accumulator
 
-float f16_round(float x) { return tensor::fp16_to_fp32(tensor::fp32_to_fp16(x)); }
+float f16_round(float x) {
+  return tensor::fp16_to_fp32(tensor::fp32_to_fp16(x));
+}
 
 // One 8-lane register summed as tinyBLAS's hsum does:
 // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
@@ -51,7 +53,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
   const int32_t n = end - begin;
   const int32_t dv = shape.head_dim_v;
   const int slots = shape.batched ? kSlotsGemm : kSlotsVec;
-  const tensor::SumOrder order = shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
+  const tensor::SumOrder order =
+      shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
   float* p = scratch;                                                          // [n, padded]
   float* qh = scratch + (int64_t{n} + kSlotsVec - 1) / kSlotsVec * kSlotsVec;  // [head_dim_k]
   float* acc = qh + kMaxHeadDim;                                               // [slots][dv]
@@ -66,7 +69,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
     float mx = -INFINITY;
     for (int32_t t = begin; t < end; ++t) {
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
-      const auto* k = reinterpret_cast<const uint16_t*>(blk + koff) + static_cast<int64_t>(t % bt) * shape.head_dim_k;
+      const auto* k = reinterpret_cast<const uint16_t*>(blk + koff) +
+                      static_cast<int64_t>(t % bt) * shape.head_dim_k;
       float s = tensor::dot_f16_ordered(k, qh, shape.head_dim_k, order);
       if (shape.softcap > 0.f) s = shape.softcap * std::tanh(s / shape.softcap);
       s *= shape.scale;
@@ -80,7 +84,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
     for (int32_t t = begin; t < end; ++t) {
       const float pt = f16_round(p[t - begin] * inv);
       const uint8_t* blk = cache.block_data(table[static_cast<size_t>(t / bt)]);
-      const auto* v = reinterpret_cast<const uint16_t*>(blk + voff) + static_cast<int64_t>(t % bt) * dv;
+      const auto* v =
+          reinterpret_cast<const uint16_t*>(blk + voff) + static_cast<int64_t>(t % bt) * dv;
       float* a = acc + static_cast<int64_t>((t - begin) % slots) * dv;
       tensor::fma_f16(pt, v, a, dv);
     }

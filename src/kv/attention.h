@@ -22,8 +22,8 @@ struct AttentionShape {
   int32_t n_kv_heads = 0;  // key/value heads (grouped-query attention: n_heads % n_kv_heads == 0)
   int32_t head_dim_k = 0;
   int32_t head_dim_v = 0;
-  float scale = 1.f;       // applied to q.k
-  float softcap = 0.f;     // >0: scores = softcap * tanh(scores / softcap)
+  float scale = 1.f;    // applied to q.k
+  float softcap = 0.f;  // >0: scores = softcap * tanh(scores / softcap)
   // Summation order of the dot products: llama.cpp uses its GEMM kernel when a
   // forward pass holds two or more tokens and its vector kernel for one.
   bool batched = false;

@@ -6,15 +6,22 @@
 
 namespace snug::kv {
 
-uint64_t KvLayout::k_row_bytes() const { return *tensor::row_bytes(type, head_dim_k); }
-uint64_t KvLayout::v_row_bytes() const { return *tensor::row_bytes(type, head_dim_v); }
+uint64_t KvLayout::k_row_bytes() const {
+  return *tensor::row_bytes(type, head_dim_k);
+}
+uint64_t KvLayout::v_row_bytes() const {
+  return *tensor::row_bytes(type, head_dim_v);
+}
 uint64_t KvLayout::bytes_per_token() const {
-  return static_cast<uint64_t>(n_layers) * static_cast<uint64_t>(n_kv_heads) * (k_row_bytes() + v_row_bytes());
+  return static_cast<uint64_t>(n_layers) * static_cast<uint64_t>(n_kv_heads) *
+         (k_row_bytes() + v_row_bytes());
 }
 
 Result<KvCache> KvCache::create(const KvLayout& layout, int32_t n_blocks, memory::Ledger* ledger) {
-  if (!tensor::row_bytes(layout.type, layout.head_dim_k) || !tensor::row_bytes(layout.type, layout.head_dim_v))
-    return make_error("KV type ", tensor::dtype_name(layout.type), " needs head sizes that are a multiple of its block");
+  if (!tensor::row_bytes(layout.type, layout.head_dim_k) ||
+      !tensor::row_bytes(layout.type, layout.head_dim_v))
+    return make_error("KV type ", tensor::dtype_name(layout.type),
+                      " needs head sizes that are a multiple of its block");
   KvCache c;
   c.layout_ = layout;
   SNUG_ASSIGN_OR_RETURN(c.pool_, memory::BlockPool::create(layout.block_bytes(), n_blocks, ledger));
@@ -73,8 +80,8 @@ Status KvCache::prepare_append(SeqId seq, int32_t n) {
   SNUG_CHECK(s.live && n >= 0);
   int32_t need = blocks_needed(seq, n);
   if (need > pool_.n_free())
-    return make_error("KV cache is full: ", need, " more blocks needed, ", pool_.n_free(), " free of ",
-                      pool_.n_blocks());
+    return make_error("KV cache is full: ", need, " more blocks needed, ", pool_.n_free(),
+                      " free of ", pool_.n_blocks());
   const int32_t bt = layout_.block_tokens;
   if (n > 0 && s.length % bt != 0) {
     int32_t& last = s.blocks.back();
@@ -126,21 +133,24 @@ uint64_t KvCache::v_offset(int32_t layer, int32_t kv_head) const {
   const uint64_t kr = layout_.k_row_bytes(), vr = layout_.v_row_bytes();
   const uint64_t heads = static_cast<uint64_t>(layout_.n_kv_heads);
   uint64_t layer_bytes = heads * bt * (kr + vr);
-  return static_cast<uint64_t>(layer) * layer_bytes + heads * bt * kr + static_cast<uint64_t>(kv_head) * bt * vr;
+  return static_cast<uint64_t>(layer) * layer_bytes + heads * bt * kr +
+         static_cast<uint64_t>(kv_head) * bt * vr;
 }
 
 uint8_t* KvCache::k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
   const Sequence& s = seqs_[static_cast<size_t>(seq)];
   const int32_t bt = layout_.block_tokens;
   int32_t block = s.blocks[static_cast<size_t>(pos / bt)];
-  return pool_.block(block) + k_offset(layer, kv_head) + static_cast<uint64_t>(pos % bt) * layout_.k_row_bytes();
+  return pool_.block(block) + k_offset(layer, kv_head) +
+         static_cast<uint64_t>(pos % bt) * layout_.k_row_bytes();
 }
 
 uint8_t* KvCache::v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
   const Sequence& s = seqs_[static_cast<size_t>(seq)];
   const int32_t bt = layout_.block_tokens;
   int32_t block = s.blocks[static_cast<size_t>(pos / bt)];
-  return pool_.block(block) + v_offset(layer, kv_head) + static_cast<uint64_t>(pos % bt) * layout_.v_row_bytes();
+  return pool_.block(block) + v_offset(layer, kv_head) +
+         static_cast<uint64_t>(pos % bt) * layout_.v_row_bytes();
 }
 
 }  // namespace snug::kv

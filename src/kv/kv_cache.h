@@ -71,9 +71,12 @@ class KvCache {
   uint8_t* k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const;
   uint8_t* v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const;
   // Block `b` of the sequence's table, and the block-relative offsets of a head's rows.
-  const std::vector<int32_t>& block_table(SeqId seq) const { return seqs_[static_cast<size_t>(seq)].blocks; }
+  const std::vector<int32_t>& block_table(SeqId seq) const {
+    return seqs_[static_cast<size_t>(seq)].blocks;
+  }
   uint8_t* block_data(int32_t block) const { return pool_.block(block); }
-  uint64_t k_offset(int32_t layer, int32_t kv_head) const;  // start of this head's key rows in a block
+  uint64_t k_offset(int32_t layer,
+                    int32_t kv_head) const;  // start of this head's key rows in a block
   uint64_t v_offset(int32_t layer, int32_t kv_head) const;
 
   uint64_t bytes() const { return pool_.bytes(); }

@@ -6,7 +6,8 @@
 namespace snug::memory {
 
 Result<BlockPool> BlockPool::create(uint64_t block_bytes, int32_t n_blocks, Ledger* ledger) {
-  if (block_bytes == 0 || n_blocks <= 0) return make_error("block pool needs a positive block size and count");
+  if (block_bytes == 0 || n_blocks <= 0)
+    return make_error("block pool needs a positive block size and count");
   auto total = checked_mul(block_bytes, static_cast<uint64_t>(n_blocks));
   if (!total) return make_error("block pool size overflows");
   BlockPool p;

@@ -20,7 +20,9 @@ class BlockPool {
 
   std::optional<int32_t> allocate();
   void release(int32_t block);
-  uint8_t* block(int32_t id) const { return buf_.data() + static_cast<uint64_t>(id) * block_bytes_; }
+  uint8_t* block(int32_t id) const {
+    return buf_.data() + static_cast<uint64_t>(id) * block_bytes_;
+  }
 
   int32_t n_blocks() const { return n_blocks_; }
   int32_t n_free() const { return static_cast<int32_t>(free_.size()); }

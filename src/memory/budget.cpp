@@ -27,8 +27,9 @@ void Reservation::release() {
 Result<Reservation> Budget::reserve(uint64_t bytes, const std::string& what) {
   std::lock_guard<std::mutex> lock(mu_);
   if (bytes > limit_ - used_) {
-    return make_error(what, " needs ", format_bytes(bytes), " but only ", format_bytes(limit_ - used_), " of the ",
-                      format_bytes(limit_), " budget is left");
+    return make_error(what, " needs ", format_bytes(bytes), " but only ",
+                      format_bytes(limit_ - used_), " of the ", format_bytes(limit_),
+                      " budget is left");
   }
   used_ += bytes;
   return Reservation(this, bytes);

@@ -14,7 +14,8 @@ Result<Buffer> Buffer::allocate(uint64_t bytes, Ledger* ledger, Category categor
   const uint64_t page = 4096;
   uint64_t mapped = (bytes + page - 1) / page * page;
   void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return make_error("cannot allocate ", format_bytes(bytes), " for ", category_name(category));
+  if (p == MAP_FAILED)
+    return make_error("cannot allocate ", format_bytes(bytes), " for ", category_name(category));
   b.data_ = static_cast<uint8_t*>(p);
   b.size_ = bytes;
   b.mapped_ = mapped;

@@ -24,7 +24,9 @@ class Buffer {
   uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
   template <typename T>
-  T* as() const { return reinterpret_cast<T*>(data_); }
+  T* as() const {
+    return reinterpret_cast<T*>(data_);
+  }
 
  private:
   uint8_t* data_ = nullptr;
@@ -43,7 +45,9 @@ class Arena {
   // exhaustion means the plan was wrong, which callers treat as a programmer error.
   void* take(uint64_t bytes);
   template <typename T>
-  T* take_array(uint64_t n) { return static_cast<T*>(take(n * sizeof(T))); }
+  T* take_array(uint64_t n) {
+    return static_cast<T*>(take(n * sizeof(T)));
+  }
   void reset() { used_ = 0; }
   uint64_t used() const { return used_; }
   uint64_t high_water() const { return high_; }

@@ -6,13 +6,20 @@ namespace snug::memory {
 
 std::string_view category_name(Category c) {
   switch (c) {
-    case Category::kWeightsMapped: return "weights (mapped)";
-    case Category::kWeightsResident: return "weights (resident copies)";
-    case Category::kKvCache: return "kv cache";
-    case Category::kScratch: return "scratch";
-    case Category::kTokenizer: return "tokenizer";
-    case Category::kOther: return "other";
-    default: return "?";
+    case Category::kWeightsMapped:
+      return "weights (mapped)";
+    case Category::kWeightsResident:
+      return "weights (resident copies)";
+    case Category::kKvCache:
+      return "kv cache";
+    case Category::kScratch:
+      return "scratch";
+    case Category::kTokenizer:
+      return "tokenizer";
+    case Category::kOther:
+      return "other";
+    default:
+      return "?";
   }
 }
 
@@ -36,12 +43,15 @@ uint64_t Ledger::total(bool with_mapped) const {
   return t;
 }
 
-Charge::Charge(Ledger* ledger, Category c, uint64_t bytes) : ledger_(ledger), category_(c), bytes_(bytes) {
+Charge::Charge(Ledger* ledger, Category c, uint64_t bytes)
+    : ledger_(ledger), category_(c), bytes_(bytes) {
   if (ledger_) ledger_->charge(c, bytes);
 }
 
 Charge::Charge(Charge&& o) noexcept
-    : ledger_(std::exchange(o.ledger_, nullptr)), category_(o.category_), bytes_(std::exchange(o.bytes_, 0)) {}
+    : ledger_(std::exchange(o.ledger_, nullptr)),
+      category_(o.category_),
+      bytes_(std::exchange(o.bytes_, 0)) {}
 
 Charge& Charge::operator=(Charge&& o) noexcept {
   if (this != &o) {

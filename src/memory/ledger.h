@@ -11,12 +11,12 @@
 namespace snug::memory {
 
 enum class Category : int {
-  kWeightsMapped = 0,   // tensor data read in place from the mapped file (page cache, shareable)
-  kWeightsResident,     // weights copied, repacked or dequantized into private memory
-  kKvCache,             // paged KV blocks
-  kScratch,             // per-step activations and work buffers
-  kTokenizer,           // vocabulary, merges, lookup tables
-  kOther,               // metadata, bookkeeping
+  kWeightsMapped = 0,  // tensor data read in place from the mapped file (page cache, shareable)
+  kWeightsResident,    // weights copied, repacked or dequantized into private memory
+  kKvCache,            // paged KV blocks
+  kScratch,            // per-step activations and work buffers
+  kTokenizer,          // vocabulary, merges, lookup tables
+  kOther,              // metadata, bookkeeping
   kCount,
 };
 std::string_view category_name(Category c);

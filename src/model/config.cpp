@@ -14,11 +14,14 @@ constexpr uint64_t kMaxHeads = 4096;
 constexpr uint64_t kMaxVocab = 1u << 24;
 constexpr uint64_t kMaxCtx = 1u << 24;
 
-Result<int32_t> bounded(const gguf::File& f, const std::string& key, uint64_t max, std::optional<uint64_t> fallback = {}) {
+Result<int32_t> bounded(const gguf::File& f, const std::string& key, uint64_t max,
+                        std::optional<uint64_t> fallback = {}) {
   Result<uint64_t> v = fallback ? f.get_uint_or(key, *fallback) : f.get_uint(key);
   if (!v.ok()) return v.take_error();
   if (*v == 0) return make_error("'", f.name(), "': ", key, " is zero");
-  if (*v > max) return make_error("'", f.name(), "': ", key, " = ", *v, " is implausibly large (max ", max, ")");
+  if (*v > max)
+    return make_error("'", f.name(), "': ", key, " = ", *v, " is implausibly large (max ", max,
+                      ")");
   return static_cast<int32_t>(*v);
 }
 
@@ -30,7 +33,8 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   if (c.arch_name == "llama") {
     c.arch = Arch::kLlama;
   } else {
-    return make_error("'", f.name(), "': architecture '", c.arch_name, "' is not supported (supported: llama)");
+    return make_error("'", f.name(), "': architecture '", c.arch_name,
+                      "' is not supported (supported: llama)");
   }
   c.name = f.get_string("general.name").ok() ? *f.get_string("general.name") : c.arch_name;
   const std::string a = c.arch_name + ".";
@@ -38,21 +42,28 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   SNUG_ASSIGN_OR_RETURN(c.n_embd, bounded(f, a + "embedding_length", kMaxWidth));
   SNUG_ASSIGN_OR_RETURN(c.n_ff, bounded(f, a + "feed_forward_length", kMaxWidth));
   SNUG_ASSIGN_OR_RETURN(c.n_heads, bounded(f, a + "attention.head_count", kMaxHeads));
-  SNUG_ASSIGN_OR_RETURN(c.n_kv_heads, bounded(f, a + "attention.head_count_kv", kMaxHeads, c.n_heads));
+  SNUG_ASSIGN_OR_RETURN(c.n_kv_heads,
+                        bounded(f, a + "attention.head_count_kv", kMaxHeads, c.n_heads));
   SNUG_ASSIGN_OR_RETURN(c.n_ctx_train, bounded(f, a + "context_length", kMaxCtx, 2048));
   if (c.n_heads % c.n_kv_heads != 0)
-    return make_error("'", f.name(), "': ", c.n_heads, " attention heads are not a multiple of ", c.n_kv_heads, " KV heads");
+    return make_error("'", f.name(), "': ", c.n_heads, " attention heads are not a multiple of ",
+                      c.n_kv_heads, " KV heads");
   int32_t default_hd = c.n_embd / c.n_heads;
   if (!f.find(a + "attention.key_length") && c.n_embd % c.n_heads != 0)
-    return make_error("'", f.name(), "': embedding width ", c.n_embd, " is not divisible by ", c.n_heads, " heads");
-  SNUG_ASSIGN_OR_RETURN(c.head_dim_k, bounded(f, a + "attention.key_length", kMaxWidth, default_hd));
-  SNUG_ASSIGN_OR_RETURN(c.head_dim_v, bounded(f, a + "attention.value_length", kMaxWidth, default_hd));
+    return make_error("'", f.name(), "': embedding width ", c.n_embd, " is not divisible by ",
+                      c.n_heads, " heads");
+  SNUG_ASSIGN_OR_RETURN(c.head_dim_k,
+                        bounded(f, a + "attention.key_length", kMaxWidth, default_hd));
+  SNUG_ASSIGN_OR_RETURN(c.head_dim_v,
+                        bounded(f, a + "attention.value_length", kMaxWidth, default_hd));
   if (c.head_dim_k > kv::kMaxHeadDim || c.head_dim_v > kv::kMaxHeadDim)
-    return make_error("'", f.name(), "': head size ", std::max(c.head_dim_k, c.head_dim_v), " exceeds the supported ",
-                      kv::kMaxHeadDim);
-  SNUG_ASSIGN_OR_RETURN(c.rope_dim, bounded(f, a + "rope.dimension_count", kMaxWidth, c.head_dim_k));
+    return make_error("'", f.name(), "': head size ", std::max(c.head_dim_k, c.head_dim_v),
+                      " exceeds the supported ", kv::kMaxHeadDim);
+  SNUG_ASSIGN_OR_RETURN(c.rope_dim,
+                        bounded(f, a + "rope.dimension_count", kMaxWidth, c.head_dim_k));
   if (c.rope_dim > c.head_dim_k || c.rope_dim % 2 != 0)
-    return make_error("'", f.name(), "': rope.dimension_count ", c.rope_dim, " does not fit head size ", c.head_dim_k);
+    return make_error("'", f.name(), "': rope.dimension_count ", c.rope_dim,
+                      " does not fit head size ", c.head_dim_k);
   SNUG_ASSIGN_OR_RETURN(c.rope_base, f.get_float_or(a + "rope.freq_base", 10000.f));
   SNUG_ASSIGN_OR_RETURN(float linear, f.get_float_or(a + "rope.scaling.factor", 1.f));
   if (!(linear > 0.f) || !(c.rope_base > 0.f))
@@ -69,13 +80,15 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
   if (!emb) return make_error("'", f.name(), "': missing tensor 'token_embd.weight'");
   if (emb->ne[0] != c.n_embd)
-    return make_error("'", f.name(), "': token_embd.weight has width ", emb->ne[0], ", expected ", c.n_embd);
+    return make_error("'", f.name(), "': token_embd.weight has width ", emb->ne[0], ", expected ",
+                      c.n_embd);
   if (emb->rows() > static_cast<int64_t>(kMaxVocab))
-    return make_error("'", f.name(), "': vocabulary of ", emb->rows(), " tokens is implausibly large");
+    return make_error("'", f.name(), "': vocabulary of ", emb->rows(),
+                      " tokens is implausibly large");
   c.n_vocab = static_cast<int32_t>(emb->rows());
   if (tokens && tokens->strings.size() != static_cast<size_t>(c.n_vocab))
-    return make_error("'", f.name(), "': tokenizer has ", tokens->strings.size(), " tokens but token_embd.weight has ",
-                      c.n_vocab, " rows");
+    return make_error("'", f.name(), "': tokenizer has ", tokens->strings.size(),
+                      " tokens but token_embd.weight has ", c.n_vocab, " rows");
   c.tied_output = f.find_tensor("output.weight") == nullptr;
   return c;
 }

@@ -14,8 +14,8 @@ enum class Arch { kLlama };
 
 struct ModelConfig {
   Arch arch = Arch::kLlama;
-  std::string arch_name;   // general.architecture
-  std::string name;        // general.name, for messages
+  std::string arch_name;  // general.architecture
+  std::string name;       // general.name, for messages
   int32_t n_layers = 0;
   int32_t n_embd = 0;
   int32_t n_ff = 0;
@@ -25,7 +25,7 @@ struct ModelConfig {
   int32_t head_dim_v = 0;
   int32_t n_vocab = 0;
   int32_t n_ctx_train = 0;
-  int32_t rope_dim = 0;    // dimensions rotated per head
+  int32_t rope_dim = 0;  // dimensions rotated per head
   float rope_base = 10000.f;
   float rope_scale = 1.f;  // position multiplier (1 / linear scaling factor)
   float rms_eps = 1e-5f;

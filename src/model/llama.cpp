@@ -44,7 +44,8 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
 
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    for (int32_t t = 0; t < T; ++t) tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
+    for (int32_t t = 0; t < T; ++t)
+      tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
     tensor::matmul(L.wq, ws.xb, E, T, ws.q, QD, ws.quant, pool);
     tensor::matmul(L.wk, ws.xb, E, T, ws.k, KD, ws.quant, pool);
     tensor::matmul(L.wv, ws.xb, E, T, ws.v, VD, ws.quant, pool);
@@ -52,15 +53,16 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     for (int32_t t = 0; t < T; ++t) {
       const int32_t pos = ws.pos[t];
       for (int32_t h = 0; h < c.n_heads; ++h) {
-        tensor::rope(ws.q + t * QD + h * c.head_dim_k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale,
-                     tensor::RopeMode::kNorm);
+        tensor::rope(ws.q + t * QD + h * c.head_dim_k, c.head_dim_k, c.rope_dim, pos, c.rope_base,
+                     c.rope_scale, tensor::RopeMode::kNorm);
       }
       for (int32_t h = 0; h < c.n_kv_heads; ++h) {
         float* k = ws.k + t * KD + h * c.head_dim_k;
-        tensor::rope(k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale, tensor::RopeMode::kNorm);
+        tensor::rope(k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale,
+                     tensor::RopeMode::kNorm);
         tensor::quantize_row(lay.type, k, cache.k_row(batch.seqs[t], l, h, pos), c.head_dim_k);
-        tensor::quantize_row(lay.type, ws.v + t * VD + h * c.head_dim_v, cache.v_row(batch.seqs[t], l, h, pos),
-                             c.head_dim_v);
+        tensor::quantize_row(lay.type, ws.v + t * VD + h * c.head_dim_v,
+                             cache.v_row(batch.seqs[t], l, h, pos), c.head_dim_v);
       }
     }
 
@@ -72,8 +74,8 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
         for (int64_t it = b; it < e; ++it) {
           const auto t = static_cast<int32_t>(it / c.n_heads);
           const auto h = static_cast<int32_t>(it % c.n_heads);
-          kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, 0, ws.pos[t] + 1, h, h + 1, ws.att + t * AD,
-                     scores);
+          kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, 0, ws.pos[t] + 1, h, h + 1,
+                     ws.att + t * AD, scores);
         }
       });
     });
@@ -81,7 +83,8 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);
 
-    for (int32_t t = 0; t < T; ++t) tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
+    for (int32_t t = 0; t < T; ++t)
+      tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
     tensor::matmul(L.gate, ws.xb, E, T, ws.gate, F, ws.quant, pool);
     tensor::matmul(L.up, ws.xb, E, T, ws.up, F, ws.quant, pool);
     tensor::silu_mul(ws.gate, ws.up, T * F);
@@ -95,7 +98,8 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     tensor::rms_norm(ws.x + t * E, w.output_norm, ws.final_x + n_out * E, E, c.rms_eps);
     ++n_out;
   }
-  if (n_out > 0) tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab, ws.quant, pool);
+  if (n_out > 0)
+    tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab, ws.quant, pool);
 }
 
 }  // namespace snug::model

@@ -45,16 +45,19 @@ kv::KvLayout Model::kv_layout(tensor::DType kv_type, int32_t block_tokens) const
   return l;
 }
 
-Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool) const {
+Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
+                      ThreadPool& pool) const {
   const int32_t n = batch.size();
   if (n == 0) return ok_status();
   if (n > ws.shape.max_tokens)
     return make_error("batch of ", n, " tokens exceeds the planned ", ws.shape.max_tokens);
   if (batch.n_logits() > ws.shape.max_logits)
-    return make_error("batch asks for ", batch.n_logits(), " logit rows, planned ", ws.shape.max_logits);
+    return make_error("batch asks for ", batch.n_logits(), " logit rows, planned ",
+                      ws.shape.max_logits);
   for (int32_t t = 0; t < n; ++t) {
     if (batch.tokens[t] < 0 || batch.tokens[t] >= config_.n_vocab)
-      return make_error("token id ", batch.tokens[t], " is outside the vocabulary of ", config_.n_vocab);
+      return make_error("token id ", batch.tokens[t], " is outside the vocabulary of ",
+                        config_.n_vocab);
   }
   // Reserve KV blocks for every sequence first, so a full cache changes nothing.
   struct Run {
@@ -72,8 +75,8 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, Thr
   const auto n_runs = static_cast<int32_t>(runs.size());
   for (int32_t r = 0; r < n_runs; ++r) {
     if (runs[r].length + runs[r].count > ws.shape.max_ctx)
-      return make_error("sequence would reach ", runs[r].length + runs[r].count, " tokens, beyond the context of ",
-                        ws.shape.max_ctx);
+      return make_error("sequence would reach ", runs[r].length + runs[r].count,
+                        " tokens, beyond the context of ", ws.shape.max_ctx);
     Status st = cache.prepare_append(runs[r].seq, runs[r].count);
     if (!st.ok()) {
       for (int32_t u = 0; u <= r; ++u) cache.truncate(runs[u].seq, runs[u].length);

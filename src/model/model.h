@@ -25,7 +25,11 @@ struct Batch {
   std::vector<int32_t> tokens;
   std::vector<kv::SeqId> seqs;
   std::vector<uint8_t> want_logits;  // 1: return logits for this token
-  void clear() { tokens.clear(); seqs.clear(); want_logits.clear(); }
+  void clear() {
+    tokens.clear();
+    seqs.clear();
+    want_logits.clear();
+  }
   void add(int32_t token, kv::SeqId seq, bool logits) {
     tokens.push_back(token);
     seqs.push_back(seq);

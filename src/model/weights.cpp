@@ -13,24 +13,29 @@ class Binder {
     const gguf::TensorInfo* t = f_.find_tensor(name);
     if (!t) return make_error("'", f_.name(), "': missing tensor '", name, "'");
     if (t->ne[0] != cols || t->rows() != rows || t->n_dims > 2)
-      return make_error("'", f_.name(), "': tensor '", name, "' has shape [", t->ne[0], ", ", t->rows(), "], expected [",
-                        cols, ", ", rows, "]");
+      return make_error("'", f_.name(), "': tensor '", name, "' has shape [", t->ne[0], ", ",
+                        t->rows(), "], expected [", cols, ", ", rows, "]");
     if (!tensor::info(t->type).has_kernels)
-      return make_error("'", f_.name(), "': tensor '", name, "' has type ", tensor::dtype_name(t->type),
-                        ", which snug cannot compute with yet");
-    if (!t->data) return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
+      return make_error("'", f_.name(), "': tensor '", name, "' has type ",
+                        tensor::dtype_name(t->type), ", which snug cannot compute with yet");
+    if (!t->data)
+      return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
     bytes += t->bytes;
-    return tensor::MatView{t->type, t->data, rows, cols, static_cast<size_t>(*tensor::row_bytes(t->type, cols))};
+    return tensor::MatView{t->type, t->data, rows, cols,
+                           static_cast<size_t>(*tensor::row_bytes(t->type, cols))};
   }
 
   Result<const float*> vector(const std::string& name, int64_t n) {
     const gguf::TensorInfo* t = f_.find_tensor(name);
     if (!t) return make_error("'", f_.name(), "': missing tensor '", name, "'");
     if (t->n_elements() != n || t->ne[0] != n)
-      return make_error("'", f_.name(), "': tensor '", name, "' has ", t->n_elements(), " elements, expected ", n);
+      return make_error("'", f_.name(), "': tensor '", name, "' has ", t->n_elements(),
+                        " elements, expected ", n);
     if (t->type != tensor::DType::kF32)
-      return make_error("'", f_.name(), "': tensor '", name, "' must be f32, not ", tensor::dtype_name(t->type));
-    if (!t->data) return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
+      return make_error("'", f_.name(), "': tensor '", name, "' must be f32, not ",
+                        tensor::dtype_name(t->type));
+    if (!t->data)
+      return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
     if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0)
       return make_error("'", f_.name(), "': tensor '", name, "' is misaligned");
     bytes += t->bytes;

@@ -29,7 +29,7 @@ struct Weights {
   const float* output_norm = nullptr;  // [n_embd]
   tensor::MatView output;              // n_vocab rows x n_embd (token_embd when tied)
   std::vector<LayerWeights> layers;
-  uint64_t bytes = 0;                  // tensor data referenced, for the ledger
+  uint64_t bytes = 0;  // tensor data referenced, for the ledger
 };
 
 Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& config);

@@ -7,8 +7,12 @@
 
 namespace snug::model {
 namespace {
-uint64_t f32s(int64_t n) { return static_cast<uint64_t>(n) * sizeof(float); }
-uint64_t round64(uint64_t b) { return (b + 63) / 64 * 64; }
+uint64_t f32s(int64_t n) {
+  return static_cast<uint64_t>(n) * sizeof(float);
+}
+uint64_t round64(uint64_t b) {
+  return (b + 63) / 64 * 64;
+}
 }  // namespace
 
 WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DType>& matrix_types,
@@ -17,23 +21,29 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
   p.shape = s;
   const int64_t T = s.max_tokens;
   p.activations = round64(f32s(T * c.n_embd)) * 2 + round64(f32s(T * c.n_heads * c.head_dim_k)) +
-                  round64(f32s(T * c.n_kv_heads * c.head_dim_k)) + round64(f32s(T * c.n_kv_heads * c.head_dim_v)) +
-                  round64(f32s(T * c.n_heads * c.head_dim_v)) + round64(f32s(T * c.n_ff)) * 2 + round64(static_cast<uint64_t>(T) * sizeof(int32_t));
-  p.logits = round64(f32s(int64_t{s.max_logits} * c.n_embd)) + round64(f32s(int64_t{s.max_logits} * c.n_vocab));
+                  round64(f32s(T * c.n_kv_heads * c.head_dim_k)) +
+                  round64(f32s(T * c.n_kv_heads * c.head_dim_v)) +
+                  round64(f32s(T * c.n_heads * c.head_dim_v)) + round64(f32s(T * c.n_ff)) * 2 +
+                  round64(static_cast<uint64_t>(T) * sizeof(int32_t));
+  p.logits = round64(f32s(int64_t{s.max_logits} * c.n_embd)) +
+             round64(f32s(int64_t{s.max_logits} * c.n_vocab));
   const int64_t widest = std::max<int64_t>({c.n_embd, c.n_ff, int64_t{c.n_heads} * c.head_dim_v});
   uint64_t q = 0;
   for (tensor::DType t : matrix_types) {
     q = std::max<uint64_t>(q, tensor::matmul_scratch_bytes(t, widest, T));
   }
   p.quant = round64(q);
-  p.attention = round64(f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.head_dim_v)));
+  p.attention =
+      round64(f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.head_dim_v)));
   return p;
 }
 
-Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& plan, memory::Ledger* ledger) {
+Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& plan,
+                                    memory::Ledger* ledger) {
   Workspace w;
   w.shape = plan.shape;
-  SNUG_ASSIGN_OR_RETURN(w.buffer, memory::Buffer::allocate(plan.total(), ledger, memory::Category::kScratch));
+  SNUG_ASSIGN_OR_RETURN(w.buffer,
+                        memory::Buffer::allocate(plan.total(), ledger, memory::Category::kScratch));
   uint8_t* p = w.buffer.data();
   auto take = [&p](uint64_t bytes) {
     uint8_t* r = p;

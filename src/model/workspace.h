@@ -15,9 +15,9 @@
 namespace snug::model {
 
 struct WorkspaceShape {
-  int32_t max_tokens = 1;   // tokens in one forward call (prefill chunk)
-  int32_t max_logits = 1;   // rows of logits one call can return
-  int32_t max_ctx = 1;      // longest sequence attended over
+  int32_t max_tokens = 1;  // tokens in one forward call (prefill chunk)
+  int32_t max_logits = 1;  // rows of logits one call can return
+  int32_t max_ctx = 1;     // longest sequence attended over
   int32_t n_threads = 1;
 };
 
@@ -35,24 +35,25 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
                              const WorkspaceShape& shape);
 
 struct Workspace {
-  static Result<Workspace> create(const ModelConfig& c, const WorkspacePlan& plan, memory::Ledger* ledger);
+  static Result<Workspace> create(const ModelConfig& c, const WorkspacePlan& plan,
+                                  memory::Ledger* ledger);
 
   WorkspaceShape shape;
   memory::Buffer buffer;
-  float* x = nullptr;       // [max_tokens, n_embd] residual stream
-  float* xb = nullptr;      // [max_tokens, n_embd] normalised input of a sub-layer
-  float* q = nullptr;       // [max_tokens, n_heads * head_dim_k]
-  float* k = nullptr;       // [max_tokens, n_kv_heads * head_dim_k]
-  float* v = nullptr;       // [max_tokens, n_kv_heads * head_dim_v]
-  float* att = nullptr;     // [max_tokens, n_heads * head_dim_v]
-  float* gate = nullptr;    // [max_tokens, n_ff]
-  float* up = nullptr;      // [max_tokens, n_ff]
-  float* final_x = nullptr; // [max_logits, n_embd]
-  float* logits = nullptr;  // [max_logits, n_vocab]
-  void* quant = nullptr;    // matmul activation scratch
-  float* scores = nullptr;  // [n_threads][attention_scratch_floats(max_ctx, head_dim_v)]
+  float* x = nullptr;        // [max_tokens, n_embd] residual stream
+  float* xb = nullptr;       // [max_tokens, n_embd] normalised input of a sub-layer
+  float* q = nullptr;        // [max_tokens, n_heads * head_dim_k]
+  float* k = nullptr;        // [max_tokens, n_kv_heads * head_dim_k]
+  float* v = nullptr;        // [max_tokens, n_kv_heads * head_dim_v]
+  float* att = nullptr;      // [max_tokens, n_heads * head_dim_v]
+  float* gate = nullptr;     // [max_tokens, n_ff]
+  float* up = nullptr;       // [max_tokens, n_ff]
+  float* final_x = nullptr;  // [max_logits, n_embd]
+  float* logits = nullptr;   // [max_logits, n_vocab]
+  void* quant = nullptr;     // matmul activation scratch
+  float* scores = nullptr;   // [n_threads][attention_scratch_floats(max_ctx, head_dim_v)]
   int64_t scores_stride = 0;
-  int32_t* pos = nullptr;   // [max_tokens] position of each batch token
+  int32_t* pos = nullptr;  // [max_tokens] position of each batch token
 };
 
 }  // namespace snug::model

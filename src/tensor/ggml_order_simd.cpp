@@ -51,24 +51,30 @@ HWY_INLINE __m256 Exp8(__m256 x) {
   const __m256i c = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(126), _CMP_GT_OQ));
   const __m256 u = _mm256_mul_ps(b, b);
   const __m256 j = _mm256_fmadd_ps(
-      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      _mm256_fmadd_ps(
+          _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+          _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
       u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
   if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
-  const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
-                                     _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256i g =
+      _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                       _mm256_set1_epi32(static_cast<int>(0x82000000u)));
   const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
   const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
   const __m256i d = _mm256_castps_si256(_mm256_cmp_ps(abs_n, _mm256_set1_ps(192), _CMP_GT_OQ));
   return _mm256_or_ps(
       _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
-      _mm256_andnot_ps(_mm256_castsi256_ps(d),
-                       _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
-                                    _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+      _mm256_andnot_ps(
+          _mm256_castsi256_ps(d),
+          _mm256_or_ps(
+              _mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+              _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
 }
 #endif
 
-float F16(uint16_t h) { return detail::f16_to_f32(h); }
+float F16(uint16_t h) {
+  return detail::f16_to_f32(h);
+}
 
 // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), scalar.
 float Hsum8Scalar(const float* l) {
@@ -80,7 +86,8 @@ float DotF16Ordered(const uint16_t* a, const float* b, int64_t n, bool gemm) {
   if (gemm && n % 8 == 0) {
 #ifdef SNUG_GGML_AVX2
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(LoadF16x8(a + i), _mm256_loadu_ps(b + i), acc);
+    for (int64_t i = 0; i < n; i += 8)
+      acc = _mm256_fmadd_ps(LoadF16x8(a + i), _mm256_loadu_ps(b + i), acc);
     return Hsum8(acc);
 #else
     float acc[8] = {};
@@ -93,9 +100,11 @@ float DotF16Ordered(const uint16_t* a, const float* b, int64_t n, bool gemm) {
   const int64_t np = n - n % 32;
   float r;
 #ifdef SNUG_GGML_AVX2
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
   for (int64_t i = 0; i < np; i += 32) {
-    for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(LoadF16x8(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
+    for (int j = 0; j < 4; ++j)
+      acc[j] = _mm256_fmadd_ps(LoadF16x8(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
   }
   acc[0] = _mm256_add_ps(acc[0], acc[2]);
   acc[1] = _mm256_add_ps(acc[1], acc[3]);
@@ -158,11 +167,13 @@ void SiluMulGgml(float* gate, const float* up, int64_t n) {
   const __m256 one = _mm256_set1_ps(1.f);
   for (; i + 8 <= n; i += 8) {
     const __m256 x = _mm256_loadu_ps(gate + i);
-    const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    const __m256 silu =
+        _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
     _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
   }
 #else
-  for (const int64_t n8 = n - n % 8; i < n8; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
+  for (const int64_t n8 = n - n % 8; i < n8; ++i)
+    gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
 #endif
   // ggml's tail (n % 8 elements) uses libm's expf.
   for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
@@ -184,11 +195,17 @@ HWY_EXPORT(SiluMulGgml);
 float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order) {
   return HWY_DYNAMIC_DISPATCH(DotF16Ordered)(a, b, n, order == SumOrder::kGemm);
 }
-void fma_f16(float s, const uint16_t* x, float* acc, int64_t n) { HWY_DYNAMIC_DISPATCH(FmaF16)(s, x, acc, n); }
-double exp_sum_ggml(float* x, int64_t n, float max) { return HWY_DYNAMIC_DISPATCH(ExpSumGgml)(x, n, max); }
+void fma_f16(float s, const uint16_t* x, float* acc, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(FmaF16)(s, x, acc, n);
+}
+double exp_sum_ggml(float* x, int64_t n, float max) {
+  return HWY_DYNAMIC_DISPATCH(ExpSumGgml)(x, n, max);
+}
 
 namespace simd {
-void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMulGgml)(gate, up, n); }
+void silu_mul(float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(SiluMulGgml)(gate, up, n);
+}
 }  // namespace simd
 
 }  // namespace snug::tensor

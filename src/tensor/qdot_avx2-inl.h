@@ -60,7 +60,9 @@ struct Avx2Q4_0 {
   using Block = BlockQ4_0;
   // Signed levels q - 8, as ggml's q4_0 x q8_0 kernel: no activation sum needed.
   static constexpr bool kSigned = true;
-  static __m256i Levels(const Block& b) { return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8)); }
+  static __m256i Levels(const Block& b) {
+    return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8));
+  }
   static float Bias(const Block&, float) { return 0; }
 };
 struct Avx2Q4_1 {

@@ -22,7 +22,8 @@ TEST(Bytes, ParsesUnitsUsersWrite) {
 }
 
 TEST(Bytes, RejectsMalformedBudgets) {
-  for (const char* bad : {"", "12XB", "-1G", "0", "0GiB", "G", "1.2.3G", "abc", "99999999999999999999T"}) {
+  for (const char* bad :
+       {"", "12XB", "-1G", "0", "0GiB", "G", "1.2.3G", "abc", "99999999999999999999T"}) {
     auto r = parse_bytes(bad);
     EXPECT_FALSE(r.ok()) << bad;
   }
@@ -36,7 +37,8 @@ TEST(Bytes, Formats) {
 }
 
 TEST(MappedFile, ErrorsNameTheProblem) {
-  EXPECT_NE(MappedFile::open("/nonexistent/x.gguf").error().message.find("cannot open"), std::string::npos);
+  EXPECT_NE(MappedFile::open("/nonexistent/x.gguf").error().message.find("cannot open"),
+            std::string::npos);
   EXPECT_NE(MappedFile::open("/tmp").error().message.find("is a directory"), std::string::npos);
   auto p = std::filesystem::temp_directory_path() / "snug_empty_file";
   { std::ofstream(p.string()); }
@@ -78,9 +80,12 @@ TEST(ThreadPool, ChunksCoverTheRangeExactly) {
 // A fake /proc and /sys tree for the memory probe.
 class FixtureTree {
  public:
-  FixtureTree() : root_(std::filesystem::temp_directory_path() / ("snug_sysmem_" + std::to_string(::getpid()))) {
+  FixtureTree()
+      : root_(std::filesystem::temp_directory_path() /
+              ("snug_sysmem_" + std::to_string(::getpid()))) {
     std::filesystem::remove_all(root_);
-    write("proc/meminfo", "MemTotal:       16384000 kB\nMemFree: 1000 kB\nMemAvailable:   8192000 kB\n");
+    write("proc/meminfo",
+          "MemTotal:       16384000 kB\nMemFree: 1000 kB\nMemAvailable:   8192000 kB\n");
   }
   ~FixtureTree() { std::filesystem::remove_all(root_); }
   void write(const std::string& rel, const std::string& text) {
@@ -110,7 +115,8 @@ TEST(Sysmem, CgroupV2NestedLimitsAndPageCache) {
   t.write("sys/fs/cgroup/kubepods/pod1/memory.max", "2147483648\n");
   t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.max", "4294967296\n");
   t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.current", "1073741824\n");
-  t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.stat", "anon 1000\ninactive_file 536870912\nactive_file 5\n");
+  t.write("sys/fs/cgroup/kubepods/pod1/ctr/memory.stat",
+          "anon 1000\ninactive_file 536870912\nactive_file 5\n");
   auto m = probe_memory_limits(t.root());
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->cgroup_version, 2);

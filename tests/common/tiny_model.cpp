@@ -26,13 +26,15 @@ std::string utf8(uint32_t cpt) {
   return s;
 }
 
-std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows, int64_t cols, float scale) {
+std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows,
+                                   int64_t cols, float scale) {
   std::normal_distribution<float> nd(0.f, scale);
   std::vector<float> f(static_cast<size_t>(rows * cols));
   for (auto& x : f) x = nd(rng);
   std::vector<uint8_t> out(*tensor::row_bytes(type, cols) * static_cast<size_t>(rows));
   const size_t rb = *tensor::row_bytes(type, cols);
-  for (int64_t r = 0; r < rows; ++r) tensor::quantize_row(type, &f[static_cast<size_t>(r * cols)], out.data() + r * rb, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    tensor::quantize_row(type, &f[static_cast<size_t>(r * cols)], out.data() + r * rb, cols);
   return out;
 }
 
@@ -88,32 +90,40 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   w.set_u32("tokenizer.ggml.eos_token_id", kTinyEndOfText);
   w.set_bool("tokenizer.ggml.add_bos_token", false);
   w.set_string("tokenizer.chat_template",
-                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-                "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}");
+               "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+               "message['content'] + "
+               "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+               "'<|im_start|>assistant\n' }}{% endif %}");
 
   std::mt19937 rng(s.seed);
   const int64_t hd = s.n_embd / s.n_heads;
   const float ws = 0.5f / std::sqrt(static_cast<float>(s.n_embd));
-  auto add = [&w](const std::string& name, tensor::DType t, std::vector<int64_t> dims, std::vector<uint8_t> data) {
-    w.add_tensor(name, t, std::move(dims), data);
-  };
+  auto add = [&w](const std::string& name, tensor::DType t, std::vector<int64_t> dims,
+                  std::vector<uint8_t> data) { w.add_tensor(name, t, std::move(dims), data); };
   add("token_embd.weight", tensor::DType::kF32, {s.n_embd, kTinyVocab},
       random_matrix(rng, tensor::DType::kF32, kTinyVocab, s.n_embd, 1.f));
   add("output_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
   if (!s.tied_output)
-    add("output.weight", s.matrix_type, {s.n_embd, kTinyVocab}, random_matrix(rng, s.matrix_type, kTinyVocab, s.n_embd, ws));
+    add("output.weight", s.matrix_type, {s.n_embd, kTinyVocab},
+        random_matrix(rng, s.matrix_type, kTinyVocab, s.n_embd, ws));
   for (int32_t l = 0; l < s.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const auto mt = s.matrix_type;
     add(p + "attn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
-    add(p + "attn_q.weight", mt, {s.n_embd, s.n_heads * hd}, random_matrix(rng, mt, s.n_heads * hd, s.n_embd, ws));
-    add(p + "attn_k.weight", mt, {s.n_embd, s.n_kv_heads * hd}, random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
-    add(p + "attn_v.weight", mt, {s.n_embd, s.n_kv_heads * hd}, random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
-    add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd}, random_matrix(rng, mt, s.n_embd, s.n_heads * hd, ws));
+    add(p + "attn_q.weight", mt, {s.n_embd, s.n_heads * hd},
+        random_matrix(rng, mt, s.n_heads * hd, s.n_embd, ws));
+    add(p + "attn_k.weight", mt, {s.n_embd, s.n_kv_heads * hd},
+        random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
+    add(p + "attn_v.weight", mt, {s.n_embd, s.n_kv_heads * hd},
+        random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
+    add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd},
+        random_matrix(rng, mt, s.n_embd, s.n_heads * hd, ws));
     add(p + "ffn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
-    add(p + "ffn_gate.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
+    add(p + "ffn_gate.weight", mt, {s.n_embd, s.n_ff},
+        random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
     add(p + "ffn_up.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
-    add(p + "ffn_down.weight", mt, {s.n_ff, s.n_embd}, random_matrix(rng, mt, s.n_embd, s.n_ff, ws));
+    add(p + "ffn_down.weight", mt, {s.n_ff, s.n_embd},
+        random_matrix(rng, mt, s.n_embd, s.n_ff, ws));
   }
   return w;
 }

@@ -11,7 +11,8 @@ namespace {
 using testing::TinyModelSpec;
 
 struct Rig {
-  explicit Rig(const TinyModelSpec& spec = {}, int32_t blocks = 64, int32_t max_tokens = 32, int threads = 2)
+  explicit Rig(const TinyModelSpec& spec = {}, int32_t blocks = 64, int32_t max_tokens = 32,
+               int threads = 2)
       : pool(threads) {
     bytes = testing::build_tiny_model(spec).to_bytes();
     auto f = gguf::File::parse(bytes, "tiny");
@@ -19,10 +20,14 @@ struct Rig {
     auto m = Model::from_file(std::move(f).value(), &ledger);
     EXPECT_TRUE(m.ok()) << m.error().message;
     model = std::move(m).value();
-    cache = std::move(kv::KvCache::create(model->kv_layout(tensor::DType::kF16, 4), blocks, &ledger)).value();
+    cache =
+        std::move(kv::KvCache::create(model->kv_layout(tensor::DType::kF16, 4), blocks, &ledger))
+            .value();
     WorkspaceShape shape{max_tokens, max_tokens, 256, threads};
-    ws = std::move(Workspace::create(model->config(), plan_workspace(model->config(), model->matrix_types(), shape),
-                                     &ledger)).value();
+    ws = std::move(Workspace::create(model->config(),
+                                     plan_workspace(model->config(), model->matrix_types(), shape),
+                                     &ledger))
+             .value();
   }
   // Logits (copied) of every token of `tokens` fed to `seq` in one batch.
   std::vector<float> feed(kv::SeqId seq, const std::vector<int32_t>& tokens) {
@@ -130,7 +135,8 @@ TEST(Model, QuantizedWeightsStayCloseToF32) {
 }
 
 Result<std::unique_ptr<Model>> load_modified(const std::function<void(TinyModelSpec&)>& change,
-                                             std::vector<uint8_t>& storage, memory::Ledger* ledger) {
+                                             std::vector<uint8_t>& storage,
+                                             memory::Ledger* ledger) {
   TinyModelSpec s;
   change(s);
   storage = testing::build_tiny_model(s).to_bytes();

@@ -28,9 +28,12 @@ int main(int argc, char** argv) {
   const int chunk = argc > 4 ? std::atoi(argv[4]) : 64;  // tokens per forward pass
   const auto n = static_cast<int32_t>(ids.size());
   auto layout = (*m)->kv_layout(tensor::DType::kF16);
-  auto cache = kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
-  model::WorkspaceShape shape{.max_tokens = chunk, .max_logits = chunk, .max_ctx = n, .n_threads = threads};
-  auto ws = model::Workspace::create(c, model::plan_workspace(c, (*m)->matrix_types(), shape), &ledger);
+  auto cache =
+      kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
+  model::WorkspaceShape shape{
+      .max_tokens = chunk, .max_logits = chunk, .max_ctx = n, .n_threads = threads};
+  auto ws =
+      model::Workspace::create(c, model::plan_workspace(c, (*m)->matrix_types(), shape), &ledger);
   if (!cache.ok() || !ws.ok()) return 1;
   ThreadPool pool(threads);
   kv::SeqId seq = cache->create_sequence();
@@ -46,7 +49,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "eval_tool: %s\n", st.error().message.c_str());
       return 1;
     }
-    std::fwrite(ws->logits, sizeof(float), static_cast<size_t>(len) * static_cast<size_t>(c.n_vocab), out);
+    std::fwrite(ws->logits, sizeof(float),
+                static_cast<size_t>(len) * static_cast<size_t>(c.n_vocab), out);
   }
   std::fclose(out);
   return 0;

@@ -55,11 +55,12 @@ Outputs run_all() {
 }
 
 template <typename T>
-void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const char* what, const char* target) {
+void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const char* what,
+                      const char* target) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(std::memcmp(&a[i], &b[i], sizeof(T)), 0) << what << " [" << i << "] on " << target << ": " << a[i]
-                                                        << " vs " << b[i];
+    EXPECT_EQ(std::memcmp(&a[i], &b[i], sizeof(T)), 0)
+        << what << " [" << i << "] on " << target << ": " << a[i] << " vs " << b[i];
   }
 }
 

@@ -123,7 +123,7 @@ TEST(Bpe, LongRepeatedWordIsNotQuadratic) {
   const auto ids = m->tok->encode(word, false, false);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(ids.size(), word.size() / 8);
-#ifdef NDEBUG  // timing bounds hold for optimized builds, not sanitizer/debug ones
+#if defined(NDEBUG) && !defined(SNUG_SANITIZE)  // timing bounds hold for optimized builds only
   EXPECT_LT(secs, 1.0);
 #endif
   (void)secs;
@@ -318,7 +318,7 @@ TEST(RealModels, LargePromptsAreFast) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_GT(ids.size(), prompt.size() / 8);
-#ifdef NDEBUG
+#if defined(NDEBUG) && !defined(SNUG_SANITIZE)
     EXPECT_LT(secs, 20.0) << name;
 #endif
     std::printf("%s: 10 MiB prompt -> %zu tokens in %.2f s\n", name, ids.size(), secs);

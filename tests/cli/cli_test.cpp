@@ -1,0 +1,193 @@
+// The snug binary against bad input: every case must end with exactly one line
+// on stderr naming the problem, exit code 1 (a failure) or 2 (bad usage), and
+// no signal. Classes tried: missing file, directory, empty file, not GGUF,
+// truncated GGUF, unknown tensor type, unsupported architecture, missing
+// tensor, prompt longer than the context, non-numeric and negative flags,
+// unknown subcommand, bad token-id file.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "tiny_model.h"
+
+namespace snug {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int code = -1;    // exit code, or 128 + signal
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+fs::path temp_dir() {
+  fs::path d = fs::temp_directory_path() / ("snug_cli_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+RunResult run(const std::string& args, const std::string& input = "") {
+  const fs::path d = temp_dir();
+  std::ofstream(d / "in", std::ios::binary) << input;
+  const std::string cmd = std::string(SNUG_BIN) + " " + args + " <" + (d / "in").string() + " >" +
+                          (d / "out").string() + " 2>" + (d / "err").string();
+  const int status = std::system(cmd.c_str());
+  RunResult r;
+  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.code = 128 + WTERMSIG(status);
+  r.out = slurp(d / "out");
+  r.err = slurp(d / "err");
+  return r;
+}
+
+// One line on stderr containing `needle`, the expected exit code, nothing on stdout.
+void expect_one_line_error(const RunResult& r, int code, const std::string& needle) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  EXPECT_EQ(r.err.rfind("snug: error: ", 0), 0u) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+std::string write_bytes(const std::string& name, const std::vector<uint8_t>& bytes) {
+  const fs::path p = temp_dir() / name;
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  return p.string();
+}
+
+std::string tiny_path() {
+  static const std::string p = testing::write_tiny_model("cli_tiny.gguf");
+  return p;
+}
+
+TEST(Cli, RunsTheTinyModel) {
+  RunResult r = run("run " + tiny_path() + " --no-chat --temp 0 -n 4 -p hello");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  RunResult j = run("run " + tiny_path() + " --temp 0 -n 4 -p hello --json");
+  EXPECT_EQ(j.code, 0) << j.err;
+  EXPECT_NE(j.out.find("\"token_ids\""), std::string::npos);
+  EXPECT_NE(j.out.find("\"peak_rss_bytes\""), std::string::npos);
+}
+
+TEST(Cli, ChatAnswersEachLineAndReusesTheConversation) {
+  RunResult r = run("chat " + tiny_path() + " --temp 0 -n 3 -v", "hello\nthe end\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  // The second turn evaluates only what follows the cached first turn.
+  const size_t second = r.err.find("turn:", r.err.find("turn:") + 1);
+  ASSERT_NE(second, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(" 0 reused", second), std::string::npos) << r.err;
+}
+
+TEST(Cli, MemoryReportGoesToStderr) {
+  RunResult r = run("run " + tiny_path() + " --no-chat --temp 0 -n 2 -p hi --memory-report");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.err.find("kv cache"), std::string::npos);
+  EXPECT_NE(r.err.find("peak RSS"), std::string::npos);
+  EXPECT_EQ(r.out.find("memory report"), std::string::npos);
+}
+
+TEST(Cli, InspectPrintsTensorsAndTotals) {
+  RunResult r = run("inspect " + tiny_path());
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("blk.1.ffn_down.weight"), std::string::npos);
+  EXPECT_NE(r.out.find("totals by type"), std::string::npos);
+}
+
+TEST(Cli, MissingFile) {
+  expect_one_line_error(run("run /nonexistent/model.gguf -p hi"), 1,
+                        "cannot open '/nonexistent/model.gguf'");
+}
+
+TEST(Cli, Directory) {
+  expect_one_line_error(run("run " + temp_dir().string() + " -p hi"), 1, "is a directory");
+}
+
+TEST(Cli, EmptyFile) {
+  expect_one_line_error(run("run " + write_bytes("empty.gguf", {}) + " -p hi"), 1, "is empty");
+}
+
+TEST(Cli, NotGguf) {
+  const std::string s = "this is plain text, not a model\n";
+  expect_one_line_error(run("run " + write_bytes("text.gguf", {s.begin(), s.end()}) + " -p hi"), 1,
+                        "not a GGUF file");
+}
+
+TEST(Cli, TruncatedFile) {
+  auto bytes = testing::build_tiny_model().to_bytes();
+  bytes.resize(bytes.size() * 7 / 10);
+  expect_one_line_error(run("run " + write_bytes("cut.gguf", bytes) + " -p hi"), 1,
+                        "runs past the end of the file");
+}
+
+TEST(Cli, UnknownTensorType) {
+  auto bytes = testing::build_tiny_model().to_bytes();
+  const std::string name = "blk.0.attn_q.weight";
+  auto it = std::search(bytes.begin(), bytes.end(), name.begin(), name.end());
+  ASSERT_NE(it, bytes.end());
+  // name, then u32 n_dims (2), two u64 dims, then the u32 type.
+  const size_t type_at = static_cast<size_t>(it - bytes.begin()) + name.size() + 4 + 16;
+  const uint32_t bogus = 200;
+  std::memcpy(&bytes[type_at], &bogus, 4);
+  expect_one_line_error(run("run " + write_bytes("badtype.gguf", bytes) + " -p hi"), 1,
+                        "unknown type 200");
+}
+
+TEST(Cli, UnsupportedArchitecture) {
+  testing::TinyModelSpec s;
+  s.architecture = "mamba";
+  expect_one_line_error(run("run " + testing::write_tiny_model("mamba.gguf", s) + " -p hi"), 1,
+                        "architecture 'mamba' is not supported");
+}
+
+TEST(Cli, PromptLongerThanContext) {
+  std::string prompt(400, 'a');
+  for (size_t i = 1; i < prompt.size(); i += 2) prompt[i] = ' ';
+  expect_one_line_error(run("run " + tiny_path() + " --no-chat --ctx 32 -p '" + prompt + "'"), 1,
+                        "does not fit the context");
+}
+
+TEST(Cli, ContextBeyondTheModel) {
+  expect_one_line_error(run("run " + tiny_path() + " --ctx 100000 -p hi"), 1,
+                        "exceeds the model's trained context");
+}
+
+TEST(Cli, NonNumericFlag) {
+  expect_one_line_error(run("run " + tiny_path() + " -n abc -p hi"), 2, "-n");
+  expect_one_line_error(run("run " + tiny_path() + " --ctx -5 -p hi"), 2, "--ctx");
+}
+
+TEST(Cli, UnknownSubcommand) {
+  expect_one_line_error(run("frobnicate"), 2, "frobnicate");
+}
+
+TEST(Cli, UnknownModelName) {
+  expect_one_line_error(run("run nosuchmodel -p hi"), 1, "no model file or known model");
+}
+
+TEST(Cli, BadTokenIdsFile) {
+  const std::string s = "1 2 99999999\n";
+  expect_one_line_error(run("run " + tiny_path() + " --token-ids-file " +
+                            write_bytes("ids.txt", {s.begin(), s.end()})),
+                        1, "is not a token id");
+}
+
+}  // namespace
+}  // namespace snug
