@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <thread>
 
+#include "base/bytes.h"
+#include "plan/footprint.h"
+
 namespace snug::engine {
 
 int default_thread_count() {
@@ -15,31 +18,49 @@ int default_thread_count() {
 
 Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
                                                  const SessionOptions& options,
-                                                 memory::Ledger* ledger) {
+                                                 memory::Ledger* ledger, memory::Budget* budget) {
   const auto& c = model.config();
   if (options.n_ctx < 0) return make_error("context size must be positive, got ", options.n_ctx);
-  if (options.n_ctx > c.n_ctx_train)
-    return make_error("context of ", options.n_ctx,
-                      " tokens exceeds the model's trained context of ", c.n_ctx_train);
-  if (options.n_batch <= 0) return make_error("batch size must be positive, got ", options.n_batch);
+  if (!plan::engine_supports_kv_type(options.kv_type))
+    return make_error("KV type ", tensor::dtype_name(options.kv_type),
+                      " is planned but not stored by the engine yet (use f16)");
   std::unique_ptr<Session> s(new Session(model, options));
-  if (options.n_ctx == 0) s->options_.n_ctx = std::min(c.n_ctx_train, kDefaultContext);
   const int threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
-  s->pool_ = std::make_unique<ThreadPool>(threads);
-  const int32_t n_ctx = s->options_.n_ctx;
-  s->options_.n_batch = std::min(options.n_batch, n_ctx);
-  const kv::KvLayout layout = model.kv_layout(options.kv_type, options.kv_block_tokens);
-  const int32_t blocks = (n_ctx + layout.block_tokens - 1) / layout.block_tokens;
-  SNUG_ASSIGN_OR_RETURN(s->cache_, kv::KvCache::create(layout, blocks, ledger));
-  model::WorkspaceShape shape;
-  shape.max_tokens = s->options_.n_batch;
-  shape.max_logits = 1;
-  shape.max_ctx = n_ctx;
+  plan::SessionShape shape;
+  shape.n_ctx = options.n_ctx;
+  shape.n_parallel = 1;
+  shape.n_batch = options.n_batch;
   shape.n_threads = threads;
-  auto plan = model::plan_workspace(c, model.matrix_types(), shape);
-  SNUG_ASSIGN_OR_RETURN(s->ws_, model::Workspace::create(c, plan, ledger));
+  shape.kv_type = options.kv_type;
+  shape.kv_block_tokens = options.kv_block_tokens;
+  const std::vector<tensor::DType> types = plan::matrix_types(model.file(), c);
+  if (shape.n_ctx == 0) {
+    shape.n_ctx = budget ? plan::largest_session_context(c, types, shape, budget->available())
+                         : c.n_ctx_train;
+    if (shape.n_ctx == 0)
+      return make_error("no context fits the ", format_bytes(budget->available()),
+                        " left in the memory budget");
+  }
+  SNUG_ASSIGN_OR_RETURN(s->plan_, plan::plan_session(c, types, shape));
+  const plan::SessionPlan& p = s->plan_;
+  if (budget) {
+    SNUG_ASSIGN_OR_RETURN(s->reservation_,
+                          budget->reserve(p.kv_bytes + p.workspace.total(),
+                                          "the KV cache and workspace for " +
+                                              std::to_string(shape.n_ctx) + " tokens"));
+  }
+  s->options_.n_ctx = p.shape.n_ctx;
+  s->options_.n_batch = p.shape.n_batch;
+  s->pool_ = std::make_unique<ThreadPool>(threads);
+  SNUG_ASSIGN_OR_RETURN(s->cache_, kv::KvCache::create(p.kv, p.kv_blocks, ledger));
+  SNUG_ASSIGN_OR_RETURN(s->ws_, model::Workspace::create(c, p.workspace, ledger));
+  // Commit now: an allocation the machine cannot back fails here, not mid-generation.
+  if (Status st = s->cache_.commit(); !st.ok())
+    return make_error("KV cache: ", st.error().message);
+  if (Status st = s->ws_.buffer.commit(); !st.ok())
+    return make_error("workspace: ", st.error().message);
   s->seq_ = s->cache_.create_sequence();
-  s->history_.reserve(static_cast<size_t>(n_ctx));
+  s->history_.reserve(static_cast<size_t>(p.shape.n_ctx));
   return s;
 }
 

@@ -10,16 +10,19 @@
 #include "base/result.h"
 #include "base/thread_pool.h"
 #include "kv/kv_cache.h"
+#include "memory/budget.h"
 #include "memory/ledger.h"
 #include "model/model.h"
+#include "plan/session_plan.h"
 
 namespace snug::engine {
 
-// Context used when none is asked for (bounded by the model's own).
-constexpr int32_t kDefaultContext = 4096;
-
 struct SessionOptions {
-  int32_t n_ctx = 0;  // tokens the sequence may hold; 0: the model's trained context, at most 4096
+  // Tokens the sequence may hold. 0: the largest context, up to the model's
+  // trained one, whose KV cache and workspace fit the budget's free bytes (the
+  // whole trained context without a budget). The CLI passes the context that
+  // plan::fit chose for the whole process.
+  int32_t n_ctx = 0;
   int32_t n_batch = 256;  // prompt tokens per forward call
   int32_t n_threads = 0;  // 0: all cores the process may use
   tensor::DType kv_type = tensor::DType::kF16;
@@ -28,9 +31,14 @@ struct SessionOptions {
 
 class Session {
  public:
+  // Plans the KV pool and workspace with plan::plan_session (the numbers
+  // `snug plan` prints), reserves them from `budget` when given (failing
+  // before allocating anything if they do not fit), allocates them, and
+  // commits their pages so the memory is really held from the start.
   static Result<std::unique_ptr<Session>> create(const model::Model& model,
                                                  const SessionOptions& options,
-                                                 memory::Ledger* ledger);
+                                                 memory::Ledger* ledger,
+                                                 memory::Budget* budget = nullptr);
 
   // Appends tokens to the sequence (in chunks of n_batch) and returns the
   // logits after the last one (n_vocab floats, owned by the session, valid
@@ -47,11 +55,14 @@ class Session {
   int32_t n_threads() const { return pool_->size(); }
   const model::Model& model() const { return model_; }
   const kv::KvCache& cache() const { return cache_; }
+  const plan::SessionPlan& plan() const { return plan_; }
 
  private:
   Session(const model::Model& m, const SessionOptions& o) : model_(m), options_(o) {}
   const model::Model& model_;
   SessionOptions options_;
+  plan::SessionPlan plan_;
+  memory::Reservation reservation_;  // declared before what it covers, released after it
   std::unique_ptr<ThreadPool> pool_;
   kv::KvCache cache_;
   model::Workspace ws_;

@@ -1,11 +1,10 @@
 // Attention of one query token over a sequence's paged keys and values.
 //
-// The arithmetic follows llama.cpp's CPU path operation for operation (query
-// and probabilities rounded to f16, its summation orders, its exp
-// approximation), because SmolLM2-class models quantize activations to 8 bits
-// between layers: a one-ulp difference can flip a rounding and, tokens later,
-// the greedy choice. Matching it makes snug's greedy output token-for-token
-// comparable with the reference.
+// The arithmetic follows llama.cpp's CPU path operation for operation (see
+// tensor::attention_f16_ggml), because SmolLM2-class models quantize
+// activations to 8 bits between layers: a one-ulp difference can flip a
+// rounding and, tokens later, the greedy choice. Matching it makes snug's
+// greedy output token-for-token comparable with the reference.
 #pragma once
 
 #include <cstdint>
@@ -22,21 +21,19 @@ struct AttentionShape {
   int32_t n_kv_heads = 0;  // key/value heads (grouped-query attention: n_heads % n_kv_heads == 0)
   int32_t head_dim_k = 0;
   int32_t head_dim_v = 0;
-  float scale = 1.f;    // applied to q.k
-  float softcap = 0.f;  // >0: scores = softcap * tanh(scores / softcap)
+  float scale = 1.f;  // applied to q.k
   // Summation order of the dot products: llama.cpp uses its GEMM kernel when a
   // forward pass holds two or more tokens and its vector kernel for one.
   bool batched = false;
 };
 
 // Scratch attend() needs for sequences of up to max_ctx positions, in floats.
-int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_v);
+int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v);
 
 // out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions
-// t in [begin, end) of `seq` for query head h in [h0, h1). `scratch` holds
-// attention_scratch_floats(end - begin rounded up, head_dim_v) floats.
-void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
-            const float* q, int32_t begin, int32_t end, int32_t h0, int32_t h1, float* out,
-            float* scratch);
+// t in [0, end) of `seq` for query heads h in [h0, h1). `scratch` holds
+// attention_scratch_floats(>= end, ...) floats.
+void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape, const float* q,
+            int32_t end, int32_t h0, int32_t h1, float* out, float* scratch);
 
 }  // namespace snug::kv

@@ -80,6 +80,8 @@ class KvCache {
   uint64_t v_offset(int32_t layer, int32_t kv_head) const;
 
   uint64_t bytes() const { return pool_.bytes(); }
+  // Makes the block pool resident now instead of block by block (memory::Buffer::commit).
+  Status commit() { return pool_.commit(); }
 
  private:
   struct Sequence {

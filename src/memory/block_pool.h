@@ -24,6 +24,9 @@ class BlockPool {
     return buf_.data() + static_cast<uint64_t>(id) * block_bytes_;
   }
 
+  // Makes the whole pool resident now (Buffer::commit).
+  Status commit() { return buf_.commit(); }
+
   int32_t n_blocks() const { return n_blocks_; }
   int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
   uint64_t block_bytes() const { return block_bytes_; }

@@ -21,6 +21,12 @@ class Buffer {
   Buffer& operator=(const Buffer&) = delete;
   ~Buffer();
 
+  // Makes every page resident now instead of at first touch, so memory a plan
+  // promised is committed at start-up: a shortfall shows here, before any
+  // work, and the peak RSS is what the plan predicted. Fails (ENOMEM) without
+  // side effects beyond the pages already committed.
+  Status commit();
+
   uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
   template <typename T>

@@ -1,6 +1,7 @@
 // Llama family: pre-norm decoder blocks with RMSNorm, rotary position
 // embeddings (adjacent-pair rotation, as GGUF's llama converters permute Q/K
 // for), grouped-query attention and a SwiGLU feed-forward network.
+#include <atomic>
 #include <cmath>
 
 #include "base/check.h"
@@ -66,18 +67,20 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
       }
     }
 
-    // Each (token, head) pair attends over its own sequence up to its position.
-    const int64_t items = int64_t{T} * c.n_heads;
-    pool.run([&](int tid, int nth) {
+    // Each (token, KV head) item attends for the query heads sharing that KV
+    // head, over its own sequence up to its position. Items are taken from a
+    // shared counter, latest (costliest) tokens first, so threads stay balanced.
+    const int32_t group = c.n_heads / c.n_kv_heads;
+    const int64_t items = int64_t{T} * c.n_kv_heads;
+    std::atomic<int64_t> next{0};
+    pool.run([&](int tid, int) {
       float* scores = ws.scores + static_cast<int64_t>(tid) * ws.scores_stride;
-      for_each_chunk(items, 1, tid, nth, [&](int64_t b, int64_t e) {
-        for (int64_t it = b; it < e; ++it) {
-          const auto t = static_cast<int32_t>(it / c.n_heads);
-          const auto h = static_cast<int32_t>(it % c.n_heads);
-          kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, 0, ws.pos[t] + 1, h, h + 1,
-                     ws.att + t * AD, scores);
-        }
-      });
+      for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
+        const auto t = static_cast<int32_t>(T - 1 - it / c.n_kv_heads);
+        const auto g = static_cast<int32_t>(it % c.n_kv_heads);
+        kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, ws.pos[t] + 1, g * group, (g + 1) * group,
+                   ws.att + t * AD, scores);
+      }
     });
 
     tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);

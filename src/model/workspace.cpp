@@ -34,7 +34,7 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
   }
   p.quant = round64(q);
   p.attention =
-      round64(f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.head_dim_v)));
+      round64(f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.head_dim_k, c.head_dim_v)));
   return p;
 }
 
@@ -63,7 +63,7 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.logits = reinterpret_cast<float*>(take(f32s(L * c.n_vocab)));
   w.quant = take(plan.quant);
   w.scores = reinterpret_cast<float*>(take(plan.attention));
-  w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.head_dim_v);
+  w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.head_dim_k, c.head_dim_v);
   w.pos = reinterpret_cast<int32_t*>(take(static_cast<uint64_t>(T) * sizeof(int32_t)));
   return w;
 }

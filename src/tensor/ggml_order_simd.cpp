@@ -10,6 +10,7 @@
 #include <hwy/highway.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
@@ -179,6 +180,71 @@ void SiluMulGgml(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
 }
 
+float RoundF16(float x) {
+#ifdef SNUG_GGML_AVX2
+  return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
+#else
+  return detail::f16_to_f32(detail::f32_to_f16(x));
+#endif
+}
+
+// Slot rows acc[0..slots) of dv floats folded to out in ggml's order: tinyBLAS's
+// hsum for 8 slots, GGML_F32x8_REDUCE for 32. Element-wise across d, so the
+// vector loop rounds exactly like the scalar one.
+void FoldSlots(float* acc, int slots, int64_t dv, float* out) {
+  auto row = [&](int l) { return acc + static_cast<int64_t>(l) * dv; };
+  auto add_rows = [&](float* dst, const float* src) {
+    int64_t d = 0;
+#ifdef SNUG_GGML_AVX2
+    for (; d + 8 <= dv; d += 8) _mm256_storeu_ps(dst + d, _mm256_add_ps(_mm256_loadu_ps(dst + d), _mm256_loadu_ps(src + d)));
+#endif
+    for (; d < dv; ++d) dst[d] += src[d];
+  };
+  if (slots == 32) {
+    for (int l = 0; l < 8; ++l) {
+      add_rows(row(l), row(l + 16));
+      add_rows(row(l + 8), row(l + 24));
+    }
+    for (int l = 0; l < 8; ++l) add_rows(row(l), row(l + 8));
+    // t_i = l_i + l_{i+4}; (t0 + t1) + (t2 + t3)
+    for (int l = 0; l < 4; ++l) add_rows(row(l), row(l + 4));
+    add_rows(row(0), row(1));
+    add_rows(row(2), row(3));
+    add_rows(row(0), row(2));
+  } else {
+    // s_i = l_i + l_{i+4}; (s0 + s2) + (s1 + s3)
+    for (int l = 0; l < 4; ++l) add_rows(row(l), row(l + 4));
+    add_rows(row(0), row(2));
+    add_rows(row(1), row(3));
+    add_rows(row(0), row(1));
+  }
+  std::memcpy(out, row(0), sizeof(float) * static_cast<size_t>(dv));
+}
+
+void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk, int64_t dv,
+                      float scale, bool gemm, float* out, float* scratch) {
+  const int slots = gemm ? 8 : 32;
+  float* p = scratch;                           // [n rounded up to 8]
+  float* qh = p + (n + 7) / 8 * 8;              // [dk]
+  float* acc = qh + (dk + 7) / 8 * 8;           // [slots][dv]
+  for (int64_t i = 0; i < dk; ++i) qh[i] = RoundF16(q[i]);
+  const int64_t bt = k.block_tokens;
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    const uint16_t* kr = k.blocks[t / bt] + (t % bt) * k.row_elems;
+    const float s = DotF16Ordered(kr, qh, dk, gemm) * scale;
+    p[t] = s;
+    mx = s > mx ? s : mx;
+  }
+  const auto inv = static_cast<float>(1.0 / ExpSumGgml(p, n, mx));
+  std::memset(acc, 0, sizeof(float) * static_cast<size_t>(slots) * static_cast<size_t>(dv));
+  for (int64_t t = 0; t < n; ++t) {
+    const uint16_t* vr = v.blocks[t / bt] + (t % bt) * v.row_elems;
+    FmaF16(RoundF16(p[t] * inv), vr, acc + (t % slots) * dv, dv);
+  }
+  FoldSlots(acc, slots, dv, out);
+}
+
 #undef SNUG_GGML_AVX2
 
 }  // namespace snug::tensor::HWY_NAMESPACE
@@ -191,6 +257,16 @@ HWY_EXPORT(DotF16Ordered);
 HWY_EXPORT(FmaF16);
 HWY_EXPORT(ExpSumGgml);
 HWY_EXPORT(SiluMulGgml);
+HWY_EXPORT(AttentionF16Ggml);
+
+int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv) {
+  return (n + 7) / 8 * 8 + (dk + 7) / 8 * 8 + 32 * dv;
+}
+
+void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
+                        int64_t dv, float scale, SumOrder order, float* out, float* scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionF16Ggml)(q, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
+}
 
 float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order) {
   return HWY_DYNAMIC_DISPATCH(DotF16Ordered)(a, b, n, order == SumOrder::kGemm);

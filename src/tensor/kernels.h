@@ -93,6 +93,21 @@ void fma_f16(float s, const uint16_t* x, float* acc, int64_t n);
 // (in double over chunks of 8 summed in register order).
 double exp_sum_ggml(float* x, int64_t n, float max);
 
+// One head's rows in a paged KV cache: row t (an f16 vector) starts at
+// blocks[t / block_tokens] + (t % block_tokens) * row_elems.
+struct PagedRows {
+  const uint16_t* const* blocks;
+  int32_t block_tokens = 0;
+  int64_t row_elems = 0;
+};
+// Floats of scratch attention_f16_ggml needs for n positions and head sizes dk, dv.
+int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv);
+// out[0..dv) = sum_t softmax_t(scale * q.k_t) v_t over positions [0, n), with
+// llama.cpp's rounding: q and the probabilities rounded to f16, dots and value
+// sums in `order`, exp_ggml, the softmax sum in double over chunks of 8.
+void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
+                        int64_t dv, float scale, SumOrder order, float* out, float* scratch);
+
 // Rotary position embedding on one head of head_dim values, rotating the first
 // rot_dim. kNorm pairs (x[2i], x[2i+1]) as llama.cpp's LLAMA_ROPE_TYPE_NORM;
 // kNeox pairs (x[i], x[i + rot_dim/2]). theta_i = pos * freq_scale * base^(-2i/rot_dim).

@@ -89,11 +89,11 @@ TEST(Attention, MatchesDirectSoftmaxOverPagedRows) {
     tensor::quantize_row(tensor::DType::kF16, &V[p * d], c->v_row(s, 1, 1, p), d);
   }
   c->commit_append(s, n);
-  AttentionShape shape{4, 2, d, d, 1.f / std::sqrt(float(d)), 0.f};
+  AttentionShape shape{4, 2, d, d, 1.f / std::sqrt(float(d))};
   for (bool batched : {false, true}) {
     shape.batched = batched;
-    std::vector<float> out(4 * d), scratch(static_cast<size_t>(attention_scratch_floats(n, d)));
-    attend(*c, s, 1, shape, q.data(), 0, n, 3, 4, out.data(), scratch.data());
+    std::vector<float> out(4 * d), scratch(static_cast<size_t>(attention_scratch_floats(n, d, d)));
+    attend(*c, s, 1, shape, q.data(), n, 3, 4, out.data(), scratch.data());
     // Reference with the same f16-rounded keys and values.
     std::vector<double> w(n);
     double mx = -1e30, sum = 0;

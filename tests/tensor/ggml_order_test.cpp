@@ -26,7 +26,7 @@ std::vector<uint16_t> f16_values(int64_t n, uint32_t seed) {
 }
 
 struct Outputs {
-  std::vector<float> dots, fma, exps, silu;
+  std::vector<float> dots, fma, exps, silu, att;
   std::vector<double> sums;
 };
 
@@ -50,6 +50,17 @@ Outputs run_all() {
     const auto up = random_values(n, 6);
     silu_mul(g.data(), up.data(), n);
     o.silu.insert(o.silu.end(), g.begin(), g.end());
+  }
+  // Attention over 37 positions in blocks of 16 rows, both orders.
+  const int64_t n = 37, d = 64, bt = 16;
+  const auto kr = f16_values(n * d, 9), vr = f16_values(n * d, 10);
+  const uint16_t* kb[3] = {kr.data(), kr.data() + bt * d, kr.data() + 2 * bt * d};
+  const uint16_t* vb[3] = {vr.data(), vr.data() + bt * d, vr.data() + 2 * bt * d};
+  const auto q = random_values(d, 11);
+  std::vector<float> scratch(static_cast<size_t>(attention_scratch_floats(n, d, d))), out(d);
+  for (SumOrder order : {SumOrder::kGemm, SumOrder::kVecDot}) {
+    attention_f16_ggml(q.data(), {kb, bt, d}, {vb, bt, d}, n, d, d, 0.125f, order, out.data(), scratch.data());
+    o.att.insert(o.att.end(), out.begin(), out.end());
   }
   return o;
 }
@@ -76,6 +87,7 @@ TEST(GgmlOrder, EveryTargetGivesTheSameBits) {
     expect_same_bits(o.exps, base.exps, "exp_sum_ggml values", name);
     expect_same_bits(o.sums, base.sums, "exp_sum_ggml sum", name);
     expect_same_bits(o.silu, base.silu, "silu_mul", name);
+    expect_same_bits(o.att, base.att, "attention_f16_ggml", name);
   }
   hwy::SetSupportedTargetsForTest(0);
 }

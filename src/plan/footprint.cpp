@@ -1,0 +1,148 @@
+#include "plan/footprint.h"
+
+#include <algorithm>
+#include <string>
+
+#include "base/checked.h"
+#include "text/tokenizer.h"
+
+namespace snug::plan {
+namespace {
+
+// The seven matrices of a block, as every Llama-layout GGUF names them.
+constexpr const char* kBlockMatrices[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                          "ffn_gate", "ffn_up", "ffn_down"};
+
+// Hyper-parameters of an architecture the forward pass does not run yet, read
+// with the same keys and bounds as model::read_config, so that such a file can
+// still be planned (its KV cache and workspace as a Llama-layout model).
+Result<model::ModelConfig> read_generic_config(const gguf::File& f, const std::string& arch) {
+  model::ModelConfig c;
+  c.arch_name = arch;
+  c.name = f.get_string("general.name").ok() ? *f.get_string("general.name") : arch;
+  const std::string a = arch + ".";
+  auto get = [&](const std::string& key, uint64_t max, std::optional<uint64_t> fallback,
+                 int32_t* out) -> Status {
+    Result<uint64_t> v = fallback ? f.get_uint_or(key, *fallback) : f.get_uint(key);
+    if (!v.ok()) return v.take_error();
+    if (*v == 0 || *v > max)
+      return make_error("'", f.name(), "': ", key, " = ", *v, " is out of range (1 to ", max, ")");
+    *out = static_cast<int32_t>(*v);
+    return ok_status();
+  };
+  SNUG_RETURN_IF_ERROR(get(a + "block_count", 4096, {}, &c.n_layers));
+  SNUG_RETURN_IF_ERROR(get(a + "embedding_length", 1u << 20, {}, &c.n_embd));
+  SNUG_RETURN_IF_ERROR(get(a + "feed_forward_length", 1u << 20, {}, &c.n_ff));
+  SNUG_RETURN_IF_ERROR(get(a + "attention.head_count", 4096, {}, &c.n_heads));
+  SNUG_RETURN_IF_ERROR(get(a + "attention.head_count_kv", 4096, c.n_heads, &c.n_kv_heads));
+  SNUG_RETURN_IF_ERROR(get(a + "context_length", 1u << 24, 2048, &c.n_ctx_train));
+  const uint64_t hd = static_cast<uint64_t>(std::max(1, c.n_embd / c.n_heads));
+  SNUG_RETURN_IF_ERROR(get(a + "attention.key_length", 512, hd, &c.head_dim_k));
+  SNUG_RETURN_IF_ERROR(get(a + "attention.value_length", 512, hd, &c.head_dim_v));
+  const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+  if (!emb) return make_error("'", f.name(), "': missing tensor 'token_embd.weight'");
+  if (emb->rows() > (int64_t{1} << 24))
+    return make_error("'", f.name(), "': vocabulary of ", emb->rows(),
+                      " tokens is implausibly large");
+  c.n_vocab = static_cast<int32_t>(emb->rows());
+  c.tied_output = f.find_tensor("output.weight") == nullptr;
+  return c;
+}
+
+// Names of the tensors the model binds (model/weights.cpp), in no particular order.
+std::vector<std::string> bound_tensor_names(const model::ModelConfig& c) {
+  std::vector<std::string> names = {"token_embd.weight", "output_norm.weight"};
+  if (!c.tied_output) names.emplace_back("output.weight");
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    names.push_back(p + "attn_norm.weight");
+    names.push_back(p + "ffn_norm.weight");
+    for (const char* m : kBlockMatrices) names.push_back(p + m + ".weight");
+  }
+  return names;
+}
+
+}  // namespace
+
+std::vector<tensor::DType> matrix_types(const gguf::File& file, const model::ModelConfig& c) {
+  std::vector<tensor::DType> types;
+  auto add = [&types](const gguf::TensorInfo* t) {
+    if (t && std::find(types.begin(), types.end(), t->type) == types.end())
+      types.push_back(t->type);
+  };
+  add(file.find_tensor(c.tied_output ? "token_embd.weight" : "output.weight"));
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    for (const char* m : kBlockMatrices) add(file.find_tensor(p + m + ".weight"));
+  }
+  return types;
+}
+
+Result<ModelFootprint> plan_model(const gguf::File& file) {
+  ModelFootprint fp;
+  SNUG_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
+  if (arch == "llama") {
+    SNUG_ASSIGN_OR_RETURN(fp.config, model::read_config(file));
+  } else {
+    SNUG_ASSIGN_OR_RETURN(fp.config, read_generic_config(file, arch));
+    fp.runnable = false;
+    fp.runnable_note = "architecture '" + arch +
+                       "' is planned from its header, but snug cannot run it yet (supported: llama)";
+  }
+  fp.name = fp.config.name;
+  fp.has_data = file.has_data();
+  fp.header_bytes = file.data_offset();
+  fp.file_bytes = file.data_offset();
+  for (const auto& t : file.tensors()) {
+    auto end = checked_add(t.offset, t.bytes);
+    if (!end) return make_error("'", file.name(), "': tensor '", t.name, "' size overflows");
+    fp.file_bytes = std::max(fp.file_bytes, *end);
+  }
+
+  for (const std::string& name : bound_tensor_names(fp.config)) {
+    const gguf::TensorInfo* t = file.find_tensor(name);
+    if (!t) {
+      if (!fp.runnable) continue;
+      return make_error("'", file.name(), "': missing tensor '", name, "'");
+    }
+    auto it = std::find_if(fp.weights_by_type.begin(), fp.weights_by_type.end(),
+                           [&](const WeightTypeBytes& w) { return w.type == t->type; });
+    if (it == fp.weights_by_type.end()) {
+      fp.weights_by_type.push_back({t->type, 0, 0, 0});
+      it = fp.weights_by_type.end() - 1;
+    }
+    ++it->tensors;
+    auto sum = checked_add(it->mapped_bytes, t->bytes);
+    auto total = checked_add(fp.weights_mapped, t->bytes);
+    if (!sum || !total)
+      return make_error("'", file.name(), "': tensor sizes overflow a 64-bit byte count");
+    it->mapped_bytes = *sum;
+    fp.weights_mapped = *total;
+    const bool untied_embd = name == "token_embd.weight" && !fp.config.tied_output;
+    if (!untied_embd) fp.weights_touched += t->bytes;
+    // A matrix re-quantized to q4_0 (norms and odd widths stay as they are).
+    auto q4 = t->n_dims == 2 ? tensor::row_bytes(tensor::DType::kQ4_0, t->ne[0]) : std::nullopt;
+    auto q4_total = q4 ? checked_mul(*q4, static_cast<uint64_t>(t->rows())) : std::nullopt;
+    fp.weights_as_q4_0 += q4_total && *q4_total < t->bytes ? *q4_total : t->bytes;
+  }
+  std::sort(fp.weights_by_type.begin(), fp.weights_by_type.end(),
+            [](const WeightTypeBytes& a, const WeightTypeBytes& b) {
+              return a.mapped_bytes + a.resident_bytes > b.mapped_bytes + b.resident_bytes;
+            });
+  fp.matrix_types = matrix_types(file, fp.config);
+
+  if (!file.find("tokenizer.ggml.tokens")) {
+    fp.tokenizer_note = "no tokenizer in the file";
+  } else {
+    // Built for real from the metadata: its size is exactly what the ledger will be charged.
+    auto tok = text::Tokenizer::from_gguf(file);
+    if (tok.ok()) {
+      fp.tokenizer_bytes = tok->memory_bytes();
+    } else {
+      fp.tokenizer_note = tok.error().message;
+    }
+  }
+  return fp;
+}
+
+}  // namespace snug::plan

@@ -1,0 +1,113 @@
+#include "plan/session_plan.h"
+
+#include <algorithm>
+
+#include "base/checked.h"
+
+namespace snug::plan {
+
+std::optional<tensor::DType> parse_kv_type(std::string_view name) {
+  for (tensor::DType t : kKvTypes) {
+    if (tensor::dtype_name(t) == name) return t;
+  }
+  return std::nullopt;
+}
+
+bool engine_supports_kv_type(tensor::DType t) {
+  return t == tensor::DType::kF16;
+}
+
+Result<SessionPlan> plan_session(const model::ModelConfig& c,
+                                 const std::vector<tensor::DType>& matrix_types,
+                                 const SessionShape& shape) {
+  if (shape.n_ctx <= 0) return make_error("context size must be positive, got ", shape.n_ctx);
+  if (shape.n_ctx > c.n_ctx_train)
+    return make_error("context of ", shape.n_ctx, " tokens exceeds the model's trained context of ",
+                      c.n_ctx_train);
+  if (shape.n_parallel <= 0)
+    return make_error("parallel sequences must be positive, got ", shape.n_parallel);
+  if (shape.n_batch <= 0) return make_error("batch size must be positive, got ", shape.n_batch);
+  if (shape.n_threads <= 0) return make_error("thread count must be positive, got ", shape.n_threads);
+  if (shape.kv_block_tokens <= 0)
+    return make_error("KV block size must be positive, got ", shape.kv_block_tokens);
+  SessionPlan p;
+  p.shape = shape;
+  p.shape.n_batch = std::min(shape.n_batch, shape.n_ctx);
+
+  p.kv.n_layers = c.n_layers;
+  p.kv.n_kv_heads = c.n_kv_heads;
+  p.kv.head_dim_k = c.head_dim_k;
+  p.kv.head_dim_v = c.head_dim_v;
+  p.kv.block_tokens = shape.kv_block_tokens;
+  p.kv.type = shape.kv_type;
+  auto k_row = tensor::row_bytes(shape.kv_type, c.head_dim_k);
+  auto v_row = tensor::row_bytes(shape.kv_type, c.head_dim_v);
+  if (!k_row || !v_row)
+    return make_error("KV type ", tensor::dtype_name(shape.kv_type), " needs head sizes (",
+                      c.head_dim_k, ", ", c.head_dim_v, ") that are a multiple of its block of ",
+                      tensor::info(shape.kv_type).block_size);
+  // bytes_per_token() in 64 bits is safe: layers, heads and head sizes are bounded by
+  // read_config; the products with the context and the sequence count are checked.
+  const uint64_t per_seq_blocks =
+      (static_cast<uint64_t>(shape.n_ctx) + static_cast<uint64_t>(shape.kv_block_tokens) - 1) /
+      static_cast<uint64_t>(shape.kv_block_tokens);
+  auto blocks = checked_mul(per_seq_blocks, static_cast<uint64_t>(shape.n_parallel));
+  auto bytes = blocks ? checked_mul(*blocks, p.kv.block_bytes()) : std::nullopt;
+  if (!blocks || *blocks > static_cast<uint64_t>(INT32_MAX) || !bytes)
+    return make_error("a KV cache of ", shape.n_parallel, " x ", shape.n_ctx,
+                      " tokens overflows a 64-bit byte count");
+  p.kv_blocks = static_cast<int32_t>(*blocks);
+  p.kv_bytes = *bytes;
+
+  model::WorkspaceShape ws;
+  ws.max_tokens = std::max(p.shape.n_batch, std::min(shape.n_parallel, shape.n_ctx));
+  ws.max_logits = std::min(shape.n_parallel, ws.max_tokens);
+  ws.max_ctx = shape.n_ctx;
+  ws.n_threads = shape.n_threads;
+  p.workspace = model::plan_workspace(c, matrix_types, ws);
+  return p;
+}
+
+int32_t largest_session_context(const model::ModelConfig& c,
+                                const std::vector<tensor::DType>& matrix_types, SessionShape shape,
+                                uint64_t bytes) {
+  int32_t lo = 0, hi = c.n_ctx_train;
+  while (lo < hi) {
+    shape.n_ctx = lo + (hi - lo + 1) / 2;
+    auto p = plan_session(c, matrix_types, shape);
+    if (p.ok() && p->kv_bytes + p->workspace.total() <= bytes) {
+      lo = shape.n_ctx;
+    } else {
+      hi = shape.n_ctx - 1;
+    }
+  }
+  return lo;
+}
+
+uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s) {
+  const uint64_t per_seq = static_cast<uint64_t>(s.n_ctx) * sizeof(int32_t) * 2 +
+                           static_cast<uint64_t>(c.n_vocab) * 12;
+  return per_seq * static_cast<uint64_t>(s.n_parallel);
+}
+
+Result<MemoryPlan> plan_memory(const ModelFootprint& fp, const SessionShape& shape) {
+  MemoryPlan m;
+  SNUG_ASSIGN_OR_RETURN(m.session, plan_session(fp.config, fp.matrix_types, shape));
+  m.process = kProcessBaseBytes + kPerThreadBytes * static_cast<uint64_t>(shape.n_threads);
+  m.header = fp.header_bytes;
+  m.weights = fp.weights_touched + fp.weights_resident;
+  m.tokenizer = fp.tokenizer_bytes;
+  m.kv = m.session.kv_bytes;
+  m.workspace = m.session.workspace.total();
+  m.engine = engine_bytes(fp.config, shape);
+  uint64_t total = 0;
+  for (uint64_t part : {m.process, m.header, m.weights, m.tokenizer, m.kv, m.workspace, m.engine}) {
+    auto t = checked_add(total, part);
+    if (!t) return make_error("the plan's total overflows a 64-bit byte count");
+    total = *t;
+  }
+  m.predicted_peak_rss = total;
+  return m;
+}
+
+}  // namespace snug::plan
