@@ -15,6 +15,8 @@
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_simd.h"
+#include "tensor/quant_blocks.h"
+#include "tensor/quant_common.h"
 
 #if HWY_ARCH_X86
 #include <immintrin.h>
@@ -245,6 +247,50 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   FoldSlots(acc, slots, dv, out);
 }
 
+// Activations for the 32-element formats (BlockQ8A), as ggml's x86
+// quantize_row_q8_1: max |x| per block, q = round-to-even(x * 127 / amax),
+// d and s = d * sum(q) stored rounded to f16. Same values as the scalar
+// detail::quantize_row_q8a (max is exact; each lane rounds alike).
+void QuantizeQ8A(const float* x, void* dst, int64_t n) {
+#ifdef SNUG_GGML_AVX2
+  auto* y = static_cast<BlockQ8A*>(dst);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(x + 8 * j);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float d = amax / 127.f;
+    const __m256 mul = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) {
+      q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    const __m256i sum4 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(sum4, 1), _mm256_castsi256_si128(sum4));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+    const int sum = _mm_cvtsi128_si32(s4);
+    // Pack 32 int32 -> 32 int8 in order (packs interleave 128-bit lanes; permute fixes it).
+    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
+    const __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), p8);
+    y[i].d = RoundF16(d);
+    y[i].s = RoundF16(d * static_cast<float>(sum));
+  }
+#else
+  detail::quantize_row_q8a(x, dst, n);
+#endif
+}
+
 #undef SNUG_GGML_AVX2
 
 }  // namespace snug::tensor::HWY_NAMESPACE
@@ -258,6 +304,11 @@ HWY_EXPORT(FmaF16);
 HWY_EXPORT(ExpSumGgml);
 HWY_EXPORT(SiluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
+HWY_EXPORT(QuantizeQ8A);
+
+namespace simd {
+void quantize_row_q8a(const float* x, void* dst, int64_t n) { HWY_DYNAMIC_DISPATCH(QuantizeQ8A)(x, dst, n); }
+}  // namespace simd
 
 int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv) {
   return (n + 7) / 8 * 8 + (dk + 7) / 8 * 8 + 32 * dv;

@@ -15,6 +15,8 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride);
 
+// One row of BlockQ8A activations (the 32-element formats' activation type).
+void quantize_row_q8a(const float* x, void* dst, int64_t n);
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void softmax(float* x, int64_t n);
 void silu_mul(float* gate, const float* up, int64_t n);

@@ -252,11 +252,19 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
   HWY_DYNAMIC_DISPATCH(MatmulRows)(w, qx, n_tok, r0, r1, y, y_stride);
 }
 
-// Activation conversion is O(cols * n_tok), negligible next to the product;
-// the scalar reference is used on every target (and so is exact by definition).
+// Activation conversion: the 32-element formats' BlockQ8A rows through the
+// dispatched ggml-order kernel (same values on every target); q8_K rows through
+// the scalar reference, as ggml does on x86.
 void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
                           void* scratch) {
-  ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
+  if (activation_type(w) != DType::kQ8_0) {
+    ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
+    return;
+  }
+  const size_t rb = ref::activation_row_bytes(w, cols);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    quantize_row_q8a(x + t * x_stride, static_cast<char*>(scratch) + t * rb, cols);
+  }
 }
 
 }  // namespace snug::tensor::simd

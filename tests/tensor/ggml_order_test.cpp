@@ -27,6 +27,7 @@ std::vector<uint16_t> f16_values(int64_t n, uint32_t seed) {
 
 struct Outputs {
   std::vector<float> dots, fma, exps, silu, att;
+  std::vector<uint8_t> q8a;
   std::vector<double> sums;
 };
 
@@ -51,6 +52,14 @@ Outputs run_all() {
     silu_mul(g.data(), up.data(), n);
     o.silu.insert(o.silu.end(), g.begin(), g.end());
   }
+  // Activation blocks, including an all-zero block and exact ties (x * 127 / amax = k + 0.5).
+  auto xa = random_values(256, 12);
+  for (int i = 0; i < 32; ++i) xa[i] = 0.f;
+  for (int i = 32; i < 64; ++i) xa[i] = (i % 2 ? 0.5f : 1.5f) * (127.f / 127.f);
+  xa[63] = 127.f;
+  std::vector<uint8_t> qa(matmul_scratch_bytes(DType::kQ4_1, 256, 1));
+  quantize_activations(DType::kQ4_1, xa.data(), 256, 256, 1, qa.data());
+  o.q8a = qa;
   // Attention over 37 positions in blocks of 16 rows, both orders.
   const int64_t n = 37, d = 64, bt = 16;
   const auto kr = f16_values(n * d, 9), vr = f16_values(n * d, 10);
@@ -88,6 +97,7 @@ TEST(GgmlOrder, EveryTargetGivesTheSameBits) {
     expect_same_bits(o.sums, base.sums, "exp_sum_ggml sum", name);
     expect_same_bits(o.silu, base.silu, "silu_mul", name);
     expect_same_bits(o.att, base.att, "attention_f16_ggml", name);
+    expect_same_bits(o.q8a, base.q8a, "quantize_activations (q8a)", name);
   }
   hwy::SetSupportedTargetsForTest(0);
 }
