@@ -19,10 +19,12 @@ namespace {
 int chat_main(const GenFlags& f) {
   if (f.verbose) set_log_level(LogLevel::kInfo);
   memory::Ledger ledger;
-  auto lm = load_model(f.model, &ledger);
-  if (!lm.ok()) return fail(lm.error());
+  auto pm = load_planned(f.plan_flags(), &ledger);
+  if (!pm.ok()) return fail(pm.error());
+  const LoadedModel* lm = &pm->lm;
   const text::Tokenizer& tok = *lm->tokenizer;
-  auto session = engine::Session::create(*lm->model, f.session_options(), &ledger);
+  auto session =
+      engine::Session::create(*lm->model, f.session_options(*pm), &ledger, pm->budget.get());
   if (!session.ok()) return fail(session.error());
 
   std::vector<text::ChatMessage> msgs;
@@ -55,7 +57,8 @@ int chat_main(const GenFlags& f) {
     log_info("turn: {} new prompt tokens ({} reused), {} generated", result->prompt_tokens,
              result->reused_tokens, result->tokens.size());
   }
-  if (f.memory_report) print_memory_report(ledger);
+  const PlannedMemory planned = planned_memory(*pm);
+  if (f.memory_report) print_memory_report(ledger, &planned);
   return 0;
 }
 

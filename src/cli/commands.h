@@ -12,5 +12,6 @@ using Action = std::function<int()>;
 Action add_run(CLI::App& app);
 Action add_chat(CLI::App& app);
 Action add_inspect(CLI::App& app);
+Action add_plan(CLI::App& app);
 
 }  // namespace snug::cli

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -55,8 +56,13 @@ Result<std::string> resolve_model_path(const std::string& arg) {
 
 Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
   SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(arg));
+  SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
+  return load_model_file(std::move(file), ledger);
+}
+
+Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger) {
   LoadedModel lm;
-  SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::load(path, ledger));
+  SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::from_file(std::move(file), ledger));
   SNUG_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::from_gguf(lm.model->file()));
   lm.tokenizer = std::make_unique<text::Tokenizer>(std::move(tok));
   lm.tokenizer_charge =
@@ -64,21 +70,32 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
   return lm;
 }
 
-void print_memory_report(const memory::Ledger& ledger) {
+void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* planned) {
   std::fprintf(stderr, "\nmemory report\n");
-  std::fprintf(stderr, "  %-28s %14s %14s\n", "category", "now", "peak");
+  std::fprintf(stderr, "  %-28s %14s %14s %14s\n", "category", "now", "peak",
+               planned ? "planned" : "");
   for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {
     auto c = static_cast<memory::Category>(k);
-    std::fprintf(stderr, "  %-28s %14s %14s\n", std::string(memory::category_name(c)).c_str(),
-                 format_bytes(ledger.current(c)).c_str(), format_bytes(ledger.peak(c)).c_str());
+    std::fprintf(stderr, "  %-28s %14s %14s %14s\n", std::string(memory::category_name(c)).c_str(),
+                 format_bytes(ledger.current(c)).c_str(), format_bytes(ledger.peak(c)).c_str(),
+                 planned ? format_bytes(planned->category[k]).c_str() : "");
   }
   std::fprintf(stderr, "  %-28s %14s\n", "total (ledger)", format_bytes(ledger.total()).c_str());
   std::fprintf(stderr, "  %-28s %14s\n", "total without mapped weights",
                format_bytes(ledger.total(false)).c_str());
   ProcessMemory pm = probe_process_memory();
   std::fprintf(stderr, "  %-28s %14s\n", "process RSS now", format_bytes(pm.rss).c_str());
-  std::fprintf(stderr, "  %-28s %14s\n", "process peak RSS (VmHWM)",
-               format_bytes(pm.peak_rss).c_str());
+  if (planned && planned->predicted_peak_rss > 0) {
+    const double err = (static_cast<double>(planned->predicted_peak_rss) -
+                        static_cast<double>(pm.peak_rss)) /
+                       static_cast<double>(std::max<uint64_t>(pm.peak_rss, 1)) * 100.0;
+    std::fprintf(stderr, "  %-28s %14s %14s %14s (%+.1f%%)\n", "process peak RSS (VmHWM)", "",
+                 format_bytes(pm.peak_rss).c_str(),
+                 format_bytes(planned->predicted_peak_rss).c_str(), err);
+  } else {
+    std::fprintf(stderr, "  %-28s %14s\n", "process peak RSS (VmHWM)",
+                 format_bytes(pm.peak_rss).c_str());
+  }
 }
 
 int fail(const Error& e) {

@@ -26,9 +26,18 @@ struct LoadedModel {
 };
 
 Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger);
+// The same for a file already opened (and planned) by the caller.
+Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger);
 
-// Prints the ledger by category and the process's peak RSS to stderr.
-void print_memory_report(const memory::Ledger& ledger);
+// Planned bytes per ledger category and the predicted peak RSS, for the report.
+struct PlannedMemory {
+  uint64_t category[static_cast<int>(memory::Category::kCount)] = {};
+  uint64_t predicted_peak_rss = 0;
+};
+
+// Prints the ledger by category and the process's peak RSS to stderr; with a
+// plan, planned beside actual for each category and for the peak.
+void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* planned = nullptr);
 
 // Exit codes: 0 success, 1 a runtime failure (bad file, budget), 2 bad usage.
 constexpr int kExitFailure = 1;

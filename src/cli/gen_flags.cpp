@@ -6,8 +6,15 @@ void GenFlags::add_to(CLI::App& app) {
   app.add_option("model", model, "GGUF file or known model name (default: smollm2)");
   app.add_option("-n,--n-predict", n_predict,
                  "maximum tokens to generate (-1: until end or full context)");
-  app.add_option("-c,--ctx", ctx, "context size in tokens (default: the model's, at most 4096)")
+  app.add_option("-c,--ctx", ctx,
+                 "context size in tokens (default: the largest, up to the model's trained "
+                 "context, that fits the memory budget)")
       ->check(CLI::PositiveNumber);
+  memory_option = app.add_option("--memory", memory,
+                                  "memory budget: 512MiB, 1.5GiB, 2G or bytes (default: what the "
+                                  "machine or its cgroup allows, minus 10% headroom)")
+                      ->check(memory_size_validator());
+  app.add_option("--kv-type", kv_type, "KV cache type: f16 (q8_0, q4_0: planned, not stored yet)");
   app.add_option("-b,--batch", batch, "prompt tokens per forward pass")->check(CLI::PositiveNumber);
   app.add_option("-t,--threads", threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
@@ -28,11 +35,26 @@ void GenFlags::add_to(CLI::App& app) {
   app.add_flag("-v,--verbose", verbose, "log progress and timings to stderr");
 }
 
-engine::SessionOptions GenFlags::session_options() const {
+PlanFlags GenFlags::plan_flags() const {
+  PlanFlags p;
+  p.model = model;
+  p.memory = memory;
+  p.memory_given = memory_option && memory_option->count() > 0;
+  p.ctx = ctx;
+  p.batch = batch;
+  p.threads = threads;
+  p.kv_type = kv_type;
+  return p;
+}
+
+engine::SessionOptions GenFlags::session_options(const PlannedModel& pm) const {
+  const plan::SessionShape& s = pm.fit.plan.session.shape;
   engine::SessionOptions o;
-  o.n_ctx = ctx;
+  o.n_ctx = s.n_ctx;
   o.n_batch = batch;
-  o.n_threads = threads;
+  o.n_threads = s.n_threads;
+  o.kv_type = s.kv_type;
+  o.kv_block_tokens = s.kv_block_tokens;
   return o;
 }
 

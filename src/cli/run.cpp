@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/sysmem.h"
+#include "cli/budget.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/gen_flags.h"
@@ -30,7 +31,7 @@ struct RunFlags {
 
 // One JSON object for scripts and benchmarks: tokens, text, timings, memory.
 void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r,
-                const memory::Ledger& ledger) {
+                const memory::Ledger& ledger, uint64_t predicted_peak_rss) {
   nlohmann::json j;
   j["prompt_token_ids"] = prompt;
   j["token_ids"] = r.tokens;
@@ -49,6 +50,7 @@ void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult
   }
   j["ledger_peak_bytes"] = mem;
   j["peak_rss_bytes"] = probe_process_memory().peak_rss;
+  j["predicted_peak_rss_bytes"] = predicted_peak_rss;
   std::string out = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::printf("%s\n", out.c_str());
 }
@@ -64,8 +66,9 @@ int run_main(const RunFlags& f) {
     prompt = ss.str();
   }
   memory::Ledger ledger;
-  auto lm = load_model(f.gen.model, &ledger);
-  if (!lm.ok()) return fail(lm.error());
+  auto pm = load_planned(f.gen.plan_flags(), &ledger);
+  if (!pm.ok()) return fail(pm.error());
+  const LoadedModel* lm = &pm->lm;
   const text::Tokenizer& tok = *lm->tokenizer;
 
   std::vector<int32_t> ids;
@@ -95,7 +98,8 @@ int run_main(const RunFlags& f) {
   }
   if (ids.empty()) return fail(make_error("the prompt is empty"));
 
-  auto session = engine::Session::create(*lm->model, f.gen.session_options(), &ledger);
+  auto session = engine::Session::create(*lm->model, f.gen.session_options(*pm), &ledger,
+                                         pm->budget.get());
   if (!session.ok()) return fail(session.error());
   log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name,
            lm->model->config().n_layers, (*session)->n_ctx(), (*session)->n_threads());
@@ -111,8 +115,9 @@ int run_main(const RunFlags& f) {
   auto result = engine::generate(**session, tok, ids, f.gen.generate_options(), sink);
   if (!result.ok()) return fail(result.error());
   if (f.json) {
-    print_json(ids, *result, ledger);
-    if (f.gen.memory_report) print_memory_report(ledger);
+    print_json(ids, *result, ledger, pm->fit.plan.predicted_peak_rss);
+    const PlannedMemory planned = planned_memory(*pm);
+    if (f.gen.memory_report) print_memory_report(ledger, &planned);
     return 0;
   }
   if (tty && !result->text.empty() && result->text.back() != '\n') std::fputc('\n', stdout);
@@ -128,7 +133,8 @@ int run_main(const RunFlags& f) {
                  static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
                  std::string(engine::stop_reason_name(r.reason)).c_str());
   }
-  if (f.gen.memory_report) print_memory_report(ledger);
+  const PlannedMemory planned = planned_memory(*pm);
+  if (f.gen.memory_report) print_memory_report(ledger, &planned);
   return 0;
 }
 

@@ -69,8 +69,7 @@ DefaultBudget default_budget(const MemoryLimits& limits, uint64_t self_rss) {
   DefaultBudget b;
   b.available = limits.available();
   b.self_rss = self_rss;
-  const bool cgroup_bound =
-      limits.cgroup_limit && b.available < limits.physical_available;
+  const bool cgroup_bound = limits.cgroup_limit && b.available < limits.physical_available;
   b.source = cgroup_bound ? "cgroup v" + std::to_string(limits.cgroup_version) + " limit"
                           : "available RAM";
   const uint64_t room = b.available + self_rss;

@@ -87,7 +87,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
     SNUG_ASSIGN_OR_RETURN(fp.config, read_generic_config(file, arch));
     fp.runnable = false;
     fp.runnable_note = "architecture '" + arch +
-                       "' is planned from its header, but snug cannot run it yet (supported: llama)";
+                       "' is not supported (supported: llama); planned from its header only";
   }
   fp.name = fp.config.name;
   fp.has_data = file.has_data();

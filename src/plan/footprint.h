@@ -31,7 +31,7 @@ struct ModelFootprint {
   // still computed from the header, and `runnable_note` says why.
   bool runnable = true;
   std::string runnable_note;
-  bool has_data = true;    // false for a header-only file
+  bool has_data = true;       // false for a header-only file
   uint64_t file_bytes = 0;    // size of the file as the header describes it (header + tensor data)
   uint64_t header_bytes = 0;  // metadata and tensor directory: pages touched when parsing
   std::vector<WeightTypeBytes> weights_by_type;  // sorted by bytes, largest first
@@ -43,9 +43,10 @@ struct ModelFootprint {
   uint64_t weights_touched = 0;
   // The matrices re-quantized to q4_0, for the "a smaller weight type" hint.
   uint64_t weights_as_q4_0 = 0;
-  std::vector<tensor::DType> matrix_types;  // distinct types of the matrices the forward pass multiplies
-  uint64_t tokenizer_bytes = 0;             // what the tokenizer holds (ledger: tokenizer)
-  std::string tokenizer_note;               // why it is zero, when it is
+  std::vector<tensor::DType>
+      matrix_types;              // distinct types of the matrices the forward pass multiplies
+  uint64_t tokenizer_bytes = 0;  // what the tokenizer holds (ledger: tokenizer)
+  std::string tokenizer_note;    // why it is zero, when it is
 };
 
 // Plans `file` (opened with or without its tensor data). Errors name the key

@@ -27,7 +27,8 @@ Result<SessionPlan> plan_session(const model::ModelConfig& c,
   if (shape.n_parallel <= 0)
     return make_error("parallel sequences must be positive, got ", shape.n_parallel);
   if (shape.n_batch <= 0) return make_error("batch size must be positive, got ", shape.n_batch);
-  if (shape.n_threads <= 0) return make_error("thread count must be positive, got ", shape.n_threads);
+  if (shape.n_threads <= 0)
+    return make_error("thread count must be positive, got ", shape.n_threads);
   if (shape.kv_block_tokens <= 0)
     return make_error("KV block size must be positive, got ", shape.kv_block_tokens);
   SessionPlan p;
@@ -85,8 +86,8 @@ int32_t largest_session_context(const model::ModelConfig& c,
 }
 
 uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s) {
-  const uint64_t per_seq = static_cast<uint64_t>(s.n_ctx) * sizeof(int32_t) * 2 +
-                           static_cast<uint64_t>(c.n_vocab) * 12;
+  const uint64_t per_seq =
+      static_cast<uint64_t>(s.n_ctx) * sizeof(int32_t) * 2 + static_cast<uint64_t>(c.n_vocab) * 12;
   return per_seq * static_cast<uint64_t>(s.n_parallel);
 }
 

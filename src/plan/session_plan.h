@@ -68,9 +68,9 @@ uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s);
 // Everything the process will hold at its peak for one shape.
 struct MemoryPlan {
   SessionPlan session;
-  uint64_t process = 0;    // binary, libraries, runtime, thread stacks
-  uint64_t header = 0;     // the file's metadata pages, touched when parsed
-  uint64_t weights = 0;    // mapped weight pages a forward pass touches, plus resident copies
+  uint64_t process = 0;  // binary, libraries, runtime, thread stacks
+  uint64_t header = 0;   // the file's metadata pages, touched when parsed
+  uint64_t weights = 0;  // mapped weight pages a forward pass touches, plus resident copies
   uint64_t tokenizer = 0;
   uint64_t kv = 0;         // committed at session start (pre-faulted)
   uint64_t workspace = 0;  // committed at session start (pre-faulted)

@@ -1,0 +1,86 @@
+#include "cli/budget.h"
+
+#include "base/bytes.h"
+#include "base/log.h"
+#include "base/sysmem.h"
+#include "engine/session.h"
+
+namespace snug::cli {
+
+CLI::Validator memory_size_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        auto r = parse_bytes(s);
+        return r.ok() ? std::string() : r.error().message;
+      },
+      "SIZE");
+}
+
+Result<BudgetChoice> resolve_budget(const std::string& flag, bool given) {
+  BudgetChoice b;
+  if (given) {
+    auto bytes = parse_bytes(flag);
+    if (!bytes.ok()) return make_error("--memory: ", bytes.error().message);
+    b.bytes = *bytes;
+    b.source = "--memory";
+    return b;
+  }
+  SNUG_ASSIGN_OR_RETURN(MemoryLimits limits, probe_memory_limits());
+  const plan::DefaultBudget d = plan::default_budget(limits, probe_process_memory().rss);
+  if (d.bytes == 0)
+    return make_error("no memory is available (", d.source, ": ", format_bytes(d.available),
+                      " free)");
+  b.bytes = d.bytes;
+  b.source = d.source + " " + format_bytes(d.available) + " + this process " +
+             format_bytes(d.self_rss) + " - headroom " + format_bytes(d.headroom);
+  return b;
+}
+
+Result<plan::SessionShape> session_shape(const PlanFlags& f) {
+  plan::SessionShape s;
+  auto kv = plan::parse_kv_type(f.kv_type);
+  if (!kv) return make_error("--kv-type: '", f.kv_type, "' is not one of f16, q8_0, q4_0");
+  s.kv_type = *kv;
+  s.n_ctx = f.ctx;
+  s.n_parallel = f.parallel;
+  s.n_batch = f.batch;
+  s.n_threads = f.threads > 0 ? f.threads : engine::default_thread_count();
+  return s;
+}
+
+PlannedMemory planned_memory(const PlannedModel& pm) {
+  PlannedMemory p;
+  auto at = [&p](memory::Category c) -> uint64_t& { return p.category[static_cast<int>(c)]; };
+  at(memory::Category::kWeightsMapped) = pm.footprint.weights_mapped;
+  at(memory::Category::kWeightsResident) = pm.footprint.weights_resident;
+  at(memory::Category::kKvCache) = pm.fit.plan.kv;
+  at(memory::Category::kScratch) = pm.fit.plan.workspace;
+  at(memory::Category::kTokenizer) = pm.footprint.tokenizer_bytes;
+  p.predicted_peak_rss = pm.fit.plan.predicted_peak_rss;
+  return p;
+}
+
+Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
+  PlannedModel pm;
+  SNUG_ASSIGN_OR_RETURN(pm.budget_choice, resolve_budget(f.memory, f.memory_given));
+  SNUG_ASSIGN_OR_RETURN(plan::SessionShape shape, session_shape(f));
+  SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(f.model));
+  // Mapping the file takes no memory; parsing touches only the header's pages.
+  SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
+  SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file));
+  if (!pm.footprint.runnable) return make_error("'", path, "': ", pm.footprint.runnable_note);
+  SNUG_ASSIGN_OR_RETURN(pm.fit, plan::fit(pm.footprint, {shape, pm.budget_choice.bytes}));
+  const plan::MemoryPlan& m = pm.fit.plan;
+  if (pm.fit.auto_context)
+    log_info("context {} chosen to fit the {} budget ({}): predicted peak {}",
+             m.session.shape.n_ctx, format_bytes(pm.budget_choice.bytes), pm.budget_choice.source,
+             format_bytes(m.predicted_peak_rss));
+  pm.budget = std::make_unique<memory::Budget>(pm.budget_choice.bytes);
+  // Everything but the session's KV cache and workspace, which Session::create reserves.
+  SNUG_ASSIGN_OR_RETURN(pm.base, pm.budget->reserve(m.predicted_peak_rss - m.kv - m.workspace,
+                                                    "the model, tokenizer and process"));
+  SNUG_ASSIGN_OR_RETURN(pm.lm, load_model_file(std::move(file), ledger));
+  return pm;
+}
+
+}  // namespace snug::cli

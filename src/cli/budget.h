@@ -1,0 +1,63 @@
+// Budgets for the commands that load a model: --memory or the machine's real
+// limit, the fit of the model into it from the header alone, and loading only
+// after the fit succeeded (a refusal leaves nothing mapped beyond the header).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "cli/common.h"
+#include "memory/budget.h"
+#include "memory/ledger.h"
+#include "plan/fit.h"
+
+namespace snug::cli {
+
+struct BudgetChoice {
+  uint64_t bytes = 0;
+  std::string source;  // "--memory", or how the default was derived
+};
+
+// A CLI11 check for --memory: the error names what parse_bytes refused.
+CLI::Validator memory_size_validator();
+
+// `flag` empty: the default budget (plan::default_budget of this machine);
+// otherwise the parsed size. `given` tells an empty --memory from an absent one.
+Result<BudgetChoice> resolve_budget(const std::string& flag, bool given);
+
+struct PlanFlags {
+  std::string model;
+  std::string memory;  // --memory SIZE, empty when absent
+  bool memory_given = false;
+  int32_t ctx = 0;  // 0: auto-fit
+  int32_t parallel = 1;
+  int32_t batch = 256;
+  int32_t threads = 0;  // 0: all cores the process may use
+  std::string kv_type = "f16";
+};
+
+// The shape for a plan (threads resolved); an Error for an unknown KV type.
+Result<plan::SessionShape> session_shape(const PlanFlags& f);
+
+// A model loaded inside its budget. Member order matters: the reservation
+// is returned to the budget before the budget goes.
+struct PlannedModel {
+  BudgetChoice budget_choice;
+  plan::ModelFootprint footprint;
+  plan::Fit fit;
+  std::unique_ptr<memory::Budget> budget;
+  memory::Reservation base;  // process, header, weights, tokenizer, engine bookkeeping
+  LoadedModel lm;
+};
+
+// The plan's figures by ledger category, for print_memory_report.
+PlannedMemory planned_memory(const PlannedModel& pm);
+
+// Opens the header, plans, fits, reserves and only then loads the weights and
+// the tokenizer. Fails before loading when the model does not fit.
+Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger);
+
+}  // namespace snug::cli
