@@ -15,11 +15,12 @@ int64_t pointer_floats(int32_t max_ctx) {
 }  // namespace
 
 int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v) {
-  return pointer_floats(max_ctx) + tensor::attention_scratch_floats(max_ctx, head_dim_k, head_dim_v);
+  return pointer_floats(max_ctx) +
+         tensor::attention_scratch_floats(max_ctx, head_dim_k, head_dim_v);
 }
 
-void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape, const float* q,
-            int32_t end, int32_t h0, int32_t h1, float* out, float* scratch) {
+void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
+            const float* q, int32_t end, int32_t h0, int32_t h1, float* out, float* scratch) {
   const KvLayout& lay = cache.layout();
   SNUG_CHECK(lay.type == tensor::DType::kF16);
   SNUG_CHECK(shape.head_dim_k <= kMaxHeadDim && shape.head_dim_v <= kMaxHeadDim);
@@ -30,7 +31,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
   auto** kptr = reinterpret_cast<const uint16_t**>(scratch);
   auto** vptr = kptr + n_blocks;
   float* work = scratch + pointer_floats(end);
-  const tensor::SumOrder order = shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
+  const tensor::SumOrder order =
+      shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
   int32_t built_for = -1;
   for (int32_t h = h0; h < h1; ++h) {
     const int32_t kvh = h / group;
@@ -45,9 +47,9 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
     }
     const tensor::PagedRows k{kptr, bt, shape.head_dim_k};
     const tensor::PagedRows v{vptr, bt, shape.head_dim_v};
-    tensor::attention_f16_ggml(q + static_cast<int64_t>(h) * shape.head_dim_k, k, v, end, shape.head_dim_k,
-                               shape.head_dim_v, shape.scale, order, out + static_cast<int64_t>(h) * shape.head_dim_v,
-                               work);
+    tensor::attention_f16_ggml(q + static_cast<int64_t>(h) * shape.head_dim_k, k, v, end,
+                               shape.head_dim_k, shape.head_dim_v, shape.scale, order,
+                               out + static_cast<int64_t>(h) * shape.head_dim_v, work);
   }
 }
 

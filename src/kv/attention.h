@@ -33,7 +33,7 @@ int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t he
 // out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions
 // t in [0, end) of `seq` for query heads h in [h0, h1). `scratch` holds
 // attention_scratch_floats(>= end, ...) floats.
-void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape, const float* q,
-            int32_t end, int32_t h0, int32_t h1, float* out, float* scratch);
+void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
+            const float* q, int32_t end, int32_t h0, int32_t h1, float* out, float* scratch);
 
 }  // namespace snug::kv

@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kv/attention.h"
 
@@ -66,8 +67,9 @@ Result<ModelConfig> read_config(const gguf::File& f) {
                       " does not fit head size ", c.head_dim_k);
   SNUG_ASSIGN_OR_RETURN(c.rope_base, f.get_float_or(a + "rope.freq_base", 10000.f));
   SNUG_ASSIGN_OR_RETURN(float linear, f.get_float_or(a + "rope.scaling.factor", 1.f));
-  if (!(linear > 0.f) || !(c.rope_base > 0.f))
-    return make_error("'", f.name(), "': rope parameters must be positive");
+  if (!(linear > 0.f) || !(c.rope_base > 0.f) || !std::isfinite(linear) ||
+      !std::isfinite(c.rope_base))
+    return make_error("'", f.name(), "': rope parameters must be positive and finite");
   auto scaling_type = f.get_string(a + "rope.scaling.type");
   if (scaling_type.ok() && *scaling_type != "linear" && *scaling_type != "none" && linear != 1.f)
     return make_error("'", f.name(), "': rope scaling '", *scaling_type, "' is not supported");
@@ -86,6 +88,9 @@ Result<ModelConfig> read_config(const gguf::File& f) {
     return make_error("'", f.name(), "': vocabulary of ", emb->rows(),
                       " tokens is implausibly large");
   c.n_vocab = static_cast<int32_t>(emb->rows());
+  if (tokens &&
+      (tokens->type != gguf::ValueType::kArray || tokens->elem_type != gguf::ValueType::kString))
+    return make_error("'", f.name(), "': tokenizer.ggml.tokens must be an array of strings");
   if (tokens && tokens->strings.size() != static_cast<size_t>(c.n_vocab))
     return make_error("'", f.name(), "': tokenizer has ", tokens->strings.size(),
                       " tokens but token_embd.weight has ", c.n_vocab, " rows");

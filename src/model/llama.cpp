@@ -3,6 +3,7 @@
 // for), grouped-query attention and a SwiGLU feed-forward network.
 #include <atomic>
 #include <cmath>
+#include <initializer_list>
 
 #include "base/check.h"
 #include "kv/attention.h"
@@ -15,6 +16,38 @@ namespace {
 
 void add_into(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+struct Projection {
+  const tensor::MatView& w;
+  float* out;
+  int64_t stride;
+};
+
+// Products of ws.xb with several matrices: one activation conversion when
+// their activation types agree (the usual case), else one matmul each.
+void project(ThreadPool& pool, Workspace& ws, int32_t T, std::initializer_list<Projection> ps) {
+  const Projection& first = *ps.begin();
+  bool shared = true;
+  for (const Projection& p : ps) {
+    shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(first.w.type);
+  }
+  if (!shared) {
+    for (const Projection& p : ps)
+      tensor::matmul(p.w, ws.xb, p.w.cols, T, p.out, p.stride, ws.quant, pool);
+    return;
+  }
+  tensor::MatView mats[4];
+  float* outs[4];
+  int64_t strides[4];
+  int n = 0;
+  for (const Projection& p : ps) {
+    mats[n] = p.w;
+    outs[n] = p.out;
+    strides[n] = p.stride;
+    ++n;
+  }
+  tensor::matmul_multi(mats, n, ws.xb, first.w.cols, T, outs, strides, ws.quant, pool);
 }
 
 }  // namespace
@@ -43,24 +76,28 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
   shape.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim_k));
   shape.batched = T >= 2;
 
+  // Rotation angles per token, shared by every head and layer.
+  for (int32_t t = 0; t < T; ++t) {
+    tensor::rope_cache(ws.pos[t], c.rope_dim, c.rope_base, c.rope_scale,
+                       ws.rope + int64_t{t} * c.rope_dim);
+  }
+
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
     for (int32_t t = 0; t < T; ++t)
       tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
-    tensor::matmul(L.wq, ws.xb, E, T, ws.q, QD, ws.quant, pool);
-    tensor::matmul(L.wk, ws.xb, E, T, ws.k, KD, ws.quant, pool);
-    tensor::matmul(L.wv, ws.xb, E, T, ws.v, VD, ws.quant, pool);
+    project(pool, ws, T, {{L.wq, ws.q, QD}, {L.wk, ws.k, KD}, {L.wv, ws.v, VD}});
 
     for (int32_t t = 0; t < T; ++t) {
       const int32_t pos = ws.pos[t];
+      const float* cs = ws.rope + int64_t{t} * c.rope_dim;
       for (int32_t h = 0; h < c.n_heads; ++h) {
-        tensor::rope(ws.q + t * QD + h * c.head_dim_k, c.head_dim_k, c.rope_dim, pos, c.rope_base,
-                     c.rope_scale, tensor::RopeMode::kNorm);
+        tensor::rope_apply(ws.q + t * QD + h * c.head_dim_k, c.rope_dim, cs,
+                           tensor::RopeMode::kNorm);
       }
       for (int32_t h = 0; h < c.n_kv_heads; ++h) {
         float* k = ws.k + t * KD + h * c.head_dim_k;
-        tensor::rope(k, c.head_dim_k, c.rope_dim, pos, c.rope_base, c.rope_scale,
-                     tensor::RopeMode::kNorm);
+        tensor::rope_apply(k, c.rope_dim, cs, tensor::RopeMode::kNorm);
         tensor::quantize_row(lay.type, k, cache.k_row(batch.seqs[t], l, h, pos), c.head_dim_k);
         tensor::quantize_row(lay.type, ws.v + t * VD + h * c.head_dim_v,
                              cache.v_row(batch.seqs[t], l, h, pos), c.head_dim_v);
@@ -78,8 +115,8 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
       for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
         const auto t = static_cast<int32_t>(T - 1 - it / c.n_kv_heads);
         const auto g = static_cast<int32_t>(it % c.n_kv_heads);
-        kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, ws.pos[t] + 1, g * group, (g + 1) * group,
-                   ws.att + t * AD, scores);
+        kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, ws.pos[t] + 1, g * group,
+                   (g + 1) * group, ws.att + t * AD, scores);
       }
     });
 
@@ -88,8 +125,7 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
 
     for (int32_t t = 0; t < T; ++t)
       tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
-    tensor::matmul(L.gate, ws.xb, E, T, ws.gate, F, ws.quant, pool);
-    tensor::matmul(L.up, ws.xb, E, T, ws.up, F, ws.quant, pool);
+    project(pool, ws, T, {{L.gate, ws.gate, F}, {L.up, ws.up, F}});
     tensor::silu_mul(ws.gate, ws.up, T * F);
     tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);

@@ -64,10 +64,11 @@ Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
   } else {
     SNUG_ASSIGN_OR_RETURN(w.output, b.matrix("output.weight", c.n_vocab, c.n_embd));
   }
-  w.layers.resize(static_cast<size_t>(c.n_layers));
+  // Layers are added as their tensors bind, so a layer count the file cannot back
+  // fails at the first missing tensor without sizing anything by it.
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    LayerWeights& L = w.layers.emplace_back();
     SNUG_ASSIGN_OR_RETURN(L.attn_norm, b.vector(p + "attn_norm.weight", c.n_embd));
     SNUG_ASSIGN_OR_RETURN(L.wq, b.matrix(p + "attn_q.weight", q_rows, c.n_embd));
     SNUG_ASSIGN_OR_RETURN(L.wk, b.matrix(p + "attn_k.weight", k_rows, c.n_embd));

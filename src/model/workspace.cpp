@@ -24,7 +24,8 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
                   round64(f32s(T * c.n_kv_heads * c.head_dim_k)) +
                   round64(f32s(T * c.n_kv_heads * c.head_dim_v)) +
                   round64(f32s(T * c.n_heads * c.head_dim_v)) + round64(f32s(T * c.n_ff)) * 2 +
-                  round64(static_cast<uint64_t>(T) * sizeof(int32_t));
+                  round64(static_cast<uint64_t>(T) * sizeof(int32_t)) +
+                  round64(f32s(T * c.rope_dim));
   p.logits = round64(f32s(int64_t{s.max_logits} * c.n_embd)) +
              round64(f32s(int64_t{s.max_logits} * c.n_vocab));
   const int64_t widest = std::max<int64_t>({c.n_embd, c.n_ff, int64_t{c.n_heads} * c.head_dim_v});
@@ -33,8 +34,8 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
     q = std::max<uint64_t>(q, tensor::matmul_scratch_bytes(t, widest, T));
   }
   p.quant = round64(q);
-  p.attention =
-      round64(f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.head_dim_k, c.head_dim_v)));
+  p.attention = round64(f32s(int64_t{s.n_threads} *
+                             kv::attention_scratch_floats(s.max_ctx, c.head_dim_k, c.head_dim_v)));
   return p;
 }
 
@@ -65,6 +66,7 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.scores = reinterpret_cast<float*>(take(plan.attention));
   w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.head_dim_k, c.head_dim_v);
   w.pos = reinterpret_cast<int32_t*>(take(static_cast<uint64_t>(T) * sizeof(int32_t)));
+  w.rope = reinterpret_cast<float*>(take(f32s(T * c.rope_dim)));
   return w;
 }
 

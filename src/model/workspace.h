@@ -54,6 +54,7 @@ struct Workspace {
   float* scores = nullptr;   // [n_threads][attention_scratch_floats(max_ctx, head_dim_v)]
   int64_t scores_stride = 0;
   int32_t* pos = nullptr;  // [max_tokens] position of each batch token
+  float* rope = nullptr;   // [max_tokens][rope_dim] cos, sin per rotated pair
 };
 
 }  // namespace snug::model

@@ -93,24 +93,37 @@ void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * detail::f16_to_f32(x[i]);
 }
 
-void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
-          float freq_scale, RopeMode mode) {
-  // ggml's order of float operations (theta advanced by repeated
-  // multiplication, cosf/sinf), so positions rotate exactly as in llama.cpp.
+void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs) {
+  // ggml's order of float operations: theta advanced by repeated
+  // multiplication, cosf/sinf of freq_scale * theta.
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rot_dim));
-  const int64_t half = rot_dim / 2;
   float theta = static_cast<float>(pos);
-  for (int64_t i = 0; i < half; ++i) {
+  for (int64_t i = 0; i < rot_dim / 2; ++i) {
     const float t = freq_scale * theta;
-    const float c = std::cos(t), s = std::sin(t);
+    cs[2 * i] = std::cos(t);
+    cs[2 * i + 1] = std::sin(t);
+    theta *= theta_scale;
+  }
+}
+
+void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode) {
+  const int64_t half = rot_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
     const int64_t i0 = mode == RopeMode::kNorm ? 2 * i : i;
     const int64_t i1 = mode == RopeMode::kNorm ? 2 * i + 1 : i + half;
     const float x0 = x[i0], x1 = x[i1];
     // ggml's rotate_pairs as GCC contracts it into fused multiply-adds.
     x[i0] = std::fma(x0, c, -(x1 * s));
     x[i1] = std::fma(x0, s, x1 * c);
-    theta *= theta_scale;
   }
+}
+
+void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
+          float freq_scale, RopeMode mode) {
+  float cs[1024];
+  ref::rope_cache(pos, rot_dim, freq_base, freq_scale, cs);
+  ref::rope_apply(x, rot_dim, cs, mode);
   (void)head_dim;  // elements past rot_dim are left as they are
 }
 

@@ -198,7 +198,8 @@ void FoldSlots(float* acc, int slots, int64_t dv, float* out) {
   auto add_rows = [&](float* dst, const float* src) {
     int64_t d = 0;
 #ifdef SNUG_GGML_AVX2
-    for (; d + 8 <= dv; d += 8) _mm256_storeu_ps(dst + d, _mm256_add_ps(_mm256_loadu_ps(dst + d), _mm256_loadu_ps(src + d)));
+    for (; d + 8 <= dv; d += 8)
+      _mm256_storeu_ps(dst + d, _mm256_add_ps(_mm256_loadu_ps(dst + d), _mm256_loadu_ps(src + d)));
 #endif
     for (; d < dv; ++d) dst[d] += src[d];
   };
@@ -223,12 +224,12 @@ void FoldSlots(float* acc, int slots, int64_t dv, float* out) {
   std::memcpy(out, row(0), sizeof(float) * static_cast<size_t>(dv));
 }
 
-void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk, int64_t dv,
-                      float scale, bool gemm, float* out, float* scratch) {
+void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
+                      int64_t dv, float scale, bool gemm, float* out, float* scratch) {
   const int slots = gemm ? 8 : 32;
-  float* p = scratch;                           // [n rounded up to 8]
-  float* qh = p + (n + 7) / 8 * 8;              // [dk]
-  float* acc = qh + (dk + 7) / 8 * 8;           // [slots][dv]
+  float* p = scratch;                  // [n rounded up to 8]
+  float* qh = p + (n + 7) / 8 * 8;     // [dk]
+  float* acc = qh + (dk + 7) / 8 * 8;  // [slots][dv]
   for (int64_t i = 0; i < dk; ++i) qh[i] = RoundF16(q[i]);
   const int64_t bt = k.block_tokens;
   float mx = -INFINITY;
@@ -270,9 +271,11 @@ void QuantizeQ8A(const float* x, void* dst, int64_t n) {
     const __m256 mul = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
     __m256i q[4];
     for (int j = 0; j < 4; ++j) {
-      q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      q[j] = _mm256_cvtps_epi32(
+          _mm256_round_ps(_mm256_mul_ps(v[j], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    const __m256i sum4 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    const __m256i sum4 =
+        _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
     __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(sum4, 1), _mm256_castsi256_si128(sum4));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -307,16 +310,20 @@ HWY_EXPORT(AttentionF16Ggml);
 HWY_EXPORT(QuantizeQ8A);
 
 namespace simd {
-void quantize_row_q8a(const float* x, void* dst, int64_t n) { HWY_DYNAMIC_DISPATCH(QuantizeQ8A)(x, dst, n); }
+void quantize_row_q8a(const float* x, void* dst, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(QuantizeQ8A)(x, dst, n);
+}
 }  // namespace simd
 
 int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv) {
   return (n + 7) / 8 * 8 + (dk + 7) / 8 * 8 + 32 * dv;
 }
 
-void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
-                        int64_t dv, float scale, SumOrder order, float* out, float* scratch) {
-  HWY_DYNAMIC_DISPATCH(AttentionF16Ggml)(q, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
+void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
+                        int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
+                        float* scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionF16Ggml)
+  (q, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
 }
 
 float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order) {

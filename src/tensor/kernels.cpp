@@ -3,6 +3,8 @@
 // scalar reference.
 #include "tensor/kernels.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
@@ -79,6 +81,38 @@ void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, f
   });
 }
 
+void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stride, int64_t n_tok,
+                  float* const* outputs, const int64_t* out_strides, void* scratch,
+                  ThreadPool& pool) {
+  SNUG_CHECK(count > 0);
+  for (int i = 1; i < count; ++i) {
+    SNUG_CHECK(mats[i].cols == mats[0].cols &&
+               activation_type(mats[i].type) == activation_type(mats[0].type));
+  }
+  const MatView& w0 = mats[0];
+  const size_t act_bytes = ref::activation_row_bytes(w0.type, w0.cols);
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(n_tok, 1, tid, nth, [&](int64_t t0, int64_t t1) {
+      simd::quantize_activations(w0.type, x + t0 * x_stride, x_stride, w0.cols, t1 - t0,
+                                 static_cast<char*>(scratch) + t0 * act_bytes);
+    });
+  });
+  // One row space over all matrices, cut into per-thread chunks of 8 rows.
+  int64_t total = 0;
+  for (int i = 0; i < count; ++i) total += mats[i].rows;
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(total, 8, tid, nth, [&](int64_t b, int64_t e) {
+      int64_t base = 0;
+      for (int i = 0; i < count && b < e; ++i) {
+        const int64_t r0 = std::max<int64_t>(b - base, 0),
+                      r1 = std::min<int64_t>(e - base, mats[i].rows);
+        if (r0 < r1) simd::matmul_rows(mats[i], scratch, n_tok, r0, r1, outputs[i], out_strides[i]);
+        base += mats[i].rows;
+      }
+    });
+  });
+}
+
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   simd::rms_norm(x, weight, y, n, eps);
 }
@@ -106,7 +140,15 @@ void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode) {
   SNUG_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim);
+  SNUG_CHECK(rot_dim <= 1024);
   ref::rope(x, head_dim, rot_dim, pos, freq_base, freq_scale, mode);
+}
+void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs) {
+  SNUG_CHECK(rot_dim % 2 == 0);
+  ref::rope_cache(pos, rot_dim, freq_base, freq_scale, cs);
+}
+void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode) {
+  ref::rope_apply(x, rot_dim, cs, mode);
 }
 
 }  // namespace snug::tensor

@@ -49,6 +49,14 @@ size_t matmul_scratch_bytes(DType w, int64_t cols, int64_t n_tok);
 void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
             int64_t y_stride, void* scratch, ThreadPool& pool);
 
+// Several products of the same input (e.g. Q, K and V projections): the
+// activations are converted once and the rows of all matrices are split over
+// the pool in one pass. All matrices need the same cols and activation type;
+// outputs[i] gets n_tok rows of mats[i].rows values, stride out_strides[i].
+void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stride, int64_t n_tok,
+                  float* const* outputs, const int64_t* out_strides, void* scratch,
+                  ThreadPool& pool);
+
 // The two halves of matmul for callers that schedule threads themselves:
 // convert activations once, then any thread computes a row range.
 void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t cols, int64_t n_tok,
@@ -105,8 +113,9 @@ int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv);
 // out[0..dv) = sum_t softmax_t(scale * q.k_t) v_t over positions [0, n), with
 // llama.cpp's rounding: q and the probabilities rounded to f16, dots and value
 // sums in `order`, exp_ggml, the softmax sum in double over chunks of 8.
-void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
-                        int64_t dv, float scale, SumOrder order, float* out, float* scratch);
+void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
+                        int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
+                        float* scratch);
 
 // Rotary position embedding on one head of head_dim values, rotating the first
 // rot_dim. kNorm pairs (x[2i], x[2i+1]) as llama.cpp's LLAMA_ROPE_TYPE_NORM;
@@ -114,5 +123,9 @@ void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, 
 enum class RopeMode { kNorm, kNeox };
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode);
+// rope() in two steps, so that the angles of a position are computed once for
+// all heads and layers: cs receives rot_dim floats (cos, sin per pair).
+void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs);
+void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 
 }  // namespace snug::tensor
