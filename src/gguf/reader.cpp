@@ -15,6 +15,11 @@ namespace snug::gguf {
 namespace {
 
 constexpr uint64_t kMaxDims = 4;
+// Counts in the header are only bounded by the file size; an entry in memory is
+// several times larger than its smallest encoding, so reserving the claimed count
+// could take ~10x the file. Reserve at most this many and let real entries grow
+// the vectors: memory then follows what the file really holds.
+constexpr uint64_t kMaxReserve = 4096;
 
 // Reads little-endian values from [pos, end) of untrusted bytes.
 class Cursor {
@@ -156,7 +161,7 @@ Status read_value(Cursor& c, ValueType type, std::string_view key, Value* v) {
       if (count > c.remaining() / 8)
         return make_error("metadata '", key, "': array of ", count,
                           " strings is larger than the file");
-      v->strings.reserve(count);
+      v->strings.reserve(std::min(count, kMaxReserve * 16));
       for (uint64_t k = 0; k < count; ++k) {
         std::string_view s;
         if (!c.read_string(&s))
@@ -256,7 +261,7 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
   if (n_tensors > c.remaining() / 24)
     return make_error("'", n, "': tensor count ", n_tensors, " is larger than the file can hold");
 
-  f.kvs_.reserve(n_kv);
+  f.kvs_.reserve(std::min(n_kv, kMaxReserve));
   std::unordered_set<std::string_view> keys;
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string_view key;
@@ -284,7 +289,7 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     f.alignment_ = a->u;
   }
 
-  f.tensors_.reserve(n_tensors);
+  f.tensors_.reserve(std::min(n_tensors, kMaxReserve));
   std::unordered_set<std::string_view> names;
   for (uint64_t k = 0; k < n_tensors; ++k) {
     std::string_view tname;
