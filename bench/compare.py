@@ -77,6 +77,28 @@ def prompt_ids(model, n):
     return ids[:n]
 
 
+def weight_bytes_per_token(model):
+    """Bytes of weights a generated token reads: every tensor once (a tied
+    output head reads the whole embedding matrix; the lookup one row of it)."""
+    from gguf import GGUFReader
+    return sum(int(t.n_bytes) for t in GGUFReader(str(model)).tensors)
+
+
+def memory_bandwidth(max_threads):
+    """GB/s per thread count from build/bench/membw (None when not built)."""
+    tool = ROOT / "build" / "bench" / "membw"
+    if not tool.exists():
+        return None
+    out = subprocess.run([str(tool), str(max_threads)], capture_output=True, text=True, check=True).stdout
+    bw = {}
+    for line in out.split():
+        if line.startswith("threads="):
+            n = int(line.split("=")[1])
+        elif line.startswith("gbps="):
+            bw[n] = float(line.split("=")[1])
+    return bw
+
+
 def summary(xs):
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -98,7 +120,12 @@ def main():
     report = {"model": str(args.model), "pp_tokens": args.pp, "tg_tokens": args.tg, "pairs": args.pairs,
               "cpu": cpu_name(), "results": []}
     print(f"model {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
-    for threads in [int(t) for t in args.threads.split(",")]:
+    thread_list = [int(t) for t in args.threads.split(",")]
+    per_token = weight_bytes_per_token(args.model)
+    bandwidth = memory_bandwidth(max(thread_list)) or {}
+    report["weight_bytes_per_token"] = per_token
+    report["memory_bandwidth_gbps"] = bandwidth
+    for threads in thread_list:
         snug_s, llama_s = [], []
         for i in range(args.pairs + 1):
             s = snug_sample(args, threads, prompt_file)
@@ -115,10 +142,21 @@ def main():
             row[f"snug_{name}"] = summary(a)
             row[f"llama_{name}"] = summary(b)
             row[f"{name}_ratio"] = statistics.median([x / y for x, y in zip(a, b)])
+            # ttft and rss: lower is better; the ratio is still snug / llama.cpp.
             row[f"snug_{name}_samples"] = a
             row[f"llama_{name}_samples"] = b
+        if threads in bandwidth:
+            ceiling = bandwidth[threads] * 1e9 / per_token
+            row["roofline_gen_tokens_per_second"] = ceiling
+            row["snug_gen_fraction_of_roofline"] = row["snug_gen"]["median"] / ceiling
+            row["llama_gen_fraction_of_roofline"] = row["llama_gen"]["median"] / ceiling
         report["results"].append(row)
         print_row(row)
+        if "roofline_gen_tokens_per_second" in row:
+            print(f"  roofline: {per_token / 1e6:.1f} MB of weights per token at {bandwidth[threads]:.1f} GB/s -> "
+                  f"{row['roofline_gen_tokens_per_second']:.0f} tok/s ceiling; snug reaches "
+                  f"{100 * row['snug_gen_fraction_of_roofline']:.0f}%, llama.cpp "
+                  f"{100 * row['llama_gen_fraction_of_roofline']:.0f}%")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
