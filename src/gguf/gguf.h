@@ -147,6 +147,10 @@ class Writer {
   // dims[0] is the innermost dimension. `data` must hold exactly the tensor's bytes.
   void add_tensor(std::string_view name, tensor::DType type, std::vector<int64_t> dims,
                   std::span<const uint8_t> data);
+  // A tensor described in the directory but without data: the file ends after
+  // the header and is read with ReadOptions::allow_missing_data (planner tests
+  // describe a 70B model this way). Offsets are laid out as if the data were there.
+  void add_tensor_info(std::string_view name, tensor::DType type, std::vector<int64_t> dims);
   void set_alignment(uint32_t alignment) { alignment_ = alignment; }
 
   std::vector<uint8_t> to_bytes() const;
@@ -159,6 +163,7 @@ class Writer {
     tensor::DType type;
     std::vector<int64_t> dims;
     std::vector<uint8_t> data;
+    uint64_t info_bytes = 0;  // add_tensor_info: the size the data would have
   };
   std::vector<uint8_t> kv_bytes_;
   uint64_t kv_count_ = 0;

@@ -82,6 +82,16 @@ void Writer::add_tensor(std::string_view name, tensor::DType type, std::vector<i
   tensors_.push_back({std::string(name), type, std::move(dims), {data.begin(), data.end()}});
 }
 
+void Writer::add_tensor_info(std::string_view name, tensor::DType type, std::vector<int64_t> dims) {
+  SNUG_CHECK(!dims.empty() && dims.size() <= 4);
+  uint64_t elements = 1;
+  for (int64_t d : dims) elements *= static_cast<uint64_t>(d);
+  const auto& info = tensor::info(type);
+  const uint64_t bytes = elements / static_cast<uint64_t>(info.block_size) *
+                         static_cast<uint64_t>(info.block_bytes);
+  tensors_.push_back({std::string(name), type, std::move(dims), {}, bytes});
+}
+
 std::vector<uint8_t> Writer::to_bytes() const {
   std::vector<uint8_t> out;
   put<uint32_t>(out, 0x46554747);  // "GGUF"
@@ -104,11 +114,12 @@ std::vector<uint8_t> Writer::to_bytes() const {
     put<uint32_t>(out, static_cast<uint32_t>(t.type));
     put<uint64_t>(out, offset);
     offsets.push_back(offset);
-    offset = (offset + t.data.size() + align - 1) / align * align;
+    offset = (offset + t.data.size() + t.info_bytes + align - 1) / align * align;
   }
   out.resize((out.size() + align - 1) / align * align, 0);
   const uint64_t base = out.size();
   for (size_t k = 0; k < tensors_.size(); ++k) {
+    if (tensors_[k].info_bytes > 0) break;  // header only from here on
     out.resize(base + offsets[k], 0);
     out.insert(out.end(), tensors_[k].data.begin(), tensors_[k].data.end());
   }

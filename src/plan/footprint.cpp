@@ -96,6 +96,15 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
   fp.has_data = file.has_data();
   fp.header_bytes = file.data_offset();
   fp.file_bytes = file.data_offset();
+  fp.header_index_bytes = file.metadata().capacity() * sizeof(gguf::KeyValue) +
+                          file.tensors().capacity() * sizeof(gguf::TensorInfo);
+  for (const auto& kv : file.metadata()) {
+    fp.header_index_bytes += kv.value.strings.capacity() * sizeof(std::string_view);
+    if (kv.key.size() >= sizeof(std::string)) fp.header_index_bytes += kv.key.capacity() + 1;
+  }
+  for (const auto& t : file.tensors()) {
+    if (t.name.size() >= sizeof(std::string)) fp.header_index_bytes += t.name.capacity() + 1;
+  }
   for (const auto& t : file.tensors()) {
     auto end = checked_add(t.offset, t.bytes);
     if (!end) return make_error("'", file.name(), "': tensor '", t.name, "' size overflows");

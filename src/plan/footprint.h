@@ -34,6 +34,9 @@ struct ModelFootprint {
   bool has_data = true;       // false for a header-only file
   uint64_t file_bytes = 0;    // size of the file as the header describes it (header + tensor data)
   uint64_t header_bytes = 0;  // metadata and tensor directory: pages touched when parsing
+  // The parsed header on the heap (gguf::File's key/value and tensor tables, a
+  // string_view per element of string arrays such as the vocabulary).
+  uint64_t header_index_bytes = 0;
   std::vector<WeightTypeBytes> weights_by_type;  // sorted by bytes, largest first
   uint64_t weights_mapped = 0;    // bytes of the tensors the model binds (ledger: weights (mapped))
   uint64_t weights_resident = 0;  // private copies (none yet: every kernel reads the file's format)

@@ -95,7 +95,7 @@ Result<MemoryPlan> plan_memory(const ModelFootprint& fp, const SessionShape& sha
   MemoryPlan m;
   SNUG_ASSIGN_OR_RETURN(m.session, plan_session(fp.config, fp.matrix_types, shape));
   m.process = kProcessBaseBytes + kPerThreadBytes * static_cast<uint64_t>(shape.n_threads);
-  m.header = fp.header_bytes;
+  m.header = fp.header_bytes + fp.header_index_bytes;
   m.weights = fp.weights_touched + fp.weights_resident;
   m.tokenizer = fp.tokenizer_bytes;
   m.kv = m.session.kv_bytes;

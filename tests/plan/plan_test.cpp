@@ -1,0 +1,230 @@
+// The planner against the engine: the sizes it prints are the sizes a session
+// allocates; the fit chooses the largest context under a budget and refuses
+// with what would fit; a header-only 70B Llama is planned in milliseconds; a
+// header whose sizes overflow 64 bits is refused.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "base/bytes.h"
+#include "engine/session.h"
+#include "memory/budget.h"
+#include "plan/fit.h"
+#include "tiny_model.h"
+
+namespace snug {
+namespace {
+
+using tensor::DType;
+
+gguf::File open_header(const std::string& path) {
+  auto f = gguf::File::open(path, {.allow_missing_data = true});
+  EXPECT_TRUE(f.ok()) << f.error().message;
+  return std::move(f).value();
+}
+
+// Llama 3.1 70B's shapes, tensor infos only (the file is a few tens of KB).
+std::string write_70b_header(const std::string& name, int32_t layers = 80, int32_t kv_heads = 8,
+                             int32_t head_dim = 128, int32_t heads = 64, int32_t embd = 8192) {
+  gguf::Writer w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.name", "Llama-shaped 70B (header only)");
+  w.set_u32("llama.block_count", static_cast<uint32_t>(layers));
+  w.set_u32("llama.context_length", 131072);
+  w.set_u32("llama.embedding_length", static_cast<uint32_t>(embd));
+  w.set_u32("llama.feed_forward_length", 28672);
+  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(heads));
+  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(kv_heads));
+  w.set_u32("llama.attention.key_length", static_cast<uint32_t>(head_dim));
+  w.set_u32("llama.attention.value_length", static_cast<uint32_t>(head_dim));
+  const int64_t vocab = 128256, ff = 28672, E = embd;
+  const int64_t q = int64_t{heads} * head_dim, kv = int64_t{kv_heads} * head_dim;
+  w.add_tensor_info("token_embd.weight", DType::kQ4_K, {E, vocab});
+  w.add_tensor_info("output_norm.weight", DType::kF32, {E});
+  w.add_tensor_info("output.weight", DType::kQ6_K, {E, vocab});
+  for (int32_t l = 0; l < layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    w.add_tensor_info(p + "attn_norm.weight", DType::kF32, {E});
+    w.add_tensor_info(p + "ffn_norm.weight", DType::kF32, {E});
+    w.add_tensor_info(p + "attn_q.weight", DType::kQ4_K, {E, q});
+    w.add_tensor_info(p + "attn_k.weight", DType::kQ4_K, {E, kv});
+    w.add_tensor_info(p + "attn_v.weight", DType::kQ6_K, {E, kv});
+    w.add_tensor_info(p + "attn_output.weight", DType::kQ4_K, {q, E});
+    w.add_tensor_info(p + "ffn_gate.weight", DType::kQ4_K, {E, ff});
+    w.add_tensor_info(p + "ffn_up.weight", DType::kQ4_K, {E, ff});
+    w.add_tensor_info(p + "ffn_down.weight", DType::kQ6_K, {ff, E});
+  }
+  const auto path = (std::filesystem::temp_directory_path() / name).string();
+  EXPECT_TRUE(w.write(path).ok());
+  return path;
+}
+
+TEST(Plan, SessionAllocatesExactlyWhatThePlanSays) {
+  const std::string path = testing::write_tiny_model("plan_tiny.gguf");
+  memory::Ledger ledger;
+  auto m = model::Model::load(path, &ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  auto fp = plan::plan_model((*m)->file());
+  ASSERT_TRUE(fp.ok()) << fp.error().message;
+  EXPECT_EQ(fp->weights_mapped, ledger.current(memory::Category::kWeightsMapped));
+  EXPECT_EQ(fp->matrix_types, (*m)->matrix_types());
+
+  engine::SessionOptions o;
+  o.n_ctx = 200;
+  o.n_batch = 64;
+  o.n_threads = 3;
+  auto s = engine::Session::create(**m, o, &ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  plan::SessionShape shape;
+  shape.n_ctx = 200;
+  shape.n_batch = 64;
+  shape.n_threads = 3;
+  auto p = plan::plan_memory(*fp, shape);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kv, ledger.current(memory::Category::kKvCache));
+  EXPECT_EQ(p->workspace, ledger.current(memory::Category::kScratch));
+  EXPECT_EQ(p->session.kv_blocks, (*s)->cache().total_blocks());
+}
+
+TEST(Plan, SessionReservesFromTheBudgetBeforeAllocating) {
+  const std::string path = testing::write_tiny_model("plan_tiny2.gguf");
+  memory::Ledger ledger;
+  auto m = model::Model::load(path, &ledger);
+  ASSERT_TRUE(m.ok());
+  engine::SessionOptions o;
+  o.n_ctx = 256;
+  o.n_threads = 1;
+  memory::Budget tiny(4096);
+  auto refused = engine::Session::create(**m, o, &ledger, &tiny);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("budget"), std::string::npos) << refused.error().message;
+  EXPECT_EQ(ledger.current(memory::Category::kKvCache), 0u);
+  EXPECT_EQ(ledger.current(memory::Category::kScratch), 0u);
+  EXPECT_EQ(tiny.used(), 0u);
+
+  // Without a context, the session takes the largest that its share of the budget holds.
+  memory::Budget some(600 * 1024);
+  o.n_ctx = 0;
+  auto fitted = engine::Session::create(**m, o, &ledger, &some);
+  ASSERT_TRUE(fitted.ok()) << fitted.error().message;
+  EXPECT_GT((*fitted)->n_ctx(), 0);
+  EXPECT_LE((*fitted)->n_ctx(), 256);
+  EXPECT_LE(some.used(), some.limit());
+  EXPECT_EQ(some.used(), ledger.current(memory::Category::kKvCache) +
+                             ledger.current(memory::Category::kScratch));
+}
+
+TEST(Plan, EngineRefusesKvTypesItDoesNotStoreYet) {
+  memory::Ledger ledger;
+  auto m = model::Model::load(testing::write_tiny_model("plan_tiny3.gguf"), &ledger);
+  ASSERT_TRUE(m.ok());
+  engine::SessionOptions o;
+  o.n_ctx = 64;
+  o.kv_type = DType::kQ8_0;
+  auto s = engine::Session::create(**m, o, &ledger);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("q8_0"), std::string::npos);
+  EXPECT_EQ(*plan::parse_kv_type("q4_0"), DType::kQ4_0);
+  EXPECT_FALSE(plan::parse_kv_type("q5_1").has_value());
+}
+
+TEST(Plan, FitsTheLargestContextAndRefusesWithWhatFits) {
+  testing::TinyModelSpec spec;
+  spec.n_ctx = 2048;
+  spec.n_embd = 128;  // heads of 32: a whole q8_0 / q4_0 block
+  const gguf::File f = open_header(testing::write_tiny_model("plan_tiny4.gguf", spec));
+  auto fp = plan::plan_model(f);
+  ASSERT_TRUE(fp.ok());
+  plan::SessionShape shape;
+  shape.n_ctx = 2048;
+  const uint64_t full = plan::plan_memory(*fp, shape)->predicted_peak_rss;
+  // Roomy budget: the trained context.
+  auto roomy = plan::fit(*fp, {{.n_ctx = 0}, full + kMiB});
+  ASSERT_TRUE(roomy.ok()) << roomy.error().message;
+  EXPECT_EQ(roomy->plan.session.shape.n_ctx, 2048);
+  EXPECT_TRUE(roomy->auto_context);
+  // A budget that holds part of the KV cache: a shorter context, and never over budget.
+  const uint64_t budget = full - 1000 * roomy->plan.session.kv.bytes_per_token();
+  auto part = plan::fit(*fp, {{.n_ctx = 0}, budget});
+  ASSERT_TRUE(part.ok()) << part.error().message;
+  EXPECT_EQ(part->plan.session.shape.n_ctx, 1024);  // ~1048 fit, rounded down to 256s
+  EXPECT_LE(part->plan.predicted_peak_rss, budget);
+  // The same context asked for explicitly is refused, naming need, budget and alternatives.
+  auto refused = plan::fit(*fp, {{.n_ctx = 2048}, budget});
+  ASSERT_FALSE(refused.ok());
+  const std::string& msg = refused.error().message;
+  EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("budget is"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--ctx "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--kv-type q8_0"), std::string::npos) << msg;
+  // Beyond the trained context.
+  auto beyond = plan::fit(*fp, {{.n_ctx = 100000}, full});
+  ASSERT_FALSE(beyond.ok());
+  EXPECT_NE(beyond.error().message.find("trained context"), std::string::npos);
+}
+
+TEST(Plan, DefaultBudgetKeepsHeadroom) {
+  MemoryLimits l;
+  l.physical_total = 16 * kGiB;
+  l.physical_available = 16 * kGiB;
+  auto b = plan::default_budget(l, 10 * kMiB);
+  EXPECT_EQ(b.headroom, kGiB);  // 10%, capped at 1 GiB
+  EXPECT_EQ(b.bytes, 16 * kGiB + 10 * kMiB - kGiB);
+  l.cgroup_limit = 300 * kMiB;
+  l.cgroup_usage = 20 * kMiB;
+  l.cgroup_reclaimable = 10 * kMiB;
+  l.cgroup_version = 2;
+  b = plan::default_budget(l, 0);
+  EXPECT_EQ(b.available, 290 * kMiB);
+  EXPECT_EQ(b.headroom, 32 * kMiB);  // 10% of 290 MiB is below the 32 MiB floor
+  EXPECT_EQ(b.bytes, 258 * kMiB);
+  EXPECT_NE(b.source.find("cgroup v2"), std::string::npos);
+}
+
+TEST(Plan, HeaderOnly70BInMilliseconds) {
+  const std::string path = write_70b_header("plan_70b.gguf");
+  EXPECT_LT(std::filesystem::file_size(path), 1u << 20);
+  const auto t0 = std::chrono::steady_clock::now();
+  const gguf::File f = open_header(path);
+  auto fp = plan::plan_model(f);
+  ASSERT_TRUE(fp.ok()) << fp.error().message;
+  auto fitted = plan::fit(*fp, {{.n_ctx = 0, .n_threads = 16}, 64 * kGiB});
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(fitted.ok()) << fitted.error().message;
+  EXPECT_FALSE(fp->has_data);
+  EXPECT_EQ(fp->tokenizer_note, "no tokenizer in the file");
+  // 80 layers x 8 KV heads x (128 + 128) f16 elements = 320 KiB per token.
+  EXPECT_EQ(fitted->plan.session.kv.bytes_per_token(), 327680u);
+  EXPECT_GT(fp->weights_mapped, 39 * kGiB);
+  EXPECT_LT(fp->weights_mapped, 45 * kGiB);
+  EXPECT_LT(fitted->plan.session.shape.n_ctx, 131072);
+  EXPECT_LE(fitted->plan.predicted_peak_rss, 64 * kGiB);
+#ifndef SNUG_SANITIZE
+  EXPECT_LT(ms, 100.0);
+#endif
+  // 16 GiB holds not even the weights: the refusal says so and names a smaller weight type.
+  auto refused = plan::fit(*fp, {{.n_ctx = 0}, 16 * kGiB});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("the weights take"), std::string::npos)
+      << refused.error().message;
+}
+
+TEST(Plan, SizesThatOverflowAreRefused) {
+  // 512 layers x 4096 KV heads x 512-wide f16 heads: 4 GiB per token, within
+  // read_config's bounds; 2^17 tokens x 2^16 sequences of it overflows 64 bits.
+  const gguf::File f =
+      open_header(write_70b_header("plan_overflow.gguf", 512, 4096, 512, 4096, 256));
+  auto fp = plan::plan_model(f);
+  ASSERT_TRUE(fp.ok()) << fp.error().message;
+  plan::SessionShape s;
+  s.n_ctx = 131072;
+  s.n_parallel = 65536;
+  auto p = plan::plan_memory(*fp, s);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().message.find("overflows"), std::string::npos) << p.error().message;
+}
+
+}  // namespace
+}  // namespace snug
