@@ -61,43 +61,47 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
   simd::matmul_rows(w, qx, n_tok, r0, r1, y, y_stride);
 }
 
-void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
-            int64_t y_stride, void* scratch, ThreadPool& pool) {
-  SNUG_CHECK(w.cols % info(w.type).block_size == 0);
-  SNUG_CHECK(*row_bytes(w.type, w.cols) == w.row_bytes);
+namespace {
+
+// Below this many tokens the conversion runs on the calling thread: waking the
+// pool costs more than converting a few rows (generation converts one).
+constexpr int64_t kParallelConvertTokens = 8;
+
+void convert_activations(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok,
+                         void* scratch, ThreadPool& pool) {
+  if (n_tok < kParallelConvertTokens) {
+    simd::quantize_activations(w.type, x, x_stride, w.cols, n_tok, scratch);
+    return;
+  }
   const size_t act_bytes = ref::activation_row_bytes(w.type, w.cols);
-  // Activations: tokens split across threads, each token converted once.
   pool.run([&](int tid, int nth) {
     for_each_chunk(n_tok, 1, tid, nth, [&](int64_t t0, int64_t t1) {
       simd::quantize_activations(w.type, x + t0 * x_stride, x_stride, w.cols, t1 - t0,
                                  static_cast<char*>(scratch) + t0 * act_bytes);
     });
   });
-  // Rows in chunks of 8 so that every thread runs whole register tiles.
-  pool.run([&](int tid, int nth) {
-    for_each_chunk(w.rows, 8, tid, nth, [&](int64_t r0, int64_t r1) {
-      simd::matmul_rows(w, scratch, n_tok, r0, r1, y, y_stride);
-    });
-  });
+}
+
+}  // namespace
+
+void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
+            int64_t y_stride, void* scratch, ThreadPool& pool) {
+  matmul_multi(&w, 1, x, x_stride, n_tok, &y, &y_stride, scratch, pool);
 }
 
 void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stride, int64_t n_tok,
                   float* const* outputs, const int64_t* out_strides, void* scratch,
                   ThreadPool& pool) {
   SNUG_CHECK(count > 0);
-  for (int i = 1; i < count; ++i) {
+  for (int i = 0; i < count; ++i) {
+    SNUG_CHECK(mats[i].cols % info(mats[i].type).block_size == 0);
+    SNUG_CHECK(*row_bytes(mats[i].type, mats[i].cols) == mats[i].row_bytes);
     SNUG_CHECK(mats[i].cols == mats[0].cols &&
                activation_type(mats[i].type) == activation_type(mats[0].type));
   }
-  const MatView& w0 = mats[0];
-  const size_t act_bytes = ref::activation_row_bytes(w0.type, w0.cols);
-  pool.run([&](int tid, int nth) {
-    for_each_chunk(n_tok, 1, tid, nth, [&](int64_t t0, int64_t t1) {
-      simd::quantize_activations(w0.type, x + t0 * x_stride, x_stride, w0.cols, t1 - t0,
-                                 static_cast<char*>(scratch) + t0 * act_bytes);
-    });
-  });
-  // One row space over all matrices, cut into per-thread chunks of 8 rows.
+  convert_activations(mats[0], x, x_stride, n_tok, scratch, pool);
+  // One row space over all matrices, cut into per-thread chunks of 8 rows so
+  // that every thread runs whole register tiles.
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += mats[i].rows;
   pool.run([&](int tid, int nth) {
