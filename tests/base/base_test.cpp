@@ -149,6 +149,34 @@ TEST(Sysmem, CgroupV1) {
   EXPECT_EQ(m->available(), 1073741824ull - (104857600ull - 52428800ull));
 }
 
+TEST(Sysmem, CgroupV1NestedParentLimitAndCacheBeyondUsage) {
+  FixtureTree t;
+  t.write("proc/self/cgroup", "4:memory:/pod/ctr\n");
+  t.write("sys/fs/cgroup/memory/pod/memory.limit_in_bytes", "536870912\n");
+  t.write("sys/fs/cgroup/memory/pod/ctr/memory.limit_in_bytes", "9223372036854771712\n");
+  t.write("sys/fs/cgroup/memory/pod/ctr/memory.usage_in_bytes", "10485760\n");
+  // More inactive page cache than usage (stat and usage are read at different moments).
+  t.write("sys/fs/cgroup/memory/pod/ctr/memory.stat", "total_inactive_file 20971520\n");
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->cgroup_version, 1);
+  EXPECT_EQ(*m->cgroup_limit, 536870912ull);  // the parent's, though the leaf says "no limit"
+  EXPECT_EQ(m->available(), 536870912ull);    // never more than the limit
+}
+
+TEST(Sysmem, CgroupV2MaxEverywhereFallsBackToRam) {
+  FixtureTree t;
+  t.write("proc/self/cgroup", "0::/a/b\n");
+  t.write("sys/fs/cgroup/a/memory.max", "max\n");
+  t.write("sys/fs/cgroup/a/b/memory.max", "max\n");
+  t.write("sys/fs/cgroup/a/b/memory.current", "1048576\n");
+  auto m = probe_memory_limits(t.root());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->cgroup_version, 2);
+  EXPECT_FALSE(m->cgroup_limit.has_value());
+  EXPECT_EQ(m->available(), 8192000ull * 1024);
+}
+
 TEST(Sysmem, ThisProcess) {
   auto pm = probe_process_memory();
   EXPECT_GT(pm.rss, 0u);

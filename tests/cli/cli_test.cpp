@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "../plan/llama_header.h"
 #include "tiny_model.h"
 
 namespace snug {
@@ -187,6 +188,66 @@ TEST(Cli, BadTokenIdsFile) {
   expect_one_line_error(run("run " + tiny_path() + " --token-ids-file " +
                             write_bytes("ids.txt", {s.begin(), s.end()})),
                         1, "is not a token id");
+}
+
+TEST(Cli, PlanPrintsWhatItCostsAndWhatFits) {
+  RunResult r = run("plan " + tiny_path() + " --memory 64MiB");
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"weights by type", "KV cache", "workspace", "tokenizer",
+                        "predicted peak RSS", "max context", "q4_0"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+  RunResult j = run("plan " + tiny_path() + " --json --ctx 128 --parallel 4 --kv-type f16");
+  EXPECT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(j.out.rfind("{\"", 0), 0u) << j.out;
+  EXPECT_NE(j.out.find("\"predicted_peak_rss_bytes\":"), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"parallel\":4"), std::string::npos) << j.out;
+}
+
+TEST(Cli, PlanReadsAHeaderOnlyFile) {
+  const std::string path = testing::write_llama_header("cli_70b.gguf");
+  RunResult r = run("plan " + path + " --memory 64GiB --threads 8");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(header only)"), std::string::npos) << r.out;
+  // More than it has: refused with what would fit, after the table.
+  RunResult small = run("plan " + path + " --memory 48GiB --ctx 131072");
+  EXPECT_EQ(small.code, 1);
+  EXPECT_NE(small.err.find("--ctx "), std::string::npos) << small.err;
+  // Running it needs the data.
+  expect_one_line_error(run("run " + path + " -p hi"), 1, "runs past the end of the file");
+}
+
+TEST(Cli, BadBudgets) {
+  for (const char* bad : {"12XB", "-1G", "", "0"}) {
+    for (const char* cmd : {"run", "chat", "plan"}) {
+      const std::string extra = std::string(cmd) == "run" ? " -p hi" : "";
+      expect_one_line_error(
+          run(std::string(cmd) + " " + tiny_path() + extra + " --memory='" + bad + "'"), 2,
+          "--memory");
+    }
+  }
+}
+
+TEST(Cli, BudgetTooSmallIsRefusedBeforeLoading) {
+  RunResult r = run("run " + tiny_path() + " -p hi --memory 1MiB");
+  expect_one_line_error(r, 1, "but the memory budget is 1.0 MiB");
+  EXPECT_NE(r.err.find("needs"), std::string::npos);
+  expect_one_line_error(run("run " + tiny_path() + " -p hi --memory 1MiB --ctx 64"), 1,
+                        "budget is 1.0 MiB");
+  RunResult ok = run("run " + tiny_path() + " --no-chat --temp 0 -n 2 -p hi --memory 64MiB");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+TEST(Cli, PlanContextBeyondTheModel) {
+  expect_one_line_error(run("plan " + tiny_path() + " --ctx 100000"), 1,
+                        "exceeds the model's trained context");
+  expect_one_line_error(run("plan " + tiny_path() + " --kv-type q5_1"), 1, "--kv-type");
+}
+
+TEST(Cli, PlanSizesThatOverflow) {
+  const std::string path =
+      testing::write_llama_header("cli_overflow.gguf", 512, 4096, 512, 4096, 256);
+  expect_one_line_error(run("plan " + path + " --ctx 131072 --parallel 65536 --memory 1G"), 1,
+                        "overflows");
 }
 
 }  // namespace

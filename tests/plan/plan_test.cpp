@@ -9,6 +9,7 @@
 
 #include "base/bytes.h"
 #include "engine/session.h"
+#include "llama_header.h"
 #include "memory/budget.h"
 #include "plan/fit.h"
 #include "tiny_model.h"
@@ -22,42 +23,6 @@ gguf::File open_header(const std::string& path) {
   auto f = gguf::File::open(path, {.allow_missing_data = true});
   EXPECT_TRUE(f.ok()) << f.error().message;
   return std::move(f).value();
-}
-
-// Llama 3.1 70B's shapes, tensor infos only (the file is a few tens of KB).
-std::string write_70b_header(const std::string& name, int32_t layers = 80, int32_t kv_heads = 8,
-                             int32_t head_dim = 128, int32_t heads = 64, int32_t embd = 8192) {
-  gguf::Writer w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.name", "Llama-shaped 70B (header only)");
-  w.set_u32("llama.block_count", static_cast<uint32_t>(layers));
-  w.set_u32("llama.context_length", 131072);
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(embd));
-  w.set_u32("llama.feed_forward_length", 28672);
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(heads));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(kv_heads));
-  w.set_u32("llama.attention.key_length", static_cast<uint32_t>(head_dim));
-  w.set_u32("llama.attention.value_length", static_cast<uint32_t>(head_dim));
-  const int64_t vocab = 128256, ff = 28672, E = embd;
-  const int64_t q = int64_t{heads} * head_dim, kv = int64_t{kv_heads} * head_dim;
-  w.add_tensor_info("token_embd.weight", DType::kQ4_K, {E, vocab});
-  w.add_tensor_info("output_norm.weight", DType::kF32, {E});
-  w.add_tensor_info("output.weight", DType::kQ6_K, {E, vocab});
-  for (int32_t l = 0; l < layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    w.add_tensor_info(p + "attn_norm.weight", DType::kF32, {E});
-    w.add_tensor_info(p + "ffn_norm.weight", DType::kF32, {E});
-    w.add_tensor_info(p + "attn_q.weight", DType::kQ4_K, {E, q});
-    w.add_tensor_info(p + "attn_k.weight", DType::kQ4_K, {E, kv});
-    w.add_tensor_info(p + "attn_v.weight", DType::kQ6_K, {E, kv});
-    w.add_tensor_info(p + "attn_output.weight", DType::kQ4_K, {q, E});
-    w.add_tensor_info(p + "ffn_gate.weight", DType::kQ4_K, {E, ff});
-    w.add_tensor_info(p + "ffn_up.weight", DType::kQ4_K, {E, ff});
-    w.add_tensor_info(p + "ffn_down.weight", DType::kQ6_K, {ff, E});
-  }
-  const auto path = (std::filesystem::temp_directory_path() / name).string();
-  EXPECT_TRUE(w.write(path).ok());
-  return path;
 }
 
 TEST(Plan, SessionAllocatesExactlyWhatThePlanSays) {
@@ -183,7 +148,7 @@ TEST(Plan, DefaultBudgetKeepsHeadroom) {
 }
 
 TEST(Plan, HeaderOnly70BInMilliseconds) {
-  const std::string path = write_70b_header("plan_70b.gguf");
+  const std::string path = testing::write_llama_header("plan_70b.gguf");
   EXPECT_LT(std::filesystem::file_size(path), 1u << 20);
   const auto t0 = std::chrono::steady_clock::now();
   const gguf::File f = open_header(path);
@@ -215,7 +180,7 @@ TEST(Plan, SizesThatOverflowAreRefused) {
   // 512 layers x 4096 KV heads x 512-wide f16 heads: 4 GiB per token, within
   // read_config's bounds; 2^17 tokens x 2^16 sequences of it overflows 64 bits.
   const gguf::File f =
-      open_header(write_70b_header("plan_overflow.gguf", 512, 4096, 512, 4096, 256));
+      open_header(testing::write_llama_header("plan_overflow.gguf", 512, 4096, 512, 4096, 256));
   auto fp = plan::plan_model(f);
   ASSERT_TRUE(fp.ok()) << fp.error().message;
   plan::SessionShape s;
