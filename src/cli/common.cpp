@@ -2,8 +2,8 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -86,9 +86,9 @@ void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* plan
   ProcessMemory pm = probe_process_memory();
   std::fprintf(stderr, "  %-28s %14s\n", "process RSS now", format_bytes(pm.rss).c_str());
   if (planned && planned->predicted_peak_rss > 0) {
-    const double err = (static_cast<double>(planned->predicted_peak_rss) -
-                        static_cast<double>(pm.peak_rss)) /
-                       static_cast<double>(std::max<uint64_t>(pm.peak_rss, 1)) * 100.0;
+    const double err =
+        (static_cast<double>(planned->predicted_peak_rss) - static_cast<double>(pm.peak_rss)) /
+        static_cast<double>(std::max<uint64_t>(pm.peak_rss, 1)) * 100.0;
     std::fprintf(stderr, "  %-28s %14s %14s %14s (%+.1f%%)\n", "process peak RSS (VmHWM)", "",
                  format_bytes(pm.peak_rss).c_str(),
                  format_bytes(planned->predicted_peak_rss).c_str(), err);

@@ -11,8 +11,8 @@ void GenFlags::add_to(CLI::App& app) {
                  "context, that fits the memory budget)")
       ->check(CLI::PositiveNumber);
   memory_option = app.add_option("--memory", memory,
-                                  "memory budget: 512MiB, 1.5GiB, 2G or bytes (default: what the "
-                                  "machine or its cgroup allows, minus 10% headroom)")
+                                 "memory budget: 512MiB, 1.5GiB, 2G or bytes (default: what the "
+                                 "machine or its cgroup allows, minus 10% headroom)")
                       ->check(memory_size_validator());
   app.add_option("--kv-type", kv_type, "KV cache type: f16 (q8_0, q4_0: planned, not stored yet)");
   app.add_option("-b,--batch", batch, "prompt tokens per forward pass")->check(CLI::PositiveNumber);

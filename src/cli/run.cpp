@@ -98,8 +98,8 @@ int run_main(const RunFlags& f) {
   }
   if (ids.empty()) return fail(make_error("the prompt is empty"));
 
-  auto session = engine::Session::create(*lm->model, f.gen.session_options(*pm), &ledger,
-                                         pm->budget.get());
+  auto session =
+      engine::Session::create(*lm->model, f.gen.session_options(*pm), &ledger, pm->budget.get());
   if (!session.ok()) return fail(session.error());
   log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name,
            lm->model->config().n_layers, (*session)->n_ctx(), (*session)->n_threads());

@@ -55,8 +55,7 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
   SNUG_ASSIGN_OR_RETURN(s->cache_, kv::KvCache::create(p.kv, p.kv_blocks, ledger));
   SNUG_ASSIGN_OR_RETURN(s->ws_, model::Workspace::create(c, p.workspace, ledger));
   // Commit now: an allocation the machine cannot back fails here, not mid-generation.
-  if (Status st = s->cache_.commit(); !st.ok())
-    return make_error("KV cache: ", st.error().message);
+  if (Status st = s->cache_.commit(); !st.ok()) return make_error("KV cache: ", st.error().message);
   if (Status st = s->ws_.buffer.commit(); !st.ok())
     return make_error("workspace: ", st.error().message);
   s->seq_ = s->cache_.create_sequence();
