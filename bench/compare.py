@@ -5,7 +5,10 @@ processing of --pp tokens, then --tg generated tokens (greedy, end-of-text
 ignored). Runs alternate snug, llama.cpp, snug, ... after one warm-up pair,
 because this machine's speed drifts over minutes; ratios are taken per pair.
 
-  bench/compare [--model PATH] [--threads 1,2] [--pairs 7] [--pp 512] [--tg 128] [--json OUT]
+  bench/compare [--model PATH]... [--threads 1,2] [--pairs 7] [--pp 512] [--tg 128] [--json OUT]
+
+The JSON holds, per model and thread count, the medians gen_ratio, pp_ratio,
+rss_ratio and ttft_ratio (snug over llama.cpp) beside the raw samples.
 """
 import argparse
 import json
@@ -105,7 +108,8 @@ def summary(xs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--model", type=Path, action="append",
+                    help="GGUF file (repeatable; default SmolLM2-135M-Instruct Q4_1)")
     ap.add_argument("--snug", type=Path, default=ROOT / "build" / "snug")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--pairs", type=int, default=7)
@@ -113,18 +117,25 @@ def main():
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    models = args.model or [DEFAULT_MODEL]
+    thread_list = [int(t) for t in args.threads.split(",")]
+    bandwidth = memory_bandwidth(max(thread_list)) or {}
+    report = {"pp_tokens": args.pp, "tg_tokens": args.tg, "pairs": args.pairs, "cpu": cpu_name(),
+              "memory_bandwidth_gbps": bandwidth, "models": []}
+    for model in models:
+        args.model = model
+        report["models"].append(run_model(args, thread_list, bandwidth))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
 
+
+def run_model(args, thread_list, bandwidth):
     prompt_file = ROOT / "build" / "bench_prompt_ids.txt"
     prompt_file.parent.mkdir(exist_ok=True)
     prompt_file.write_text(" ".join(map(str, prompt_ids(args.model, args.pp))))
-    report = {"model": str(args.model), "pp_tokens": args.pp, "tg_tokens": args.tg, "pairs": args.pairs,
-              "cpu": cpu_name(), "results": []}
-    print(f"model {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
-    thread_list = [int(t) for t in args.threads.split(",")]
     per_token = weight_bytes_per_token(args.model)
-    bandwidth = memory_bandwidth(max(thread_list)) or {}
-    report["weight_bytes_per_token"] = per_token
-    report["memory_bandwidth_gbps"] = bandwidth
+    out = {"model": str(args.model), "weight_bytes_per_token": per_token, "results": []}
+    print(f"\nmodel {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
     for threads in thread_list:
         snug_s, llama_s = [], []
         for i in range(args.pairs + 1):
@@ -141,8 +152,8 @@ def main():
             b = [x[key] for x in llama_s]
             row[f"snug_{name}"] = summary(a)
             row[f"llama_{name}"] = summary(b)
+            # Median of the per-pair ratios snug / llama.cpp (for ttft and rss lower is better).
             row[f"{name}_ratio"] = statistics.median([x / y for x, y in zip(a, b)])
-            # ttft and rss: lower is better; the ratio is still snug / llama.cpp.
             row[f"snug_{name}_samples"] = a
             row[f"llama_{name}_samples"] = b
         if threads in bandwidth:
@@ -150,15 +161,14 @@ def main():
             row["roofline_gen_tokens_per_second"] = ceiling
             row["snug_gen_fraction_of_roofline"] = row["snug_gen"]["median"] / ceiling
             row["llama_gen_fraction_of_roofline"] = row["llama_gen"]["median"] / ceiling
-        report["results"].append(row)
+        out["results"].append(row)
         print_row(row)
         if "roofline_gen_tokens_per_second" in row:
             print(f"  roofline: {per_token / 1e6:.1f} MB of weights per token at {bandwidth[threads]:.1f} GB/s -> "
                   f"{row['roofline_gen_tokens_per_second']:.0f} tok/s ceiling; snug reaches "
                   f"{100 * row['snug_gen_fraction_of_roofline']:.0f}%, llama.cpp "
                   f"{100 * row['llama_gen_fraction_of_roofline']:.0f}%")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    return out
 
 
 def print_row(r):
