@@ -46,6 +46,30 @@ Result<std::string> render_chat(const std::string& tmpl, const std::vector<ChatM
                                 bool add_generation_prompt, const std::string& bos_token,
                                 const std::string& eos_token);
 
+// A rendered conversation and where each message's content landed in it.
+struct RenderedChat {
+  std::string text;
+  std::vector<TextSpan> contents;  // sorted, non-overlapping
+  bool located = false;            // false: the template rewrote a content; spans unknown
+};
+
+// Renders like ChatTemplate::render and locates the contents: the template is
+// rendered again with each content replaced by a marker, and the real output must
+// be that output with every marker replaced by its content (or the content
+// trimmed, as Gemma's `| trim` does). Costs a second rendering (same limits).
+Result<RenderedChat> render_chat_located(const ChatTemplate& tmpl,
+                                         const std::vector<ChatMessage>& messages,
+                                         bool add_generation_prompt, const std::string& bos_token,
+                                         const std::string& eos_token,
+                                         const ChatLimits& limits = {});
+
+// Prompt tokens of a rendered chat (BOS/EOS as the tokenizer adds them): the
+// template's own special-token texts become control tokens, while the same texts
+// inside message contents stay plain text, so a message cannot forge a turn. An
+// Error when a content holds control-token text and could not be located.
+Result<std::vector<int32_t>> tokenize_chat(const Tokenizer& tokenizer, const RenderedChat& chat,
+                                           const std::vector<ChatMessage>& messages);
+
 // Source of a built-in template by name ("chatml", "gemma"); empty when unknown.
 std::string_view builtin_chat_template(std::string_view name);
 

@@ -41,8 +41,8 @@ uint64_t SpecialTokenMatcher::memory_bytes() const {
          priority_.capacity() * sizeof(int32_t);
 }
 
-std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text,
-                                                     bool parse_special) const {
+std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text, bool parse_special,
+                                                     std::span<const TextSpan> plain) const {
   std::vector<Fragment> frags;
   if (text.empty()) return frags;
   frags.push_back({-1, 0, text.size()});
@@ -50,6 +50,13 @@ std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text,
 
   const auto eligible = [&](int32_t id) {
     return parse_special || !(vocab_->attrs[id] & (kAttrControl | kAttrUnknown));
+  };
+  // May token `id` claim bytes [b, e)? Control and unknown tokens may not inside `plain`.
+  const auto allowed = [&](int32_t id, size_t b, size_t e) {
+    if (plain.empty() || !(vocab_->attrs[id] & (kAttrControl | kAttrUnknown))) return true;
+    auto it = std::upper_bound(plain.begin(), plain.end(), b,
+                               [](size_t x, const TextSpan& s) { return x < s.end; });
+    return it == plain.end() || it->begin >= e;
   };
   // Which special tokens occur anywhere in the text.
   std::vector<int32_t> present;
@@ -84,15 +91,20 @@ std::vector<Fragment> SpecialTokenMatcher::partition(std::string_view text,
         next.push_back(f);
         continue;
       }
-      size_t pos = f.offset;
+      size_t pos = f.offset;  // start of the text not yet emitted
+      size_t from = f.offset;
       const size_t end = f.offset + f.length;
       const std::string_view window = text.substr(0, end);
       while (true) {
-        const size_t match = window.find(needle, pos);
+        const size_t match = window.find(needle, from);
         if (match == std::string_view::npos) break;
+        if (!allowed(tok, match, match + needle.size())) {
+          from = match + 1;
+          continue;
+        }
         if (match > pos) next.push_back({-1, pos, match - pos});
         next.push_back({tok, 0, 0});
-        pos = match + needle.size();
+        pos = from = match + needle.size();
       }
       if (pos < end) next.push_back({-1, pos, end - pos});
     }

@@ -11,9 +11,11 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
+#include "text/tokenizer.h"
 #include "text/vocab.h"
 
 namespace snug::text {
@@ -28,8 +30,10 @@ class SpecialTokenMatcher {
  public:
   explicit SpecialTokenMatcher(const Vocab& vocab);
 
-  // Fragments of `text` in order; raw fragments are never empty.
-  std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+  // Fragments of `text` in order; raw fragments are never empty. A control or
+  // unknown token is not matched where its text overlaps a span of `plain`.
+  std::vector<Fragment> partition(std::string_view text, bool parse_special,
+                                  std::span<const TextSpan> plain = {}) const;
 
   uint64_t memory_bytes() const;
 

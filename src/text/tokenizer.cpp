@@ -37,10 +37,15 @@ Result<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
+  return encode(text, add_special, parse_special, {});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special,
+                                       std::span<const TextSpan> plain) const {
   const Vocab& v = s_->vocab;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
-  const std::vector<Fragment> frags = s_->special->partition(text, parse_special);
+  const std::vector<Fragment> frags = s_->special->partition(text, parse_special, plain);
   if (add_special && v.add_bos && v.special.bos >= 0) out.push_back(v.special.bos);
   if (v.type == VocabType::kBpe) {
     for (const Fragment& f : frags) {

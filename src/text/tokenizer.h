@@ -20,6 +20,12 @@ namespace snug::text {
 
 struct Vocab;
 
+// Bytes [begin, end) of a text.
+struct TextSpan {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
 class Tokenizer {
  public:
   // Reads and validates the tokenizer.* metadata: one-line Error for an unsupported
@@ -34,6 +40,11 @@ class Tokenizer {
   // (user-defined tokens are matched either way, as in llama.cpp). Any bytes are
   // accepted; invalid UTF-8 is handled as llama.cpp does.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+  // As above, but control-token text inside `plain` (sorted, non-overlapping spans,
+  // e.g. the user's message contents in a rendered chat) stays plain text even with
+  // parse_special. Outside them the result is exactly encode()'s.
+  std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special,
+                              std::span<const TextSpan> plain) const;
 
   // Concatenated pieces with control and unknown tokens rendered empty: llama.cpp's
   // llama_detokenize(remove_special = false, unparse_special = false). Out-of-range
