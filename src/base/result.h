@@ -100,4 +100,4 @@ Error make_error(const Parts&... parts) {
   auto SNUG_CONCAT_(snug_result_, __LINE__) = (expr);         \
   if (!SNUG_CONCAT_(snug_result_, __LINE__).ok())             \
     return SNUG_CONCAT_(snug_result_, __LINE__).take_error(); \
-  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__)).value()
+  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__)).value()  // NOLINT(bugprone-macro-parentheses): decl is a declaration

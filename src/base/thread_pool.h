@@ -11,6 +11,7 @@
 
 namespace snug {
 
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): the atomics sit on their own cache lines on purpose.
 class ThreadPool {
  public:
   // n_threads counts the caller; 1 means no worker threads at all.

@@ -35,11 +35,14 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
   shape.kv_block_tokens = options.kv_block_tokens;
   const std::vector<tensor::DType> types = plan::matrix_types(model.file(), c);
   if (shape.n_ctx == 0) {
-    shape.n_ctx = budget ? plan::largest_session_context(c, types, shape, budget->available())
-                         : c.n_ctx_train;
-    if (shape.n_ctx == 0)
-      return make_error("no context fits the ", format_bytes(budget->available()),
-                        " left in the memory budget");
+    if (budget == nullptr) {
+      shape.n_ctx = c.n_ctx_train;
+    } else {
+      shape.n_ctx = plan::largest_session_context(c, types, shape, budget->available());
+      if (shape.n_ctx == 0)
+        return make_error("no context fits the ", format_bytes(budget->available()),
+                          " left in the memory budget");
+    }
   }
   SNUG_ASSIGN_OR_RETURN(s->plan_, plan::plan_session(c, types, shape));
   const plan::SessionPlan& p = s->plan_;

@@ -96,7 +96,7 @@ void decode_scalar(ValueType t, const uint8_t* p, Value* v) {
       v->i = static_cast<int64_t>(v->u);
       break;
     case ValueType::kI8:
-      v->i = load<int8_t>(p);
+      v->i = load<int8_t>(p);  // NOLINT(bugprone-signed-char-misuse): i8 values are signed
       v->u = static_cast<uint64_t>(v->i);
       break;
     case ValueType::kU16:

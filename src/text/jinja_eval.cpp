@@ -540,7 +540,7 @@ Status Evaluator::exec(const Body& body, int* flow) {
           int inner = 0;
           SNUG_RETURN_IF_ERROR(exec(n.body, &inner));
           v = Value::string(std::move(out));
-          out.swap(saved);
+          out = std::move(saved);
         } else {
           SNUG_ASSIGN_OR_RETURN(v, eval(*n.expr));
         }

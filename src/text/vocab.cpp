@@ -166,7 +166,7 @@ constexpr std::string_view kEotTexts[] = {"<|eot_id|>",
                                           "<EOT>",
                                           "_<EOT>",
                                           "[EOT]",
-                                          "<\xEF\xBD\x9C"
+                                          "<\xEF\xBD\x9C"  // NOLINT(bugprone-suspicious-missing-comma)
                                           "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
                                           "<end_of_utterance>"};
 constexpr std::string_view kEogTexts[] = {"<|eot_id|>",
@@ -189,7 +189,7 @@ constexpr std::string_view kEogTexts[] = {"<|eot_id|>",
                                           "<eos>",
                                           "<turn|>",
                                           "<|tool_response>",
-                                          "<\xEF\xBD\x9C"
+                                          "<\xEF\xBD\x9C"  // NOLINT(bugprone-suspicious-missing-comma)
                                           "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
                                           "[e~["};
 constexpr std::string_view kFimPadTexts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>",
