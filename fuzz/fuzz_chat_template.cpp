@@ -1,7 +1,8 @@
 // Fuzzes the chat-template interpreter: both the template source and the message
 // contents are attacker-controlled (a model file brings the first, a user the
-// second). Parsing and rendering must end with a string or an Error, within the
-// output and step limits, never a crash, a leak or unbounded work.
+// second). Parsing, rendering (with the contents located) and tokenizing must end
+// with a result or an Error, within the output and step limits, never a crash, a
+// leak or unbounded work.
 //
 // Input, byte 0 = mode:
 //   mode & 1 == 0: template source up to the first NUL, then the messages;
@@ -67,10 +68,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_steps = 200'000;
   auto tmpl = text::ChatTemplate::parse(source);
   if (!tmpl.ok()) return 0;
-  auto out = tmpl->render(messages, mode & 0x40, "<s>", "</s>", limits);
-  if (out.ok() && out->size() > limits.max_output_bytes) {
-    std::fprintf(stderr, "fuzz_chat_template: output of %zu bytes beyond the limit\n", out->size());
+  auto out = text::render_chat_located(*tmpl, messages, mode & 0x40, "<s>", "</s>", limits);
+  if (!out.ok()) return 0;
+  if (out->text.size() > limits.max_output_bytes) {
+    std::fprintf(stderr, "fuzz_chat_template: output of %zu bytes beyond the limit\n",
+                 out->text.size());
     std::abort();
   }
+  // Tokenized as the CLI does, with message contents kept plain.
+  const auto& toks = fuzz::fuzz_tokenizers();
+  (void)text::tokenize_chat(toks[(mode >> 1) % toks.size()].tokenizer, *out, messages);
   return 0;
 }
