@@ -13,5 +13,6 @@ Action add_run(CLI::App& app);
 Action add_chat(CLI::App& app);
 Action add_inspect(CLI::App& app);
 Action add_plan(CLI::App& app);
+Action add_quantize(CLI::App& app);
 
 }  // namespace snug::cli

@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every subcommand");
   std::vector<snug::cli::Action> actions = {snug::cli::add_run(app), snug::cli::add_chat(app),
-                                            snug::cli::add_inspect(app), snug::cli::add_plan(app)};
+                                            snug::cli::add_inspect(app), snug::cli::add_plan(app),
+                                            snug::cli::add_quantize(app)};
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -143,6 +144,8 @@ class Writer {
   void set_i32s(std::string_view key, const std::vector<int32_t>& v);
   // Raw key/value for tests that need unusual encodings: `payload` follows the type tag.
   void set_raw(std::string_view key, uint32_t type_tag, std::span<const uint8_t> payload);
+  // A value read from another file, re-encoded as it was (copying metadata).
+  void set_value(std::string_view key, const Value& v);
 
   // dims[0] is the innermost dimension. `data` must hold exactly the tensor's bytes.
   void add_tensor(std::string_view name, tensor::DType type, std::vector<int64_t> dims,
@@ -157,6 +160,17 @@ class Writer {
   // Writes to path + ".tmp" and renames on success, so a failure leaves no partial file.
   Status write(const std::string& path) const;
 
+  // Streaming write: the data of tensors declared with add_tensor_info() comes
+  // from `produce(index, emit)` in directory order, so only one tensor needs to
+  // be in memory at a time. produce must emit exactly the tensor's bytes (in as
+  // many pieces as it likes); emit returns an Error when the disk refuses them.
+  // Same temporary-name-and-rename contract as write(); a path that exists and
+  // is not a regular file (a device such as /dev/null or /dev/full, a pipe) is
+  // written in place instead.
+  using Emit = std::function<Status(std::span<const uint8_t>)>;
+  using Produce = std::function<Status(size_t index, const Emit& emit)>;
+  Status write_streaming(const std::string& path, const Produce& produce) const;
+
  private:
   struct PendingTensor {
     std::string name;
@@ -165,6 +179,11 @@ class Writer {
     std::vector<uint8_t> data;
     uint64_t info_bytes = 0;  // add_tensor_info: the size the data would have
   };
+  // The header up to the aligned start of the data, and each tensor's offset in the data.
+  std::vector<uint8_t> header_bytes(std::vector<uint64_t>* offsets) const;
+  Status write_streaming(const std::string& path, const Produce& produce,
+                         const std::vector<uint8_t>* whole) const;
+
   std::vector<uint8_t> kv_bytes_;
   uint64_t kv_count_ = 0;
   std::vector<PendingTensor> tensors_;

@@ -1,0 +1,145 @@
+#include "compress/quantize.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "tensor/kernels.h"
+
+namespace snug::compress {
+namespace {
+
+namespace fs = std::filesystem;
+using tensor::DType;
+
+// Output bytes converted per slab: bounds the buffer whatever the tensor size.
+constexpr uint64_t kSlabBytes = 16ull << 20;
+
+Status check_paths(const std::string& in, const std::string& out) {
+  std::error_code ec;
+  if (fs::equivalent(in, out, ec) || fs::weakly_canonical(in, ec) == fs::weakly_canonical(out, ec))
+    return make_error("output '", out, "' is the input file; choose another name");
+  fs::path dir = fs::path(out).parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec))
+    return make_error("output directory '", dir.string(), "' does not exist");
+  return ok_status();
+}
+
+bool convertible(DType t) {
+  return t == DType::kF32 || tensor::info(t).has_kernels;
+}
+
+// Metadata of `in`, with general.file_type and general.quantization_version set
+// (in place when present, appended otherwise) and split keys dropped.
+void copy_metadata(const gguf::File& in, uint32_t file_type, gguf::Writer& w) {
+  bool have_ftype = false, have_qver = false;
+  for (const auto& kv : in.metadata()) {
+    if (kv.key == "general.alignment" || kv.key.rfind("split.", 0) == 0) continue;
+    if (kv.key == "general.file_type") {
+      w.set_u32(kv.key, file_type);
+      have_ftype = true;
+    } else if (kv.key == "general.quantization_version") {
+      w.set_u32(kv.key, 2);  // GGML_QNT_VERSION
+      have_qver = true;
+    } else {
+      w.set_value(kv.key, kv.value);
+    }
+  }
+  if (!have_qver) w.set_u32("general.quantization_version", 2);
+  if (!have_ftype) w.set_u32("general.file_type", file_type);
+  w.set_alignment(static_cast<uint32_t>(in.alignment()));
+}
+
+// Converts rows [r0, r1) of `t` to `to`, into `dst`, on the pool's threads.
+void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, uint8_t* dst,
+                  std::vector<std::vector<float>>& scratch, ThreadPool& pool) {
+  const int64_t cols = t.ne[0];
+  const uint64_t src_row = *tensor::row_bytes(t.type, cols);
+  const uint64_t dst_row = *tensor::row_bytes(to, cols);
+  pool.run([&](int tid, int nth) {
+    std::vector<float>& buf = scratch[static_cast<size_t>(tid)];
+    for_each_chunk(r1 - r0, 1, tid, nth, [&](int64_t b, int64_t e) {
+      for (int64_t r = r0 + b; r < r0 + e; ++r) {
+        const uint8_t* src = t.data + static_cast<uint64_t>(r) * src_row;
+        const float* x = reinterpret_cast<const float*>(src);
+        if (t.type != DType::kF32) {
+          tensor::dequantize_row(t.type, src, buf.data(), cols);
+          x = buf.data();
+        }
+        tensor::quantize_row(to, x, dst + static_cast<uint64_t>(r - r0) * dst_row, cols);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
+                                      const QuantizeOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (Status s = check_paths(in, out); !s.ok()) return s.error();
+  auto file = gguf::File::open(in);
+  if (!file.ok()) return file.error();
+  auto model = read_mix_model(*file);
+  if (!model.ok()) return model.error();
+  const std::vector<TensorPlan> plans =
+      plan_tensor_types(*file, *model, options.kind, options.keep);
+
+  QuantizeSummary summary;
+  gguf::Writer w;
+  copy_metadata(*file, options.kind.file_type, w);
+  int64_t max_cols = 0;
+  for (const auto& p : plans) {
+    const gguf::TensorInfo& t = *p.src;
+    if (p.quantize && !convertible(t.type))
+      return make_error("tensor '", t.name, "' has type ", tensor::dtype_name(t.type),
+                        ", which snug cannot convert");
+    std::vector<int64_t> dims(t.ne.begin(), t.ne.begin() + std::max(1, t.n_dims));
+    w.add_tensor_info(t.name, p.type, dims);
+    const uint64_t bytes =
+        p.quantize ? *tensor::row_bytes(p.type, t.ne[0]) * static_cast<uint64_t>(t.rows())
+                   : t.bytes;
+    summary.tensors.push_back(
+        {t.name, t.type, p.type, static_cast<uint64_t>(t.n_elements()), bytes, p.note});
+    summary.weight_elements += static_cast<uint64_t>(t.n_elements());
+    summary.weight_bytes += bytes;
+    if (p.quantize) max_cols = std::max(max_cols, t.ne[0]);
+  }
+
+  const int threads = std::max(1, options.threads);
+  ThreadPool pool(threads);
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(threads),
+                                          std::vector<float>(static_cast<size_t>(max_cols)));
+  std::vector<uint8_t> slab;
+  auto produce = [&](size_t k, const gguf::Writer::Emit& emit) -> Status {
+    const TensorPlan& p = plans[k];
+    const gguf::TensorInfo& t = *p.src;
+    if (options.on_progress) options.on_progress(k, plans.size(), t.name);
+    if (!p.quantize) return emit({t.data, t.bytes});
+    const uint64_t dst_row = *tensor::row_bytes(p.type, t.ne[0]);
+    const int64_t rows_per_slab =
+        std::max<int64_t>(1, static_cast<int64_t>(kSlabBytes / std::max<uint64_t>(dst_row, 1)));
+    for (int64_t r0 = 0; r0 < t.rows(); r0 += rows_per_slab) {
+      const int64_t r1 = std::min(t.rows(), r0 + rows_per_slab);
+      slab.resize(static_cast<size_t>(r1 - r0) * dst_row);
+      convert_rows(t, p.type, r0, r1, slab.data(), scratch, pool);
+      if (Status s = emit(slab); !s.ok()) return s;
+    }
+    return ok_status();
+  };
+  if (Status s = w.write_streaming(out, produce); !s.ok()) return s.error();
+  if (options.on_progress) options.on_progress(plans.size(), plans.size(), "");
+
+  summary.input_bytes = file->file_size();
+  struct stat st {};
+  summary.output_bytes = ::stat(out.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return summary;
+}
+
+}  // namespace snug::compress

@@ -1,0 +1,55 @@
+// Round-to-nearest quantization of a whole GGUF file: every tensor is read
+// from the mapped input, expanded to f32 when its type differs from the
+// target (any type tensor::dequantize_row reads), packed with ggml's reference
+// quantizers (tensor::quantize_row) and streamed to the output, so memory stays
+// at one slab of rows per thread, not the model. Metadata is copied and
+// general.file_type set, as llama-quantize does; the output is GGUF that
+// llama.cpp loads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "compress/quant_types.h"
+
+namespace snug::compress {
+
+struct QuantizeOptions {
+  QuantKind kind;
+  std::vector<KeepRule> keep;
+  int threads = 1;
+  // Called before tensor `index` (0-based) of `count` is written, and once
+  // more with index == count at the end; for a progress line.
+  std::function<void(size_t index, size_t count, const std::string& name)> on_progress;
+};
+
+// One tensor of the output, for the report.
+struct QuantizedTensor {
+  std::string name;
+  tensor::DType from = tensor::DType::kF32;
+  tensor::DType to = tensor::DType::kF32;
+  uint64_t elements = 0;
+  uint64_t bytes = 0;  // in the output
+  std::string note;    // why `to` is not what the mix asked for (fallback, --keep), or empty
+};
+
+struct QuantizeSummary {
+  std::vector<QuantizedTensor> tensors;  // in output order
+  uint64_t input_bytes = 0;              // file sizes
+  uint64_t output_bytes = 0;
+  uint64_t weight_elements = 0;
+  uint64_t weight_bytes = 0;  // tensor data in the output
+  double seconds = 0;
+};
+
+// Quantizes `in` to `out` as `options.kind`. Refuses, with a one-line Error
+// and nothing written, an output that is the input, an output directory that
+// does not exist, an input that is not GGUF or holds a tensor that cannot be
+// converted. A failed write (a full disk) removes the partial output.
+Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
+                                      const QuantizeOptions& options);
+
+}  // namespace snug::compress
