@@ -1,13 +1,16 @@
 // snug: run language models inside the memory the machine really has.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_cli(int argc, char** argv) {
   CLI::App app{"snug: run language models inside the memory you have"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every subcommand");
@@ -42,4 +45,17 @@ int main(int argc, char** argv) {
     if (rc >= 0) return rc;
   }
   return snug::cli::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Library code reports failures as values; this only catches what escapes
+  // third-party code (e.g. std::bad_alloc) so it still ends in one line.
+  try {
+    return run_cli(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "snug: error: %s\n", e.what());
+    return snug::cli::kExitFailure;
+  }
 }
