@@ -325,8 +325,10 @@ TEST(RealModels, LargePromptsAreFast) {
     const std::string word(1 << 20, 'x');
     const auto t1 = std::chrono::steady_clock::now();
     (void)tok->encode(word, false, false);
+#if defined(NDEBUG) && !defined(SNUG_SANITIZE)  // time bounds hold for optimized builds only
     EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 1.0)
         << name;
+#endif
   }
 }
 
