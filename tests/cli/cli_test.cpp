@@ -16,6 +16,7 @@
 #include <string>
 
 #include "../plan/llama_header.h"
+#include "run_binary.h"
 #include "tiny_model.h"
 
 namespace snug {
@@ -23,37 +24,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int code = -1;    // exit code, or 128 + signal
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::RunResult;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_cli_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return testing::scratch_dir("cli_test");
 }
 
 RunResult run(const std::string& args, const std::string& input = "") {
-  const fs::path d = temp_dir();
-  std::ofstream(d / "in", std::ios::binary) << input;
-  const std::string cmd = std::string(SNUG_BIN) + " " + args + " <" + (d / "in").string() + " >" +
-                          (d / "out").string() + " 2>" + (d / "err").string();
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.code = 128 + WTERMSIG(status);
-  r.out = slurp(d / "out");
-  r.err = slurp(d / "err");
-  return r;
+  return testing::run_binary(SNUG_BIN, args, "cli_test", input);
 }
 
 // One line on stderr containing `needle`, the expected exit code, nothing on stdout.
@@ -66,11 +44,7 @@ void expect_one_line_error(const RunResult& r, int code, const std::string& need
 }
 
 std::string write_bytes(const std::string& name, const std::vector<uint8_t>& bytes) {
-  const fs::path p = temp_dir() / name;
-  std::ofstream(p, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
-  return p.string();
+  return testing::write_scratch_file("cli_test", name, bytes);
 }
 
 std::string tiny_path() {

@@ -14,49 +14,21 @@
 #include <string>
 
 #include "malformed_cases.h"
+#include "run_binary.h"
 
 namespace snug {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int code = -1;  // exit code, or 128 + signal
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_malformed_cli_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
-}
+using testing::RunResult;
 
 RunResult run(const std::string& args) {
-  const fs::path d = temp_dir();
-  const std::string cmd = std::string(SNUG_BIN) + " " + args + " </dev/null >" +
-                          (d / "out").string() + " 2>" + (d / "err").string();
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.code = 128 + WTERMSIG(status);
-  r.out = slurp(d / "out");
-  r.err = slurp(d / "err");
-  return r;
+  return testing::run_binary(SNUG_BIN, args, "malformed_cli");
 }
 
 std::string write_file(const std::string& name, const std::vector<uint8_t>& bytes) {
-  const fs::path p = temp_dir() / name;
-  std::ofstream(p, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
-  return p.string();
+  return testing::write_scratch_file("malformed_cli", name, bytes);
 }
 
 void expect_clean_failure(const RunResult& r, const std::string& needle) {
