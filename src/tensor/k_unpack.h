@@ -51,7 +51,10 @@ inline void unpack_k(const BlockQ3_K& b, KBlockInts* o) {
   }
 }
 
-inline void unpack_k(const BlockQ4_K& b, KBlockInts* o) {
+// q4_K and q5_K share their header: f16 d and dmin, then 8 groups of 32
+// with 6-bit scales and mins packed in 12 bytes.
+template <typename Block>
+inline void unpack_k4_header(const Block& b, KBlockInts* o) {
   o->group = 32;
   o->d = f16_to_f32(b.d);
   o->dmin = f16_to_f32(b.dmin);
@@ -61,6 +64,10 @@ inline void unpack_k(const BlockQ4_K& b, KBlockInts* o) {
     o->scale[g] = sc;
     o->min[g] = m;
   }
+}
+
+inline void unpack_k(const BlockQ4_K& b, KBlockInts* o) {
+  unpack_k4_header(b, o);
   for (int e = 0; e < kQKK; ++e) {
     const int g = e / 32;
     o->q[e] = static_cast<int8_t>((b.qs[32 * (g / 2) + e % 32] >> (4 * (g % 2))) & 0xF);
@@ -68,15 +75,7 @@ inline void unpack_k(const BlockQ4_K& b, KBlockInts* o) {
 }
 
 inline void unpack_k(const BlockQ5_K& b, KBlockInts* o) {
-  o->group = 32;
-  o->d = f16_to_f32(b.d);
-  o->dmin = f16_to_f32(b.dmin);
-  for (int g = 0; g < 8; ++g) {
-    uint8_t sc, m;
-    k4_scale_min(g, b.scales, &sc, &m);
-    o->scale[g] = sc;
-    o->min[g] = m;
-  }
+  unpack_k4_header(b, o);
   for (int e = 0; e < kQKK; ++e) {
     const int g = e / 32, l = e % 32;
     const int lo = (b.qs[32 * (g / 2) + l] >> (4 * (g % 2))) & 0xF;
