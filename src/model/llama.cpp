@@ -19,6 +19,7 @@ void add_into(float* x, const float* y, int64_t n) {
 }
 
 struct Projection {
+  MatRole role;
   const tensor::MatView& w;
   float* out;
   int64_t stride;
@@ -26,8 +27,15 @@ struct Projection {
 
 // Products of ws.xb with several matrices: one activation conversion when
 // their activation types agree (the usual case), else one matmul each.
-void project(ThreadPool& pool, Workspace& ws, int32_t T, std::initializer_list<Projection> ps) {
+void observe(Workspace& ws, int32_t layer, MatRole role, const float* x, int32_t rows,
+             int64_t cols) {
+  if (ws.observer != nullptr && rows > 0) ws.observer->observe(layer, role, x, rows, cols);
+}
+
+void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
+             std::initializer_list<Projection> ps) {
   const Projection& first = *ps.begin();
+  for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
   bool shared = true;
   for (const Projection& p : ps) {
     shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(first.w.type);
@@ -86,7 +94,10 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
     for (int32_t t = 0; t < T; ++t)
       tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
-    project(pool, ws, T, {{L.wq, ws.q, QD}, {L.wk, ws.k, KD}, {L.wv, ws.v, VD}});
+    project(pool, ws, l, T,
+            {{MatRole::kQ, L.wq, ws.q, QD},
+             {MatRole::kK, L.wk, ws.k, KD},
+             {MatRole::kV, L.wv, ws.v, VD}});
 
     for (int32_t t = 0; t < T; ++t) {
       const int32_t pos = ws.pos[t];
@@ -120,13 +131,15 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
       }
     });
 
+    observe(ws, l, MatRole::kO, ws.att, T, AD);
     tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);
 
     for (int32_t t = 0; t < T; ++t)
       tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
-    project(pool, ws, T, {{L.gate, ws.gate, F}, {L.up, ws.up, F}});
+    project(pool, ws, l, T, {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
     tensor::silu_mul(ws.gate, ws.up, T * F);
+    observe(ws, l, MatRole::kDown, ws.gate, T, F);
     tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);
   }
@@ -137,6 +150,7 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     tensor::rms_norm(ws.x + t * E, w.output_norm, ws.final_x + n_out * E, E, c.rms_eps);
     ++n_out;
   }
+  observe(ws, -1, MatRole::kOutput, ws.final_x, n_out, E);
   if (n_out > 0)
     tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab, ws.quant, pool);
 }

@@ -6,6 +6,28 @@
 #include "tensor/kernels.h"
 
 namespace snug::model {
+
+const char* mat_role_stem(MatRole role) {
+  switch (role) {
+    case MatRole::kQ:
+      return "attn_q";
+    case MatRole::kK:
+      return "attn_k";
+    case MatRole::kV:
+      return "attn_v";
+    case MatRole::kO:
+      return "attn_output";
+    case MatRole::kGate:
+      return "ffn_gate";
+    case MatRole::kUp:
+      return "ffn_up";
+    case MatRole::kDown:
+      return "ffn_down";
+    case MatRole::kOutput:
+      return "output";
+  }
+  return "?";
+}
 namespace {
 uint64_t f32s(int64_t n) {
   return static_cast<uint64_t>(n) * sizeof(float);

@@ -34,6 +34,20 @@ struct WorkspacePlan {
 WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DType>& matrix_types,
                              const WorkspaceShape& shape);
 
+// The weight matrices of a decoder layer (and the output head), as the
+// GGUF tensor-name stems llama.cpp uses: "blk.N.<stem>.weight".
+enum class MatRole : uint8_t { kQ, kK, kV, kO, kGate, kUp, kDown, kOutput };
+const char* mat_role_stem(MatRole role);  // "attn_q", ..., "output"
+
+// Sees the input rows of every matrix product of a forward pass, before the
+// product: what importance-matrix collection needs. `layer` is -1 for the
+// output head. Called on the forward pass's thread, never concurrently.
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  virtual void observe(int32_t layer, MatRole role, const float* x, int32_t rows, int64_t cols) = 0;
+};
+
 struct Workspace {
   static Result<Workspace> create(const ModelConfig& c, const WorkspacePlan& plan,
                                   memory::Ledger* ledger);
@@ -53,8 +67,9 @@ struct Workspace {
   void* quant = nullptr;     // matmul activation scratch
   float* scores = nullptr;   // [n_threads][attention_scratch_floats(max_ctx, head_dim_v)]
   int64_t scores_stride = 0;
-  int32_t* pos = nullptr;  // [max_tokens] position of each batch token
-  float* rope = nullptr;   // [max_tokens][rope_dim] cos, sin per rotated pair
+  int32_t* pos = nullptr;                  // [max_tokens] position of each batch token
+  float* rope = nullptr;                   // [max_tokens][rope_dim] cos, sin per rotated pair
+  ActivationObserver* observer = nullptr;  // optional, not owned
 };
 
 }  // namespace snug::model
