@@ -14,9 +14,9 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"snug: run language models inside the memory you have"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every subcommand");
-  std::vector<snug::cli::Action> actions = {snug::cli::add_run(app), snug::cli::add_chat(app),
-                                            snug::cli::add_inspect(app), snug::cli::add_plan(app),
-                                            snug::cli::add_quantize(app)};
+  std::vector<snug::cli::Action> actions = {
+      snug::cli::add_run(app),  snug::cli::add_chat(app),     snug::cli::add_inspect(app),
+      snug::cli::add_plan(app), snug::cli::add_quantize(app), snug::cli::add_perplexity(app)};
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;
