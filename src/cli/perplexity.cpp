@@ -18,7 +18,9 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "engine/perplexity.h"
+#include "gguf/gguf.h"
 #include "plan/session_plan.h"
+#include "text/tokenizer.h"
 
 namespace snug::cli {
 namespace {
@@ -136,15 +138,29 @@ int perplexity_main(const Flags& f) {
 
   LoadedModel base;
   if (!f.kl_base.empty()) {
-    auto b = load_model(f.kl_base, &ledger);
+    // The vocabularies are compared before the base's weights are bound, so a
+    // base from another family is refused for what it is.
+    auto path = resolve_model_path(f.kl_base);
+    if (!path.ok()) return fail(path.error());
+    auto file = gguf::File::open(*path);
+    if (!file.ok()) return fail(file.error());
+    auto tok = text::Tokenizer::from_gguf(*file);
+    if (!tok.ok()) return fail(tok.error());
+    if (tok->n_vocab() != m->tokenizer->n_vocab() || tok->encode(*text, true, false) != tokens)
+      return fail(Error{"the base model '" + f.kl_base +
+                        "' has another vocabulary than the model: their predictions cannot be "
+                        "compared"});
+    auto b = load_model_file(std::move(*file), &ledger);
     if (!b.ok()) return fail(b.error());
     base = std::move(*b);
-    if (base.tokenizer->encode(*text, true, false) != tokens)
-      return fail(
-          Error{"the base model tokenizes the text differently: its vocabulary is not the "
-                "model's"});
   }
 
+  // The JSON file is opened before the evaluation, so a bad path fails at once.
+  std::ofstream json_out;
+  if (!f.json.empty() && f.json != "-") {
+    json_out.open(f.json, std::ios::binary | std::ios::trunc);
+    if (!json_out) return fail(Error{"cannot write the JSON file '" + f.json + "'"});
+  }
   const bool tty = isatty(STDERR_FILENO) != 0;
   o.on_chunk = [tty](int32_t done, int32_t total, double ppl) {
     if (tty) {
@@ -164,9 +180,9 @@ int perplexity_main(const Flags& f) {
     if (f.json == "-") {
       std::fputs(doc.c_str(), stdout);
     } else {
-      std::ofstream out(f.json, std::ios::binary | std::ios::trunc);
-      out << doc;
-      if (!out) return fail(Error{"cannot write '" + f.json + "'"});
+      json_out << doc;
+      json_out.flush();
+      if (!json_out) return fail(Error{"cannot write the JSON file '" + f.json + "'"});
     }
   }
   if (f.memory_report) print_memory_report(ledger);
