@@ -200,7 +200,10 @@ Result<PerplexityResult> evaluate_perplexity(const model::Model& model, const mo
   SNUG_ASSIGN_OR_RETURN(auto eval, WindowEvaluator::create(model, o, threads, ledger));
   std::unique_ptr<WindowEvaluator> base_eval;
   if (base != nullptr) {
-    SNUG_ASSIGN_OR_RETURN(base_eval, WindowEvaluator::create(*base, o, threads, ledger));
+    // The base is the reference: its cache stays f16 whatever the model's is.
+    PerplexityOptions bo = o;
+    bo.k_type = bo.v_type = tensor::DType::kF16;
+    SNUG_ASSIGN_OR_RETURN(base_eval, WindowEvaluator::create(*base, bo, threads, ledger));
   }
 
   const int32_t first = o.n_ctx / 2;
