@@ -14,6 +14,7 @@ Action add_chat(CLI::App& app);
 Action add_inspect(CLI::App& app);
 Action add_plan(CLI::App& app);
 Action add_quantize(CLI::App& app);
+Action add_imatrix(CLI::App& app);
 Action add_perplexity(CLI::App& app);
 
 }  // namespace snug::cli

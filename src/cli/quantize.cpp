@@ -24,6 +24,7 @@ namespace {
 struct Flags {
   std::string in, out, type;
   std::vector<std::string> keep;
+  std::string imatrix;
   int threads = 0;
   bool verbose = false;
 };
@@ -58,6 +59,14 @@ int quantize_main(const Flags& f) {
   }
   opt.threads = f.threads > 0 ? f.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  compress::Imatrix imatrix;
+  if (!f.imatrix.empty()) {
+    auto m = compress::load_imatrix(f.imatrix);
+    if (!m.ok()) return fail(m.error());
+    imatrix = std::move(*m);
+    opt.imatrix = &imatrix;
+    opt.imatrix_path = f.imatrix;
+  }
   const bool tty = isatty(STDERR_FILENO) != 0;
   if (tty) opt.on_progress = print_progress;
   auto sum = compress::quantize_file(f.in, f.out, opt);
@@ -69,9 +78,17 @@ int quantize_main(const Flags& f) {
   // Fallbacks grouped by (from, to) so a model with hundreds of them stays readable.
   std::map<std::string, std::vector<std::string>> notes;
   std::map<std::string, uint64_t> types;
+  size_t weighted = 0;
   for (const auto& t : sum->tensors) {
     if (!t.note.empty()) notes[t.note].push_back(t.name);
     types[std::string(tensor::dtype_name(t.to))] += 1;
+    weighted += t.weighted ? 1 : 0;
+  }
+  if (opt.imatrix != nullptr) {
+    std::fprintf(
+        stderr,
+        "quantize: %zu tensors weighted by the importance matrix '%s' (%zu entries, %u chunks)\n",
+        weighted, f.imatrix.c_str(), imatrix.entries.size(), imatrix.chunk_count);
   }
   for (const auto& [note, names] : notes) {
     std::fprintf(stderr, "quantize: %zu tensor%s: %s", names.size(), names.size() == 1 ? "" : "s",
@@ -112,6 +129,9 @@ Action add_quantize(CLI::App& app) {
   sub->add_option("--keep", f->keep,
                   "PATTERN=TYPE: tensors matching the glob get TYPE (e.g. output.weight=q8_0); "
                   "repeatable, first match wins");
+  sub->add_option("--imatrix", f->imatrix,
+                  "importance matrix from 'snug imatrix' (or llama-imatrix): choose scales "
+                  "that minimise the activation-weighted error");
   sub->add_option("-t,--threads", f->threads, "worker threads (default: all cores)");
   sub->add_flag("-v,--verbose", f->verbose, "name every tensor that fell back");
   return [f, sub]() -> int {

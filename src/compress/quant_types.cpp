@@ -99,7 +99,7 @@ struct Counters {
 
 // The mix rule (llama_tensor_get_type_impl) for the file types snug offers.
 DType mix_type(const QuantKind& kind, const gguf::TensorInfo& t, Cat cat, const MixModel& m,
-               Counters& c) {
+               bool has_imatrix, Counters& c) {
   const std::string_view k = kind.name;
   const bool falcon = m.arch == "falcon";
   DType type = kind.base;
@@ -143,6 +143,8 @@ DType mix_type(const QuantKind& kind, const gguf::TensorInfo& t, Cat cat, const 
       type = DType::kQ6_K;
     else if (k == "Q4_K_S" && !falcon && i < n / 8)
       type = DType::kQ5_K;
+    else if ((k == "Q4_0" || k == "Q5_0") && has_imatrix && i < n / 8)
+      type = k == "Q4_0" ? DType::kQ4_1 : DType::kQ5_1;
     ++c.i_ffn_down;
   } else if (cat == Cat::kAttnOut) {
     if (falcon) {
@@ -245,8 +247,8 @@ Result<MixModel> read_mix_model(const gguf::File& file) {
 }
 
 std::vector<TensorPlan> plan_tensor_types(const gguf::File& file, const MixModel& model,
-                                          const QuantKind& kind,
-                                          const std::vector<KeepRule>& keep) {
+                                          const QuantKind& kind, const std::vector<KeepRule>& keep,
+                                          bool has_imatrix) {
   std::vector<const gguf::TensorInfo*> order;
   for (const auto& t : file.tensors()) order.push_back(&t);
   std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
@@ -272,7 +274,7 @@ std::vector<TensorPlan> plan_tensor_types(const gguf::File& file, const MixModel
         want = rule->type;
         p.note = "--keep " + rule->pattern;
       } else if (is_quantized(kind.base)) {
-        want = mix_type(kind, *t, category(t->name), model, c);
+        want = mix_type(kind, *t, category(t->name), model, has_imatrix, c);
       }
       p.type = fallback(want, t->ne[0]);
       if (p.type != want) {

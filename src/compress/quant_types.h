@@ -65,7 +65,10 @@ struct TensorPlan {
 // (llama.cpp's: by layer, then by name). Rules apply in this order: tensors that
 // are never quantized (1-D, norms, not named *weight) keep their type; a --keep
 // rule wins over the mix; the mix's choice; the block-size fallback.
+// has_imatrix: an importance matrix will be used, which moves Q4_0 / Q5_0's
+// first eighth of ffn_down to Q4_1 / Q5_1, as llama.cpp does.
 std::vector<TensorPlan> plan_tensor_types(const gguf::File& file, const MixModel& model,
-                                          const QuantKind& kind, const std::vector<KeepRule>& keep);
+                                          const QuantKind& kind, const std::vector<KeepRule>& keep,
+                                          bool has_imatrix = false);
 
 }  // namespace snug::compress

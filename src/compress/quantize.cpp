@@ -35,11 +35,14 @@ bool convertible(DType t) {
 }
 
 // Metadata of `in`, with general.file_type and general.quantization_version set
-// (in place when present, appended otherwise) and split keys dropped.
-void copy_metadata(const gguf::File& in, uint32_t file_type, gguf::Writer& w) {
+// (in place when present, appended otherwise) and split keys dropped; with
+// drop_imatrix, an earlier quantization's quantize.imatrix.* keys too (the new
+// ones replace them).
+void copy_metadata(const gguf::File& in, uint32_t file_type, bool drop_imatrix, gguf::Writer& w) {
   bool have_ftype = false, have_qver = false;
   for (const auto& kv : in.metadata()) {
     if (kv.key == "general.alignment" || kv.key.rfind("split.", 0) == 0) continue;
+    if (drop_imatrix && kv.key.rfind("quantize.imatrix.", 0) == 0) continue;
     if (kv.key == "general.file_type") {
       w.set_u32(kv.key, file_type);
       have_ftype = true;
@@ -55,9 +58,21 @@ void copy_metadata(const gguf::File& in, uint32_t file_type, gguf::Writer& w) {
   w.set_alignment(static_cast<uint32_t>(in.alignment()));
 }
 
+// llama-quantize's record of the importance matrix (its kv overrides: strings,
+// and integers written as u32).
+void add_imatrix_metadata(const Imatrix& m, const std::string& path, gguf::Writer& w) {
+  w.set_string("quantize.imatrix.file", path);
+  if (!m.datasets.empty()) w.set_string("quantize.imatrix.dataset", m.datasets[0]);
+  w.set_u32("quantize.imatrix.entries_count", static_cast<uint32_t>(m.entries.size()));
+  if (m.chunk_count > 0) w.set_u32("quantize.imatrix.chunks_count", m.chunk_count);
+}
+
 // Converts rows [r0, r1) of `t` to `to`, into `dst`, on the pool's threads.
+// `weights`, when given, holds the importance of each column for each of the
+// tensor's matrices ([ne[2] * ne[3]][cols]); row r belongs to matrix r / ne[1].
 void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, uint8_t* dst,
-                  std::vector<std::vector<float>>& scratch, ThreadPool& pool) {
+                  const float* weights, std::vector<std::vector<float>>& scratch,
+                  ThreadPool& pool) {
   const int64_t cols = t.ne[0];
   const uint64_t src_row = *tensor::row_bytes(t.type, cols);
   const uint64_t dst_row = *tensor::row_bytes(to, cols);
@@ -71,7 +86,12 @@ void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, u
           tensor::dequantize_row(t.type, src, buf.data(), cols);
           x = buf.data();
         }
-        tensor::quantize_row(to, x, dst + static_cast<uint64_t>(r - r0) * dst_row, cols);
+        uint8_t* out = dst + static_cast<uint64_t>(r - r0) * dst_row;
+        if (weights != nullptr) {
+          tensor::quantize_row_weighted(to, x, out, cols, weights + (r / t.ne[1]) * cols);
+        } else {
+          tensor::quantize_row(to, x, out, cols);
+        }
       }
     });
   });
@@ -87,12 +107,18 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
   if (!file.ok()) return file.error();
   auto model = read_mix_model(*file);
   if (!model.ok()) return model.error();
+  const Imatrix* imatrix = options.imatrix;
+  if (imatrix != nullptr) {
+    if (Status s = check_imatrix_fits(*imatrix, *file, options.imatrix_path); !s.ok())
+      return s.error();
+  }
   const std::vector<TensorPlan> plans =
-      plan_tensor_types(*file, *model, options.kind, options.keep);
+      plan_tensor_types(*file, *model, options.kind, options.keep, imatrix != nullptr);
 
   QuantizeSummary summary;
   gguf::Writer w;
-  copy_metadata(*file, options.kind.file_type, w);
+  copy_metadata(*file, options.kind.file_type, imatrix != nullptr, w);
+  if (imatrix != nullptr) add_imatrix_metadata(*imatrix, options.imatrix_path, w);
   int64_t max_cols = 0;
   for (const auto& p : plans) {
     const gguf::TensorInfo& t = *p.src;
@@ -104,8 +130,11 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
     const uint64_t bytes =
         p.quantize ? *tensor::row_bytes(p.type, t.ne[0]) * static_cast<uint64_t>(t.rows())
                    : t.bytes;
+    const bool weighted = p.quantize && imatrix != nullptr &&
+                          tensor::has_weighted_quantizer(p.type) &&
+                          imatrix->entries.count(t.name) > 0;
     summary.tensors.push_back(
-        {t.name, t.type, p.type, static_cast<uint64_t>(t.n_elements()), bytes, p.note});
+        {t.name, t.type, p.type, static_cast<uint64_t>(t.n_elements()), bytes, p.note, weighted});
     summary.weight_elements += static_cast<uint64_t>(t.n_elements());
     summary.weight_bytes += bytes;
     if (p.quantize) max_cols = std::max(max_cols, t.ne[0]);
@@ -121,13 +150,16 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
     const gguf::TensorInfo& t = *p.src;
     if (options.on_progress) options.on_progress(k, plans.size(), t.name);
     if (!p.quantize) return emit({t.data, t.bytes});
+    std::vector<float> weights;
+    if (summary.tensors[k].weighted) weights = importance(imatrix->entries.at(t.name));
     const uint64_t dst_row = *tensor::row_bytes(p.type, t.ne[0]);
     const int64_t rows_per_slab =
         std::max<int64_t>(1, static_cast<int64_t>(kSlabBytes / std::max<uint64_t>(dst_row, 1)));
     for (int64_t r0 = 0; r0 < t.rows(); r0 += rows_per_slab) {
       const int64_t r1 = std::min(t.rows(), r0 + rows_per_slab);
       slab.resize(static_cast<size_t>(r1 - r0) * dst_row);
-      convert_rows(t, p.type, r0, r1, slab.data(), scratch, pool);
+      convert_rows(t, p.type, r0, r1, slab.data(), weights.empty() ? nullptr : weights.data(),
+                   scratch, pool);
       if (Status s = emit(slab); !s.ok()) return s;
     }
     return ok_status();

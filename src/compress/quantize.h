@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "compress/imatrix.h"
 #include "compress/quant_types.h"
 
 namespace snug::compress {
@@ -21,6 +22,12 @@ struct QuantizeOptions {
   QuantKind kind;
   std::vector<KeepRule> keep;
   int threads = 1;
+  // Importance matrix (load_imatrix), or nullptr. It must fit the input
+  // (check_imatrix_fits, verified before anything is written); tensors with an
+  // entry are packed with tensor::quantize_row_weighted, as llama-quantize
+  // --imatrix does, and the output records it in quantize.imatrix.* metadata.
+  const Imatrix* imatrix = nullptr;
+  std::string imatrix_path;  // for quantize.imatrix.file and messages
   // Called before tensor `index` (0-based) of `count` is written, and once
   // more with index == count at the end; for a progress line.
   std::function<void(size_t index, size_t count, const std::string& name)> on_progress;
@@ -32,8 +39,9 @@ struct QuantizedTensor {
   tensor::DType from = tensor::DType::kF32;
   tensor::DType to = tensor::DType::kF32;
   uint64_t elements = 0;
-  uint64_t bytes = 0;  // in the output
-  std::string note;    // why `to` is not what the mix asked for (fallback, --keep), or empty
+  uint64_t bytes = 0;     // in the output
+  std::string note;       // why `to` is not what the mix asked for (fallback, --keep), or empty
+  bool weighted = false;  // packed with the importance matrix
 };
 
 struct QuantizeSummary {
@@ -48,7 +56,8 @@ struct QuantizeSummary {
 // Quantizes `in` to `out` as `options.kind`. Refuses, with a one-line Error
 // and nothing written, an output that is the input, an output directory that
 // does not exist, an input that is not GGUF or holds a tensor that cannot be
-// converted. A failed write (a full disk) removes the partial output.
+// converted, an importance matrix made for another model. A failed write (a full disk) removes the
+// partial output.
 Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
                                       const QuantizeOptions& options);
 

@@ -37,6 +37,17 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 // q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, q8_K.
 void quantize_row(DType type, const float* src, void* dst, int64_t n);
 
+// Importance-weighted packing of one whole row of n values (ggml's quantize_*
+// with quant_weights, bit-identical): weights[c] >= 0 is the importance of
+// column c (an imatrix's mean squared activation), and each block's scales are
+// chosen to minimise the error weighted by it. Types without a weighted
+// quantizer (has_weighted_quantizer false: f32, f16, bf16, q8_0), or weights
+// == nullptr, give quantize_row's result. The row must be whole: the 32-element
+// formats weigh against the mean square of the full row.
+bool has_weighted_quantizer(DType type);
+void quantize_row_weighted(DType type, const float* src, void* dst, int64_t n,
+                           const float* weights);
+
 // ---- matrix products ----------------------------------------------------
 // The type activations are converted to before a dot product with a weight of
 // type w (q8_0 for q4_0/q4_1/q5_0/q5_1/q8_0, q8_K for the K formats, f32 for float weights).

@@ -17,6 +17,8 @@ namespace snug::tensor::ref {
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 void quantize_row(DType type, const float* src, void* dst, int64_t n);
+void quantize_row_weighted(DType type, const float* src, void* dst, int64_t n,
+                           const float* weights);  // quantize_weighted.cpp
 
 // The activation row matmul_rows reads for one token of `cols` values when the
 // weight type is w: f32 copy (float weights), BlockQ8A (32-element formats),

@@ -1,0 +1,143 @@
+#include "compress/calibrate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "kv/kv_cache.h"
+
+namespace snug::compress {
+namespace {
+
+constexpr int kRoles = 8;  // model::MatRole values
+
+// Sums x^2 per input column for every weight matrix the forward pass reports.
+class Collector : public model::ActivationObserver {
+ public:
+  Collector(const model::Model& m, bool process_output)
+      : n_layers_(m.config().n_layers),
+        output_(process_output && m.file().find_tensor("output.weight") != nullptr),
+        acc_(static_cast<size_t>(n_layers_ + 1) * kRoles) {}
+
+  void observe(int32_t layer, model::MatRole role, const float* x, int32_t rows,
+               int64_t cols) override {
+    if (layer < 0 && !(role == model::MatRole::kOutput && output_)) return;
+    if (layer >= n_layers_) return;
+    Acc& a = acc_[index(layer, role)];
+    if (a.sum.empty()) {
+      a.name = layer < 0
+                   ? std::string("output.weight")
+                   : "blk." + std::to_string(layer) + "." + model::mat_role_stem(role) + ".weight";
+      a.sum.assign(static_cast<size_t>(cols), 0.0);
+    }
+    if (static_cast<int64_t>(a.sum.size()) != cols) {
+      bad_ = a.name;  // a matrix changed shape: cannot happen with one model
+      return;
+    }
+    for (int32_t r = 0; r < rows; ++r) {
+      const float* row = x + static_cast<int64_t>(r) * cols;
+      for (int64_t j = 0; j < cols; ++j) a.sum[static_cast<size_t>(j)] += double{row[j]} * row[j];
+    }
+    a.count += rows;
+  }
+
+  // The name of a matrix whose sums stopped being finite, or empty.
+  std::string check() {
+    if (!bad_.empty()) return bad_;
+    for (const Acc& a : acc_) {
+      for (double v : a.sum) {
+        if (!std::isfinite(v)) return a.name;
+      }
+    }
+    return {};
+  }
+
+  void fill(Imatrix& m) const {
+    for (const Acc& a : acc_) {
+      if (a.count == 0) continue;
+      ImatrixEntry e;
+      e.cols = static_cast<int64_t>(a.sum.size());
+      e.in_sum2.assign(a.sum.begin(), a.sum.end());
+      e.counts = {static_cast<float>(a.count)};
+      m.entries.emplace(a.name, std::move(e));
+    }
+  }
+
+ private:
+  struct Acc {
+    std::string name;
+    std::vector<double> sum;  // [cols]
+    int64_t count = 0;        // rows
+  };
+  size_t index(int32_t layer, model::MatRole role) const {
+    return static_cast<size_t>(layer + 1) * kRoles + static_cast<size_t>(role);
+  }
+
+  int32_t n_layers_;
+  bool output_;
+  std::vector<Acc> acc_;  // [layer + 1][role]
+  std::string bad_;
+};
+
+}  // namespace
+
+Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> tokens, int32_t bos,
+                                const ImatrixOptions& o, memory::Ledger* ledger) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.n_ctx < 1) return make_error("--ctx must be at least 1, got ", o.n_ctx);
+  int32_t n_chunks = static_cast<int32_t>(std::min<size_t>(tokens.size() / o.n_ctx, INT32_MAX));
+  if (n_chunks == 0)
+    return make_error("the calibration text has ", tokens.size(), " tokens; a chunk of --ctx ",
+                      o.n_ctx, " needs at least ", o.n_ctx);
+  if (o.max_chunks > 0) n_chunks = std::min(n_chunks, o.max_chunks);
+
+  const model::ModelConfig& c = m.config();
+  const int32_t n_batch = std::clamp(o.n_batch, 1, o.n_ctx);
+  kv::KvLayout layout = m.kv_layout(tensor::DType::kF16);
+  auto cache = kv::KvCache::create(
+      layout, (o.n_ctx + layout.block_tokens - 1) / layout.block_tokens + 1, ledger);
+  if (!cache.ok()) return cache.error();
+  model::WorkspaceShape shape{.max_tokens = n_batch,
+                              .max_logits = o.process_output ? n_batch : 1,
+                              .max_ctx = o.n_ctx,
+                              .n_threads = std::max(1, o.n_threads)};
+  auto ws = model::Workspace::create(c, model::plan_workspace(c, m.matrix_types(), shape), ledger);
+  if (!ws.ok()) return ws.error();
+  Collector collector(m, o.process_output);
+  ws->observer = &collector;
+  ThreadPool pool(shape.n_threads);
+
+  model::Batch batch;
+  for (int32_t i = 0; i < n_chunks; ++i) {
+    const kv::SeqId seq = cache->create_sequence();
+    const size_t start = static_cast<size_t>(i) * static_cast<size_t>(o.n_ctx);
+    for (int32_t off = 0; off < o.n_ctx; off += n_batch) {
+      const int32_t len = std::min(n_batch, o.n_ctx - off);
+      batch.clear();
+      for (int32_t k = 0; k < len; ++k) {
+        int32_t tok = tokens[start + static_cast<size_t>(off + k)];
+        if (off + k == 0 && bos >= 0) tok = bos;
+        // Only the output head needs logits; one row keeps the forward pass whole.
+        batch.add(tok, seq, o.process_output || k == len - 1);
+      }
+      if (Status s = m.forward(batch, *cache, *ws, pool); !s.ok()) return s.error();
+    }
+    cache->free_sequence(seq);
+    if (std::string bad = collector.check(); !bad.empty())
+      return make_error("activations of '", bad, "' are not finite in chunk ", i + 1,
+                        ": the model's weights are broken");
+    if (o.on_chunk)
+      o.on_chunk(i + 1, n_chunks,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+
+  Imatrix result;
+  collector.fill(result);
+  result.datasets = {o.dataset};
+  result.chunk_count = static_cast<uint32_t>(n_chunks);
+  result.chunk_size = static_cast<uint32_t>(o.n_ctx);
+  return result;
+}
+
+}  // namespace snug::compress
