@@ -36,11 +36,33 @@ Result<BudgetChoice> resolve_budget(const std::string& flag, bool given) {
   return b;
 }
 
+void add_kv_type_options(CLI::App& app, std::string* kv_type, std::string* k_type,
+                         std::string* v_type) {
+  app.add_option("--kv-type", *kv_type, "KV cache type of keys and values: f16, q8_0 or q4_0");
+  app.add_option("--k-type", *k_type, "KV cache type of the keys (default: --kv-type)");
+  app.add_option("--v-type", *v_type, "KV cache type of the values (default: --kv-type)");
+}
+
+namespace {
+
+Result<tensor::DType> kv_type_flag(const char* flag, const std::string& name) {
+  auto t = plan::parse_kv_type(name);
+  if (!t) return make_error(flag, ": '", name, "' is not one of f16, q8_0, q4_0");
+  return *t;
+}
+
+}  // namespace
+
 Result<plan::SessionShape> session_shape(const PlanFlags& f) {
   plan::SessionShape s;
-  auto kv = plan::parse_kv_type(f.kv_type);
-  if (!kv) return make_error("--kv-type: '", f.kv_type, "' is not one of f16, q8_0, q4_0");
-  s.kv_type = *kv;
+  SNUG_ASSIGN_OR_RETURN(tensor::DType both, kv_type_flag("--kv-type", f.kv_type));
+  s.set_kv_type(both);
+  if (!f.k_type.empty()) {
+    SNUG_ASSIGN_OR_RETURN(s.k_type, kv_type_flag("--k-type", f.k_type));
+  }
+  if (!f.v_type.empty()) {
+    SNUG_ASSIGN_OR_RETURN(s.v_type, kv_type_flag("--v-type", f.v_type));
+  }
   s.n_ctx = f.ctx;
   s.n_parallel = f.parallel;
   s.n_batch = f.batch;

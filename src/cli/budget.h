@@ -35,9 +35,15 @@ struct PlanFlags {
   int32_t ctx = 0;  // 0: auto-fit
   int32_t parallel = 1;
   int32_t batch = 256;
-  int32_t threads = 0;  // 0: all cores the process may use
-  std::string kv_type = "f16";
+  int32_t threads = 0;          // 0: all cores the process may use
+  std::string kv_type = "f16";  // --kv-type: K and V
+  std::string k_type;           // --k-type, --v-type: override --kv-type when given
+  std::string v_type;
 };
+
+// Adds --kv-type, --k-type and --v-type bound to the three strings (PlanFlags' fields).
+void add_kv_type_options(CLI::App& app, std::string* kv_type, std::string* k_type,
+                         std::string* v_type);
 
 // The shape for a plan (threads resolved); an Error for an unknown KV type.
 Result<plan::SessionShape> session_shape(const PlanFlags& f);

@@ -14,7 +14,7 @@ void GenFlags::add_to(CLI::App& app) {
                                  "memory budget: 512MiB, 1.5GiB, 2G or bytes (default: what the "
                                  "machine or its cgroup allows, minus 10% headroom)")
                       ->check(memory_size_validator());
-  app.add_option("--kv-type", kv_type, "KV cache type: f16 (q8_0, q4_0: planned, not stored yet)");
+  add_kv_type_options(app, &kv_type, &k_type, &v_type);
   app.add_option("-b,--batch", batch, "prompt tokens per forward pass")->check(CLI::PositiveNumber);
   app.add_option("-t,--threads", threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
@@ -44,6 +44,8 @@ PlanFlags GenFlags::plan_flags() const {
   p.batch = batch;
   p.threads = threads;
   p.kv_type = kv_type;
+  p.k_type = k_type;
+  p.v_type = v_type;
   return p;
 }
 
@@ -53,7 +55,8 @@ engine::SessionOptions GenFlags::session_options(const PlannedModel& pm) const {
   o.n_ctx = s.n_ctx;
   o.n_batch = batch;
   o.n_threads = s.n_threads;
-  o.kv_type = s.kv_type;
+  o.k_type = s.k_type;
+  o.v_type = s.v_type;
   o.kv_block_tokens = s.kv_block_tokens;
   return o;
 }

@@ -19,8 +19,10 @@ struct GenFlags {
   int32_t ctx = 0;
   int32_t batch = 256;
   int32_t threads = 0;
-  std::string memory;  // --memory SIZE
-  std::string kv_type = "f16";
+  std::string memory;           // --memory SIZE
+  std::string kv_type = "f16";  // --kv-type; --k-type / --v-type override it when given
+  std::string k_type;
+  std::string v_type;
   std::string system;
   std::vector<std::string> stop;
   engine::SamplerParams sampler;

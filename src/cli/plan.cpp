@@ -24,7 +24,11 @@ struct Flags : PlanFlags {
   CLI::Option* memory_option = nullptr;
 };
 
-// Per KV type: the largest context and parallel count that fit the budget.
+std::string kv_label(const kv::KvLayout& l) {
+  return plan::kv_type_label(l.k_type, l.v_type);
+}
+
+// Per KV type (keys and values both): the largest context and parallel count that fit the budget.
 struct TypeFit {
   tensor::DType type;
   int32_t max_ctx = 0;
@@ -37,7 +41,7 @@ std::vector<TypeFit> fit_table(const plan::ModelFootprint& fp, const plan::Sessi
   std::vector<TypeFit> out;
   for (tensor::DType t : plan::kKvTypes) {
     plan::SessionShape s = shape;
-    s.kv_type = t;
+    s.set_kv_type(t);
     TypeFit f{t};
     f.max_ctx = plan::largest_context(fp, s, budget);
     if (f.max_ctx > 0) {
@@ -76,10 +80,14 @@ nlohmann::json to_json(const std::string& path, const plan::ModelFootprint& fp,
                 {"head_dim_v", c.head_dim_v},
                 {"n_vocab", c.n_vocab},
                 {"n_ctx_train", c.n_ctx_train}};
-  j["request"] = {
-      {"ctx", s.shape.n_ctx},           {"ctx_auto", auto_ctx},
-      {"parallel", s.shape.n_parallel}, {"batch", s.shape.n_batch},
-      {"threads", s.shape.n_threads},   {"kv_type", tensor::dtype_name(s.shape.kv_type)}};
+  j["request"] = {{"ctx", s.shape.n_ctx},
+                  {"ctx_auto", auto_ctx},
+                  {"parallel", s.shape.n_parallel},
+                  {"batch", s.shape.n_batch},
+                  {"threads", s.shape.n_threads},
+                  {"kv_type", kv_label(s.kv)},
+                  {"k_type", tensor::dtype_name(s.kv.k_type)},
+                  {"v_type", tensor::dtype_name(s.kv.v_type)}};
   nlohmann::json by_type = nlohmann::json::array();
   for (const auto& w : fp.weights_by_type)
     by_type.push_back({{"type", tensor::dtype_name(w.type)},
@@ -91,12 +99,15 @@ nlohmann::json to_json(const std::string& path, const plan::ModelFootprint& fp,
                   {"resident_bytes", fp.weights_resident},
                   {"touched_bytes", fp.weights_touched},
                   {"as_q4_0_bytes", fp.weights_as_q4_0}};
-  j["kv_cache"] = {{"type", tensor::dtype_name(s.kv.type)},
+  j["kv_cache"] = {{"type", kv_label(s.kv)},
+                   {"k_type", tensor::dtype_name(s.kv.k_type)},
+                   {"v_type", tensor::dtype_name(s.kv.v_type)},
                    {"bytes_per_token", s.kv.bytes_per_token()},
                    {"block_tokens", s.kv.block_tokens},
                    {"blocks", s.kv_blocks},
                    {"bytes", s.kv_bytes},
-                   {"engine_supports", plan::engine_supports_kv_type(s.kv.type)}};
+                   {"engine_supports", plan::engine_supports_kv_type(s.kv.k_type) &&
+                                           plan::engine_supports_kv_type(s.kv.v_type)}};
   j["workspace"] = {{"activations_bytes", s.workspace.activations},
                     {"logits_bytes", s.workspace.logits},
                     {"quant_bytes", s.workspace.quant},
@@ -150,16 +161,15 @@ void print_table(const std::string& path, const plan::ModelFootprint& fp, const 
   std::printf("\nfor a context of %d tokens%s x %d sequence%s, batch %d, %d threads, KV %s\n",
               s.shape.n_ctx, auto_ctx ? " (auto-fit)" : "", s.shape.n_parallel,
               s.shape.n_parallel > 1 ? "s" : "", s.shape.n_batch, s.shape.n_threads,
-              std::string(tensor::dtype_name(s.kv.type)).c_str());
+              kv_label(s.kv).c_str());
   line("weights touched", m.weights,
        fp.weights_touched < fp.weights_mapped
            ? "mapped pages a step reads (embedding rows on demand)"
            : "mapped pages, all read by one forward pass");
   line("file header", m.header, "metadata and tensor directory, read when parsing");
   line("KV cache", m.kv,
-       fmt::format("{} per token, {} blocks of {} tokens{}", format_bytes(s.kv.bytes_per_token()),
-                   s.kv_blocks, s.kv.block_tokens,
-                   plan::engine_supports_kv_type(s.kv.type) ? "" : " (planned: not stored yet)"));
+       fmt::format("{} per token, {} blocks of {} tokens", format_bytes(s.kv.bytes_per_token()),
+                   s.kv_blocks, s.kv.block_tokens));
   line("workspace", m.workspace,
        fmt::format("activations {}, logits {}, quantized {}, attention {}",
                    format_bytes(s.workspace.activations), format_bytes(s.workspace.logits),
@@ -176,9 +186,9 @@ void print_table(const std::string& path, const plan::ModelFootprint& fp, const 
   std::printf("  %-8s %12s %14s %22s\n", "KV type", "max context", "peak at max",
               fmt::format("max parallel at {}", s.shape.n_ctx).c_str());
   for (const auto& f : fits)
-    std::printf("  %-8s %12d %14s %22d%s\n", std::string(tensor::dtype_name(f.type)).c_str(),
+    std::printf("  %-8s %12d %14s %22d\n", std::string(tensor::dtype_name(f.type)).c_str(),
                 f.max_ctx, f.max_ctx ? format_bytes(f.peak_at_max_ctx).c_str() : "-",
-                f.max_parallel, plan::engine_supports_kv_type(f.type) ? "" : "  (planned)");
+                f.max_parallel);
 }
 
 int plan_main(const Flags& f) {
@@ -237,7 +247,7 @@ Action add_plan(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_option("-t,--threads", f->threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--kv-type", f->kv_type, "KV cache type: f16, q8_0 or q4_0");
+  add_kv_type_options(*sub, &f->kv_type, &f->k_type, &f->v_type);
   f->memory_option =
       sub->add_option("--memory", f->memory, "memory budget (default: the machine's)")
           ->check(memory_size_validator());

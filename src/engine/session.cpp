@@ -21,9 +21,12 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
                                                  memory::Ledger* ledger, memory::Budget* budget) {
   const auto& c = model.config();
   if (options.n_ctx < 0) return make_error("context size must be positive, got ", options.n_ctx);
-  if (!plan::engine_supports_kv_type(options.kv_type))
-    return make_error("KV type ", tensor::dtype_name(options.kv_type),
-                      " is planned but not stored by the engine yet (use f16)");
+  kv::KvLayout types_only;  // refuses an unsupported type before a context is fitted
+  types_only.head_dim_k = c.head_dim_k;
+  types_only.head_dim_v = c.head_dim_v;
+  types_only.k_type = options.k_type;
+  types_only.v_type = options.v_type;
+  if (Status st = types_only.check(); !st.ok()) return st.error();
   std::unique_ptr<Session> s(new Session(model, options));
   const int threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
   plan::SessionShape shape;
@@ -31,7 +34,8 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
   shape.n_parallel = 1;
   shape.n_batch = options.n_batch;
   shape.n_threads = threads;
-  shape.kv_type = options.kv_type;
+  shape.k_type = options.k_type;
+  shape.v_type = options.v_type;
   shape.kv_block_tokens = options.kv_block_tokens;
   const std::vector<tensor::DType> types = plan::matrix_types(model.file(), c);
   if (shape.n_ctx == 0) {

@@ -25,8 +25,13 @@ struct SessionOptions {
   int32_t n_ctx = 0;
   int32_t n_batch = 256;  // prompt tokens per forward call
   int32_t n_threads = 0;  // 0: all cores the process may use
-  tensor::DType kv_type = tensor::DType::kF16;
+  // Element types of the KV cache's keys and values: f16, q8_0 or q4_0
+  // (quantized types need head sizes that are a multiple of 32).
+  tensor::DType k_type = tensor::DType::kF16;
+  tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
+
+  void set_kv_type(tensor::DType t) { k_type = v_type = t; }
 };
 
 class Session {

@@ -1,5 +1,7 @@
 #include "kv/attention.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "tensor/kernels.h"
 
@@ -12,44 +14,61 @@ int64_t pointer_floats(int32_t max_ctx) {
   return 2 * static_cast<int64_t>(max_ctx) * static_cast<int64_t>(sizeof(void*) / sizeof(float));
 }
 
+// Fills kptr/vptr with the start of KV head kvh's rows in each of the first n_blocks blocks.
+template <class P>
+void head_rows(const KvCache& cache, SeqId seq, int32_t layer, int32_t kvh, int32_t n_blocks,
+               const P** kptr, const P** vptr) {
+  const auto& table = cache.block_table(seq);
+  const uint64_t koff = cache.k_offset(layer, kvh), voff = cache.v_offset(layer, kvh);
+  for (int32_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* blk = cache.block_data(table[static_cast<size_t>(b)]);
+    kptr[b] = reinterpret_cast<const P*>(blk + koff);
+    vptr[b] = reinterpret_cast<const P*>(blk + voff);
+  }
+}
+
 }  // namespace
 
 int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v) {
   return pointer_floats(max_ctx) +
-         tensor::attention_scratch_floats(max_ctx, head_dim_k, head_dim_v);
+         std::max(tensor::attention_scratch_floats(max_ctx, head_dim_k, head_dim_v),
+                  tensor::attention_flash_scratch_floats(head_dim_k, head_dim_v));
 }
 
 void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
             const float* q, int32_t end, int32_t h0, int32_t h1, float* out, float* scratch) {
   const KvLayout& lay = cache.layout();
-  SNUG_CHECK(lay.type == tensor::DType::kF16);
   SNUG_CHECK(shape.head_dim_k <= kMaxHeadDim && shape.head_dim_v <= kMaxHeadDim);
   const int32_t bt = lay.block_tokens;
   const int32_t group = shape.n_heads / shape.n_kv_heads;
-  const auto& table = cache.block_table(seq);
   const int32_t n_blocks = (end + bt - 1) / bt;
-  auto** kptr = reinterpret_cast<const uint16_t**>(scratch);
-  auto** vptr = kptr + n_blocks;
   float* work = scratch + pointer_floats(end);
+  const bool f16 = lay.k_type == tensor::DType::kF16 && lay.v_type == tensor::DType::kF16;
   const tensor::SumOrder order =
       shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
   int32_t built_for = -1;
   for (int32_t h = h0; h < h1; ++h) {
     const int32_t kvh = h / group;
-    if (kvh != built_for) {
-      const uint64_t koff = cache.k_offset(layer, kvh), voff = cache.v_offset(layer, kvh);
-      for (int32_t b = 0; b < n_blocks; ++b) {
-        const uint8_t* blk = cache.block_data(table[static_cast<size_t>(b)]);
-        kptr[b] = reinterpret_cast<const uint16_t*>(blk + koff);
-        vptr[b] = reinterpret_cast<const uint16_t*>(blk + voff);
-      }
-      built_for = kvh;
+    const float* qh = q + static_cast<int64_t>(h) * shape.head_dim_k;
+    float* oh = out + static_cast<int64_t>(h) * shape.head_dim_v;
+    if (f16) {
+      auto** kptr = reinterpret_cast<const uint16_t**>(scratch);
+      auto** vptr = kptr + n_blocks;
+      if (kvh != built_for) head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
+      const tensor::PagedRows k{kptr, bt, shape.head_dim_k};
+      const tensor::PagedRows v{vptr, bt, shape.head_dim_v};
+      tensor::attention_f16_ggml(qh, k, v, end, shape.head_dim_k, shape.head_dim_v, shape.scale,
+                                 order, oh, work);
+    } else {
+      auto** kptr = reinterpret_cast<const uint8_t**>(scratch);
+      auto** vptr = kptr + n_blocks;
+      if (kvh != built_for) head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
+      const tensor::PagedKvRows k{kptr, bt, lay.k_row_bytes(), lay.k_type};
+      const tensor::PagedKvRows v{vptr, bt, lay.v_row_bytes(), lay.v_type};
+      tensor::attention_flash_ggml(qh, k, v, end, shape.head_dim_k, shape.head_dim_v, shape.scale,
+                                   oh, work);
     }
-    const tensor::PagedRows k{kptr, bt, shape.head_dim_k};
-    const tensor::PagedRows v{vptr, bt, shape.head_dim_v};
-    tensor::attention_f16_ggml(q + static_cast<int64_t>(h) * shape.head_dim_k, k, v, end,
-                               shape.head_dim_k, shape.head_dim_v, shape.scale, order,
-                               out + static_cast<int64_t>(h) * shape.head_dim_v, work);
+    built_for = kvh;
   }
 }
 

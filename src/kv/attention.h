@@ -1,10 +1,12 @@
 // Attention of one query token over a sequence's paged keys and values.
 //
-// The arithmetic follows llama.cpp's CPU path operation for operation (see
-// tensor::attention_f16_ggml), because SmolLM2-class models quantize
-// activations to 8 bits between layers: a one-ulp difference can flip a
-// rounding and, tokens later, the greedy choice. Matching it makes snug's
-// greedy output token-for-token comparable with the reference.
+// The arithmetic follows llama.cpp's CPU path operation for operation,
+// because SmolLM2-class models quantize activations to 8 bits between layers:
+// a one-ulp difference can flip a rounding and, tokens later, the greedy
+// choice. With f16 keys and values that is llama.cpp's default (non-flash)
+// attention (tensor::attention_f16_ggml), token-for-token comparable with the
+// reference. With a quantized K or V it is llama.cpp's flash-attention kernel
+// (tensor::attention_flash_ggml), the only one llama.cpp has for quantized V.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +29,8 @@ struct AttentionShape {
   bool batched = false;
 };
 
-// Scratch attend() needs for sequences of up to max_ctx positions, in floats.
+// Scratch attend() needs for sequences of up to max_ctx positions, in floats
+// (for any K and V types).
 int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v);
 
 // out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions

@@ -1,16 +1,34 @@
 #include "kv/kv_cache.h"
 
 #include <cstring>
+#include <tuple>
 
 #include "base/check.h"
 
 namespace snug::kv {
 
+bool is_kv_type(tensor::DType t) {
+  return t == tensor::DType::kF16 || t == tensor::DType::kQ8_0 || t == tensor::DType::kQ4_0;
+}
+
+Status KvLayout::check() const {
+  for (auto [what, t, dim] : {std::tuple{"K", k_type, head_dim_k}, {"V", v_type, head_dim_v}}) {
+    if (!is_kv_type(t))
+      return make_error(what, " cache type ", tensor::dtype_name(t),
+                        " is not stored by the KV cache (f16, q8_0 or q4_0)");
+    if (dim <= 0 || !tensor::row_bytes(t, dim))
+      return make_error(what, " cache type ", tensor::dtype_name(t),
+                        " needs a head size that is a multiple of ", tensor::info(t).block_size,
+                        ", but the model's is ", dim, " (use f16)");
+  }
+  return ok_status();
+}
+
 uint64_t KvLayout::k_row_bytes() const {
-  return *tensor::row_bytes(type, head_dim_k);
+  return *tensor::row_bytes(k_type, head_dim_k);
 }
 uint64_t KvLayout::v_row_bytes() const {
-  return *tensor::row_bytes(type, head_dim_v);
+  return *tensor::row_bytes(v_type, head_dim_v);
 }
 uint64_t KvLayout::bytes_per_token() const {
   return static_cast<uint64_t>(n_layers) * static_cast<uint64_t>(n_kv_heads) *
@@ -18,10 +36,7 @@ uint64_t KvLayout::bytes_per_token() const {
 }
 
 Result<KvCache> KvCache::create(const KvLayout& layout, int32_t n_blocks, memory::Ledger* ledger) {
-  if (!tensor::row_bytes(layout.type, layout.head_dim_k) ||
-      !tensor::row_bytes(layout.type, layout.head_dim_v))
-    return make_error("KV type ", tensor::dtype_name(layout.type),
-                      " needs head sizes that are a multiple of its block");
+  if (Status st = layout.check(); !st.ok()) return st.error();
   KvCache c;
   c.layout_ = layout;
   SNUG_ASSIGN_OR_RETURN(c.pool_, memory::BlockPool::create(layout.block_bytes(), n_blocks, ledger));

@@ -4,9 +4,11 @@
 // share one pool, and a finished sequence returns its blocks at once.
 //
 // A block holds `block_tokens` consecutive positions for every layer:
-//   [layer][k|v][kv_head][token in block][head_dim elements of `type`]
+//   [layer][k|v][kv_head][token in block][one row: head_dim elements of k_type or v_type]
 // so one block table serves all layers, and a head's keys inside a block are
-// contiguous for the attention dot products.
+// contiguous for the attention dot products. Keys and values each have their
+// own element type (f16, q8_0 or q4_0; llama.cpp's --cache-type-k/-v): a
+// quantized row is head_dim / 32 blocks of that GGUF format.
 //
 // Prefix sharing: fork() gives a new sequence the same blocks with their
 // reference counts raised; a write into a block held by several sequences
@@ -22,14 +24,25 @@
 
 namespace snug::kv {
 
+// Element types the cache stores and attend() reads: f16, q8_0, q4_0.
+bool is_kv_type(tensor::DType t);
+
 struct KvLayout {
   int32_t n_layers = 0;
   int32_t n_kv_heads = 0;
   int32_t head_dim_k = 0;
   int32_t head_dim_v = 0;
   int32_t block_tokens = 16;
-  tensor::DType type = tensor::DType::kF16;  // f16 now; q8_0/q4_0 follow the same row layout
+  tensor::DType k_type = tensor::DType::kF16;  // f16, q8_0 or q4_0 (is_kv_type)
+  tensor::DType v_type = tensor::DType::kF16;
 
+  // Both K and V in one type (--kv-type).
+  void set_type(tensor::DType t) { k_type = v_type = t; }
+  // Ok, or a one-line error: a type the cache does not store, or a head size
+  // that is not a whole number of the type's blocks (32 elements for q8_0 and q4_0).
+  Status check() const;
+
+  // Row sizes need check() to have passed.
   uint64_t k_row_bytes() const;  // one head's key for one token
   uint64_t v_row_bytes() const;
   uint64_t bytes_per_token() const;  // all layers, K and V

@@ -109,9 +109,9 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
       for (int32_t h = 0; h < c.n_kv_heads; ++h) {
         float* k = ws.k + t * KD + h * c.head_dim_k;
         tensor::rope_apply(k, c.rope_dim, cs, tensor::RopeMode::kNorm);
-        tensor::quantize_row(lay.type, k, cache.k_row(batch.seqs[t], l, h, pos), c.head_dim_k);
-        tensor::quantize_row(lay.type, ws.v + t * VD + h * c.head_dim_v,
-                             cache.v_row(batch.seqs[t], l, h, pos), c.head_dim_v);
+        tensor::quantize_kv_row(lay.k_type, k, cache.k_row(batch.seqs[t], l, h, pos), c.head_dim_k);
+        tensor::quantize_kv_row(lay.v_type, ws.v + t * VD + h * c.head_dim_v,
+                                cache.v_row(batch.seqs[t], l, h, pos), c.head_dim_v);
       }
     }
 

@@ -14,9 +14,12 @@ bool fits(const ModelFootprint& fp, const SessionShape& s, uint64_t budget) {
 }
 
 std::string kv_hint(tensor::DType t) {
-  std::string s = "--kv-type " + std::string(tensor::dtype_name(t));
-  if (!engine_supports_kv_type(t)) s += " (planned; the engine stores f16 KV for now)";
-  return s;
+  return "--kv-type " + std::string(tensor::dtype_name(t));
+}
+
+// Bytes of one K row plus one V row of 32 elements: orders KV settings by size.
+uint64_t kv_row_pair_bytes(tensor::DType k, tensor::DType v) {
+  return tensor::row_bytes(k, 32).value_or(0) + tensor::row_bytes(v, 32).value_or(0);
 }
 
 // What would fit instead of `want`, as one clause for the refusal.
@@ -24,15 +27,10 @@ std::string alternatives(const ModelFootprint& fp, const SessionShape& want, uin
   std::vector<std::string> out;
   const int32_t shorter = largest_context(fp, want, budget);
   if (shorter > 0) out.push_back("--ctx " + std::to_string(shorter) + " fits");
-  bool smaller_seen = false;
-  for (tensor::DType t : kKvTypes) {
-    if (t == want.kv_type) {
-      smaller_seen = true;
-      continue;
-    }
-    if (!smaller_seen) continue;
+  for (tensor::DType t : kKvTypes) {  // largest first: the first smaller one that helps
+    if (kv_row_pair_bytes(t, t) >= kv_row_pair_bytes(want.k_type, want.v_type)) continue;
     SessionShape s = want;
-    s.kv_type = t;
+    s.set_kv_type(t);
     if (fits(fp, s, budget)) {
       out.push_back(kv_hint(t) + " fits --ctx " + std::to_string(want.n_ctx));
       break;
@@ -134,7 +132,7 @@ Result<Fit> fit(const ModelFootprint& fp, const FitRequest& r) {
     return make_error("'", fp.name, "' needs ", format_bytes(m.predicted_peak_rss), " (weights ",
                       format_bytes(m.weights), ", KV cache ", format_bytes(m.kv), " for ",
                       shape.n_parallel > 1 ? std::to_string(shape.n_parallel) + " x " : "",
-                      shape.n_ctx, " tokens in ", tensor::dtype_name(shape.kv_type),
+                      shape.n_ctx, " tokens in ", kv_type_label(shape.k_type, shape.v_type),
                       ") but the memory budget is ", format_bytes(r.budget), ": ",
                       alternatives(fp, shape, r.budget));
   }

@@ -1,6 +1,7 @@
 #include "plan/session_plan.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "base/checked.h"
 
@@ -14,7 +15,16 @@ std::optional<tensor::DType> parse_kv_type(std::string_view name) {
 }
 
 bool engine_supports_kv_type(tensor::DType t) {
-  return t == tensor::DType::kF16;
+  return std::find(std::begin(kKvTypes), std::end(kKvTypes), t) != std::end(kKvTypes);
+}
+
+std::string kv_type_label(tensor::DType k, tensor::DType v) {
+  std::string s(tensor::dtype_name(k));
+  if (v != k) {
+    s += '/';
+    s += tensor::dtype_name(v);
+  }
+  return s;
 }
 
 Result<SessionPlan> plan_session(const model::ModelConfig& c,
@@ -40,13 +50,10 @@ Result<SessionPlan> plan_session(const model::ModelConfig& c,
   p.kv.head_dim_k = c.head_dim_k;
   p.kv.head_dim_v = c.head_dim_v;
   p.kv.block_tokens = shape.kv_block_tokens;
-  p.kv.type = shape.kv_type;
-  auto k_row = tensor::row_bytes(shape.kv_type, c.head_dim_k);
-  auto v_row = tensor::row_bytes(shape.kv_type, c.head_dim_v);
-  if (!k_row || !v_row)
-    return make_error("KV type ", tensor::dtype_name(shape.kv_type), " needs head sizes (",
-                      c.head_dim_k, ", ", c.head_dim_v, ") that are a multiple of its block of ",
-                      tensor::info(shape.kv_type).block_size);
+  p.kv.k_type = shape.k_type;
+  p.kv.v_type = shape.v_type;
+  // The same check KvCache::create makes: a type it stores, whole blocks per head.
+  if (Status st = p.kv.check(); !st.ok()) return st.error();
   // bytes_per_token() in 64 bits is safe: layers, heads and head sizes are bounded by
   // read_config; the products with the context and the sequence count are checked.
   const uint64_t per_seq_blocks =

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "base/result.h"
@@ -17,21 +18,24 @@
 
 namespace snug::plan {
 
-// KV element types a session may ask for, smallest saving last. Only f16 is
-// stored by the engine today; q8_0 and q4_0 are planned from their row sizes
-// (tensor::row_bytes) so users see what they will save.
+// KV element types a session may ask for (for K and V each), largest first.
 constexpr tensor::DType kKvTypes[] = {tensor::DType::kF16, tensor::DType::kQ8_0,
                                       tensor::DType::kQ4_0};
 std::optional<tensor::DType> parse_kv_type(std::string_view name);  // "f16", "q8_0", "q4_0"
-bool engine_supports_kv_type(tensor::DType t);
+bool engine_supports_kv_type(tensor::DType t);                      // each of kKvTypes
+// "q8_0" when K and V share a type, else "q8_0/f16" (K/V), for messages and tables.
+std::string kv_type_label(tensor::DType k, tensor::DType v);
 
 struct SessionShape {
   int32_t n_ctx = 0;       // tokens per sequence
   int32_t n_parallel = 1;  // sequences held at once (the KV pool holds n_parallel * n_ctx)
   int32_t n_batch = 256;   // prompt tokens per forward call
   int32_t n_threads = 1;   // worker threads (attention scratch is per thread)
-  tensor::DType kv_type = tensor::DType::kF16;
+  tensor::DType k_type = tensor::DType::kF16;  // one of kKvTypes
+  tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
+
+  void set_kv_type(tensor::DType t) { k_type = v_type = t; }
 };
 
 struct SessionPlan {

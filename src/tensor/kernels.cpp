@@ -4,10 +4,13 @@
 #include "tensor/kernels.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/check.h"
+#include "tensor/fp16.h"
 #include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
+#include "tensor/quant_blocks.h"
 
 namespace snug::tensor {
 
@@ -17,6 +20,25 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
 
 void quantize_row(DType type, const float* src, void* dst, int64_t n) {
   ref::quantize_row(type, src, dst, n);
+}
+
+void quantize_kv_row(DType type, const float* src, void* dst, int64_t n) {
+  if (type != DType::kQ8_0) {
+    ref::quantize_row(type, src, dst, n);
+    return;
+  }
+  SNUG_CHECK(n % kQK == 0);
+  constexpr int64_t kChunk = 8;  // blocks converted per step, on the stack
+  BlockQ8A tmp[kChunk];
+  auto* out = static_cast<BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n; i += kChunk * kQK) {
+    const int64_t m = std::min(kChunk * kQK, n - i);
+    simd::quantize_row_q8a(src + i, tmp, m);
+    for (int64_t b = 0; b < m / kQK; ++b, ++out) {
+      out->d = detail::f32_to_f16(tmp[b].d);  // already an f16 value: exact
+      std::memcpy(out->qs, tmp[b].qs, kQK);
+    }
+  }
 }
 
 DType activation_type(DType w) {

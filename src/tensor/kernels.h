@@ -128,6 +128,36 @@ void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, 
                         int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
                         float* scratch);
 
+// One head's rows in a paged KV cache of any KV type (f16, q8_0, q4_0): row t
+// (row_bytes bytes, a whole number of the type's blocks) starts at
+// blocks[t / block_tokens] + (t % block_tokens) * row_bytes.
+struct PagedKvRows {
+  const uint8_t* const* blocks;
+  int32_t block_tokens = 0;
+  uint64_t row_bytes = 0;
+  DType type = DType::kF16;
+};
+// Floats of scratch attention_flash_ggml needs for head sizes dk, dv.
+int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv);
+// out[0..dv) = sum_t softmax_t(scale * q.k_t) v_t over positions [0, n) for
+// K and V of any KV type, as llama.cpp's flash-attention CPU kernel computes
+// it (ggml_compute_forward_flash_attn_ext_f16_one_chunk): q converted to K's
+// dot type (q8_0 activations for quantized K, f16 for f16 K), each score by
+// K's integer or f16 dot product, an online softmax in positional order
+// (running max and sum, the accumulator rescaled when the max grows, expf),
+// each value row dequantized to f32 and multiply-added. For q8_0/q4_0 K and
+// V on AVX2 this is llama.cpp's arithmetic; f16 V is accumulated in f32
+// where llama.cpp accumulates in f16.
+void attention_flash_ggml(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t n,
+                          int64_t dk, int64_t dv, float scale, float* out, float* scratch);
+
+// Packs one key or value row (n elements) into the KV cache's type as
+// llama.cpp's CPU backend stores it: q8_0 with ggml's x86 quantizer (scale
+// 127/amax, ties to even: the values quantize_row_q8a gives activations),
+// which can differ from quantize_row's reference q8_0 by one level where a
+// value sits on a rounding boundary; f16 and q4_0 exactly as quantize_row.
+void quantize_kv_row(DType type, const float* src, void* dst, int64_t n);
+
 // Rotary position embedding on one head of head_dim values, rotating the first
 // rot_dim. kNorm pairs (x[2i], x[2i+1]) as llama.cpp's LLAMA_ROPE_TYPE_NORM;
 // kNeox pairs (x[i], x[i + rot_dim/2]). theta_i = pos * freq_scale * base^(-2i/rot_dim).

@@ -117,5 +117,101 @@ TEST(Attention, MatchesDirectSoftmaxOverPagedRows) {
   }
 }
 
+TEST(KvLayout, RowsFollowEachType) {
+  KvLayout l = small_layout();
+  l.head_dim_k = 64;
+  l.head_dim_v = 64;
+  EXPECT_EQ(l.k_row_bytes(), 128u);  // f16
+  l.k_type = tensor::DType::kQ8_0;   // 2 blocks of 34 bytes
+  l.v_type = tensor::DType::kQ4_0;   // 2 blocks of 18 bytes
+  EXPECT_TRUE(l.check().ok());
+  EXPECT_EQ(l.k_row_bytes(), 68u);
+  EXPECT_EQ(l.v_row_bytes(), 36u);
+  EXPECT_EQ(l.bytes_per_token(), 2u * 2u * (68u + 36u));
+  l.set_type(tensor::DType::kQ4_0);
+  EXPECT_EQ(l.k_row_bytes(), 36u);
+  EXPECT_EQ(l.v_row_bytes(), 36u);
+  memory::Ledger ledger;
+  auto c = KvCache::create(l, 3, &ledger);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(ledger.current(memory::Category::kKvCache), 3 * 4 * l.bytes_per_token());
+}
+
+TEST(KvLayout, RefusesTypesAndHeadSizesItCannotStore) {
+  memory::Ledger ledger;
+  KvLayout l = small_layout();
+  l.head_dim_v = 48;  // not a whole number of 32-element blocks
+  l.v_type = tensor::DType::kQ8_0;
+  auto c = KvCache::create(l, 2, &ledger);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("V cache type q8_0 needs a head size that is a multiple of"),
+            std::string::npos)
+      << c.error().message;
+  EXPECT_NE(c.error().message.find("48"), std::string::npos);
+  l.v_type = tensor::DType::kF16;  // f16 stores any head size
+  EXPECT_TRUE(KvCache::create(l, 2, &ledger).ok());
+  l.k_type = tensor::DType::kQ5_1;
+  auto q51 = KvCache::create(l, 2, &ledger);
+  ASSERT_FALSE(q51.ok());
+  EXPECT_NE(q51.error().message.find("q5_1 is not stored"), std::string::npos);
+  EXPECT_EQ(ledger.current(memory::Category::kKvCache), 0u);
+}
+
+// attend() over quantized keys and values (and mixed pairs) against a double
+// softmax over the unquantized rows: the difference is the types' own error,
+// bounded by 3e-2 (q8_0) or 0.25 (q4_0) times the largest value.
+TEST(Attention, QuantizedCacheStaysNearTheExactResult) {
+  using tensor::DType;
+  const int n = 21, d = 64;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> K(n * d), V(n * d), q(4 * d);
+  for (auto& x : K) x = nd(rng);
+  for (auto& x : V) x = nd(rng);
+  for (auto& x : q) x = 3 * nd(rng);
+  const float scale = 1.f / std::sqrt(float(d));
+  // The exact result for query head 2 (KV head 1).
+  std::vector<double> w(n), want(d, 0.0);
+  double mx = -1e30, sum = 0, vmax = 0;
+  for (int p = 0; p < n; ++p) {
+    double dot = 0;
+    for (int i = 0; i < d; ++i) dot += double(K[p * d + i]) * q[2 * d + i];
+    mx = std::max(mx, w[p] = dot * scale);
+  }
+  for (auto& x : w) sum += (x = std::exp(x - mx));
+  for (int p = 0; p < n; ++p)
+    for (int i = 0; i < d; ++i) {
+      want[i] += w[p] / sum * V[p * d + i];
+      vmax = std::max(vmax, double(std::fabs(V[p * d + i])));
+    }
+  const std::pair<DType, DType> pairs[] = {{DType::kQ8_0, DType::kQ8_0},
+                                           {DType::kQ4_0, DType::kQ4_0},
+                                           {DType::kQ8_0, DType::kF16},
+                                           {DType::kF16, DType::kQ4_0}};
+  for (auto [kt, vt] : pairs) {
+    KvLayout lay = small_layout();
+    lay.head_dim_k = lay.head_dim_v = d;
+    lay.k_type = kt;
+    lay.v_type = vt;
+    memory::Ledger ledger;
+    auto c = KvCache::create(lay, 8, &ledger);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    SeqId s = c->create_sequence();
+    ASSERT_TRUE(c->prepare_append(s, n).ok());
+    for (int p = 0; p < n; ++p) {
+      tensor::quantize_kv_row(kt, &K[p * d], c->k_row(s, 0, 1, p), d);
+      tensor::quantize_kv_row(vt, &V[p * d], c->v_row(s, 0, 1, p), d);
+    }
+    c->commit_append(s, n);
+    AttentionShape shape{4, 2, d, d, scale};
+    std::vector<float> out(4 * d), scratch(static_cast<size_t>(attention_scratch_floats(n, d, d)));
+    attend(*c, s, 0, shape, q.data(), n, 2, 4, out.data(), scratch.data());
+    const double tol = (kt == DType::kQ4_0 || vt == DType::kQ4_0) ? 0.25 : 3e-2;
+    for (int i = 0; i < d; ++i)
+      ASSERT_NEAR(out[2 * d + i], want[i], tol * vmax)
+          << tensor::dtype_name(kt) << "/" << tensor::dtype_name(vt) << " " << i;
+  }
+}
+
 }  // namespace
 }  // namespace snug::kv

@@ -80,18 +80,90 @@ TEST(Plan, SessionReservesFromTheBudgetBeforeAllocating) {
                              ledger.current(memory::Category::kScratch));
 }
 
-TEST(Plan, EngineRefusesKvTypesItDoesNotStoreYet) {
+TEST(Plan, SessionKvBytesEqualThePlanForEveryKvTypePair) {
+  testing::TinyModelSpec spec;
+  spec.n_embd = 128;  // heads of 32: a whole q8_0 / q4_0 block
+  const std::string path = testing::write_tiny_model("plan_tiny_kv.gguf", spec);
+  memory::Ledger weights_ledger;
+  auto m = model::Model::load(path, &weights_ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  auto fp = plan::plan_model((*m)->file());
+  ASSERT_TRUE(fp.ok()) << fp.error().message;
+  uint64_t f16_bytes = 0;
+  for (DType kt : plan::kKvTypes) {
+    for (DType vt : plan::kKvTypes) {
+      SCOPED_TRACE(plan::kv_type_label(kt, vt));
+      memory::Ledger ledger;
+      engine::SessionOptions o;
+      o.n_ctx = 100;
+      o.n_threads = 2;
+      o.k_type = kt;
+      o.v_type = vt;
+      auto s = engine::Session::create(**m, o, &ledger);
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      plan::SessionShape shape;
+      shape.n_ctx = 100;
+      shape.n_threads = 2;
+      shape.k_type = kt;
+      shape.v_type = vt;
+      auto p = plan::plan_memory(*fp, shape);
+      ASSERT_TRUE(p.ok()) << p.error().message;
+      EXPECT_EQ(p->kv, ledger.current(memory::Category::kKvCache));
+      EXPECT_EQ(p->workspace, ledger.current(memory::Category::kScratch));
+      EXPECT_EQ((*s)->cache().layout().k_type, kt);
+      EXPECT_EQ((*s)->cache().layout().v_type, vt);
+      // 7 blocks of 16 tokens, 2 layers x 2 KV heads, rows of 32 elements.
+      const uint64_t row_k = *tensor::row_bytes(kt, 32), row_v = *tensor::row_bytes(vt, 32);
+      EXPECT_EQ(p->kv, 7u * 16u * 2u * 2u * (row_k + row_v));
+      if (kt == DType::kF16 && vt == DType::kF16) f16_bytes = p->kv;
+    }
+  }
+  plan::SessionShape q8;
+  q8.n_ctx = 100;
+  q8.set_kv_type(DType::kQ8_0);
+  EXPECT_EQ(plan::plan_memory(*fp, q8)->kv * 64, f16_bytes * 34);  // 34 bytes per 32 vs 64
+}
+
+TEST(Plan, RefusesKvTypesTheHeadSizeCannotHold) {
   memory::Ledger ledger;
   auto m = model::Model::load(testing::write_tiny_model("plan_tiny3.gguf"), &ledger);
   ASSERT_TRUE(m.ok());
+  ASSERT_EQ((*m)->config().head_dim_k, 16);  // half a q8_0 block
   engine::SessionOptions o;
   o.n_ctx = 64;
-  o.kv_type = DType::kQ8_0;
+  o.k_type = DType::kQ8_0;
   auto s = engine::Session::create(**m, o, &ledger);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.error().message.find("q8_0"), std::string::npos);
+  EXPECT_NE(s.error().message.find("K cache type q8_0 needs a head size that is a multiple of 32"),
+            std::string::npos)
+      << s.error().message;
+  EXPECT_EQ(ledger.current(memory::Category::kKvCache), 0u);
+  // The same refusal when the context is left to the budget.
+  memory::Budget budget(64 * kMiB);
+  o.n_ctx = 0;
+  o.k_type = DType::kF16;
+  o.v_type = DType::kQ4_0;
+  auto fitted = engine::Session::create(**m, o, &ledger, &budget);
+  ASSERT_FALSE(fitted.ok());
+  EXPECT_NE(fitted.error().message.find("V cache type q4_0"), std::string::npos);
+  // And from the planner.
+  auto fp = plan::plan_model((*m)->file());
+  ASSERT_TRUE(fp.ok());
+  plan::SessionShape shape;
+  shape.n_ctx = 64;
+  shape.set_kv_type(DType::kQ4_0);
+  auto p = plan::plan_memory(*fp, shape);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().message.find("multiple of 32"), std::string::npos);
+  auto f = plan::fit(*fp, {shape, 64 * kMiB});
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message.find("multiple of 32"), std::string::npos) << f.error().message;
+
   EXPECT_EQ(*plan::parse_kv_type("q4_0"), DType::kQ4_0);
   EXPECT_FALSE(plan::parse_kv_type("q5_1").has_value());
+  for (DType t : plan::kKvTypes) EXPECT_TRUE(plan::engine_supports_kv_type(t));
+  EXPECT_EQ(plan::kv_type_label(DType::kQ8_0, DType::kF16), "q8_0/f16");
+  EXPECT_EQ(plan::kv_type_label(DType::kQ4_0, DType::kQ4_0), "q4_0");
 }
 
 TEST(Plan, FitsTheLargestContextAndRefusesWithWhatFits) {

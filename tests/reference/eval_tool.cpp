@@ -1,9 +1,11 @@
 // Test helper: evaluates a token sequence with snug and writes the logits of
 // every position, so the reference test can compare them with llama.cpp's.
-//   eval_tool MODEL OUT.f32 [THREADS] [CHUNK] < "id id id ..."
+//   eval_tool MODEL OUT.f32 [THREADS] [CHUNK] [K_TYPE] [V_TYPE] < "id id id ..."
+// K_TYPE, V_TYPE: the KV cache's types (f16, q8_0, q4_0; default f16).
 // OUT.f32 holds n_tokens x n_vocab little-endian floats.
 #include <cstdio>
 #include <iostream>
+#include <string_view>
 #include <vector>
 
 #include "kv/kv_cache.h"
@@ -28,6 +30,18 @@ int main(int argc, char** argv) {
   const int chunk = argc > 4 ? std::atoi(argv[4]) : 64;  // tokens per forward pass
   const auto n = static_cast<int32_t>(ids.size());
   auto layout = (*m)->kv_layout(tensor::DType::kF16);
+  for (int i = 5; i < argc && i < 7; ++i) {
+    tensor::DType& t = i == 5 ? layout.k_type : layout.v_type;
+    const std::string_view name = argv[i];
+    if (name == "q8_0") {
+      t = tensor::DType::kQ8_0;
+    } else if (name == "q4_0") {
+      t = tensor::DType::kQ4_0;
+    } else if (name != "f16") {
+      std::fprintf(stderr, "eval_tool: unknown KV type '%s'\n", argv[i]);
+      return 2;
+    }
+  }
   auto cache =
       kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
   model::WorkspaceShape shape{

@@ -1,0 +1,198 @@
+// attention_flash_ggml (attention over f16, q8_0 and q4_0 keys and values) on
+// every Highway target this CPU supports, against two references in double:
+//
+//  - "stored": softmax over the scores of the stored (dequantized) keys with
+//    the query as the kernel converts it (q8_0 activations for quantized K,
+//    f16 for f16 K), weighting the stored values. Only float rounding differs
+//    (integer block sums are exact): |out - ref| <= 1e-5 * max|v| + 1e-6.
+//  - "exact": the unquantized query, keys and values. The error is the KV
+//    type's own: |out - ref| <= tol(K, V) * max|v| with tol 2e-3 for f16,
+//    3e-2 for q8_0 and 0.25 for q4_0 (the worse of K and V decides).
+//
+// Also: quantize_kv_row stores f16 and q4_0 exactly as quantize_row, and
+// q8_0 as ggml's x86 quantizer (same scale, levels within one of the
+// reference quantizer's, and equal to it nearly everywhere).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include "tensor/kernels.h"
+#include "tensor/kernels_ref.h"
+#include "tensor/quant_blocks.h"
+#include "test_util.h"
+
+namespace snug::tensor {
+namespace {
+
+using testing::random_values;
+
+constexpr DType kKvTypes[] = {DType::kF16, DType::kQ8_0, DType::kQ4_0};
+
+class AttentionFlash : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+};
+
+// n rows of dim floats stored in `type`, paged in blocks of bt rows.
+struct Paged {
+  Paged(DType type, const std::vector<float>& x, int64_t n, int64_t dim, int32_t bt)
+      : stride(*row_bytes(type, dim)) {
+    const int64_t n_blocks = (n + bt - 1) / bt;
+    // One allocation per block, in reverse order, so that blocks are not contiguous.
+    storage.resize(static_cast<size_t>(n_blocks));
+    for (int64_t b = n_blocks - 1; b >= 0; --b)
+      storage[static_cast<size_t>(b)].assign(stride * static_cast<size_t>(bt), 0);
+    for (int64_t t = 0; t < n; ++t)
+      quantize_kv_row(type, x.data() + t * dim, storage[t / bt].data() + (t % bt) * stride, dim);
+    for (auto& s : storage) blocks.push_back(s.data());
+    rows = PagedKvRows{blocks.data(), bt, stride, type};
+  }
+  // Row t as the kernel reads it, in f32.
+  std::vector<float> row(int64_t t, int64_t dim) const {
+    std::vector<float> out(static_cast<size_t>(dim));
+    const int32_t bt = rows.block_tokens;
+    ref::dequantize_row(rows.type, blocks[t / bt] + (t % bt) * stride, out.data(), dim);
+    return out;
+  }
+  size_t stride;  // bytes per row
+  std::vector<std::vector<uint8_t>> storage;
+  std::vector<const uint8_t*> blocks;
+  PagedKvRows rows{};
+};
+
+// The query as the kernel's K dot product sees it.
+std::vector<float> converted_query(DType k_type, const std::vector<float>& q) {
+  std::vector<float> out(q.size());
+  const auto n = static_cast<int64_t>(q.size());
+  if (k_type == DType::kF16) {
+    for (size_t i = 0; i < q.size(); ++i) out[i] = fp16_to_fp32(fp32_to_fp16(q[i]));
+  } else {
+    std::vector<BlockQ8A> a(static_cast<size_t>(n / 32));
+    ref::quantize_activation_row(DType::kQ8_0, q.data(), a.data(), n);
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i / 32].d * a[i / 32].qs[i % 32];
+  }
+  return out;
+}
+
+// softmax(scale * q.k_t) v_t in double.
+std::vector<double> reference(const std::vector<float>& q, const std::vector<std::vector<float>>& k,
+                              const std::vector<std::vector<float>>& v, float scale) {
+  std::vector<double> w(k.size());
+  double mx = -1e300, sum = 0;
+  for (size_t t = 0; t < k.size(); ++t) {
+    double dot = 0;
+    for (size_t i = 0; i < q.size(); ++i) dot += double(q[i]) * k[t][i];
+    w[t] = dot * scale;
+    mx = std::max(mx, w[t]);
+  }
+  for (double& x : w) sum += (x = std::exp(x - mx));
+  std::vector<double> out(v[0].size(), 0.0);
+  for (size_t t = 0; t < v.size(); ++t)
+    for (size_t i = 0; i < out.size(); ++i) out[i] += w[t] / sum * v[t][i];
+  return out;
+}
+
+float type_tolerance(DType t) {
+  return t == DType::kF16 ? 2e-3f : t == DType::kQ8_0 ? 3e-2f : 0.25f;
+}
+
+TEST_P(AttentionFlash, MatchesReferencesForEveryKvTypePair) {
+  const int32_t bt = 16;
+  for (int64_t dk : {64, 128}) {
+    const int64_t dv = 64;
+    for (int64_t n : {1, 5, 16, 37}) {
+      // Keys large enough that the softmax is peaked (as in trained models).
+      const auto kx = random_values(n * dk, 1 + static_cast<uint32_t>(n), 0.f);
+      const auto vx = random_values(n * dv, 2 + static_cast<uint32_t>(n), 0.f);
+      auto q = random_values(dk, 3, 0.f);
+      for (float& x : q) x *= 4.f;
+      const float scale = 1.f / std::sqrt(static_cast<float>(dk));
+      std::vector<std::vector<float>> k_exact, v_exact;
+      for (int64_t t = 0; t < n; ++t) {
+        k_exact.emplace_back(kx.begin() + t * dk, kx.begin() + (t + 1) * dk);
+        v_exact.emplace_back(vx.begin() + t * dv, vx.begin() + (t + 1) * dv);
+      }
+      const auto exact = reference(q, k_exact, v_exact, scale);
+      for (DType kt : kKvTypes) {
+        for (DType vt : kKvTypes) {
+          const Paged k(kt, kx, n, dk, bt), v(vt, vx, n, dv, bt);
+          std::vector<std::vector<float>> k_stored, v_stored;
+          float vmax = 0;
+          for (int64_t t = 0; t < n; ++t) {
+            k_stored.push_back(k.row(t, dk));
+            v_stored.push_back(v.row(t, dv));
+            for (float x : v_stored.back()) vmax = std::max(vmax, std::fabs(x));
+          }
+          const auto stored = reference(converted_query(kt, q), k_stored, v_stored, scale);
+          std::vector<float> scratch(static_cast<size_t>(attention_flash_scratch_floats(dk, dv)));
+          std::vector<float> out(static_cast<size_t>(dv) + 1, -7.f);
+          attention_flash_ggml(q.data(), k.rows, v.rows, n, dk, dv, scale, out.data(),
+                               scratch.data());
+          EXPECT_EQ(out[dv], -7.f) << "wrote past dv";
+          const float tol = std::max(type_tolerance(kt), type_tolerance(vt));
+          for (int64_t i = 0; i < dv; ++i) {
+            SCOPED_TRACE(::testing::Message() << dtype_name(kt) << "/" << dtype_name(vt) << " dk "
+                                              << dk << " n " << n << " i " << i);
+            ASSERT_NEAR(out[i], stored[i], 1e-5 * vmax + 1e-6);
+            ASSERT_NEAR(out[i], exact[i], tol * vmax);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(AttentionFlash, F16PairAgreesWithTheNonFlashKernel) {
+  const int64_t d = 64, n = 29;
+  const int32_t bt = 8;
+  const auto kx = random_values(n * d, 5), vx = random_values(n * d, 6), q = random_values(d, 7);
+  const Paged k(DType::kF16, kx, n, d, bt), v(DType::kF16, vx, n, d, bt);
+  std::vector<const uint16_t*> kb, vb;
+  for (const uint8_t* p : k.blocks) kb.push_back(reinterpret_cast<const uint16_t*>(p));
+  for (const uint8_t* p : v.blocks) vb.push_back(reinterpret_cast<const uint16_t*>(p));
+  std::vector<float> scratch(static_cast<size_t>(attention_scratch_floats(n, d, d)));
+  std::vector<float> flash(d), plain(d);
+  attention_flash_ggml(q.data(), k.rows, v.rows, n, d, d, 0.125f, flash.data(), scratch.data());
+  attention_f16_ggml(q.data(), PagedRows{kb.data(), bt, d}, PagedRows{vb.data(), bt, d}, n, d, d,
+                     0.125f, SumOrder::kVecDot, plain.data(), scratch.data());
+  float vmax = 0;
+  for (float x : vx) vmax = std::max(vmax, std::fabs(x));
+  // The non-flash kernel rounds the probabilities to f16 (llama.cpp does): ~1e-3 relative.
+  for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(flash[i], plain[i], 2e-3 * vmax) << i;
+}
+
+TEST_P(AttentionFlash, QuantizeKvRowFollowsGgmlCpu) {
+  const int64_t n = 512;
+  const auto x = random_values(n, 11);
+  for (DType t : {DType::kF16, DType::kQ4_0}) {
+    auto want = testing::quantized(t, x);
+    std::vector<uint8_t> got(want.size());
+    quantize_kv_row(t, x.data(), got.data(), n);
+    EXPECT_EQ(got, want) << dtype_name(t);
+  }
+  const auto want = testing::quantized(DType::kQ8_0, x);
+  std::vector<BlockQ8_0> got(n / 32);
+  quantize_kv_row(DType::kQ8_0, x.data(), got.data(), n);
+  const auto* w = reinterpret_cast<const BlockQ8_0*>(want.data());
+  int differ = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    EXPECT_EQ(got[b].d, w[b].d) << b;
+    for (int j = 0; j < 32; ++j) {
+      EXPECT_LE(std::abs(got[b].qs[j] - w[b].qs[j]), 1) << b << " " << j;
+      differ += got[b].qs[j] != w[b].qs[j];
+    }
+  }
+  EXPECT_LE(differ, n / 100);
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, AttentionFlash,
+                         ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
+                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
+
+}  // namespace
+}  // namespace snug::tensor
