@@ -22,6 +22,7 @@ class WindowEvaluator {
     std::unique_ptr<WindowEvaluator> e(new WindowEvaluator(m));
     const auto& c = m.config();
     kv::KvLayout layout = m.kv_layout(o.k_type);
+    layout.v_type = o.v_type;
     const int32_t blocks = (o.n_ctx + layout.block_tokens - 1) / layout.block_tokens;
     SNUG_ASSIGN_OR_RETURN(e->cache_, kv::KvCache::create(layout, blocks, ledger));
     model::WorkspaceShape shape{
