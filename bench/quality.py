@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--imatrix-types", default=",".join(IMATRIX_TYPES))
+    ap.add_argument("--imatrix-chunks", type=int, default=40,
+                    help="windows of 512 calibration tokens for the importance matrix")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/QUANTIZATION.md")
     args = ap.parse_args()
 
@@ -125,7 +127,7 @@ def main():
     imatrix = work / "imatrix.gguf"
     if not imatrix.exists():
         run([snug, "imatrix", base, "--file", ROOT / "data" / "text" / "calibration.txt", "-o",
-             imatrix, "-t", args.threads])
+             imatrix, "-t", args.threads, "--chunks", args.imatrix_chunks])
     print(f"base {base} ({base.stat().st_size / 2**20:.1f} MiB), imatrix {imatrix}", flush=True)
 
     rows = [measure(snug, "F32 (base)", base, base, 32.0, args)]

@@ -259,7 +259,10 @@ TEST(Imatrix, AnotherModelsImatrixIsRefused) {
   // Same widths, but a layer the model does not have.
   Imatrix deeper = *m;
   deeper.entries["blk.7.attn_q.weight"] = deeper.entries.at("blk.0.attn_q.weight");
-  r = quantize_file(narrow, out, {.kind = *find_quant_kind("Q4_0"), .imatrix = &deeper});
+  QuantizeOptions opt;
+  opt.kind = *find_quant_kind("Q4_0");
+  opt.imatrix = &deeper;
+  r = quantize_file(narrow, out, opt);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("blk.7.attn_q.weight"), std::string::npos);
   EXPECT_FALSE(fs::exists(out));
