@@ -86,6 +86,24 @@ def measure(snug, label, model, base, bpw, args, kv="f16", imatrix=False):
     return row
 
 
+def row_path(row, work, src):
+    """The model file a row measured."""
+    if row["label"] == "F32 (base)":
+        return work / "base-f32.gguf"
+    if row["label"] == "Q4_1 (original file)":
+        return src
+    return work / (row["label"] + ("-imatrix" if row["imatrix"] else "") + ".gguf")
+
+
+def refresh_speed(snug, rows, work, src, args):
+    """Measures generation speed and peak RSS again (quality figures are deterministic;
+    speed is only meaningful on a quiet machine)."""
+    for r in rows:
+        r["gen_tps"], r["peak_rss"] = generation(snug, row_path(r, work, src), args, r["kv"])
+        print(f"{r['label']:<22} kv {r['kv']:<5} {r['gen_tps']:6.1f} tok/s "
+              f"{r['peak_rss'] / 2**20:6.1f} MiB", flush=True)
+
+
 def table(rows):
     head = ("| Type | imatrix | KV | File | Bits/weight | PPL | KL mean | KL 99% | Same top | "
             "Gen tok/s | Peak RSS |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -113,6 +131,8 @@ def main():
     ap.add_argument("--imatrix-types", default=",".join(IMATRIX_TYPES))
     ap.add_argument("--imatrix-chunks", type=int, default=40,
                     help="windows of 512 calibration tokens for the importance matrix")
+    ap.add_argument("--refresh-speed", action="store_true",
+                    help="only measure generation speed and RSS again for the rows of the last run")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/QUANTIZATION.md")
     args = ap.parse_args()
 
@@ -122,6 +142,11 @@ def main():
     work = Path(args.work) / args.model
     work.mkdir(parents=True, exist_ok=True)
     args.work = str(work)
+    if args.refresh_speed:
+        rows = json.loads((work / "quality.json").read_text())
+        refresh_speed(snug, rows, work, src, args)
+        write_results(rows, work, args)
+        return
     base = work / "base-f32.gguf"
     quantize(snug, src, base, "F32")
     imatrix = work / "imatrix.gguf"
@@ -144,6 +169,10 @@ def main():
         rows.append(measure(snug, "Q4_1 (original file)", src, base,
                             rows[1]["bpw"], args, kv=kv))
 
+    write_results(rows, work, args)
+
+
+def write_results(rows, work, args):
     (work / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
     text = table(rows)
     print(text)
@@ -153,11 +182,12 @@ def main():
     body = doc.read_text()
     if BEGIN not in body or END not in body:
         sys.exit(f"quality: {doc} lacks the {BEGIN} / {END} markers")
-    cmd = " ".join(["bench/quality"] + sys.argv[1:])
+    cmd = " ".join(["bench/quality"] + [a for a in sys.argv[1:] if a != "--refresh-speed"])
     stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {os.cpu_count()} cores: "
              f"{args.model}, evaluation text windows of {args.ctx} tokens, "
              f"{rows[0]['n_scored']} positions scored; generation {args.gen_tokens} tokens, "
-             f"{args.threads} threads, context 1024.\n\n")
+             f"{args.threads} threads, context 1024"
+             f"{' (re-measured alone with --refresh-speed)' if args.refresh_speed else ''}.\n\n")
     pre, rest = body.split(BEGIN, 1)
     post = rest.split(END, 1)[1]
     doc.write_text(pre + BEGIN + "\n" + stamp + text + END + post)
