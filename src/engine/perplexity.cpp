@@ -50,7 +50,7 @@ class WindowEvaluator {
       for (int32_t i = 0; i < len; ++i) {
         const bool want = off + i >= first;
         if (want && p0 < 0) p0 = off + i;
-        batch_.add(window[static_cast<size_t>(off + i)], seq_, want);
+        batch_.add(window[static_cast<size_t>(off) + static_cast<size_t>(i)], seq_, want);
       }
       SNUG_RETURN_IF_ERROR(model_.forward(batch_, cache_, ws_, pool));
       if (p0 >= 0) on_rows(p0, off + len - p0, static_cast<const float*>(ws_.logits));

@@ -276,7 +276,7 @@ void q3_K(const float* x, BlockQ3_K* y, int64_t n, const float* qw) {
     std::memset(y[i].scales, 0, 12);
     const float d_block = make_qx(16, 32, scales, Ls, sw);
     for (int j = 0; j < 16; ++j) {
-      int l = Ls[j];
+      int l = static_cast<uint8_t>(Ls[j]);  // make_qx levels are 0..63
       if (j < 8) {
         y[i].scales[j] = static_cast<uint8_t>(l & 0xF);
       } else {
