@@ -14,8 +14,6 @@
 namespace snug::tensor::detail {
 namespace {
 
-constexpr float kGroupMaxEps = 1e-15f;
-
 // Symmetric levels L in [0, 2*nmax) for x ~= scale * (L - nmax), weighted by
 // x^2, searching 19 candidate scales (ggml make_qx_quants, rmse_type 1).
 float make_qx(int n, int nmax, const float* x, int8_t* L) {
@@ -178,16 +176,6 @@ float make_qkx2(int n, int nmax, const float* x, const float* weights, uint8_t* 
   }
   *the_min = -min;
   return scale;
-}
-
-// Packs four 2-bit planes: qs[32h + l] holds L[128h + 32k + l] in bits 2k.
-void pack_2bit(const uint8_t* L, uint8_t* qs) {
-  for (int j = 0; j < kQKK; j += 128) {
-    for (int l = 0; l < 32; ++l) {
-      qs[j / 4 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                           (L[j + l + 96] << 6));
-    }
-  }
 }
 
 // Shared by q4_K and q5_K: 8 groups of 32, asymmetric, 6-bit scales and mins.
@@ -389,29 +377,7 @@ void quantize_row_q6_K(const float* x, void* dst, int64_t n) {
       std::memset(&y[i], 0, sizeof(BlockQ6_K));
       continue;
     }
-    const float iscale = -128.f / max_scale;
-    y[i].d = f32_to_f16(1 / iscale);
-    for (int ib = 0; ib < 16; ++ib) {
-      y[i].scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
-    }
-    for (int j = 0; j < 16; ++j) {
-      const float d = f16_to_f32(y[i].d) * y[i].scales[j];
-      if (!d) continue;
-      for (int ii = 0; ii < 16; ++ii) {
-        L[16 * j + ii] = static_cast<int8_t>(clamp(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
-      }
-    }
-    for (int h = 0; h < 2; ++h) {
-      uint8_t* ql = y[i].ql + 64 * h;
-      uint8_t* qh = y[i].qh + 32 * h;
-      const int8_t* Lh = L + 128 * h;
-      for (int l = 0; l < 32; ++l) {
-        ql[l] = static_cast<uint8_t>((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
-        ql[l + 32] = static_cast<uint8_t>((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
-        qh[l] = static_cast<uint8_t>((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) |
-                                     ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
-      }
-    }
+    finish_q6_K(x, scales, max_scale, L, &y[i]);
   }
 }
 
