@@ -48,8 +48,10 @@ hwm = 0
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         hwm = int(line.split()[1]) * 1024
+import llama_cpp
+sysinfo = llama_cpp.llama_print_system_info().decode()
 print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
-                  "time_to_first_token": ttft, "peak_rss_bytes": hwm, "token_ids": out}))
+                  "time_to_first_token": ttft, "peak_rss_bytes": hwm, "token_ids": out, "system_info": sysinfo}))
 """
 
 
@@ -145,7 +147,11 @@ def run_model(args, thread_list, bandwidth):
                 continue  # warm-up: page cache, CPU frequency
             snug_s.append(s)
             llama_s.append(l)
-        row = {"threads": threads}
+        # Which code made the figures: snug's dispatched target and kernels,
+        # llama.cpp's compiled CPU features.
+        row = {"threads": threads, "snug_simd_target": snug_s[0]["simd_target"],
+               "snug_matmul_kernels": snug_s[0]["matmul_kernels"],
+               "llama_system_info": llama_s[0]["system_info"]}
         for key, name in [("prompt_tokens_per_second", "pp"), ("generate_tokens_per_second", "gen"),
                           ("peak_rss_bytes", "rss"), ("time_to_first_token", "ttft")]:
             a = [x[key] for x in snug_s]
@@ -173,7 +179,10 @@ def run_model(args, thread_list, bandwidth):
 
 def print_row(r):
     t = r["threads"]
-    print(f"\nthreads {t}            snug median (min-max)            llama.cpp median (min-max)       ratio")
+    kernels = ", ".join(f"{k} {v}" for k, v in r["snug_matmul_kernels"].items())
+    print(f"\nsnug kernels: {r['snug_simd_target']}: {kernels}")
+    print(f"llama.cpp: {r['llama_system_info'].strip()}")
+    print(f"threads {t}            snug median (min-max)            llama.cpp median (min-max)       ratio")
     for name, unit, scale in [("pp", "tok/s", 1), ("gen", "tok/s", 1), ("ttft", "s", 1), ("rss", "MiB", 1 / 2**20)]:
         s, l = r[f"snug_{name}"], r[f"llama_{name}"]
         fmt = lambda d: f"{d['median']*scale:9.2f} ({d['min']*scale:.2f}-{d['max']*scale:.2f})"

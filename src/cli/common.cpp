@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "base/bytes.h"
 #include "base/sysmem.h"
+#include "tensor/kernels.h"
 
 namespace snug::cli {
 namespace {
@@ -101,6 +103,40 @@ void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* plan
 int fail(const Error& e) {
   std::fprintf(stderr, "snug: error: %s\n", e.message.c_str());
   return kExitFailure;
+}
+
+namespace {
+
+// The matmul kernel per distinct weight type of the model's matrices.
+std::map<std::string, std::string> matmul_kernels(const model::Model& m) {
+  std::map<std::string, std::string> out;
+  auto add = [&](const tensor::MatView& v) {
+    if (v.data == nullptr) return;
+    const char* k = tensor::matmul_kernel(v.type);
+    out[std::string(tensor::dtype_name(v.type))] = k != nullptr ? k : "none";
+  };
+  const model::Weights& w = m.weights();
+  add(w.output);
+  for (const model::LayerWeights& l : w.layers) {
+    for (const tensor::MatView* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) add(*v);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string describe_kernels(const model::Model& m) {
+  std::string s = tensor::simd_target();
+  const char* sep = ": ";
+  for (const auto& [type, kernel] : matmul_kernels(m)) {
+    s += sep + type + " " + kernel;
+    sep = ", ";
+  }
+  return s;
+}
+
+nlohmann::json kernels_json(const model::Model& m) {
+  return {{"simd_target", tensor::simd_target()}, {"matmul_kernels", matmul_kernels(m)}};
 }
 
 }  // namespace snug::cli

@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "base/result.h"
 #include "memory/ledger.h"
 #include "model/model.h"
@@ -42,6 +44,13 @@ void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* plan
 // Exit codes: 0 success, 1 a runtime failure (bad file, budget), 2 bad usage.
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+
+// The SIMD target the kernels dispatched to on this CPU and, per weight type of
+// the model's matrices, the matmul kernel it runs: "AVX3: q4_1 avx2-int8, q8_0
+// avx2-int8". Speed figures quote it so that they name the code that made them.
+std::string describe_kernels(const model::Model& m);
+// The same as JSON: {"simd_target": "AVX3", "matmul_kernels": {"q4_1": "avx2-int8"}}.
+nlohmann::json kernels_json(const model::Model& m);
 
 int fail(const Error& e);  // prints "snug: error: ..." and returns kExitFailure
 

@@ -31,8 +31,9 @@ struct RunFlags {
 
 // One JSON object for scripts and benchmarks: tokens, text, timings, memory.
 void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r,
-                const memory::Ledger& ledger, uint64_t predicted_peak_rss) {
-  nlohmann::json j;
+                const memory::Ledger& ledger, uint64_t predicted_peak_rss,
+                const model::Model& model) {
+  nlohmann::json j = kernels_json(model);
   j["prompt_token_ids"] = prompt;
   j["token_ids"] = r.tokens;
   j["text"] = r.text;
@@ -103,6 +104,7 @@ int run_main(const RunFlags& f) {
   if (!session.ok()) return fail(session.error());
   log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name,
            lm->model->config().n_layers, (*session)->n_ctx(), (*session)->n_threads());
+  log_info("kernels: {}", describe_kernels(*lm->model));
 
   const bool tty = ::isatty(STDOUT_FILENO) != 0;
   engine::TextSink sink;
@@ -115,7 +117,7 @@ int run_main(const RunFlags& f) {
   auto result = engine::generate(**session, tok, ids, f.gen.generate_options(), sink);
   if (!result.ok()) return fail(result.error());
   if (f.json) {
-    print_json(ids, *result, ledger, pm->fit.plan.predicted_peak_rss);
+    print_json(ids, *result, ledger, pm->fit.plan.predicted_peak_rss, *lm->model);
     const PlannedMemory planned = planned_memory(*pm);
     if (f.gen.memory_report) print_memory_report(ledger, &planned);
     return 0;
@@ -126,12 +128,13 @@ int run_main(const RunFlags& f) {
     const auto& r = *result;
     std::fprintf(stderr,
                  "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s "
-                 "(%.1f tok/s); stop: %s\n",
+                 "(%.1f tok/s); stop: %s; kernels %s\n",
                  r.prompt_tokens, r.prompt_seconds,
                  r.prompt_tokens / std::max(r.prompt_seconds, 1e-9), r.tokens.size(),
                  r.generate_seconds,
                  static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
-                 std::string(engine::stop_reason_name(r.reason)).c_str());
+                 std::string(engine::stop_reason_name(r.reason)).c_str(),
+                 describe_kernels(*lm->model).c_str());
   }
   const PlannedMemory planned = planned_memory(*pm);
   if (f.gen.memory_report) print_memory_report(ledger, &planned);

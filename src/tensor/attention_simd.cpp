@@ -1,7 +1,7 @@
 // attention_flash_ggml per target: attention over a paged KV cache whose K or
 // V is quantized, in the order of llama.cpp's flash-attention CPU kernel (see
 // kernels.h). Scores use the integer dot products of the matmul kernels
-// (qdot_avx2-inl.h on AVX2, the same instructions and order as ggml's
+// (qdot_avx2-inl.h on AVX2 and AVX-512, the same instructions and order as ggml's
 // vec_dot_q8_0_q8_0 / vec_dot_q4_0_q8_0; qdot_generic-inl.h elsewhere), so a
 // quantized cache costs no more per position than an f16 one. Value rows are
 // dequantized to f32 in registers and multiply-added (ggml's to_float then
@@ -22,8 +22,9 @@
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/simd_x86.h"
 
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
 #include <immintrin.h>
 #endif
 
@@ -52,7 +53,7 @@ struct KeyQ {
   static float Dot(const uint8_t* row, const void* qd, int64_t dk) {
     const auto* a = static_cast<const uint8_t*>(qd);
     float s;
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
     TileQ32Avx2<Fmt, 1>(row, dk, &a, &s);
 #else
     TileQ32Generic<Fmt, 1>(row, dk, &a, &s);
@@ -60,7 +61,7 @@ struct KeyQ {
     return s;
   }
 };
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
 using KeyQ8_0 = KeyQ<Avx2Q8_0>;
 using KeyQ4_0 = KeyQ<Avx2Q4_0>;
 #else
@@ -70,7 +71,7 @@ using KeyQ4_0 = KeyQ<GenQ4_0>;
 
 // ---- values: acc[i] = fma(value_i, p, acc[i]) over one row ----------------
 
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
 // 32 int8 levels times scale d, times p, added to acc[0..32).
 HWY_INLINE void MadLevels32(__m256i q, __m256 d, __m256 p, float* acc) {
   const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
@@ -86,7 +87,7 @@ struct ValueF16 {
   static void Mad(const uint8_t* row, float p, float* acc, int64_t dv) {
     const auto* x = reinterpret_cast<const uint16_t*>(row);
     int64_t i = 0;
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
     const __m256 vp = _mm256_set1_ps(p);
     for (; i + 8 <= dv; i += 8) {
       const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
@@ -100,7 +101,7 @@ struct ValueF16 {
 struct ValueQ8_0 {
   static void Mad(const uint8_t* row, float p, float* acc, int64_t dv) {
     const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
     const __m256 vp = _mm256_set1_ps(p);
     for (int64_t i = 0; i < dv / kQK; ++i) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
@@ -119,7 +120,7 @@ struct ValueQ8_0 {
 struct ValueQ4_0 {
   static void Mad(const uint8_t* row, float p, float* acc, int64_t dv) {
     const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
-#if HWY_TARGET == HWY_AVX2
+#if SNUG_X86_AVX2
     const __m256 vp = _mm256_set1_ps(p);
     for (int64_t i = 0; i < dv / kQK; ++i) {
       const __m256i q = _mm256_sub_epi8(Nibbles32(b[i].qs), _mm256_set1_epi8(8));
@@ -207,6 +208,18 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
   }
 }
 
+const char* AttentionKernel(DType kv) {
+  switch (kv) {
+    case DType::kF16:
+      return "f16-ggml";
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      return SNUG_X86_AVX2 ? "avx2-int8" : "generic";
+    default:
+      return nullptr;
+  }
+}
+
 }  // namespace snug::tensor::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -214,6 +227,11 @@ HWY_AFTER_NAMESPACE();
 namespace snug::tensor {
 
 HWY_EXPORT(AttentionFlash);
+HWY_EXPORT(AttentionKernel);
+
+const char* attention_kernel(DType kv) {
+  return HWY_DYNAMIC_DISPATCH(AttentionKernel)(kv);
+}
 
 int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv) {
   // The accumulator, then the query: dk floats (f16 K) or dk / 32 BlockQ8A.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <hwy/targets.h>
+
 #include "base/check.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels_ref.h"
@@ -39,6 +41,13 @@ void quantize_kv_row(DType type, const float* src, void* dst, int64_t n) {
       std::memcpy(out->qs, tmp[b].qs, kQK);
     }
   }
+}
+
+const char* simd_target() {
+  // Dynamic dispatch takes the best (lowest-bit) target that is both compiled
+  // in and supported by the CPU.
+  const int64_t usable = hwy::SupportedTargets() & HWY_TARGETS;
+  return hwy::TargetName(usable & -usable);
 }
 
 DType activation_type(DType w) {

@@ -75,6 +75,19 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride);
 
+// ---- what runs on this CPU -----------------------------------------------
+// The Highway target that dynamic dispatch picks for the kernels on this CPU
+// (or the one a test forced): "AVX3_DL", "AVX3", "AVX2", "SSE4" or "EMU128".
+const char* simd_target();
+// The implementation matmul() runs for weight type w on that target:
+// "avx512-vnni", "avx2-int8" (x86 int8 instructions), "hwy-float" (float
+// weights) or "generic" (portable integer dots, for targets without x86 int8
+// instructions); nullptr for a type with no matmul kernel.
+const char* matmul_kernel(DType w);
+// The implementation attention_flash_ggml() scores keys of KV type kv with,
+// named as matmul_kernel() names them ("f16-ggml" for f16 keys).
+const char* attention_kernel(DType kv);
+
 // ---- element-wise and reductions ----------------------------------------
 // These follow llama.cpp's CPU arithmetic operation for operation (order of
 // roundings, its exp approximation): models that quantize activations to 8

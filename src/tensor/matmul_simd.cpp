@@ -1,7 +1,7 @@
 // matmul_rows per target: float weights with Highway FMA tiles, quantized
-// weights with the AVX2 integer kernels (qdot_avx2-inl.h) or the portable ones
-// (qdot_generic-inl.h). Compiled once per Highway target (foreach_target.h);
-// HWY_DYNAMIC_DISPATCH picks one per call.
+// weights with the x86 integer kernels (qdot_avx2-inl.h, every target from
+// AVX2 up) or the portable ones (qdot_generic-inl.h, targets below AVX2). Compiled once per Highway
+// target (foreach_target.h); HWY_DYNAMIC_DISPATCH picks one per call.
 //
 // Loop order: rows in blocks of kRowBlock (whose weights stay in L1/L2) ×
 // tokens in tiles of up to kTokTile (one weight decode per tile) × rows in the
@@ -12,6 +12,7 @@
 #include <hwy/highway.h>
 
 #include <array>
+#include <string_view>
 
 #include "base/check.h"
 
@@ -19,6 +20,7 @@
 #include "tensor/kernels_simd.h"
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
+#include "tensor/simd_x86.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace snug::tensor::HWY_NAMESPACE {
@@ -90,27 +92,45 @@ void TileFloat(const uint8_t* w, int64_t n, const uint8_t* const* acts, float* o
 
 using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t* const*, float*);
 
-// Tile kernels for T = 1..kTokTile of one weight format.
+// The tile kernels for T = 1..kTokTile of one weight format, and the name of
+// the implementation (what matmul_kernel() reports).
+struct Tiles {
+  std::array<TileFn, kTokTile> fn{};
+  const char* name = nullptr;
+};
+
+// K<T>::Run is the tile kernel for T tokens; K<1>::kName names the family.
 template <template <int> class K>
-constexpr std::array<TileFn, kTokTile> Tiles() {
-  return {&K<1>::Run, &K<2>::Run, &K<3>::Run, &K<4>::Run};
+constexpr Tiles MakeTiles() {
+  return {{&K<1>::Run, &K<2>::Run, &K<3>::Run, &K<4>::Run}, K<1>::kName};
 }
 
 template <class L>
 struct FloatK {
   template <int T>
   struct K {
+    static constexpr const char* kName = "hwy-float";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
       TileFloat<L, T>(w, n, a, o);
     }
   };
 };
 
-#if HWY_TARGET == HWY_AVX2
+// The portable K-format tile (qdot_generic-inl.h).
+template <class Block, int T>
+struct KGenTile {
+  static constexpr const char* kName = "generic";
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileKGeneric<Block, T>(w, n, a, o);
+  }
+};
+
+#if SNUG_X86_AVX2
 template <class F>
 struct Q32K {
   template <int T>
   struct K {
+    static constexpr const char* kName = "avx2-int8";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
       TileQ32Avx2<F, T>(w, n, a, o);
     }
@@ -118,22 +138,29 @@ struct Q32K {
 };
 template <int T>
 struct Q4KK {
+  static constexpr const char* kName = "avx2-int8";
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
     TileQ45KAvx2<BlockQ4_K, false, T>(w, n, a, o);
   }
 };
 template <int T>
 struct Q5KK {
+  static constexpr const char* kName = "avx2-int8";
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
     TileQ45KAvx2<BlockQ5_K, true, T>(w, n, a, o);
   }
 };
 template <int T>
 struct Q6KK {
+  static constexpr const char* kName = "avx2-int8";
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
     TileQ6KAvx2<T>(w, n, a, o);
   }
 };
+template <int T>
+using Q2KK = KGenTile<BlockQ2_K, T>;
+template <int T>
+using Q3KK = KGenTile<BlockQ3_K, T>;
 using Q4_0Fmt = Avx2Q4_0;
 using Q4_1Fmt = Avx2Q4_1;
 using Q5_0Fmt = Avx2Q5_0;
@@ -144,29 +171,22 @@ template <class F>
 struct Q32K {
   template <int T>
   struct K {
+    static constexpr const char* kName = "generic";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
       TileQ32Generic<F, T>(w, n, a, o);
     }
   };
 };
 template <int T>
-struct Q4KK {
-  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
-    TileKGeneric<BlockQ4_K, T>(w, n, a, o);
-  }
-};
+using Q2KK = KGenTile<BlockQ2_K, T>;
 template <int T>
-struct Q6KK {
-  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
-    TileKGeneric<BlockQ6_K, T>(w, n, a, o);
-  }
-};
+using Q3KK = KGenTile<BlockQ3_K, T>;
 template <int T>
-struct Q5KK {
-  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
-    TileKGeneric<BlockQ5_K, T>(w, n, a, o);
-  }
-};
+using Q4KK = KGenTile<BlockQ4_K, T>;
+template <int T>
+using Q5KK = KGenTile<BlockQ5_K, T>;
+template <int T>
+using Q6KK = KGenTile<BlockQ6_K, T>;
 using Q4_0Fmt = GenQ4_0;
 using Q4_1Fmt = GenQ4_1;
 using Q5_0Fmt = GenQ5_0;
@@ -174,52 +194,46 @@ using Q5_1Fmt = GenQ5_1;
 using Q8_0Fmt = GenQ8_0;
 #endif
 
-template <class Block>
-struct KGen {
-  template <int T>
-  struct K {
-    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
-      TileKGeneric<Block, T>(w, n, a, o);
-    }
-  };
-};
-
-std::array<TileFn, kTokTile> TilesFor(DType t) {
+constexpr Tiles TilesFor(DType t) {
   switch (t) {
     case DType::kF32:
-      return Tiles<FloatK<LoadF32>::K>();
+      return MakeTiles<FloatK<LoadF32>::K>();
     case DType::kF16:
-      return Tiles<FloatK<LoadF16>::K>();
+      return MakeTiles<FloatK<LoadF16>::K>();
     case DType::kBF16:
-      return Tiles<FloatK<LoadBF16>::K>();
+      return MakeTiles<FloatK<LoadBF16>::K>();
     case DType::kQ4_0:
-      return Tiles<Q32K<Q4_0Fmt>::K>();
+      return MakeTiles<Q32K<Q4_0Fmt>::K>();
     case DType::kQ4_1:
-      return Tiles<Q32K<Q4_1Fmt>::K>();
+      return MakeTiles<Q32K<Q4_1Fmt>::K>();
     case DType::kQ5_0:
-      return Tiles<Q32K<Q5_0Fmt>::K>();
+      return MakeTiles<Q32K<Q5_0Fmt>::K>();
     case DType::kQ5_1:
-      return Tiles<Q32K<Q5_1Fmt>::K>();
+      return MakeTiles<Q32K<Q5_1Fmt>::K>();
     case DType::kQ8_0:
-      return Tiles<Q32K<Q8_0Fmt>::K>();
+      return MakeTiles<Q32K<Q8_0Fmt>::K>();
     case DType::kQ2_K:
-      return Tiles<KGen<BlockQ2_K>::K>();
+      return MakeTiles<Q2KK>();
     case DType::kQ3_K:
-      return Tiles<KGen<BlockQ3_K>::K>();
+      return MakeTiles<Q3KK>();
     case DType::kQ4_K:
-      return Tiles<Q4KK>();
+      return MakeTiles<Q4KK>();
     case DType::kQ5_K:
-      return Tiles<Q5KK>();
+      return MakeTiles<Q5KK>();
     case DType::kQ6_K:
-      return Tiles<Q6KK>();
+      return MakeTiles<Q6KK>();
     default:
       return {};
   }
 }
 
+const char* MatmulKernel(DType t) {
+  return TilesFor(t).name;
+}
+
 void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                 int64_t y_stride) {
-  const std::array<TileFn, kTokTile> tiles = TilesFor(w.type);
+  const std::array<TileFn, kTokTile> tiles = TilesFor(w.type).fn;
   SNUG_CHECK(tiles[0] != nullptr);
   const size_t act_bytes = ref::activation_row_bytes(w.type, w.cols);
   const auto* act = static_cast<const uint8_t*>(qx);
@@ -246,6 +260,7 @@ HWY_AFTER_NAMESPACE();
 namespace snug::tensor::simd {
 
 HWY_EXPORT(MatmulRows);
+HWY_EXPORT(MatmulKernel);
 
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride) {
@@ -268,4 +283,11 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
 }
 
 }  // namespace snug::tensor::simd
+
+namespace snug::tensor {
+const char* matmul_kernel(DType w) {
+  using namespace simd;  // NOLINT(google-build-using-namespace): the dispatch table
+  return HWY_DYNAMIC_DISPATCH(MatmulKernel)(w);
+}
+}  // namespace snug::tensor
 #endif  // HWY_ONCE

@@ -1,6 +1,7 @@
 // AVX2 quantized dot products with the int8 instructions Highway 1.0 does not
-// expose (vpmaddubsw / vpmaddwd), as ggml's x86 kernels do. Only compiled for
-// the HWY_AVX2 target (which guarantees AVX2, FMA and F16C); other targets use
+// expose (vpmaddubsw / vpmaddwd), as ggml's x86 kernels do. Compiled for every
+// x86 target with at least AVX2 (AVX2, AVX3, AVX3_DL: all guarantee AVX2, FMA
+// and F16C), so AVX-512 CPUs run the same arithmetic; targets below use
 // qdot_generic-inl.h.
 //
 // Each kernel takes one weight row and T activation rows; every (row, token)
@@ -15,7 +16,9 @@
 
 #include <hwy/highway.h>
 
-#if HWY_TARGET == HWY_AVX2
+#include "tensor/simd_x86.h"
+
+#if SNUG_X86_AVX2
 #include <immintrin.h>
 
 #include "tensor/quant_blocks.h"
@@ -241,5 +244,5 @@ void TileQ6KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
 }  // namespace snug::tensor::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
-#endif  // HWY_TARGET == HWY_AVX2
+#endif  // SNUG_X86_AVX2
 #endif  // include guard toggle
