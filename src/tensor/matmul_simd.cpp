@@ -158,9 +158,19 @@ struct Q6KK {
   }
 };
 template <int T>
-using Q2KK = KGenTile<BlockQ2_K, T>;
+struct Q2KK {
+  static constexpr const char* kName = "avx2-int8";
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileQ2KAvx2<T>(w, n, a, o);
+  }
+};
 template <int T>
-using Q3KK = KGenTile<BlockQ3_K, T>;
+struct Q3KK {
+  static constexpr const char* kName = "avx2-int8";
+  static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+    TileQ3KAvx2<T>(w, n, a, o);
+  }
+};
 using Q4_0Fmt = Avx2Q4_0;
 using Q4_1Fmt = Avx2Q4_1;
 using Q5_0Fmt = Avx2Q5_0;
@@ -226,6 +236,20 @@ constexpr Tiles TilesFor(DType t) {
       return {};
   }
 }
+
+#if SNUG_X86_AVX2
+// Every quantized format runs x86 int8 code on every target from AVX2 up,
+// including targets the build machine cannot execute (tests/tensor/
+// dispatch_test checks the ones the CPU at hand runs).
+constexpr bool NoGenericKernel() {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                  DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    if (std::string_view(TilesFor(t).name) == "generic") return false;
+  }
+  return true;
+}
+static_assert(NoGenericKernel(), "a quantized format falls to the portable kernel on x86");
+#endif
 
 const char* MatmulKernel(DType t) {
   return TilesFor(t).name;

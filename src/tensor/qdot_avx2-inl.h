@@ -241,6 +241,97 @@ void TileQ6KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];
 }
 
+// Scale of group g in the low 128-bit lane and of group g + 1 in the high
+// one, as int16 (the multiplier of a 16-element group's pair sums).
+HWY_INLINE __m256i GroupScales(int g_lo, int g_hi) {
+  return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(g_hi)),
+                          _mm_set1_epi16(static_cast<int16_t>(g_lo)));
+}
+
+// q2_K: 16 groups of 16 with 4-bit scales and mins; levels 0..3 stored 4 per
+// byte (element 128h + 32k + l in bits 2k of qs[32h + l]).
+template <int T>
+void TileQ2KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ2_K*>(wrow);
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[T];
+  float bias[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    bias[t] = 0;
+  }
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const BlockQ2_K& w = wb[b];
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * h));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), low2);
+        const int g = 8 * h + 2 * k;  // groups g (l < 16) and g + 1
+        const __m256i s = GroupScales(w.scales[g] & 0xF, w.scales[g + 1] & 0xF);
+        for (int t = 0; t < T; ++t) {
+          const int8_t* aq = reinterpret_cast<const BlockQ8_K*>(acts[t])[b].qs + 128 * h + 32 * k;
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), s));
+        }
+      }
+    }
+    const float d = F16(w.d), dmin = F16(w.dmin);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[b];
+      int32_t msum = 0;
+      for (int g = 0; g < 16; ++g) msum += (w.scales[g] >> 4) * a.bsums[g];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a.d), acc[t]);
+      bias[t] += dmin * a.d * static_cast<float>(msum);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];
+}
+
+// q3_K: q2_K's low bits minus 4 where the element's hmask bit is clear
+// (element 128h + 32k + l: bit 4h + k of hmask[l]), 6-bit signed scales.
+// The signed level is split into two unsigned products, low * a - 4clear * a.
+template <int T>
+void TileQ3KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ3_K*>(wrow);
+  const __m256i low2 = _mm256_set1_epi8(0x03), four = _mm256_set1_epi8(4);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const BlockQ3_K& w = wb[b];
+    int8_t sc[16];
+    q3k_scales(w.scales, sc);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.hmask));
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * h));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), low2);
+        const __m256i m = _mm256_set1_epi8(static_cast<char>(1 << (4 * h + k)));
+        const __m256i clear4 = _mm256_andnot_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, m), m),
+                                                   four);  // 4 where the bit is clear
+        const int g = 8 * h + 2 * k;
+        const __m256i s = GroupScales(sc[g], sc[g + 1]);
+        for (int t = 0; t < T; ++t) {
+          const int8_t* aq = reinterpret_cast<const BlockQ8_K*>(acts[t])[b].qs + 128 * h + 32 * k;
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
+          const __m256i p =
+              _mm256_sub_epi16(_mm256_maddubs_epi16(q, av), _mm256_maddubs_epi16(clear4, av));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, s));
+        }
+      }
+    }
+    const float d = F16(w.d);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[b];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a.d), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
+}
+
 }  // namespace snug::tensor::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
