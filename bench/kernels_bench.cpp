@@ -2,6 +2,9 @@
 // Gemma-3-270M shapes (rows x cols = outputs x inputs), single thread, for
 // generation (n_tok = 1) and prompt processing (n_tok = 128); the scalar
 // reference beside the SIMD path at n_tok = 1; dot and dequantize throughput.
+// Each SIMD matmul runs once per Highway target this CPU supports from AVX2 up
+// (name suffix /AVX3_DL, /AVX3, /AVX2), so that a wider target is seen side
+// by side with the one below it on the same machine.
 // Counters: weight_bytes/s (weight bytes streamed per second, the bound for
 // n_tok = 1) and FLOP/s (2 * rows * cols * n_tok per call).
 //
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
+#include <hwy/targets.h>
 
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
@@ -41,7 +45,9 @@ constexpr DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4
                             DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
                             DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
-void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool reference) {
+void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool reference,
+               int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
   const size_t rb = *row_bytes(type, sh.cols);
   std::vector<uint8_t> w(rb * sh.rows);
   const auto wf = values(sh.cols * 64, 1);  // 64 distinct rows, repeated
@@ -66,6 +72,20 @@ void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool r
       benchmark::Counter(it * static_cast<double>(w.size()), benchmark::Counter::kIsRate);
   st.counters["FLOP/s"] =
       benchmark::Counter(it * 2.0 * sh.rows * sh.cols * n_tok, benchmark::Counter::kIsRate);
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// The targets the matmul benchmarks run on: every supported one from AVX2 up on
+// x86 (the best alone elsewhere).
+std::vector<int64_t> bench_targets() {
+  std::vector<int64_t> out;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+#if HWY_ARCH_X86
+    if (t <= HWY_AVX2) out.push_back(t);
+#endif
+  }
+  if (out.empty()) out.push_back(hwy::SupportedAndGeneratedTargets().front());
+  return out;
 }
 
 void BM_Dequantize(benchmark::State& st, DType type) {
@@ -99,11 +119,14 @@ void register_all() {
         const std::string name = "matmul/" + std::string(dtype_name(t)) + "/" + sh.model + "/" +
                                  std::to_string(sh.rows) + "x" + std::to_string(sh.cols) + "/tok" +
                                  std::to_string(n_tok);
-        benchmark::RegisterBenchmark(name.c_str(), BM_Matmul, t, sh, n_tok, false)
-            ->Unit(benchmark::kMicrosecond);
+        for (int64_t target : bench_targets()) {
+          benchmark::RegisterBenchmark((name + "/" + hwy::TargetName(target)).c_str(), BM_Matmul, t,
+                                       sh, n_tok, false, target)
+              ->Unit(benchmark::kMicrosecond);
+        }
         if (n_tok == 1 && sh.rows <= 2048) {
           benchmark::RegisterBenchmark((name + "/scalar_ref").c_str(), BM_Matmul, t, sh, n_tok,
-                                       true)
+                                       true, int64_t{0})
               ->Unit(benchmark::kMicrosecond);
         }
       }

@@ -50,6 +50,24 @@ const char* simd_target() {
   return hwy::TargetName(usable & -usable);
 }
 
+Status limit_simd_target(std::string_view name) {
+  std::string available;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+    if (name == hwy::TargetName(t)) {
+      // Dispatch picks the best of the mask: this target and every one below.
+      int64_t mask = 0;
+      for (int64_t u : hwy::SupportedAndGeneratedTargets()) {
+        if (u >= t) mask |= u;
+      }
+      hwy::SetSupportedTargetsForTest(mask);
+      return ok_status();
+    }
+    available += (available.empty() ? "" : ", ") + std::string(hwy::TargetName(t));
+  }
+  return make_error("SIMD target '", name,
+                    "' is not available on this CPU and build (available: ", available, ")");
+}
+
 DType activation_type(DType w) {
   switch (w) {
     case DType::kF32:

@@ -9,7 +9,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
+#include "base/result.h"
 #include "base/thread_pool.h"
 #include "tensor/dtype.h"
 
@@ -80,10 +82,16 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 // (or the one a test forced): "AVX3_DL", "AVX3", "AVX2", "SSE4" or "EMU128".
 const char* simd_target();
 // The implementation matmul() runs for weight type w on that target:
-// "avx512-vnni", "avx2-int8" (x86 int8 instructions), "hwy-float" (float
+// "avx512vnni-int8", "avx2-int8" (x86 int8 instructions), "hwy-float" (float
 // weights) or "generic" (portable integer dots, for targets without x86 int8
 // instructions); nullptr for a type with no matmul kernel.
 const char* matmul_kernel(DType w);
+// Restricts dispatch to the named target and those below it ("AVX2" on an
+// AVX-512 CPU runs the AVX2 kernels), for the whole process: comparing the
+// code paths of one machine, or reproducing another machine's arithmetic.
+// An unknown name, or a target this CPU lacks or this build did not compile,
+// is an error naming the ones available.
+Status limit_simd_target(std::string_view name);
 // The implementation attention_flash_ggml() scores keys of KV type kv with,
 // named as matmul_kernel() names them ("f16-ggml" for f16 keys).
 const char* attention_kernel(DType kv);

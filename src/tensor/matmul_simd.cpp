@@ -130,7 +130,8 @@ template <class F>
 struct Q32K {
   template <int T>
   struct K {
-    static constexpr const char* kName = "avx2-int8";
+    // vpdpbusd where AVX512-VNNI is usable (qdot_avx2-inl.h's DotU8I8)
+    static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-int8" : "avx2-int8";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
       TileQ32Avx2<F, T>(w, n, a, o);
     }

@@ -24,6 +24,9 @@
 #include "tensor/quant_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
+#if SNUG_X86_VNNI512
+SNUG_BEGIN_VNNI
+#endif
 namespace snug::tensor::HWY_NAMESPACE {
 
 HWY_INLINE float Hsum(__m256 v) {
@@ -66,13 +69,11 @@ struct Avx2Q4_0 {
   static __m256i Levels(const Block& b) {
     return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8));
   }
-  static float Bias(const Block&, float) { return 0; }
 };
 struct Avx2Q4_1 {
   using Block = BlockQ4_1;
   static constexpr bool kSigned = false;
   static __m256i Levels(const Block& b) { return Nibbles32(b.qs); }
-  static float Bias(const Block& b, float) { return F16(b.m); }
 };
 struct Avx2Q5_0 {
   using Block = BlockQ5_0;
@@ -81,7 +82,6 @@ struct Avx2Q5_0 {
   static __m256i Levels(const Block& b) {
     return _mm256_sub_epi8(_mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh)), _mm256_set1_epi8(16));
   }
-  static float Bias(const Block&, float) { return 0; }
 };
 struct Avx2Q5_1 {
   using Block = BlockQ5_1;
@@ -89,7 +89,6 @@ struct Avx2Q5_1 {
   static __m256i Levels(const Block& b) {
     return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
   }
-  static float Bias(const Block& b, float) { return F16(b.m); }
 };
 struct Avx2Q8_0 {
   using Block = BlockQ8_0;
@@ -97,34 +96,60 @@ struct Avx2Q8_0 {
   static __m256i Levels(const Block& b) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
   }
-  static float Bias(const Block&, float) { return 0; }
 };
+
+// [d, m] of a weight block as floats in lanes 0 and 1 (every 32-element block
+// starts with its f16 scale; the formats with a min store it next, for the
+// others lane 1 is unused).
+HWY_INLINE __m128 ScaleMin(const void* block) {
+  int32_t dm;
+  std::memcpy(&dm, block, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+}
+
+// [d, s] of an activation block in lanes 0 and 1.
+HWY_INLINE __m128 ActScaleSum(const BlockQ8A& a) {
+  return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(&a.d)));
+}
+
+// sum of u[i] * v[i] over each group of 4 bytes (u unsigned, v signed), as
+// eight int32: one vpdpbusd with AVX512-VNNI, vpmaddubsw + vpmaddwd without.
+// The results are equal: no pair sum of these formats reaches vpmaddubsw's
+// int16 saturation (at most 2 * 127 * 127).
+HWY_INLINE __m256i DotU8I8(__m256i u, __m256i v) {
+#if SNUG_X86_VNNI512
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, v);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), _mm256_set1_epi16(1));
+#endif
+}
 
 template <class F, int T>
 void TileQ32Avx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
   const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[T];
-  float bias[T];
+  __m128 bias[T];  // lane 1 sums m * s (formats with a min)
   for (int t = 0; t < T; ++t) {
     acc[t] = _mm256_setzero_ps();
-    bias[t] = 0;
+    bias[t] = _mm_setzero_ps();
   }
   for (int64_t b = 0; b < n / kQK; ++b) {
     const __m256i q = F::Levels(wb[b]);
     const __m256i qu = F::kSigned ? _mm256_sign_epi8(q, q) : q;
-    const float d = F16(wb[b].d);
-    const float bw = F::Bias(wb[b], d);
+    const __m128 dm = ScaleMin(&wb[b]);
     for (int t = 0; t < T; ++t) {
       const BlockQ8A& a = reinterpret_cast<const BlockQ8A*>(acts[t])[b];
       __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs));
       if (F::kSigned) av = _mm256_sign_epi8(av, q);
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), ones);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d), acc[t]);
-      if (bw != 0) bias[t] += bw * a.s;
+      const __m128 prod = _mm_mul_ps(dm, ActScaleSum(a));  // [d * a.d, m * a.s]
+      acc[t] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(DotU8I8(qu, av)), _mm256_broadcastss_ps(prod), acc[t]);
+      if (!F::kSigned) bias[t] = _mm_add_ps(bias[t], prod);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) + bias[t];
+  for (int t = 0; t < T; ++t) {
+    out[t] = Hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(bias[t]));
+  }
 }
 
 // 0x10 in byte l where bit `bit` of qh[l] is set (q5_K's fifth bit).
@@ -333,6 +358,9 @@ void TileQ3KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, flo
 }
 
 }  // namespace snug::tensor::HWY_NAMESPACE
+#if SNUG_X86_VNNI512
+SNUG_END_VNNI
+#endif
 HWY_AFTER_NAMESPACE();
 
 #endif  // SNUG_X86_AVX2

@@ -43,7 +43,9 @@ TEST(Dispatch, BestTargetIsReported) {
   EXPECT_FALSE(name.empty());
   std::printf("dispatched target: %s\n", name.c_str());
 #if HWY_ARCH_X86
-  if (!avx2_plus_targets().empty()) EXPECT_NE(name, "SSE4") << "CPU has AVX2";
+  if (!avx2_plus_targets().empty()) {
+    EXPECT_NE(name, "SSE4") << "CPU has AVX2";
+  }
 #endif
 }
 
