@@ -79,8 +79,21 @@ PlannedMemory planned_memory(const PlannedModel& pm) {
   at(memory::Category::kScratch) = pm.fit.plan.workspace;
   at(memory::Category::kTokenizer) = pm.footprint.tokenizer_bytes;
   p.predicted_peak_rss = pm.fit.plan.predicted_peak_rss;
+  p.n_ctx = pm.fit.plan.session.shape.n_ctx;
+  p.context_reason = pm.fit.context_reason;
   return p;
 }
+
+namespace {
+
+// Everything but the session's KV cache and workspace, which Session::create reserves.
+Result<memory::Reservation> reserve_base(const PlannedModel& pm) {
+  const plan::MemoryPlan& m = pm.fit.plan;
+  return pm.budget->reserve(m.predicted_peak_rss - m.kv - m.workspace,
+                            "the model, tokenizer and process");
+}
+
+}  // namespace
 
 Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
   PlannedModel pm;
@@ -98,11 +111,27 @@ Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
              m.session.shape.n_ctx, format_bytes(pm.budget_choice.bytes), pm.budget_choice.source,
              format_bytes(m.predicted_peak_rss));
   pm.budget = std::make_unique<memory::Budget>(pm.budget_choice.bytes);
-  // Everything but the session's KV cache and workspace, which Session::create reserves.
-  SNUG_ASSIGN_OR_RETURN(pm.base, pm.budget->reserve(m.predicted_peak_rss - m.kv - m.workspace,
-                                                    "the model, tokenizer and process"));
+  SNUG_ASSIGN_OR_RETURN(pm.base, reserve_base(pm));
   SNUG_ASSIGN_OR_RETURN(pm.lm, load_model_file(std::move(file), ledger));
   return pm;
+}
+
+Status fit_one_shot(PlannedModel& pm, int32_t prompt_tokens, int32_t n_predict) {
+  if (!pm.fit.auto_context || n_predict < 0) return ok_status();
+  const plan::SessionShape& shape = pm.fit.plan.session.shape;
+  const plan::ContextChoice choice =
+      plan::one_shot_context(prompt_tokens, n_predict, shape.kv_block_tokens,
+                             pm.footprint.config.n_ctx_train, shape.n_ctx);
+  plan::FitRequest request{shape, pm.budget_choice.bytes};
+  request.shape.n_ctx = choice.n_ctx;
+  SNUG_ASSIGN_OR_RETURN(plan::Fit narrowed, plan::fit(pm.footprint, request));
+  narrowed.context_reason = choice.reason;
+  pm.base.release();
+  pm.fit = std::move(narrowed);
+  SNUG_ASSIGN_OR_RETURN(pm.base, reserve_base(pm));
+  log_info("context {} ({}): predicted peak {}", choice.n_ctx, choice.reason,
+           format_bytes(pm.fit.plan.predicted_peak_rss));
+  return ok_status();
 }
 
 }  // namespace snug::cli

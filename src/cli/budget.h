@@ -66,4 +66,11 @@ PlannedMemory planned_memory(const PlannedModel& pm);
 // the tokenizer. Fails before loading when the model does not fit.
 Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger);
 
+// A one-shot run that will generate at most `n_predict` tokens (>= 0) after a
+// prompt of `prompt_tokens`: when the context was auto-fitted, narrows it to
+// plan::one_shot_context and re-plans (the KV cache and workspace Session
+// takes, and the base reservation), so the run holds what it can use rather
+// than the largest context the budget allows. An explicit --ctx stays.
+Status fit_one_shot(PlannedModel& pm, int32_t prompt_tokens, int32_t n_predict);
+
 }  // namespace snug::cli

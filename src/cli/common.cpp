@@ -74,6 +74,9 @@ Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger) {
 
 void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* planned) {
   std::fprintf(stderr, "\nmemory report\n");
+  if (planned && planned->n_ctx > 0)
+    std::fprintf(stderr, "  context %d tokens: %s\n", planned->n_ctx,
+                 planned->context_reason.c_str());
   std::fprintf(stderr, "  %-28s %14s %14s %14s\n", "category", "now", "peak",
                planned ? "planned" : "");
   for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {

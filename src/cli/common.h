@@ -35,6 +35,8 @@ Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger);
 struct PlannedMemory {
   uint64_t category[static_cast<int>(memory::Category::kCount)] = {};
   uint64_t predicted_peak_rss = 0;
+  int32_t n_ctx = 0;           // the session's context, tokens (0: not printed)
+  std::string context_reason;  // why it is that (plan::Fit::context_reason)
 };
 
 // Prints the ledger by category and the process's peak RSS to stderr; with a

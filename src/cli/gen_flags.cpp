@@ -7,8 +7,8 @@ void GenFlags::add_to(CLI::App& app) {
   app.add_option("-n,--n-predict", n_predict,
                  "maximum tokens to generate (-1: until end or full context)");
   app.add_option("-c,--ctx", ctx,
-                 "context size in tokens (default: the largest, up to the model's trained "
-                 "context, that fits the memory budget)")
+                 "context size in tokens (default: for run with -n, prompt + n in blocks of 16; "
+                 "else the largest, up to the model's trained context, that fits the budget)")
       ->check(CLI::PositiveNumber);
   memory_option = app.add_option("--memory", memory,
                                  "memory budget: 512MiB, 1.5GiB, 2G or bytes (default: what the "

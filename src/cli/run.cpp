@@ -31,9 +31,10 @@ struct RunFlags {
 
 // One JSON object for scripts and benchmarks: tokens, text, timings, memory.
 void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r,
-                const memory::Ledger& ledger, uint64_t predicted_peak_rss,
-                const model::Model& model) {
-  nlohmann::json j = kernels_json(model);
+                const memory::Ledger& ledger, const PlannedModel& pm) {
+  nlohmann::json j = kernels_json(*pm.lm.model);
+  j["context"] = pm.fit.plan.session.shape.n_ctx;
+  j["context_reason"] = pm.fit.context_reason;
   j["prompt_token_ids"] = prompt;
   j["token_ids"] = r.tokens;
   j["text"] = r.text;
@@ -51,7 +52,7 @@ void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult
   }
   j["ledger_peak_bytes"] = mem;
   j["peak_rss_bytes"] = probe_process_memory().peak_rss;
-  j["predicted_peak_rss_bytes"] = predicted_peak_rss;
+  j["predicted_peak_rss_bytes"] = pm.fit.plan.predicted_peak_rss;
   std::string out = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::printf("%s\n", out.c_str());
 }
@@ -98,12 +99,16 @@ int run_main(const RunFlags& f) {
     ids = tok.encode(prompt, /*add_special=*/true, /*parse_special=*/false);
   }
   if (ids.empty()) return fail(make_error("the prompt is empty"));
+  // With -n the run knows its length: its cache holds prompt + n, not the largest context.
+  if (Status st = fit_one_shot(*pm, static_cast<int32_t>(ids.size()), f.gen.n_predict); !st.ok())
+    return fail(st.error());
 
   auto session =
       engine::Session::create(*lm->model, f.gen.session_options(*pm), &ledger, pm->budget.get());
   if (!session.ok()) return fail(session.error());
-  log_info("model {}: {} layers, context {}, {} threads", lm->model->config().name,
-           lm->model->config().n_layers, (*session)->n_ctx(), (*session)->n_threads());
+  log_info("model {}: {} layers, context {} ({}), {} threads", lm->model->config().name,
+           lm->model->config().n_layers, (*session)->n_ctx(), pm->fit.context_reason,
+           (*session)->n_threads());
   log_info("kernels: {}", describe_kernels(*lm->model));
 
   const bool tty = ::isatty(STDOUT_FILENO) != 0;
@@ -117,7 +122,7 @@ int run_main(const RunFlags& f) {
   auto result = engine::generate(**session, tok, ids, f.gen.generate_options(), sink);
   if (!result.ok()) return fail(result.error());
   if (f.json) {
-    print_json(ids, *result, ledger, pm->fit.plan.predicted_peak_rss, *lm->model);
+    print_json(ids, *result, ledger, *pm);
     const PlannedMemory planned = planned_memory(*pm);
     if (f.gen.memory_report) print_memory_report(ledger, &planned);
     return 0;

@@ -53,7 +53,8 @@ SeqId KvCache::create_sequence() {
     id = static_cast<SeqId>(seqs_.size());
     seqs_.emplace_back();
   }
-  seqs_[static_cast<size_t>(id)] = Sequence{{}, 0, true};
+  seqs_[static_cast<size_t>(id)] = Sequence{};
+  seqs_[static_cast<size_t>(id)].live = true;
   return id;
 }
 
@@ -92,18 +93,20 @@ int32_t KvCache::blocks_needed(SeqId seq, int32_t n) const {
 
 Status KvCache::prepare_append(SeqId seq, int32_t n) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
-  SNUG_CHECK(s.live && n >= 0);
+  SNUG_CHECK(s.live && n >= 0 && s.pending_from < 0);
   int32_t need = blocks_needed(seq, n);
   if (need > pool_.n_free())
     return make_error("KV cache is full: ", need, " more blocks needed, ", pool_.n_free(),
                       " free of ", pool_.n_blocks());
+  s.pending_from = static_cast<int32_t>(s.blocks.size());
   const int32_t bt = layout_.block_tokens;
   if (n > 0 && s.length % bt != 0) {
     int32_t& last = s.blocks.back();
     if (refs_[static_cast<size_t>(last)] > 1) {
       int32_t copy = *pool_.allocate();
       std::memcpy(pool_.block(copy), pool_.block(last), pool_.block_bytes());
-      unref(last);
+      unref(last);  // another holder keeps it alive: its count was above 1
+      s.pending_replaced = last;
       last = copy;
       refs_[static_cast<size_t>(copy)] = 1;
     }
@@ -121,12 +124,32 @@ void KvCache::commit_append(SeqId seq, int32_t n) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   SNUG_CHECK(s.length + n <= static_cast<int32_t>(s.blocks.size()) * layout_.block_tokens);
   s.length += n;
+  s.pending_from = s.pending_replaced = -1;
+}
+
+void KvCache::cancel_append(SeqId seq) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.live);
+  if (s.pending_from < 0) return;
+  while (static_cast<int32_t>(s.blocks.size()) > s.pending_from) {
+    unref(s.blocks.back());
+    s.blocks.pop_back();
+  }
+  if (s.pending_replaced >= 0) {
+    // The original's other holders kept it alive, and nothing was written
+    // since prepare (the contract), so it still holds this sequence's rows.
+    unref(s.blocks.back());
+    s.blocks.back() = s.pending_replaced;
+    ++refs_[static_cast<size_t>(s.pending_replaced)];
+  }
+  s.pending_from = s.pending_replaced = -1;
 }
 
 void KvCache::truncate(SeqId seq, int32_t new_length) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   SNUG_CHECK(new_length >= 0 && new_length <= s.length);
   s.length = new_length;
+  s.pending_from = s.pending_replaced = -1;
   const int32_t bt = layout_.block_tokens;
   size_t keep = static_cast<size_t>((new_length + bt - 1) / bt);
   while (s.blocks.size() > keep) {

@@ -67,11 +67,26 @@ class KvCache {
 
   // Makes positions [length, length + n) writable: allocates blocks and breaks
   // sharing where needed. Fails, allocating nothing, when the pool lacks blocks.
+  // Ends with commit_append (the rows were written) or cancel_append; a second
+  // prepare_append of the same sequence before either is a programmer error.
   Status prepare_append(SeqId seq, int32_t n);
   // After writing K/V for n new positions.
   void commit_append(SeqId seq, int32_t n);
-  // Drops positions >= new_length (e.g. to roll back a rejected draft).
+  // Undoes the pending prepare_append of `seq` exactly: returns the blocks it
+  // took and gives back the shared block it copied, reference counted again,
+  // so a batch that fails after preparing leaves the cache as it was. Only
+  // before any prepared row is written; cancel several sequences' appends
+  // latest first. No-op when nothing is pending.
+  void cancel_append(SeqId seq);
+  // Drops positions >= new_length (e.g. to roll back a rejected draft); ends a
+  // pending prepare_append, keeping whatever blocks it copied.
   void truncate(SeqId seq, int32_t new_length);
+
+  // Whether `seq` is a sequence in use: created, not freed (any id, checked).
+  bool is_live(SeqId seq) const {
+    return seq >= 0 && static_cast<size_t>(seq) < seqs_.size() &&
+           seqs_[static_cast<size_t>(seq)].live;
+  }
 
   int32_t length(SeqId seq) const { return seqs_[static_cast<size_t>(seq)].length; }
   // Blocks needed to hold n more tokens of `seq` (for admission decisions).
@@ -101,6 +116,10 @@ class KvCache {
     std::vector<int32_t> blocks;
     int32_t length = 0;
     bool live = false;
+    // A prepare_append not yet committed or cancelled: the table's size before
+    // it (-1: none pending), and the shared block it replaced by a copy (-1: none).
+    int32_t pending_from = -1;
+    int32_t pending_replaced = -1;
   };
   void unref(int32_t block);
 

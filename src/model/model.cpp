@@ -45,8 +45,45 @@ kv::KvLayout Model::kv_layout(tensor::DType kv_type, int32_t block_tokens) const
   return l;
 }
 
+namespace {
+
+// One sequence's tokens in a batch: they are contiguous and continue it.
+struct Run {
+  kv::SeqId seq;
+  int32_t count;
+  int32_t length;  // the sequence's KV length before the batch
+};
+
+// The batch's runs, or an error for a batch the forward pass cannot take:
+// fields of different lengths, a sequence that is not live, or a sequence
+// whose tokens are split over several runs.
+Result<std::vector<Run>> batch_runs(const Batch& batch, const kv::KvCache& cache) {
+  const int32_t n = batch.size();
+  if (batch.seqs.size() != batch.tokens.size() || batch.want_logits.size() != batch.tokens.size())
+    return make_error("batch has ", n, " tokens, ", batch.seqs.size(), " sequence ids and ",
+                      batch.want_logits.size(), " logit flags");
+  std::vector<Run> runs;
+  for (int32_t t = 0; t < n;) {
+    const kv::SeqId seq = batch.seqs[t];
+    if (!cache.is_live(seq)) return make_error("batch: sequence ", seq, " is not live");
+    for (const Run& r : runs) {
+      if (r.seq == seq)
+        return make_error("batch: sequence ", seq,
+                          " appears in two separate runs (a sequence's tokens must be contiguous)");
+    }
+    int32_t e = t;
+    while (e < n && batch.seqs[e] == seq) ++e;
+    runs.push_back({seq, e - t, cache.length(seq)});
+    t = e;
+  }
+  return runs;
+}
+
+}  // namespace
+
 Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
                       ThreadPool& pool) const {
+  SNUG_ASSIGN_OR_RETURN(std::vector<Run> runs, batch_runs(batch, cache));
   const int32_t n = batch.size();
   if (n == 0) return ok_status();
   if (n > ws.shape.max_tokens)
@@ -59,27 +96,17 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
       return make_error("token id ", batch.tokens[t], " is outside the vocabulary of ",
                         config_.n_vocab);
   }
-  // Reserve KV blocks for every sequence first, so a full cache changes nothing.
-  struct Run {
-    kv::SeqId seq;
-    int32_t count;
-    int32_t length;
-  };
-  std::vector<Run> runs;
-  for (int32_t t = 0; t < n;) {
-    int32_t e = t;
-    while (e < n && batch.seqs[e] == batch.seqs[t]) ++e;
-    runs.push_back({batch.seqs[t], e - t, cache.length(batch.seqs[t])});
-    t = e;
+  for (const Run& r : runs) {
+    if (r.length + r.count > ws.shape.max_ctx)
+      return make_error("sequence would reach ", r.length + r.count,
+                        " tokens, beyond the context of ", ws.shape.max_ctx);
   }
+  // Reserve KV blocks for every sequence first, so a full cache changes nothing.
   const auto n_runs = static_cast<int32_t>(runs.size());
   for (int32_t r = 0; r < n_runs; ++r) {
-    if (runs[r].length + runs[r].count > ws.shape.max_ctx)
-      return make_error("sequence would reach ", runs[r].length + runs[r].count,
-                        " tokens, beyond the context of ", ws.shape.max_ctx);
     Status st = cache.prepare_append(runs[r].seq, runs[r].count);
     if (!st.ok()) {
-      for (int32_t u = 0; u <= r; ++u) cache.truncate(runs[u].seq, runs[u].length);
+      for (int32_t u = r - 1; u >= 0; --u) cache.cancel_append(runs[u].seq);
       return st;
     }
   }
@@ -91,7 +118,7 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
       forward_llama(config_, weights_, batch, cache, ws, pool);
       break;
   }
-  for (int32_t r = 0; r < n_runs; ++r) cache.commit_append(runs[r].seq, runs[r].count);
+  for (const Run& r : runs) cache.commit_append(r.seq, r.count);
   return ok_status();
 }
 

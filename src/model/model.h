@@ -55,8 +55,10 @@ class Model {
   // Appends every token's keys and values to its sequence in `cache` and
   // writes one row of n_vocab logits per token with want_logits, in batch
   // order, to ws.logits. Fails before computing anything, leaving the cache as
-  // it was, when the cache has too few free blocks or the batch exceeds the
-  // workspace shape.
+  // it was, when the cache has too few free blocks, the batch exceeds the
+  // workspace shape or a sequence's context, or the batch is malformed (fields
+  // of different lengths, a sequence that is not live or whose tokens are not
+  // contiguous).
   Status forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool) const;
 
  private:

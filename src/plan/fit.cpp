@@ -113,9 +113,13 @@ Result<Fit> fit(const ModelFootprint& fp, const FitRequest& r) {
     return make_error("context of ", shape.n_ctx, " tokens exceeds the model's trained context of ",
                       trained);
   Fit f;
+  f.context_reason = "--ctx";
   if (shape.n_ctx == 0) {
     f.auto_context = true;
     shape.n_ctx = largest_context(fp, shape, r.budget);
+    f.context_reason = shape.n_ctx == trained
+                           ? "largest that fits the budget: the model's trained context"
+                           : "largest that fits the budget";
     if (shape.n_ctx < std::min(trained, kContextStep)) {
       SessionShape want = shape;
       want.n_ctx = std::min(trained, kContextStep);
@@ -137,6 +141,26 @@ Result<Fit> fit(const ModelFootprint& fp, const FitRequest& r) {
                       alternatives(fp, shape, r.budget));
   }
   return f;
+}
+
+ContextChoice one_shot_context(int32_t prompt_tokens, int32_t n_predict, int32_t block_tokens,
+                               int32_t trained, int32_t fitted) {
+  const int64_t want = int64_t{prompt_tokens} + std::max(n_predict, 1);
+  const int64_t rounded = (want + block_tokens - 1) / block_tokens * block_tokens;
+  const std::string need = "prompt " + std::to_string(prompt_tokens) + " + -n " +
+                           std::to_string(n_predict) + (n_predict < 1 ? " + 1" : "");
+  ContextChoice c;
+  if (rounded > trained && trained <= fitted) {
+    c.n_ctx = trained;
+    c.reason = need + " = " + std::to_string(want) + ", capped at the model's trained context";
+  } else if (rounded > fitted) {
+    c.n_ctx = fitted;
+    c.reason = need + " = " + std::to_string(want) + ", capped at the largest that fits the budget";
+  } else {
+    c.n_ctx = static_cast<int32_t>(rounded);
+    c.reason = need + ", rounded to blocks of " + std::to_string(block_tokens);
+  }
+  return c;
 }
 
 }  // namespace snug::plan

@@ -45,7 +45,8 @@ struct FitRequest {
 
 struct Fit {
   MemoryPlan plan;
-  bool auto_context = false;  // n_ctx was chosen by the fit
+  bool auto_context = false;   // n_ctx was chosen by the fit
+  std::string context_reason;  // why n_ctx is what it is, for reports: "--ctx", "largest that..."
 };
 
 // The plan for the request, or an Error (one line) saying what it needs, what
@@ -53,5 +54,17 @@ struct Fit {
 // a smaller weight type when even the weights do not fit. Also refuses a
 // context beyond the trained one.
 Result<Fit> fit(const ModelFootprint& fp, const FitRequest& request);
+
+// The context of a run that generates at most `n_predict` (>= 0) tokens after
+// a prompt of `prompt_tokens`: prompt + n_predict (at least prompt + 1, so the
+// prompt is evaluated), rounded up to whole KV blocks of `block_tokens`, never
+// above the model's trained context `trained` nor `fitted`, the largest
+// context that fits the budget. A one-shot run holds no more than it can use.
+struct ContextChoice {
+  int32_t n_ctx = 0;
+  std::string reason;  // "prompt 39 + -n 96, rounded to blocks of 16", or what capped it
+};
+ContextChoice one_shot_context(int32_t prompt_tokens, int32_t n_predict, int32_t block_tokens,
+                               int32_t trained, int32_t fitted);
 
 }  // namespace snug::plan

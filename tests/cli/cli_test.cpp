@@ -15,6 +15,8 @@
 #include <sstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "../plan/llama_header.h"
 #include "run_binary.h"
 #include "tiny_model.h"
@@ -77,6 +79,63 @@ TEST(Cli, MemoryReportGoesToStderr) {
   EXPECT_NE(r.err.find("kv cache"), std::string::npos);
   EXPECT_NE(r.err.find("peak RSS"), std::string::npos);
   EXPECT_EQ(r.out.find("memory report"), std::string::npos);
+}
+
+// A one-shot run with -n holds prompt + n tokens of cache, in whole blocks of
+// 16; the tiny model's trained context is 256 and fits any budget here.
+nlohmann::json run_json(const std::string& args) {
+  RunResult r = run("run " + tiny_path() + " --no-chat --temp 0 --json " + args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << r.out;
+  return j;
+}
+
+TEST(Cli, OneShotRunSizesItsContextToPromptPlusN) {
+  for (int n : {4, 40}) {
+    nlohmann::json j = run_json("-p hello -n " + std::to_string(n));
+    const auto prompt = static_cast<int>(j["prompt_token_ids"].size());
+    EXPECT_EQ(j["context"].get<int>(), (prompt + n + 15) / 16 * 16) << j.dump();
+    EXPECT_EQ(j["context_reason"].get<std::string>(), "prompt " + std::to_string(prompt) +
+                                                          " + -n " + std::to_string(n) +
+                                                          ", rounded to blocks of 16");
+  }
+}
+
+TEST(Cli, OneShotContextBeyondTheTrainedOneStopsThere) {
+  nlohmann::json j = run_json("-p hello -n 1000 --ignore-eos");
+  EXPECT_EQ(j["context"].get<int>(), 256) << j.dump();
+  EXPECT_NE(j["context_reason"].get<std::string>().find("capped at the model's trained context"),
+            std::string::npos)
+      << j.dump();
+  EXPECT_EQ(j["stop_reason"].get<std::string>(), "context full");
+  // The last token sampled never needs a cache row.
+  EXPECT_EQ(j["prompt_token_ids"].size() + j["token_ids"].size(), 257u);
+}
+
+TEST(Cli, ExplicitContextAndOpenEndedRunsKeepTheirContext) {
+  nlohmann::json given = run_json("-p hello -n 4 --ctx 96");
+  EXPECT_EQ(given["context"].get<int>(), 96);
+  EXPECT_EQ(given["context_reason"].get<std::string>(), "--ctx");
+  nlohmann::json open = run_json("-p hello -n -1");
+  EXPECT_EQ(open["context"].get<int>(), 256);
+  EXPECT_EQ(open["context_reason"].get<std::string>(),
+            "largest that fits the budget: the model's trained context");
+}
+
+TEST(Cli, MemoryReportAndVerboseSayWhyTheContextIsWhatItIs) {
+  RunResult r = run("run " + tiny_path() + " --no-chat --temp 0 -n 4 -p hello --memory-report -v");
+  EXPECT_EQ(r.code, 0) << r.err;
+  const std::string why = "prompt 2 + -n 4, rounded to blocks of 16";  // "he" "llo"
+  EXPECT_NE(r.err.find("  context 16 tokens: " + why), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("context 16 (" + why + ")"), std::string::npos) << r.err;
+}
+
+TEST(Cli, ChatStillFitsTheLargestContext) {
+  RunResult r = run("chat " + tiny_path() + " --temp 0 -n 3 --memory-report", "hello\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("context 256 tokens: largest that fits the budget"), std::string::npos)
+      << r.err;
 }
 
 TEST(Cli, InspectPrintsTensorsAndTotals) {

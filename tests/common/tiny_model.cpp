@@ -111,9 +111,9 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
     const auto mt = s.matrix_type;
     add(p + "attn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
     add(p + "attn_q.weight", mt, {s.n_embd, s.n_heads * hd},
-        random_matrix(rng, mt, s.n_heads * hd, s.n_embd, ws));
+        random_matrix(rng, mt, s.n_heads * hd, s.n_embd, ws * s.qk_scale));
     add(p + "attn_k.weight", mt, {s.n_embd, s.n_kv_heads * hd},
-        random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
+        random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws * s.qk_scale));
     add(p + "attn_v.weight", mt, {s.n_embd, s.n_kv_heads * hd},
         random_matrix(rng, mt, s.n_kv_heads * hd, s.n_embd, ws));
     add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd},

@@ -21,6 +21,9 @@ struct TinyModelSpec {
   int32_t n_ctx = 256;
   tensor::DType matrix_type = tensor::DType::kF32;
   bool tied_output = true;
+  // Multiplies the query and key weights: above 1, attention scores spread
+  // wider and attention depends more on position (the default's is nearly flat).
+  float qk_scale = 1.f;
   uint32_t seed = 1234;
   std::string architecture = "llama";
 };

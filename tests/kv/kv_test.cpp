@@ -70,6 +70,57 @@ TEST(KvCache, ForkSharesBlocksAndCopiesOnWrite) {
   EXPECT_EQ(c->free_blocks(), 8);
 }
 
+TEST(KvCache, CancelAppendPutsBackTheBlocksAndTheSharedBlockItCopied) {
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 8, &ledger);
+  SeqId a = c->create_sequence();
+  ASSERT_TRUE(c->prepare_append(a, 6).ok());
+  c->commit_append(a, 6);
+  SeqId b = c->fork(a);
+  const std::vector<int32_t> table = c->block_table(b);
+  ASSERT_TRUE(c->prepare_append(b, 7).ok());  // copies the half-full block, adds two
+  EXPECT_EQ(c->free_blocks(), 3);
+  c->cancel_append(b);
+  EXPECT_EQ(c->free_blocks(), 6);
+  EXPECT_EQ(c->block_table(b), table);
+  EXPECT_EQ(c->length(b), 6);
+  // Sharing is back: the next write to either sequence copies again.
+  EXPECT_EQ(c->blocks_needed(a, 1), 1);
+  EXPECT_EQ(c->blocks_needed(b, 1), 1);
+  c->free_sequence(a);
+  c->free_sequence(b);
+  EXPECT_EQ(c->free_blocks(), 8);
+}
+
+TEST(KvCache, CancelAppendAfterAnotherHolderTookTheBlockOverRestoresBoth) {
+  // a and b share a half-full block; b's append copies it, so a's append writes
+  // in place. Cancelling both, latest first, restores the sharing.
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 8, &ledger);
+  SeqId a = c->create_sequence();
+  ASSERT_TRUE(c->prepare_append(a, 6).ok());
+  c->commit_append(a, 6);
+  SeqId b = c->fork(a);
+  ASSERT_TRUE(c->prepare_append(b, 1).ok());
+  ASSERT_TRUE(c->prepare_append(a, 1).ok());
+  EXPECT_EQ(c->free_blocks(), 5);
+  c->cancel_append(a);
+  c->cancel_append(b);
+  EXPECT_EQ(c->free_blocks(), 6);
+  EXPECT_EQ(c->block_table(a), c->block_table(b));
+}
+
+TEST(KvCache, LiveTellsSequencesInUseFromFreedOrUnknownIds) {
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 2, &ledger);
+  SeqId a = c->create_sequence(), b = c->create_sequence();
+  c->free_sequence(b);
+  EXPECT_TRUE(c->is_live(a));
+  EXPECT_FALSE(c->is_live(b));
+  EXPECT_FALSE(c->is_live(-1));
+  EXPECT_FALSE(c->is_live(2));
+}
+
 TEST(Attention, MatchesDirectSoftmaxOverPagedRows) {
   memory::Ledger ledger;
   KvLayout lay = small_layout();

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <ostream>
+#include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "tiny_model.h"
@@ -12,7 +16,7 @@ using testing::TinyModelSpec;
 
 struct Rig {
   explicit Rig(const TinyModelSpec& spec = {}, int32_t blocks = 64, int32_t max_tokens = 32,
-               int threads = 2)
+               int threads = 2, int32_t max_ctx = 256)
       : pool(threads) {
     bytes = testing::build_tiny_model(spec).to_bytes();
     auto f = gguf::File::parse(bytes, "tiny");
@@ -23,7 +27,7 @@ struct Rig {
     cache =
         std::move(kv::KvCache::create(model->kv_layout(tensor::DType::kF16, 4), blocks, &ledger))
             .value();
-    WorkspaceShape shape{max_tokens, max_tokens, 256, threads};
+    WorkspaceShape shape{max_tokens, max_tokens, max_ctx, threads};
     ws = std::move(Workspace::create(model->config(),
                                      plan_workspace(model->config(), model->matrix_types(), shape),
                                      &ledger))
@@ -112,6 +116,113 @@ TEST(Model, FullCacheFailsAndLeavesSequencesUntouched) {
   EXPECT_NE(st.error().message.find("KV cache is full"), std::string::npos);
   EXPECT_EQ(r.cache.length(s), 3);
   EXPECT_EQ(r.cache.free_blocks(), 1);
+}
+
+// A failed forward must leave every sequence's length, block table and the
+// pool's free blocks as they were, whichever run of the batch failed.
+struct CacheState {
+  std::vector<int32_t> lengths;
+  std::vector<std::vector<int32_t>> tables;
+  int32_t free_blocks;
+  bool operator==(const CacheState&) const = default;
+  friend void PrintTo(const CacheState& s, std::ostream* os) {
+    *os << "free blocks " << s.free_blocks;
+    for (size_t i = 0; i < s.lengths.size(); ++i) {
+      *os << "; length " << s.lengths[i] << " blocks";
+      for (int32_t b : s.tables[i]) *os << ' ' << b;
+    }
+  }
+};
+
+CacheState cache_state(const kv::KvCache& c, std::initializer_list<kv::SeqId> seqs) {
+  CacheState s{{}, {}, c.free_blocks()};
+  for (kv::SeqId q : seqs) {
+    s.lengths.push_back(c.length(q));
+    s.tables.push_back(c.block_table(q));
+  }
+  return s;
+}
+
+TEST(Model, ContextOverflowInALaterRunLeavesEarlierRunsUntouched) {
+  Rig r({}, /*blocks=*/64, /*max_tokens=*/32, /*threads=*/2, /*max_ctx=*/16);
+  kv::SeqId s1 = r.cache.create_sequence(), s2 = r.cache.create_sequence();
+  r.feed(s2, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
+  const CacheState before = cache_state(r.cache, {s1, s2});
+  Batch b;
+  for (int32_t t : {4, 5, 6, 7, 8}) b.add(t, s1, false);  // fits, and needs 2 new blocks
+  for (int32_t t : {4, 5, 6}) b.add(t, s2, true);         // 14 + 3 > 16
+  Status st = r.model->forward(b, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("beyond the context of 16"), std::string::npos)
+      << st.error().message;
+  EXPECT_EQ(cache_state(r.cache, {s1, s2}), before);
+}
+
+TEST(Model, FullCacheAfterACopyOnWriteGivesTheCopyBack) {
+  // 4 tokens a block. s1 holds 6 (one full block, one half-full), b is its fork:
+  // appending to b copies the shared half-full block, then s2's run cannot get
+  // its blocks. The copy must go back to the pool and b must share s1's block again.
+  Rig r({}, /*blocks=*/4);
+  kv::SeqId s1 = r.cache.create_sequence(), s2 = r.cache.create_sequence();
+  r.feed(s1, {1, 2, 3, 4, 5, 6});
+  kv::SeqId b = r.cache.fork(s1);
+  const CacheState before = cache_state(r.cache, {s1, s2, b});
+  ASSERT_EQ(before.free_blocks, 2);
+  Batch batch;
+  batch.add(7, b, true);
+  for (int32_t t : {1, 2, 3, 4, 5}) batch.add(t, s2, true);  // 2 blocks, only 1 left
+  Status st = r.model->forward(batch, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("KV cache is full"), std::string::npos) << st.error().message;
+  EXPECT_EQ(cache_state(r.cache, {s1, s2, b}), before);
+  // And the rolled-back fork still continues like the original.
+  auto la = r.feed(s1, {9});
+  auto lb = r.feed(b, {9});
+  EXPECT_EQ(max_diff(la.data(), lb.data(), la.size()), 0.f);
+}
+
+TEST(Model, BatchNamingASequenceThatIsNotLiveIsAnError) {
+  Rig r;
+  kv::SeqId s = r.cache.create_sequence(), gone = r.cache.create_sequence();
+  r.cache.free_sequence(gone);
+  for (kv::SeqId bad : {gone, kv::SeqId{-1}, kv::SeqId{7}}) {
+    Batch b;
+    b.add(1, s, true);
+    b.add(2, bad, true);
+    Status st = r.model->forward(b, r.cache, r.ws, r.pool);
+    ASSERT_FALSE(st.ok()) << "sequence " << bad;
+    EXPECT_NE(st.error().message.find("sequence " + std::to_string(bad) + " is not live"),
+              std::string::npos)
+        << st.error().message;
+    EXPECT_EQ(r.cache.length(s), 0);
+  }
+}
+
+TEST(Model, BatchWithASequenceInTwoRunsIsAnError) {
+  Rig r;
+  kv::SeqId s1 = r.cache.create_sequence(), s2 = r.cache.create_sequence();
+  Batch b;
+  b.add(1, s1, false);
+  b.add(2, s2, false);
+  b.add(3, s1, true);  // s1's tokens are not contiguous
+  const CacheState before = cache_state(r.cache, {s1, s2});
+  Status st = r.model->forward(b, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("sequence 0 appears in two separate runs"), std::string::npos)
+      << st.error().message;
+  EXPECT_EQ(cache_state(r.cache, {s1, s2}), before);
+}
+
+TEST(Model, BatchWithMismatchedFieldsIsAnError) {
+  Rig r;
+  Batch b;
+  b.add(1, r.cache.create_sequence(), true);
+  b.want_logits.clear();
+  Status st = r.model->forward(b, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("1 tokens, 1 sequence ids and 0 logit flags"),
+            std::string::npos)
+      << st.error().message;
 }
 
 TEST(Model, TokenOutsideVocabularyIsAnError) {

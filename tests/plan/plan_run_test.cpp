@@ -95,6 +95,29 @@ TEST(PlanRun, TooSmallBudgetIsRefusedBeforeLoading) {
   EXPECT_LT(ok.max_rss, 160 * 1024 * 1024ull);
 }
 
+TEST(PlanRun, OneShotRunTakesWhatItNeeds) {
+  if (!fs::exists(kModel)) GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)";
+#ifdef SNUG_SANITIZE
+  GTEST_SKIP() << "sanitizer builds change the process baseline";
+#endif
+  const std::string args =
+      "run " + kModel + " -p 'Explain what a lighthouse does.' -n 96 " + "--temp 0 --json";
+  Proc one_shot = run(snug(args));
+  Proc full = run(snug(args + " --ctx 8192"));
+  ASSERT_EQ(one_shot.code, 0) << one_shot.err;
+  ASSERT_EQ(full.code, 0) << full.err;
+  auto j = nlohmann::json::parse(one_shot.out);
+  const int prompt = static_cast<int>(j["prompt_token_ids"].size());
+  EXPECT_EQ(j["context"].get<int>(), (prompt + 96 + 15) / 16 * 16);
+  EXPECT_EQ(j["token_ids"], nlohmann::json::parse(full.out)["token_ids"]);
+  // The 8192-token f16 cache alone is 180 MiB; prompt + 96 tokens take 3 MiB.
+  EXPECT_LT(one_shot.max_rss + (150ull << 20), full.max_rss)
+      << "one-shot " << one_shot.max_rss << " full context " << full.max_rss;
+  const double predicted = j["predicted_peak_rss_bytes"].get<double>();
+  EXPECT_LT(std::abs(predicted - static_cast<double>(one_shot.max_rss)) / predicted, 0.05)
+      << "predicted " << predicted << " measured " << one_shot.max_rss;
+}
+
 // A memory cgroup with `limit` bytes (v2 where the memory controller is
 // enabled, else v1); "" when this machine does not permit one.
 std::string make_cgroup(uint64_t limit) {
@@ -129,9 +152,9 @@ TEST(PlanRun, RunsInsideACgroupLimitWithTheFittedContext) {
   const uint64_t limit = 300ull << 20;  // a multiple of the page size, which v1 rounds to
   const std::string cg = make_cgroup(limit);
   if (cg.empty()) GTEST_SKIP() << "cannot create a memory cgroup here (needs root and cgroupfs)";
-  Proc p =
-      run("echo $$ > " + cg + "/cgroup.procs && exec " +
-          snug("run " + kModel + " -p 'Name three colours.' -n 16 --temp 0 -v --memory-report"));
+  // chat, not run -n: a one-shot run would size its context to the prompt instead.
+  Proc p = run("echo $$ > " + cg + "/cgroup.procs && echo 'Name three colours.' | " +
+               snug("chat " + kModel + " -n 16 --temp 0 -v --memory-report"));
   ::rmdir(cg.c_str());  // a cgroup directory is removed empty, with rmdir
   ASSERT_EQ(p.code, 0) << p.err;
   const size_t at = p.err.find("context ");
