@@ -66,23 +66,24 @@ def generation(snug, model, args, kv="f16"):
     r = run([snug, "run", model, "-p", PROMPT, "-n", args.gen_tokens, "--temp", "0",
              "--ignore-eos", "-c", "1024", "-t", args.threads, "--kv-type", kv, "--json"])
     j = json.loads(r.stdout)
-    return j["generate_tokens_per_second"], j["peak_rss_bytes"]
+    kernels = j["simd_target"] + ": " + ", ".join(f"{k} {v}" for k, v in j["matmul_kernels"].items())
+    return j["generate_tokens_per_second"], j["peak_rss_bytes"], kernels
 
 
 def measure(snug, label, model, base, bpw, args, kv="f16", imatrix=False):
     t0 = time.time()
     p = perplexity(snug, model, base, args, kv)
-    tps, rss = generation(snug, model, args, kv)
+    tps, rss, kernels = generation(snug, model, args, kv)
     row = {
         "label": label, "kv": kv, "imatrix": imatrix, "file_bytes": Path(model).stat().st_size,
         "bpw": bpw, "ppl": p["ppl"]["value"], "ppl_err": p["ppl"]["error"],
         "kld": p["kld"]["value"], "kld_err": p["kld"]["error"], "kld_p99": p["kld_p99"],
         "same_top": p["same_top"]["value"], "gen_tps": tps, "peak_rss": rss,
-        "ppl_base": p["ppl_base"]["value"], "n_scored": p["n_scored"],
+        "ppl_base": p["ppl_base"]["value"], "n_scored": p["n_scored"], "kernels": kernels,
     }
     print(f"{label:<22} kv {kv:<5} {row['bpw']:5.2f} bpw  PPL {row['ppl']:8.4f}  KLD "
           f"{row['kld']:.5f}  top {100 * row['same_top']:6.2f}%  {tps:6.1f} tok/s  "
-          f"{rss / 2**20:6.1f} MiB  ({time.time() - t0:.0f} s)", flush=True)
+          f"{rss / 2**20:6.1f} MiB  ({time.time() - t0:.0f} s)  [{kernels}]", flush=True)
     return row
 
 
@@ -99,9 +100,10 @@ def refresh_speed(snug, rows, work, src, args):
     """Measures generation speed and peak RSS again (quality figures are deterministic;
     speed is only meaningful on a quiet machine)."""
     for r in rows:
-        r["gen_tps"], r["peak_rss"] = generation(snug, row_path(r, work, src), args, r["kv"])
+        r["gen_tps"], r["peak_rss"], r["kernels"] = generation(snug, row_path(r, work, src), args,
+                                                               r["kv"])
         print(f"{r['label']:<22} kv {r['kv']:<5} {r['gen_tps']:6.1f} tok/s "
-              f"{r['peak_rss'] / 2**20:6.1f} MiB", flush=True)
+              f"{r['peak_rss'] / 2**20:6.1f} MiB  [{r['kernels']}]", flush=True)
 
 
 def table(rows):
@@ -186,7 +188,7 @@ def write_results(rows, work, args):
     stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {os.cpu_count()} cores: "
              f"{args.model}, evaluation text windows of {args.ctx} tokens, "
              f"{rows[0]['n_scored']} positions scored; generation {args.gen_tokens} tokens, "
-             f"{args.threads} threads, context 1024"
+             f"{args.threads} threads, context 1024; kernels {rows[0].get('kernels', 'unrecorded')}"
              f"{' (re-measured alone with --refresh-speed)' if args.refresh_speed else ''}.\n\n")
     pre, rest = body.split(BEGIN, 1)
     post = rest.split(END, 1)[1]
