@@ -188,7 +188,8 @@ def write_results(rows, work, args):
     stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {os.cpu_count()} cores: "
              f"{args.model}, evaluation text windows of {args.ctx} tokens, "
              f"{rows[0]['n_scored']} positions scored; generation {args.gen_tokens} tokens, "
-             f"{args.threads} threads, context 1024; kernels {rows[0].get('kernels', 'unrecorded')}"
+             f"{args.threads} threads, context 1024; SIMD target "
+             f"{rows[0].get('kernels', 'unrecorded').split(':')[0]} (kernels per row in quality.json)"
              f"{' (re-measured alone with --refresh-speed)' if args.refresh_speed else ''}.\n\n")
     pre, rest = body.split(BEGIN, 1)
     post = rest.split(END, 1)[1]
