@@ -1,5 +1,6 @@
 #include "tiny_model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -7,6 +8,7 @@
 #include "base/check.h"
 #include "tensor/kernels.h"
 #include "text/unicode.h"
+#include "tiny_spm.h"
 
 namespace snug::testing {
 namespace {
@@ -47,22 +49,21 @@ std::vector<uint8_t> norm_weights(std::mt19937& rng, int64_t n) {
   return out;
 }
 
-}  // namespace
+// The vocabulary's own special ids, with spec.special_ids replacing or adding keys.
+void set_special_ids(gguf::Writer& w, const TinyModelSpec& s,
+                     std::vector<std::pair<std::string, uint32_t>> ids) {
+  for (const auto& [key, value] : s.special_ids) {
+    auto it = std::find_if(ids.begin(), ids.end(), [&](const auto& p) { return p.first == key; });
+    if (it != ids.end()) {
+      it->second = value;
+    } else {
+      ids.emplace_back(key, value);
+    }
+  }
+  for (const auto& [key, value] : ids) w.set_u32("tokenizer.ggml." + key, value);
+}
 
-gguf::Writer build_tiny_model(const TinyModelSpec& s) {
-  gguf::Writer w;
-  const std::string a = s.architecture + ".";
-  w.set_string("general.architecture", s.architecture);
-  w.set_string("general.name", "tiny test model");
-  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
-  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
-  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
-  w.set_f32(a + "rope.freq_base", 10000.f);
-  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
-
+int32_t write_bpe_vocab(gguf::Writer& w, const TinyModelSpec& s) {
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
   for (int b = 0; b < 256; ++b) {
@@ -82,12 +83,11 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   }
   SNUG_CHECK(static_cast<int32_t>(tokens.size()) == kTinyVocab);
   w.set_string("tokenizer.ggml.model", "gpt2");
-  w.set_string("tokenizer.ggml.pre", "gpt2");
+  w.set_string("tokenizer.ggml.pre", s.bpe_pre);
   w.set_strings("tokenizer.ggml.tokens", tokens);
   w.set_i32s("tokenizer.ggml.token_type", types);
   w.set_strings("tokenizer.ggml.merges", {"h e", "l l", "ll o", sp + " t"});
-  w.set_u32("tokenizer.ggml.bos_token_id", kTinyEndOfText);
-  w.set_u32("tokenizer.ggml.eos_token_id", kTinyEndOfText);
+  set_special_ids(w, s, {{"bos_token_id", kTinyEndOfText}, {"eos_token_id", kTinyEndOfText}});
   w.set_bool("tokenizer.ggml.add_bos_token", false);
   w.set_string("tokenizer.chat_template",
                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
@@ -95,17 +95,66 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
                "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
                "'<|im_start|>assistant\n' }}{% endif %}");
 
+  return kTinyVocab;
+}
+
+int32_t write_spm_vocab(gguf::Writer& w, const TinyModelSpec& s) {
+  const TinySpmTokens t = tiny_spm_tokens();
+  SNUG_CHECK(static_cast<int32_t>(t.tokens.size()) == kTinySpmVocab);
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_strings("tokenizer.ggml.tokens", t.tokens);
+  w.set_f32s("tokenizer.ggml.scores", t.scores);
+  w.set_i32s("tokenizer.ggml.token_type", t.types);
+  set_special_ids(w, s, {{"unknown_token_id", 0}, {"bos_token_id", 1}, {"eos_token_id", 2}});
+  return kTinySpmVocab;
+}
+
+}  // namespace
+
+int32_t tiny_vocab_size(const TinyModelSpec& spec) {
+  return spec.vocab == TinyVocab::kSpm ? kTinySpmVocab : kTinyVocab;
+}
+
+TinyModelSpec converter_style_spec(TinyVocab vocab) {
+  TinyModelSpec s;
+  s.vocab = vocab;
+  s.n_ff = 100;
+  s.matrix_type = tensor::DType::kF32;
+  s.tied_output = vocab == TinyVocab::kSpm;
+  s.bpe_pre = "gpt-2";  // a name llama.cpp knows ("gpt2" is snug's alias)
+  s.special_ids = {{"seperator_token_id", 0xFFFFFFFFu},
+                   {"padding_token_id", static_cast<uint32_t>(tiny_vocab_size(s))}};
+  return s;
+}
+
+gguf::Writer build_tiny_model(const TinyModelSpec& s) {
+  gguf::Writer w;
+  const std::string a = s.architecture + ".";
+  w.set_string("general.architecture", s.architecture);
+  w.set_string("general.name", "tiny test model");
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
+  w.set_f32(a + "rope.freq_base", 10000.f);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+
+  const int32_t n_vocab =
+      s.vocab == TinyVocab::kSpm ? write_spm_vocab(w, s) : write_bpe_vocab(w, s);
+
   std::mt19937 rng(s.seed);
   const int64_t hd = s.n_embd / s.n_heads;
   const float ws = 0.5f / std::sqrt(static_cast<float>(s.n_embd));
   auto add = [&w](const std::string& name, tensor::DType t, std::vector<int64_t> dims,
                   std::vector<uint8_t> data) { w.add_tensor(name, t, std::move(dims), data); };
-  add("token_embd.weight", tensor::DType::kF32, {s.n_embd, kTinyVocab},
-      random_matrix(rng, tensor::DType::kF32, kTinyVocab, s.n_embd, 1.f));
+  add("token_embd.weight", tensor::DType::kF32, {s.n_embd, n_vocab},
+      random_matrix(rng, tensor::DType::kF32, n_vocab, s.n_embd, 1.f));
   add("output_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
   if (!s.tied_output)
-    add("output.weight", s.matrix_type, {s.n_embd, kTinyVocab},
-        random_matrix(rng, s.matrix_type, kTinyVocab, s.n_embd, ws));
+    add("output.weight", s.matrix_type, {s.n_embd, n_vocab},
+        random_matrix(rng, s.matrix_type, n_vocab, s.n_embd, ws));
   for (int32_t l = 0; l < s.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const auto mt = s.matrix_type;
