@@ -28,15 +28,34 @@ std::string utf8(uint32_t cpt) {
   return s;
 }
 
-std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows,
-                                   int64_t cols, float scale) {
+std::vector<float> random_floats(std::mt19937& rng, int64_t rows, int64_t cols, float scale) {
   std::normal_distribution<float> nd(0.f, scale);
   std::vector<float> f(static_cast<size_t>(rows * cols));
   for (auto& x : f) x = nd(rng);
-  std::vector<uint8_t> out(*tensor::row_bytes(type, cols) * static_cast<size_t>(rows));
+  return f;
+}
+
+// Row-major rows x cols floats in `type`'s row format.
+std::vector<uint8_t> pack(tensor::DType type, const std::vector<float>& f, int64_t rows,
+                          int64_t cols) {
   const size_t rb = *tensor::row_bytes(type, cols);
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r)
     tensor::quantize_row(type, &f[static_cast<size_t>(r * cols)], out.data() + r * rb, cols);
+  return out;
+}
+
+std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows,
+                                   int64_t cols, float scale) {
+  return pack(type, random_floats(rng, rows, cols, scale), rows, cols);
+}
+
+// Zero rows appended (to_rows > rows) or zero columns appended to every row (to_cols > cols).
+std::vector<float> zero_pad(const std::vector<float>& f, int64_t rows, int64_t cols,
+                            int64_t to_rows, int64_t to_cols) {
+  std::vector<float> out(static_cast<size_t>(to_rows * to_cols), 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(&f[static_cast<size_t>(r * cols)], cols, &out[static_cast<size_t>(r * to_cols)]);
   return out;
 }
 
@@ -135,7 +154,7 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
   w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
   w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(std::max(s.n_ff, s.n_ff_stored)));
   w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
   w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
   w.set_f32(a + "rope.freq_base", 10000.f);
@@ -168,11 +187,17 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
     add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd},
         random_matrix(rng, mt, s.n_embd, s.n_heads * hd, ws));
     add(p + "ffn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
-    add(p + "ffn_gate.weight", mt, {s.n_embd, s.n_ff},
-        random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
-    add(p + "ffn_up.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
-    add(p + "ffn_down.weight", mt, {s.n_ff, s.n_embd},
-        random_matrix(rng, mt, s.n_embd, s.n_ff, ws));
+    // Drawn for n_ff units whatever the stored width, so a padded twin has the same weights.
+    const int64_t ff = std::max(s.n_ff, s.n_ff_stored);
+    const auto gate = random_floats(rng, s.n_ff, s.n_embd, ws);
+    const auto up = random_floats(rng, s.n_ff, s.n_embd, ws);
+    const auto down = random_floats(rng, s.n_embd, s.n_ff, ws);
+    add(p + "ffn_gate.weight", mt, {s.n_embd, ff},
+        pack(mt, zero_pad(gate, s.n_ff, s.n_embd, ff, s.n_embd), ff, s.n_embd));
+    add(p + "ffn_up.weight", mt, {s.n_embd, ff},
+        pack(mt, zero_pad(up, s.n_ff, s.n_embd, ff, s.n_embd), ff, s.n_embd));
+    add(p + "ffn_down.weight", mt, {ff, s.n_embd},
+        pack(mt, zero_pad(down, s.n_embd, s.n_ff, s.n_embd, ff), s.n_embd, ff));
   }
   return w;
 }

@@ -22,6 +22,9 @@ struct TinyModelSpec {
   int32_t n_layers = 2;
   int32_t n_embd = 64;
   int32_t n_ff = 128;
+  // When larger than n_ff: the feed-forward tensors are this wide, the units past n_ff all
+  // zero, so the model computes what the n_ff-wide one with the same seed does.
+  int32_t n_ff_stored = 0;
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
   int32_t n_ctx = 256;
