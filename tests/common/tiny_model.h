@@ -30,6 +30,7 @@ struct TinyModelSpec {
   int32_t n_ctx = 256;
   tensor::DType matrix_type = tensor::DType::kF32;
   bool tied_output = true;
+  float embd_scale = 1.f;  // standard deviation of token_embd (tied: also of the output rows)
   uint32_t seed = 1234;
   std::string architecture = "llama";
   TinyVocab vocab = TinyVocab::kBpe;
