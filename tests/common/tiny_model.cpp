@@ -141,7 +141,7 @@ TinyModelSpec converter_style_spec(TinyVocab vocab) {
   s.matrix_type = tensor::DType::kF32;
   s.tied_output = vocab == TinyVocab::kSpm;
   s.embd_scale = 0.05f;  // tied logits of a few units, not tens: close calls in greedy runs
-  s.bpe_pre = "gpt-2";  // a name llama.cpp knows ("gpt2" is snug's alias)
+  s.bpe_pre = "gpt-2";   // a name llama.cpp knows ("gpt2" is snug's alias)
   s.special_ids = {{"seperator_token_id", 0xFFFFFFFFu},
                    {"padding_token_id", static_cast<uint32_t>(tiny_vocab_size(s))}};
   return s;
