@@ -71,12 +71,13 @@ std::vector<uint8_t> norm_weights(std::mt19937& rng, int64_t n) {
 // The vocabulary's own special ids, with spec.special_ids replacing or adding keys.
 void set_special_ids(gguf::Writer& w, const TinyModelSpec& s,
                      std::vector<std::pair<std::string, uint32_t>> ids) {
-  for (const auto& [key, value] : s.special_ids) {
-    auto it = std::find_if(ids.begin(), ids.end(), [&](const auto& p) { return p.first == key; });
+  for (const auto& override_id : s.special_ids) {
+    auto it = std::find_if(ids.begin(), ids.end(),
+                           [&](const auto& p) { return p.first == override_id.first; });
     if (it != ids.end()) {
-      it->second = value;
+      it->second = override_id.second;
     } else {
-      ids.emplace_back(key, value);
+      ids.push_back(override_id);
     }
   }
   for (const auto& [key, value] : ids) w.set_u32("tokenizer.ggml." + key, value);
