@@ -8,9 +8,10 @@ output), one with a SentencePiece vocabulary that adds BOS (tied output).
 
 Checked: llama.cpp loads and runs them (and reports both ids as bad special tokens, keeping
 "none"); snug loads and runs them with one warning line; special ids, end-of-generation
-sets and tokenization are identical; logits agree within float32 rounding; greedy tokens
+sets, tokenization and detokenization are identical; logits agree within float32 rounding; greedy tokens
 agree wherever llama.cpp's top-2 margin is clear of that rounding.
 """
+import ctypes
 import json
 import os
 import subprocess
@@ -116,13 +117,26 @@ def test_tokenization_is_identical(fixture_dir, kind):
     requests = [{"hex": t.hex(), "special": sp, "add_special": add}
                 for t in texts for sp in (False, True) for add in (False, True)]
     results = run_tool(path, requests)
-    mismatches = []
+    mismatches, decode_mismatches = [], []
     for req, res in zip(requests, results):
         text = bytes.fromhex(req["hex"])
         want = llm.tokenize(text, add_bos=req["add_special"], special=req["special"])
         if res.get("ids") != want:
             mismatches.append((text, req["special"], req["add_special"], res.get("ids"), want))
+        elif bytes.fromhex(res["decoded_hex"]) != llama_detokenize(llm, want):
+            decode_mismatches.append((text, bytes.fromhex(res["decoded_hex"])))
     assert not mismatches, mismatches[:5]
+    assert not decode_mismatches, decode_mismatches[:5]
+
+
+def llama_detokenize(llm, ids):
+    """llama_detokenize(remove_special = false, unparse_special = false), as snug's decode()."""
+    arr = (llama_cpp.llama_token * max(len(ids), 1))(*ids)
+    size = 256 + 64 * len(ids)
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_detokenize(vocab_of(llm), arr, len(ids), buf, size, False, False)
+    assert n >= 0
+    return buf.raw[:n]
 
 
 def snug_logits(path, ids, tmp_path):
