@@ -9,6 +9,7 @@
 #include <map>
 
 #include "base/bytes.h"
+#include "base/log.h"
 #include "base/sysmem.h"
 #include "tensor/kernels.h"
 
@@ -66,6 +67,7 @@ Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger) {
   LoadedModel lm;
   SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::from_file(std::move(file), ledger));
   SNUG_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::from_gguf(lm.model->file()));
+  for (const std::string& w : tok.warnings()) log_warn("{}", w);
   lm.tokenizer = std::make_unique<text::Tokenizer>(std::move(tok));
   lm.tokenizer_charge =
       memory::Charge(ledger, memory::Category::kTokenizer, lm.tokenizer->memory_bytes());

@@ -241,6 +241,10 @@ std::string_view Tokenizer::token_text(int32_t id) const {
   return s_->vocab.text(id);
 }
 
+const std::vector<std::string>& Tokenizer::warnings() const {
+  return s_->vocab.warnings;
+}
+
 uint64_t Tokenizer::memory_bytes() const {
   return sizeof(State) + s_->vocab.memory_bytes() + (s_->pre ? s_->pre->memory_bytes() : 0) +
          s_->special->memory_bytes() + s_->chat_template.capacity();

@@ -30,8 +30,9 @@ class Tokenizer {
  public:
   // Reads and validates the tokenizer.* metadata: one-line Error for an unsupported
   // model or pre-tokenizer, score/type arrays whose length differs from the
-  // vocabulary, special ids outside it, duplicate token texts, or merges that name
-  // unknown tokens.
+  // vocabulary, an id outside it for a special token generation needs (eos; bos when
+  // added), duplicate token texts, or merges that name unknown tokens. A special id of
+  // -1 means "none"; another unused one outside the vocabulary is a warning (warnings()).
   static Result<Tokenizer> from_gguf(const gguf::File& file);
 
   // add_special: prepend BOS / append EOS as tokenizer.ggml.add_bos_token /
@@ -67,6 +68,9 @@ class Tokenizer {
   bool is_control(int32_t id) const;
   std::optional<int32_t> find_token(std::string_view text) const;
   std::string_view token_text(int32_t id) const;  // raw vocabulary text; "" when out of range
+
+  // Tolerated metadata defects, one line each (Vocab::warnings); empty for a clean file.
+  const std::vector<std::string>& warnings() const;
 
   // Heap bytes held by this tokenizer's tables (shared between copies).
   uint64_t memory_bytes() const;

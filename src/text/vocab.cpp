@@ -1,7 +1,10 @@
 #include "text/vocab.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
+
+#include <fmt/format.h>
 
 #include "text/pretokenize.h"
 #include "text/unicode.h"
@@ -101,6 +104,31 @@ Result<const gguf::Value*> numeric_array(const gguf::File& f, std::string_view k
   return v;
 }
 
+// True for the "no such token" value llama.cpp's converters write: -1, stored as u32
+// 0xFFFFFFFF (or as a signed -1, or u64 all ones).
+bool is_none_id(const gguf::Value& v) {
+  switch (v.type) {
+    case gguf::ValueType::kU32:
+      return v.u == UINT32_MAX;
+    case gguf::ValueType::kU64:
+      return v.u == UINT64_MAX;
+    case gguf::ValueType::kI8:
+    case gguf::ValueType::kI16:
+    case gguf::ValueType::kI32:
+    case gguf::ValueType::kI64:
+      return v.i == -1;
+    default:
+      return false;
+  }
+}
+
+// The special-token ids, read as llama.cpp reads them (llama-vocab.cpp, load()): a default
+// that this vocabulary cannot hold is dropped, and a key overrides the default, except:
+// - -1 means the model has no such token (llama.cpp would keep the default);
+// - another id outside the vocabulary is refused for a token generation needs (eos, and
+//   bos when add_bos_token is set), and otherwise ignored with a warning in v.warnings,
+//   keeping the default, as llama.cpp does ("bad special token ... using default id").
+// Expects v.add_bos to be final.
 Status read_special_ids(const gguf::File& f, Vocab& v) {
   struct Field {
     const char* name;
@@ -118,12 +146,27 @@ Status read_special_ids(const gguf::File& f, Vocab& v) {
   };
   for (const Field& fld : fields) {
     if (*fld.id >= v.size()) *fld.id = -1;  // a default that this vocabulary cannot hold
-    if (!f.find(key(fld.name))) continue;
+    const gguf::Value* value = f.find(key(fld.name));
+    if (!value) continue;
+    if (is_none_id(*value)) {
+      *fld.id = -1;
+      continue;
+    }
     SNUG_ASSIGN_OR_RETURN(uint64_t id, f.get_uint(key(fld.name)));
-    if (id >= static_cast<uint64_t>(v.size()))
-      return make_error("'", f.name(), "': ", key(fld.name), " = ", id,
-                        " is outside the vocabulary of ", v.size(), " tokens");
-    *fld.id = static_cast<int32_t>(id);
+    if (id < static_cast<uint64_t>(v.size())) {
+      *fld.id = static_cast<int32_t>(id);
+      continue;
+    }
+    const bool needed = fld.id == &s.eos || (fld.id == &s.bos && v.add_bos);
+    if (needed)
+      return make_error(
+          "'", f.name(), "': ", key(fld.name), " = ", id, " is outside the vocabulary of ",
+          v.size(), " tokens, and generation needs ",
+          fld.id == &s.eos ? "the end-of-sequence token" : "the BOS token (add_bos_token is set)");
+    v.warnings.push_back(fmt::format(
+        "'{}': {} = {} is outside the vocabulary of {} tokens; {}", f.name(), key(fld.name), id,
+        v.size(),
+        *fld.id >= 0 ? fmt::format("using the default id {}", *fld.id) : std::string("ignored")));
   }
   return ok_status();
 }
@@ -317,11 +360,11 @@ Result<Vocab> Vocab::from_gguf(const gguf::File& f) {
                         " and ", id, ")");
   }
 
-  SNUG_RETURN_IF_ERROR(read_special_ids(f, v));
   SNUG_ASSIGN_OR_RETURN(v.add_bos, f.get_bool_or(key("add_bos_token"), v.add_bos));
   SNUG_ASSIGN_OR_RETURN(v.add_eos, f.get_bool_or(key("add_eos_token"), v.add_eos));
   SNUG_ASSIGN_OR_RETURN(v.add_space_prefix,
                         f.get_bool_or(key("add_space_prefix"), v.add_space_prefix));
+  SNUG_RETURN_IF_ERROR(read_special_ids(f, v));
   if (v.add_bos && v.special.bos < 0)
     return make_error("'", f.name(), "': add_bos_token is set but the vocabulary has no BOS token");
   if (v.add_eos && v.special.eos < 0)

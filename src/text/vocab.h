@@ -67,6 +67,9 @@ struct Vocab {
   bool ignore_merges = false;  // BPE: a whole pre-token that is a token skips merging
   bool clean_spaces = false;   // detokenize removes spaces before punctuation
   std::vector<uint8_t> eog;    // per id: 1 when it ends generation
+  // One line per metadata defect that was tolerated, as llama.cpp tolerates it (a special
+  // id of an unused token outside the vocabulary); whoever loads the model for use prints them.
+  std::vector<std::string> warnings;
 
   // Tokens matched in raw text before tokenizing (control, user-defined, unknown),
   // longest text first; ties by id.

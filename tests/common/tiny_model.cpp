@@ -1,5 +1,6 @@
 #include "tiny_model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -7,6 +8,7 @@
 #include "base/check.h"
 #include "tensor/kernels.h"
 #include "text/unicode.h"
+#include "tiny_spm.h"
 
 namespace snug::testing {
 namespace {
@@ -26,15 +28,34 @@ std::string utf8(uint32_t cpt) {
   return s;
 }
 
-std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows,
-                                   int64_t cols, float scale) {
+std::vector<float> random_floats(std::mt19937& rng, int64_t rows, int64_t cols, float scale) {
   std::normal_distribution<float> nd(0.f, scale);
   std::vector<float> f(static_cast<size_t>(rows * cols));
   for (auto& x : f) x = nd(rng);
-  std::vector<uint8_t> out(*tensor::row_bytes(type, cols) * static_cast<size_t>(rows));
+  return f;
+}
+
+// Row-major rows x cols floats in `type`'s row format.
+std::vector<uint8_t> pack(tensor::DType type, const std::vector<float>& f, int64_t rows,
+                          int64_t cols) {
   const size_t rb = *tensor::row_bytes(type, cols);
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r)
     tensor::quantize_row(type, &f[static_cast<size_t>(r * cols)], out.data() + r * rb, cols);
+  return out;
+}
+
+std::vector<uint8_t> random_matrix(std::mt19937& rng, tensor::DType type, int64_t rows,
+                                   int64_t cols, float scale) {
+  return pack(type, random_floats(rng, rows, cols, scale), rows, cols);
+}
+
+// Zero rows appended (to_rows > rows) or zero columns appended to every row (to_cols > cols).
+std::vector<float> zero_pad(const std::vector<float>& f, int64_t rows, int64_t cols,
+                            int64_t to_rows, int64_t to_cols) {
+  std::vector<float> out(static_cast<size_t>(to_rows * to_cols), 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(&f[static_cast<size_t>(r * cols)], cols, &out[static_cast<size_t>(r * to_cols)]);
   return out;
 }
 
@@ -47,22 +68,22 @@ std::vector<uint8_t> norm_weights(std::mt19937& rng, int64_t n) {
   return out;
 }
 
-}  // namespace
+// The vocabulary's own special ids, with spec.special_ids replacing or adding keys.
+void set_special_ids(gguf::Writer& w, const TinyModelSpec& s,
+                     std::vector<std::pair<std::string, uint32_t>> ids) {
+  for (const auto& override_id : s.special_ids) {
+    auto it = std::find_if(ids.begin(), ids.end(),
+                           [&](const auto& p) { return p.first == override_id.first; });
+    if (it != ids.end()) {
+      it->second = override_id.second;
+    } else {
+      ids.push_back(override_id);
+    }
+  }
+  for (const auto& [key, value] : ids) w.set_u32("tokenizer.ggml." + key, value);
+}
 
-gguf::Writer build_tiny_model(const TinyModelSpec& s) {
-  gguf::Writer w;
-  const std::string a = s.architecture + ".";
-  w.set_string("general.architecture", s.architecture);
-  w.set_string("general.name", "tiny test model");
-  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
-  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
-  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
-  w.set_f32(a + "rope.freq_base", 10000.f);
-  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
-
+int32_t write_bpe_vocab(gguf::Writer& w, const TinyModelSpec& s) {
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
   for (int b = 0; b < 256; ++b) {
@@ -82,12 +103,11 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   }
   SNUG_CHECK(static_cast<int32_t>(tokens.size()) == kTinyVocab);
   w.set_string("tokenizer.ggml.model", "gpt2");
-  w.set_string("tokenizer.ggml.pre", "gpt2");
+  w.set_string("tokenizer.ggml.pre", s.bpe_pre);
   w.set_strings("tokenizer.ggml.tokens", tokens);
   w.set_i32s("tokenizer.ggml.token_type", types);
   w.set_strings("tokenizer.ggml.merges", {"h e", "l l", "ll o", sp + " t"});
-  w.set_u32("tokenizer.ggml.bos_token_id", kTinyEndOfText);
-  w.set_u32("tokenizer.ggml.eos_token_id", kTinyEndOfText);
+  set_special_ids(w, s, {{"bos_token_id", kTinyEndOfText}, {"eos_token_id", kTinyEndOfText}});
   w.set_bool("tokenizer.ggml.add_bos_token", false);
   w.set_string("tokenizer.chat_template",
                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
@@ -95,17 +115,67 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
                "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
                "'<|im_start|>assistant\n' }}{% endif %}");
 
+  return kTinyVocab;
+}
+
+int32_t write_spm_vocab(gguf::Writer& w, const TinyModelSpec& s) {
+  const TinySpmTokens t = tiny_spm_tokens();
+  SNUG_CHECK(static_cast<int32_t>(t.tokens.size()) == kTinySpmVocab);
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_strings("tokenizer.ggml.tokens", t.tokens);
+  w.set_f32s("tokenizer.ggml.scores", t.scores);
+  w.set_i32s("tokenizer.ggml.token_type", t.types);
+  set_special_ids(w, s, {{"unknown_token_id", 0}, {"bos_token_id", 1}, {"eos_token_id", 2}});
+  return kTinySpmVocab;
+}
+
+}  // namespace
+
+int32_t tiny_vocab_size(const TinyModelSpec& spec) {
+  return spec.vocab == TinyVocab::kSpm ? kTinySpmVocab : kTinyVocab;
+}
+
+TinyModelSpec converter_style_spec(TinyVocab vocab) {
+  TinyModelSpec s;
+  s.vocab = vocab;
+  s.n_ff = 100;
+  s.matrix_type = tensor::DType::kF32;
+  s.tied_output = vocab == TinyVocab::kSpm;
+  s.embd_scale = 0.05f;  // tied logits of a few units, not tens: close calls in greedy runs
+  s.bpe_pre = "gpt-2";   // a name llama.cpp knows ("gpt2" is snug's alias)
+  s.special_ids = {{"seperator_token_id", 0xFFFFFFFFu},
+                   {"padding_token_id", static_cast<uint32_t>(tiny_vocab_size(s))}};
+  return s;
+}
+
+gguf::Writer build_tiny_model(const TinyModelSpec& s) {
+  gguf::Writer w;
+  const std::string a = s.architecture + ".";
+  w.set_string("general.architecture", s.architecture);
+  w.set_string("general.name", "tiny test model");
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(std::max(s.n_ff, s.n_ff_stored)));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
+  w.set_f32(a + "rope.freq_base", 10000.f);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+
+  const int32_t n_vocab =
+      s.vocab == TinyVocab::kSpm ? write_spm_vocab(w, s) : write_bpe_vocab(w, s);
+
   std::mt19937 rng(s.seed);
   const int64_t hd = s.n_embd / s.n_heads;
   const float ws = 0.5f / std::sqrt(static_cast<float>(s.n_embd));
   auto add = [&w](const std::string& name, tensor::DType t, std::vector<int64_t> dims,
                   std::vector<uint8_t> data) { w.add_tensor(name, t, std::move(dims), data); };
-  add("token_embd.weight", tensor::DType::kF32, {s.n_embd, kTinyVocab},
-      random_matrix(rng, tensor::DType::kF32, kTinyVocab, s.n_embd, 1.f));
+  add("token_embd.weight", tensor::DType::kF32, {s.n_embd, n_vocab},
+      random_matrix(rng, tensor::DType::kF32, n_vocab, s.n_embd, s.embd_scale));
   add("output_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
   if (!s.tied_output)
-    add("output.weight", s.matrix_type, {s.n_embd, kTinyVocab},
-        random_matrix(rng, s.matrix_type, kTinyVocab, s.n_embd, ws));
+    add("output.weight", s.matrix_type, {s.n_embd, n_vocab},
+        random_matrix(rng, s.matrix_type, n_vocab, s.n_embd, ws));
   for (int32_t l = 0; l < s.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const auto mt = s.matrix_type;
@@ -119,11 +189,17 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
     add(p + "attn_output.weight", mt, {s.n_heads * hd, s.n_embd},
         random_matrix(rng, mt, s.n_embd, s.n_heads * hd, ws));
     add(p + "ffn_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
-    add(p + "ffn_gate.weight", mt, {s.n_embd, s.n_ff},
-        random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
-    add(p + "ffn_up.weight", mt, {s.n_embd, s.n_ff}, random_matrix(rng, mt, s.n_ff, s.n_embd, ws));
-    add(p + "ffn_down.weight", mt, {s.n_ff, s.n_embd},
-        random_matrix(rng, mt, s.n_embd, s.n_ff, ws));
+    // Drawn for n_ff units whatever the stored width, so a padded twin has the same weights.
+    const int64_t ff = std::max(s.n_ff, s.n_ff_stored);
+    const auto gate = random_floats(rng, s.n_ff, s.n_embd, ws);
+    const auto up = random_floats(rng, s.n_ff, s.n_embd, ws);
+    const auto down = random_floats(rng, s.n_embd, s.n_ff, ws);
+    add(p + "ffn_gate.weight", mt, {s.n_embd, ff},
+        pack(mt, zero_pad(gate, s.n_ff, s.n_embd, ff, s.n_embd), ff, s.n_embd));
+    add(p + "ffn_up.weight", mt, {s.n_embd, ff},
+        pack(mt, zero_pad(up, s.n_ff, s.n_embd, ff, s.n_embd), ff, s.n_embd));
+    add(p + "ffn_down.weight", mt, {ff, s.n_embd},
+        pack(mt, zero_pad(down, s.n_embd, s.n_ff, s.n_embd, ff), s.n_embd, ff));
   }
   return w;
 }

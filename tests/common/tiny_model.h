@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gguf/gguf.h"
@@ -12,10 +13,18 @@
 
 namespace snug::testing {
 
+enum class TinyVocab {
+  kBpe,  // byte-level BPE with a few merges and ChatML specials (the ids below)
+  kSpm,  // the SentencePiece vocabulary of tiny_spm.h (<unk> 0, <s> 1, </s> 2; adds BOS)
+};
+
 struct TinyModelSpec {
   int32_t n_layers = 2;
   int32_t n_embd = 64;
   int32_t n_ff = 128;
+  // When larger than n_ff: the feed-forward tensors are this wide, the units past n_ff all
+  // zero, so the model computes what the n_ff-wide one with the same seed does.
+  int32_t n_ff_stored = 0;
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
   int32_t n_ctx = 256;
@@ -24,8 +33,14 @@ struct TinyModelSpec {
   // Multiplies the query and key weights: above 1, attention scores spread
   // wider and attention depends more on position (the default's is nearly flat).
   float qk_scale = 1.f;
+  float embd_scale = 1.f;  // standard deviation of token_embd (tied: also of the output rows)
   uint32_t seed = 1234;
   std::string architecture = "llama";
+  TinyVocab vocab = TinyVocab::kBpe;
+  std::string bpe_pre = "gpt2";  // tokenizer.ggml.pre of the BPE vocabulary
+  // tokenizer.ggml.<key> (u32) written instead of the vocabulary's own value or added, e.g.
+  // {"padding_token_id", 0xFFFFFFFF}: the "none" that llama.cpp's converters write.
+  std::vector<std::pair<std::string, uint32_t>> special_ids;
 };
 
 // Token ids of the vocabulary: 0..255 are the bytes (GPT-2 mapping), then merges, then specials.
@@ -33,6 +48,14 @@ constexpr int32_t kTinyEndOfText = 256 + 4;  // "<|endoftext|>" (bos and eos)
 constexpr int32_t kTinyImStart = 256 + 5;
 constexpr int32_t kTinyImEnd = 256 + 6;
 constexpr int32_t kTinyVocab = 256 + 7;
+constexpr int32_t kTinySpmVocab = 3 + 256 + 22;
+
+int32_t tiny_vocab_size(const TinyModelSpec& spec);
+
+// A model as llama.cpp's converters write them: F32 weights everywhere, a feed-forward width
+// that is not a multiple of 32, tokenizer.ggml.seperator_token_id = -1 (0xFFFFFFFF, "none")
+// and a padding_token_id one past the vocabulary (a token nothing uses).
+TinyModelSpec converter_style_spec(TinyVocab vocab);
 
 gguf::Writer build_tiny_model(const TinyModelSpec& spec = {});
 // Writes it to a file under the temp directory and returns the path.

@@ -259,11 +259,13 @@ void vocab_cases(Catalogue& c) {
   c.edit("tokens_not_strings", "vocabulary of the wrong type",
          "tokenizer.ggml.tokens must be an array of strings",
          [](Layout& l) { l.set("tokenizer.ggml.tokens", kTagU32, enc_u32(263)); });
+  // Only a token generation needs is refused (an unused one only warns, and -1 means none:
+  // tests/text/special_ids_test.cpp).
   c.edit("special_id_out_of_range", "special token id out of range",
-         "bos_token_id = 263 is outside the vocabulary of 263 tokens",
-         [](Layout& l) { l.set("tokenizer.ggml.bos_token_id", kTagU32, enc_u32(263)); });
+         "eos_token_id = 263 is outside the vocabulary of 263 tokens",
+         [](Layout& l) { l.set("tokenizer.ggml.eos_token_id", kTagU32, enc_u32(263)); });
   c.edit("special_id_negative", "special token id out of range", "eos_token_id' is negative",
-         [](Layout& l) { l.set("tokenizer.ggml.eos_token_id", kTagI32, enc_u32(0xFFFFFFFF)); });
+         [](Layout& l) { l.set("tokenizer.ggml.eos_token_id", kTagI32, enc_u32(0xFFFFFFFB)); });
   c.edit("token_type_short", "scores/token-type array of the wrong length",
          "token_type has 262 entries but the vocabulary has 263 tokens", [](Layout& l) {
            l.kv("tokenizer.ggml.token_type")->value =
