@@ -2,7 +2,8 @@
 // expose (vpmaddubsw / vpmaddwd), as ggml's x86 kernels do. Compiled for every
 // x86 target with at least AVX2 (AVX2, AVX3, AVX3_DL: all guarantee AVX2, FMA
 // and F16C), so AVX-512 CPUs run the same arithmetic; targets below use
-// qdot_generic-inl.h.
+// qdot_generic-inl.h. On AVX3_DL (GCC) the 32-element formats' byte products
+// take one vpdpbusd instead (DotU8I8), with the same integer sums.
 //
 // Each kernel takes one weight row and T activation rows; every (row, token)
 // result has its own accumulators and the same operation sequence for any T,
