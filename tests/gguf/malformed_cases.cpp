@@ -90,6 +90,11 @@ void header_cases(Catalogue& c) {
   c.patch("key_length_past_eof", "key length near 2^64 or past EOF",
           "metadata key 0 runs past the end of the file",
           [](auto& b) { poke_u64(b, kFirstKeyAt, b.size()); });
+  // A length inside the file that runs the key over the value, the next keys and
+  // their binary lengths: the message quotes the key escaped and cut short.
+  c.patch("key_length_stretched", "name stretched over the bytes after it",
+          "metadata 'general.architecture\\x08\\x00",
+          [](auto& b) { poke_u64(b, kFirstKeyAt, 100); });
 }
 
 void metadata_cases(Catalogue& c) {
