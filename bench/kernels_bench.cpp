@@ -102,15 +102,6 @@ void BM_Dequantize(benchmark::State& st, DType type) {
       benchmark::Counter(static_cast<double>(st.iterations()) * n, benchmark::Counter::kIsRate);
 }
 
-void BM_DotF32(benchmark::State& st) {
-  const int64_t n = st.range(0);
-  const auto a = values(n, 4), b = values(n, 5);
-  for (auto _ : st) benchmark::DoNotOptimize(dot_f32(a.data(), b.data(), n));
-  st.counters["FLOP/s"] =
-      benchmark::Counter(static_cast<double>(st.iterations()) * 2 * n, benchmark::Counter::kIsRate);
-}
-BENCHMARK(BM_DotF32)->Arg(576)->Arg(4096);
-
 void register_all() {
   for (DType t : kTypes) {
     for (const Shape& sh : kShapes) {

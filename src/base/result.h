@@ -76,6 +76,12 @@ requires std::is_arithmetic_v<N> std::string to_error_piece(N n) {
   return std::to_string(n);
 }
 
+// Text from an input file (a metadata key, a tensor name, a token) as an error
+// message may quote it: bytes outside printable ASCII as \xNN, a backslash
+// doubled, cut at max_bytes with "..." (a hostile length can stretch a name
+// over the rest of the file), so the message stays one short line.
+std::string printable(std::string_view s, size_t max_bytes = 64);
+
 // Builds an Error from pieces: make_error("tensor '", name, "' is truncated").
 template <typename... Parts>
 Error make_error(const Parts&... parts) {
@@ -100,4 +106,5 @@ Error make_error(const Parts&... parts) {
   auto SNUG_CONCAT_(snug_result_, __LINE__) = (expr);         \
   if (!SNUG_CONCAT_(snug_result_, __LINE__).ok())             \
     return SNUG_CONCAT_(snug_result_, __LINE__).take_error(); \
-  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__)).value()  // NOLINT(bugprone-macro-parentheses): decl is a declaration
+  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__))      \
+             .value()  // NOLINT(bugprone-macro-parentheses): decl is a declaration

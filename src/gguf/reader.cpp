@@ -142,30 +142,32 @@ Status read_value(Cursor& c, ValueType type, std::string_view key, Value* v) {
   v->type = type;
   if (type == ValueType::kString) {
     if (!c.read_string(&v->str))
-      return make_error("metadata '", key, "': string length runs past the end of the file");
+      return make_error("metadata '", printable(key),
+                        "': string length runs past the end of the file");
     return ok_status();
   }
   if (type == ValueType::kArray) {
     uint32_t et;
     uint64_t count;
     if (!c.read(&et) || !c.read(&count))
-      return make_error("metadata '", key, "': array header is cut off");
+      return make_error("metadata '", printable(key), "': array header is cut off");
     if (!known_type(et))
-      return make_error("metadata '", key, "': array of unknown value type ", et);
+      return make_error("metadata '", printable(key), "': array of unknown value type ", et);
     v->elem_type = static_cast<ValueType>(et);
     if (v->elem_type == ValueType::kArray)
-      return make_error("metadata '", key, "': arrays of arrays are not supported");
+      return make_error("metadata '", printable(key), "': arrays of arrays are not supported");
     v->count = count;
     if (v->elem_type == ValueType::kString) {
       // Each string needs at least its 8-byte length: bound count before reserving.
       if (count > c.remaining() / 8)
-        return make_error("metadata '", key, "': array of ", count,
+        return make_error("metadata '", printable(key), "': array of ", count,
                           " strings is larger than the file");
       v->strings.reserve(std::min(count, kMaxReserve * 16));
       for (uint64_t k = 0; k < count; ++k) {
         std::string_view s;
         if (!c.read_string(&s))
-          return make_error("metadata '", key, "': string ", k, " runs past the end of the file");
+          return make_error("metadata '", printable(key), "': string ", k,
+                            " runs past the end of the file");
         v->strings.push_back(s);
       }
       return ok_status();
@@ -173,18 +175,18 @@ Status read_value(Cursor& c, ValueType type, std::string_view key, Value* v) {
     uint64_t es = scalar_size(v->elem_type);
     auto bytes = checked_mul(es, count);
     if (!bytes || *bytes > c.remaining())
-      return make_error("metadata '", key, "': array of ", count,
+      return make_error("metadata '", printable(key), "': array of ", count,
                         " elements runs past the end of the file");
     v->elems = c.here();
     c.skip(*bytes);
     return ok_status();
   }
   uint64_t size = scalar_size(type);
-  if (c.remaining() < size) return make_error("metadata '", key, "': value is cut off");
+  if (c.remaining() < size) return make_error("metadata '", printable(key), "': value is cut off");
   decode_scalar(type, c.here(), v);
   c.skip(size);
   if (type == ValueType::kBool && v->u > 1)
-    return make_error("metadata '", key, "': bool value ", v->u, " is neither 0 nor 1");
+    return make_error("metadata '", printable(key), "': bool value ", v->u, " is neither 0 nor 1");
   return ok_status();
 }
 
@@ -269,14 +271,14 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
       return make_error("'", n, "': metadata key ", k, " runs past the end of the file");
     if (key.empty()) return make_error("'", n, "': metadata key ", k, " is empty");
     if (!keys.insert(key).second)
-      return make_error("'", n, "': duplicate metadata key '", key, "'");
+      return make_error("'", n, "': duplicate metadata key '", printable(key), "'");
     uint32_t type;
-    if (!c.read(&type)) return make_error("'", n, "': metadata '", key, "' is cut off");
+    if (!c.read(&type)) return make_error("'", n, "': metadata '", printable(key), "' is cut off");
     if (!known_type(type))
-      return make_error("'", n, "': metadata '", key, "' has unknown value type ", type);
+      return make_error("'", n, "': metadata '", printable(key), "' has unknown value type ", type);
     KeyValue kv;
     kv.key = std::string(key);
-    if (auto st = read_value(c, static_cast<ValueType>(type), key, &kv.value); !st.ok())
+    if (auto st = read_value(c, static_cast<ValueType>(type), printable(key), &kv.value); !st.ok())
       return make_error("'", n, "': ", st.error().message);
     f.kvs_.push_back(std::move(kv));
   }
@@ -296,46 +298,51 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     if (!c.read_string(&tname))
       return make_error("'", n, "': tensor name ", k, " runs past the end of the file");
     if (!names.insert(tname).second)
-      return make_error("'", n, "': duplicate tensor name '", tname, "'");
+      return make_error("'", n, "': duplicate tensor name '", printable(tname), "'");
     TensorInfo t;
     t.name = std::string(tname);
     uint32_t n_dims;
-    if (!c.read(&n_dims)) return make_error("'", n, "': tensor '", tname, "' is cut off");
+    if (!c.read(&n_dims))
+      return make_error("'", n, "': tensor '", printable(tname), "' is cut off");
     if (n_dims == 0 || n_dims > kMaxDims)
-      return make_error("'", n, "': tensor '", tname, "' has ", n_dims,
+      return make_error("'", n, "': tensor '", printable(tname), "' has ", n_dims,
                         " dimensions (1 to 4 allowed)");
     t.n_dims = static_cast<int>(n_dims);
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t ne;
-      if (!c.read(&ne)) return make_error("'", n, "': tensor '", tname, "' is cut off");
-      if (ne == 0) return make_error("'", n, "': tensor '", tname, "' has a zero dimension");
+      if (!c.read(&ne)) return make_error("'", n, "': tensor '", printable(tname), "' is cut off");
+      if (ne == 0)
+        return make_error("'", n, "': tensor '", printable(tname), "' has a zero dimension");
       if (ne > static_cast<uint64_t>(INT64_MAX))
-        return make_error("'", n, "': tensor '", tname, "' dimension ", ne, " is too large");
+        return make_error("'", n, "': tensor '", printable(tname), "' dimension ", ne,
+                          " is too large");
       auto e = checked_mul(elements, ne);
       if (!e || *e > static_cast<uint64_t>(INT64_MAX))
-        return make_error("'", n, "': tensor '", tname, "' element count overflows");
+        return make_error("'", n, "': tensor '", printable(tname), "' element count overflows");
       elements = *e;
       t.ne[d] = static_cast<int64_t>(ne);
     }
     uint32_t type;
     uint64_t offset;
     if (!c.read(&type) || !c.read(&offset))
-      return make_error("'", n, "': tensor '", tname, "' is cut off");
+      return make_error("'", n, "': tensor '", printable(tname), "' is cut off");
     auto info = tensor::dtype_info(type);
-    if (!info) return make_error("'", n, "': tensor '", tname, "' has unknown type ", type);
+    if (!info)
+      return make_error("'", n, "': tensor '", printable(tname), "' has unknown type ", type);
     t.type = static_cast<tensor::DType>(type);
     if (t.ne[0] % info->block_size != 0)
-      return make_error("'", n, "': tensor '", tname, "' row of ", t.ne[0],
+      return make_error("'", n, "': tensor '", printable(tname), "' row of ", t.ne[0],
                         " elements is not a multiple of the ", info->name, " block size ",
                         info->block_size);
     auto bytes_ = checked_mul(elements / static_cast<uint64_t>(info->block_size),
                               static_cast<uint64_t>(info->block_bytes));
-    if (!bytes_) return make_error("'", n, "': tensor '", tname, "' byte size overflows");
+    if (!bytes_)
+      return make_error("'", n, "': tensor '", printable(tname), "' byte size overflows");
     t.bytes = *bytes_;
     if (offset % f.alignment_ != 0)
-      return make_error("'", n, "': tensor '", tname, "' offset ", offset, " is not aligned to ",
-                        f.alignment_);
+      return make_error("'", n, "': tensor '", printable(tname), "' offset ", offset,
+                        " is not aligned to ", f.alignment_);
     t.offset = offset;  // relative for now
     f.tensors_.push_back(std::move(t));
   }
@@ -351,7 +358,7 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
   for (auto& t : f.tensors_) {
     auto abs = checked_add(f.data_offset_, t.offset);
     auto end = abs ? checked_add(*abs, t.bytes) : std::nullopt;
-    if (!end) return make_error("'", n, "': tensor '", t.name, "' offset overflows");
+    if (!end) return make_error("'", n, "': tensor '", printable(t.name), "' offset overflows");
     t.offset = *abs;
     ranges.emplace_back(t.offset, *end);
     if (!range_within(t.offset, t.bytes, f.file_size_)) all_present = false;
@@ -361,16 +368,17 @@ Result<File> File::parse(std::span<const uint8_t> bytes, std::string name, ReadO
     if (ranges[k].first < ranges[k - 1].second) {
       for (const auto& t : f.tensors_) {
         if (t.offset == ranges[k].first)
-          return make_error("'", n, "': tensor '", t.name, "' overlaps another tensor's data");
+          return make_error("'", n, "': tensor '", printable(t.name),
+                            "' overlaps another tensor's data");
       }
     }
   }
   if (!all_present && !options.allow_missing_data) {
     for (const auto& t : f.tensors_) {
       if (!range_within(t.offset, t.bytes, f.file_size_))
-        return make_error("'", n, "': tensor '", t.name, "' data (", t.bytes, " bytes at offset ",
-                          t.offset, ") runs past the end of the file (", f.file_size_,
-                          " bytes): file truncated?");
+        return make_error("'", n, "': tensor '", printable(t.name), "' data (", t.bytes,
+                          " bytes at offset ", t.offset, ") runs past the end of the file (",
+                          f.file_size_, " bytes): file truncated?");
     }
   }
   f.has_data_ = all_present;
@@ -396,38 +404,38 @@ const TensorInfo* File::find_tensor(std::string_view name) const {
 
 Result<uint64_t> File::get_uint(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
+  if (!v) return make_error("'", name_, "': missing metadata '", printable(key), "'");
   if (!v->is_integer())
-    return make_error("'", name_, "': metadata '", key, "' must be an integer, not ",
+    return make_error("'", name_, "': metadata '", printable(key), "' must be an integer, not ",
                       value_type_name(v->type));
   if (v->i < 0 && v->type != ValueType::kU64)
-    return make_error("'", name_, "': metadata '", key, "' is negative (", v->i, ")");
+    return make_error("'", name_, "': metadata '", printable(key), "' is negative (", v->i, ")");
   return v->u;
 }
 
 Result<float> File::get_float(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
+  if (!v) return make_error("'", name_, "': missing metadata '", printable(key), "'");
   if (v->is_float()) return static_cast<float>(v->f);
   if (v->is_integer()) return static_cast<float>(v->i);
-  return make_error("'", name_, "': metadata '", key, "' must be a number, not ",
+  return make_error("'", name_, "': metadata '", printable(key), "' must be a number, not ",
                     value_type_name(v->type));
 }
 
 Result<std::string> File::get_string(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
+  if (!v) return make_error("'", name_, "': missing metadata '", printable(key), "'");
   if (v->type != ValueType::kString)
-    return make_error("'", name_, "': metadata '", key, "' must be a string, not ",
+    return make_error("'", name_, "': metadata '", printable(key), "' must be a string, not ",
                       value_type_name(v->type));
   return std::string(v->str);
 }
 
 Result<bool> File::get_bool(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return make_error("'", name_, "': missing metadata '", key, "'");
+  if (!v) return make_error("'", name_, "': missing metadata '", printable(key), "'");
   if (v->type != ValueType::kBool)
-    return make_error("'", name_, "': metadata '", key, "' must be a bool, not ",
+    return make_error("'", name_, "': metadata '", printable(key), "' must be a bool, not ",
                       value_type_name(v->type));
   return v->u != 0;
 }

@@ -34,7 +34,7 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   if (c.arch_name == "llama") {
     c.arch = Arch::kLlama;
   } else {
-    return make_error("'", f.name(), "': architecture '", c.arch_name,
+    return make_error("'", f.name(), "': architecture '", printable(c.arch_name),
                       "' is not supported (supported: llama)");
   }
   c.name = f.get_string("general.name").ok() ? *f.get_string("general.name") : c.arch_name;

@@ -89,7 +89,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
   } else {
     SNUG_ASSIGN_OR_RETURN(fp.config, read_generic_config(file, arch));
     fp.runnable = false;
-    fp.runnable_note = "architecture '" + arch +
+    fp.runnable_note = "architecture '" + printable(arch) +
                        "' is not supported (supported: llama); planned from its header only";
   }
   fp.name = fp.config.name;

@@ -1,6 +1,7 @@
-// Scalar element-wise kernels and reductions: the reference for
-// elementwise_simd.cpp. Sums accumulate in double where that keeps the
-// reference clearly more accurate than the SIMD path it checks.
+// Scalar element-wise kernels in ggml's order of operations. rms_norm and rope
+// are also what kernels.cpp runs (ggml computes them with scalar loops, so no
+// vector path would keep llama.cpp's rounding); silu_mul is the scalar twin of
+// ggml_order_simd.cpp's dispatched SiluMulGgml.
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -44,53 +45,11 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t n, float ep
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * weight[i];
 }
 
-void softmax(float* x, int64_t n) {
-  if (n <= 0) return;
-  float mx = x[0];
-  for (int64_t i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
-
 void silu_mul(float* gate, const float* up, int64_t n) {
   // ggml_vec_swiglu_f32: groups of 8 with its exp approximation, the tail with libm's expf.
   const int64_t n8 = n - n % 8;
   for (int64_t i = 0; i < n8; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
   for (int64_t i = n8; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
-}
-
-void gelu_mul(float* gate, const float* up, int64_t n) {
-  constexpr float kSqrt2OverPi = 0.79788456080286535588f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = gate[i];
-    const float t = std::tanh(kSqrt2OverPi * v * (1.0f + 0.044715f * v * v));
-    gate[i] = 0.5f * v * (1.0f + t) * up[i];
-  }
-}
-
-float dot_f32(const float* a, const float* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
-  return static_cast<float>(s);
-}
-
-void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(detail::f16_to_f32(a[i])) * b[i];
-  return static_cast<float>(s);
-}
-
-void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * detail::f16_to_f32(x[i]);
 }
 
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs) {

@@ -166,29 +166,14 @@ void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stri
   });
 }
 
+// ggml's rms_norm is a scalar loop summing squares in double, so the scalar
+// reference is llama.cpp's arithmetic on every target; a vector sum would only
+// change its rounding.
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
-  simd::rms_norm(x, weight, y, n, eps);
-}
-void softmax(float* x, int64_t n) {
-  simd::softmax(x, n);
+  ref::rms_norm(x, weight, y, n, eps);
 }
 void silu_mul(float* gate, const float* up, int64_t n) {
   simd::silu_mul(gate, up, n);
-}
-void gelu_mul(float* gate, const float* up, int64_t n) {
-  simd::gelu_mul(gate, up, n);
-}
-float dot_f32(const float* a, const float* b, int64_t n) {
-  return simd::dot_f32(a, b, n);
-}
-void axpy(float a, const float* x, float* y, int64_t n) {
-  simd::axpy(a, x, y, n);
-}
-float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
-  return simd::dot_f16_f32(a, b, n);
-}
-void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
-  simd::axpy_f16(a, x, y, n);
 }
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode) {

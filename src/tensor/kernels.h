@@ -108,18 +108,8 @@ float exp_ggml(float x);
 // y = (x * (1 / sqrt(mean(x^2) + eps))) * weight, mean summed in double and
 // rounded to float as ggml's rms_norm followed by mul; y may alias x.
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
-// x = softmax(x) in place over n elements.
-void softmax(float* x, int64_t n);
 // gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp_ggml(-x)) (ggml's swiglu)
 void silu_mul(float* gate, const float* up, int64_t n);
-// gate[i] = gelu_tanh(gate[i]) * up[i] (Gemma's GeGLU)
-void gelu_mul(float* gate, const float* up, int64_t n);
-float dot_f32(const float* a, const float* b, int64_t n);
-// y += a * x
-void axpy(float a, const float* x, float* y, int64_t n);
-// dot of an f16 vector with an f32 vector; y += a * f16 vector
-float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
-void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
 
 // Attention arithmetic in the order of llama.cpp's kernels. kGemm is tinyBLAS
 // (one 8-lane FMA accumulator, used by llama.cpp for batches of 2+ tokens),

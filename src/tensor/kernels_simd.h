@@ -17,13 +17,6 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);
-void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
-void softmax(float* x, int64_t n);
 void silu_mul(float* gate, const float* up, int64_t n);
-void gelu_mul(float* gate, const float* up, int64_t n);
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy(float a, const float* x, float* y, int64_t n);
-float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
-void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);
 
 }  // namespace snug::tensor::simd

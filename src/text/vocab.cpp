@@ -186,7 +186,7 @@ Status read_merges(const gguf::File& f, Vocab& v) {
     const int32_t ia = v.find(a), ib = v.find(b);
     if (ia < 0 || ib < 0)
       return make_error("'", f.name(), "': merge ", i, " names unknown token '",
-                        std::string(ia < 0 ? a : b), "'");
+                        printable(ia < 0 ? a : b), "'");
     std::string joined(a);
     joined.append(b);
     const uint64_t k =
@@ -314,7 +314,7 @@ Result<Vocab> Vocab::from_gguf(const gguf::File& f) {
     v.add_bos = true;
     v.add_space_prefix = true;
   } else {
-    return make_error("'", f.name(), "': unsupported tokenizer model '", v.model,
+    return make_error("'", f.name(), "': unsupported tokenizer model '", printable(v.model),
                       "' (supported: gpt2, llama)");
   }
   if (f.find(key("pre"))) {
@@ -322,7 +322,8 @@ Result<Vocab> Vocab::from_gguf(const gguf::File& f) {
   }
   if (v.type == VocabType::kBpe) {
     const PreTokenizerSpec* spec = find_pre_tokenizer(v.pre);
-    if (!spec) return make_error("'", f.name(), "': unsupported pre-tokenizer '", v.pre, "'");
+    if (!spec)
+      return make_error("'", f.name(), "': unsupported pre-tokenizer '", printable(v.pre), "'");
     v.ignore_merges = spec->ignore_merges;
     v.clean_spaces = spec->clean_spaces;
     v.add_bos = spec->add_bos;

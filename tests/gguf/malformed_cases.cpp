@@ -90,6 +90,11 @@ void header_cases(Catalogue& c) {
   c.patch("key_length_past_eof", "key length near 2^64 or past EOF",
           "metadata key 0 runs past the end of the file",
           [](auto& b) { poke_u64(b, kFirstKeyAt, b.size()); });
+  // A length inside the file that runs the key over the value, the next keys and
+  // their binary lengths: the message quotes the key escaped and cut short.
+  c.patch("key_length_stretched", "name stretched over the bytes after it",
+          "metadata 'general.architecture\\x08\\x00",
+          [](auto& b) { poke_u64(b, kFirstKeyAt, 100); });
 }
 
 void metadata_cases(Catalogue& c) {
@@ -199,6 +204,14 @@ void hparam_cases(Catalogue& c) {
   c.edit("arch_wrong_type", "hyper-parameter of the wrong type",
          "general.architecture' must be a string, not u32",
          [](Layout& l) { l.set("general.architecture", kTagU32, enc_u32(1)); });
+  // A terminal escape and a newline in a string the error quotes: shown as \xNN.
+  c.edit("arch_control_bytes", "control bytes in a quoted string",
+         "architecture 'gpt\\x0A\\x1B[31mj' is not supported", [](Layout& l) {
+           const std::string arch = "gpt\n\x1b[31mj";
+           l.set("general.architecture", kTagString, enc_string(arch));
+           for (RawKv& kv : l.kvs)
+             if (kv.key.starts_with("llama.")) kv.key = arch + "." + kv.key.substr(6);
+         });
   c.edit("arch_unsupported", "unsupported architecture", "architecture 'gpt-j' is not supported",
          [](Layout& l) {
            l.set("general.architecture", kTagString, enc_string("gpt-j"));

@@ -1,19 +1,20 @@
-// The plan against the real process on SmolLM2: predicted peak RSS within 5%
-// of the measured VmHWM across contexts; a budget that cannot hold the model
-// is refused before the weights are touched; inside a real cgroup memory
-// limit, the default budget auto-fits a context and the run succeeds. Skips
-// when models/ lacks SmolLM2 or (for the cgroup case) cgroups cannot be made.
+// The plan against the real process on SmolLM2: predicted peak RSS within 1%
+// of the kernel's measure of the process (wait4's ru_maxrss) across contexts; a budget that cannot
+// hold the model is refused before the weights are touched; inside a real cgroup memory limit, the
+// default budget auto-fits a context and the run succeeds. Skips when models/ lacks SmolLM2 or (for
+// the cgroup case) cgroups cannot be made.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+
+#include "measured_run.h"
 
 namespace snug {
 namespace {
@@ -22,11 +23,8 @@ namespace fs = std::filesystem;
 
 const std::string kModel = std::string(SNUG_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-struct Proc {
-  int code = -1;
-  uint64_t max_rss = 0;  // the child's peak RSS (ru_maxrss), bytes
-  std::string out, err;
-};
+using Proc = testing::MeasuredRun;
+const auto run = testing::run_measured;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -35,51 +33,59 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// Runs `cmd` under /bin/sh and reports its exit code and peak RSS.
-Proc run(const std::string& cmd) {
-  const fs::path d = fs::temp_directory_path() / ("snug_plan_run_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  const std::string full = cmd + " >" + (d / "out").string() + " 2>" + (d / "err").string();
-  Proc p;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
+// The model is fetched by scripts/setup; without it the tests here skip, except
+// where a run must check everything (CI=true or SNUG_REQUIRE_REFERENCE=1), where
+// its absence fails them.
+bool have_model() {
+  if (fs::exists(kModel)) return true;
+  const char* ci = std::getenv("CI");
+  const char* req = std::getenv("SNUG_REQUIRE_REFERENCE");
+  if ((ci && std::string(ci) == "true") || (req && std::string(req) == "1")) {
+    ADD_FAILURE() << kModel << " is missing (scripts/fetch-models) and this run requires it";
+  } else {
+    [] { GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)"; }();
   }
-  int status = 0;
-  struct rusage ru {};
-  ::wait4(pid, &status, 0, &ru);
-  p.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  p.max_rss = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
-  p.out = slurp(d / "out");
-  p.err = slurp(d / "err");
-  return p;
+  return false;
 }
 
 std::string snug(const std::string& args) {
   return std::string(SNUG_BIN) + " " + args;
 }
 
-TEST(PlanRun, PredictionWithinFivePercentOfPeakRss) {
-  if (!fs::exists(kModel)) GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)";
+// bench/plan_accuracy, shortened: three contexts at one thread. The bound is 1%
+// (1.2 MiB at ctx 512): docs/BENCHMARKS.md records a worst error of 0.12% over
+// ctx 512..8192 and 1..2 threads, -0.14% was measured on an AVX-512 EPYC, and
+// the two kernel figures (VmHWM, ru_maxrss) differ by up to 0.2 MiB; 1% still
+// fails when the tokenizer (3.7 MiB), the parsed header (3.2 MiB) or the
+// workspace goes uncounted. The full sweep is the slow test plan_accuracy_sweep.
+TEST(PlanRun, PredictionWithinOnePercentOfPeakRss) {
+  if (!have_model()) return;
 #ifdef SNUG_SANITIZE
   GTEST_SKIP() << "sanitizer builds change the process baseline";
 #endif
   for (int ctx : {512, 2048, 8192}) {
-    Proc p = run(snug("run " + kModel + " -p 'Explain what a lighthouse does.' -n 16 --temp 0 " +
-                      "--json --ctx " + std::to_string(ctx)));
+    const std::string shape = " --json -t 1 --ctx " + std::to_string(ctx);
+    Proc plan = run(snug("plan " + kModel + shape));
+    ASSERT_EQ(plan.code, 0) << plan.err;
+    Proc p =
+        run(snug("run " + kModel + " -p 'Explain what a lighthouse does.' -n 16 --temp 0" + shape));
     ASSERT_EQ(p.code, 0) << p.err;
     auto j = nlohmann::json::parse(p.out);
+    const double planned =
+        nlohmann::json::parse(plan.out)["predicted_peak_rss_bytes"].get<double>();
     const double predicted = j["predicted_peak_rss_bytes"].get<double>();
-    const double measured = j["peak_rss_bytes"].get<double>();
-    const double error = (predicted - measured) / measured;
-    EXPECT_LT(std::abs(error), 0.05)
+    const double measured = static_cast<double>(p.max_rss);
+    const double error = testing::rss_error(predicted, measured);
+    std::printf("ctx %5d: predicted %.2f MiB, measured %.2f MiB (%+.2f%%)\n", ctx,
+                predicted / (1 << 20), measured / (1 << 20), 100 * error);
+    EXPECT_EQ(planned, predicted) << "snug plan and snug run disagree at ctx " << ctx;
+    EXPECT_LT(std::abs(error), 0.01)
         << "ctx " << ctx << ": predicted " << predicted << " measured " << measured;
   }
 }
 
 TEST(PlanRun, TooSmallBudgetIsRefusedBeforeLoading) {
-  if (!fs::exists(kModel)) GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)";
+  if (!have_model()) return;
   Proc p = run(snug("run " + kModel + " -p hi --memory 64MiB"));
   EXPECT_EQ(p.code, 1);
   EXPECT_EQ(p.err.rfind("snug: error: ", 0), 0u) << p.err;
@@ -145,7 +151,7 @@ std::string make_cgroup(uint64_t limit) {
 }
 
 TEST(PlanRun, RunsInsideACgroupLimitWithTheFittedContext) {
-  if (!fs::exists(kModel)) GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)";
+  if (!have_model()) return;
 #ifdef SNUG_SANITIZE
   GTEST_SKIP() << "sanitizer builds need more memory than the plan";
 #endif
