@@ -114,8 +114,9 @@ TEST(Bpe, SpecialTokensParsedOnlyWhenAsked) {
 }
 
 // 8x the word must cost about 8x the time, not 64x (a quadratic merge loop):
-// best of three runs of each, 24x plus 0.1 s allowed for a loaded machine. An
-// absolute bound failed on a busy 2-core machine while the scaling was linear.
+// best of three runs of each, 40x plus 0.1 s allowed. Measured 15x on an idle
+// 2-core machine (the 1 MiB word's working set leaves L2) and 28x under load;
+// an absolute 1 s bound failed there while the scaling was unchanged.
 TEST(Bpe, LongRepeatedWordIsNotQuadratic) {
   BpeSpec s;
   s.tokens = {"a", "aa", "aaaa", "aaaaaaaa"};
@@ -136,7 +137,7 @@ TEST(Bpe, LongRepeatedWordIsNotQuadratic) {
   };
   const double small = best_seconds(1 << 17), large = best_seconds(1 << 20);
 #if defined(NDEBUG) && !defined(SNUG_SANITIZE)  // timing holds for optimized builds only
-  EXPECT_LT(large, 24 * small + 0.1) << "128 KiB: " << small << " s, 1 MiB: " << large << " s";
+  EXPECT_LT(large, 40 * small + 0.1) << "128 KiB: " << small << " s, 1 MiB: " << large << " s";
 #endif
 }
 
