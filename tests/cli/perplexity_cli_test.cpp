@@ -5,6 +5,8 @@
 // unwritable JSON path. Each ends with one line on stderr and a non-zero exit.
 #include <gtest/gtest.h>
 
+#include "required_file.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -115,21 +117,21 @@ TEST(PerplexityCli, MissingTextFile) {
 }
 
 TEST(PerplexityCli, TextTooShortForTheWindow) {
-  expect_one_line_error(run("perplexity " + model_path() + " -f " + text_path("s.txt", 2) +
-                            " -c 128"),
-                        "needs at least 256");
+  expect_one_line_error(
+      run("perplexity " + model_path() + " -f " + text_path("s.txt", 2) + " -c 128"),
+      "needs at least 256");
 }
 
 TEST(PerplexityCli, WindowBeyondTheTrainedContext) {
-  expect_one_line_error(run("perplexity " + model_path() + " -f " + text_path("t.txt", 60) +
-                            " -c 4096"),
-                        "trained context");
+  expect_one_line_error(
+      run("perplexity " + model_path() + " -f " + text_path("t.txt", 60) + " -c 4096"),
+      "trained context");
 }
 
 TEST(PerplexityCli, UnknownKvType) {
-  expect_one_line_error(run("perplexity " + model_path() + " -f " + text_path("t.txt", 60) +
-                            " --kv-type q7_0"),
-                        "unknown --kv-type");
+  expect_one_line_error(
+      run("perplexity " + model_path() + " -f " + text_path("t.txt", 60) + " --kv-type q7_0"),
+      "unknown --kv-type");
 }
 
 TEST(PerplexityCli, MissingBaseModel) {
@@ -146,7 +148,7 @@ TEST(PerplexityCli, UnwritableJsonPath) {
 
 TEST(PerplexityCli, BaseWithAnotherVocabulary) {
   const std::string gemma = std::string(SNUG_SOURCE_DIR) + "/models/gemma-3-270m-q4_k_m.gguf";
-  if (!fs::exists(gemma)) GTEST_SKIP() << "models/ has no Gemma 3 (scripts/fetch-models)";
+  if (!snug::testing::have_file(gemma, "scripts/fetch-models")) return;
   expect_one_line_error(run("perplexity " + model_path() + " -f " + text_path("t.txt", 60) +
                             " -c 64 --kl-base " + gemma),
                         "base model");

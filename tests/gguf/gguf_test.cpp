@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "required_file.h"
+
 #include <cstring>
 #include <filesystem>
 
@@ -113,7 +115,7 @@ TEST(Gguf, WriteIsAtomic) {
 
 TEST(Gguf, RealModelParses) {
   std::string path = std::string(SNUG_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "model not fetched";
+  if (!snug::testing::have_file(path, "scripts/fetch-models")) return;
   auto f = File::open(path);
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_EQ(f->tensors().size(), 272u);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "measured_run.h"
+#include "required_file.h"
 
 namespace snug {
 namespace {
@@ -33,19 +34,10 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// The model is fetched by scripts/setup; without it the tests here skip, except
-// where a run must check everything (CI=true or SNUG_REQUIRE_REFERENCE=1), where
-// its absence fails them.
+// The model is fetched by scripts/setup (testing::have_file: a skip outside CI,
+// a failure where the run must check everything).
 bool have_model() {
-  if (fs::exists(kModel)) return true;
-  const char* ci = std::getenv("CI");
-  const char* req = std::getenv("SNUG_REQUIRE_REFERENCE");
-  if ((ci && std::string(ci) == "true") || (req && std::string(req) == "1")) {
-    ADD_FAILURE() << kModel << " is missing (scripts/fetch-models) and this run requires it";
-  } else {
-    [] { GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)"; }();
-  }
-  return false;
+  return snug::testing::have_file(kModel, "scripts/fetch-models");
 }
 
 std::string snug(const std::string& args) {
@@ -102,7 +94,7 @@ TEST(PlanRun, TooSmallBudgetIsRefusedBeforeLoading) {
 }
 
 TEST(PlanRun, OneShotRunTakesWhatItNeeds) {
-  if (!fs::exists(kModel)) GTEST_SKIP() << "models/ has no SmolLM2 (scripts/fetch-models)";
+  if (!have_model()) return;
 #ifdef SNUG_SANITIZE
   GTEST_SKIP() << "sanitizer builds change the process baseline";
 #endif

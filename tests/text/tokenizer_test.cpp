@@ -2,6 +2,8 @@
 // fallback, special-token parsing, streaming decode, and bad metadata.
 #include <gtest/gtest.h>
 
+#include "required_file.h"
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -315,7 +317,7 @@ TEST(Vocab, RejectsBadMetadata) {
 TEST(RealModels, LargePromptsEncode) {
   for (const char* name : {"SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"}) {
     const std::string path = std::string(SNUG_SOURCE_DIR) + "/models/" + name;
-    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present";
+    if (!snug::testing::have_file(path, "scripts/fetch-models")) return;
     auto file = gguf::File::open(path);
     ASSERT_TRUE(file.ok()) << file.error().message;
     auto tok = Tokenizer::from_gguf(*file);
