@@ -5,7 +5,9 @@ directory the root, so pytest loads this file for each of them).
   SNUG_REQUIRE_REFERENCE=1 as .ci/run sets), a skipped test or module is a
   failure: a missing llama_cpp, gguf package, model or helper binary must not
   let CI pass on tests that did not run. Elsewhere skips stay skips, listed by
-  -rs (pytest.ini).
+  -rs (pytest.ini), and a run in which nothing but skips happened exits with
+  SKIPPED_EXIT, which ctest shows as "Skipped" (SKIP_RETURN_CODE) rather than
+  as passed or, as pytest's "no tests collected" (5), as failed.
 - The `arithmetic` fixture: whether snug and llama.cpp take the same
   arithmetic here (tests/reference/arith.py), printed in the summary of every
   session that asked.
@@ -21,6 +23,7 @@ ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", TESTS.parent))
 sys.path.insert(0, str(TESTS / "reference"))  # arith, oracle: shared by tests in every folder
 
 _ARITH_KEY = pytest.StashKey[str]()
+SKIPPED_EXIT = 77
 
 
 def reference_required():
@@ -54,6 +57,14 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     # Module-level skips (pytest.importorskip, pytest.skip(allow_module_level=True)).
     return _fail_skip((yield))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    stats = reporter.stats if reporter else {}
+    ran = any(stats.get(k) for k in ("passed", "failed", "error", "xfailed", "xpassed"))
+    if not reference_required() and stats.get("skipped") and not ran:
+        session.exitstatus = SKIPPED_EXIT
 
 
 @pytest.fixture(scope="session")
