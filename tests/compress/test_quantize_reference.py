@@ -3,7 +3,9 @@
 - llama.cpp's own quantizer (llama_model_quantize, through llama-cpp-python) makes
   the same file types from the same input: every tensor must have the same type
   and the same bytes, in the same order.
-- llama.cpp loads snug's outputs and the two runtimes agree on greedy tokens.
+- llama.cpp loads snug's outputs and the two runtimes agree on greedy tokens:
+  exactly for the formats snug computes like llama.cpp where both take the same
+  arithmetic (tests/reference/arith.py), within arith's bounds elsewhere.
 - The PyPI gguf package dequantizes snug's blocks (every format, with --keep
   forcing the K formats onto ffn_down, whose 1536 columns fit 256-blocks) to the
   values snug's own dequantize gives.
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import arith
 
 ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
@@ -98,9 +102,9 @@ def snug_greedy(path, prompt):
 
 
 # Files whose tensor types snug computes bit-exactly like llama.cpp: greedy
-# tokens must agree exactly.
+# tokens must agree exactly where both take the same arithmetic.
 @pytest.mark.parametrize("qtype", EXACT_RUNTIME)
-def test_llama_cpp_runs_snug_output_and_agrees(tmp_path, qtype):
+def test_llama_cpp_runs_snug_output_and_agrees(tmp_path, arithmetic, qtype):
     path = tmp_path / f"{qtype}.gguf"
     snug_quantize(path, qtype)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=256, n_threads=THREADS,
@@ -108,8 +112,13 @@ def test_llama_cpp_runs_snug_output_and_agrees(tmp_path, qtype):
     for prompt in PROMPTS:
         got = snug_greedy(path, prompt)
         assert got["prompt_token_ids"] == llm.tokenize(prompt.encode(), add_bos=True, special=False)
-        want = llama_greedy(llm, got["prompt_token_ids"], N_GREEDY)
-        assert got["token_ids"] == want, (prompt, got["token_ids"], want)
+        if arithmetic.same:
+            want = llama_greedy(llm, got["prompt_token_ids"], N_GREEDY)
+            assert got["token_ids"] == want, (prompt, got["token_ids"], want)
+        else:
+            agree = arith.teacher_forced_agreement(llm, got["prompt_token_ids"], got["token_ids"])
+            print(f"\n{qtype} {prompt!r}: llama.cpp's top token = snug's greedy token at {agree:.3f}")
+            assert agree >= arith.DIFF_GREEDY_AGREE, prompt
 
 
 # The K mixes use q4_K/q6_K/q3_K/q4_0 tensors, where snug's matmul is not yet

@@ -1,16 +1,23 @@
 """snug against llama.cpp (llama-cpp-python) on the same GGUF file.
 
-Greedy continuations must agree token for token, and over a 512-token text the
-top-1 token must agree at >= 99% of positions with a bounded logit difference.
+Prompts must tokenize identically on every machine. Where both take the same
+arithmetic (arith.py: snug on Highway's AVX2 target, llama.cpp built for AVX2
+without AVX-512), greedy continuations agree token for token and over a
+512-token text the top-1 token agrees at >= 99% of positions with a bounded
+logit difference. Elsewhere their sums differ in order, near-ties resolve
+differently and a greedy continuation diverges after the first one; the bounds
+below then check that the two stay close, and test_oracle_reference.py decides
+which is more accurate.
 """
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import arith
 
 ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
@@ -79,33 +86,46 @@ def render_chat(llm, user):
                                         add_generation_prompt=True, bos_token="", eos_token="")
 
 
-@pytest.mark.parametrize("prompt", PLAIN_PROMPTS)
-def test_greedy_plain_matches_llama_cpp(ref, prompt):
-    ids = ref.tokenize(prompt.encode(), add_bos=True, special=False)
-    got = snug_run(["--no-chat", "-n", str(N_GREEDY), "-p", prompt])
+def check_greedy(llm, arithmetic, ids, got):
     assert got["prompt_token_ids"] == ids
-    want = ref_greedy(ref, ids, N_GREEDY)
-    assert got["token_ids"] == want, first_divergence(got["token_ids"], want)
+    want = ref_greedy(llm, ids, N_GREEDY)
+    if arithmetic.same:
+        assert got["token_ids"] == want, first_divergence(got["token_ids"], want)
+        return
+    agree = arith.teacher_forced_agreement(llm, ids, got["token_ids"])
+    print(f"{first_divergence(got['token_ids'], want)}; llama.cpp's top token = snug's greedy token "
+          f"at {agree:.3f} of {len(got['token_ids'])} steps")
+    assert agree >= arith.DIFF_GREEDY_AGREE
+
+
+@pytest.mark.parametrize("prompt", PLAIN_PROMPTS)
+def test_greedy_plain_matches_llama_cpp(ref, arithmetic, prompt):
+    ids = ref.tokenize(prompt.encode(), add_bos=True, special=False)
+    check_greedy(ref, arithmetic, ids, snug_run(["--no-chat", "-n", str(N_GREEDY), "-p", prompt]))
 
 
 @pytest.mark.parametrize("prompt", CHAT_PROMPTS)
-def test_greedy_chat_matches_llama_cpp(ref, prompt):
-    text = render_chat(ref, prompt)
-    ids = ref.tokenize(text.encode(), add_bos=True, special=True)
-    got = snug_run(["-n", str(N_GREEDY), "-p", prompt])
-    assert got["prompt_token_ids"] == ids
-    want = ref_greedy(ref, ids, N_GREEDY)
-    assert got["token_ids"] == want, first_divergence(got["token_ids"], want)
+def test_greedy_chat_matches_llama_cpp(ref, arithmetic, prompt):
+    ids = ref.tokenize(render_chat(ref, prompt).encode(), add_bos=True, special=True)
+    check_greedy(ref, arithmetic, ids, snug_run(["-n", str(N_GREEDY), "-p", prompt]))
 
 
 def first_divergence(a, b):
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return f"first difference at token {i}: snug {x} vs llama.cpp {y}"
+    if len(a) == len(b):
+        return "continuations identical"
     return f"lengths differ: snug {len(a)} vs llama.cpp {len(b)}"
 
 
-def test_logits_over_512_tokens(tmp_path):
+def log_softmax(z):
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def test_logits_over_512_tokens(tmp_path, arithmetic):
     text = (ROOT / "tests" / "data" / "reference.txt").read_bytes()
     llm = llama_cpp.Llama(model_path=str(SMOLLM2), n_ctx=1024, n_batch=512, n_threads=THREADS,
                           logits_all=True, verbose=False)
@@ -122,9 +142,18 @@ def test_logits_over_512_tokens(tmp_path):
     top_agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
     max_diff = float(np.max(np.abs(got - want)))
     mean_diff = float(np.mean(np.abs(got - want)))
-    print(f"\ntop-1 agreement {top_agree:.4f}, max |logit diff| {max_diff:.4f}, mean {mean_diff:.5f}")
+    lp_want = log_softmax(want)
+    kl = float(np.mean(np.sum(np.exp(lp_want) * (lp_want - log_softmax(got)), axis=1)))
+    print(f"\ntop-1 agreement {top_agree:.4f}, max |logit diff| {max_diff:.4f}, "
+          f"mean {mean_diff:.5f}, mean KL(llama.cpp || snug) {kl:.6f}")
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "reference_logits.json").write_text(
-        json.dumps({"top1_agreement": top_agree, "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": mean_diff}))
-    assert top_agree >= 0.99
-    assert max_diff < 1.0
+        json.dumps({"arithmetic": arithmetic.line(), "top1_agreement": top_agree,
+                    "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": mean_diff,
+                    "mean_kl_llama_snug": kl}))
+    if arithmetic.same:
+        assert top_agree >= 0.99
+        assert max_diff < 1.0
+    else:
+        assert top_agree >= arith.DIFF_TOP1
+        assert kl < arith.DIFF_MEAN_KL

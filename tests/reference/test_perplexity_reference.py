@@ -5,7 +5,9 @@ algorithm (tools/perplexity/perplexity.cpp: windows of n_ctx tokens from an empt
 cache, BOS first when the vocabulary adds one, the second half scored, the sum of
 exponentials in double) applied to the logits llama-cpp-python returns. The
 issue's bar: snug's perplexity within 1% of it; KL divergence and top-token
-agreement against a base model are checked the same way.
+agreement against a base model are checked the same way. Where both take the
+same arithmetic (tests/reference/arith.py) the logits are equal and the match
+is far closer; elsewhere the bounds are those of rounding noise (below).
 """
 import json
 import os
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
 ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
 SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,6 +26,17 @@ TEXT = ROOT / "data" / "text" / "evaluation.txt"
 THREADS = 2
 N_CTX = 256
 CHUNKS = 4
+# Different arithmetic: the bounds of rounding noise, as measured against the
+# float64 oracle (tests/reference/oracle.py: KL_MARGIN, TOP1_MARGIN): one
+# runtime's mean KL moves by 5-7% and its top-token share by 2 points when only
+# its summation order changes. The 99th percentile rests on the 5 largest of
+# 508 values, and the largest KL of the two runtimes differed by 25% against the
+# oracle. A method error (a wrong window, a missing BOS, KL in the wrong
+# direction) moves these by far more. Measured on an AVX-512 machine: KL 1.7%,
+# same top 0.2 points, p99 2.4% apart.
+DIFF_KL_REL = 0.10
+DIFF_SAME_TOP = 0.02
+DIFF_P99_REL = 0.20
 
 llama_cpp = pytest.importorskip("llama_cpp")
 if not SMOLLM2.exists():
@@ -77,32 +91,39 @@ def q8_base():
         yield path
 
 
-def test_perplexity_matches_llama_cpp(tokens):
+def test_perplexity_matches_llama_cpp(tokens, arithmetic):
     lp, targets = window_log_probs(SMOLLM2, tokens, N_CTX, CHUNKS)
     nll = -lp[np.arange(len(targets)), targets]
     ref_ppl = float(np.exp(nll.mean()))
     got = snug_perplexity(SMOLLM2)
     assert got["n_scored"] == len(targets)
-    print(f"perplexity: snug {got['ppl']['value']:.6f}, llama.cpp {ref_ppl:.6f}")
+    print(f"\nperplexity: snug {got['ppl']['value']:.6f}, llama.cpp {ref_ppl:.6f}")
     assert abs(got["ppl"]["value"] / ref_ppl - 1) < 0.01
-    # snug's logits equal llama.cpp's on this model, so the match is much closer than 1%.
-    assert abs(got["ppl"]["value"] / ref_ppl - 1) < 1e-4
+    if arithmetic.same:  # equal logits: much closer than 1%
+        assert abs(got["ppl"]["value"] / ref_ppl - 1) < 1e-4
 
 
-def test_kl_divergence_matches_llama_cpp(tokens, q8_base):
+def test_kl_divergence_matches_llama_cpp(tokens, q8_base, arithmetic):
     base_lp, targets = window_log_probs(q8_base, tokens, N_CTX, CHUNKS)
     model_lp, _ = window_log_probs(SMOLLM2, tokens, N_CTX, CHUNKS)
     kld = (np.exp(base_lp) * (base_lp - model_lp)).sum(axis=1)
     same_top = float((base_lp.argmax(axis=1) == model_lp.argmax(axis=1)).mean())
     got = snug_perplexity(SMOLLM2, "--kl-base", q8_base)
-    print(f"KL: snug {got['kld']['value']:.6f} llama.cpp {kld.mean():.6f}; same top: snug "
+    print(f"\nKL: snug {got['kld']['value']:.6f} llama.cpp {kld.mean():.6f}; same top: snug "
           f"{got['same_top']['value']:.4f} llama.cpp {same_top:.4f}")
+    print(f"KL p99: snug {got['kld_p99']:.6f} llama.cpp {np.percentile(kld, 99):.6f}")
     assert got["kld"]["value"] > 0
-    # The Q8_0 base runs through kernels that are not bit-exact with llama.cpp's
-    # for every format, so allow a few percent on a small mean.
-    assert abs(got["kld"]["value"] - kld.mean()) < 0.05 * kld.mean() + 1e-4
-    assert abs(got["same_top"]["value"] - same_top) < 0.01
-    assert abs(got["kld_p99"] - np.percentile(kld, 99)) < 0.1 * np.percentile(kld, 99) + 1e-3
+    p99 = np.percentile(kld, 99)
+    if arithmetic.same:
+        # The Q8_0 base runs through kernels that are not bit-exact with llama.cpp's
+        # for every format, so allow a few percent on a small mean.
+        assert abs(got["kld"]["value"] - kld.mean()) < 0.05 * kld.mean() + 1e-4
+        assert abs(got["same_top"]["value"] - same_top) < 0.01
+        assert abs(got["kld_p99"] - p99) < 0.1 * p99 + 1e-3
+    else:
+        assert abs(got["kld"]["value"] - kld.mean()) < DIFF_KL_REL * kld.mean()
+        assert abs(got["same_top"]["value"] - same_top) < DIFF_SAME_TOP
+        assert abs(got["kld_p99"] - p99) < DIFF_P99_REL * p99
 
 
 def test_kl_against_itself_is_zero():
