@@ -102,9 +102,11 @@ Error make_error(const Parts&... parts) {
 #define SNUG_CONCAT_INNER_(a, b) a##b
 #define SNUG_CONCAT_(a, b) SNUG_CONCAT_INNER_(a, b)
 // SNUG_ASSIGN_OR_RETURN(auto x, make_x()) declares x or returns the error.
+// decl is a declaration, so it cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define SNUG_ASSIGN_OR_RETURN(decl, expr)                     \
   auto SNUG_CONCAT_(snug_result_, __LINE__) = (expr);         \
   if (!SNUG_CONCAT_(snug_result_, __LINE__).ok())             \
     return SNUG_CONCAT_(snug_result_, __LINE__).take_error(); \
-  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__))      \
-             .value()  // NOLINT(bugprone-macro-parentheses): decl is a declaration
+  decl = std::move(SNUG_CONCAT_(snug_result_, __LINE__)).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -134,7 +134,7 @@ std::string describe_kernels(const model::Model& m) {
   std::string s = tensor::simd_target();
   const char* sep = ": ";
   for (const auto& [type, kernel] : matmul_kernels(m)) {
-    s += sep + type + " " + kernel;
+    s.append(sep).append(type).append(" ").append(kernel);
     sep = ", ";
   }
   return s;
