@@ -1,6 +1,9 @@
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -188,9 +191,22 @@ Status Writer::write_streaming(const std::string& path, const Produce& produce,
                                const std::vector<uint8_t>* whole) const {
   struct stat st {};
   const bool in_place = ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
-  const std::string target = in_place ? path : path + ".tmp";
-  std::FILE* f = std::fopen(target.c_str(), "wb");
-  if (!f) return make_error("cannot create '", target, "': ", std::strerror(errno));
+  // A temporary name of this process and call, renamed over `path` once
+  // complete: concurrent writers of one path never share a temporary file, and
+  // a reader sees the old file or a whole new one.
+  static std::atomic<uint64_t> serial{0};
+  const std::string target = in_place ? path
+                                      : path + ".tmp." + std::to_string(::getpid()) + "." +
+                                            std::to_string(serial.fetch_add(1));
+  const int fd = in_place ? ::open(target.c_str(), O_WRONLY | O_TRUNC)
+                          : ::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+  std::FILE* f = fd < 0 ? nullptr : ::fdopen(fd, "wb");
+  if (!f) {
+    const int e = errno;
+    if (fd >= 0) ::close(fd);
+    if (fd >= 0 && !in_place) std::remove(target.c_str());
+    return make_error("cannot create '", target, "': ", std::strerror(e));
+  }
   auto discard = [&](int e) {
     std::fclose(f);
     if (!in_place) std::remove(target.c_str());

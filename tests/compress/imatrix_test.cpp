@@ -19,6 +19,7 @@
 #include "compress/quantize.h"
 #include "gguf/gguf.h"
 #include "run_binary.h"
+#include "temp_files.h"
 #include "tensor/kernels.h"
 #include "tiny_model.h"
 
@@ -375,7 +376,7 @@ TEST(Imatrix, CommandLineBadInputLeavesNoFile) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind("snug: error: ", 0), 0u) << r.err;
     EXPECT_FALSE(fs::exists(out)) << args;
-    EXPECT_FALSE(fs::exists(out + ".tmp")) << args;
+    EXPECT_FALSE(snug::testing::temp_file_left(out)) << args;
   }
   auto r = testing::run_binary(SNUG_BIN, "quantize " + wide + " " + out + " Q4_K_M --imatrix " + im,
                                tag);

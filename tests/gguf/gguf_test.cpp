@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
-#include "required_file.h"
-
+#include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "gguf/gguf.h"
+#include "required_file.h"
+#include "temp_files.h"
 
 namespace snug::gguf {
 namespace {
@@ -99,6 +101,31 @@ TEST(Gguf, EveryTruncationIsAnErrorNotACrash) {
   }
 }
 
+// Two writers of one path (parallel tests writing a shared fixture, two runs
+// quantizing to the same output) once shared PATH.tmp: one write failed. Each
+// write now has its own temporary file, and the last rename wins whole.
+TEST(Gguf, ConcurrentWritersOfOnePathAllSucceed) {
+  auto dir = std::filesystem::temp_directory_path() / "snug_gguf_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "shared.gguf").string();
+  Writer w;
+  w.set_u32("k", 7);
+  std::vector<uint8_t> blob(1 << 16, 3);
+  w.add_tensor("t", DType::kF32, {static_cast<int64_t>(blob.size() / 4)}, blob);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < 20; ++k) failures += w.write(path).ok() ? 0 : 1;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto f = File::open(path);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_FALSE(snug::testing::temp_file_left(path));
+}
+
 TEST(Gguf, WriteIsAtomic) {
   auto dir = std::filesystem::temp_directory_path() / "snug_gguf_test";
   std::filesystem::create_directories(dir);
@@ -107,7 +134,7 @@ TEST(Gguf, WriteIsAtomic) {
   auto path = (dir / "out.gguf").string();
   ASSERT_TRUE(w.write(path).ok());
   EXPECT_TRUE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_FALSE(snug::testing::temp_file_left(path));
   auto bad = w.write((dir / "no_such_dir" / "x.gguf").string());
   EXPECT_FALSE(bad.ok());
   std::filesystem::remove_all(dir);
