@@ -4,18 +4,29 @@
 // K_TYPE, V_TYPE: the KV cache's types (f16, q8_0, q4_0; default f16).
 // OUT.f32 holds n_tokens x n_vocab little-endian floats.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string_view>
 #include <vector>
 
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "tensor/kernels.h"
 
 int main(int argc, char** argv) {
   using namespace snug;
   if (argc < 3) {
     std::fprintf(stderr, "usage: eval_tool MODEL OUT.f32 [THREADS] < token ids\n");
     return 2;
+  }
+  // As the snug binary: SNUG_SIMD_TARGET=AVX2 runs the AVX2 kernels on an
+  // AVX-512 CPU (the reference tests' identity case on any AVX2-capable CPU).
+  if (const char* t = std::getenv("SNUG_SIMD_TARGET"); t != nullptr && *t != 0) {
+    const Status st = tensor::limit_simd_target(t);
+    if (!st.ok()) {
+      std::fprintf(stderr, "eval_tool: %s\n", st.error().message.c_str());
+      return 2;
+    }
   }
   std::vector<int32_t> ids;
   for (int32_t id; std::cin >> id;) ids.push_back(id);
