@@ -141,8 +141,10 @@ void print_table(const std::string& path, const plan::ModelFootprint& fp, const 
   auto line = [](const std::string& what, uint64_t bytes, const std::string& detail) {
     std::printf("  %-20s %12s  %s\n", what.c_str(), format_bytes(bytes).c_str(), detail.c_str());
   };
-  std::printf("model: %s (%s), %s%s\n", fp.name.c_str(), c.arch_name.c_str(), path.c_str(),
-              fp.has_data ? "" : " (header only)");
+  // Names come from the file: escaped so a hostile header cannot write control
+  // bytes to the terminal.
+  std::printf("model: %s (%s), %s%s\n", printable(fp.name, 200).c_str(),
+              printable(c.arch_name).c_str(), path.c_str(), fp.has_data ? "" : " (header only)");
   std::printf(
       "  %d layers, width %d, feed-forward %d, %d heads / %d KV heads of %d, vocabulary %d, "
       "trained context %d\n",

@@ -106,9 +106,9 @@ int run_main(const RunFlags& f) {
   auto session =
       engine::Session::create(*lm->model, f.gen.session_options(*pm), &ledger, pm->budget.get());
   if (!session.ok()) return fail(session.error());
-  log_info("model {}: {} layers, context {} ({}), {} threads", lm->model->config().name,
-           lm->model->config().n_layers, (*session)->n_ctx(), pm->fit.context_reason,
-           (*session)->n_threads());
+  log_info("model {}: {} layers, context {} ({}), {} threads",
+           printable(lm->model->config().name, 200), lm->model->config().n_layers,
+           (*session)->n_ctx(), pm->fit.context_reason, (*session)->n_threads());
   log_info("kernels: {}", describe_kernels(*lm->model));
 
   const bool tty = ::isatty(STDOUT_FILENO) != 0;

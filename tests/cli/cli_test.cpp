@@ -223,6 +223,24 @@ TEST(Cli, BadTokenIdsFile) {
                         1, "is not a token id");
 }
 
+// Names in the file are text a hostile header chose: plan's table and run's log
+// quote them escaped, so no escape sequence reaches the terminal.
+TEST(Cli, ModelNamesAreEscapedOnTheTerminal) {
+  testing::TinyModelSpec spec;
+  spec.name = "evil\x1b[2J\x1b]0;title\x07name\nsecond line";
+  gguf::Writer w = testing::build_tiny_model(spec);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "snug_tests" / "cli_escape.gguf").string();
+  ASSERT_TRUE(w.write(path).ok());
+  RunResult plan = run("plan " + path);
+  EXPECT_EQ(plan.code, 0) << plan.err;
+  EXPECT_EQ(plan.out.find('\x1b'), std::string::npos) << plan.out;
+  EXPECT_NE(plan.out.find("evil\\x1B[2J"), std::string::npos) << plan.out;
+  RunResult gen = run("run " + path + " -p hi -n 2 -v");
+  EXPECT_EQ(gen.code, 0) << gen.err;
+  EXPECT_EQ(gen.err.find('\x1b'), std::string::npos) << gen.err;
+}
+
 TEST(Cli, PlanPrintsWhatItCostsAndWhatFits) {
   RunResult r = run("plan " + tiny_path() + " --memory 64MiB");
   EXPECT_EQ(r.code, 0) << r.err;

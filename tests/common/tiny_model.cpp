@@ -152,7 +152,7 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   gguf::Writer w;
   const std::string a = s.architecture + ".";
   w.set_string("general.architecture", s.architecture);
-  w.set_string("general.name", "tiny test model");
+  w.set_string("general.name", s.name);
   w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layers));
   w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
   w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));

@@ -19,6 +19,7 @@ enum class TinyVocab {
 };
 
 struct TinyModelSpec {
+  std::string name = "tiny test model";  // general.name
   int32_t n_layers = 2;
   int32_t n_embd = 64;
   int32_t n_ff = 128;
