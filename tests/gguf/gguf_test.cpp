@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <string>
 #include <thread>
 
 #include "gguf/gguf.h"
@@ -105,7 +107,10 @@ TEST(Gguf, EveryTruncationIsAnErrorNotACrash) {
 // quantizing to the same output) once shared PATH.tmp: one write failed. Each
 // write now has its own temporary file, and the last rename wins whole.
 TEST(Gguf, ConcurrentWritersOfOnePathAllSucceed) {
-  auto dir = std::filesystem::temp_directory_path() / "snug_gguf_test";
+  // A directory of its own: ctest runs the other writer tests in parallel, and
+  // WriteIsAtomic removes its directory when done.
+  auto dir = std::filesystem::temp_directory_path() /
+             ("snug_gguf_concurrent_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "shared.gguf").string();
   Writer w;
@@ -124,6 +129,7 @@ TEST(Gguf, ConcurrentWritersOfOnePathAllSucceed) {
   auto f = File::open(path);
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_FALSE(snug::testing::temp_file_left(path));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Gguf, WriteIsAtomic) {
