@@ -1,0 +1,806 @@
+"""snug serve under concurrent streaming clients, beside llama.cpp decoding the
+same sequences together in one batch, with the same KV memory and threads.
+
+  bench/serve [--model PATH] [--concurrency 1,4,16,64] [--requests N] [--max-tokens 64]
+              [--ctx 512] [--parallel P] [--batch-tokens 256] [--threads 2] [--json OUT] [--quick]
+
+snug: one `snug serve MODEL --port 0` for the whole run, started with
+--parallel P (default: the largest concurrency) and --ctx N, so its paged KV
+pool holds P*N tokens. For each concurrency C, C clients (asyncio, plain HTTP
+on 127.0.0.1) send streaming POST /v1/completions requests (greedy,
+ignore_eos, max_tokens fixed) until a fixed number of requests is done.
+Measured from the SSE chunk arrival times: aggregate generated tokens per
+second (all completion tokens over the wall time from the first request to the
+last finish), time to first token and inter-token latency (gaps between token
+chunks) at p50/p99, the server's VmHWM against the plan's predicted peak, and
+/metrics (preemptions, prefix-cache hits) before and after.
+
+llama.cpp: a child process per concurrency drives llama-cpp-python's low-level
+C API the way llama.cpp's batched-bench does: the same requests in waves of C
+sequences (seq id = slot), each wave a prefill of the C prompts packed into
+llama_decode batches of --batch-tokens, then one llama_decode per generated
+token carrying one token of every sequence, greedy argmax over
+llama_get_logits. n_ctx = P*N (snug's pool: the same KV memory), n_seq_max = C,
+kv_unified off (llama.cpp's default: each sequence has its own stream of
+n_ctx / C cells and attends over its own cells only), flash attention auto.
+TTFT is batch-synchronous (wave start to the end of the prefill batch holding
+the prompt's last token), ITL is the decode step time; both sides count
+prefill in the aggregate tok/s.
+
+Admission at equal memory: for M tokens of KV and the request mix (prompt +
+max_tokens), llama.cpp's fixed slots of n_ctx / n_parallel must each hold the
+longest request, so it serves floor(M / max L) at once; snug's paged pool
+admits sequences while sum(ceil(L_i / 16) * 16) <= M. Computed for several M
+and measured on a second snug server whose pool is --admission-ctx tokens
+(peak of the running-sequences gauge in /metrics under a burst of requests).
+
+The JSON (--json) holds the parameters, machine (CPU, SIMD targets, load
+average), per-concurrency results of both sides with raw latencies, and the
+admission table.
+"""
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+KV_BLOCK_TOKENS = 16
+
+# Prompt lengths in tokens (before a short unique header): mostly short with a
+# few long ones, as chat and completion traffic is. Mean ~130, max 420.
+PROMPT_LENGTHS = [32, 200, 64, 420, 48, 128, 16, 280, 96, 24, 160, 56]
+
+
+# ---------------------------------------------------------------------------
+# Prompts
+
+
+def make_prompts(model, n):
+    """n distinct prompts: "Note i." and a slice of reference.txt of a length
+    from PROMPT_LENGTHS. The distinct header makes every prompt's first KV block
+    unique, so snug's prefix cache finds nothing to share (llama.cpp's batch has
+    no prefix cache). Returns [{"text", "ids"}]; ids as llama.cpp tokenizes
+    the text (snug's tokenizer gives the same ids: tests/reference)."""
+    from llama_cpp import Llama
+    quiet_llama_log()
+    llm = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    source = llm.tokenize((ROOT / "tests" / "data" / "reference.txt").read_bytes(), add_bos=False,
+                          special=False)
+    prompts = []
+    for i in range(n):
+        length = PROMPT_LENGTHS[i % len(PROMPT_LENGTHS)]
+        start = (i * 37) % (len(source) - length)
+        body = llm.detokenize(source[start:start + length]).decode("utf-8", errors="ignore")
+        text = f"Note {i}.{body}" if body.startswith(" ") else f"Note {i}. {body}"
+        ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+        prompts.append({"text": text, "ids": ids})
+    return prompts
+
+
+_LOG_CALLBACK = None
+
+
+def quiet_llama_log():
+    """Drops llama.cpp's log lines (a vocab-only load warns about n_ctx_train)."""
+    global _LOG_CALLBACK
+    import ctypes
+    import llama_cpp as L
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = L.llama_log_callback(lambda level, text, user: None)
+        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p())
+
+
+def requests_for(c, args):
+    """Requests measured at concurrency c: --requests, or enough to keep c
+    streams busy for a few rounds, capped so 64 stays within the time budget."""
+    if args.requests:
+        return max(args.requests, c)
+    if args.quick:
+        return c
+    return {1: 6, 4: 16, 16: 48}.get(c, max(2 * c, min(4 * c, 96)))
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+
+
+def percentile(xs, p):
+    """Linear-interpolated percentile (p in 0..100); None for no data."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    k = (len(s) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def latency_summary(xs):
+    return {"p50": percentile(xs, 50), "p99": percentile(xs, 99),
+            "mean": statistics.fmean(xs) if xs else None, "n": len(xs)}
+
+
+def vm_hwm(pid):
+    """Peak resident set (VmHWM) of a process in bytes, 0 when unreadable."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------
+# snug: the server and the streaming clients
+
+
+class Server:
+    """A `snug serve` child on 127.0.0.1 with an OS-chosen port. Collects its
+    stderr (the startup log) in a thread so the pipe never fills."""
+
+    def __init__(self, args, parallel, ctx, max_seqs):
+        self.cmd = [str(args.snug), "serve", str(args.model), "--host", "127.0.0.1", "--port", "0",
+                    "--ctx", str(ctx), "--parallel", str(parallel), "--batch-tokens", str(args.batch_tokens),
+                    "--max-seqs", str(max_seqs), "--threads", str(args.threads)]
+        if args.memory:
+            self.cmd += ["--memory", args.memory]
+        self.log = []
+        self.port = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
+        threading.Thread(target=self._read_log, daemon=True).start()
+        if not self._ready.wait(args.startup_timeout) or self.port is None:
+            self.stop()
+            raise RuntimeError("snug serve did not report its port:\n" + "".join(self.log[-20:]))
+        deadline = time.monotonic() + args.startup_timeout
+        while http_get("127.0.0.1", self.port, "/health")[0] != 200:  # 503 while loading
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("snug serve never became healthy:\n" + "".join(self.log[-20:]))
+            time.sleep(0.05)
+
+    def _read_log(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+            m = re.search(r"listening on http://[^:\s]+:(\d+)", line)
+            if m and self.port is None:
+                self.port = int(m.group(1))
+                self._ready.set()
+        self._ready.set()  # exited
+
+    def metrics(self):
+        status, body = http_get("127.0.0.1", self.port, "/metrics")
+        return parse_prometheus(body) if status == 200 else {}
+
+    def peak_rss(self):
+        return vm_hwm(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def http_get(host, port, path, timeout=10):
+    """(status, body text); (0, error) when the connection fails."""
+    import http.client
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read().decode("utf-8", errors="replace")
+        conn.close()
+        return r.status, body
+    except OSError as e:
+        return 0, str(e)
+
+
+def parse_prometheus(text):
+    """{metric name with labels: value} from Prometheus text format."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)", line)
+        if m:
+            try:
+                out[m.group(1)] = float(m.group(2))
+            except ValueError:
+                pass
+    return out
+
+
+def metric_sum(metrics, pattern, exclude=("_bucket", "_sum", "_count", "_created")):
+    """Sum of the samples whose name (without labels) matches `pattern`."""
+    total, found = 0.0, False
+    for key, value in metrics.items():
+        name = key.split("{", 1)[0]
+        if re.search(pattern, name) and not name.endswith(exclude):
+            total += value
+            found = True
+    return total if found else None
+
+
+async def read_body(reader, headers):
+    """Yields the response body in pieces as they arrive (chunked, sized or
+    until close)."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size_line = await reader.readline()
+            if not size_line:
+                return
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                await reader.readline()
+                return
+            data = await reader.readexactly(size)
+            await reader.readexactly(2)
+            yield data
+    elif "content-length" in headers:
+        left = int(headers["content-length"])
+        while left > 0:
+            data = await reader.read(min(left, 65536))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+    else:
+        while data := await reader.read(65536):
+            yield data
+
+
+class Connection:
+    """One client's keep-alive HTTP/1.1 connection to the server; reopened
+    when the server closes it."""
+
+    def __init__(self, port):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def open(self):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def stream_completion(self, body, timeout):
+        """One streaming completion. Returns the arrival time of every token
+        chunk (seconds after the request was sent), the text, the usage and
+        the finish reason; raises on an HTTP error or a bad stream."""
+        await self.open()
+        reader, writer = self.reader, self.writer
+        payload = json.dumps(body).encode()
+        t0 = time.perf_counter()
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+                     b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = status_line.decode("latin-1").split()
+        status = int(parts[1]) if len(parts) > 1 else 0
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        arrivals, text, usage, finish, buf, done = [], [], None, None, b"", False
+        async for piece in iterate_with_timeout(read_body(reader, headers), timeout):
+            if status != 200:
+                buf += piece
+                continue
+            now = time.perf_counter()
+            buf += piece.replace(b"\r\n", b"\n")
+            while b"\n\n" in buf:
+                event, buf = buf.split(b"\n\n", 1)
+                for line in event.split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        continue
+                    chunk = json.loads(data)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                        if choice.get("text"):
+                            arrivals.append(now - t0)
+                            text.append(choice["text"])
+        if status == 0 or headers.get("connection", "").lower() == "close" or \
+                ("chunked" not in headers.get("transfer-encoding", "") and "content-length" not in headers):
+            self.close()
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {buf[:300].decode('utf-8', errors='replace')}")
+        if not done:
+            raise RuntimeError("stream ended without data: [DONE]")
+        return {"arrivals": arrivals, "text": "".join(text), "usage": usage, "finish_reason": finish,
+                "seconds": time.perf_counter() - t0}
+
+
+async def iterate_with_timeout(gen, timeout):
+    it = gen.__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(it.__anext__(), timeout)
+        except StopAsyncIteration:
+            return
+
+
+async def run_clients(port, prompts, concurrency, args):
+    """`concurrency` clients, each on its own keep-alive connection (opened
+    before the clock starts), sending `prompts` in order, each taking the next
+    one when its stream ends. Returns per-request records and the wall time
+    from the first request to the last finish."""
+    queue = list(enumerate(prompts))
+    queue.reverse()
+    results = [None] * len(prompts)
+    conns = [Connection(port) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in conns))
+
+    async def client(conn):
+        while queue:
+            i, p = queue.pop()
+            body = {"model": "snug", "prompt": p["text"], "max_tokens": args.max_tokens,
+                    "temperature": 0, "stream": True, "ignore_eos": True,
+                    "stream_options": {"include_usage": True}}
+            t = time.perf_counter()
+            try:
+                r = await conn.stream_completion(body, args.request_timeout)
+            except (OSError, asyncio.IncompleteReadError):
+                conn.close()  # the server closed an idle keep-alive connection: once more
+                r = await conn.stream_completion(body, args.request_timeout)
+            r["start"] = t
+            results[i] = r
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(client(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    return results, time.perf_counter() - t0
+
+
+def snug_concurrency(server, prompts, c, args):
+    before = server.metrics()
+    load = os.getloadavg()
+    results, wall = asyncio.run(run_clients(server.port, prompts, c, args))
+    after = server.metrics()
+    ttft, gaps, per_request_itl, tokens, chunks = [], [], [], 0, 0
+    for r in results:
+        a = r["arrivals"]
+        n = (r["usage"] or {}).get("completion_tokens", len(a))
+        tokens += n
+        chunks += len(a)
+        if a:
+            ttft.append(a[0])
+            gaps += [y - x for x, y in zip(a, a[1:])]
+            if n > 1:
+                per_request_itl.append((a[-1] - a[0]) / (n - 1))
+
+    def delta(pattern):
+        x, y = metric_sum(before, pattern), metric_sum(after, pattern)
+        return None if x is None or y is None else y - x
+
+    return {
+        "requests": len(prompts), "generated_tokens": tokens, "token_chunks": chunks, "wall_seconds": wall,
+        "tokens_per_second": tokens / wall,
+        "ttft": latency_summary(ttft), "itl": latency_summary(gaps),
+        "itl_per_request_mean": latency_summary(per_request_itl),
+        "finish_reasons": sorted({r["finish_reason"] for r in results if r["finish_reason"]}),
+        "peak_rss_bytes": server.peak_rss(),
+        "preemptions": delta(r"preempt"),
+        "prefix_cache_hit_blocks": delta(r"prefix.*hit"),
+        "load_average_before": load,
+        "ttft_samples": ttft,
+    }
+
+
+def measure_admission(args, prompts):
+    """A second server whose pool holds --admission-ctx tokens (--parallel 1,
+    --ctx that), --max-seqs the number of prompts; all prompts at once; peak of
+    the running-sequences gauge while they run."""
+    server = Server(args, parallel=1, ctx=args.admission_ctx, max_seqs=len(prompts))
+    try:
+        peak_running, stop = [0], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                running = metric_sum(server.metrics(), r"(running|active)_seq|seqs?_running|running$")
+                if running is not None:
+                    peak_running[0] = max(peak_running[0], int(running))
+                time.sleep(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        before = server.metrics()
+        poller.start()
+        results, wall = asyncio.run(run_clients(server.port, prompts, len(prompts), args))
+        stop.set()
+        poller.join()
+        after = server.metrics()
+        pre = [metric_sum(m, r"preempt") for m in (before, after)]
+        return {"pool_tokens": args.admission_ctx, "requests": len(prompts), "peak_running": peak_running[0],
+                "all_completed": all(r is not None and r["arrivals"] for r in results),
+                "preemptions": None if None in pre else pre[1] - pre[0], "wall_seconds": wall}
+    finally:
+        server.stop()
+
+
+def snug_plan(args, parallel, ctx, max_seqs):
+    """predicted_peak_rss_bytes and KV bytes per token from `snug plan --json`
+    for the server's shape."""
+    cmd = [str(args.snug), "plan", str(args.model), "--json", "--ctx", str(ctx), "--parallel", str(parallel),
+           "--batch", str(args.batch_tokens), "--threads", str(args.threads)]
+    if args.memory:
+        cmd += ["--memory", args.memory]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        j = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        return {"error": r.stderr.strip()}
+    return {"predicted_peak_rss_bytes": j["predicted_peak_rss_bytes"],
+            "kv_bytes_per_token": j["kv_cache"]["bytes_per_token"], "kv_bytes": j["kv_cache"]["bytes"],
+            "command": " ".join(cmd[1:])}
+
+
+def plan_from_log(log):
+    """The predicted peak the server's startup log prints, when it does."""
+    for line in log:
+        if re.search(r"predicted peak", line, re.I):
+            m = re.search(r"([\d.]+)\s*(KiB|MiB|GiB|B)\b", line.split("predicted peak", 1)[-1])
+            if m:
+                scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[m.group(2)]
+                return int(float(m.group(1)) * scale)
+    return None
+
+
+def snug_kernels(args):
+    """snug's dispatched SIMD target and kernels (`snug run --json`)."""
+    cmd = [str(args.snug), "run", str(args.model), "--json", "--no-chat", "-p", "Hello", "-n", "1", "--ctx", "64",
+           "-t", str(args.threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        j = json.loads(r.stdout)
+        return {"simd_target": j.get("simd_target"), "matmul_kernels": j.get("matmul_kernels")}
+    except json.JSONDecodeError:
+        return {"error": r.stderr.strip()}
+
+
+# ---------------------------------------------------------------------------
+# llama.cpp: batched decoding through the C API, in a child process
+
+
+def llama_child(spec):
+    """Runs in the child (serve.py --llama-child SPEC_FILE): decodes spec's
+    prompts in waves of spec["concurrency"] sequences; prints one JSON line."""
+    import ctypes
+    import numpy as np
+    import llama_cpp as L
+
+    quiet_llama_log()
+    L.llama_backend_init()
+    mparams = L.llama_model_default_params()
+    model = L.llama_model_load_from_file(spec["model"].encode(), mparams)
+    if not model:
+        raise SystemExit("llama.cpp could not load " + spec["model"])
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    c = spec["concurrency"]
+    n_batch = max(spec["batch_tokens"], c)
+    cp = L.llama_context_default_params()
+    cp.n_ctx = spec["n_ctx"]
+    cp.n_batch = n_batch
+    cp.n_ubatch = n_batch
+    cp.n_seq_max = c
+    cp.n_threads = spec["threads"]
+    cp.n_threads_batch = spec["threads"]
+    cp.kv_unified = spec["kv_unified"]
+    cp.no_perf = True
+    ctx = L.llama_init_from_model(model, cp)
+    if not ctx:
+        raise SystemExit(f"llama.cpp could not create a context of {spec['n_ctx']} tokens")
+    mem = L.llama_get_memory(ctx)
+    batch = L.llama_batch_init(n_batch, 0, 1)
+
+    def decode(items):
+        """items: [(seq, pos, token, wants_logits)]; returns the logits rows
+        of the items that want them, in order."""
+        for j, (s, pos, tok, out) in enumerate(items):
+            batch.token[j] = tok
+            batch.pos[j] = pos
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = s
+            batch.logits[j] = 1 if out else 0
+        batch.n_tokens = len(items)
+        rc = L.llama_decode(ctx, batch)
+        if rc != 0:
+            raise SystemExit(f"llama_decode returned {rc} (KV cache full?)")
+        n_out = sum(1 for it in items if it[3])
+        return np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n_out, n_vocab))
+
+    # Warm-up: thread pool, page cache, first-use allocations.
+    decode([(0, p, t, p == 7) for p, t in enumerate(spec["prompts"][0][:8])])
+    L.llama_memory_clear(mem, True)
+
+    ttft, steps, prefill_seconds, decode_seconds, generated, token_ids = [], [], 0.0, 0.0, 0, []
+    t_all = time.perf_counter()
+    for w in range(0, len(spec["prompts"]), c):
+        wave = spec["prompts"][w:w + c]
+        L.llama_memory_clear(mem, True)
+        t0 = time.perf_counter()
+        pending = [(s, pos, tok, pos == len(p) - 1) for s, p in enumerate(wave) for pos, tok in enumerate(p)]
+        next_tok = [0] * len(wave)
+        for k in range(0, len(pending), n_batch):
+            items = pending[k:k + n_batch]
+            logits = decode(items)
+            outs = [it[0] for it in items if it[3]]
+            if outs:
+                picks = logits.argmax(axis=1)
+                now = time.perf_counter() - t0
+                for s, tok in zip(outs, picks):
+                    next_tok[s] = int(tok)
+                    ttft.append(now)
+        prefill_seconds += time.perf_counter() - t0
+        tokens = [[t] for t in next_tok]
+        pos = [len(p) for p in wave]
+        t1 = time.perf_counter()
+        for _ in range(spec["max_tokens"] - 1):
+            ts = time.perf_counter()
+            logits = decode([(s, pos[s], next_tok[s], True) for s in range(len(wave))])
+            next_tok = [int(t) for t in logits.argmax(axis=1)]
+            for s in range(len(wave)):
+                tokens[s].append(next_tok[s])
+                pos[s] += 1
+            steps.append(time.perf_counter() - ts)
+        decode_seconds += time.perf_counter() - t1
+        generated += sum(len(t) for t in tokens)
+        token_ids += tokens
+    wall = time.perf_counter() - t_all
+    out = {"n_ctx": L.llama_n_ctx(ctx), "n_ctx_seq": L.llama_n_ctx_seq(ctx), "n_seq_max": L.llama_n_seq_max(ctx),
+           "n_batch": n_batch, "kv_unified": spec["kv_unified"], "flash_attn": "auto",
+           "generated_tokens": generated, "wall_seconds": wall, "prefill_seconds": prefill_seconds,
+           "decode_seconds": decode_seconds, "ttft_samples": ttft, "step_samples": steps, "token_ids": token_ids,
+           "peak_rss_bytes": vm_hwm(os.getpid()), "system_info": L.llama_print_system_info().decode().strip()}
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    print(json.dumps(out))
+
+
+def llama_concurrency(args, prompts, c, n_ctx):
+    spec = {"model": str(args.model), "concurrency": c, "n_ctx": n_ctx, "batch_tokens": args.batch_tokens,
+            "threads": args.threads, "kv_unified": args.kv_unified, "max_tokens": args.max_tokens,
+            "prompts": [p["ids"] for p in prompts]}
+    spec_file = ROOT / "build" / f"bench_serve_llama_{c}.json"
+    spec_file.parent.mkdir(exist_ok=True)
+    spec_file.write_text(json.dumps(spec))
+    load = os.getloadavg()
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--llama-child", str(spec_file)],
+                       capture_output=True, text=True)
+    spec_file.unlink()
+    if r.returncode != 0:
+        raise RuntimeError(f"llama.cpp child failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    j["requests"] = len(prompts)
+    j["tokens_per_second"] = j["generated_tokens"] / j["wall_seconds"]
+    j["decode_tokens_per_second"] = (j["generated_tokens"] - len(prompts)) / j["decode_seconds"] \
+        if j["decode_seconds"] > 0 else None
+    j["ttft"] = latency_summary(j["ttft_samples"])
+    j["itl"] = latency_summary(j["step_samples"])
+    j["load_average_before"] = load
+    return j
+
+
+# ---------------------------------------------------------------------------
+# Admission at equal memory
+
+
+def admission_table(lengths, memories, block=KV_BLOCK_TOKENS):
+    """For each memory M (tokens of KV): how many of the requests (total lengths
+    `lengths`, taken in order, cycling) run at once. llama.cpp: slots of
+    M / n_parallel tokens that must each hold the longest request; snug: paged
+    blocks, admitted first come first served while their blocks fit."""
+    longest = max(lengths)
+    rows = []
+    for m in memories:
+        used, admitted = 0, 0
+        while True:
+            need = math.ceil(lengths[admitted % len(lengths)] / block) * block
+            if used + need > m:
+                break
+            used += need
+            admitted += 1
+        rows.append({"memory_tokens": m, "llama_slot_tokens": longest, "llama_sequences": m // longest,
+                     "snug_sequences": admitted, "snug_tokens_used": used})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def fmt_ms(x):
+    return "-" if x is None else f"{1000 * x:.0f}" if x >= 0.1 else f"{1000 * x:.1f}"
+
+
+def print_report(report):
+    m = report["machine"]
+    print(f"\n{m['cpu']}, {m['cores']} cores; snug {m['snug_simd']}; load average {m['load_average_start']}")
+    print(f"llama.cpp: {m['llama_system_info']}")
+    p = report["params"]
+    print(f"model {Path(p['model']).name}; {p['max_tokens']} tokens per request, greedy, ignore_eos; threads "
+          f"{p['threads']}; snug --ctx {p['ctx']} --parallel {p['parallel']} --batch-tokens {p['batch_tokens']}; "
+          f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}\n")
+    hdr = (f"{'C':>3} {'reqs':>4} | {'snug tok/s':>10} {'llama tok/s':>11} {'ratio':>5} | "
+           f"{'TTFT p50/p99 ms snug':>20} {'llama':>11} | {'ITL p50/p99 ms snug':>19} {'llama':>11} | "
+           f"{'RSS MiB snug/plan':>17} {'llama':>6} | preempt")
+    print(hdr)
+    print("-" * len(hdr))
+    for row in report["results"]:
+        s, l = row.get("snug"), row.get("llama")
+        cells = [f"{row['concurrency']:>3} {row['requests']:>4} |"]
+        cells.append(f"{s['tokens_per_second']:>10.1f}" if s else f"{'-':>10}")
+        cells.append(f"{l['tokens_per_second']:>11.1f}" if l else f"{'-':>11}")
+        cells.append(f"{row['ratio']:>5.2f} |" if row.get("ratio") else f"{'-':>5} |")
+        pair = lambda d: f"{fmt_ms(d['p50'])}/{fmt_ms(d['p99'])}" if d else "-"
+        cells.append(f"{pair(s and s['ttft']):>20} {pair(l and l['ttft']):>11} |")
+        cells.append(f"{pair(s and s['itl']):>19} {pair(l and l['itl']):>11} |")
+        plan = report.get("snug_plan", {}).get("predicted_peak_rss_bytes")
+        rss = f"{s['peak_rss_bytes'] / 2**20:.0f}/{plan / 2**20:.0f}" if s and plan else \
+            (f"{s['peak_rss_bytes'] / 2**20:.0f}/-" if s else "-")
+        cells.append(f"{rss:>17}")
+        cells.append(f"{l['peak_rss_bytes'] / 2**20:>6.0f} |" if l else f"{'-':>6} |")
+        cells.append(f" {s['preemptions']:.0f}" if s and s.get("preemptions") is not None else " -")
+        print(" ".join(cells))
+    for name, key in [("snug", "snug_speedup_16_over_1"), ("llama.cpp", "llama_speedup_16_over_1")]:
+        if report.get(key):
+            print(f"{name} 16 / {name} 1: {report[key]:.2f}x aggregate tok/s")
+    print("\nadmission at equal KV memory (requests of prompt + max_tokens tokens, the mix above, in order):")
+    print(f"{'KV tokens':>9} {'KV MiB':>7} | {'llama.cpp slots (of max L)':>27} | {'snug paged (16-token blocks)':>28}")
+    bpt = report.get("snug_plan", {}).get("kv_bytes_per_token")
+    for r in report["admission"]["computed"]:
+        mib = f"{r['memory_tokens'] * bpt / 2**20:.0f}" if bpt else "-"
+        print(f"{r['memory_tokens']:>9} {mib:>7} | {r['llama_sequences']:>18} of {r['llama_slot_tokens']:>4}  | "
+              f"{r['snug_sequences']:>28}")
+    meas = report["admission"].get("measured")
+    if meas:
+        print(f"measured: snug with a pool of {meas['pool_tokens']} tokens ran {meas['peak_running']} sequences at "
+              f"once (peak of /metrics) for {meas['requests']} simultaneous requests; preemptions "
+              f"{meas['preemptions']}; all completed: {meas['all_completed']}")
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--llama-child":
+        llama_child(json.loads(Path(sys.argv[2]).read_text()))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--snug", type=Path, default=ROOT / "build" / "snug")
+    ap.add_argument("--concurrency", default="1,4,16,64")
+    ap.add_argument("--requests", type=int, default=0,
+                    help="requests per concurrency (default: a few rounds of each, fewer at 64)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--ctx", type=int, default=512, help="tokens per sequence (snug --ctx)")
+    ap.add_argument("--parallel", type=int, default=0,
+                    help="snug --parallel: the pool holds parallel * ctx tokens (default: the largest concurrency)")
+    ap.add_argument("--batch-tokens", type=int, default=256, help="snug --batch-tokens; llama.cpp n_batch = n_ubatch")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory", help="snug --memory (default: snug's own)")
+    ap.add_argument("--kv-unified", action="store_true", help="llama.cpp: one KV stream shared by all sequences")
+    ap.add_argument("--admission-ctx", type=int, default=4096,
+                    help="KV tokens of the second server that measures admission (0: skip)")
+    ap.add_argument("--no-snug", action="store_true", help="llama.cpp side only")
+    ap.add_argument("--no-llama", action="store_true", help="snug side only")
+    ap.add_argument("--quick", action="store_true", help="smoke run: concurrency 1,4, 16 tokens, few requests")
+    ap.add_argument("--startup-timeout", type=float, default=120)
+    ap.add_argument("--request-timeout", type=float, default=300)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.quick:
+        if args.concurrency == ap.get_default("concurrency"):
+            args.concurrency = "1,4"
+        args.max_tokens = min(args.max_tokens, 16)
+        args.admission_ctx = min(args.admission_ctx, 1024) if args.admission_ctx else 0
+    conc = [int(c) for c in args.concurrency.split(",")]
+    parallel = args.parallel or max(conc)
+    pool_tokens = parallel * args.ctx
+    if max(len_ + args.max_tokens for len_ in PROMPT_LENGTHS) + 8 > args.ctx:
+        ap.error(f"--ctx {args.ctx} cannot hold the longest prompt ({max(PROMPT_LENGTHS)}) plus --max-tokens")
+
+    counts = [requests_for(c, args) for c in conc]
+    n_admission = 0 if (args.no_snug or not args.admission_ctx) else (16 if args.quick else 64)
+    prompts = make_prompts(args.model, 1 + sum(counts) + n_admission)
+    warmup, prompts = prompts[0], prompts[1:]
+    lengths = [len(p["ids"]) + args.max_tokens for p in prompts]
+    report = {
+        "schema": "snug.bench.serve/1",
+        "params": {"model": str(args.model), "concurrency": conc, "max_tokens": args.max_tokens, "ctx": args.ctx,
+                   "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
+                   "threads": args.threads, "memory": args.memory, "llama_n_ctx": pool_tokens,
+                   "kv_unified": args.kv_unified, "prompt_tokens": [len(p["ids"]) for p in prompts]},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": os.getloadavg()},
+        "results": [],
+    }
+    server = None
+    try:
+        if not args.no_snug:
+            report["machine"]["snug_kernels"] = snug_kernels(args)
+            server = Server(args, parallel, args.ctx, max_seqs=max(conc))
+            report["snug_command"] = " ".join(server.cmd[1:])
+            report["snug_plan"] = snug_plan(args, parallel, args.ctx, max(conc))
+            logged = plan_from_log(server.log)
+            if logged:
+                report["snug_plan"]["logged_peak_rss_bytes"] = logged
+            report["snug_startup_log"] = server.log[:60]
+            asyncio.run(run_clients(server.port, [warmup], 1, args))
+        k = report["machine"].get("snug_kernels", {})
+        report["machine"]["snug_simd"] = f"{k.get('simd_target')}: " + ", ".join(
+            f"{a} {b}" for a, b in (k.get("matmul_kernels") or {}).items()) if k.get("simd_target") else "-"
+        start = 0
+        for c, n in zip(conc, counts):
+            batch = prompts[start:start + n]
+            start += n
+            row = {"concurrency": c, "requests": n}
+            if server:
+                row["snug"] = snug_concurrency(server, batch, c, args)
+            if not args.no_llama:
+                row["llama"] = llama_concurrency(args, batch, c, pool_tokens)
+                report["machine"]["llama_system_info"] = row["llama"]["system_info"]
+            if row.get("snug") and row.get("llama"):
+                row["ratio"] = row["snug"]["tokens_per_second"] / row["llama"]["tokens_per_second"]
+            report["results"].append(row)
+            print(f"C={c}: " + ", ".join(f"{side} {row[side]['tokens_per_second']:.1f} tok/s"
+                                          for side in ("snug", "llama") if side in row), file=sys.stderr)
+        report["machine"].setdefault("llama_system_info", "-")
+        by_c = {r["concurrency"]: r for r in report["results"]}
+        for side in ("snug", "llama"):
+            if 1 in by_c and 16 in by_c and side in by_c[1]:
+                report[f"{side}_speedup_16_over_1"] = \
+                    by_c[16][side]["tokens_per_second"] / by_c[1][side]["tokens_per_second"]
+        report["admission"] = {"computed": admission_table(lengths, sorted({1024, 2048, 4096, 8192, pool_tokens}))}
+        if n_admission:
+            if server:
+                server.stop()
+            report["admission"]["measured"] = measure_admission(args, prompts[start:start + n_admission])
+    finally:
+        if server:
+            server.stop()
+    report["machine"]["load_average_end"] = os.getloadavg()
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
