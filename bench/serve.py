@@ -70,9 +70,7 @@ def make_prompts(model, n):
     unique, so snug's prefix cache finds nothing to share (llama.cpp's batch has
     no prefix cache). Returns [{"text", "ids"}]; ids as llama.cpp tokenizes
     the text (snug's tokenizer gives the same ids: tests/reference)."""
-    from llama_cpp import Llama
-    quiet_llama_log()
-    llm = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    llm = vocab(model)
     source = llm.tokenize((ROOT / "tests" / "data" / "reference.txt").read_bytes(), add_bos=False,
                           special=False)
     prompts = []
@@ -87,6 +85,16 @@ def make_prompts(model, n):
 
 
 _LOG_CALLBACK = None
+_VOCAB = {}
+
+
+def vocab(model):
+    """llama.cpp's tokenizer for `model` (a vocab-only load), cached."""
+    if model not in _VOCAB:
+        from llama_cpp import Llama
+        quiet_llama_log()
+        _VOCAB[model] = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    return _VOCAB[model]
 
 
 def quiet_llama_log():
@@ -234,15 +242,11 @@ def parse_prometheus(text):
     return out
 
 
-def metric_sum(metrics, pattern, exclude=("_bucket", "_sum", "_count", "_created")):
-    """Sum of the samples whose name (without labels) matches `pattern`."""
-    total, found = 0.0, False
-    for key, value in metrics.items():
-        name = key.split("{", 1)[0]
-        if re.search(pattern, name) and not name.endswith(exclude):
-            total += value
-            found = True
-    return total if found else None
+def metric(metrics, name, label=""):
+    """Sum of the samples of metric `name` whose labels contain `label`
+    (e.g. 'state="running"'); None when there is none."""
+    values = [v for k, v in metrics.items() if k.split("{", 1)[0] == name and label in k]
+    return sum(values) if values else None
 
 
 async def read_body(reader, headers):
@@ -406,8 +410,8 @@ def snug_concurrency(server, prompts, c, args):
             if n > 1:
                 per_request_itl.append((a[-1] - a[0]) / (n - 1))
 
-    def delta(pattern):
-        x, y = metric_sum(before, pattern), metric_sum(after, pattern)
+    def delta(name):
+        x, y = metric(before, name), metric(after, name)
         return None if x is None or y is None else y - x
 
     return {
@@ -417,10 +421,13 @@ def snug_concurrency(server, prompts, c, args):
         "itl_per_request_mean": latency_summary(per_request_itl),
         "finish_reasons": sorted({r["finish_reason"] for r in results if r["finish_reason"]}),
         "peak_rss_bytes": server.peak_rss(),
-        "preemptions": delta(r"preempt"),
-        "prefix_cache_hit_blocks": delta(r"prefix.*hit"),
+        "preemptions": delta("snug_preemptions_total"),
+        "prefix_cache_hit_blocks": delta("snug_prefix_cache_hit_blocks_total"),
+        "scheduler_steps": delta("snug_scheduler_steps_total"),
+        "predicted_peak_rss_bytes": metric(after, "snug_predicted_peak_resident_bytes"),
         "load_average_before": load,
         "ttft_samples": ttft,
+        "texts": [r["text"] for r in results],
     }
 
 
@@ -434,7 +441,7 @@ def measure_admission(args, prompts):
 
         def poll():
             while not stop.is_set():
-                running = metric_sum(server.metrics(), r"(running|active)_seq|seqs?_running|running$")
+                running = metric(server.metrics(), "snug_sequences", 'state="running"')
                 if running is not None:
                     peak_running[0] = max(peak_running[0], int(running))
                 time.sleep(0.02)
@@ -446,7 +453,7 @@ def measure_admission(args, prompts):
         stop.set()
         poller.join()
         after = server.metrics()
-        pre = [metric_sum(m, r"preempt") for m in (before, after)]
+        pre = [metric(m, "snug_preemptions_total") for m in (before, after)]
         return {"pool_tokens": args.admission_ctx, "requests": len(prompts), "peak_running": peak_running[0],
                 "all_completed": all(r is not None and r["arrivals"] for r in results),
                 "preemptions": None if None in pre else pre[1] - pre[0], "wall_seconds": wall}
@@ -618,6 +625,16 @@ def llama_concurrency(args, prompts, c, n_ctx):
     return j
 
 
+def same_text(model, snug_texts, llama_ids):
+    """Share of requests whose greedy completion is the same text on both
+    sides (a check that both did the same work; llama.cpp's batched decoding
+    is not batch invariant, so long prompts split over batches may differ)."""
+    llm = vocab(model)
+    same = sum(1 for t, ids in zip(snug_texts, llama_ids)
+               if t == llm.detokenize(ids).decode("utf-8", errors="replace"))
+    return same / len(snug_texts) if snug_texts else None
+
+
 # ---------------------------------------------------------------------------
 # Admission at equal memory
 
@@ -660,7 +677,7 @@ def print_report(report):
           f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}\n")
     hdr = (f"{'C':>3} {'reqs':>4} | {'snug tok/s':>10} {'llama tok/s':>11} {'ratio':>5} | "
            f"{'TTFT p50/p99 ms snug':>20} {'llama':>11} | {'ITL p50/p99 ms snug':>19} {'llama':>11} | "
-           f"{'RSS MiB snug/plan':>17} {'llama':>6} | preempt")
+           f"{'RSS MiB snug/plan':>17} {'llama':>6} | preempt | same text")
     print(hdr)
     print("-" * len(hdr))
     for row in report["results"]:
@@ -672,12 +689,13 @@ def print_report(report):
         pair = lambda d: f"{fmt_ms(d['p50'])}/{fmt_ms(d['p99'])}" if d else "-"
         cells.append(f"{pair(s and s['ttft']):>20} {pair(l and l['ttft']):>11} |")
         cells.append(f"{pair(s and s['itl']):>19} {pair(l and l['itl']):>11} |")
-        plan = report.get("snug_plan", {}).get("predicted_peak_rss_bytes")
+        plan = (s or {}).get("predicted_peak_rss_bytes") or report.get("snug_plan", {}).get("predicted_peak_rss_bytes")
         rss = f"{s['peak_rss_bytes'] / 2**20:.0f}/{plan / 2**20:.0f}" if s and plan else \
             (f"{s['peak_rss_bytes'] / 2**20:.0f}/-" if s else "-")
         cells.append(f"{rss:>17}")
         cells.append(f"{l['peak_rss_bytes'] / 2**20:>6.0f} |" if l else f"{'-':>6} |")
-        cells.append(f" {s['preemptions']:.0f}" if s and s.get("preemptions") is not None else " -")
+        cells.append(f"{s['preemptions']:>8.0f} |" if s and s.get("preemptions") is not None else f"{'-':>8} |")
+        cells.append(f"{100 * row['same_text']:>8.0f}%" if row.get("same_text") is not None else f"{'-':>9}")
         print(" ".join(cells))
     for name, key in [("snug", "snug_speedup_16_over_1"), ("llama.cpp", "llama_speedup_16_over_1")]:
         if report.get(key):
@@ -691,9 +709,10 @@ def print_report(report):
               f"{r['snug_sequences']:>28}")
     meas = report["admission"].get("measured")
     if meas:
-        print(f"measured: snug with a pool of {meas['pool_tokens']} tokens ran {meas['peak_running']} sequences at "
-              f"once (peak of /metrics) for {meas['requests']} simultaneous requests; preemptions "
-              f"{meas['preemptions']}; all completed: {meas['all_completed']}")
+        print(f"measured: snug with a pool of {meas['pool_tokens']} KV tokens ran {meas['peak_running']} sequences at "
+              f"once (peak of snug_sequences{{state=\"running\"}}) for {meas['requests']} simultaneous requests "
+              f"(llama.cpp's slots at that memory: {meas['pool_tokens'] // max(report['admission']['lengths'])}); "
+              f"preemptions {meas['preemptions']:.0f}; all completed: {meas['all_completed']}")
 
 
 # ---------------------------------------------------------------------------
@@ -778,6 +797,7 @@ def main():
                 report["machine"]["llama_system_info"] = row["llama"]["system_info"]
             if row.get("snug") and row.get("llama"):
                 row["ratio"] = row["snug"]["tokens_per_second"] / row["llama"]["tokens_per_second"]
+                row["same_text"] = same_text(args.model, row["snug"].pop("texts"), row["llama"]["token_ids"])
             report["results"].append(row)
             print(f"C={c}: " + ", ".join(f"{side} {row[side]['tokens_per_second']:.1f} tok/s"
                                           for side in ("snug", "llama") if side in row), file=sys.stderr)
@@ -787,7 +807,8 @@ def main():
             if 1 in by_c and 16 in by_c and side in by_c[1]:
                 report[f"{side}_speedup_16_over_1"] = \
                     by_c[16][side]["tokens_per_second"] / by_c[1][side]["tokens_per_second"]
-        report["admission"] = {"computed": admission_table(lengths, sorted({1024, 2048, 4096, 8192, pool_tokens}))}
+        report["admission"] = {"lengths": lengths,
+                               "computed": admission_table(lengths, sorted({1024, 2048, 4096, 8192, pool_tokens}))}
         if n_admission:
             if server:
                 server.stop()
