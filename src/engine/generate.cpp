@@ -4,64 +4,14 @@
 #include <chrono>
 #include <cmath>
 
+#include "engine/stop_filter.h"
+
 namespace snug::engine {
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-
-// Holds back text that might be the start of a stop string, and cuts at the
-// first complete one.
-class StopFilter {
- public:
-  StopFilter(const std::vector<std::string>& stops, const TextSink& sink, std::string& out)
-      : stops_(stops), sink_(sink), out_(out) {}
-
-  // Returns true when a stop string was found.
-  bool push(std::string_view text) {
-    pending_.append(text);
-    size_t cut = std::string::npos;
-    for (const auto& s : stops_) {
-      if (s.empty()) continue;
-      size_t at = pending_.find(s);
-      if (at != std::string::npos) cut = std::min(cut, at);
-    }
-    if (cut != std::string::npos) {
-      emit(pending_.substr(0, cut));
-      pending_.clear();
-      return true;
-    }
-    // Emit all but the longest tail that is a prefix of some stop string.
-    size_t hold = 0;
-    for (const auto& s : stops_) {
-      for (size_t k = std::min(s.size() - (s.empty() ? 0 : 1), pending_.size()); k > hold; --k) {
-        if (pending_.compare(pending_.size() - k, k, s, 0, k) == 0) {
-          hold = k;
-          break;
-        }
-      }
-    }
-    emit(pending_.substr(0, pending_.size() - hold));
-    pending_.erase(0, pending_.size() - hold);
-    return false;
-  }
-  void flush() {
-    emit(pending_);
-    pending_.clear();
-  }
-
- private:
-  void emit(const std::string& s) {
-    if (s.empty()) return;
-    out_.append(s);
-    if (sink_) sink_(s);
-  }
-  const std::vector<std::string>& stops_;
-  const TextSink& sink_;
-  std::string& out_;
-  std::string pending_;
-};
 
 }  // namespace
 
@@ -99,7 +49,12 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
 
   Sampler sampler(options.sampler, session.model().config().n_vocab);
   text::StreamDecoder decoder(tokenizer);
-  StopFilter filter(options.stop, sink, r.text);
+  StopFilter filter(options.stop);
+  auto emit = [&](const std::string& text) {
+    if (text.empty()) return;
+    r.text.append(text);
+    if (sink) sink(text);
+  };
   // End-of-generation tokens are masked out when asked to ignore them.
   std::vector<int32_t> eog;
   if (options.ignore_eos) {
@@ -120,7 +75,9 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
       break;
     }
     r.tokens.push_back(tok);
-    if (filter.push(decoder.push(tok))) {
+    bool stopped = false;
+    emit(filter.push(decoder.push(tok), &stopped));
+    if (stopped) {
       r.reason = StopReason::kStopString;
       break;
     }
@@ -129,13 +86,14 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
       break;
     }
     const int32_t one[1] = {tok};
-    auto next = session.feed(one);
+    auto next = session.feed(one, /*generated=*/true);
     if (!next.ok()) return next.take_error();
     logits = *next;
   }
   if (r.reason != StopReason::kStopString) {
-    filter.push(decoder.finish());
-    filter.flush();
+    bool stopped = false;
+    emit(filter.push(decoder.finish(), &stopped));
+    if (!stopped) emit(filter.flush());
   }
   r.generate_seconds = seconds_since(t1);
   return r;

@@ -48,15 +48,15 @@ namespace snug::engine {
 constexpr int32_t kMaxTopLogprobs = 20;
 
 struct RequestParams {
-  std::vector<int32_t> prompt;     // token ids, 1 <= size < n_ctx
-  int32_t max_tokens = -1;         // generated tokens at most; < 0: until the context is full
-  SamplerParams sampler;           // temperature <= 0: greedy
-  std::vector<std::string> stop;   // the text stops before the first of these
-  bool ignore_eos = false;         // never end on an end-of-generation token
-  int32_t logprobs = -1;           // < 0: none; else each token's logprob and this many
-                                   // most likely alternatives (<= kMaxTopLogprobs)
-  std::string cache_scope;         // prefix-cache salt: a request reuses only blocks
-                                   // cached under the same scope (one per tenant / API key)
+  std::vector<int32_t> prompt;    // token ids, 1 <= size < n_ctx
+  int32_t max_tokens = -1;        // generated tokens at most; < 0: until the context is full
+  SamplerParams sampler;          // temperature <= 0: greedy
+  std::vector<std::string> stop;  // the text stops before the first of these
+  bool ignore_eos = false;        // never end on an end-of-generation token
+  int32_t logprobs = -1;          // < 0: none; else each token's logprob and this many
+                                  // most likely alternatives (<= kMaxTopLogprobs)
+  std::string cache_scope;        // prefix-cache salt: a request reuses only blocks
+                                  // cached under the same scope (one per tenant / API key)
   // The request is cancelled (FinishReason::kTimeout) when this passes.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
@@ -141,9 +141,9 @@ struct Submission {
 };
 
 struct SchedulerOptions {
-  int32_t n_ctx = 0;        // tokens one sequence may hold; 0: the model's trained context
-  int32_t n_parallel = 4;   // the KV pool holds n_parallel * n_ctx tokens (snug plan --parallel)
-  int32_t max_seqs = 0;     // sequences running at once; 0: 4 * n_parallel, capped by batch_tokens
+  int32_t n_ctx = 0;       // tokens one sequence may hold; 0: the model's trained context
+  int32_t n_parallel = 4;  // the KV pool holds n_parallel * n_ctx tokens (snug plan --parallel)
+  int32_t max_seqs = 0;    // sequences running at once; 0: 4 * n_parallel, capped by batch_tokens
   int32_t batch_tokens = 256;  // tokens per forward pass: decodes plus prompt chunks
   int32_t max_queue = 64;      // waiting requests beyond which submit() says kQueueFull
   int32_t n_threads = 0;       // 0: all cores the process may use
@@ -157,7 +157,7 @@ struct SchedulerOptions {
 // observations <= kBounds[i]; counts[kBuckets] the rest.
 struct LatencyHistogram {
   static constexpr int kBuckets = 14;
-  static constexpr double kBounds[kBuckets] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
+  static constexpr double kBounds[kBuckets] = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1,  0.25,
                                                0.5,   0.75, 1.0,   2.5,  5.0,   10.0, 30.0};
   uint64_t counts[kBuckets + 1] = {};
   double sum = 0;
@@ -168,20 +168,20 @@ struct LatencyHistogram {
 // A consistent snapshot for /metrics and tests.
 struct SchedulerMetrics {
   uint64_t requests_submitted = 0;
-  uint64_t requests_rejected = 0;  // by submit(), any reason
-  uint64_t requests_finished[4] = {};  // by FinishReason
-  uint64_t prompt_tokens = 0;          // prompt tokens of admitted requests
-  uint64_t prompt_tokens_cached = 0;   // of those, served from the prefix cache
-  uint64_t prompt_tokens_computed = 0; // prompt (and recomputed) tokens run through the model
+  uint64_t requests_rejected = 0;       // by submit(), any reason
+  uint64_t requests_finished[4] = {};   // by FinishReason
+  uint64_t prompt_tokens = 0;           // prompt tokens of admitted requests
+  uint64_t prompt_tokens_cached = 0;    // of those, served from the prefix cache
+  uint64_t prompt_tokens_computed = 0;  // prompt (and recomputed) tokens run through the model
   uint64_t generated_tokens = 0;
   uint64_t preemptions = 0;
   uint64_t steps = 0;
   int32_t waiting = 0;  // queued, not yet admitted (including preempted ones)
   int32_t running = 0;  // admitted, holding KV blocks
   int32_t kv_blocks_total = 0;
-  int32_t kv_blocks_used = 0;    // held by running sequences
-  int32_t kv_blocks_cached = 0;  // held by no sequence, kept for prefix hits, reusable
-  int32_t kv_blocks_free = 0;    // neither
+  int32_t kv_blocks_used = 0;         // held by running sequences
+  int32_t kv_blocks_cached = 0;       // held by no sequence, kept for prefix hits, reusable
+  int32_t kv_blocks_free = 0;         // neither
   uint64_t prefix_lookup_blocks = 0;  // full prompt blocks looked up in the prefix cache
   uint64_t prefix_hit_blocks = 0;     // of those, found
   LatencyHistogram time_to_first_token;

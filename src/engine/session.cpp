@@ -70,7 +70,7 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model,
   return s;
 }
 
-Result<float*> Session::feed(std::span<const int32_t> tokens) {
+Result<float*> Session::feed(std::span<const int32_t> tokens, bool generated) {
   if (tokens.empty()) return make_error("nothing to feed");
   const auto total = static_cast<int64_t>(history_.size()) + static_cast<int64_t>(tokens.size());
   if (total > options_.n_ctx)
@@ -80,7 +80,8 @@ Result<float*> Session::feed(std::span<const int32_t> tokens) {
   for (size_t off = 0; off < tokens.size(); off += static_cast<size_t>(options_.n_batch)) {
     const size_t n = std::min(tokens.size() - off, static_cast<size_t>(options_.n_batch));
     batch_.clear();
-    for (size_t i = 0; i < n; ++i) batch_.add(tokens[off + i], seq_, off + i + 1 == tokens.size());
+    for (size_t i = 0; i < n; ++i)
+      batch_.add(tokens[off + i], seq_, off + i + 1 == tokens.size(), generated);
     Status st = model_.forward(batch_, cache_, ws_, *pool_);
     if (!st.ok()) {
       truncate(start);

@@ -49,7 +49,8 @@ class Session {
   // logits after the last one (n_vocab floats, owned by the session, valid
   // until the next call; the caller may modify them, e.g. to mask tokens).
   // Fails, leaving the sequence as it was, when the context would overflow.
-  Result<float*> feed(std::span<const int32_t> tokens);
+  // `generated`: the tokens were sampled, not a prompt (model::Batch::decode).
+  Result<float*> feed(std::span<const int32_t> tokens, bool generated = false);
   // Keeps the first n tokens of the history and their cache.
   void truncate(int32_t n);
   // Length of the longest common prefix of the history and `tokens`.

@@ -25,7 +25,8 @@ struct AttentionShape {
   int32_t head_dim_v = 0;
   float scale = 1.f;  // applied to q.k
   // Summation order of the dot products: llama.cpp uses its GEMM kernel when a
-  // forward pass holds two or more tokens and its vector kernel for one.
+  // forward pass holds two or more tokens (a prompt) and its vector kernel for
+  // one (a generated token). The model sets it per token from Batch::decode.
   bool batched = false;
 };
 

@@ -1,6 +1,7 @@
 #include "kv/kv_cache.h"
 
 #include <cstring>
+#include <optional>
 #include <tuple>
 
 #include "base/check.h"
@@ -40,7 +41,12 @@ Result<KvCache> KvCache::create(const KvLayout& layout, int32_t n_blocks, memory
   KvCache c;
   c.layout_ = layout;
   SNUG_ASSIGN_OR_RETURN(c.pool_, memory::BlockPool::create(layout.block_bytes(), n_blocks, ledger));
-  c.refs_.assign(static_cast<size_t>(n_blocks), 0);
+  const auto n = static_cast<size_t>(n_blocks);
+  c.refs_.assign(n, 0);
+  c.hash_.assign(n, BlockHash{});
+  c.published_.assign(n, 0);
+  c.lru_prev_.assign(n, -1);
+  c.lru_next_.assign(n, -1);
   return c;
 }
 
@@ -58,8 +64,110 @@ SeqId KvCache::create_sequence() {
   return id;
 }
 
+void KvCache::lru_push(int32_t b) {
+  const auto i = static_cast<size_t>(b);
+  lru_prev_[i] = lru_tail_;
+  lru_next_[i] = -1;
+  if (lru_tail_ >= 0) {
+    lru_next_[static_cast<size_t>(lru_tail_)] = b;
+  } else {
+    lru_head_ = b;
+  }
+  lru_tail_ = b;
+  ++n_cached_;
+}
+
+void KvCache::lru_remove(int32_t b) {
+  const auto i = static_cast<size_t>(b);
+  const int32_t p = lru_prev_[i], n = lru_next_[i];
+  if (p >= 0) {
+    lru_next_[static_cast<size_t>(p)] = n;
+  } else {
+    lru_head_ = n;
+  }
+  if (n >= 0) {
+    lru_prev_[static_cast<size_t>(n)] = p;
+  } else {
+    lru_tail_ = p;
+  }
+  lru_prev_[i] = lru_next_[i] = -1;
+  --n_cached_;
+}
+
+void KvCache::unpublish(int32_t b) {
+  const auto i = static_cast<size_t>(b);
+  if (!published_[i]) return;
+  by_hash_.erase(hash_[i]);
+  published_[i] = 0;
+}
+
+void KvCache::ref(int32_t block) {
+  // A block with no holder is either free (never referenced again) or cached.
+  if (refs_[static_cast<size_t>(block)]++ == 0) {
+    SNUG_CHECK(published_[static_cast<size_t>(block)]);
+    lru_remove(block);
+  }
+}
+
 void KvCache::unref(int32_t block) {
-  if (--refs_[static_cast<size_t>(block)] == 0) pool_.release(block);
+  if (--refs_[static_cast<size_t>(block)] > 0) return;
+  if (published_[static_cast<size_t>(block)]) {
+    lru_push(block);
+  } else {
+    pool_.release(block);
+  }
+}
+
+int32_t KvCache::allocate_block() {
+  if (std::optional<int32_t> b = pool_.allocate()) return *b;
+  const int32_t b = lru_head_;
+  SNUG_CHECK(b >= 0);
+  lru_remove(b);
+  unpublish(b);
+  return b;
+}
+
+void KvCache::publish_block(SeqId seq, int32_t index, const BlockHash& hash) {
+  const Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.live && index >= 0 && (index + 1) * layout_.block_tokens <= s.length);
+  const int32_t b = s.blocks[static_cast<size_t>(index)];
+  if (published_[static_cast<size_t>(b)] || by_hash_.count(hash)) return;
+  by_hash_.emplace(hash, b);
+  hash_[static_cast<size_t>(b)] = hash;
+  published_[static_cast<size_t>(b)] = 1;
+}
+
+int32_t KvCache::cached_prefix(std::span<const BlockHash> hashes) const {
+  int32_t n = 0;
+  for (const BlockHash& h : hashes) {
+    if (!by_hash_.count(h)) break;
+    ++n;
+  }
+  return n;
+}
+
+int32_t KvCache::attach_cached(SeqId seq, std::span<const BlockHash> hashes) {
+  Sequence& s = seqs_[static_cast<size_t>(seq)];
+  SNUG_CHECK(s.live && s.length == 0 && s.blocks.empty() && s.pending_from < 0);
+  for (const BlockHash& h : hashes) {
+    auto it = by_hash_.find(h);
+    if (it == by_hash_.end()) break;
+    ref(it->second);
+    s.blocks.push_back(it->second);
+  }
+  s.length = static_cast<int32_t>(s.blocks.size()) * layout_.block_tokens;
+  return static_cast<int32_t>(s.blocks.size());
+}
+
+void KvCache::clear_prefix_cache() {
+  while (lru_head_ >= 0) {
+    const int32_t b = lru_head_;
+    lru_remove(b);
+    unpublish(b);
+    pool_.release(b);
+  }
+  for (auto& [hash, b] : by_hash_) published_[static_cast<size_t>(b)] = 0;
+  by_hash_.clear();
 }
 
 void KvCache::free_sequence(SeqId seq) {
@@ -76,7 +184,7 @@ SeqId KvCache::fork(SeqId seq) {
   Sequence& dst = seqs_[static_cast<size_t>(id)];
   dst.blocks = src.blocks;
   dst.length = src.length;
-  for (int32_t b : dst.blocks) ++refs_[static_cast<size_t>(b)];
+  for (int32_t b : dst.blocks) ref(b);
   return id;
 }
 
@@ -95,15 +203,18 @@ Status KvCache::prepare_append(SeqId seq, int32_t n) {
   Sequence& s = seqs_[static_cast<size_t>(seq)];
   SNUG_CHECK(s.live && n >= 0 && s.pending_from < 0);
   int32_t need = blocks_needed(seq, n);
-  if (need > pool_.n_free())
-    return make_error("KV cache is full: ", need, " more blocks needed, ", pool_.n_free(),
+  if (need > free_blocks())
+    return make_error("KV cache is full: ", need, " more blocks needed, ", free_blocks(),
                       " free of ", pool_.n_blocks());
   s.pending_from = static_cast<int32_t>(s.blocks.size());
   const int32_t bt = layout_.block_tokens;
   if (n > 0 && s.length % bt != 0) {
     int32_t& last = s.blocks.back();
+    // This sequence alone holds a published block it is about to change
+    // (after a truncate): the hash no longer names its contents.
+    if (refs_[static_cast<size_t>(last)] == 1) unpublish(last);
     if (refs_[static_cast<size_t>(last)] > 1) {
-      int32_t copy = *pool_.allocate();
+      int32_t copy = allocate_block();
       std::memcpy(pool_.block(copy), pool_.block(last), pool_.block_bytes());
       unref(last);  // another holder keeps it alive: its count was above 1
       s.pending_replaced = last;
@@ -113,7 +224,7 @@ Status KvCache::prepare_append(SeqId seq, int32_t n) {
   }
   int32_t want = (s.length + n + bt - 1) / bt;
   while (static_cast<int32_t>(s.blocks.size()) < want) {
-    int32_t b = *pool_.allocate();
+    int32_t b = allocate_block();
     refs_[static_cast<size_t>(b)] = 1;
     s.blocks.push_back(b);
   }
@@ -140,7 +251,7 @@ void KvCache::cancel_append(SeqId seq) {
     // since prepare (the contract), so it still holds this sequence's rows.
     unref(s.blocks.back());
     s.blocks.back() = s.pending_replaced;
-    ++refs_[static_cast<size_t>(s.pending_replaced)];
+    ref(s.pending_replaced);
   }
   s.pending_from = s.pending_replaced = -1;
 }

@@ -13,12 +13,22 @@
 // Prefix sharing: fork() gives a new sequence the same blocks with their
 // reference counts raised; a write into a block held by several sequences
 // first copies it (copy-on-write).
+//
+// Prefix cache: a full block can be published under a BlockHash (the hash of
+// its whole prefix). A published block whose last holder lets go is not
+// freed but kept, least recently released first, until the pool needs its
+// memory; attach_cached() gives a new sequence the published blocks of a
+// prompt's leading hashes. Cached blocks count as free for admission.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include <span>
+#include <unordered_map>
+
 #include "base/result.h"
+#include "kv/block_hash.h"
 #include "memory/block_pool.h"
 #include "tensor/dtype.h"
 
@@ -91,8 +101,25 @@ class KvCache {
   int32_t length(SeqId seq) const { return seqs_[static_cast<size_t>(seq)].length; }
   // Blocks needed to hold n more tokens of `seq` (for admission decisions).
   int32_t blocks_needed(SeqId seq, int32_t n) const;
-  int32_t free_blocks() const { return pool_.n_free(); }
+  // Blocks an append may take: unused ones plus cached ones no sequence holds.
+  int32_t free_blocks() const { return pool_.n_free() + n_cached_; }
   int32_t total_blocks() const { return pool_.n_blocks(); }
+  // Published blocks no sequence holds, kept for prefix hits (part of free_blocks()).
+  int32_t cached_blocks() const { return n_cached_; }
+
+  // Publishes the sequence's block `index`, which must be full and committed,
+  // under `hash`. No-op when the block already has a hash or another block is
+  // published under this one (the same contents computed twice).
+  void publish_block(SeqId seq, int32_t index, const BlockHash& hash);
+  // Gives the empty sequence `seq` the published blocks of hashes[0], [1], ...
+  // up to the first that is not published; returns how many. The sequence's
+  // length becomes that many full blocks.
+  int32_t attach_cached(SeqId seq, std::span<const BlockHash> hashes);
+  // How many leading hashes are published (what attach_cached would take).
+  int32_t cached_prefix(std::span<const BlockHash> hashes) const;
+  // Drops every published block no sequence holds (they become free) and
+  // forgets all hashes.
+  void clear_prefix_cache();
 
   // Pointers for one head's row at a position (which must be < length, or
   // prepared). Rows of one head inside a block are contiguous.
@@ -121,11 +148,25 @@ class KvCache {
     int32_t pending_from = -1;
     int32_t pending_replaced = -1;
   };
+  void ref(int32_t block);
   void unref(int32_t block);
+  int32_t allocate_block();  // a free block, else the least recently cached one
+  void unpublish(int32_t block);
+  void lru_push(int32_t block);
+  void lru_remove(int32_t block);
 
   KvLayout layout_;
   memory::BlockPool pool_;
   std::vector<int32_t> refs_;  // per block
+  // Prefix cache: hash of each published block, and the published blocks by hash.
+  std::vector<BlockHash> hash_;
+  std::vector<uint8_t> published_;  // per block
+  std::unordered_map<BlockHash, int32_t, BlockHashKey> by_hash_;
+  // Published blocks with no holder, least recently released at the head:
+  // an intrusive list over block ids (-1 ends it).
+  std::vector<int32_t> lru_prev_, lru_next_;
+  int32_t lru_head_ = -1, lru_tail_ = -1;
+  int32_t n_cached_ = 0;
   std::vector<Sequence> seqs_;
   std::vector<SeqId> free_ids_;
 };

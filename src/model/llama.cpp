@@ -82,7 +82,6 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
   shape.head_dim_k = c.head_dim_k;
   shape.head_dim_v = c.head_dim_v;
   shape.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim_k));
-  shape.batched = T >= 2;
 
   // Rotation angles per token, shared by every head and layer.
   for (int32_t t = 0; t < T; ++t) {
@@ -126,7 +125,9 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
       for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
         const auto t = static_cast<int32_t>(T - 1 - it / c.n_kv_heads);
         const auto g = static_cast<int32_t>(it % c.n_kv_heads);
-        kv::attend(cache, batch.seqs[t], l, shape, ws.q + t * QD, ws.pos[t] + 1, g * group,
+        kv::AttentionShape st = shape;
+        st.batched = batch.decode[t] == 0;
+        kv::attend(cache, batch.seqs[t], l, st, ws.q + t * QD, ws.pos[t] + 1, g * group,
                    (g + 1) * group, ws.att + t * AD, scores);
       }
     });

@@ -59,9 +59,11 @@ struct Run {
 // whose tokens are split over several runs.
 Result<std::vector<Run>> batch_runs(const Batch& batch, const kv::KvCache& cache) {
   const int32_t n = batch.size();
-  if (batch.seqs.size() != batch.tokens.size() || batch.want_logits.size() != batch.tokens.size())
-    return make_error("batch has ", n, " tokens, ", batch.seqs.size(), " sequence ids and ",
-                      batch.want_logits.size(), " logit flags");
+  if (batch.seqs.size() != batch.tokens.size() || batch.want_logits.size() != batch.tokens.size() ||
+      batch.decode.size() != batch.tokens.size())
+    return make_error("batch has ", n, " tokens, ", batch.seqs.size(), " sequence ids, ",
+                      batch.want_logits.size(), " logit flags and ", batch.decode.size(),
+                      " decode flags");
   std::vector<Run> runs;
   for (int32_t t = 0; t < n;) {
     const kv::SeqId seq = batch.seqs[t];

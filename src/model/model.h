@@ -25,15 +25,22 @@ struct Batch {
   std::vector<int32_t> tokens;
   std::vector<kv::SeqId> seqs;
   std::vector<uint8_t> want_logits;  // 1: return logits for this token
+  // 1: a generated token, whose attention sums in llama.cpp's single-token
+  // order; 0: a prompt token, in its prompt-processing (GEMM) order. Set by
+  // what the token is, never by what else is in the batch, so a token's
+  // arithmetic does not depend on the batch it runs in (batch invariance).
+  std::vector<uint8_t> decode;
   void clear() {
     tokens.clear();
     seqs.clear();
     want_logits.clear();
+    decode.clear();
   }
-  void add(int32_t token, kv::SeqId seq, bool logits) {
+  void add(int32_t token, kv::SeqId seq, bool logits, bool generated = false) {
     tokens.push_back(token);
     seqs.push_back(seq);
     want_logits.push_back(logits ? 1 : 0);
+    decode.push_back(generated ? 1 : 0);
   }
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
   int32_t n_logits() const;

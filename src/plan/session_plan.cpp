@@ -37,6 +37,7 @@ Result<SessionPlan> plan_session(const model::ModelConfig& c,
   if (shape.n_parallel <= 0)
     return make_error("parallel sequences must be positive, got ", shape.n_parallel);
   if (shape.n_batch <= 0) return make_error("batch size must be positive, got ", shape.n_batch);
+  if (shape.n_seqs < 0) return make_error("sequence count must be >= 0, got ", shape.n_seqs);
   if (shape.n_threads <= 0)
     return make_error("thread count must be positive, got ", shape.n_threads);
   if (shape.kv_block_tokens <= 0)
@@ -68,8 +69,9 @@ Result<SessionPlan> plan_session(const model::ModelConfig& c,
   p.kv_bytes = *bytes;
 
   model::WorkspaceShape ws;
-  ws.max_tokens = std::max(p.shape.n_batch, std::min(shape.n_parallel, shape.n_ctx));
-  ws.max_logits = std::min(shape.n_parallel, ws.max_tokens);
+  const int32_t seqs = shape.n_seqs > 0 ? shape.n_seqs : shape.n_parallel;
+  ws.max_tokens = std::max(p.shape.n_batch, std::min(seqs, shape.n_ctx));
+  ws.max_logits = std::min(seqs, ws.max_tokens);
   ws.max_ctx = shape.n_ctx;
   ws.n_threads = shape.n_threads;
   p.workspace = model::plan_workspace(c, matrix_types, ws);

@@ -29,8 +29,11 @@ std::string kv_type_label(tensor::DType k, tensor::DType v);
 struct SessionShape {
   int32_t n_ctx = 0;       // tokens per sequence
   int32_t n_parallel = 1;  // sequences held at once (the KV pool holds n_parallel * n_ctx)
-  int32_t n_batch = 256;   // prompt tokens per forward call
-  int32_t n_threads = 1;   // worker threads (attention scratch is per thread)
+  // Sequences that may decode in one forward pass (rows of logits it returns):
+  // a server admits more short sequences than n_parallel full ones. 0: n_parallel.
+  int32_t n_seqs = 0;
+  int32_t n_batch = 256;                       // prompt tokens per forward call
+  int32_t n_threads = 1;                       // worker threads (attention scratch is per thread)
   tensor::DType k_type = tensor::DType::kF16;  // one of kKvTypes
   tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <random>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "kv/attention.h"
 #include "kv/kv_cache.h"
@@ -108,6 +111,118 @@ TEST(KvCache, CancelAppendAfterAnotherHolderTookTheBlockOverRestoresBoth) {
   c->cancel_append(b);
   EXPECT_EQ(c->free_blocks(), 6);
   EXPECT_EQ(c->block_table(a), c->block_table(b));
+}
+
+// Block hashes for a prompt of n full blocks of 4 tokens under `scope`.
+std::vector<BlockHash> chain(const std::string& scope, const std::vector<int32_t>& tokens) {
+  std::vector<BlockHash> h;
+  BlockHash parent = root_block_hash(scope);
+  const std::vector<uint8_t> flags(4, 0);
+  for (size_t off = 0; off + 4 <= tokens.size(); off += 4) {
+    parent = next_block_hash(parent, std::span<const int32_t>(tokens).subspan(off, 4), flags);
+    h.push_back(parent);
+  }
+  return h;
+}
+
+SeqId filled(KvCache& c, int32_t n, uint8_t mark) {
+  SeqId s = c.create_sequence();
+  EXPECT_TRUE(c.prepare_append(s, n).ok());
+  for (int p = 0; p < n; ++p) *c.k_row(s, 0, 0, p) = static_cast<uint8_t>(mark + p);
+  c.commit_append(s, n);
+  return s;
+}
+
+TEST(BlockHash, ChainsCoverTheWholePrefixTheScopeAndTheOrder) {
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<int32_t> b = a;
+  b[1] = 9;  // differs in the first block only
+  EXPECT_EQ(chain("t", a), chain("t", a));
+  EXPECT_NE(chain("t", a)[1], chain("t", b)[1]) << "a block's hash must cover its parents";
+  EXPECT_NE(chain("t", a)[0], chain("u", a)[0]) << "scopes must not share blocks";
+  const std::vector<uint8_t> prompt(4, 0), generated = {0, 0, 0, 1};
+  const BlockHash r = root_block_hash("");
+  EXPECT_NE(next_block_hash(r, std::span<const int32_t>(a).first(4), prompt),
+            next_block_hash(r, std::span<const int32_t>(a).first(4), generated));
+}
+
+TEST(PrefixCache, PublishedBlocksOutliveTheirSequenceAndAreFoundAgain) {
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 6, &ledger);
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  const auto h = chain("", toks);  // 2 full blocks
+  SeqId a = filled(*c, 10, 40);
+  c->publish_block(a, 0, h[0]);
+  c->publish_block(a, 1, h[1]);
+  c->free_sequence(a);
+  EXPECT_EQ(c->cached_blocks(), 2);
+  EXPECT_EQ(c->free_blocks(), 6);  // cached blocks are free for admission
+  EXPECT_EQ(c->cached_prefix(h), 2);
+  SeqId b = c->create_sequence();
+  EXPECT_EQ(c->attach_cached(b, h), 2);
+  EXPECT_EQ(c->length(b), 8);
+  EXPECT_EQ(c->cached_blocks(), 0);
+  for (int p = 0; p < 8; ++p) EXPECT_EQ(*c->k_row(b, 0, 0, p), 40 + p);
+  // A second holder shares them; a different scope finds nothing.
+  SeqId d = c->create_sequence();
+  EXPECT_EQ(c->attach_cached(d, h), 2);
+  EXPECT_EQ(c->free_blocks(), 4);
+  EXPECT_EQ(c->cached_prefix(chain("other", toks)), 0);
+  c->free_sequence(b);
+  c->free_sequence(d);
+  EXPECT_EQ(c->cached_blocks(), 2);
+}
+
+TEST(PrefixCache, ThePoolTakesBackTheLeastRecentlyReleasedFirst) {
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 3, &ledger);
+  const auto h1 = chain("", {1, 1, 1, 1}), h2 = chain("", {2, 2, 2, 2});
+  SeqId a = filled(*c, 4, 10);
+  c->publish_block(a, 0, h1[0]);
+  SeqId b = filled(*c, 4, 20);
+  c->publish_block(b, 0, h2[0]);
+  c->free_sequence(a);  // released first: evicted first
+  c->free_sequence(b);
+  SeqId x = filled(*c, 8, 0);  // one free block, then one cached block is taken
+  EXPECT_EQ(c->cached_prefix(h1), 0);
+  EXPECT_EQ(c->cached_prefix(h2), 1);
+  SeqId y = c->create_sequence();
+  ASSERT_EQ(c->attach_cached(y, h2), 1);
+  EXPECT_EQ(*c->k_row(y, 0, 0, 0), 20);
+  EXPECT_EQ(c->free_blocks(), 0);
+  EXPECT_FALSE(c->prepare_append(y, 1).ok());
+  c->free_sequence(x);
+  c->free_sequence(y);
+  c->clear_prefix_cache();
+  EXPECT_EQ(c->cached_blocks(), 0);
+  EXPECT_EQ(c->free_blocks(), 3);
+  EXPECT_EQ(c->cached_prefix(h2), 0);
+}
+
+TEST(PrefixCache, WritingIntoAPublishedBlockNeverChangesWhatOthersFind) {
+  memory::Ledger ledger;
+  auto c = KvCache::create(small_layout(), 6, &ledger);
+  const auto h = chain("", {1, 2, 3, 4});
+  SeqId a = filled(*c, 4, 50);
+  c->publish_block(a, 0, h[0]);
+  SeqId b = c->create_sequence();
+  ASSERT_EQ(c->attach_cached(b, h), 1);
+  // b rewinds into the shared published block and writes: it gets a copy.
+  c->truncate(b, 2);
+  ASSERT_TRUE(c->prepare_append(b, 1).ok());
+  *c->k_row(b, 0, 0, 2) = 99;
+  c->commit_append(b, 1);
+  EXPECT_EQ(*c->k_row(a, 0, 0, 2), 52);
+  // a alone holds it now and rewinds too: the hash no longer names it.
+  c->free_sequence(b);
+  c->truncate(a, 3);
+  ASSERT_TRUE(c->prepare_append(a, 1).ok());
+  *c->k_row(a, 0, 0, 3) = 77;
+  c->commit_append(a, 1);
+  EXPECT_EQ(c->cached_prefix(h), 0);
+  c->free_sequence(a);
+  EXPECT_EQ(c->cached_blocks(), 0);
+  EXPECT_EQ(c->free_blocks(), 6);
 }
 
 TEST(KvCache, LiveTellsSequencesInUseFromFreedOrUnknownIds) {

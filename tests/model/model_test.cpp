@@ -220,9 +220,14 @@ TEST(Model, BatchWithMismatchedFieldsIsAnError) {
   b.want_logits.clear();
   Status st = r.model->forward(b, r.cache, r.ws, r.pool);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.error().message.find("1 tokens, 1 sequence ids and 0 logit flags"),
+  EXPECT_NE(st.error().message.find("1 tokens, 1 sequence ids, 0 logit flags and 1 decode flags"),
             std::string::npos)
       << st.error().message;
+  b.want_logits.push_back(1);
+  b.decode.clear();
+  st = r.model->forward(b, r.cache, r.ws, r.pool);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("0 decode flags"), std::string::npos) << st.error().message;
 }
 
 TEST(Model, TokenOutsideVocabularyIsAnError) {

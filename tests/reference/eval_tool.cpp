@@ -68,7 +68,9 @@ int main(int argc, char** argv) {
   for (int32_t off = 0; off < n; off += shape.max_tokens) {
     batch.clear();
     const int32_t len = std::min(shape.max_tokens, n - off);
-    for (int32_t i = 0; i < len; ++i) batch.add(ids[static_cast<size_t>(off + i)], seq, true);
+    // A one-token chunk takes llama.cpp's single-token order, as llama.cpp's does.
+    for (int32_t i = 0; i < len; ++i)
+      batch.add(ids[static_cast<size_t>(off + i)], seq, true, /*generated=*/len == 1);
     auto st = (*m)->forward(batch, *cache, *ws, pool);
     if (!st.ok()) {
       std::fprintf(stderr, "eval_tool: %s\n", st.error().message.c_str());

@@ -135,6 +135,35 @@ TEST_P(Simd, MatmulRowsMatchesReference) {
 
 // matmul() over a pool gives the same bits as one matmul_rows call: each
 // (row, token) result is computed the same way whatever tile it lands in.
+// Batch invariance (engine/scheduler.h): a token's row of a product is the
+// same bits whether it is computed alone or in any position of a batch of
+// any size, for every format and target.
+TEST_P(Simd, EachTokensRowIsTheSameInAnyBatch) {
+  for (const Case& c : cases()) {
+    const auto wf = random_values(c.rows * c.cols, 33);
+    const size_t rb = *row_bytes(c.type, c.cols);
+    std::vector<uint8_t> wq(rb * c.rows);
+    for (int64_t r = 0; r < c.rows; ++r)
+      quantize_row(c.type, wf.data() + r * c.cols, wq.data() + r * rb, c.cols);
+    const MatView w{c.type, wq.data(), c.rows, c.cols, rb};
+    const int64_t n_tok = 11;
+    const auto x = random_values(c.cols * n_tok, 43);
+    std::vector<uint8_t> qx(matmul_scratch_bytes(c.type, c.cols, n_tok));
+    quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, qx.data());
+    std::vector<float> all(c.rows * n_tok);
+    matmul_rows(w, qx.data(), n_tok, 0, c.rows, all.data(), c.rows);
+    const size_t act = matmul_scratch_bytes(c.type, c.cols, 1);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      std::vector<float> one(c.rows);
+      matmul_rows(w, qx.data() + t * act, 1, 0, c.rows, one.data(), c.rows);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        ASSERT_EQ(one[r], all[t * c.rows + r])
+            << dtype_name(c.type) << " cols " << c.cols << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 TEST_P(Simd, ThreadedMatmulIsDeterministic) {
   ThreadPool pool(3);
   for (const Case& c : cases()) {

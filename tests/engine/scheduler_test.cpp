@@ -1,0 +1,390 @@
+// The continuous-batching scheduler on tiny models: batch invariance (every
+// request's greedy tokens equal the same request run alone through a Session,
+// whatever the concurrency, the chunking, preemptions or prefix-cache hits),
+// admission and preemption under a small KV pool, the prefix cache and its
+// per-scope salt, cancellation, timeouts, the bounded queue and bad requests.
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "engine/generate.h"
+#include "engine/session.h"
+#include "tiny_model.h"
+
+namespace snug::engine {
+namespace {
+
+using namespace std::chrono_literals;
+using tensor::DType;
+
+struct Fixture {
+  memory::Ledger ledger;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<text::Tokenizer> tok;
+};
+
+std::unique_ptr<Fixture> load(DType type, const char* name) {
+  auto f = std::make_unique<Fixture>();
+  testing::TinyModelSpec spec;
+  spec.matrix_type = type;
+  if (tensor::info(type).block_size == 256) spec.n_embd = spec.n_ff = 256;  // K-quant super-blocks
+  spec.qk_scale = 4.f;  // attention that depends on position, so order matters
+  spec.n_ctx = 512;
+  auto m = model::Model::load(testing::write_tiny_model(name, spec), &f->ledger);
+  EXPECT_TRUE(m.ok()) << m.error().message;
+  if (!m.ok()) return nullptr;
+  f->model = std::move(*m);
+  auto t = text::Tokenizer::from_gguf(f->model->file());
+  EXPECT_TRUE(t.ok()) << t.error().message;
+  if (!t.ok()) return nullptr;
+  f->tok = std::make_unique<text::Tokenizer>(std::move(*t));
+  return f;
+}
+
+std::vector<int32_t> make_prompt(int len, int seed) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < len; ++i) p.push_back((i * 37 + seed * 101 + 11) % 256);
+  return p;
+}
+
+RequestParams greedy(std::vector<int32_t> prompt, int n) {
+  RequestParams r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = n;
+  r.sampler.temperature = 0;
+  r.ignore_eos = true;
+  return r;
+}
+
+// The logprob the scheduler reports, computed the same way (log-softmax in double).
+float logprob_of(const float* logits, int32_t n, int32_t id) {
+  float mx = -INFINITY;
+  for (int32_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  return static_cast<float>(static_cast<double>(logits[id]) -
+                            (static_cast<double>(mx) + std::log(sum)));
+}
+
+struct Alone {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // of each greedy token: bit-for-bit evidence of the same arithmetic
+};
+
+// The same request alone, through a Session as `snug run` drives it: the
+// prompt in one call, then each generated token fed as generated.
+Alone alone_with_logprobs(const Fixture& f, const std::vector<int32_t>& prompt, int n) {
+  memory::Ledger ledger;
+  SessionOptions o;
+  o.n_ctx = 256;
+  o.n_threads = 1;
+  auto s = Session::create(*f.model, o, &ledger);
+  EXPECT_TRUE(s.ok()) << s.error().message;
+  Alone a;
+  if (!s.ok()) return a;
+  const int32_t nv = f.model->config().n_vocab;
+  auto logits = (*s)->feed(prompt);
+  for (int i = 0; i < n && logits.ok(); ++i) {
+    const int32_t tok = argmax(*logits, nv);
+    a.tokens.push_back(tok);
+    a.logprobs.push_back(logprob_of(*logits, nv, tok));
+    logits = (*s)->feed(std::span<const int32_t>(&tok, 1), /*generated=*/true);
+  }
+  EXPECT_TRUE(logits.ok());
+  return a;
+}
+
+// Through generate(), the function `snug run` calls.
+std::vector<int32_t> alone(const Fixture& f, const std::vector<int32_t>& prompt, int n) {
+  memory::Ledger ledger;
+  SessionOptions o;
+  o.n_ctx = 256;
+  o.n_threads = 1;
+  auto s = Session::create(*f.model, o, &ledger);
+  EXPECT_TRUE(s.ok()) << s.error().message;
+  GenerateOptions g;
+  g.max_tokens = n;
+  g.sampler.temperature = 0;
+  g.ignore_eos = true;
+  auto r = generate(**s, *f.tok, prompt, g, nullptr);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  return r.ok() ? r->tokens : std::vector<int32_t>{};
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::string text;
+  Finish fin;
+  bool finished = false;
+};
+
+Outcome collect(RequestStream& s, std::chrono::milliseconds limit = 60s) {
+  Outcome o;
+  const auto end = std::chrono::steady_clock::now() + limit;
+  RequestStream::Event e;
+  while (std::chrono::steady_clock::now() < end) {
+    if (!s.next(&e, 100ms)) continue;
+    if (e.token) {
+      o.tokens.push_back(e.token->id);
+      o.logprobs.push_back(e.token->logprob);
+      o.text += e.token->text;
+    } else {
+      o.text += e.finish->text;
+      o.fin = *e.finish;
+      o.finished = true;
+      break;
+    }
+  }
+  return o;
+}
+
+SchedulerOptions small_options() {
+  SchedulerOptions o;
+  o.n_ctx = 256;
+  o.n_parallel = 4;
+  o.n_threads = 2;
+  o.max_queue = 256;
+  return o;
+}
+
+void expect_invariant(DType type, const char* name, SchedulerOptions opt, int n_requests,
+                      uint64_t* preemptions = nullptr) {
+  auto f = load(type, name);
+  ASSERT_TRUE(f);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<Alone> want;
+  const int n_gen = 24;
+  for (int i = 0; i < n_requests; ++i) {
+    prompts.push_back(make_prompt(1 + (i * 29) % 70, i));
+    want.push_back(alone_with_logprobs(*f, prompts.back(), n_gen));
+    if (i == 0) EXPECT_EQ(want.back().tokens, alone(*f, prompts.back(), n_gen));
+  }
+  auto s = Scheduler::create(*f->model, *f->tok, opt, &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) {
+    RequestParams rp = greedy(p, n_gen);
+    rp.logprobs = 0;
+    Submission sub = (*s)->submit(rp);
+    ASSERT_TRUE(sub.stream) << sub.message;
+    streams.push_back(sub.stream);
+  }
+  for (int i = 0; i < n_requests; ++i) {
+    Outcome o = collect(*streams[static_cast<size_t>(i)]);
+    ASSERT_TRUE(o.finished) << "request " << i;
+    EXPECT_EQ(o.fin.reason, FinishReason::kLength);
+    EXPECT_EQ(o.tokens, want[static_cast<size_t>(i)].tokens)
+        << "request " << i << " (prompt of " << prompts[static_cast<size_t>(i)].size()
+        << " tokens) differs from the same request alone";
+    EXPECT_EQ(o.logprobs, want[static_cast<size_t>(i)].logprobs)
+        << "request " << i << ": the same tokens, but not the same arithmetic";
+  }
+  const SchedulerMetrics m = (*s)->metrics();
+  EXPECT_EQ(m.running, 0);
+  EXPECT_EQ(m.kv_blocks_used, 0);
+  if (preemptions) *preemptions = m.preemptions;
+}
+
+TEST(Scheduler, ThirtyTwoConcurrentRequestsEqualEachAlone) {
+  expect_invariant(DType::kQ8_0, "sched_q8.gguf", small_options(), 32);
+}
+
+TEST(Scheduler, InvariantUnderOddChunkingForEveryKernelFamily) {
+  for (DType t : {DType::kF32, DType::kQ4_1, DType::kQ4_K}) {
+    SchedulerOptions o = small_options();
+    o.batch_tokens = 7;  // prompts split into odd chunks, beside decodes
+    o.max_seqs = 5;
+    SCOPED_TRACE(tensor::dtype_name(t));
+    expect_invariant(t, ("sched_chunk_" + std::string(tensor::dtype_name(t)) + ".gguf").c_str(), o,
+                     12);
+  }
+}
+
+TEST(Scheduler, PreemptsInsteadOfFailingAndStaysInvariant) {
+  SchedulerOptions o = small_options();
+  o.n_ctx = 128;
+  o.n_parallel = 1;  // a pool of 8 blocks (128 tokens) for requests of up to 94 tokens
+  o.max_seqs = 6;
+  o.prefix_cache = false;
+  uint64_t preemptions = 0;
+  expect_invariant(DType::kQ8_0, "sched_preempt.gguf", o, 10, &preemptions);
+  EXPECT_GT(preemptions, 0u) << "the pool was large enough to avoid preemption";
+}
+
+TEST(Scheduler, PrefixCacheHitsWithinAScopeOnly) {
+  auto f = load(DType::kQ8_0, "sched_prefix.gguf");
+  ASSERT_TRUE(f);
+  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::vector<int32_t> prompt = make_prompt(70, 3);
+  const std::vector<int32_t> want = alone(*f, prompt, 16);
+  auto run = [&](const std::string& scope) {
+    RequestParams p = greedy(prompt, 16);
+    p.cache_scope = scope;
+    Submission sub = (*s)->submit(p);
+    EXPECT_TRUE(sub.stream) << sub.message;
+    return collect(*sub.stream);
+  };
+  Outcome first = run("tenant-a");
+  Outcome again = run("tenant-a");
+  Outcome other = run("tenant-b");
+  EXPECT_EQ(first.fin.cached_tokens, 0);
+  EXPECT_EQ(again.fin.cached_tokens, 64);  // 4 full blocks of 16; the 70th token is recomputed
+  EXPECT_EQ(other.fin.cached_tokens, 0) << "a request hit another scope's cached blocks";
+  EXPECT_EQ(first.tokens, want);
+  EXPECT_EQ(again.tokens, want);
+  EXPECT_EQ(other.tokens, want);
+  // A longer prompt sharing the first 64 tokens (the next turn of a chat).
+  std::vector<int32_t> longer(prompt.begin(), prompt.begin() + 64);
+  for (int i = 0; i < 30; ++i) longer.push_back((i * 13 + 5) % 256);
+  RequestParams p = greedy(longer, 16);
+  p.cache_scope = "tenant-a";
+  Submission sub = (*s)->submit(p);
+  ASSERT_TRUE(sub.stream);
+  Outcome turn = collect(*sub.stream);
+  EXPECT_EQ(turn.fin.cached_tokens, 64);
+  EXPECT_EQ(turn.tokens, alone(*f, longer, 16));
+  const SchedulerMetrics m = (*s)->metrics();
+  EXPECT_GT(m.prefix_hit_blocks, 0u);
+  EXPECT_GT(m.kv_blocks_cached, 0);
+  EXPECT_EQ(m.kv_blocks_used, 0);
+}
+
+TEST(Scheduler, CancelFreesBlocksWithinAStep) {
+  auto f = load(DType::kQ8_0, "sched_cancel.gguf");
+  ASSERT_TRUE(f);
+  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Submission sub = (*s)->submit(greedy(make_prompt(40, 1), 200));
+  ASSERT_TRUE(sub.stream);
+  RequestStream::Event e;
+  ASSERT_TRUE(sub.stream->next(&e, 30s));
+  ASSERT_TRUE(e.token);
+  EXPECT_GT((*s)->metrics().kv_blocks_used, 0);
+  sub.stream->cancel();
+  Outcome o = collect(*sub.stream);
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.fin.reason, FinishReason::kCancelled);
+  EXPECT_LT(o.fin.completion_tokens, 200);
+  EXPECT_EQ((*s)->metrics().kv_blocks_used, 0);
+}
+
+TEST(Scheduler, DeadlinePassedIsATimeout) {
+  auto f = load(DType::kQ8_0, "sched_timeout.gguf");
+  ASSERT_TRUE(f);
+  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  RequestParams p = greedy(make_prompt(10, 1), 50);
+  p.deadline = std::chrono::steady_clock::now() - 1s;
+  Submission sub = (*s)->submit(p);
+  ASSERT_TRUE(sub.stream);
+  Outcome o = collect(*sub.stream);
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.fin.reason, FinishReason::kTimeout);
+  EXPECT_EQ(o.tokens.size(), 0u);
+}
+
+TEST(Scheduler, RejectsWhatCanNeverRunAndAFullQueue) {
+  auto f = load(DType::kQ8_0, "sched_reject.gguf");
+  ASSERT_TRUE(f);
+  SchedulerOptions o = small_options();
+  o.max_seqs = 1;
+  o.max_queue = 2;
+  auto s = Scheduler::create(*f->model, *f->tok, o, &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  // Bad requests, one class each.
+  EXPECT_EQ((*s)->submit(greedy({}, 4)).rejection, Rejection::kInvalid);          // empty prompt
+  EXPECT_EQ((*s)->submit(greedy({1, 99999}, 4)).rejection, Rejection::kInvalid);  // bad id
+  EXPECT_EQ((*s)->submit(greedy(make_prompt(256, 1), 4)).rejection,
+            Rejection::kNeverFits);  // prompt as long as the context
+  EXPECT_EQ((*s)->submit(greedy(make_prompt(10, 1), 250)).rejection,
+            Rejection::kNeverFits);  // prompt + max_tokens beyond the context
+  RequestParams nan = greedy(make_prompt(10, 1), 4);
+  nan.sampler.temperature = std::nanf("");
+  EXPECT_EQ((*s)->submit(nan).rejection, Rejection::kInvalid);
+  RequestParams many = greedy(make_prompt(10, 1), 4);
+  many.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_EQ((*s)->submit(many).rejection, Rejection::kInvalid);
+  // One runs, two wait, the rest are turned away at once.
+  int full = 0;
+  std::vector<std::shared_ptr<RequestStream>> ok;
+  for (int i = 0; i < 8; ++i) {
+    Submission sub = (*s)->submit(greedy(make_prompt(20, i), 100));
+    if (sub.rejection == Rejection::kQueueFull) {
+      ++full;
+      EXPECT_FALSE(sub.message.empty());
+    } else {
+      ASSERT_TRUE(sub.stream) << sub.message;
+      ok.push_back(sub.stream);
+    }
+  }
+  EXPECT_GE(full, 5);
+  for (auto& st : ok) EXPECT_TRUE(collect(*st).finished);
+  EXPECT_EQ((*s)->metrics().requests_rejected, 6u + static_cast<uint64_t>(full));
+}
+
+TEST(Scheduler, StopStringsAndLogprobs) {
+  auto f = load(DType::kQ8_0, "sched_stop.gguf");
+  ASSERT_TRUE(f);
+  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::vector<int32_t> prompt = make_prompt(12, 7);
+  RequestParams p = greedy(prompt, 40);
+  p.logprobs = 3;
+  Submission sub = (*s)->submit(p);
+  ASSERT_TRUE(sub.stream);
+  Outcome full;
+  RequestStream::Event e;
+  while (sub.stream->next(&e, 30s)) {
+    if (e.finish) {
+      full.text += e.finish->text;
+      break;
+    }
+    full.tokens.push_back(e.token->id);
+    full.text += e.token->text;
+    ASSERT_EQ(e.token->top.size(), 3u);
+    // Greedy: the chosen token is the most likely one, and logprobs are sorted, <= 0.
+    EXPECT_EQ(e.token->top[0].id, e.token->id);
+    EXPECT_FLOAT_EQ(e.token->top[0].logprob, e.token->logprob);
+    EXPECT_LE(e.token->top[0].logprob, 0.f);
+    EXPECT_GE(e.token->top[0].logprob, e.token->top[1].logprob);
+    EXPECT_GE(e.token->top[1].logprob, e.token->top[2].logprob);
+  }
+  ASSERT_GT(full.text.size(), 6u);
+  // Stop at a piece of the text the request produced: the result is the text before it.
+  const std::string stop = full.text.substr(full.text.size() / 2, 3);
+  const size_t cut = full.text.find(stop);
+  RequestParams q = greedy(prompt, 40);
+  q.stop = {stop};
+  Submission sub2 = (*s)->submit(q);
+  ASSERT_TRUE(sub2.stream);
+  Outcome o = collect(*sub2.stream);
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.fin.reason, FinishReason::kStop);
+  EXPECT_EQ(o.fin.detail, StopReason::kStopString);
+  EXPECT_EQ(o.text, full.text.substr(0, cut));
+}
+
+TEST(Scheduler, DrainFinishesRunningRequestsAndRefusesNewOnes) {
+  auto f = load(DType::kQ8_0, "sched_drain.gguf");
+  ASSERT_TRUE(f);
+  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Submission a = (*s)->submit(greedy(make_prompt(20, 1), 30));
+  ASSERT_TRUE(a.stream);
+  std::thread t([&] { (*s)->drain(std::chrono::steady_clock::now() + 60s); });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ((*s)->submit(greedy(make_prompt(20, 2), 4)).rejection, Rejection::kShuttingDown);
+  Outcome o = collect(*a.stream);
+  t.join();
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.fin.reason, FinishReason::kLength);
+  EXPECT_EQ(o.tokens.size(), 30u);
+}
+
+}  // namespace
+}  // namespace snug::engine
