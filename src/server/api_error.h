@@ -29,7 +29,7 @@ ApiError bad_request(std::string message, std::string param = {});
 template <typename T>
 class [[nodiscard]] ApiResult {
  public:
-  ApiResult(T value) : value_(std::move(value)) {}     // NOLINT(google-explicit-constructor)
+  ApiResult(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   ApiResult(ApiError error) : error_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
   bool ok() const { return value_.has_value(); }
   T& value() { return *value_; }

@@ -38,7 +38,8 @@ Result<ApiKeys> ApiKeys::from_text(std::string_view text, const std::string& wha
       if (c < 0x21 || c > 0x7e)
         return make_error(what, " line ", line_no, ": a key may hold printable ASCII only");
     }
-    if (line.size() < 8) return make_error(what, " line ", line_no, ": a key needs 8 bytes or more");
+    if (line.size() < 8)
+      return make_error(what, " line ", line_no, ": a key needs 8 bytes or more");
     k.keys_.emplace_back(line);
   }
   if (k.keys_.empty()) return make_error(what, " holds no key");

@@ -149,7 +149,8 @@ class ConnectionStream : public httplib::Stream {
  private:
   bool can_write(milliseconds timeout) const {
     short rev = 0;
-    const int r = poll_until(fd_, POLLOUT, Clock::now() + timeout, milliseconds(100), give_up_, &rev);
+    const int r =
+        poll_until(fd_, POLLOUT, Clock::now() + timeout, milliseconds(100), give_up_, &rev);
     return r > 0 && (rev & (POLLERR | POLLHUP | POLLNVAL)) == 0;
   }
 
@@ -289,10 +290,12 @@ class LimitedServer::Refuser {
   explicit Refuser(int32_t retry_after) {
     ApiError e{503, "the server is at its connection limit; retry later", {}, "server_busy"};
     const std::string body = error_body(e);
-    response_ = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                "Retry-After: " + std::to_string(retry_after) +
-                "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
-                "\r\n\r\n" + body;
+    response_ =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Retry-After: " +
+        std::to_string(retry_after) +
+        "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+        body;
     thread_ = std::thread([this] { work(); });
   }
   ~Refuser() {
@@ -378,7 +381,8 @@ const char* fault_message(WireFault f) {
 
 LimitedServer::LimitedServer(const ServerLimits& limits, int32_t connections, int32_t pending,
                              HttpCounters* counters)
-    : limits_(limits), counters_(counters),
+    : limits_(limits),
+      counters_(counters),
       refuser_(std::make_unique<Refuser>(limits.retry_after_seconds)) {
   new_task_queue = [connections, pending] { return new BoundedPool(connections, pending); };
   set_payload_max_length(limits.max_body_bytes);
@@ -444,8 +448,7 @@ bool LimitedServer::process_and_close_socket(socket_t sock) {
   char sink[4096];
   size_t drained = 0;
   const auto until = Clock::now() + milliseconds(200);
-  while (drained < (256u << 10) &&
-         poll_until(sock, POLLIN, until, milliseconds(50), give_up) > 0) {
+  while (drained < (256u << 10) && poll_until(sock, POLLIN, until, milliseconds(50), give_up) > 0) {
     const ssize_t n = ::recv(sock, sink, sizeof sink, MSG_DONTWAIT);
     if (n <= 0) break;
     drained += static_cast<size_t>(n);

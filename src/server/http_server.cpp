@@ -106,9 +106,11 @@ struct HttpServer::Routes {
                       const httplib::ContentReader& reader, OpenAIRequest* out) {
     if (!parse_slots.try_acquire_for(limits().parse_slot_wait)) {
       LimitedServer::close_after_response();
-      send_error(res, ApiError{503, "the server is busy reading other requests; retry later", {},
-                               "server_busy"},
-                 limits().retry_after_seconds);
+      send_error(
+          res,
+          ApiError{
+              503, "the server is busy reading other requests; retry later", {}, "server_busy"},
+          limits().retry_after_seconds);
       return false;
     }
     struct Release {
@@ -135,7 +137,8 @@ struct HttpServer::Routes {
         send_error(res, ApiError{413,
                                  "the request body is larger than " +
                                      std::to_string(limits().max_body_bytes) + " bytes",
-                                 {}, "body_too_large"});
+                                 {},
+                                 "body_too_large"});
       } else {
         send_error(res, bad_request("the request body could not be read"));
       }
@@ -188,12 +191,13 @@ struct HttpServer::Routes {
   // Why a request ended without a result, as an error.
   ApiError unfinished(const engine::Finish& f) const {
     if (f.reason == engine::FinishReason::kTimeout)
-      return ApiError{503,
-                      "the request ran longer than " +
-                          std::to_string(limits().request_timeout.count()) + " s",
-                      {}, "timeout"};
-    return ApiError{503, "the request was cancelled: the server is shutting down", {},
-                    "shutting_down"};
+      return ApiError{
+          503,
+          "the request ran longer than " + std::to_string(limits().request_timeout.count()) + " s",
+          {},
+          "timeout"};
+    return ApiError{
+        503, "the request was cancelled: the server is shutting down", {}, "shutting_down"};
   }
 
   void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta) {
@@ -306,42 +310,44 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   // Only /health is public. A refused request's body is left unread, so its
   // connection closes after the answer.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (!keys_.enabled() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    if (!keys_.enabled() || req.path == "/health")
+      return httplib::Server::HandlerResponse::Unhandled;
     if (keys_.match(req.get_header_value("Authorization"))) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     LimitedServer::close_after_response();
-    send_error(res, ApiError{401, "a valid API key is required (Authorization: Bearer KEY)", {},
-                             "invalid_api_key"});
+    send_error(
+        res,
+        ApiError{
+            401, "a valid API key is required (Authorization: Bearer KEY)", {}, "invalid_api_key"});
     return httplib::Server::HandlerResponse::Handled;
   });
   s.Get("/health", [r](const httplib::Request& q, httplib::Response& p) { r->health(q, p); });
   s.Get("/v1/models", [r](const httplib::Request& q, httplib::Response& p) { r->models(q, p); });
   s.Get("/metrics", [r](const httplib::Request& q, httplib::Response& p) { r->metrics(q, p); });
-  s.Post("/v1/completions", [r](const httplib::Request& q, httplib::Response& p,
-                                const httplib::ContentReader& c) {
-    r->completion(Endpoint::kCompletions, q, p, c);
-  });
-  s.Post("/v1/chat/completions", [r](const httplib::Request& q, httplib::Response& p,
-                                     const httplib::ContentReader& c) {
-    r->completion(Endpoint::kChatCompletions, q, p, c);
-  });
+  s.Post("/v1/completions",
+         [r](const httplib::Request& q, httplib::Response& p, const httplib::ContentReader& c) {
+           r->completion(Endpoint::kCompletions, q, p, c);
+         });
+  s.Post("/v1/chat/completions",
+         [r](const httplib::Request& q, httplib::Response& p, const httplib::ContentReader& c) {
+           r->completion(Endpoint::kChatCompletions, q, p, c);
+         });
   // Statuses httplib sets itself (404, a bad request line, a wire fault) get
   // OpenAI's error body too.
-  s.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
-                                                              httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    const WireFault fault = LimitedServer::current_fault();
-    if (fault != WireFault::kNone) res.status = fault_status(fault);
-    std::string message = fault != WireFault::kNone ? fault_message(fault)
-                          : res.status == 404
-                              ? "no route " + printable(req.method, 16) + " " +
-                                    printable(req.path, 128)
-                              : std::string("the request is malformed");
-    res.set_content(error_body(ApiError{res.status, std::move(message), {}, {}}),
-                    "application/json");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  s.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        const WireFault fault = LimitedServer::current_fault();
+        if (fault != WireFault::kNone) res.status = fault_status(fault);
+        std::string message = fault != WireFault::kNone ? fault_message(fault)
+                              : res.status == 404 ? "no route " + printable(req.method, 16) + " " +
+                                                        printable(req.path, 128)
+                                                  : std::string("the request is malformed");
+        res.set_content(error_body(ApiError{res.status, std::move(message), {}, {}}),
+                        "application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
   s.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     counters_.count(route_of(req.path), res.status);
   });

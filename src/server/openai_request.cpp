@@ -175,8 +175,9 @@ ApiResult<std::vector<int32_t>> chat_prompt(const json& body, const ServedModel&
     messages.push_back(std::move(cm));
   }
   auto ids = model.prompts->chat(messages);
-  if (!ids.ok()) return bad_request("the chat template refused the messages: " + ids.error().message,
-                                    "messages");
+  if (!ids.ok())
+    return bad_request("the chat template refused the messages: " + ids.error().message,
+                       "messages");
   return std::move(ids).value();
 }
 
@@ -201,7 +202,8 @@ ApiResult<std::vector<int32_t>> completion_prompt(const json& body, const Served
   const int32_t n_vocab = model.prompts->tokenizer().n_vocab();
   if (p->is_string()) return model.prompts->completion(p->get_ref<const std::string&>());
   if (!p->is_array())
-    return wrong_type("prompt", "a string, an array of token ids, or a one-element array of either");
+    return wrong_type("prompt",
+                      "a string, an array of token ids, or a one-element array of either");
   if (!p->empty() && ((*p)[0].is_string() || (*p)[0].is_array())) {
     if (p->size() != 1)
       return bad_request("several prompts in one request are not supported: send one each",
@@ -291,8 +293,8 @@ std::optional<ApiError> parse_max_tokens(const json& body, Endpoint endpoint,
                            " (prompt and completion together)",
                        endpoint == Endpoint::kChatCompletions ? "messages" : "prompt");
   const int32_t room = model.n_ctx - prompt;
-  const char* name = field(body, "max_completion_tokens") != nullptr ? "max_completion_tokens"
-                                                                      : "max_tokens";
+  const char* name =
+      field(body, "max_completion_tokens") != nullptr ? "max_completion_tokens" : "max_tokens";
   const json* v = field(body, name);
   int64_t n = -1;
   if (v != nullptr) {

@@ -41,8 +41,8 @@ enum class Endpoint : uint8_t { kCompletions, kChatCompletions };
 
 // What parsing needs to know of the model being served.
 struct ServedModel {
-  std::string name;                       // "model" in requests and responses
-  int32_t n_ctx = 0;                      // tokens one sequence may hold
+  std::string name;                        // "model" in requests and responses
+  int32_t n_ctx = 0;                       // tokens one sequence may hold
   const PromptBuilder* prompts = nullptr;  // its tokenizer and chat template
 };
 

@@ -44,7 +44,8 @@ std::string logprobs_json(const ResponseMeta& meta, std::span<const engine::Toke
       const engine::TokenEvent& t = tokens[i];
       json e = chat_token(tok, t.id, t.logprob);
       json top = json::array();
-      for (const engine::TokenLogprob& alt : t.top) top.push_back(chat_token(tok, alt.id, alt.logprob));
+      for (const engine::TokenLogprob& alt : t.top)
+        top.push_back(chat_token(tok, alt.id, alt.logprob));
       e["top_logprobs"] = std::move(top);
       if (i > 0) out += ',';
       out += dump(e);
@@ -61,7 +62,8 @@ std::string logprobs_json(const ResponseMeta& meta, std::span<const engine::Toke
     toks += sep + dump(json(piece));
     lps += sep + dump(json(logprob_value(t.logprob)));
     json alts = json::object();
-    for (const engine::TokenLogprob& alt : t.top) alts[tok.piece(alt.id)] = logprob_value(alt.logprob);
+    for (const engine::TokenLogprob& alt : t.top)
+      alts[tok.piece(alt.id)] = logprob_value(alt.logprob);
     tops += sep + dump(alts);
     offs += sep + std::to_string(*text_offset);
     *text_offset += piece.size();
