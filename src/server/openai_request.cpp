@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "server/json_bounded.h"
@@ -34,13 +35,13 @@ std::optional<ApiError> get_real(const json& body, const char* name, double lo, 
   if (v == nullptr) return std::nullopt;
   if (!v->is_number()) return wrong_type(name, "a number");
   const double d = v->get<double>();
-  // Infinity comes from literals beyond double's range (1e999).
+  // nlohmann refuses literals beyond double's range (1e999) while parsing;
+  // isfinite keeps the check whole anyway.
   const bool in = std::isfinite(d) && (lo_open ? d > lo : d >= lo) && d <= hi;
   if (!in) {
-    return bad_request(std::string("'") + name + "' must be in " + (lo_open ? "(" : "[") +
-                           json(lo).dump() + ", " + json(hi).dump() + "], not " +
-                           (std::isfinite(d) ? json(d).dump() : std::string("a huge number")),
-                       name);
+    return bad_request(
+        fmt::format("'{}' must be in {}{}, {}], not {}", name, lo_open ? "(" : "[", lo, hi, d),
+        name);
   }
   *out = static_cast<float>(d);
   return std::nullopt;
