@@ -65,6 +65,7 @@ Result<plan::SessionShape> session_shape(const PlanFlags& f) {
   }
   s.n_ctx = f.ctx;
   s.n_parallel = f.parallel;
+  s.n_seqs = f.seqs;
   s.n_batch = f.batch;
   s.n_threads = f.threads > 0 ? f.threads : engine::default_thread_count();
   return s;

@@ -34,6 +34,7 @@ struct PlanFlags {
   bool memory_given = false;
   int32_t ctx = 0;  // 0: auto-fit
   int32_t parallel = 1;
+  int32_t seqs = 0;  // sequences decoded per step (plan::SessionShape::n_seqs); 0: parallel
   int32_t batch = 256;
   int32_t threads = 0;          // 0: all cores the process may use
   std::string kv_type = "f16";  // --kv-type: K and V

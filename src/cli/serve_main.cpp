@@ -1,0 +1,37 @@
+// snug-serve: the program `snug serve` runs (see cli/serve_flags.h for why
+// it is a program of its own). Takes the same arguments: `snug-serve serve ...`.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+
+#include "cli/serve_flags.h"
+#include "tensor/kernels.h"
+
+int main(int argc, char** argv) {
+  try {
+    if (const char* target = std::getenv("SNUG_SIMD_TARGET"); target != nullptr && *target != 0) {
+      snug::Status st = snug::tensor::limit_simd_target(target);
+      if (!st.ok()) {
+        std::fprintf(stderr, "snug: error: SNUG_SIMD_TARGET: %s\n", st.error().message.c_str());
+        return snug::cli::kExitUsage;
+      }
+    }
+    CLI::App app{"snug-serve: the OpenAI-compatible server of `snug serve`"};
+    app.require_subcommand(1);
+    snug::cli::ServeFlags flags;
+    snug::cli::add_serve_flags(app, &flags);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      std::fprintf(stderr, "snug: error: %s (see 'snug serve --help')\n", e.what());
+      return snug::cli::kExitUsage;
+    }
+    return snug::cli::serve_main(flags);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "snug: error: %s\n", e.what());
+    return snug::cli::kExitFailure;
+  }
+}

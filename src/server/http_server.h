@@ -1,0 +1,69 @@
+// The HTTP routes of `snug serve`, OpenAI-compatible, on cpp-httplib:
+//   POST /v1/completions, POST /v1/chat/completions   JSON, or SSE with "stream"
+//   GET  /v1/models                                    the one served model
+//   GET  /health    200 {"status":"ok"}; 503 while the model loads or the server stops
+//   GET  /metrics   Prometheus text (metrics.h)
+// With API keys every route but /health needs `Authorization: Bearer KEY`.
+//
+// Lifecycle: bind() and start() serve at once (/health answers "loading"),
+// attach() hands over the loaded model's scheduler, shutdown() stops
+// accepting, drains the scheduler until a deadline and joins every thread.
+// The server only parses, checks and streams: scheduling is engine/'s.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "base/result.h"
+#include "engine/scheduler.h"
+#include "memory/ledger.h"
+#include "server/auth.h"
+#include "server/http_connection.h"
+#include "server/limits.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+
+namespace snug::server {
+
+class HttpServer {
+ public:
+  // `ledger` (for /metrics) must outlive the server.
+  HttpServer(const ServerLimits& limits, ApiKeys keys, const memory::Ledger* ledger);
+  ~HttpServer();  // shuts down with an immediate deadline if still running
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds host:port (port 0: any free one) with `connections` handler threads
+  // and as many waiting connections; returns the port bound.
+  Result<int> bind(const std::string& host, int port, int32_t connections);
+  // Serves on a thread of its own until shutdown().
+  void start();
+  // The model is loaded: completions go to `scheduler` from now on. The
+  // scheduler and the model's tokenizer must outlive the server's shutdown().
+  // predicted_peak_bytes: shown in /metrics beside the measured peak.
+  void attach(engine::Scheduler* scheduler, ServedModel model, uint64_t predicted_peak_bytes);
+
+  // Stops accepting, lets running requests finish until `deadline` (then the
+  // scheduler cancels them), closes the connections and joins. Idempotent.
+  void shutdown(std::chrono::steady_clock::time_point deadline);
+
+  const HttpCounters& counters() const { return counters_; }
+
+ private:
+  struct Routes;
+  const ServerLimits limits_;
+  const ApiKeys keys_;
+  const memory::Ledger* ledger_;
+  HttpCounters counters_;
+  std::unique_ptr<LimitedServer> http_;
+  std::unique_ptr<Routes> routes_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  bool shut_down_ = false;
+};
+
+}  // namespace snug::server
