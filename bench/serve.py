@@ -168,7 +168,7 @@ class Server:
     def __init__(self, args, parallel, ctx, max_seqs):
         self.cmd = [str(args.snug), "serve", str(args.model), "--host", "127.0.0.1", "--port", "0",
                     "--ctx", str(ctx), "--parallel", str(parallel), "--batch-tokens", str(args.batch_tokens),
-                    "--max-seqs", str(max_seqs), "--threads", str(args.threads)]
+                    "--max-seqs", str(max_seqs), "--queue", str(max(256, max_seqs)), "--threads", str(args.threads)]
         if args.memory:
             self.cmd += ["--memory", args.memory]
         self.log = []
@@ -186,6 +186,9 @@ class Server:
                 self.stop()
                 raise RuntimeError("snug serve never became healthy:\n" + "".join(self.log[-20:]))
             time.sleep(0.05)
+        status, body = http_get("127.0.0.1", self.port, "/v1/models")
+        models = json.loads(body).get("data", []) if status == 200 else []
+        self.model_id = models[0]["id"] if models else None
 
     def _read_log(self):
         for line in self.proc.stderr:
@@ -358,7 +361,7 @@ async def iterate_with_timeout(gen, timeout):
             return
 
 
-async def run_clients(port, prompts, concurrency, args):
+async def run_clients(server, prompts, concurrency, args):
     """`concurrency` clients, each on its own keep-alive connection (opened
     before the clock starts), sending `prompts` in order, each taking the next
     one when its stream ends. Returns per-request records and the wall time
@@ -366,13 +369,13 @@ async def run_clients(port, prompts, concurrency, args):
     queue = list(enumerate(prompts))
     queue.reverse()
     results = [None] * len(prompts)
-    conns = [Connection(port) for _ in range(concurrency)]
+    conns = [Connection(server.port) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
 
     async def client(conn):
         while queue:
             i, p = queue.pop()
-            body = {"model": "snug", "prompt": p["text"], "max_tokens": args.max_tokens,
+            body = {"model": server.model_id, "prompt": p["text"], "max_tokens": args.max_tokens,
                     "temperature": 0, "stream": True, "ignore_eos": True,
                     "stream_options": {"include_usage": True}}
             t = time.perf_counter()
@@ -396,7 +399,7 @@ async def run_clients(port, prompts, concurrency, args):
 def snug_concurrency(server, prompts, c, args):
     before = server.metrics()
     load = os.getloadavg()
-    results, wall = asyncio.run(run_clients(server.port, prompts, c, args))
+    results, wall = asyncio.run(run_clients(server, prompts, c, args))
     after = server.metrics()
     ttft, gaps, per_request_itl, tokens, chunks = [], [], [], 0, 0
     for r in results:
@@ -449,7 +452,7 @@ def measure_admission(args, prompts):
         poller = threading.Thread(target=poll, daemon=True)
         before = server.metrics()
         poller.start()
-        results, wall = asyncio.run(run_clients(server.port, prompts, len(prompts), args))
+        results, wall = asyncio.run(run_clients(server, prompts, len(prompts), args))
         stop.set()
         poller.join()
         after = server.metrics()
@@ -781,7 +784,7 @@ def main():
             if logged:
                 report["snug_plan"]["logged_peak_rss_bytes"] = logged
             report["snug_startup_log"] = server.log[:60]
-            asyncio.run(run_clients(server.port, [warmup], 1, args))
+            asyncio.run(run_clients(server, [warmup], 1, args))
         k = report["machine"].get("snug_kernels", {})
         report["machine"]["snug_simd"] = f"{k.get('simd_target')}: " + ", ".join(
             f"{a} {b}" for a, b in (k.get("matmul_kernels") or {}).items()) if k.get("simd_target") else "-"
@@ -797,7 +800,7 @@ def main():
                 report["machine"]["llama_system_info"] = row["llama"]["system_info"]
             if row.get("snug") and row.get("llama"):
                 row["ratio"] = row["snug"]["tokens_per_second"] / row["llama"]["tokens_per_second"]
-                row["same_text"] = same_text(args.model, row["snug"].pop("texts"), row["llama"]["token_ids"])
+                row["same_text"] = same_text(args.model, row["snug"]["texts"], row["llama"]["token_ids"])
             report["results"].append(row)
             print(f"C={c}: " + ", ".join(f"{side} {row[side]['tokens_per_second']:.1f} tok/s"
                                           for side in ("snug", "llama") if side in row), file=sys.stderr)

@@ -1,0 +1,69 @@
+"""bench/serve --quick runs end to end and writes the figures the docs quote.
+
+Checks the benchmark, not the server's speed: both sides generated every
+token they were asked for (ignore_eos), latencies and RSS were measured, the
+server's peak RSS stayed within its plan, and the admission table holds the
+paged pool's advantage that follows from the request mix.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(os.environ.get("SNUG_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
+SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+pytest.importorskip("llama_cpp")
+if not SMOLLM2.exists():
+    pytest.skip("SmolLM2 not fetched (scripts/fetch-models)", allow_module_level=True)
+
+sys.path.insert(0, str(ROOT / "bench"))
+import serve  # noqa: E402
+
+
+def test_admission_table():
+    rows = serve.admission_table([100, 500, 20], [1000, 1600])
+    # llama.cpp: slots of the longest request (500); snug: blocks of 16, in
+    # order 112, 512, 32, 112, 512, 32, 112 (1424 tokens), and the next 512 is over.
+    assert rows[0]["llama_sequences"] == 2 and rows[0]["snug_sequences"] == 4
+    assert rows[1]["llama_sequences"] == 3 and rows[1]["snug_sequences"] == 7
+
+
+def test_percentile():
+    assert serve.percentile([3, 1, 2], 50) == 2
+    assert serve.percentile([0, 10], 99) == pytest.approx(9.9)
+    assert serve.percentile([], 50) is None
+
+
+def test_quick_run(tmp_path):
+    out = tmp_path / "serve.json"
+    r = subprocess.run([str(ROOT / "bench" / "serve"), "--quick", "--snug", SNUG, "--model", str(SMOLLM2),
+                        "--json", str(out)], capture_output=True, text=True, timeout=540)
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    j = json.loads(out.read_text())
+    p = j["params"]
+    assert [row["concurrency"] for row in j["results"]] == [1, 4]
+    for row in j["results"]:
+        for side in ("snug", "llama"):
+            s = row[side]
+            assert s["generated_tokens"] == row["requests"] * p["max_tokens"], side
+            assert s["tokens_per_second"] > 0 and s["peak_rss_bytes"] > 0
+            assert s["ttft"]["n"] == row["requests"] and s["ttft"]["p50"] > 0
+            assert s["itl"]["p50"] > 0
+        s = row["snug"]
+        assert s["finish_reasons"] == ["length"]
+        assert s["preemptions"] is not None
+        assert s["peak_rss_bytes"] <= s["predicted_peak_rss_bytes"] * 1.05, "server RSS over its plan"
+        assert row["ratio"] > 0 and row["same_text"] is not None
+    assert j["machine"]["snug_kernels"].get("simd_target")
+    assert "AVX" in j["machine"]["llama_system_info"] or "NEON" in j["machine"]["llama_system_info"]
+    computed = j["admission"]["computed"]
+    assert all(a["snug_sequences"] > a["llama_sequences"] for a in computed)
+    meas = j["admission"]["measured"]
+    assert meas["all_completed"]
+    assert meas["peak_running"] > meas["pool_tokens"] // max(j["admission"]["lengths"])
