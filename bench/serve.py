@@ -54,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 KV_BLOCK_TOKENS = 16
+LLAMA_CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of this
 
 # Prompt lengths in tokens (before a short unique header): mostly short with a
 # few long ones, as chat and completion traffic is. Mean ~130, max 420.
@@ -202,6 +203,11 @@ class Server:
     def metrics(self):
         status, body = http_get("127.0.0.1", self.port, "/metrics")
         return parse_prometheus(body) if status == 200 else {}
+
+    def check_alive(self, when):
+        """Raises with the log's tail when the server has exited."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"snug serve exited ({self.proc.returncode}) {when}:\n" + "".join(self.log[-30:]))
 
     def peak_rss(self):
         return vm_hwm(self.proc.pid)
@@ -400,6 +406,7 @@ def snug_concurrency(server, prompts, c, args):
     before = server.metrics()
     load = os.getloadavg()
     results, wall = asyncio.run(run_clients(server, prompts, c, args))
+    server.check_alive(f"after the requests at concurrency {c}")
     after = server.metrics()
     ttft, gaps, per_request_itl, tokens, chunks = [], [], [], 0, 0
     for r in results:
@@ -435,33 +442,59 @@ def snug_concurrency(server, prompts, c, args):
 
 
 def measure_admission(args, prompts):
-    """A second server whose pool holds --admission-ctx tokens (--parallel 1,
-    --ctx that), --max-seqs the number of prompts; all prompts at once; peak of
-    the running-sequences gauge while they run."""
-    server = Server(args, parallel=1, ctx=args.admission_ctx, max_seqs=len(prompts))
-    try:
-        peak_running, stop = [0], threading.Event()
+    """The same burst of requests, all at once, against the same KV memory of
+    --admission-ctx tokens on both sides. snug: a second server with
+    --parallel 1 --ctx M (one pool of M tokens, paged) and --max-seqs the
+    burst; the running-sequences gauge and used KV blocks are sampled from
+    /metrics every 20 ms. llama.cpp: n_ctx M split into M // max L fixed slots
+    (each must hold the longest request), the burst decoded in waves of that
+    many sequences."""
+    m = args.admission_ctx
+    longest = max(len(p["ids"]) + args.max_tokens for p in prompts)
+    out = {"pool_tokens": m, "requests": len(prompts), "longest_request_tokens": longest}
+    if not args.no_snug:
+        server = Server(args, parallel=1, ctx=m, max_seqs=len(prompts))
+        try:
+            samples, stop = [], threading.Event()
 
-        def poll():
-            while not stop.is_set():
-                running = metric(server.metrics(), "snug_sequences", 'state="running"')
-                if running is not None:
-                    peak_running[0] = max(peak_running[0], int(running))
-                time.sleep(0.02)
+            def poll():
+                while not stop.is_set():
+                    now = server.metrics()
+                    running = metric(now, "snug_sequences", 'state="running"')
+                    used = metric(now, "snug_kv_blocks", 'state="used"')
+                    if running is not None:
+                        samples.append((running, used or 0))
+                    time.sleep(0.02)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        before = server.metrics()
-        poller.start()
-        results, wall = asyncio.run(run_clients(server, prompts, len(prompts), args))
-        stop.set()
-        poller.join()
-        after = server.metrics()
-        pre = [metric(m, "snug_preemptions_total") for m in (before, after)]
-        return {"pool_tokens": args.admission_ctx, "requests": len(prompts), "peak_running": peak_running[0],
+            poller = threading.Thread(target=poll, daemon=True)
+            before = server.metrics()
+            poller.start()
+            results, wall = asyncio.run(run_clients(server, prompts, len(prompts), args))
+            stop.set()
+            poller.join()
+            server.check_alive("after the admission burst")
+            after = server.metrics()
+            pre = [metric(x, "snug_preemptions_total") for x in (before, after)]
+            busy = [x for x in samples if x[0] > 0]
+            tokens = sum((r["usage"] or {}).get("completion_tokens", len(r["arrivals"])) for r in results)
+            out["snug"] = {
+                "peak_running": int(max((x[0] for x in samples), default=0)),
+                "mean_running": statistics.fmean(x[0] for x in busy) if busy else None,
+                "mean_kv_used_fraction": statistics.fmean(x[1] * KV_BLOCK_TOKENS / m for x in busy)
+                if busy else None,
                 "all_completed": all(r is not None and r["arrivals"] for r in results),
-                "preemptions": None if None in pre else pre[1] - pre[0], "wall_seconds": wall}
-    finally:
-        server.stop()
+                "preemptions": None if None in pre else pre[1] - pre[0],
+                "wall_seconds": wall, "generated_tokens": tokens, "tokens_per_second": tokens / wall}
+        finally:
+            server.stop()
+    slots = m // llama_slot_tokens(longest)
+    out["llama_slots"] = slots
+    if not args.no_llama and slots > 0:
+        j = llama_concurrency(args, prompts, slots, m)
+        out["llama"] = {"slots": slots, "slot_tokens": j["n_ctx_seq"], "wall_seconds": j["wall_seconds"],
+                        "generated_tokens": j["generated_tokens"], "tokens_per_second": j["tokens_per_second"],
+                        "peak_rss_bytes": j["peak_rss_bytes"]}
+    return out
 
 
 def snug_plan(args, parallel, ctx, max_seqs):
@@ -642,12 +675,19 @@ def same_text(model, snug_texts, llama_ids):
 # Admission at equal memory
 
 
+def llama_slot_tokens(longest):
+    """A llama.cpp slot that holds `longest` tokens: n_ctx / n_seq_max, which
+    llama.cpp rounds up to a multiple of 256."""
+    return math.ceil(longest / LLAMA_CTX_PAD) * LLAMA_CTX_PAD
+
+
 def admission_table(lengths, memories, block=KV_BLOCK_TOKENS):
     """For each memory M (tokens of KV): how many of the requests (total lengths
-    `lengths`, taken in order, cycling) run at once. llama.cpp: slots of
-    M / n_parallel tokens that must each hold the longest request; snug: paged
-    blocks, admitted first come first served while their blocks fit."""
-    longest = max(lengths)
+    `lengths`, taken in order, cycling) run at once. llama.cpp: n_parallel
+    slots of n_ctx / n_parallel tokens (a multiple of 256) that must each hold
+    the longest request; snug: paged blocks, admitted first come first served
+    while their blocks fit."""
+    longest = llama_slot_tokens(max(lengths))
     rows = []
     for m in memories:
         used, admitted = 0, 0
@@ -657,7 +697,8 @@ def admission_table(lengths, memories, block=KV_BLOCK_TOKENS):
                 break
             used += need
             admitted += 1
-        rows.append({"memory_tokens": m, "llama_slot_tokens": longest, "llama_sequences": m // longest,
+        rows.append({"memory_tokens": m, "longest_request_tokens": max(lengths), "llama_slot_tokens": longest,
+                     "llama_sequences": m // longest,
                      "snug_sequences": admitted, "snug_tokens_used": used})
     return rows
 
@@ -703,19 +744,28 @@ def print_report(report):
     for name, key in [("snug", "snug_speedup_16_over_1"), ("llama.cpp", "llama_speedup_16_over_1")]:
         if report.get(key):
             print(f"{name} 16 / {name} 1: {report[key]:.2f}x aggregate tok/s")
-    print("\nadmission at equal KV memory (requests of prompt + max_tokens tokens, the mix above, in order):")
-    print(f"{'KV tokens':>9} {'KV MiB':>7} | {'llama.cpp slots (of max L)':>27} | {'snug paged (16-token blocks)':>28}")
+    lengths = report["admission"]["lengths"]
+    print(f"\nadmission at equal KV memory: requests of prompt + max_tokens tokens ({min(lengths)}..{max(lengths)}, "
+          f"mean {statistics.fmean(lengths):.0f}), in order; llama.cpp's slots must hold the longest, "
+          f"rounded up to {LLAMA_CTX_PAD}")
+    print(f"{'KV tokens':>9} {'KV MiB':>7} | {'llama.cpp slots':>22} | {'snug paged (16-token blocks)':>28}")
     bpt = report.get("snug_plan", {}).get("kv_bytes_per_token")
     for r in report["admission"]["computed"]:
         mib = f"{r['memory_tokens'] * bpt / 2**20:.0f}" if bpt else "-"
-        print(f"{r['memory_tokens']:>9} {mib:>7} | {r['llama_sequences']:>18} of {r['llama_slot_tokens']:>4}  | "
+        print(f"{r['memory_tokens']:>9} {mib:>7} | {r['llama_sequences']:>13} of {r['llama_slot_tokens']:>4}  | "
               f"{r['snug_sequences']:>28}")
     meas = report["admission"].get("measured")
     if meas:
-        print(f"measured: snug with a pool of {meas['pool_tokens']} KV tokens ran {meas['peak_running']} sequences at "
-              f"once (peak of snug_sequences{{state=\"running\"}}) for {meas['requests']} simultaneous requests "
-              f"(llama.cpp's slots at that memory: {meas['pool_tokens'] // max(report['admission']['lengths'])}); "
-              f"preemptions {meas['preemptions']:.0f}; all completed: {meas['all_completed']}")
+        print(f"measured, {meas['requests']} requests at once into {meas['pool_tokens']} KV tokens "
+              f"(longest request {meas['longest_request_tokens']} tokens):")
+        s, l = meas.get("snug"), meas.get("llama")
+        if s:
+            print(f"  snug paged:      {s['mean_running']:.1f} sequences running on average (peak {s['peak_running']}), "
+                  f"{100 * s['mean_kv_used_fraction']:.0f}% of the pool in use, {s['preemptions']:.0f} preemptions, "
+                  f"{s['tokens_per_second']:.1f} tok/s, {s['wall_seconds']:.1f} s, all completed: {s['all_completed']}")
+        if l:
+            print(f"  llama.cpp slots: {l['slots']} slots of {l['slot_tokens']} tokens, "
+                  f"{l['tokens_per_second']:.1f} tok/s, {l['wall_seconds']:.1f} s")
 
 
 # ---------------------------------------------------------------------------
@@ -760,7 +810,7 @@ def main():
         ap.error(f"--ctx {args.ctx} cannot hold the longest prompt ({max(PROMPT_LENGTHS)}) plus --max-tokens")
 
     counts = [requests_for(c, args) for c in conc]
-    n_admission = 0 if (args.no_snug or not args.admission_ctx) else (16 if args.quick else 64)
+    n_admission = 0 if not args.admission_ctx else (8 if args.quick else 64)
     prompts = make_prompts(args.model, 1 + sum(counts) + n_admission)
     warmup, prompts = prompts[0], prompts[1:]
     lengths = [len(p["ids"]) + args.max_tokens for p in prompts]
@@ -797,6 +847,8 @@ def main():
                 row["snug"] = snug_concurrency(server, batch, c, args)
             if not args.no_llama:
                 row["llama"] = llama_concurrency(args, batch, c, pool_tokens)
+                if server:
+                    server.check_alive(f"while llama.cpp ran at concurrency {c}")
                 report["machine"]["llama_system_info"] = row["llama"]["system_info"]
             if row.get("snug") and row.get("llama"):
                 row["ratio"] = row["snug"]["tokens_per_second"] / row["llama"]["tokens_per_second"]

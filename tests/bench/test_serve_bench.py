@@ -27,9 +27,10 @@ import serve  # noqa: E402
 
 def test_admission_table():
     rows = serve.admission_table([100, 500, 20], [1000, 1600])
-    # llama.cpp: slots of the longest request (500); snug: blocks of 16, in
-    # order 112, 512, 32, 112, 512, 32, 112 (1424 tokens), and the next 512 is over.
-    assert rows[0]["llama_sequences"] == 2 and rows[0]["snug_sequences"] == 4
+    # llama.cpp: slots of the longest request (500) rounded up to 512; snug:
+    # blocks of 16, in order 112, 512, 32, 112, 512, 32, 112 (1424 tokens),
+    # and the next 512 is over.
+    assert rows[0]["llama_sequences"] == 1 and rows[0]["snug_sequences"] == 4
     assert rows[1]["llama_sequences"] == 3 and rows[1]["snug_sequences"] == 7
 
 
@@ -65,5 +66,6 @@ def test_quick_run(tmp_path):
     computed = j["admission"]["computed"]
     assert all(a["snug_sequences"] > a["llama_sequences"] for a in computed)
     meas = j["admission"]["measured"]
-    assert meas["all_completed"]
-    assert meas["peak_running"] > meas["pool_tokens"] // max(j["admission"]["lengths"])
+    assert meas["snug"]["all_completed"]
+    assert meas["snug"]["generated_tokens"] == meas["llama"]["generated_tokens"] == meas["requests"] * p["max_tokens"]
+    assert meas["snug"]["peak_running"] > meas["llama"]["slots"]
