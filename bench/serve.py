@@ -34,6 +34,10 @@ admits sequences while sum(ceil(L_i / 16) * 16) <= M. Computed for several M
 and measured on a second snug server whose pool is --admission-ctx tokens
 (peak of the running-sequences gauge in /metrics under a burst of requests).
 
+Each phase also records how much CPU other processes took while it ran (the
+machine's busy time less the benchmark's own); on a shared machine a phase
+above a few percent is not a quiet figure, and the report says so.
+
 The JSON (--json) holds the parameters, machine (CPU, SIMD targets, load
 average), per-concurrency results of both sides with raw latencies, and the
 admission table.
@@ -146,6 +150,52 @@ def vm_hwm(pid):
     except OSError:
         pass
     return 0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds():
+    """CPU seconds all processes on the machine have used since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLOCK_TICKS  # user nice system irq softirq steal
+
+
+def process_cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime stime
+    except OSError:
+        return 0.0
+
+
+def own_cpu_seconds(server_pid=None):
+    """CPU seconds of this process, its reaped children and the server."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + \
+        (process_cpu_seconds(server_pid) if server_pid else 0.0)
+
+
+class Interference:
+    """How much CPU other processes took while a phase ran: the machine's busy
+    time minus this benchmark's own (client, server, llama.cpp child), as a
+    fraction of all cores over the phase's wall time. The figures of a phase
+    with more than a few percent are not the quiet machine's."""
+
+    def __init__(self, server_pid=None):
+        self.server_pid = server_pid
+        self.t0 = time.monotonic()
+        self.busy0 = busy_cpu_seconds()
+        self.own0 = own_cpu_seconds(server_pid)
+        self.load = os.getloadavg()
+
+    def result(self):
+        wall = time.monotonic() - self.t0
+        others = (busy_cpu_seconds() - self.busy0) - (own_cpu_seconds(self.server_pid) - self.own0)
+        return {"others_cpu_fraction": max(0.0, others) / (wall * (os.cpu_count() or 1)),
+                "load_average_before": self.load}
 
 
 def cpu_name():
@@ -404,8 +454,9 @@ async def run_clients(server, prompts, concurrency, args):
 
 def snug_concurrency(server, prompts, c, args):
     before = server.metrics()
-    load = os.getloadavg()
+    watch = Interference(server.proc.pid)
     results, wall = asyncio.run(run_clients(server, prompts, c, args))
+    interference = watch.result()
     server.check_alive(f"after the requests at concurrency {c}")
     after = server.metrics()
     ttft, gaps, per_request_itl, tokens, chunks = [], [], [], 0, 0
@@ -429,13 +480,14 @@ def snug_concurrency(server, prompts, c, args):
         "tokens_per_second": tokens / wall,
         "ttft": latency_summary(ttft), "itl": latency_summary(gaps),
         "itl_per_request_mean": latency_summary(per_request_itl),
+        "decode_rate": c / percentile(gaps, 50) if gaps else None,
         "finish_reasons": sorted({r["finish_reason"] for r in results if r["finish_reason"]}),
         "peak_rss_bytes": server.peak_rss(),
         "preemptions": delta("snug_preemptions_total"),
         "prefix_cache_hit_blocks": delta("snug_prefix_cache_hit_blocks_total"),
         "scheduler_steps": delta("snug_scheduler_steps_total"),
         "predicted_peak_rss_bytes": metric(after, "snug_predicted_peak_resident_bytes"),
-        "load_average_before": load,
+        **interference,
         "ttft_samples": ttft,
         "texts": [r["text"] for r in results],
     }
@@ -644,9 +696,10 @@ def llama_concurrency(args, prompts, c, n_ctx):
     spec_file = ROOT / "build" / f"bench_serve_llama_{c}.json"
     spec_file.parent.mkdir(exist_ok=True)
     spec_file.write_text(json.dumps(spec))
-    load = os.getloadavg()
+    watch = Interference()
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--llama-child", str(spec_file)],
                        capture_output=True, text=True)
+    interference = watch.result()
     spec_file.unlink()
     if r.returncode != 0:
         raise RuntimeError(f"llama.cpp child failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -657,7 +710,8 @@ def llama_concurrency(args, prompts, c, n_ctx):
         if j["decode_seconds"] > 0 else None
     j["ttft"] = latency_summary(j["ttft_samples"])
     j["itl"] = latency_summary(j["step_samples"])
-    j["load_average_before"] = load
+    j["decode_rate"] = c / j["itl"]["p50"] if j["itl"]["p50"] else None
+    j.update(interference)
     return j
 
 
@@ -719,31 +773,45 @@ def print_report(report):
     print(f"model {Path(p['model']).name}; {p['max_tokens']} tokens per request, greedy, ignore_eos; threads "
           f"{p['threads']}; snug --ctx {p['ctx']} --parallel {p['parallel']} --batch-tokens {p['batch_tokens']}; "
           f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}\n")
+    rows = report["results"]
+    side = lambda row, name: row.get(name) or {}
+    num = lambda x, w, f=".1f": f"{x:>{w}{f}}" if x is not None else f"{'-':>{w}}"
+    pct = lambda x: f"{100 * x:.0f}%" if x is not None else "-"
+    print("throughput: generated tokens over the wall time, prefill included; decode = C / p50 inter-token "
+          "latency (a step of C decoding sequences without a prompt chunk); others = CPU that other processes "
+          "took, of all cores")
     hdr = (f"{'C':>3} {'reqs':>4} | {'snug tok/s':>10} {'llama tok/s':>11} {'ratio':>5} | "
-           f"{'TTFT p50/p99 ms snug':>20} {'llama':>11} | {'ITL p50/p99 ms snug':>19} {'llama':>11} | "
-           f"{'RSS MiB snug/plan':>17} {'llama':>6} | preempt | same text")
+           f"{'decode snug':>11} {'llama':>6} | {'others snug/llama':>17}")
     print(hdr)
     print("-" * len(hdr))
-    for row in report["results"]:
-        s, l = row.get("snug"), row.get("llama")
-        cells = [f"{row['concurrency']:>3} {row['requests']:>4} |"]
-        cells.append(f"{s['tokens_per_second']:>10.1f}" if s else f"{'-':>10}")
-        cells.append(f"{l['tokens_per_second']:>11.1f}" if l else f"{'-':>11}")
-        cells.append(f"{row['ratio']:>5.2f} |" if row.get("ratio") else f"{'-':>5} |")
-        pair = lambda d: f"{fmt_ms(d['p50'])}/{fmt_ms(d['p99'])}" if d else "-"
-        cells.append(f"{pair(s and s['ttft']):>20} {pair(l and l['ttft']):>11} |")
-        cells.append(f"{pair(s and s['itl']):>19} {pair(l and l['itl']):>11} |")
-        plan = (s or {}).get("predicted_peak_rss_bytes") or report.get("snug_plan", {}).get("predicted_peak_rss_bytes")
-        rss = f"{s['peak_rss_bytes'] / 2**20:.0f}/{plan / 2**20:.0f}" if s and plan else \
-            (f"{s['peak_rss_bytes'] / 2**20:.0f}/-" if s else "-")
-        cells.append(f"{rss:>17}")
-        cells.append(f"{l['peak_rss_bytes'] / 2**20:>6.0f} |" if l else f"{'-':>6} |")
-        cells.append(f"{s['preemptions']:>8.0f} |" if s and s.get("preemptions") is not None else f"{'-':>8} |")
-        cells.append(f"{100 * row['same_text']:>8.0f}%" if row.get("same_text") is not None else f"{'-':>9}")
-        print(" ".join(cells))
+    for row in rows:
+        s_, l_ = side(row, "snug"), side(row, "llama")
+        print(f"{row['concurrency']:>3} {row['requests']:>4} | {num(s_.get('tokens_per_second'), 10)} "
+              f"{num(l_.get('tokens_per_second'), 11)} {num(row.get('ratio'), 5, '.2f')} | "
+              f"{num(s_.get('decode_rate'), 11)} {num(l_.get('decode_rate'), 6)} | "
+              f"{pct(s_.get('others_cpu_fraction')) + '/' + pct(l_.get('others_cpu_fraction')):>17}")
+    noisy = [f"C={row['concurrency']} {name}" for row in rows for name in ("snug", "llama")
+             if side(row, name).get("others_cpu_fraction", 0) > 0.05]
+    if noisy:
+        print(f"warning: other processes took over 5% of the CPUs during {', '.join(noisy)}: not quiet figures")
     for name, key in [("snug", "snug_speedup_16_over_1"), ("llama.cpp", "llama_speedup_16_over_1")]:
         if report.get(key):
-            print(f"{name} 16 / {name} 1: {report[key]:.2f}x aggregate tok/s")
+            print(f"{name} 16 / {name} 1: {report[key]['aggregate']:.2f}x aggregate tok/s, "
+                  f"{report[key]['decode']:.2f}x decode")
+    print("\nlatency (ms; llama.cpp: TTFT from its wave's start, ITL = decode step) and memory")
+    hdr = (f"{'C':>3} | {'TTFT p50/p99 snug':>17} {'llama':>12} | {'ITL p50/p99 snug':>16} {'llama':>10} | "
+           f"{'RSS MiB snug/plan':>17} {'llama':>5} | preempt | same text")
+    print(hdr)
+    print("-" * len(hdr))
+    pair = lambda d: f"{fmt_ms(d['p50'])}/{fmt_ms(d['p99'])}" if d else "-"
+    for row in rows:
+        s_, l_ = side(row, "snug"), side(row, "llama")
+        plan = s_.get("predicted_peak_rss_bytes") or report.get("snug_plan", {}).get("predicted_peak_rss_bytes")
+        rss = "-" if not s_ else f"{s_['peak_rss_bytes'] / 2**20:.0f}/" + (f"{plan / 2**20:.0f}" if plan else "-")
+        print(f"{row['concurrency']:>3} | {pair(s_.get('ttft')):>17} {pair(l_.get('ttft')):>12} | "
+              f"{pair(s_.get('itl')):>16} {pair(l_.get('itl')):>10} | {rss:>17} "
+              f"{num(l_['peak_rss_bytes'] / 2**20 if l_ else None, 5, '.0f')} | "
+              f"{num(s_.get('preemptions'), 7, '.0f')} | {pct(row.get('same_text')):>9}")
     lengths = report["admission"]["lengths"]
     print(f"\nadmission at equal KV memory: requests of prompt + max_tokens tokens ({min(lengths)}..{max(lengths)}, "
           f"mean {statistics.fmean(lengths):.0f}), in order; llama.cpp's slots must hold the longest, "
@@ -860,8 +928,9 @@ def main():
         by_c = {r["concurrency"]: r for r in report["results"]}
         for side in ("snug", "llama"):
             if 1 in by_c and 16 in by_c and side in by_c[1]:
-                report[f"{side}_speedup_16_over_1"] = \
-                    by_c[16][side]["tokens_per_second"] / by_c[1][side]["tokens_per_second"]
+                report[f"{side}_speedup_16_over_1"] = {
+                    "aggregate": by_c[16][side]["tokens_per_second"] / by_c[1][side]["tokens_per_second"],
+                    "decode": by_c[16][side]["decode_rate"] / by_c[1][side]["decode_rate"]}
         report["admission"] = {"lengths": lengths,
                                "computed": admission_table(lengths, sorted({1024, 2048, 4096, 8192, pool_tokens}))}
         if n_admission:
