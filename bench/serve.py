@@ -767,7 +767,8 @@ def fmt_ms(x):
 
 def print_report(report):
     m = report["machine"]
-    print(f"\n{m['cpu']}, {m['cores']} cores; snug {m['snug_simd']}; load average {m['load_average_start']}")
+    print(f"\n{m['cpu']}, {m['cores']} cores; snug {m['snug_simd']}; load average at start "
+          f"{' '.join(f'{x:.2f}' for x in m['load_average_start'])}; {report['elapsed_seconds']:.0f} s in all")
     print(f"llama.cpp: {m['llama_system_info']}")
     p = report["params"]
     print(f"model {Path(p['model']).name}; {p['max_tokens']} tokens per request, greedy, ignore_eos; threads "
@@ -892,6 +893,7 @@ def main():
         "results": [],
     }
     server = None
+    t_start = time.monotonic()
     try:
         if not args.no_snug:
             report["machine"]["snug_kernels"] = snug_kernels(args)
@@ -941,6 +943,7 @@ def main():
         if server:
             server.stop()
     report["machine"]["load_average_end"] = os.getloadavg()
+    report["elapsed_seconds"] = time.monotonic() - t_start
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
