@@ -131,10 +131,13 @@ int serve_main(const ServeFlags& f) {
   const uint64_t predicted = mp.predicted_peak_rss + server_bytes;
   log_info("model {}: {} layers, context {} ({})", printable(lm.model->config().name, 200),
            lm.model->config().n_layers, sp.shape.n_ctx, pm->fit.context_reason);
-  log_info("plan: KV pool {} ({} blocks of {} tokens: {} x {} tokens, KV {}), workspace {}",
-           format_bytes(sp.kv_bytes), sp.kv_blocks, sp.shape.kv_block_tokens, sp.shape.n_parallel,
-           sp.shape.n_ctx, plan::kv_type_label(sp.shape.k_type, sp.shape.v_type),
-           format_bytes(sp.workspace.total()));
+  log_info(
+      "plan: KV pool {} ({} blocks of {} tokens: {} x {} tokens, KV {}), workspace {} (as "
+      "snug plan --ctx {} --parallel {} --max-seqs {} --batch {})",
+      format_bytes(sp.kv_bytes), sp.kv_blocks, sp.shape.kv_block_tokens, sp.shape.n_parallel,
+      sp.shape.n_ctx, plan::kv_type_label(sp.shape.k_type, sp.shape.v_type),
+      format_bytes(sp.workspace.total()), sp.shape.n_ctx, sp.shape.n_parallel, max_seqs,
+      sp.shape.n_batch);
   log_info("plan: predicted peak RSS {} ({} bytes: engine {} + HTTP server {}); budget {} ({})",
            format_bytes(predicted), predicted, format_bytes(mp.predicted_peak_rss),
            format_bytes(server_bytes), format_bytes(pm->budget_choice.bytes),
