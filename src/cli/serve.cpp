@@ -81,7 +81,8 @@ std::string url_host(const std::string& host) {
 
 int serve_main(const ServeFlags& f) {
   set_log_level(LogLevel::kInfo);
-  Signals signals;
+  // Never freed: its detached thread may take a signal while the process exits.
+  static Signals* const signals = new Signals;  // NOLINT(cppcoreguidelines-owning-memory)
   using Clock = std::chrono::steady_clock;
 
   server::ApiKeys keys;
@@ -156,7 +157,7 @@ int serve_main(const ServeFlags& f) {
   http.attach(scheduler->get(), served, predicted);
   std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(served.name, 128).c_str());
 
-  const int sig = signals.wait();
+  const int sig = signals->wait();
   log_info("{}: stopping; running requests have {} s to finish",
            sig == SIGINT ? "SIGINT" : "SIGTERM", f.shutdown_timeout);
   const auto deadline =
