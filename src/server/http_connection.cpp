@@ -412,6 +412,13 @@ void LimitedServer::begin_shutdown(Clock::time_point hard_stop) {
   stopping_.store(true);
 }
 
+void LimitedServer::stop_accepting() {
+  // accept() on a listening socket that was shut down fails (EINVAL), and
+  // httplib's loop then closes the socket itself.
+  const socket_t sock = svr_sock_.load();
+  if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
+}
+
 bool LimitedServer::process_and_close_socket(socket_t sock) {
   if (t_refuse) {
     counters_->connection_refused();

@@ -57,6 +57,11 @@ class LimitedServer : public httplib::Server {
   // Stops reusing connections: idle ones close within stream_poll, the rest
   // after their current response; reads still waiting give up at `hard_stop`.
   void begin_shutdown(std::chrono::steady_clock::time_point hard_stop);
+  // Closes the listening socket's queue: the accept loop ends and joins the
+  // handler threads once they finish. Unlike httplib's stop(), the responses
+  // being streamed go on (httplib ends content providers once its socket is
+  // marked closed), so a drain can let them finish.
+  void stop_accepting();
   bool shutting_down() const { return stopping_.load(); }
 
  private:

@@ -386,12 +386,14 @@ void HttpServer::shutdown(Clock::time_point deadline) {
   shut_down_ = true;
   stopping_.store(true);
   if (!http_) return;
-  // Reads still waiting when the deadline has passed give up soon after.
+  // Reads and writes still waiting a second after the deadline give up.
   http_->begin_shutdown(deadline + std::chrono::seconds(1));
-  http_->stop();
+  http_->stop_accepting();
   if (routes_ != nullptr) {
     if (engine::Scheduler* s = routes_->scheduler.load()) s->drain(deadline);
   }
+  // The accept loop has ended; it returns when every handler has sent its
+  // last event. httplib's stop() is not called: it would cut those streams.
   if (thread_.joinable()) thread_.join();
 }
 
