@@ -412,6 +412,11 @@ void LimitedServer::begin_shutdown(Clock::time_point hard_stop) {
   stopping_.store(true);
 }
 
+bool LimitedServer::set_backlog(int n) {
+  const socket_t sock = svr_sock_.load();
+  return sock != INVALID_SOCKET && ::listen(sock, n) == 0;
+}
+
 void LimitedServer::stop_accepting() {
   // accept() on a listening socket that was shut down fails (EINVAL), and
   // httplib's loop then closes the socket itself.

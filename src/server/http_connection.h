@@ -46,6 +46,12 @@ class LimitedServer : public httplib::Server {
                 HttpCounters* counters);
   ~LimitedServer() override;
 
+  // After binding: the kernel's queue of connections not yet accepted.
+  // httplib listens with a backlog of 5, and a burst of clients beyond it
+  // overflows the queue (dropped handshakes, resets); this listens again with
+  // `n` (the kernel caps it at net.core.somaxconn).
+  bool set_backlog(int n);
+
   // For handlers, about the connection of the request on this thread:
   static WireFault current_fault();
   // False once the client closed its side or reset the connection.

@@ -367,6 +367,9 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   if (bound <= 0)
     return make_error("cannot listen on ", printable(host, 64), ":", port,
                       " (in use, or not an address of this machine)");
+  // Room for every connection the pool can hold, and a burst beyond them.
+  if (!s.set_backlog(std::max(2 * connections, 128)))
+    return make_error("cannot set the listen backlog on ", printable(host, 64), ":", bound);
   return bound;
 }
 
