@@ -1,6 +1,7 @@
 // Kernel microbenchmarks: matmul_rows per weight format at SmolLM2-135M and
 // Gemma-3-270M shapes (rows x cols = outputs x inputs), single thread, for
-// generation (n_tok = 1) and prompt processing (n_tok = 128); the scalar
+// generation (n_tok = 1), batched generation (16 sequences: n_tok = 16) and
+// prompt processing (n_tok = 128); the scalar
 // reference beside the SIMD path at n_tok = 1; dot and dequantize throughput.
 // Each SIMD matmul runs once per Highway target this CPU supports from AVX2 up
 // (name suffix /AVX3_DL, /AVX3, /AVX2), so that a wider target is seen side
@@ -106,7 +107,7 @@ void register_all() {
   for (DType t : kTypes) {
     for (const Shape& sh : kShapes) {
       if (sh.cols % info(t).block_size != 0) continue;
-      for (int64_t n_tok : {1, 128}) {
+      for (int64_t n_tok : {1, 16, 128}) {  // decode, batched decode, prompt
         const std::string name = "matmul/" + std::string(dtype_name(t)) + "/" + sh.model + "/" +
                                  std::to_string(sh.rows) + "x" + std::to_string(sh.cols) + "/tok" +
                                  std::to_string(n_tok);

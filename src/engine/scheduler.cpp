@@ -23,18 +23,24 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Natural-log probabilities of the chosen token and the k most likely ones,
-// from raw logits (a log-softmax summed in double).
-void fill_logprobs(const float* logits, int32_t n_vocab, int32_t k, TokenEvent* ev,
-                   std::vector<int32_t>* order) {
+// Log of the softmax's normaliser over raw logits (summed in double):
+// logprob(id) = logits[id] - log_z.
+double log_normaliser(const float* logits, int32_t n_vocab) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int32_t i = 0; i < n_vocab; ++i) mx = std::max(mx, logits[i]);
   double sum = 0;
   for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
-  const double log_z = static_cast<double>(mx) + std::log(sum);
-  auto lp = [&](int32_t id) { return static_cast<float>(static_cast<double>(logits[id]) - log_z); };
-  ev->logprob = lp(ev->id);
-  ev->top.clear();
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+float logprob(const float* logits, int32_t id, double log_z) {
+  return static_cast<float>(static_cast<double>(logits[id]) - log_z);
+}
+
+// The k most likely tokens, most likely first (ties: lower id first).
+void top_logprobs(const float* logits, int32_t n_vocab, int32_t k, double log_z,
+                  std::vector<TokenLogprob>* out, std::vector<int32_t>* order) {
+  out->clear();
   if (k <= 0) return;
   order->resize(static_cast<size_t>(n_vocab));
   std::iota(order->begin(), order->end(), 0);
@@ -42,8 +48,10 @@ void fill_logprobs(const float* logits, int32_t n_vocab, int32_t k, TokenEvent* 
   std::partial_sort(order->begin(), order->begin() + kk, order->end(), [&](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   });
-  for (ptrdiff_t i = 0; i < kk; ++i)
-    ev->top.push_back({(*order)[static_cast<size_t>(i)], lp((*order)[static_cast<size_t>(i)])});
+  for (ptrdiff_t i = 0; i < kk; ++i) {
+    const int32_t id = (*order)[static_cast<size_t>(i)];
+    out->push_back({id, logprob(logits, id, log_z)});
+  }
 }
 
 }  // namespace
@@ -634,6 +642,13 @@ void Scheduler::Impl::after_forward(Request& r, float* logits) {
     return;
   }
   TokenEvent ev;
+  // Logprobs describe the model's distribution: taken before end-of-generation
+  // tokens are masked for ignore_eos (the chosen token is never a masked one).
+  double log_z = 0;
+  if (r.p.logprobs >= 0) {
+    log_z = log_normaliser(logits, n_vocab);
+    top_logprobs(logits, n_vocab, r.p.logprobs, log_z, &ev.top, &order_scratch);
+  }
   if (r.p.ignore_eos) {
     for (int32_t id : eog_ids) logits[id] = -INFINITY;
   }
@@ -642,7 +657,7 @@ void Scheduler::Impl::after_forward(Request& r, float* logits) {
     finish(r, FinishReason::kStop, StopReason::kEndOfGeneration);
     return;
   }
-  if (r.p.logprobs >= 0) fill_logprobs(logits, n_vocab, r.p.logprobs, &ev, &order_scratch);
+  if (r.p.logprobs >= 0) ev.logprob = logprob(logits, ev.id, log_z);
   bool stopped = false;
   ev.text = r.filter->push(r.decoder->push(ev.id), &stopped);
   r.tokens.push_back(ev.id);

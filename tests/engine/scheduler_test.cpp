@@ -12,10 +12,15 @@
 
 #include "engine/generate.h"
 #include "engine/session.h"
+#include "scheduler_testing.h"
 #include "tiny_model.h"
 
 namespace snug::engine {
 namespace {
+
+using testing::alone_with_logprobs;
+using testing::collect;
+using testing::Outcome;
 
 using namespace std::chrono_literals;
 using tensor::DType;
@@ -28,12 +33,12 @@ struct Fixture {
 
 std::unique_ptr<Fixture> load(DType type, const char* name) {
   auto f = std::make_unique<Fixture>();
-  testing::TinyModelSpec spec;
+  snug::testing::TinyModelSpec spec;
   spec.matrix_type = type;
   if (tensor::info(type).block_size == 256) spec.n_embd = spec.n_ff = 256;  // K-quant super-blocks
   spec.qk_scale = 4.f;  // attention that depends on position, so order matters
   spec.n_ctx = 512;
-  auto m = model::Model::load(testing::write_tiny_model(name, spec), &f->ledger);
+  auto m = model::Model::load(snug::testing::write_tiny_model(name, spec), &f->ledger);
   EXPECT_TRUE(m.ok()) << m.error().message;
   if (!m.ok()) return nullptr;
   f->model = std::move(*m);
@@ -59,44 +64,6 @@ RequestParams greedy(std::vector<int32_t> prompt, int n) {
   return r;
 }
 
-// The logprob the scheduler reports, computed the same way (log-softmax in double).
-float logprob_of(const float* logits, int32_t n, int32_t id) {
-  float mx = -INFINITY;
-  for (int32_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
-  double sum = 0;
-  for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
-  return static_cast<float>(static_cast<double>(logits[id]) -
-                            (static_cast<double>(mx) + std::log(sum)));
-}
-
-struct Alone {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;  // of each greedy token: bit-for-bit evidence of the same arithmetic
-};
-
-// The same request alone, through a Session as `snug run` drives it: the
-// prompt in one call, then each generated token fed as generated.
-Alone alone_with_logprobs(const Fixture& f, const std::vector<int32_t>& prompt, int n) {
-  memory::Ledger ledger;
-  SessionOptions o;
-  o.n_ctx = 256;
-  o.n_threads = 1;
-  auto s = Session::create(*f.model, o, &ledger);
-  EXPECT_TRUE(s.ok()) << s.error().message;
-  Alone a;
-  if (!s.ok()) return a;
-  const int32_t nv = f.model->config().n_vocab;
-  auto logits = (*s)->feed(prompt);
-  for (int i = 0; i < n && logits.ok(); ++i) {
-    const int32_t tok = argmax(*logits, nv);
-    a.tokens.push_back(tok);
-    a.logprobs.push_back(logprob_of(*logits, nv, tok));
-    logits = (*s)->feed(std::span<const int32_t>(&tok, 1), /*generated=*/true);
-  }
-  EXPECT_TRUE(logits.ok());
-  return a;
-}
-
 // Through generate(), the function `snug run` calls.
 std::vector<int32_t> alone(const Fixture& f, const std::vector<int32_t>& prompt, int n) {
   memory::Ledger ledger;
@@ -114,34 +81,6 @@ std::vector<int32_t> alone(const Fixture& f, const std::vector<int32_t>& prompt,
   return r.ok() ? r->tokens : std::vector<int32_t>{};
 }
 
-struct Outcome {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  std::string text;
-  Finish fin;
-  bool finished = false;
-};
-
-Outcome collect(RequestStream& s, std::chrono::milliseconds limit = 60s) {
-  Outcome o;
-  const auto end = std::chrono::steady_clock::now() + limit;
-  RequestStream::Event e;
-  while (std::chrono::steady_clock::now() < end) {
-    if (!s.next(&e, 100ms)) continue;
-    if (e.token) {
-      o.tokens.push_back(e.token->id);
-      o.logprobs.push_back(e.token->logprob);
-      o.text += e.token->text;
-    } else {
-      o.text += e.finish->text;
-      o.fin = *e.finish;
-      o.finished = true;
-      break;
-    }
-  }
-  return o;
-}
-
 SchedulerOptions small_options() {
   SchedulerOptions o;
   o.n_ctx = 256;
@@ -156,11 +95,11 @@ void expect_invariant(DType type, const char* name, SchedulerOptions opt, int n_
   auto f = load(type, name);
   ASSERT_TRUE(f);
   std::vector<std::vector<int32_t>> prompts;
-  std::vector<Alone> want;
+  std::vector<testing::Alone> want;
   const int n_gen = 24;
   for (int i = 0; i < n_requests; ++i) {
     prompts.push_back(make_prompt(1 + (i * 29) % 70, i));
-    want.push_back(alone_with_logprobs(*f, prompts.back(), n_gen));
+    want.push_back(alone_with_logprobs(*f->model, prompts.back(), n_gen, 256));
     if (i == 0) EXPECT_EQ(want.back().tokens, alone(*f, prompts.back(), n_gen));
   }
   auto s = Scheduler::create(*f->model, *f->tok, opt, &f->ledger);
