@@ -40,6 +40,8 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def log(self):
+        if self._log.closed:
+            return self._final_log
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -95,7 +97,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._final_log = self.log()
+            self._log.close()
+            os.unlink(self.log_path)
         return self.proc.returncode
 
 
