@@ -263,3 +263,29 @@ def test_sigterm_drains_and_exits_0(server):
     # The stream ended properly: finished, or cancelled at the deadline with an error event.
     assert DONE in reply, reply[-300:]
     assert b'"finish_reason":"length"' in reply or b'"error"' in reply
+
+
+def test_shutdown_deadline_cancels_what_is_left():
+    s = Server("--ctx", 1024, "--parallel", 1, "--memory", "1GiB", "--shutdown-timeout", 1)
+    try:
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True,
+                           "stream": True}).encode()
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while b"data: " not in got:
+            got += c.recv(4096)
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        got += read_all(c)
+        c.close()
+        assert s.proc.wait(20) == 0, s.log()
+        assert time.time() - t0 < 5
+        # Cut at the deadline: an error event in OpenAI's shape, then [DONE].
+        events = [e for e in got.split(b"\n\n") if b"data: " in e]
+        assert events[-1].endswith(DONE), got[-300:]
+        err = json.loads(events[-2].split(b"data: ", 1)[1])["error"]
+        assert err["code"] == "shutting_down", err
+    finally:
+        s.stop()
