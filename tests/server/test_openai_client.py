@@ -171,3 +171,42 @@ def test_errors_reach_the_client_as_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, max_tokens=10**9)
     assert "context" in str(e.value)
+
+
+def _prompts(n, lengths=7):
+    """n prompts of mixed lengths: 10 to 10 + 24 * (lengths - 1) tokens."""
+    base = ("Lighthouses guide ships along dangerous coasts at night. "
+            "Keepers once trimmed the wicks and wound the clockwork. ")
+    return [f"Question {i}: " + base * (i % lengths) + "What does a lighthouse do?"
+            for i in range(n)]
+
+
+def _concurrent_equals_alone(client, prompts, max_tokens):
+    import concurrent.futures
+
+    def ask(p):
+        r = client.completions.create(model="smol", prompt=p, max_tokens=max_tokens, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        return r.choices[0].text, r.usage.completion_tokens
+    alone = [ask(p) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    for i, (a, t) in enumerate(zip(alone, together)):
+        assert t == a, f"request {i}: served alone {a!r}, with others {t!r}"
+
+
+def test_32_streams_equal_each_served_alone(client):
+    _concurrent_equals_alone(client, _prompts(32), 8)
+
+
+def test_preemption_keeps_every_result():
+    # A pool of 128 tokens (8 blocks) for 8 sequences of 10 or 34 prompt tokens + 40
+    # generated: admitted together, they outgrow the pool and preempted ones are recomputed.
+    s = Server("--ctx", 128, "--parallel", 1, "--max-seqs", 8, "--memory", "1GiB",
+               "--model-alias", "smol")
+    try:
+        c = openai.OpenAI(base_url=s.base_url + "/v1", api_key="unused", max_retries=0)
+        _concurrent_equals_alone(c, _prompts(8, lengths=2), 40)
+        assert s.metrics()["snug_preemptions_total"] > 0
+    finally:
+        assert s.stop() == 0, s.log()
