@@ -220,12 +220,12 @@ thread_local bool t_refuse = false;                 // set by the pool when it i
 // cannot refuse, so when the pool is full the job runs on the accepting
 // thread with t_refuse set, and process_and_close_socket hands the socket to
 // the refuser instead of serving it.
-class BoundedPool : public httplib::TaskQueue {
+class BoundedPool final : public httplib::TaskQueue {
  public:
   BoundedPool(int32_t threads, int32_t pending) : capacity_(threads + pending) {
     for (int32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
   }
-  ~BoundedPool() override { shutdown(); }
+  ~BoundedPool() override { BoundedPool::shutdown(); }
 
   void enqueue(std::function<void()> fn) override {
     {

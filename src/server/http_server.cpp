@@ -352,7 +352,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     counters_.count(route_of(req.path), res.status);
   });
   s.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
         std::string what = "internal error";
         try {
           if (ep) std::rethrow_exception(ep);
