@@ -210,3 +210,16 @@ def test_preemption_keeps_every_result():
         assert s.metrics()["snug_preemptions_total"] > 0
     finally:
         assert s.stop() == 0, s.log()
+
+
+def test_startup_log_agrees_with_snug_plan(server):
+    import re
+    plan = json.loads(subprocess.run([SNUG, "plan", str(MODEL), "--parallel", "4", "--ctx", "1024",
+                                      "--json"], capture_output=True, check=True).stdout)
+    kv = plan["kv_cache"]
+    m = re.search(r"KV pool ([\d.]+) MiB \((\d+) blocks of (\d+) tokens: 4 x 1024 tokens",
+                  server.log())
+    assert m, server.log()
+    assert float(m.group(1)) == round(kv["bytes"] / 2**20, 1)
+    assert int(m.group(2)) == kv["blocks"] and int(m.group(3)) == kv["block_tokens"]
+    assert "kernels: " in server.log()
