@@ -220,12 +220,12 @@ thread_local bool t_refuse = false;                 // set by the pool when it i
 // cannot refuse, so when the pool is full the job runs on the accepting
 // thread with t_refuse set, and process_and_close_socket hands the socket to
 // the refuser instead of serving it.
-class BoundedPool : public httplib::TaskQueue {
+class BoundedPool final : public httplib::TaskQueue {
  public:
   BoundedPool(int32_t threads, int32_t pending) : capacity_(threads + pending) {
     for (int32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
   }
-  ~BoundedPool() override { shutdown(); }
+  ~BoundedPool() override { BoundedPool::shutdown(); }
 
   void enqueue(std::function<void()> fn) override {
     {
@@ -410,6 +410,18 @@ void LimitedServer::close_after_response() {
 void LimitedServer::begin_shutdown(Clock::time_point hard_stop) {
   hard_stop_ns_.store(hard_stop.time_since_epoch().count());
   stopping_.store(true);
+}
+
+bool LimitedServer::set_backlog(int n) {
+  const socket_t sock = svr_sock_.load();
+  return sock != INVALID_SOCKET && ::listen(sock, n) == 0;
+}
+
+void LimitedServer::stop_accepting() {
+  // accept() on a listening socket that was shut down fails (EINVAL), and
+  // httplib's loop then closes the socket itself.
+  const socket_t sock = svr_sock_.load();
+  if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
 }
 
 bool LimitedServer::process_and_close_socket(socket_t sock) {

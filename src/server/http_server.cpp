@@ -352,7 +352,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     counters_.count(route_of(req.path), res.status);
   });
   s.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
         std::string what = "internal error";
         try {
           if (ep) std::rethrow_exception(ep);
@@ -367,6 +367,9 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   if (bound <= 0)
     return make_error("cannot listen on ", printable(host, 64), ":", port,
                       " (in use, or not an address of this machine)");
+  // Room for every connection the pool can hold, and a burst beyond them.
+  if (!s.set_backlog(std::max(2 * connections, 128)))
+    return make_error("cannot set the listen backlog on ", printable(host, 64), ":", bound);
   return bound;
 }
 
@@ -386,12 +389,14 @@ void HttpServer::shutdown(Clock::time_point deadline) {
   shut_down_ = true;
   stopping_.store(true);
   if (!http_) return;
-  // Reads still waiting when the deadline has passed give up soon after.
+  // Reads and writes still waiting a second after the deadline give up.
   http_->begin_shutdown(deadline + std::chrono::seconds(1));
-  http_->stop();
+  http_->stop_accepting();
   if (routes_ != nullptr) {
     if (engine::Scheduler* s = routes_->scheduler.load()) s->drain(deadline);
   }
+  // The accept loop has ended; it returns when every handler has sent its
+  // last event. httplib's stop() is not called: it would cut those streams.
   if (thread_.joinable()) thread_.join();
 }
 
