@@ -162,6 +162,22 @@ def test_repeated_prompt_hits_the_prefix_cache(client):
     assert second.choices[0].message.content == first.choices[0].message.content
 
 
+def test_next_chat_turn_skips_the_cached_prefix(client):
+    system = "You answer in one short sentence about the sea and its lights. " * 4
+    turn1 = [{"role": "system", "content": system},
+             {"role": "user", "content": "What does a lighthouse do?"}]
+    first = chat(client, messages=turn1, max_tokens=12)
+    reply = first.choices[0].message.content
+    turn2 = turn1 + [{"role": "assistant", "content": reply},
+                     {"role": "user", "content": "And who kept them?"}]
+    second = chat(client, messages=turn2, max_tokens=4)
+    # Every full 16-token block of the first turn's prompt is reused (its
+    # blocks were computed as prompt; the reply's, as generated, are not).
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens // 16 * 16 - 16 and cached > 0
+    assert cached < second.usage.prompt_tokens
+
+
 def test_errors_reach_the_client_as_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, temperature=5)
