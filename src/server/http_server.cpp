@@ -202,17 +202,21 @@ struct HttpServer::Routes {
 
   void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta) {
     Completion c;
+    // The client is checked every poll interval, also while tokens keep coming.
+    auto next_check = Clock::now() + limits().stream_poll;
     for (;;) {
       engine::RequestStream::Event ev;
-      if (!stream.next(&ev, limits().stream_poll)) {
+      const bool got = stream.next(&ev, limits().stream_poll);
+      if (!got || Clock::now() >= next_check) {
+        next_check = Clock::now() + limits().stream_poll;
         if (!LimitedServer::client_connected()) {
           stream.cancel();
           LimitedServer::close_after_response();
           res.status = kClientClosed;
           return;
         }
-        continue;
       }
+      if (!got) continue;
       if (ev.token) {
         c.text += ev.token->text;
         if (meta.logprobs) c.tokens.push_back(std::move(*ev.token));

@@ -211,6 +211,22 @@ def test_disconnect_mid_stream_frees_blocks(server):
     assert metric(server, 'snug_kv_blocks{state="used"}') == 0
     assert metric(server, 'snug_requests_finished_total{reason="cancelled"}') == cancelled + 1
 
+    # Not streamed: nothing is written before the end, the server notices the hang-up itself.
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+                       "temperature": 0}).encode()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    deadline = time.time() + 10
+    while time.time() < deadline and metric(server, 'snug_kv_blocks{state="used"}') == 0:
+        time.sleep(0.02)
+    s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and metric(server, 'snug_sequences{state="running"}') > 0:
+        time.sleep(0.05)
+    assert metric(server, 'snug_kv_blocks{state="used"}') == 0
+    assert metric(server, 'snug_requests_finished_total{reason="cancelled"}') == cancelled + 2
+
 
 def test_flood_at_a_full_queue(server):
     body = {"prompt": "Hi", "max_tokens": 4, "ignore_eos": True, "temperature": 0}
