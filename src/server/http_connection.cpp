@@ -281,10 +281,12 @@ class BoundedPool final : public httplib::TaskQueue {
 
 }  // namespace
 
-// Answers connections the pool had no room for: reads what the client sent
-// (closing a socket with unread data would reset it and lose the answer),
-// writes 503 with Retry-After, and closes. One thread, a bounded queue;
-// beyond it a connection is closed unanswered.
+// Answers connections the pool had no room for with 503 and Retry-After,
+// without reading their requests: the answer is sent at once, the sending
+// side shut, and what the client still sends is read and dropped until it
+// closes or 200 ms pass (closing with unread data would reset the connection
+// and could lose the answer). One thread polls all of them at once; beyond
+// 256 a connection is closed unanswered.
 class LimitedServer::Refuser {
  public:
   explicit Refuser(int32_t retry_after) {
@@ -305,47 +307,78 @@ class LimitedServer::Refuser {
     }
     cv_.notify_all();
     thread_.join();
-    for (int fd : fds_) ::close(fd);
+    for (int fd : incoming_) ::close(fd);
   }
   void refuse(int fd) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || fds_.size() >= 256) {
+    if (stop_ || incoming_.size() + lingering_ >= 256) {
       ::close(fd);
       return;
     }
-    fds_.push_back(fd);
+    incoming_.push_back(fd);
     cv_.notify_one();
   }
 
  private:
-  void drain(int fd, milliseconds wait) {
+  struct Lingering {
+    int fd;
+    Clock::time_point until;
+  };
+
+  // Reads what is there (at most 64 KiB a call, so a client that keeps
+  // sending cannot hold the thread); false once the client closed or the
+  // socket failed.
+  static bool drain(int fd) {
     char buf[4096];
-    const auto until = Clock::now() + wait;
-    while (poll_until(fd, POLLIN, until, wait, [] { return false; }) > 0) {
-      if (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return;
+    for (int i = 0; i < 16; ++i) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) continue;
+      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
     }
+    return true;
   }
+
   void work() {
+    std::vector<Lingering> open;
+    std::vector<pollfd> fds;
     for (;;) {
-      int fd;
+      std::deque<int> fresh;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !fds_.empty(); });
-        if (stop_) return;
-        fd = fds_.front();
-        fds_.pop_front();
+        if (open.empty()) cv_.wait(lock, [this] { return stop_ || !incoming_.empty(); });
+        if (stop_) break;
+        fresh.swap(incoming_);
+        lingering_ = open.size() + fresh.size();
       }
-      drain(fd, milliseconds(50));
-      (void)::send(fd, response_.data(), response_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::shutdown(fd, SHUT_WR);
-      drain(fd, milliseconds(100));
-      ::close(fd);
+      for (int fd : fresh) {
+        drain(fd);
+        (void)::send(fd, response_.data(), response_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::shutdown(fd, SHUT_WR);
+        open.push_back({fd, Clock::now() + milliseconds(200)});
+      }
+      fds.clear();
+      for (const Lingering& l : open) fds.push_back({l.fd, POLLIN, 0});
+      ::poll(fds.data(), fds.size(), 20);
+      const auto now = Clock::now();
+      size_t kept = 0;
+      for (size_t i = 0; i < open.size(); ++i) {
+        const bool alive = (fds[i].revents == 0 || drain(open[i].fd)) && now < open[i].until;
+        if (alive) {
+          open[kept++] = open[i];
+        } else {
+          ::close(open[i].fd);
+        }
+      }
+      open.resize(kept);
     }
+    for (const Lingering& l : open) ::close(l.fd);
   }
+
   std::string response_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<int> fds_;
+  std::deque<int> incoming_;
+  size_t lingering_ = 0;  // connections the thread is closing
   bool stop_ = false;
   std::thread thread_;
 };

@@ -255,6 +255,26 @@ def test_flood_at_a_full_queue(server):
     assert post(server, body)[0] == 200
 
 
+def test_connection_cap(server):
+    # 80 handler threads (8 running + 64 queued + 8) and 80 waiting connections: 200 idle
+    # sockets fill both, and the next connection is answered 503 at once instead of waiting.
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(200)]
+    try:
+        t0 = time.time()
+        reply = raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(reply) == 503, reply[:300]
+        assert b"Retry-After: 1" in reply and b"server_busy" in reply
+        assert time.time() - t0 < 5
+    finally:
+        for c in idle:
+            c.close()
+    deadline = time.time() + 15
+    while time.time() < deadline and server.health()[0] != 200:
+        time.sleep(0.1)
+    assert server.health()[0] == 200
+    assert metric(server, "snug_http_connections_refused_total") > 0
+
+
 def test_rss_stays_under_the_plan(server):
     peak, planned = server.vm("VmHWM"), server.predicted_peak()
     print(f"\npeak RSS {peak / 2**20:.1f} MiB, predicted {planned / 2**20:.1f} MiB")
