@@ -372,7 +372,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     return make_error("cannot listen on ", printable(host, 64), ":", port,
                       " (in use, or not an address of this machine)");
   // Room for every connection the pool can hold, and a burst beyond them.
-  if (!s.set_backlog(std::max(2 * connections, 128)))
+  if (!s.set_backlog(std::max(4 * connections, 1024)))
     return make_error("cannot set the listen backlog on ", printable(host, 64), ":", bound);
   return bound;
 }
