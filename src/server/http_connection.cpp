@@ -7,16 +7,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include "server/api_error.h"
+#include "server/connection_pool.h"
 
 namespace snug::server {
 namespace {
@@ -214,174 +209,7 @@ class ConnectionStream : public httplib::Stream {
 };
 
 thread_local ConnectionStream* t_stream = nullptr;  // the connection this thread serves
-thread_local bool t_refuse = false;                 // set by the pool when it is full
-
-// A fixed pool of handler threads with a bounded queue. httplib's enqueue
-// cannot refuse, so when the pool is full the job runs on the accepting
-// thread with t_refuse set, and process_and_close_socket hands the socket to
-// the refuser instead of serving it.
-class BoundedPool final : public httplib::TaskQueue {
- public:
-  BoundedPool(int32_t threads, int32_t pending) : capacity_(threads + pending) {
-    for (int32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
-  ~BoundedPool() override { BoundedPool::shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!stop_ && static_cast<int32_t>(jobs_.size()) + busy_ < capacity_) {
-        jobs_.push_back(std::move(fn));
-        cv_.notify_one();
-        return;
-      }
-    }
-    t_refuse = true;
-    fn();
-    t_refuse = false;
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_ && workers_.empty()) return;
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
-        if (jobs_.empty()) return;  // stopping, and every accepted connection served
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-        ++busy_;
-      }
-      fn();
-      std::lock_guard<std::mutex> lock(mu_);
-      --busy_;
-    }
-  }
-
-  const int32_t capacity_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  int32_t busy_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
-};
-
 }  // namespace
-
-// Answers connections the pool had no room for with 503 and Retry-After,
-// without reading their requests: the answer is sent at once, the sending
-// side shut, and what the client still sends is read and dropped until it
-// closes or 200 ms pass (closing with unread data would reset the connection
-// and could lose the answer). One thread polls all of them at once; beyond
-// 256 a connection is closed unanswered.
-class LimitedServer::Refuser {
- public:
-  explicit Refuser(int32_t retry_after) {
-    ApiError e{503, "the server is at its connection limit; retry later", {}, "server_busy"};
-    const std::string body = error_body(e);
-    response_ =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Retry-After: " +
-        std::to_string(retry_after) +
-        "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-        body;
-    thread_ = std::thread([this] { work(); });
-  }
-  ~Refuser() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    for (int fd : incoming_) ::close(fd);
-  }
-  void refuse(int fd) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || incoming_.size() + lingering_ >= 256) {
-      ::close(fd);
-      return;
-    }
-    incoming_.push_back(fd);
-    cv_.notify_one();
-  }
-
- private:
-  struct Lingering {
-    int fd;
-    Clock::time_point until;
-  };
-
-  // Reads what is there (at most 64 KiB a call, so a client that keeps
-  // sending cannot hold the thread); false once the client closed or the
-  // socket failed.
-  static bool drain(int fd) {
-    char buf[4096];
-    for (int i = 0; i < 16; ++i) {
-      const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) continue;
-      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-    }
-    return true;
-  }
-
-  void work() {
-    std::vector<Lingering> open;
-    std::vector<pollfd> fds;
-    for (;;) {
-      std::deque<int> fresh;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        if (open.empty()) cv_.wait(lock, [this] { return stop_ || !incoming_.empty(); });
-        if (stop_) break;
-        fresh.swap(incoming_);
-        lingering_ = open.size() + fresh.size();
-      }
-      for (int fd : fresh) {
-        drain(fd);
-        (void)::send(fd, response_.data(), response_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        ::shutdown(fd, SHUT_WR);
-        open.push_back({fd, Clock::now() + milliseconds(200)});
-      }
-      fds.clear();
-      for (const Lingering& l : open) fds.push_back({l.fd, POLLIN, 0});
-      ::poll(fds.data(), fds.size(), 20);
-      const auto now = Clock::now();
-      size_t kept = 0;
-      for (size_t i = 0; i < open.size(); ++i) {
-        const bool alive = (fds[i].revents == 0 || drain(open[i].fd)) && now < open[i].until;
-        if (alive) {
-          open[kept++] = open[i];
-        } else {
-          ::close(open[i].fd);
-        }
-      }
-      open.resize(kept);
-    }
-    for (const Lingering& l : open) ::close(l.fd);
-  }
-
-  std::string response_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<int> incoming_;
-  size_t lingering_ = 0;  // connections the thread is closing
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 int fault_status(WireFault f) {
   switch (f) {
@@ -458,7 +286,7 @@ void LimitedServer::stop_accepting() {
 }
 
 bool LimitedServer::process_and_close_socket(socket_t sock) {
-  if (t_refuse) {
+  if (BoundedPool::refusing()) {
     counters_->connection_refused();
     refuser_->refuse(sock);
     return true;
