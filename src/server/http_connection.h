@@ -19,9 +19,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 
 #include <httplib.h>
 
+#include "server/connection_pool.h"
 #include "server/limits.h"
 #include "server/metrics.h"
 
@@ -72,7 +74,6 @@ class LimitedServer : public httplib::Server {
 
  private:
   bool process_and_close_socket(socket_t sock) override;
-  class Refuser;
 
   const ServerLimits limits_;
   HttpCounters* counters_;

@@ -202,17 +202,21 @@ struct HttpServer::Routes {
 
   void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta) {
     Completion c;
+    // The client is checked every poll interval, also while tokens keep coming.
+    auto next_check = Clock::now() + limits().stream_poll;
     for (;;) {
       engine::RequestStream::Event ev;
-      if (!stream.next(&ev, limits().stream_poll)) {
+      const bool got = stream.next(&ev, limits().stream_poll);
+      if (!got || Clock::now() >= next_check) {
+        next_check = Clock::now() + limits().stream_poll;
         if (!LimitedServer::client_connected()) {
           stream.cancel();
           LimitedServer::close_after_response();
           res.status = kClientClosed;
           return;
         }
-        continue;
       }
+      if (!got) continue;
       if (ev.token) {
         c.text += ev.token->text;
         if (meta.logprobs) c.tokens.push_back(std::move(*ev.token));
@@ -368,7 +372,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     return make_error("cannot listen on ", printable(host, 64), ":", port,
                       " (in use, or not an address of this machine)");
   // Room for every connection the pool can hold, and a burst beyond them.
-  if (!s.set_backlog(std::max(2 * connections, 128)))
+  if (!s.set_backlog(std::max(4 * connections, 1024)))
     return make_error("cannot set the listen backlog on ", printable(host, 64), ":", bound);
   return bound;
 }

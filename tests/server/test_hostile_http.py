@@ -211,6 +211,22 @@ def test_disconnect_mid_stream_frees_blocks(server):
     assert metric(server, 'snug_kv_blocks{state="used"}') == 0
     assert metric(server, 'snug_requests_finished_total{reason="cancelled"}') == cancelled + 1
 
+    # Not streamed: nothing is written before the end, the server notices the hang-up itself.
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+                       "temperature": 0}).encode()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    deadline = time.time() + 10
+    while time.time() < deadline and metric(server, 'snug_kv_blocks{state="used"}') == 0:
+        time.sleep(0.02)
+    s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and metric(server, 'snug_sequences{state="running"}') > 0:
+        time.sleep(0.05)
+    assert metric(server, 'snug_kv_blocks{state="used"}') == 0
+    assert metric(server, 'snug_requests_finished_total{reason="cancelled"}') == cancelled + 2
+
 
 def test_flood_at_a_full_queue(server):
     body = {"prompt": "Hi", "max_tokens": 4, "ignore_eos": True, "temperature": 0}
@@ -237,6 +253,26 @@ def test_flood_at_a_full_queue(server):
     print(f"\nflood: {statuses.count(200)} served, {len(busy)} told to retry, {elapsed:.1f} s")
     assert server.health()[0] == 200
     assert post(server, body)[0] == 200
+
+
+def test_connection_cap(server):
+    # 80 handler threads (8 running + 64 queued + 8) and 80 waiting connections: 200 idle
+    # sockets fill both, and the next connection is answered 503 at once instead of waiting.
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(200)]
+    try:
+        t0 = time.time()
+        reply = raw(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(reply) == 503, reply[:300]
+        assert b"Retry-After: 1" in reply and b"server_busy" in reply
+        assert time.time() - t0 < 5
+    finally:
+        for c in idle:
+            c.close()
+    deadline = time.time() + 15
+    while time.time() < deadline and server.health()[0] != 200:
+        time.sleep(0.1)
+    assert server.health()[0] == 200
+    assert metric(server, "snug_http_connections_refused_total") > 0
 
 
 def test_rss_stays_under_the_plan(server):

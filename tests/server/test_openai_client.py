@@ -229,13 +229,23 @@ def test_preemption_keeps_every_result():
 
 
 def test_startup_log_agrees_with_snug_plan(server):
+    """The KV pool and workspace the server holds (its ledger, in /metrics) are the bytes
+    `snug plan --json` gives for the flags the startup log names, and the log prints them."""
     import re
-    plan = json.loads(subprocess.run([SNUG, "plan", str(MODEL), "--parallel", "4", "--ctx", "1024",
-                                      "--json"], capture_output=True, check=True).stdout)
-    kv = plan["kv_cache"]
-    m = re.search(r"KV pool ([\d.]+) MiB \((\d+) blocks of (\d+) tokens: 4 x 1024 tokens",
-                  server.log())
-    assert m, server.log()
-    assert float(m.group(1)) == round(kv["bytes"] / 2**20, 1)
-    assert int(m.group(2)) == kv["blocks"] and int(m.group(3)) == kv["block_tokens"]
-    assert "kernels: " in server.log()
+    log = server.log()
+    m = re.search(r"KV pool ([\d.]+) MiB \((\d+) blocks of (\d+) tokens: 4 x 1024 tokens, KV f16\), "
+                  r"workspace ([\d.]+) MiB \(as snug plan ([^)]*)\)", log)
+    assert m, log
+    flags = m.group(5).split()
+    assert flags[:4] == ["--ctx", "1024", "--parallel", "4"], flags
+    plan = json.loads(subprocess.run([SNUG, "plan", str(MODEL), *flags, "--json"],
+                                     capture_output=True, check=True).stdout)
+    kv, ws = plan["kv_cache"]["bytes"], plan["workspace"]["bytes"]
+    held = server.metrics()
+    assert held['snug_memory_bytes{category="kv_cache"}'] == kv
+    assert held['snug_memory_bytes{category="scratch"}'] == ws
+    assert float(m.group(1)) == round(kv / 2**20, 1) and float(m.group(4)) == round(ws / 2**20, 1)
+    assert int(m.group(2)) == plan["kv_cache"]["blocks"]
+    assert int(m.group(3)) == plan["kv_cache"]["block_tokens"]
+    assert held["snug_kv_blocks_total"] == plan["kv_cache"]["blocks"]
+    assert "kernels: " in log
