@@ -325,8 +325,7 @@ int batch_main(const BatchFlags& f) {
     bool busy = false;
     // Keep the scheduler fed: twice its running sequences in flight.
     while (jobs.size() < max_jobs && (held || !eof)) {
-      auto r = held ? std::move(held) : next_request();
-      held.reset();
+      auto r = held ? std::exchange(held, std::nullopt) : next_request();
       if (!r) break;
       server::OpenAIRequest& req = r->second;
       engine::Submission sub = (*scheduler)->submit(req.params);
