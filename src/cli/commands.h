@@ -18,5 +18,6 @@ Action add_imatrix(CLI::App& app);
 Action add_perplexity(CLI::App& app);
 // Checks serve's flags and replaces the process with snug-serve (serve_flags.h).
 Action add_serve(CLI::App& app, int argc, char** argv);
+Action add_batch(CLI::App& app, int argc, char** argv);
 
 }  // namespace snug::cli

@@ -247,6 +247,10 @@ Action add_plan(CLI::App& app) {
   sub->add_option("--parallel", f->parallel, "sequences held at once")->check(CLI::Range(1, 65536));
   sub->add_option("-b,--batch", f->batch, "prompt tokens per forward pass")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--max-seqs", f->seqs,
+                  "sequences decoded per forward pass (snug serve --max-seqs; default "
+                  "--parallel): the workspace's rows")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("-t,--threads", f->threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
   add_kv_type_options(*sub, &f->kv_type, &f->k_type, &f->v_type);

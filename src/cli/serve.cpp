@@ -73,15 +73,6 @@ class Signals {
   int signal_ = 0;
 };
 
-// The served name: --model-alias, else a short name as given ("smollm2"),
-// else the file's name without .gguf.
-std::string served_name(const ServeFlags& f) {
-  if (!f.alias.empty()) return f.alias;
-  const std::filesystem::path p(f.model);
-  if (!p.has_parent_path() && p.extension() != ".gguf") return f.model;
-  return p.stem().string();
-}
-
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -90,7 +81,8 @@ std::string url_host(const std::string& host) {
 
 int serve_main(const ServeFlags& f) {
   set_log_level(LogLevel::kInfo);
-  Signals signals;
+  // Never freed: its detached thread may take a signal while the process exits.
+  static Signals* const signals = new Signals;  // NOLINT(cppcoreguidelines-owning-memory)
   using Clock = std::chrono::steady_clock;
 
   server::ApiKeys keys;
@@ -106,10 +98,9 @@ int serve_main(const ServeFlags& f) {
     return fail(make_error("--shutdown-timeout must be in [0, 3600] seconds"));
 
   const server::ServerLimits limits;
-  int32_t max_seqs = f.max_seqs > 0 ? f.max_seqs : 4 * f.parallel;
-  max_seqs = std::max(1, std::min(max_seqs, f.batch_tokens));
+  const int32_t max_seqs = f.engine.resolved_max_seqs();
   const int32_t connections =
-      limits.max_connections > 0 ? limits.max_connections : max_seqs + f.queue + 8;
+      limits.max_connections > 0 ? limits.max_connections : max_seqs + f.engine.queue + 8;
 
   memory::Ledger ledger;
   server::HttpServer http(limits, std::move(keys), &ledger);
@@ -118,19 +109,7 @@ int serve_main(const ServeFlags& f) {
   http.start();
   std::fprintf(stderr, "snug serve: listening on http://%s:%d\n", url_host(f.host).c_str(), *port);
 
-  PlanFlags pf;
-  pf.model = f.model;
-  pf.memory = f.memory;
-  pf.memory_given = f.memory_option != nullptr && f.memory_option->count() > 0;
-  pf.ctx = f.ctx;
-  pf.parallel = f.parallel;
-  pf.seqs = max_seqs;
-  pf.batch = f.batch_tokens;
-  pf.threads = f.threads;
-  pf.kv_type = f.kv_type;
-  pf.k_type = f.k_type;
-  pf.v_type = f.v_type;
-  auto pm = load_planned(pf, &ledger);
+  auto pm = load_planned(f.engine.plan_flags(), &ledger);
   if (!pm.ok()) return fail(pm.error());
   const plan::MemoryPlan& mp = pm->fit.plan;
   const plan::SessionShape& shape = mp.session.shape;
@@ -141,17 +120,7 @@ int serve_main(const ServeFlags& f) {
   auto server_reservation = pm->budget->reserve(server_bytes, "the HTTP server");
   if (!server_reservation.ok()) return fail(server_reservation.error());
 
-  engine::SchedulerOptions so;
-  so.n_ctx = shape.n_ctx;
-  so.n_parallel = shape.n_parallel;
-  so.max_seqs = max_seqs;
-  so.batch_tokens = f.batch_tokens;
-  so.max_queue = f.queue;
-  so.n_threads = shape.n_threads;
-  so.k_type = shape.k_type;
-  so.v_type = shape.v_type;
-  so.kv_block_tokens = shape.kv_block_tokens;
-  so.prefix_cache = !f.no_prefix_cache;
+  const engine::SchedulerOptions so = f.engine.scheduler_options(shape);
   const LoadedModel& lm = pm->lm;
   auto scheduler =
       engine::Scheduler::create(*lm.model, *lm.tokenizer, so, &ledger, pm->budget.get());
@@ -163,10 +132,13 @@ int serve_main(const ServeFlags& f) {
   const uint64_t predicted = mp.predicted_peak_rss + server_bytes;
   log_info("model {}: {} layers, context {} ({})", printable(lm.model->config().name, 200),
            lm.model->config().n_layers, sp.shape.n_ctx, pm->fit.context_reason);
-  log_info("plan: KV pool {} ({} blocks of {} tokens: {} x {} tokens, KV {}), workspace {}",
-           format_bytes(sp.kv_bytes), sp.kv_blocks, sp.shape.kv_block_tokens, sp.shape.n_parallel,
-           sp.shape.n_ctx, plan::kv_type_label(sp.shape.k_type, sp.shape.v_type),
-           format_bytes(sp.workspace.total()));
+  log_info(
+      "plan: KV pool {} ({} blocks of {} tokens: {} x {} tokens, KV {}), workspace {} (as "
+      "snug plan --ctx {} --parallel {} --max-seqs {} --batch {})",
+      format_bytes(sp.kv_bytes), sp.kv_blocks, sp.shape.kv_block_tokens, sp.shape.n_parallel,
+      sp.shape.n_ctx, plan::kv_type_label(sp.shape.k_type, sp.shape.v_type),
+      format_bytes(sp.workspace.total()), sp.shape.n_ctx, sp.shape.n_parallel, max_seqs,
+      sp.shape.n_batch);
   log_info("plan: predicted peak RSS {} ({} bytes: engine {} + HTTP server {}); budget {} ({})",
            format_bytes(predicted), predicted, format_bytes(mp.predicted_peak_rss),
            format_bytes(server_bytes), format_bytes(pm->budget_choice.bytes),
@@ -175,17 +147,17 @@ int serve_main(const ServeFlags& f) {
   log_info(
       "scheduler: {} sequences at once, {} tokens per step, queue {}, {} threads, prefix "
       "cache {}; {} connections",
-      (*scheduler)->max_seqs(), f.batch_tokens, f.queue, (*scheduler)->n_threads(),
+      (*scheduler)->max_seqs(), f.engine.batch_tokens, f.engine.queue, (*scheduler)->n_threads(),
       so.prefix_cache ? "on" : "off", connections);
 
   server::ServedModel served;
-  served.name = served_name(f);
+  served.name = f.engine.served_name(f.alias);
   served.n_ctx = (*scheduler)->n_ctx();
   served.prompts = &prompts.value();
   http.attach(scheduler->get(), served, predicted);
   std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(served.name, 128).c_str());
 
-  const int sig = signals.wait();
+  const int sig = signals->wait();
   log_info("{}: stopping; running requests have {} s to finish",
            sig == SIGINT ? "SIGINT" : "SIGTERM", f.shutdown_timeout);
   const auto deadline =

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <exception>
 
+#include "cli/batch_flags.h"
 #include "cli/serve_flags.h"
 #include "tensor/kernels.h"
 
@@ -17,19 +18,24 @@ int main(int argc, char** argv) {
         return snug::cli::kExitUsage;
       }
     }
-    CLI::App app{"snug-serve: the OpenAI-compatible server of `snug serve`"};
+    CLI::App app{"snug-serve: the OpenAI-compatible server of `snug serve`, and `snug batch`"};
     app.require_subcommand(1);
     snug::cli::ServeFlags flags;
-    snug::cli::add_serve_flags(app, &flags);
+    CLI::App* serve = snug::cli::add_serve_flags(app, &flags);
+    snug::cli::BatchFlags batch;
+    CLI::App* batch_cmd = snug::cli::add_batch_flags(app, &batch);
     try {
       app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
       return app.exit(e);
     } catch (const CLI::ParseError& e) {
-      std::fprintf(stderr, "snug: error: %s (see 'snug serve --help')\n", e.what());
+      std::fprintf(stderr, "snug: error: %s (see 'snug serve --help' or 'snug batch --help')\n",
+                   e.what());
       return snug::cli::kExitUsage;
     }
-    return snug::cli::serve_main(flags);
+    if (*batch_cmd) return snug::cli::batch_main(batch);
+    if (*serve) return snug::cli::serve_main(flags);
+    return snug::cli::kExitUsage;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "snug: error: %s\n", e.what());
     return snug::cli::kExitFailure;

@@ -595,7 +595,7 @@ bool Scheduler::Impl::step() {
   for (const Slot& s : slots) {
     Request& r = *s.r;
     for (int32_t i = 0; i < s.n; ++i) {
-      const auto at = static_cast<size_t>(r.n_computed + i);
+      const size_t at = static_cast<size_t>(r.n_computed) + static_cast<size_t>(i);
       const bool last = r.n_computed + i + 1 == static_cast<int32_t>(r.tokens.size());
       batch.add(r.tokens[at], r.kv, last, r.decode[at] != 0);
     }

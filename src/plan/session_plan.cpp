@@ -97,7 +97,8 @@ int32_t largest_session_context(const model::ModelConfig& c,
 uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s) {
   const uint64_t per_seq =
       static_cast<uint64_t>(s.n_ctx) * sizeof(int32_t) * 2 + static_cast<uint64_t>(c.n_vocab) * 12;
-  return per_seq * static_cast<uint64_t>(s.n_parallel);
+  // A scheduler runs up to n_seqs sequences (short ones share the pool).
+  return per_seq * static_cast<uint64_t>(std::max(s.n_parallel, s.n_seqs));
 }
 
 Result<MemoryPlan> plan_memory(const ModelFootprint& fp, const SessionShape& shape) {

@@ -69,7 +69,8 @@ int32_t largest_session_context(const model::ModelConfig& c,
 constexpr uint64_t kProcessBaseBytes = 5632 * 1024;
 constexpr uint64_t kPerThreadBytes = 32 * 1024;
 // Engine bookkeeping per sequence: token history (4 bytes a token), KV block
-// table, and the sampler's candidate list (12 bytes per vocabulary entry).
+// table, prefix-cache hashes and order flags, and the sampler's candidate list
+// (12 bytes per vocabulary entry); for max(n_parallel, n_seqs) sequences.
 uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s);
 
 // Everything the process will hold at its peak for one shape.

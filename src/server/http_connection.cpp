@@ -7,16 +7,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include "server/api_error.h"
+#include "server/connection_pool.h"
 
 namespace snug::server {
 namespace {
@@ -214,141 +209,7 @@ class ConnectionStream : public httplib::Stream {
 };
 
 thread_local ConnectionStream* t_stream = nullptr;  // the connection this thread serves
-thread_local bool t_refuse = false;                 // set by the pool when it is full
-
-// A fixed pool of handler threads with a bounded queue. httplib's enqueue
-// cannot refuse, so when the pool is full the job runs on the accepting
-// thread with t_refuse set, and process_and_close_socket hands the socket to
-// the refuser instead of serving it.
-class BoundedPool : public httplib::TaskQueue {
- public:
-  BoundedPool(int32_t threads, int32_t pending) : capacity_(threads + pending) {
-    for (int32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
-  ~BoundedPool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!stop_ && static_cast<int32_t>(jobs_.size()) + busy_ < capacity_) {
-        jobs_.push_back(std::move(fn));
-        cv_.notify_one();
-        return;
-      }
-    }
-    t_refuse = true;
-    fn();
-    t_refuse = false;
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_ && workers_.empty()) return;
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
-        if (jobs_.empty()) return;  // stopping, and every accepted connection served
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-        ++busy_;
-      }
-      fn();
-      std::lock_guard<std::mutex> lock(mu_);
-      --busy_;
-    }
-  }
-
-  const int32_t capacity_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  int32_t busy_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
-};
-
 }  // namespace
-
-// Answers connections the pool had no room for: reads what the client sent
-// (closing a socket with unread data would reset it and lose the answer),
-// writes 503 with Retry-After, and closes. One thread, a bounded queue;
-// beyond it a connection is closed unanswered.
-class LimitedServer::Refuser {
- public:
-  explicit Refuser(int32_t retry_after) {
-    ApiError e{503, "the server is at its connection limit; retry later", {}, "server_busy"};
-    const std::string body = error_body(e);
-    response_ =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Retry-After: " +
-        std::to_string(retry_after) +
-        "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-        body;
-    thread_ = std::thread([this] { work(); });
-  }
-  ~Refuser() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    for (int fd : fds_) ::close(fd);
-  }
-  void refuse(int fd) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stop_ || fds_.size() >= 256) {
-      ::close(fd);
-      return;
-    }
-    fds_.push_back(fd);
-    cv_.notify_one();
-  }
-
- private:
-  void drain(int fd, milliseconds wait) {
-    char buf[4096];
-    const auto until = Clock::now() + wait;
-    while (poll_until(fd, POLLIN, until, wait, [] { return false; }) > 0) {
-      if (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return;
-    }
-  }
-  void work() {
-    for (;;) {
-      int fd;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !fds_.empty(); });
-        if (stop_) return;
-        fd = fds_.front();
-        fds_.pop_front();
-      }
-      drain(fd, milliseconds(50));
-      (void)::send(fd, response_.data(), response_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::shutdown(fd, SHUT_WR);
-      drain(fd, milliseconds(100));
-      ::close(fd);
-    }
-  }
-  std::string response_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<int> fds_;
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 int fault_status(WireFault f) {
   switch (f) {
@@ -412,8 +273,20 @@ void LimitedServer::begin_shutdown(Clock::time_point hard_stop) {
   stopping_.store(true);
 }
 
+bool LimitedServer::set_backlog(int n) {
+  const socket_t sock = svr_sock_.load();
+  return sock != INVALID_SOCKET && ::listen(sock, n) == 0;
+}
+
+void LimitedServer::stop_accepting() {
+  // accept() on a listening socket that was shut down fails (EINVAL), and
+  // httplib's loop then closes the socket itself.
+  const socket_t sock = svr_sock_.load();
+  if (sock != INVALID_SOCKET) ::shutdown(sock, SHUT_RDWR);
+}
+
 bool LimitedServer::process_and_close_socket(socket_t sock) {
-  if (t_refuse) {
+  if (BoundedPool::refusing()) {
     counters_->connection_refused();
     refuser_->refuse(sock);
     return true;

@@ -19,9 +19,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 
 #include <httplib.h>
 
+#include "server/connection_pool.h"
 #include "server/limits.h"
 #include "server/metrics.h"
 
@@ -46,6 +48,12 @@ class LimitedServer : public httplib::Server {
                 HttpCounters* counters);
   ~LimitedServer() override;
 
+  // After binding: the kernel's queue of connections not yet accepted.
+  // httplib listens with a backlog of 5, and a burst of clients beyond it
+  // overflows the queue (dropped handshakes, resets); this listens again with
+  // `n` (the kernel caps it at net.core.somaxconn).
+  bool set_backlog(int n);
+
   // For handlers, about the connection of the request on this thread:
   static WireFault current_fault();
   // False once the client closed its side or reset the connection.
@@ -57,11 +65,15 @@ class LimitedServer : public httplib::Server {
   // Stops reusing connections: idle ones close within stream_poll, the rest
   // after their current response; reads still waiting give up at `hard_stop`.
   void begin_shutdown(std::chrono::steady_clock::time_point hard_stop);
+  // Closes the listening socket's queue: the accept loop ends and joins the
+  // handler threads once they finish. Unlike httplib's stop(), the responses
+  // being streamed go on (httplib ends content providers once its socket is
+  // marked closed), so a drain can let them finish.
+  void stop_accepting();
   bool shutting_down() const { return stopping_.load(); }
 
  private:
   bool process_and_close_socket(socket_t sock) override;
-  class Refuser;
 
   const ServerLimits limits_;
   HttpCounters* counters_;

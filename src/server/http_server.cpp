@@ -202,17 +202,21 @@ struct HttpServer::Routes {
 
   void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta) {
     Completion c;
+    // The client is checked every poll interval, also while tokens keep coming.
+    auto next_check = Clock::now() + limits().stream_poll;
     for (;;) {
       engine::RequestStream::Event ev;
-      if (!stream.next(&ev, limits().stream_poll)) {
+      const bool got = stream.next(&ev, limits().stream_poll);
+      if (!got || Clock::now() >= next_check) {
+        next_check = Clock::now() + limits().stream_poll;
         if (!LimitedServer::client_connected()) {
           stream.cancel();
           LimitedServer::close_after_response();
           res.status = kClientClosed;
           return;
         }
-        continue;
       }
+      if (!got) continue;
       if (ev.token) {
         c.text += ev.token->text;
         if (meta.logprobs) c.tokens.push_back(std::move(*ev.token));
@@ -352,7 +356,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     counters_.count(route_of(req.path), res.status);
   });
   s.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
         std::string what = "internal error";
         try {
           if (ep) std::rethrow_exception(ep);
@@ -367,6 +371,9 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   if (bound <= 0)
     return make_error("cannot listen on ", printable(host, 64), ":", port,
                       " (in use, or not an address of this machine)");
+  // Room for every connection the pool can hold, and a burst beyond them.
+  if (!s.set_backlog(std::max(4 * connections, 1024)))
+    return make_error("cannot set the listen backlog on ", printable(host, 64), ":", bound);
   return bound;
 }
 
@@ -386,12 +393,14 @@ void HttpServer::shutdown(Clock::time_point deadline) {
   shut_down_ = true;
   stopping_.store(true);
   if (!http_) return;
-  // Reads still waiting when the deadline has passed give up soon after.
+  // Reads and writes still waiting a second after the deadline give up.
   http_->begin_shutdown(deadline + std::chrono::seconds(1));
-  http_->stop();
+  http_->stop_accepting();
   if (routes_ != nullptr) {
     if (engine::Scheduler* s = routes_->scheduler.load()) s->drain(deadline);
   }
+  // The accept loop has ended; it returns when every handler has sent its
+  // last event. httplib's stop() is not called: it would cut those streams.
   if (thread_.joinable()) thread_.join();
 }
 

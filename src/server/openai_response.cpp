@@ -58,14 +58,16 @@ std::string logprobs_json(const ResponseMeta& meta, std::span<const engine::Toke
   for (size_t i = 0; i < tokens.size(); ++i) {
     const engine::TokenEvent& t = tokens[i];
     const std::string piece = tok.piece(t.id);
-    const char* sep = i > 0 ? "," : "";
-    toks += sep + dump(json(piece));
-    lps += sep + dump(json(logprob_value(t.logprob)));
+    if (i > 0) {
+      for (std::string* s : {&toks, &lps, &tops, &offs}) s->push_back(',');
+    }
+    toks += dump(json(piece));
+    lps += dump(json(logprob_value(t.logprob)));
     json alts = json::object();
     for (const engine::TokenLogprob& alt : t.top)
       alts[tok.piece(alt.id)] = logprob_value(alt.logprob);
-    tops += sep + dump(alts);
-    offs += sep + std::to_string(*text_offset);
+    tops += dump(alts);
+    offs += std::to_string(*text_offset);
     *text_offset += piece.size();
   }
   return "{\"tokens\":" + toks + "],\"token_logprobs\":" + lps + "],\"top_logprobs\":" + tops +
