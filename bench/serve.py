@@ -55,6 +55,8 @@ import threading
 import time
 from pathlib import Path
 
+from compare import cpu_name  # bench/compare.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 KV_BLOCK_TOKENS = 16
@@ -196,16 +198,6 @@ class Interference:
         others = (busy_cpu_seconds() - self.busy0) - (own_cpu_seconds(self.server_pid) - self.own0)
         return {"others_cpu_fraction": max(0.0, others) / (wall * (os.cpu_count() or 1)),
                 "load_average_before": self.load}
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 # ---------------------------------------------------------------------------

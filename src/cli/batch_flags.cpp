@@ -23,10 +23,7 @@ CLI::App* add_batch_flags(CLI::App& app, BatchFlags* f) {
 Action add_batch(CLI::App& app, int argc, char** argv) {
   auto f = std::make_shared<BatchFlags>();
   CLI::App* sub = add_batch_flags(app, f.get());
-  return [f, sub, argc, argv]() -> int {  // f: the parsed values live as long as the action
-    if (!*sub) return -1;
-    return exec_serve_program(argc, argv);
-  };
+  return exec_serve_action(sub, f, argc, argv);
 }
 
 }  // namespace snug::cli

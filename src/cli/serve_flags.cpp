@@ -42,13 +42,17 @@ int exec_serve_program(int argc, char** argv) {
                          "snug)"));
 }
 
-Action add_serve(CLI::App& app, int argc, char** argv) {
-  auto f = std::make_shared<ServeFlags>();
-  CLI::App* sub = add_serve_flags(app, f.get());
-  return [f, sub, argc, argv]() -> int {  // f: the parsed values live as long as the action
+Action exec_serve_action(CLI::App* sub, std::shared_ptr<const void> flags, int argc, char** argv) {
+  return [flags, sub, argc, argv]() -> int {  // flags: bound values live as long as the action
     if (!*sub) return -1;
     return exec_serve_program(argc, argv);
   };
+}
+
+Action add_serve(CLI::App& app, int argc, char** argv) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* sub = add_serve_flags(app, f.get());
+  return exec_serve_action(sub, f, argc, argv);
 }
 
 }  // namespace snug::cli

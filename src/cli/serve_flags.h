@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "cli/commands.h"
@@ -33,6 +34,9 @@ CLI::App* add_serve_flags(CLI::App& app, ServeFlags* f);
 // Replaces this process with snug-serve (beside the snug binary) on the same
 // arguments; returns only on failure, with the exit code.
 int exec_serve_program(int argc, char** argv);
+// The action of a subcommand that snug-serve runs: exec_serve_program when
+// `sub` was parsed. Holds `flags`, the values the subcommand's options are bound to.
+Action exec_serve_action(CLI::App* sub, std::shared_ptr<const void> flags, int argc, char** argv);
 
 // The server itself (serve.cpp, linked into snug-serve only).
 int serve_main(const ServeFlags& f);

@@ -107,7 +107,6 @@ struct Request {
   // KV state: kv < 0 while waiting (never admitted, or preempted).
   kv::SeqId kv = -1;
   int32_t n_computed = 0;  // leading tokens whose K/V the cache holds
-  uint64_t admitted_order = 0;
   bool ever_admitted = false;
   // Prefix cache: the chain of hashes of tokens' full blocks computed so far,
   // and how many of this sequence's blocks were published.
@@ -149,7 +148,6 @@ struct Scheduler::Impl {
   // Owned by the scheduler thread.
   std::deque<std::unique_ptr<Request>> waiting;   // FCFS; preempted ones go back to the front
   std::vector<std::unique_ptr<Request>> running;  // in admission order
-  uint64_t admissions = 0;
   std::thread thread;
   // Events of this step, sent after update_gauges() so that a client that
   // sees an event also sees its effect (blocks taken or released) in metrics().
@@ -163,7 +161,7 @@ struct Scheduler::Impl {
   void take_incoming();
   void expire(Clock::time_point now);
   void admit();
-  void preempt(size_t index);
+  void preempt_latest();  // running is in admission order: the latest is at the back
   void finish(Request& r, FinishReason why, StopReason detail);
   void release_kv(Request& r);
   void publish_full_blocks(Request& r);
@@ -286,12 +284,10 @@ Submission Scheduler::submit(RequestParams params) {
                       .message);
   auto r = std::make_unique<Request>();
   r->submitted = Clock::now();
-  r->tokens = params.prompt;
-  r->decode.assign(params.prompt.size(), 0);
+  r->tokens = std::move(params.prompt);
+  r->decode.assign(r->tokens.size(), 0);
   r->n_prompt = static_cast<int32_t>(n_prompt);
   r->p = std::move(params);
-  r->p.prompt.clear();
-  r->p.prompt.shrink_to_fit();
   {
     std::lock_guard<std::mutex> lock(I.mu);
     if (I.draining) {
@@ -444,20 +440,20 @@ void Scheduler::Impl::admit() {
     }
     r.n_computed = hit * bt;
     r.published = hit;
-    r.admitted_order = ++admissions;
+    const int32_t cached = std::min(hit * bt, r.n_prompt);
     {
       std::lock_guard<std::mutex> lock(mu);
       m.prefix_lookup_blocks += static_cast<uint64_t>(reusable);
       m.prefix_hit_blocks += static_cast<uint64_t>(hit);
       if (!r.ever_admitted) {
         m.prompt_tokens += static_cast<uint64_t>(r.n_prompt);
-        m.prompt_tokens_cached += static_cast<uint64_t>(std::min(hit * bt, r.n_prompt));
+        m.prompt_tokens_cached += static_cast<uint64_t>(cached);
       }
     }
     if (!r.ever_admitted) {
       r.ever_admitted = true;
       r.fin.prompt_tokens = r.n_prompt;
-      r.fin.cached_tokens = std::min(hit * bt, r.n_prompt);
+      r.fin.cached_tokens = cached;
       r.fin.queue_seconds = seconds_between(r.submitted, Clock::now());
       const int32_t n_vocab = model.config().n_vocab;
       r.sampler = std::make_unique<Sampler>(r.p.sampler, n_vocab);
@@ -477,9 +473,9 @@ void Scheduler::Impl::release_kv(Request& r) {
   r.published = 0;
 }
 
-void Scheduler::Impl::preempt(size_t index) {
-  std::unique_ptr<Request> r = std::move(running[index]);
-  running.erase(running.begin() + static_cast<ptrdiff_t>(index));
+void Scheduler::Impl::preempt_latest() {
+  std::unique_ptr<Request> r = std::move(running.back());
+  running.pop_back();
   release_kv(*r);  // its published blocks stay cached: a quick readmission reuses them
   ++r->fin.preemptions;
   {
@@ -534,11 +530,7 @@ bool Scheduler::Impl::step() {
   };
   int32_t need = decode_need();
   while (need > cache.free_blocks() && running.size() > 1) {
-    size_t latest = 0;
-    for (size_t i = 1; i < running.size(); ++i) {
-      if (running[i]->admitted_order > running[latest]->admitted_order) latest = i;
-    }
-    preempt(latest);
+    preempt_latest();
     need = decode_need();
   }
   // 2. Prompt chunks (and recomputation after a preemption) fill the rest of
@@ -581,13 +573,7 @@ bool Scheduler::Impl::step() {
   if (slots.empty()) {
     // Every sequence is stalled on blocks (prompts admitted together outgrew
     // the pool): give the earliest admitted room by preempting the latest.
-    if (running.size() > 1) {
-      size_t latest = 0;
-      for (size_t i = 1; i < running.size(); ++i) {
-        if (running[i]->admitted_order > running[latest]->admitted_order) latest = i;
-      }
-      preempt(latest);
-    }
+    if (running.size() > 1) preempt_latest();
     return false;
   }
 
