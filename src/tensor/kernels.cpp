@@ -149,12 +149,13 @@ void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stri
                activation_type(mats[i].type) == activation_type(mats[0].type));
   }
   convert_activations(mats[0], x, x_stride, n_tok, scratch, pool);
-  // One row space over all matrices, cut into per-thread chunks of 8 rows so
-  // that every thread runs whole register tiles.
+  // One row space over all matrices, cut into per-thread chunks of 16 rows so
+  // that every thread runs whole register tiles and whole 16-row blocks
+  // (qgemm_vnni-inl.h).
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += mats[i].rows;
   pool.run([&](int tid, int nth) {
-    for_each_chunk(total, 8, tid, nth, [&](int64_t b, int64_t e) {
+    for_each_chunk(total, 16, tid, nth, [&](int64_t b, int64_t e) {
       int64_t base = 0;
       for (int i = 0; i < count && b < e; ++i) {
         const int64_t r0 = std::max<int64_t>(b - base, 0),

@@ -20,6 +20,7 @@
 #include "tensor/kernels_simd.h"
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
+#include "tensor/qgemm_vnni-inl.h"
 #include "tensor/simd_x86.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -38,6 +39,8 @@ constexpr int kTokTile = 4;
 constexpr int kTokTileWide = kTokTile;
 constexpr int kTokTileNarrow = 4;
 constexpr int64_t kRowBlock = 16;
+// Tokens from which the AVX512-VNNI row-block kernel takes over from the tiles.
+constexpr int64_t kVnniMinTokens = 1;
 
 // Weight loaders for the float formats: N elements starting at i as f32.
 struct LoadF32 {
@@ -289,6 +292,14 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   const size_t act_bytes = ref::activation_row_bytes(w.type, w.cols);
   const auto* act = static_cast<const uint8_t*>(qx);
   const auto* wd = static_cast<const uint8_t*>(w.data);
+#if SNUG_X86_VNNI512
+  // Whole 16-row blocks of q4_0/q4_1/q8_0 by the row-block kernel (the same
+  // results as the tiles below, bit for bit); the rest by the tiles.
+  if (n_tok >= kVnniMinTokens) {
+    r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  }
+#endif
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int64_t re = rb + kRowBlock < r1 ? rb + kRowBlock : r1;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tile) {

@@ -9,6 +9,7 @@
 //   reordered into SIMD lanes). Activation quantization must be bit-exact.
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -43,6 +44,9 @@ std::vector<Case> cases() {
     c.push_back({t, 13, k ? 768 : 224});
     c.push_back({t, 8, k ? 256 : 32});
     c.push_back({t, 5, k ? 1280 : 608});
+    // Two whole 16-row blocks and a tail (the AVX512-VNNI row-block kernel),
+    // over three chunks of its 16 blocks.
+    if (!k) c.push_back({t, 37, 1184});
   }
   return c;
 }
@@ -185,6 +189,77 @@ TEST_P(Simd, ThreadedMatmulIsDeterministic) {
     }
   }
 }
+
+// The 32-element formats take the same arithmetic on every x86 target from
+// AVX2 up (ggml's: exact int32 sums of 4 products, 8 float accumulators,
+// one tree at the end), whether a row lands in the AVX2 tile kernel or the
+// AVX512-VNNI 16-row block kernel. Raw blocks with every level the format can
+// hold (q8_0's -128 included) and activations at +-127, 1 to 35 tokens (pairs,
+// a lone token, a second group of 16), rows that start mid-block.
+#if HWY_ARCH_X86
+TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
+  std::vector<int64_t> targets;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+    if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
+  }
+  if (targets.size() < 2) GTEST_SKIP() << "one x86 target from AVX2 up on this CPU";
+  std::mt19937 rng(7);
+  const auto byte = [&] { return static_cast<uint8_t>(rng() & 0xFF); };
+  const auto scale = [&] {  // f16 in [2^-14, 2^-4): normal, never inf or NaN
+    return static_cast<uint16_t>(((rng() % 10) + 1) << 10 | (rng() & 0x3FF));
+  };
+  const int64_t rows = 53, cols = 1184;
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
+    const size_t rb = *row_bytes(type, cols);
+    const size_t block = rb / (cols / 32);
+    std::vector<uint8_t> wq(rb * rows);
+    for (size_t i = 0; i < wq.size(); ++i) wq[i] = byte();
+    for (size_t off = 0; off < wq.size(); off += block) {
+      const uint16_t d = scale(), m = scale();
+      std::memcpy(&wq[off], &d, 2);
+      if (type == DType::kQ4_1 || type == DType::kQ5_1) std::memcpy(&wq[off + 2], &m, 2);
+    }
+    const MatView w{type, wq.data(), rows, cols, rb};
+    const int64_t n_tok = 35;
+    std::vector<BlockQ8A> qx(static_cast<size_t>(n_tok * cols / 32));
+    for (BlockQ8A& a : qx) {
+      int sum = 0;
+      for (int8_t& q : a.qs) {
+        const int v = static_cast<int>(rng() % 255) - 127;
+        q = static_cast<int8_t>(rng() % 8 == 0 ? (v < 0 ? -127 : 127) : v);
+        sum += q;
+      }
+      a.d = std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
+      a.s = a.d * static_cast<float>(sum);
+    }
+    std::vector<std::vector<float>> got;
+    for (int64_t target : targets) {
+      hwy::SetSupportedTargetsForTest(target);
+      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}, n_tok}) {
+        std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
+        matmul_rows(w, qx.data(), nt, 0, rows, y.data(), rows);
+        std::vector<float> part(y.size(), -1.f);  // rows 3..50: blocks start mid-matrix
+        matmul_rows(w, qx.data(), nt, 3, 51, part.data(), rows);
+        for (int64_t t = 0; t < nt; ++t) {
+          for (int64_t r = 3; r < 51; ++r) {
+            ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << dtype_name(type) << " " << nt;
+          }
+        }
+        got.push_back(std::move(y));
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+    for (size_t i = 4; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].size(), got[i % 4].size());
+      for (size_t j = 0; j < got[i].size(); ++j) {
+        ASSERT_EQ(got[i][j], got[i % 4][j])
+            << dtype_name(type) << " target " << hwy::TargetName(targets[i / 4]) << " vs "
+            << hwy::TargetName(targets[0]) << " token " << j / rows << " row " << j % rows;
+      }
+    }
+  }
+}
+#endif  // HWY_ARCH_X86
 
 INSTANTIATE_TEST_SUITE_P(Targets, Simd, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
                          [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
