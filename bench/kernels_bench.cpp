@@ -107,7 +107,7 @@ void register_all() {
   for (DType t : kTypes) {
     for (const Shape& sh : kShapes) {
       if (sh.cols % info(t).block_size != 0) continue;
-      for (int64_t n_tok : {1, 16, 128}) {  // decode, batched decode, prompt
+      for (int64_t n_tok : {1, 2, 4, 8, 16, 128}) {  // decode, batched decode, prompt
         const std::string name = "matmul/" + std::string(dtype_name(t)) + "/" + sh.model + "/" +
                                  std::to_string(sh.rows) + "x" + std::to_string(sh.cols) + "/tok" +
                                  std::to_string(n_tok);
