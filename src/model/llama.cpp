@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "base/check.h"
+#include "base/thread_pool.h"
 #include "kv/attention.h"
 #include "model/model.h"
 #include "tensor/kernels.h"
@@ -13,6 +14,23 @@
 namespace snug::model {
 
 namespace {
+
+// f(t) for every token: across the pool when the batch is large enough to pay
+// for the extra barrier (a few microseconds), else on this thread. Each
+// token's work is the same arithmetic on either path.
+constexpr int32_t kParallelTokens = 4;
+template <class F>
+void per_token(ThreadPool& pool, int32_t T, F&& f) {
+  if (T < kParallelTokens) {
+    for (int32_t t = 0; t < T; ++t) f(t);
+    return;
+  }
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(T, 1, tid, nth, [&](int64_t b, int64_t e) {
+      for (auto t = static_cast<int32_t>(b); t < e; ++t) f(t);
+    });
+  });
+}
 
 void add_into(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
@@ -70,11 +88,14 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
   const int64_t AD = int64_t{c.n_heads} * c.head_dim_v;
   const kv::KvLayout& lay = cache.layout();
 
-  for (int32_t t = 0; t < T; ++t) {
+  per_token(pool, T, [&](int32_t t) {
     const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
                       static_cast<size_t>(batch.tokens[t]) * w.token_embd.row_bytes;
     tensor::dequantize_row(w.token_embd.type, row, ws.x + t * E, E);
-  }
+    // Rotation angles per token, shared by every head and layer.
+    tensor::rope_cache(ws.pos[t], c.rope_dim, c.rope_base, c.rope_scale,
+                       ws.rope + int64_t{t} * c.rope_dim);
+  });
 
   kv::AttentionShape shape;
   shape.n_heads = c.n_heads;
@@ -83,22 +104,17 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
   shape.head_dim_v = c.head_dim_v;
   shape.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim_k));
 
-  // Rotation angles per token, shared by every head and layer.
-  for (int32_t t = 0; t < T; ++t) {
-    tensor::rope_cache(ws.pos[t], c.rope_dim, c.rope_base, c.rope_scale,
-                       ws.rope + int64_t{t} * c.rope_dim);
-  }
-
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    for (int32_t t = 0; t < T; ++t)
+    per_token(pool, T, [&](int32_t t) {
       tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
+    });
     project(pool, ws, l, T,
             {{MatRole::kQ, L.wq, ws.q, QD},
              {MatRole::kK, L.wk, ws.k, KD},
              {MatRole::kV, L.wv, ws.v, VD}});
 
-    for (int32_t t = 0; t < T; ++t) {
+    per_token(pool, T, [&](int32_t t) {
       const int32_t pos = ws.pos[t];
       const float* cs = ws.rope + int64_t{t} * c.rope_dim;
       for (int32_t h = 0; h < c.n_heads; ++h) {
@@ -112,7 +128,7 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
         tensor::quantize_kv_row(lay.v_type, ws.v + t * VD + h * c.head_dim_v,
                                 cache.v_row(batch.seqs[t], l, h, pos), c.head_dim_v);
       }
-    }
+    });
 
     // Each (token, KV head) item attends for the query heads sharing that KV
     // head, over its own sequence up to its position. Items are taken from a
@@ -136,8 +152,9 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);
 
-    for (int32_t t = 0; t < T; ++t)
+    per_token(pool, T, [&](int32_t t) {
       tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
+    });
     project(pool, ws, l, T, {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
     tensor::silu_mul(ws.gate, ws.up, T * F);
     observe(ws, l, MatRole::kDown, ws.gate, T, F);
