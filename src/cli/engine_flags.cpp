@@ -45,6 +45,8 @@ engine::SchedulerOptions EngineFlags::scheduler_options(const plan::SessionShape
   so.v_type = shape.v_type;
   so.kv_block_tokens = shape.kv_block_tokens;
   so.prefix_cache = !no_prefix_cache;
+  so.admission = admission == "prompt" ? engine::SchedulerOptions::Admission::kPromptOnly
+                                       : engine::SchedulerOptions::Admission::kReserve;
   return so;
 }
 
@@ -71,6 +73,11 @@ void add_engine_flags(CLI::App& sub, EngineFlags* f) {
       ->check(CLI::NonNegativeNumber);
   add_kv_type_options(sub, &f->kv_type, &f->k_type, &f->v_type);
   sub.add_flag("--no-prefix-cache", f->no_prefix_cache, "do not reuse cached prompt blocks");
+  sub.add_option("--admission", f->admission,
+                 "reserve: admit a request when what it and the running ones may grow to "
+                 "(prompt + max_tokens) fits, so none is preempted; prompt: admit on the "
+                 "prompt alone and preempt when the KV pool runs out (default: reserve)")
+      ->check(CLI::IsMember({"reserve", "prompt"}));
 }
 
 }  // namespace snug::cli

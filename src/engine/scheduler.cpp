@@ -161,6 +161,10 @@ struct Scheduler::Impl {
   void take_incoming();
   void expire(Clock::time_point now);
   void admit();
+  // Tokens r holds when it finishes at the latest: prompt plus max_tokens,
+  // or the context; and the blocks it still needs to get there.
+  int32_t final_tokens(const Request& r) const;
+  int32_t outstanding_blocks(const Request& r) const;
   void preempt_latest();  // running is in admission order: the latest is at the back
   void finish(Request& r, FinishReason why, StopReason detail);
   void release_kv(Request& r);
@@ -413,6 +417,16 @@ void Scheduler::Impl::ensure_hashes(Request& r, int32_t n_blocks) {
   }
 }
 
+int32_t Scheduler::Impl::final_tokens(const Request& r) const {
+  const int32_t n_ctx = plan.shape.n_ctx;
+  if (r.p.max_tokens < 0) return n_ctx;
+  return static_cast<int32_t>(std::min<int64_t>(int64_t{r.n_prompt} + r.p.max_tokens, n_ctx));
+}
+
+int32_t Scheduler::Impl::outstanding_blocks(const Request& r) const {
+  return cache.blocks_needed(r.kv, std::max(0, final_tokens(r) - r.n_computed));
+}
+
 void Scheduler::Impl::admit() {
   const int32_t bt = cache.layout().block_tokens;
   while (!waiting.empty() && static_cast<int32_t>(running.size()) < max_seqs) {
@@ -428,12 +442,21 @@ void Scheduler::Impl::admit() {
       hit = cache.attach_cached(
           r.kv, std::span<const kv::BlockHash>(r.hashes).first(static_cast<size_t>(reusable)));
     }
-    // Blocks for every token it holds now plus the first one it generates,
-    // beyond one block of headroom per running sequence (each may need a new
-    // block next step).
-    const int32_t need = cache.blocks_needed(r.kv, len + 1 - hit * bt);
-    const auto headroom = static_cast<int32_t>(running.size());
-    if (need > cache.free_blocks() - headroom) {
+    // kReserve: blocks for everything it may grow to, beside what every
+    // running sequence may still grow to; a request is always admitted when
+    // nothing runs (it fits alone: submit() checked its length). kPromptOnly:
+    // blocks for every token it holds now plus the first one it generates,
+    // beyond one block of headroom per running sequence.
+    int32_t need = 0, held_back = 0;
+    if (opt.admission == SchedulerOptions::Admission::kReserve) {
+      need = cache.blocks_needed(r.kv, final_tokens(r) - hit * bt);
+      for (const auto& q : running) held_back += outstanding_blocks(*q);
+      if (running.empty()) need = std::min(need, cache.free_blocks());
+    } else {
+      need = cache.blocks_needed(r.kv, len + 1 - hit * bt);
+      held_back = static_cast<int32_t>(running.size());
+    }
+    if (need > cache.free_blocks() - held_back) {
       cache.free_sequence(r.kv);  // attached blocks go back to the cache as they were
       r.kv = -1;
       break;  // first come, first served: nobody overtakes the head of the queue

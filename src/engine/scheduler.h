@@ -5,11 +5,14 @@
 // next token plus chunks of waiting prompts up to a token budget (chunked
 // prefill), runs one forward pass over that ragged batch, samples, and
 // streams each request's tokens to its RequestStream. Requests are admitted
-// first come, first served when the KV blocks their prompt needs are free
-// (blocks as plan::plan_session counts them); when blocks run out during
-// generation the most recently admitted sequence is preempted: its blocks are
-// freed and it is recomputed later from its prompt and the tokens it already
-// produced, so no request fails for lack of memory once admitted. Full KV
+// first come, first served when the KV blocks they may grow to are free
+// beside what the running sequences may still grow to (blocks as
+// plan::plan_session counts them; SchedulerOptions::admission). If blocks
+// still run out during generation (kPromptOnly admission, or a lone request
+// admitted because nothing runs) the most recently admitted sequence is
+// preempted: its blocks are freed and it is recomputed later from its prompt
+// and the tokens it already produced, so no request fails for lack of memory
+// once admitted. Full KV
 // blocks are kept in a prefix cache keyed by a hash chain (see
 // kv/prefix_cache.h) so that a repeated system prompt or the next turn of a
 // chat skips its cached prefix.
@@ -151,6 +154,12 @@ struct SchedulerOptions {
   tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
   bool prefix_cache = true;
+  // Admission (see Scheduler): kReserve admits a request when the free blocks
+  // hold what it and every running sequence may still grow to (prompt plus
+  // max_tokens, or the whole context without max_tokens); kPromptOnly admits
+  // on its prompt alone and preempts when the pool runs out, as vLLM does.
+  enum class Admission { kReserve, kPromptOnly };
+  Admission admission = Admission::kReserve;
 };
 
 // Fixed-bucket latency histogram (seconds), Prometheus style: counts[i] holds

@@ -86,8 +86,14 @@ TEST(SchedulerModel, ConcurrentChunkedAndPreemptedRequestsEqualEachAlone) {
   // A pool of 512 tokens for 32 requests of up to 266: preemption must happen.
   o.n_parallel = 1;
   o.prefix_cache = false;
+  o.admission = SchedulerOptions::Admission::kPromptOnly;
   serve_all(**m, *tok, o, cases, n_gen, &preemptions);
   EXPECT_GT(preemptions, 0u);
+  // Reserving admission: the same requests through the same pool wait their
+  // turn instead, and are never preempted.
+  o.admission = SchedulerOptions::Admission::kReserve;
+  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
+  EXPECT_EQ(preemptions, 0u);
 }
 
 }  // namespace

@@ -100,7 +100,9 @@ void expect_invariant(DType type, const char* name, SchedulerOptions opt, int n_
   for (int i = 0; i < n_requests; ++i) {
     prompts.push_back(make_prompt(1 + (i * 29) % 70, i));
     want.push_back(alone_with_logprobs(*f->model, prompts.back(), n_gen, 256));
-    if (i == 0) EXPECT_EQ(want.back().tokens, alone(*f, prompts.back(), n_gen));
+    if (i == 0) {
+      EXPECT_EQ(want.back().tokens, alone(*f, prompts.back(), n_gen));
+    }
   }
   auto s = Scheduler::create(*f->model, *f->tok, opt, &f->ledger);
   ASSERT_TRUE(s.ok()) << s.error().message;
@@ -149,9 +151,26 @@ TEST(Scheduler, PreemptsInsteadOfFailingAndStaysInvariant) {
   o.n_parallel = 1;  // a pool of 8 blocks (128 tokens) for requests of up to 94 tokens
   o.max_seqs = 6;
   o.prefix_cache = false;
+  o.admission = SchedulerOptions::Admission::kPromptOnly;
   uint64_t preemptions = 0;
   expect_invariant(DType::kQ8_0, "sched_preempt.gguf", o, 10, &preemptions);
   EXPECT_GT(preemptions, 0u) << "the pool was large enough to avoid preemption";
+}
+
+// The same pool and requests under the default admission: each request is
+// admitted only when its prompt plus max_tokens fits beside what the running
+// ones may still grow to, so nothing is ever preempted, and a request larger
+// than what is left waits rather than evicting a running one.
+TEST(Scheduler, ReservingAdmissionNeverPreempts) {
+  SchedulerOptions o = small_options();
+  o.n_ctx = 128;
+  o.n_parallel = 1;
+  o.max_seqs = 6;
+  o.prefix_cache = false;
+  ASSERT_EQ(o.admission, SchedulerOptions::Admission::kReserve);
+  uint64_t preemptions = 0;
+  expect_invariant(DType::kQ8_0, "sched_reserve.gguf", o, 10, &preemptions);
+  EXPECT_EQ(preemptions, 0u);
 }
 
 TEST(Scheduler, PrefixCacheHitsWithinAScopeOnly) {

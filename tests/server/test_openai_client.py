@@ -217,13 +217,27 @@ def test_32_streams_equal_each_served_alone(client):
 
 def test_preemption_keeps_every_result():
     # A pool of 128 tokens (8 blocks) for 8 sequences of 10 or 34 prompt tokens + 40
-    # generated: admitted together, they outgrow the pool and preempted ones are recomputed.
+    # generated: admitted together on their prompts (--admission prompt), they outgrow
+    # the pool and preempted ones are recomputed.
+    s = Server("--ctx", 128, "--parallel", 1, "--max-seqs", 8, "--memory", "1GiB",
+               "--model-alias", "smol", "--admission", "prompt")
+    try:
+        c = openai.OpenAI(base_url=s.base_url + "/v1", api_key="unused", max_retries=0)
+        _concurrent_equals_alone(c, _prompts(8, lengths=2), 40)
+        assert s.metrics()["snug_preemptions_total"] > 0
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+def test_reserving_admission_never_preempts():
+    # The same requests and pool under the default admission: each waits until its
+    # prompt + max_tokens fits beside what the running ones may grow to.
     s = Server("--ctx", 128, "--parallel", 1, "--max-seqs", 8, "--memory", "1GiB",
                "--model-alias", "smol")
     try:
         c = openai.OpenAI(base_url=s.base_url + "/v1", api_key="unused", max_retries=0)
         _concurrent_equals_alone(c, _prompts(8, lengths=2), 40)
-        assert s.metrics()["snug_preemptions_total"] > 0
+        assert s.metrics()["snug_preemptions_total"] == 0
     finally:
         assert s.stop() == 0, s.log()
 
