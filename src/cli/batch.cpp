@@ -39,7 +39,7 @@
 #include "engine/scheduler.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
-#include "server/prompt.h"
+#include "text/chat_prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -229,7 +229,7 @@ int batch_main(const BatchFlags& f) {
   auto scheduler = engine::Scheduler::create(
       *lm.model, *lm.tokenizer, f.engine.scheduler_options(shape), &ledger, pm->budget.get());
   if (!scheduler.ok()) return fail(scheduler.error());
-  auto prompts = server::PromptBuilder::create(*lm.tokenizer, lm.model->config().arch_name);
+  auto prompts = text::ChatPrompter::create(*lm.tokenizer, lm.model->config().arch_name);
   if (!prompts.ok()) return fail(make_error("chat template: ", prompts.error().message));
   log_info("batch: context {}, KV pool {}, {} sequences at once; kernels {}", (*scheduler)->n_ctx(),
            format_bytes((*scheduler)->plan().kv_bytes), (*scheduler)->max_seqs(),

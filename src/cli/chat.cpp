@@ -11,7 +11,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/gen_flags.h"
-#include "cli/prompt.h"
+#include "text/chat_prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -27,6 +27,8 @@ int chat_main(const GenFlags& f) {
       engine::Session::create(*lm->model, f.session_options(*pm), &ledger, pm->budget.get());
   if (!session.ok()) return fail(session.error());
 
+  auto prompter = text::ChatPrompter::create(tok, lm->model->config().arch_name);
+  if (!prompter.ok()) return fail(prompter.error());
   std::vector<text::ChatMessage> msgs;
   if (!f.system.empty()) msgs.push_back({"system", f.system});
   const bool interactive = ::isatty(STDIN_FILENO) != 0;
@@ -38,7 +40,7 @@ int chat_main(const GenFlags& f) {
     if (line == "/exit" || line == "/quit") break;
     if (line.empty()) continue;
     msgs.push_back({"user", line});
-    auto ids = chat_prompt(*lm, msgs);
+    auto ids = prompter->chat(msgs);
     if (!ids.ok()) return fail(ids.error());
     auto result =
         engine::generate(**session, tok, *ids, f.generate_options(), [](std::string_view s) {

@@ -15,7 +15,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/gen_flags.h"
-#include "cli/prompt.h"
+#include "text/chat_prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -91,7 +91,9 @@ int run_main(const RunFlags& f) {
     std::vector<text::ChatMessage> msgs;
     if (!f.gen.system.empty()) msgs.push_back({"system", f.gen.system});
     msgs.push_back({"user", prompt});
-    auto chat_ids = chat_prompt(*lm, msgs);
+    auto prompter = text::ChatPrompter::create(tok, lm->model->config().arch_name);
+    if (!prompter.ok()) return fail(prompter.error());
+    auto chat_ids = prompter->chat(msgs);
     if (!chat_ids.ok()) return fail(chat_ids.error());
     ids = std::move(chat_ids).value();
   } else {

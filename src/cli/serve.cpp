@@ -23,7 +23,7 @@
 #include "cli/serve_flags.h"
 #include "engine/scheduler.h"
 #include "server/http_server.h"
-#include "server/prompt.h"
+#include "text/chat_prompt.h"
 
 namespace snug::cli {
 namespace {
@@ -125,7 +125,7 @@ int serve_main(const ServeFlags& f) {
   auto scheduler =
       engine::Scheduler::create(*lm.model, *lm.tokenizer, so, &ledger, pm->budget.get());
   if (!scheduler.ok()) return fail(scheduler.error());
-  auto prompts = server::PromptBuilder::create(*lm.tokenizer, lm.model->config().arch_name);
+  auto prompts = text::ChatPrompter::create(*lm.tokenizer, lm.model->config().arch_name);
   if (!prompts.ok()) return fail(make_error("chat template: ", prompts.error().message));
 
   const plan::SessionPlan& sp = (*scheduler)->plan();

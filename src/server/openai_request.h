@@ -33,7 +33,7 @@
 #include "engine/scheduler.h"
 #include "server/api_error.h"
 #include "server/limits.h"
-#include "server/prompt.h"
+#include "text/chat_prompt.h"
 
 namespace snug::server {
 
@@ -41,9 +41,9 @@ enum class Endpoint : uint8_t { kCompletions, kChatCompletions };
 
 // What parsing needs to know of the model being served.
 struct ServedModel {
-  std::string name;                        // "model" in requests and responses
-  int32_t n_ctx = 0;                       // tokens one sequence may hold
-  const PromptBuilder* prompts = nullptr;  // its tokenizer and chat template
+  std::string name;                             // "model" in requests and responses
+  int32_t n_ctx = 0;                            // tokens one sequence may hold
+  const text::ChatPrompter* prompts = nullptr;  // its tokenizer and chat template
 };
 
 struct OpenAIRequest {

@@ -18,7 +18,7 @@ namespace {
 
 struct Served {
   std::unique_ptr<text::Tokenizer> tok;
-  std::unique_ptr<PromptBuilder> prompts;
+  std::unique_ptr<text::ChatPrompter> prompts;
   ServedModel model;
 };
 
@@ -31,9 +31,9 @@ const Served& served() {
     auto tok = text::Tokenizer::from_gguf(*file);
     EXPECT_TRUE(tok.ok());
     out->tok = std::make_unique<text::Tokenizer>(std::move(*tok));
-    auto pb = PromptBuilder::create(*out->tok, "llama");
+    auto pb = text::ChatPrompter::create(*out->tok, "llama");
     EXPECT_TRUE(pb.ok()) << pb.error().message;
-    out->prompts = std::make_unique<PromptBuilder>(std::move(pb.value()));
+    out->prompts = std::make_unique<text::ChatPrompter>(std::move(pb.value()));
     out->model = ServedModel{"tiny", 256, out->prompts.get()};
     return out;
   }();
