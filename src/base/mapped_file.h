@@ -32,6 +32,11 @@ class MappedFile {
 
   // Asks the kernel to read [offset, offset + length) ahead (MADV_WILLNEED).
   void advise_willneed(uint64_t offset, uint64_t length) const;
+  // Reads the whole mapping in and maps every page into this process
+  // (MADV_POPULATE_READ, or a read of each page on kernels before 5.14), so
+  // that the first pass over it takes no page faults. The pages are the page
+  // cache's, shared with every process mapping the file.
+  void populate() const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -18,6 +18,7 @@
 
 #include "base/bytes.h"
 #include "base/log.h"
+#include "base/mapped_file.h"
 #include "cli/budget.h"
 #include "cli/common.h"
 #include "cli/serve_flags.h"
@@ -127,6 +128,12 @@ int serve_main(const ServeFlags& f) {
   if (!scheduler.ok()) return fail(scheduler.error());
   auto prompts = text::ChatPrompter::create(*lm.tokenizer, lm.model->config().arch_name);
   if (!prompts.ok()) return fail(make_error("chat template: ", prompts.error().message));
+  // Map every weight page now, while /health still says loading, so that the
+  // first request does not pay the page faults of a whole pass over the model.
+  const auto populate_start = std::chrono::steady_clock::now();
+  if (const MappedFile* map = lm.model->file().mapping()) map->populate();
+  const double populate_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - populate_start).count();
 
   const plan::SessionPlan& sp = (*scheduler)->plan();
   const uint64_t predicted = mp.predicted_peak_rss + server_bytes;
@@ -143,7 +150,7 @@ int serve_main(const ServeFlags& f) {
            format_bytes(predicted), predicted, format_bytes(mp.predicted_peak_rss),
            format_bytes(server_bytes), format_bytes(pm->budget_choice.bytes),
            pm->budget_choice.source);
-  log_info("kernels: {}", describe_kernels(*lm.model));
+  log_info("kernels: {}; weights mapped in {:.2f} s", describe_kernels(*lm.model), populate_s);
   log_info(
       "scheduler: {} sequences at once, {} tokens per step, queue {}, {} threads, prefix "
       "cache {}; {} connections",
