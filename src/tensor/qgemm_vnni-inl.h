@@ -161,9 +161,10 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
 #define SNUG_VLOAD(t, k) s##t##_##k = first ? _mm512_setzero_ps() : acc[(t) ? t1 : 0].g[k];
   SNUG_VLOAD(0, 0)
   SNUG_VLOAD(0, 1)
-  SNUG_VLOAD(0, 2) SNUG_VLOAD(0, 3) SNUG_VLOAD(0, 4) SNUG_VLOAD(0, 5) SNUG_VLOAD(0, 6)
-      SNUG_VLOAD(0, 7) SNUG_VLOAD(1, 0) SNUG_VLOAD(1, 1) SNUG_VLOAD(1, 2) SNUG_VLOAD(1, 3)
-          SNUG_VLOAD(1, 4) SNUG_VLOAD(1, 5) SNUG_VLOAD(1, 6) SNUG_VLOAD(1, 7)
+  SNUG_VLOAD(0, 2)
+  SNUG_VLOAD(0, 3) SNUG_VLOAD(0, 4) SNUG_VLOAD(0, 5) SNUG_VLOAD(0, 6) SNUG_VLOAD(0, 7)
+      SNUG_VLOAD(1, 0) SNUG_VLOAD(1, 1) SNUG_VLOAD(1, 2) SNUG_VLOAD(1, 3) SNUG_VLOAD(1, 4)
+          SNUG_VLOAD(1, 5) SNUG_VLOAD(1, 6) SNUG_VLOAD(1, 7)
 #undef SNUG_VLOAD
               bias0 = first ? _mm512_setzero_ps() : acc[0].bias;
   bias1 = first ? _mm512_setzero_ps() : acc[t1].bias;
@@ -200,15 +201,15 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
 #define SNUG_VSTORE(t, k) acc[t].g[k] = s##t##_##k;
   SNUG_VSTORE(0, 0)
   SNUG_VSTORE(0, 1)
-  SNUG_VSTORE(0, 2) SNUG_VSTORE(0, 3) SNUG_VSTORE(0, 4) SNUG_VSTORE(0, 5) SNUG_VSTORE(0, 6)
-      SNUG_VSTORE(0, 7) acc[0]
-          .bias = bias0;
+  SNUG_VSTORE(0, 2)
+  SNUG_VSTORE(0, 3) SNUG_VSTORE(0, 4) SNUG_VSTORE(0, 5) SNUG_VSTORE(0, 6) SNUG_VSTORE(0, 7) acc[0]
+      .bias = bias0;
   if constexpr (T == 2) {
     SNUG_VSTORE(1, 0)
     SNUG_VSTORE(1, 1)
-    SNUG_VSTORE(1, 2) SNUG_VSTORE(1, 3) SNUG_VSTORE(1, 4) SNUG_VSTORE(1, 5) SNUG_VSTORE(1, 6)
-        SNUG_VSTORE(1, 7) acc[1]
-            .bias = bias1;
+    SNUG_VSTORE(1, 2)
+    SNUG_VSTORE(1, 3) SNUG_VSTORE(1, 4) SNUG_VSTORE(1, 5) SNUG_VSTORE(1, 6) SNUG_VSTORE(1, 7) acc[1]
+        .bias = bias1;
   }
 #undef SNUG_VSTORE
 }
@@ -291,7 +292,7 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
                                            int64_t n_tok, int64_t r0, int64_t r1, float* y,
                                            int64_t y_stride) {
   const int64_t end = r0 + (r1 - r0) / kVRows * kVRows;
-  if (end == r0) return r0;
+  if (end == r0 || cols < kQK) return r0;
   switch (type) {
     case DType::kQ4_0:
       MatmulVnni<VQ4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
