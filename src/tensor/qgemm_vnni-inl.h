@@ -12,12 +12,12 @@
 // tree. So which kernel handles a row or a token never changes a result, and
 // batch invariance and the identity with llama.cpp hold as before.
 //
-// A weight block of 16 rows is repacked once per pass (unpacked to int8 and
-// transposed so that group k of all 16 rows is one register) into a chunk on
-// the stack; the tokens then read it from L1. Signed formats (q4_0 levels
-// q - 8, q8_0) take activations biased to unsigned (a + 128) and start each
-// group's sum at -128 x (sum of the group's weights), which keeps the sum
-// exact.
+// A weight block of 16 rows is repacked once per pass (unpacked to unsigned
+// int8 and transposed so that group k of all 16 rows is one register) into a
+// chunk on the stack; the tokens then read it from L1. Offset formats (q4_0
+// levels q - 8; q8_0, stored here as level + 128) start each group's sum at
+// -offset x (the sum of the token's 4 activations), which keeps it exact and
+// leaves the activations as vpdpbusd's broadcast operand.
 #if defined(SNUG_TENSOR_QGEMM_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_VNNI_INL_H_
@@ -149,8 +149,8 @@ HWY_INLINE __m512i GroupSum(__m512i w, const uint8_t* x4, const int32_t* c4) {
 
 // T tokens (1 or 2) against one repacked chunk of nb blocks. a[t]: token t's
 // activation blocks of the chunk; co[t]: for offset formats, -offset x the sum
-// of each group of 4 activations, 8 per block. first: the chunk is the row's first. The
-// accumulators are named variables: as arrays, GCC 12 kept some in memory.
+// of each group of 4 activations, 8 per block. first: the chunk is the row's
+// first. The accumulators are named variables: as arrays, GCC 12 kept some in memory.
 template <class F, int T>
 HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
                           const int32_t* const* co, bool first, VAcc* acc) {
@@ -158,15 +158,28 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
   constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
   __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7, bias0;
   __m512 s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, s1_7, bias1;
-#define SNUG_VLOAD(t, k) s##t##_##k = first ? _mm512_setzero_ps() : acc[(t) ? t1 : 0].g[k];
-  SNUG_VLOAD(0, 0)
-  SNUG_VLOAD(0, 1)
-  SNUG_VLOAD(0, 2)
-  SNUG_VLOAD(0, 3) SNUG_VLOAD(0, 4) SNUG_VLOAD(0, 5) SNUG_VLOAD(0, 6) SNUG_VLOAD(0, 7)
-      SNUG_VLOAD(1, 0) SNUG_VLOAD(1, 1) SNUG_VLOAD(1, 2) SNUG_VLOAD(1, 3) SNUG_VLOAD(1, 4)
-          SNUG_VLOAD(1, 5) SNUG_VLOAD(1, 6) SNUG_VLOAD(1, 7)
+#define SNUG_VLOAD(t, k)                                               \
+  do {                                                                 \
+    s##t##_##k = first ? _mm512_setzero_ps() : acc[(t) ? t1 : 0].g[k]; \
+  } while (0)
+  SNUG_VLOAD(0, 0);
+  SNUG_VLOAD(0, 1);
+  SNUG_VLOAD(0, 2);
+  SNUG_VLOAD(0, 3);
+  SNUG_VLOAD(0, 4);
+  SNUG_VLOAD(0, 5);
+  SNUG_VLOAD(0, 6);
+  SNUG_VLOAD(0, 7);
+  SNUG_VLOAD(1, 0);
+  SNUG_VLOAD(1, 1);
+  SNUG_VLOAD(1, 2);
+  SNUG_VLOAD(1, 3);
+  SNUG_VLOAD(1, 4);
+  SNUG_VLOAD(1, 5);
+  SNUG_VLOAD(1, 6);
+  SNUG_VLOAD(1, 7);
 #undef SNUG_VLOAD
-              bias0 = first ? _mm512_setzero_ps() : acc[0].bias;
+  bias0 = first ? _mm512_setzero_ps() : acc[0].bias;
   bias1 = first ? _mm512_setzero_ps() : acc[t1].bias;
   for (int b = 0; b < nb; ++b) {
     const BlockQ8A& a0 = a[0][b];
@@ -184,7 +197,7 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
     const int32_t* c1 = F::kOffset ? co[t1] + 8 * b : nullptr;
     const __m512i* w = p.w[b];
 #define SNUG_VGROUP(k)                                                                             \
-  {                                                                                                \
+  do {                                                                                             \
     const __m512i wk = w[k];                                                                       \
     s0_##k =                                                                                       \
         _mm512_fmadd_ps(_mm512_cvtepi32_ps(GroupSum<F>(wk, x0 + 4 * (k), c0 + (k))), dd0, s0_##k); \
@@ -192,24 +205,40 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
       s1_##k = _mm512_fmadd_ps(_mm512_cvtepi32_ps(GroupSum<F>(wk, x1 + 4 * (k), c1 + (k))), dd1,   \
                                s1_##k);                                                            \
     }                                                                                              \
-  }
-    SNUG_VGROUP(0)
-    SNUG_VGROUP(1)
-    SNUG_VGROUP(2) SNUG_VGROUP(3) SNUG_VGROUP(4) SNUG_VGROUP(5) SNUG_VGROUP(6) SNUG_VGROUP(7)
+  } while (0)
+    SNUG_VGROUP(0);
+    SNUG_VGROUP(1);
+    SNUG_VGROUP(2);
+    SNUG_VGROUP(3);
+    SNUG_VGROUP(4);
+    SNUG_VGROUP(5);
+    SNUG_VGROUP(6);
+    SNUG_VGROUP(7);
 #undef SNUG_VGROUP
   }
-#define SNUG_VSTORE(t, k) acc[t].g[k] = s##t##_##k;
-  SNUG_VSTORE(0, 0)
-  SNUG_VSTORE(0, 1)
-  SNUG_VSTORE(0, 2)
-  SNUG_VSTORE(0, 3) SNUG_VSTORE(0, 4) SNUG_VSTORE(0, 5) SNUG_VSTORE(0, 6) SNUG_VSTORE(0, 7) acc[0]
-      .bias = bias0;
+#define SNUG_VSTORE(t, k)     \
+  do {                        \
+    acc[t].g[k] = s##t##_##k; \
+  } while (0)
+  SNUG_VSTORE(0, 0);
+  SNUG_VSTORE(0, 1);
+  SNUG_VSTORE(0, 2);
+  SNUG_VSTORE(0, 3);
+  SNUG_VSTORE(0, 4);
+  SNUG_VSTORE(0, 5);
+  SNUG_VSTORE(0, 6);
+  SNUG_VSTORE(0, 7);
+  acc[0].bias = bias0;
   if constexpr (T == 2) {
-    SNUG_VSTORE(1, 0)
-    SNUG_VSTORE(1, 1)
-    SNUG_VSTORE(1, 2)
-    SNUG_VSTORE(1, 3) SNUG_VSTORE(1, 4) SNUG_VSTORE(1, 5) SNUG_VSTORE(1, 6) SNUG_VSTORE(1, 7) acc[1]
-        .bias = bias1;
+    SNUG_VSTORE(1, 0);
+    SNUG_VSTORE(1, 1);
+    SNUG_VSTORE(1, 2);
+    SNUG_VSTORE(1, 3);
+    SNUG_VSTORE(1, 4);
+    SNUG_VSTORE(1, 5);
+    SNUG_VSTORE(1, 6);
+    SNUG_VSTORE(1, 7);
+    acc[1].bias = bias1;
   }
 #undef SNUG_VSTORE
 }

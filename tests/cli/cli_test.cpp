@@ -3,7 +3,7 @@
 // no signal. Classes tried: missing file, directory, empty file, not GGUF,
 // truncated GGUF, unknown tensor type, unsupported architecture, missing
 // tensor, prompt longer than the context, non-numeric and negative flags,
-// unknown subcommand, bad token-id file.
+// unknown subcommand, unknown --admission policy, bad token-id file.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -206,6 +206,13 @@ TEST(Cli, ContextBeyondTheModel) {
 TEST(Cli, NonNumericFlag) {
   expect_one_line_error(run("run " + tiny_path() + " -n abc -p hi"), 2, "-n");
   expect_one_line_error(run("run " + tiny_path() + " --ctx -5 -p hi"), 2, "--ctx");
+}
+
+TEST(Cli, UnknownAdmissionPolicy) {
+  expect_one_line_error(run("serve " + tiny_path() + " --admission bogus"), 2,
+                        "--admission: bogus not in {reserve,prompt}");
+  expect_one_line_error(run("batch " + tiny_path() + " --in a --out b --admission greedy"), 2,
+                        "--admission: greedy not in {reserve,prompt}");
 }
 
 TEST(Cli, UnknownSubcommand) {

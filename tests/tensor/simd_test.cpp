@@ -202,7 +202,9 @@ TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
     if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
   }
-  if (targets.size() < 2) GTEST_SKIP() << "one x86 target from AVX2 up on this CPU";
+  // One target (an AVX2-only CPU) still checks rows that start mid-block
+  // against whole-matrix calls; below AVX2, the portable kernels do.
+  if (targets.empty()) targets = hwy::SupportedAndGeneratedTargets();
   std::mt19937 rng(7);
   const auto byte = [&] { return static_cast<uint8_t>(rng() & 0xFF); };
   const auto scale = [&] {  // f16 in [2^-14, 2^-4): normal, never inf or NaN
