@@ -13,6 +13,7 @@
 
 #include <array>
 #include <string_view>
+#include <type_traits>
 
 #include "base/check.h"
 
@@ -40,12 +41,14 @@ constexpr int kTokTileWide = kTokTile;
 constexpr int kTokTileNarrow = 4;
 constexpr int64_t kRowBlock = 16;
 // Tokens from which the AVX512-VNNI row-block kernel takes over from the
-// tiles (the results are the same bits either way). It reads 16 rows at once,
-// which from DRAM runs below the one-row tiles' bandwidth: on Zen 4 with
-// SmolLM2's 49152x576 output matrix, q8_0 at 1 token 3.5 ms against 1.7, at 16
-// tokens 9.3 against 12.4; q4_1 at 2 tokens already even.
+// tiles (the same arithmetic, so the same bits either way). q4_0 and q4_1 (in
+// block-sum order) take it for every product that the one-row kernel
+// (VRowSum, one token) leaves. q8_0 (ggml order) keeps its one-row tiles
+// below 8 tokens: 16 interleaved row streams read slower from DRAM (Zen 4,
+// SmolLM2's 49152x576 output matrix: 1 token 3.5 ms against 1.7, 16 tokens
+// 9.3 against 12.4).
 constexpr int64_t VnniMinTokens(DType t) {
-  return t == DType::kQ8_0 ? 8 : 2;
+  return t == DType::kQ8_0 ? 8 : 1;
 }
 
 // Weight loaders for the float formats: N elements starting at i as f32.
@@ -159,13 +162,27 @@ struct KGenTile {
 };
 
 #if SNUG_X86_AVX2
+// Formats that take block-sum order (qgemm_vnni-inl.h) on this target.
+template <class F>
+constexpr bool BlockSumOrder() {
+  return SNUG_X86_VNNI512 && (std::is_same_v<F, Avx2Q4_0> || std::is_same_v<F, Avx2Q4_1>);
+}
 template <class F>
 struct Q32K {
   template <int T>
   struct K {
-    // vpdpbusd where AVX512-VNNI is usable (qdot_avx2-inl.h's DotU8I8)
-    static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-int8" : "avx2-int8";
+    // vpdpbusd where AVX512-VNNI is usable (qdot_avx2-inl.h's DotU8I8); the
+    // formats with a row-block kernel in its block-sum order
+    static constexpr const char* kName = BlockSumOrder<F>() ? "avx512vnni-blocksum"
+                                         : SNUG_X86_VNNI512 ? "avx512vnni-int8"
+                                                            : "avx2-int8";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+#if SNUG_X86_VNNI512
+      if constexpr (BlockSumOrder<F>()) {
+        TileQ32Sum<F, T>(w, n, a, o);
+        return;
+      }
+#endif
       TileQ32Avx2<F, T>(w, n, a, o);
     }
   };
@@ -299,9 +316,13 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   const auto* act = static_cast<const uint8_t*>(qx);
   const auto* wd = static_cast<const uint8_t*>(w.data);
 #if SNUG_X86_VNNI512
-  // Whole 16-row blocks of q4_0/q4_1/q8_0 by the row-block kernel (the same
-  // results as the tiles below, bit for bit); the rest by the tiles.
-  if (n_tok >= VnniMinTokens(w.type)) {
+  // One token of q4_0/q4_1 by the one-row block-sum kernel; whole 16-row
+  // blocks of q4_0/q4_1/q8_0 by the row-block kernel; the rest by the tiles
+  // (the same arithmetic per format, so the same bits whichever runs a row).
+  if (n_tok == 1) {
+    r0 = MatmulVnniRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
+  }
+  if (r0 < r1 && n_tok >= VnniMinTokens(w.type)) {
     r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
   }

@@ -1,23 +1,33 @@
-// Row-block matrix product for q4_0, q4_1 and q8_0 on AVX512-VNNI: sixteen
-// weight rows sit in the sixteen int32 lanes of a zmm register, so one
-// vpdpbusd does four multiply-adds for each of 16 rows against one token's
-// broadcast activation bytes. qdot_avx2-inl.h's tile kernel spends ~6 vector
-// operations per (row, token, block); this one ~2.2 at two tokens a pass.
+// q4_0, q4_1 and q8_0 on AVX512-VNNI: a row-block kernel for products of
+// several tokens, and for q4_0/q4_1 a one-row tile kernel, each pair with the
+// same arithmetic, so that which one computes a (row, token) never changes it.
 //
-// Same arithmetic as TileQ32Avx2, bit for bit: for each (row, token) it keeps
-// ggml's eight float accumulators, one per group of 4 elements of a block,
-// each adding (exact int32 sum of the group's 4 products) x (weight scale x
-// activation scale) by one FMA per block; the final sum
-// ((g0+g4)+(g2+g6))+((g1+g5)+(g3+g7)) + (sum of min x activation sum) is Hsum's
-// tree. So which kernel handles a row or a token never changes a result, and
-// batch invariance and the identity with llama.cpp hold as before.
+// q4_0 and q4_1 take block-sum order, per (row, token): S_b = the exact int32
+// sum of block b's 32 products; acc[b % 8] = fma(float(S_b), d_w x d_a,
+// acc[b % 8]), then for q4_1 acc[b % 8] = fma(m_w, s_a, acc[b % 8]) (the
+// weight minimum times the activation's scaled sum); the result is
+// ((acc0+acc4)+(acc2+acc6)) + ((acc1+acc5)+(acc3+acc7)). ggml (and snug's AVX2
+// and AVX3 targets) keeps eight accumulators per block instead, one per group
+// of 4 products, and sums the minimums apart: 8 float multiply-adds per block
+// where this takes one. Fewer roundings, so no less accurate
+// (tests/tensor/simd_test holds it against the exact product); not llama.cpp's
+// bits, which snug promises only on its AVX2 target (tests/reference/arith.py).
+// q8_0 keeps ggml's order here (VTokensGgml, the same bits as TileQ32Avx2):
+// its one-token products stay on the one-row tiles, which read DRAM faster
+// than 16 interleaved rows, and those must agree with the row-block kernel.
 //
-// A weight block of 16 rows is repacked once per pass (unpacked to unsigned
-// int8 and transposed so that group k of all 16 rows is one register) into a
-// chunk on the stack; the tokens then read it from L1. Offset formats (q4_0
-// levels q - 8; q8_0, stored here as level + 128) start each group's sum at
-// -offset x (the sum of the token's 4 activations), which keeps it exact and
-// leaves the activations as vpdpbusd's broadcast operand.
+// Row-block kernel: sixteen weight rows sit in the sixteen int32 lanes of a
+// zmm register, so one vpdpbusd does four multiply-adds for each of 16 rows
+// against one token's broadcast activation bytes. A weight block of 16 rows is
+// repacked once per pass (unpacked to unsigned int8 and transposed so that
+// group k of all 16 rows is one register) into a chunk on the stack; the
+// tokens then read it from L1, two at a time. Offset formats (q4_0 levels
+// q - 8, q8_0 stored here as level + 128) start each sum at -offset x the sum
+// of the token's matching activations, which keeps it exact.
+//
+// Tile kernel (q4_0/q4_1, the rows past the last whole 16): the block's 8
+// partial sums from one 256-bit vpdpbusd, eight blocks reduced into one vector
+// of block sums, one multiply-add per eight blocks and token.
 #if defined(SNUG_TENSOR_QGEMM_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_VNNI_INL_H_
@@ -54,11 +64,10 @@ struct alignas(64) VPack {
   __m512 m[kVChunk];      // weight minimums (q4_1)
 };
 
-// A (row, token) pair's state between chunks: the eight group accumulators and
-// the sum of min x activation sum, for 16 rows.
+// A token's state between chunks: the eight accumulators (block % 8) of 16 rows.
 struct alignas(64) VAcc {
   __m512 g[8];
-  __m512 bias;
+  __m512 bias;  // ggml order: the sum of min x activation sum, kept apart
 };
 
 // out[k] lane r = 32-bit word k of the 16 bytes at base + r * stride.
@@ -83,32 +92,61 @@ HWY_INLINE void Transpose16x4(const uint8_t* base, int64_t stride, __m512i out[4
   out[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
+// Sum of the 8 int32 lanes (exact).
+HWY_INLINE int32_t HsumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// Lane j = the sum of p[j]'s 8 lanes (exact).
+HWY_INLINE __m256i Reduce8(const __m256i* p) {
+  const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]);
+  const __m256i h23 = _mm256_hadd_epi32(p[2], p[3]);
+  const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]);
+  const __m256i h67 = _mm256_hadd_epi32(p[6], p[7]);
+  const __m256i k0 = _mm256_hadd_epi32(h01, h23);  // p0..p3: lanes 0-3 | lanes 4-7
+  const __m256i k1 = _mm256_hadd_epi32(h45, h67);  // p4..p7
+  return _mm256_add_epi32(_mm256_permute2x128_si256(k0, k1, 0x20),
+                          _mm256_permute2x128_si256(k0, k1, 0x31));
+}
+
 // Where a format keeps its parts, and how its levels are made.
 struct VQ4_0 {
   using Block = BlockQ4_0;
+  static constexpr bool kBlockSum = true;
   static constexpr int kOffset = 8;  // levels q - 8
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ4_0, qs);
 };
 struct VQ4_1 {
   using Block = BlockQ4_1;
+  static constexpr bool kBlockSum = true;
   static constexpr int kOffset = 0;
   static constexpr bool kMin = true;
   static constexpr int kQs = offsetof(BlockQ4_1, qs);
 };
 struct VQ8_0 {
   using Block = BlockQ8_0;
-  static constexpr int kOffset = 128;  // int8 levels, stored here as level + 128
+  static constexpr bool kBlockSum = false;  // ggml order: q8_0 stays llama.cpp's arithmetic
+  static constexpr int kOffset = 128;       // int8 levels, stored here as level + 128
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ8_0, qs);
 };
 
 // Repacks blocks [0, nb) of 16 rows starting at w (row stride `stride`).
 template <class F>
-HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p) {
+// With one pass over the chunk (a single token), the prefetch of the next
+// row block's lines [pf0, pf1) is spread over the blocks here.
+HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const uint8_t* pf,
+                       int64_t pf0, int64_t pf1) {
   constexpr int64_t kBytes = sizeof(typename F::Block);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int b = 0; b < nb; ++b) {
+    for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
+    }
     const uint8_t* blk = w + b * kBytes;
     // Every block starts with its f16 scale; q4_1's f16 minimum follows it.
     // (Scalar loads: on Zen 4 they beat vpgatherdd.)
@@ -147,13 +185,15 @@ HWY_INLINE __m512i GroupSum(__m512i w, const uint8_t* x4, const int32_t* c4) {
   return _mm512_dpbusd_epi32(init, w, x);
 }
 
-// T tokens (1 or 2) against one repacked chunk of nb blocks. a[t]: token t's
+// ggml order (q8_0): T tokens (1 or 2) against one repacked chunk of nb blocks, with
+// ggml's eight group accumulators per block and the minimums summed apart (the
+// same bits as TileQ32Avx2). a[t]: token t's
 // activation blocks of the chunk; co[t]: for offset formats, -offset x the sum
 // of each group of 4 activations, 8 per block. first: the chunk is the row's
 // first. The accumulators are named variables: as arrays, GCC 12 kept some in memory.
 template <class F, int T>
-HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
-                          const int32_t* const* co, bool first, VAcc* acc) {
+HWY_NOINLINE void VTokensGgml(const VPack& p, int nb, const BlockQ8A* const* a,
+                              const int32_t* const* co, bool first, VAcc* acc) {
   static_assert(T == 1 || T == 2);
   constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
   __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7, bias0;
@@ -243,6 +283,113 @@ HWY_NOINLINE void VTokens(const VPack& p, int nb, const BlockQ8A* const* a,
 #undef SNUG_VSTORE
 }
 
+// The block sum of one token against 16 rows: the exact int32 sum of the
+// block's 32 products per row (lane), in two chains of four vpdpbusd; init:
+// -offset x the sum of the token's 32 activations (offset formats).
+template <class F>
+HWY_INLINE __m512i BlockSum(const __m512i* w, const int8_t* x, int32_t init) {
+  __m512i lo = F::kOffset ? _mm512_set1_epi32(init) : _mm512_setzero_si512();
+  __m512i hi = _mm512_setzero_si512();
+  for (int k = 0; k < 4; ++k) {
+    int32_t v0, v1;
+    std::memcpy(&v0, x + 4 * k, 4);
+    std::memcpy(&v1, x + 16 + 4 * k, 4);
+    lo = _mm512_dpbusd_epi32(lo, w[k], _mm512_set1_epi32(v0));
+    hi = _mm512_dpbusd_epi32(hi, w[k + 4], _mm512_set1_epi32(v1));
+  }
+  return _mm512_add_epi32(lo, hi);
+}
+
+// T tokens (1 or 2) against one repacked chunk of nb blocks, in block-sum
+// order: acc[b % 8] = fma(float(S_b), d_w x d_a, acc[b % 8]), then for q4_1
+// acc[b % 8] = fma(m_w, s_a, acc[b % 8]). a[t]: token t's activation blocks of
+// the chunk; co[t]: for offset formats, -offset x the sum of each block's
+// activations. first: the chunk is the row's first (the chunk starts at a
+// multiple of 8 blocks, so b % 8 is the row's). The accumulators are named
+// variables: as arrays, GCC 12 kept some in memory.
+template <class F, int T>
+HWY_NOINLINE void VTokensSum(const VPack& p, int nb, const BlockQ8A* const* a,
+                             const int32_t* const* co, bool first, VAcc* acc) {
+  static_assert(T == 1 || T == 2);
+  static_assert(kVChunk % 8 == 0);
+  constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
+  __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7;
+  __m512 s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, s1_7;
+#define SNUG_VLOAD(t, j)                                               \
+  do {                                                                 \
+    s##t##_##j = first ? _mm512_setzero_ps() : acc[(t) ? t1 : 0].g[j]; \
+  } while (0)
+  SNUG_VLOAD(0, 0);
+  SNUG_VLOAD(0, 1);
+  SNUG_VLOAD(0, 2);
+  SNUG_VLOAD(0, 3);
+  SNUG_VLOAD(0, 4);
+  SNUG_VLOAD(0, 5);
+  SNUG_VLOAD(0, 6);
+  SNUG_VLOAD(0, 7);
+  SNUG_VLOAD(1, 0);
+  SNUG_VLOAD(1, 1);
+  SNUG_VLOAD(1, 2);
+  SNUG_VLOAD(1, 3);
+  SNUG_VLOAD(1, 4);
+  SNUG_VLOAD(1, 5);
+  SNUG_VLOAD(1, 6);
+  SNUG_VLOAD(1, 7);
+#undef SNUG_VLOAD
+  for (int b = 0; b < nb; b += 8) {
+#define SNUG_VBLOCK(j)                                                                            \
+  do {                                                                                            \
+    const int bj = b + (j);                                                                       \
+    if (bj >= nb) break;                                                                          \
+    const BlockQ8A& x0 = a[0][bj];                                                                \
+    const __m512 d0 = _mm512_mul_ps(p.d[bj], _mm512_set1_ps(x0.d));                               \
+    s0_##j = _mm512_fmadd_ps(                                                                     \
+        _mm512_cvtepi32_ps(BlockSum<F>(p.w[bj], x0.qs, F::kOffset ? co[0][bj] : 0)), d0, s0_##j); \
+    if constexpr (F::kMin) s0_##j = _mm512_fmadd_ps(p.m[bj], _mm512_set1_ps(x0.s), s0_##j);       \
+    if constexpr (T == 2) {                                                                       \
+      const BlockQ8A& x1 = a[t1][bj];                                                             \
+      const __m512 d1 = _mm512_mul_ps(p.d[bj], _mm512_set1_ps(x1.d));                             \
+      s1_##j = _mm512_fmadd_ps(                                                                   \
+          _mm512_cvtepi32_ps(BlockSum<F>(p.w[bj], x1.qs, F::kOffset ? co[t1][bj] : 0)), d1,       \
+          s1_##j);                                                                                \
+      if constexpr (F::kMin) s1_##j = _mm512_fmadd_ps(p.m[bj], _mm512_set1_ps(x1.s), s1_##j);     \
+    }                                                                                             \
+  } while (0)
+    SNUG_VBLOCK(0);
+    SNUG_VBLOCK(1);
+    SNUG_VBLOCK(2);
+    SNUG_VBLOCK(3);
+    SNUG_VBLOCK(4);
+    SNUG_VBLOCK(5);
+    SNUG_VBLOCK(6);
+    SNUG_VBLOCK(7);
+#undef SNUG_VBLOCK
+  }
+#define SNUG_VSTORE(t, j)     \
+  do {                        \
+    acc[t].g[j] = s##t##_##j; \
+  } while (0)
+  SNUG_VSTORE(0, 0);
+  SNUG_VSTORE(0, 1);
+  SNUG_VSTORE(0, 2);
+  SNUG_VSTORE(0, 3);
+  SNUG_VSTORE(0, 4);
+  SNUG_VSTORE(0, 5);
+  SNUG_VSTORE(0, 6);
+  SNUG_VSTORE(0, 7);
+  if constexpr (T == 2) {
+    SNUG_VSTORE(1, 0);
+    SNUG_VSTORE(1, 1);
+    SNUG_VSTORE(1, 2);
+    SNUG_VSTORE(1, 3);
+    SNUG_VSTORE(1, 4);
+    SNUG_VSTORE(1, 5);
+    SNUG_VSTORE(1, 6);
+    SNUG_VSTORE(1, 7);
+  }
+#undef SNUG_VSTORE
+}
+
 // y[t * y_stride + r] for rows [r0, r1) (a multiple of 16 apart) and all
 // n_tok tokens; act: BlockQ8A rows of act_bytes each.
 template <class F>
@@ -252,7 +399,9 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   const int nblocks = static_cast<int>(cols / kQK);
   VPack pack;
   VAcc acc[kVToks];
-  alignas(64) int32_t corr[F::kOffset ? kVToks : 1][kVChunk * 8];
+  // Offset formats: -offset x the activations' sum per block (block-sum
+  // order) or per group of 4 (ggml order).
+  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunk * 8];
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
     // The next 16 rows are one contiguous span that this pass reads in 16
     // interleaved streams, which the hardware prefetchers follow poorly; the
@@ -265,36 +414,45 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
       for (int c0 = 0; c0 < nblocks; c0 += kVChunk) {
         const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
+        // The next row block's share of this chunk: prefetched while
+        // repacking when one pass follows, else a slice after each pass.
+        const int passes = (nt + 1) / 2;
+        const bool prefetch = ahead && t0 == 0;
+        const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
         Repack<F>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
-                  row_bytes, nb, pack);
+                  row_bytes, nb, pack, next, share0, prefetch && passes == 1 ? share1 : share0);
         const BlockQ8A* a[kVToks];
         const int32_t* co[kVToks];
         for (int t = 0; t < nt; ++t) {
           a[t] = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
           co[t] = corr[F::kOffset ? t : 0];
           if constexpr (F::kOffset != 0) {
-            // -offset x (sum of each group of 4 activation bytes), exact.
-            constexpr int kShift = F::kOffset == 8 ? 3 : 7;
-            static_assert(F::kOffset == 1 << kShift);
-            const __m256i ones = _mm256_set1_epi8(1);
             for (int b = 0; b < nb; ++b) {
               const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
-              const __m256i sum4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
-              _mm256_store_si256(
-                  reinterpret_cast<__m256i*>(corr[t] + 8 * b),
-                  _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum4, kShift)));
+              const __m256i sum4 =
+                  _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
+              if constexpr (F::kBlockSum) {
+                corr[t][b] = -F::kOffset * HsumI32(sum4);
+              } else {
+                _mm256_store_si256(reinterpret_cast<__m256i*>(corr[t] + 8 * b),
+                                   _mm256_mullo_epi32(sum4, _mm256_set1_epi32(-F::kOffset)));
+              }
             }
           }
         }
-        // Each pass over the chunk asks for its share of the next row block.
-        const int passes = (nt + 1) / 2;
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          if (t + 2 <= nt) {
-            VTokens<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+          if constexpr (F::kBlockSum) {
+            if (t + 2 <= nt) {
+              VTokensSum<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            } else {
+              VTokensSum<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            }
+          } else if (t + 2 <= nt) {
+            VTokensGgml<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
           } else {
-            VTokens<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensGgml<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
           }
-          if (ahead && t0 == 0) {
+          if (prefetch && passes > 1) {
             const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
             const int64_t l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
             for (int64_t l = l0; l < l1; ++l) {
@@ -307,10 +465,227 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const __m512* g = acc[t].g;
         const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
         const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
-        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb,
-                         _mm512_add_ps(_mm512_add_ps(even, odd), acc[t].bias));
+        __m512 sum = _mm512_add_ps(even, odd);
+        if constexpr (!F::kBlockSum) sum = _mm512_add_ps(sum, acc[t].bias);  // as Hsum + bias
+        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, sum);
       }
     }
+  }
+}
+
+// One weight row against T tokens in block-sum order; F: qdot_avx2-inl.h's
+// q4_0, q4_1 or q8_0 rules (unsigned levels carry a minimum).
+template <class F, int T>
+void TileQ32Sum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  constexpr bool kMin = !F::kSigned;
+  constexpr int kBytes = sizeof(typename F::Block);
+  const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);
+  const int64_t nb = n / kQK;
+  // Byte offsets of 8 consecutive weight blocks and of 8 activation blocks.
+  const __m256i widx = _mm256_setr_epi32(0, kBytes, 2 * kBytes, 3 * kBytes, 4 * kBytes, 5 * kBytes,
+                                         6 * kBytes, 7 * kBytes);
+  constexpr int kA = sizeof(BlockQ8A);
+  const __m256i aidx = _mm256_setr_epi32(0, kA, 2 * kA, 3 * kA, 4 * kA, 5 * kA, 6 * kA, 7 * kA);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < nb; g += 8) {
+    const int m = nb - g < 8 ? static_cast<int>(nb - g) : 8;
+    const auto lanes = static_cast<__mmask8>((1u << m) - 1);  // blocks past the row stay 0
+    __m256i q[8], qu[8];
+    for (int j = 0; j < m; ++j) {
+      q[j] = F::Levels(wb[g + j]);
+      qu[j] = F::kSigned ? _mm256_sign_epi8(q[j], q[j]) : q[j];
+    }
+    // Every block starts with its f16 scale; q4_1's f16 minimum follows it.
+    const __m256i dm = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), lanes, widx, &wb[g], 1);
+    const __m256 dwv = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+    const __m256 mwv = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16)));
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8A* ab = reinterpret_cast<const BlockQ8A*>(acts[t]) + g;
+      __m256i p[8];
+      for (int j = 0; j < 8; ++j) {
+        if (j < m) {
+          __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[j].qs));
+          if (F::kSigned) av = _mm256_sign_epi8(av, q[j]);
+          p[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qu[j], av);
+        } else {
+          p[j] = _mm256_setzero_si256();
+        }
+      }
+      const __m256 da = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), lanes, aidx, &ab->d, 1);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Reduce8(p)), _mm256_mul_ps(dwv, da), acc[t]);
+      if constexpr (kMin) {
+        const __m256 sa = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), lanes, aidx, &ab->s, 1);
+        acc[t] = _mm256_fmadd_ps(mwv, sa, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
+}
+
+// One-row kernel for q4_0/q4_1 in block-sum order, for a single token: each
+// row is read once, in order, as one stream (the row-block kernel's 16
+// interleaved rows read slower from DRAM). Eight blocks at a time: their
+// bytes come in with three or four 64-byte loads, and vpermt2b picks out the
+// f16 scales and 2 x 64 bytes of quants; the token's activations were laid
+// out once per call to match (VRowAct), so that one vpdpbusd on the low
+// nibbles and one on the high ones leave four partial sums per block, reduced
+// to a vector whose lane j is block j's sum. Then the same multiply-adds as
+// VTokensSum, lane j of the accumulator being acc[b % 8], and Hsum's tree.
+inline constexpr int kVRowMaxBlocks = 512;  // columns / 32 that it takes
+
+// One token's activations for VRowSum; blocks padded with zeros to a multiple
+// of 8.
+struct alignas(64) VRowAct {
+  // Per 4 blocks: 64 bytes of their elements 0-15, then 64 of elements 16-31.
+  int8_t q[kVRowMaxBlocks * kQK];
+  float d[kVRowMaxBlocks];    // activation scales
+  float s[kVRowMaxBlocks];    // scale x sum (q4_1's minimum term)
+  int32_t c[kVRowMaxBlocks];  // -offset x sum (q4_0)
+};
+
+template <class F>
+HWY_INLINE void PrepareRowAct(const BlockQ8A* a, int nb, VRowAct& r) {
+  const int padded = (nb + 7) / 8 * 8;
+  for (int b = 0; b < padded; ++b) {
+    int8_t* lo = r.q + (b / 4) * 128 + (b % 4) * 16;
+    if (b >= nb) {
+      std::memset(lo, 0, 16);
+      std::memset(lo + 64, 0, 16);
+      r.d[b] = r.s[b] = 0.f;
+      r.c[b] = 0;
+      continue;
+    }
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lo), _mm256_castsi256_si128(q));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + 64), _mm256_extracti128_si256(q, 1));
+    r.d[b] = a[b].d;
+    r.s[b] = a[b].s;
+    r.c[b] = 0;
+    if constexpr (F::kOffset != 0) {
+      r.c[b] = -F::kOffset *
+               HsumI32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q));
+    }
+  }
+}
+
+// Byte layout of 8 consecutive blocks, as vpermt2b indices over two 64-byte
+// tables: L0, L1, L2 at byte 0, 64, 128 of the group; S1 at kS1.
+template <class F>
+struct VRowLayout {
+  static constexpr int kB = sizeof(typename F::Block);
+  // Scales of blocks 4-7 (q4_1: up to byte 143) lie in S1 with those of 0-3 in L0.
+  static constexpr int kS1 = F::kMin ? 80 : 64;
+  static_assert(8 * kB <= 192 && 4 * kB + F::kQs <= 128 && 4 * kB >= kS1 &&
+                7 * kB + (F::kMin ? 4 : 2) <= kS1 + 64);
+  struct Idx {
+    uint8_t lo[64], hi[64], dm[64];
+  };
+  static constexpr Idx Make() {
+    Idx x{};
+    for (int i = 0; i < 64; ++i) {
+      x.lo[i] = static_cast<uint8_t>(kB * (i / 16) + F::kQs + i % 16);           // L0:L1
+      x.hi[i] = static_cast<uint8_t>(kB * (4 + i / 16) + F::kQs + i % 16 - 64);  // L1:L2
+    }
+    for (int k = 0; k < 8; ++k) {
+      for (int e = 0; e < 2; ++e) {  // d of block k at bytes 2k, 2k+1; q4_1's m 16 later
+        const int at = k < 4 ? kB * k + e : 64 + kB * k + e - kS1;  // L0:S1
+        x.dm[2 * k + e] = static_cast<uint8_t>(at);
+        x.dm[16 + 2 * k + e] = static_cast<uint8_t>(F::kMin ? at + 2 : at);
+      }
+    }
+    return x;
+  }
+  alignas(64) static constexpr Idx kIdx = Make();
+};
+
+// Eight blocks of one row (m of them when kTail) into acc; b0: their first block.
+template <class F, bool kTail>
+HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
+  using L = VRowLayout<F>;
+  __m512i l0, l1, l2, s1;
+  if constexpr (kTail) {
+    const int bytes = m * L::kB;
+    const auto mask = [&](int at) {
+      const int n = bytes - at < 0 ? 0 : (bytes - at > 64 ? 64 : bytes - at);
+      return static_cast<__mmask64>(_bzhi_u64(~0ull, static_cast<unsigned>(n)));
+    };
+    l0 = _mm512_maskz_loadu_epi8(mask(0), p);
+    l1 = _mm512_maskz_loadu_epi8(mask(64), p + 64);
+    l2 = _mm512_maskz_loadu_epi8(mask(128), p + 128);
+    s1 = L::kS1 == 64 ? l1 : _mm512_maskz_loadu_epi8(mask(L::kS1), p + L::kS1);
+  } else {
+    l0 = _mm512_loadu_si512(p);
+    l1 = _mm512_loadu_si512(p + 64);
+    l2 = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, 8 * L::kB - 128), p + 128);
+    s1 = L::kS1 == 64 ? l1 : _mm512_loadu_si512(p + L::kS1);
+  }
+  const __m512i wlo = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.lo), l1);
+  const __m512i whi = _mm512_permutex2var_epi8(l1, _mm512_load_si512(L::kIdx.hi), l2);
+  const __m512i dm = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.dm), s1);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const int8_t* q = x.q + b0 * kQK;
+  const auto act = [&](int at) { return _mm512_load_si512(q + at); };
+  // 128-bit lane k of v0 (v1): the four partial sums of block k (k + 4).
+  __m512i v0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(wlo, low4), act(0));
+  v0 = _mm512_dpbusd_epi32(v0, _mm512_and_si512(_mm512_srli_epi16(wlo, 4), low4), act(64));
+  __m512i v1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(whi, low4), act(128));
+  v1 = _mm512_dpbusd_epi32(v1, _mm512_and_si512(_mm512_srli_epi16(whi, 4), low4), act(192));
+  // Lane k: [a0+a2, a1+a3, b0+b2, b1+b3], then [A, A, B, B]; pick A0-3, B0-3.
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+  const __m512i w = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));
+  const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, w));
+  if constexpr (F::kOffset != 0) {
+    sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
+  }
+  const __m512 dmf = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
+  const __m256 dd = _mm256_mul_ps(_mm512_castps512_ps256(dmf), _mm256_load_ps(x.d + b0));
+  const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
+  acc = _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
+  if constexpr (F::kMin) {
+    acc =
+        _mm256_mask3_fmadd_ps(_mm512_extractf32x8_ps(dmf, 1), _mm256_load_ps(x.s + b0), acc, lanes);
+  }
+  return acc;
+}
+
+// y[r] for rows [r0, r1), one token.
+template <class F>
+HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VRowAct& x,
+                          int64_t r0, int64_t r1, float* y) {
+  constexpr int kGroup = 8 * VRowLayout<F>::kB;
+  const int full = nb / 8, tail = nb % 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* p = wd + r * row_bytes;
+    __m256 acc = _mm256_setzero_ps();
+    for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
+    if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
+    y[r] = Hsum(acc);
+  }
+}
+
+// One token's rows [r0, r1) of q4_0/q4_1 by VRowSum; returns r1, or r0 when
+// it does not take the product (another format, or more columns than
+// VRowAct holds: the row-block kernel then does them, in the same order).
+HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int64_t row_bytes,
+                                             int64_t cols, const uint8_t* act, int64_t r0,
+                                             int64_t r1, float* y) {
+  const int64_t nb = cols / kQK;
+  if (nb == 0 || nb > kVRowMaxBlocks || r0 == r1) return r0;
+  const auto* a = reinterpret_cast<const BlockQ8A*>(act);
+  VRowAct x;
+  switch (type) {
+    case DType::kQ4_0:
+      PrepareRowAct<VQ4_0>(a, static_cast<int>(nb), x);
+      VRowSum<VQ4_0>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      return r1;
+    case DType::kQ4_1:
+      PrepareRowAct<VQ4_1>(a, static_cast<int>(nb), x);
+      VRowSum<VQ4_1>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      return r1;
+    default:
+      return r0;
   }
 }
 

@@ -10,12 +10,14 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
 #include "base/thread_pool.h"
+#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
 #include "tensor/quant_blocks.h"
@@ -190,14 +192,60 @@ TEST_P(Simd, ThreadedMatmulIsDeterministic) {
   }
 }
 
-// The 32-element formats take the same arithmetic on every x86 target from
-// AVX2 up (ggml's: exact int32 sums of 4 products, 8 float accumulators,
-// one tree at the end), whether a row lands in the AVX2 tile kernel or the
-// AVX512-VNNI 16-row block kernel. Raw blocks with every level the format can
-// hold (q8_0's -128 included) and activations at +-127, 1 to 35 tokens (pairs,
-// a lone token, a second group of 16), rows that start mid-block.
 #if HWY_ARCH_X86
-TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
+// Exact value of the quantized product a kernel computes for one (row,
+// token) of a 32-element format: sum over blocks of d_w * d_a * (integer dot of
+// the levels) + m_w * s_a (formats with a minimum), in double.
+double exact_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols) {
+  double sum = 0;
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    int levels[32];
+    uint16_t d = 0, m = 0;
+    bool has_min = false;
+    switch (type) {
+      case DType::kQ4_0:
+      case DType::kQ4_1: {
+        const bool one = type == DType::kQ4_1;
+        const uint8_t* blk = row + b * (one ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
+        std::memcpy(&d, blk, 2);
+        if (one) std::memcpy(&m, blk + 2, 2);
+        const uint8_t* qs = blk + (one ? 4 : 2);
+        for (int j = 0; j < 16; ++j) {
+          levels[j] = (qs[j] & 15) - (one ? 0 : 8);
+          levels[j + 16] = (qs[j] >> 4) - (one ? 0 : 8);
+        }
+        has_min = one;
+        break;
+      }
+      case DType::kQ8_0: {
+        const uint8_t* blk = row + b * sizeof(BlockQ8_0);
+        std::memcpy(&d, blk, 2);
+        for (int j = 0; j < 32; ++j) levels[j] = static_cast<int8_t>(blk[2 + j]);
+        break;
+      }
+      default:
+        ADD_FAILURE() << "exact_q32: " << dtype_name(type);
+        return 0;
+    }
+    int64_t dot = 0;
+    for (int j = 0; j < 32; ++j) dot += int64_t{levels[j]} * a[b].qs[j];
+    sum += double{detail::f16_to_f32(d)} * a[b].d * static_cast<double>(dot);
+    if (has_min) sum += double{detail::f16_to_f32(m)} * a[b].s;
+  }
+  return sum;
+}
+
+// The 32-element formats on every x86 target from AVX2 up, with raw blocks
+// holding every level the format can (q8_0's -128 included) and activations
+// at +-127, 1 to 35 tokens (pairs, a lone token, a second group of 16), rows
+// that start mid-block:
+// - within a target, a token's row is the same bits alone or in any batch
+//   (the AVX512-VNNI row-block kernel against its one-row tiles);
+// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL too for q5_0,
+//   q5_1 and q8_0 (its row-block kernel keeps ggml's order). Its q4_0 and
+//   q4_1 take block-sum order (qgemm_vnni-inl.h): there its error against the
+//   exact product, summed over every result, is no larger than ggml's order's.
+TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
   std::vector<int64_t> targets;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
     if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
@@ -210,7 +258,7 @@ TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
   const auto scale = [&] {  // f16 in [2^-14, 2^-4): normal, never inf or NaN
     return static_cast<uint16_t>(((rng() % 10) + 1) << 10 | (rng() & 0x3FF));
   };
-  const int64_t rows = 53, cols = 1184;
+  const int64_t rows = 53, cols = 1184, n_tok = 35;
   for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
     const size_t rb = *row_bytes(type, cols);
     const size_t block = rb / (cols / 32);
@@ -222,7 +270,6 @@ TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
       if (type == DType::kQ4_1 || type == DType::kQ5_1) std::memcpy(&wq[off + 2], &m, 2);
     }
     const MatView w{type, wq.data(), rows, cols, rb};
-    const int64_t n_tok = 35;
     std::vector<BlockQ8A> qx(static_cast<size_t>(n_tok * cols / 32));
     for (BlockQ8A& a : qx) {
       int sum = 0;
@@ -234,33 +281,62 @@ TEST(SimdX86, ThirtyTwoElementFormatsGiveTheSameBitsOnEveryTarget) {
       a.d = std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
       a.s = a.d * static_cast<float>(sum);
     }
-    std::vector<std::vector<float>> got;
+    std::vector<std::vector<float>> got;  // per target: all n_tok tokens at once
     for (int64_t target : targets) {
       hwy::SetSupportedTargetsForTest(target);
-      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}, n_tok}) {
-        std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
-        matmul_rows(w, qx.data(), nt, 0, rows, y.data(), rows);
-        std::vector<float> part(y.size(), -1.f);  // rows 3..50: blocks start mid-matrix
-        matmul_rows(w, qx.data(), nt, 3, 51, part.data(), rows);
-        for (int64_t t = 0; t < nt; ++t) {
-          for (int64_t r = 3; r < 51; ++r) {
-            ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << dtype_name(type) << " " << nt;
+      const std::string name = std::string(dtype_name(type)) + " " + hwy::TargetName(target);
+      std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
+      matmul_rows(w, qx.data(), n_tok, 0, rows, all.data(), rows);
+      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+        for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
+          std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
+          const BlockQ8A* a = qx.data() + t0 * (cols / 32);
+          matmul_rows(w, a, nt, 0, rows, y.data(), rows);
+          std::vector<float> part(y.size(), -1.f);  // rows 3..50: blocks start mid-matrix
+          matmul_rows(w, a, nt, 3, 51, part.data(), rows);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(y[t * rows + r], all[(t0 + t) * rows + r])
+                  << name << ": token " << t0 + t << " row " << r << " in a batch of " << nt
+                  << " against " << n_tok;
+              if (r >= 3 && r < 51) {
+                ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << name;
+              }
+            }
           }
         }
-        got.push_back(std::move(y));
       }
+      got.push_back(std::move(all));
     }
     hwy::SetSupportedTargetsForTest(0);
-    for (size_t i = 4; i < got.size(); ++i) {
-      ASSERT_EQ(got[i].size(), got[i % 4].size());
-      for (size_t j = 0; j < got[i].size(); ++j) {
-        ASSERT_EQ(got[i][j], got[i % 4][j])
-            << dtype_name(type) << " target " << hwy::TargetName(targets[i / 4]) << " vs "
-            << hwy::TargetName(targets[0]) << " token " << j / rows << " row " << j % rows;
+    const bool block_sum = type == DType::kQ4_0 || type == DType::kQ4_1;
+    size_t ggml = targets.size();  // a target with ggml's order, if any
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i] != HWY_AVX3_DL || !block_sum) ggml = i;
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (ggml == targets.size() || (targets[i] == HWY_AVX3_DL && block_sum)) continue;
+      ASSERT_EQ(got[i], got[ggml]) << dtype_name(type) << " " << hwy::TargetName(targets[i])
+                                   << " against " << hwy::TargetName(targets[ggml]);
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i] != HWY_AVX3_DL || !block_sum || ggml == targets.size()) continue;
+      double err_sum = 0, err_ggml = 0;
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const double exact =
+              exact_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
+          err_sum += std::fabs(got[i][t * rows + r] - exact);
+          err_ggml += std::fabs(got[ggml][t * rows + r] - exact);
+        }
       }
+      EXPECT_LE(err_sum, err_ggml) << dtype_name(type) << ": block-sum order's error " << err_sum
+                                   << ", ggml order's " << err_ggml;
+      EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
     }
   }
 }
+
 #endif  // HWY_ARCH_X86
 
 INSTANTIATE_TEST_SUITE_P(Targets, Simd, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
