@@ -29,9 +29,10 @@ void head_rows(const KvCache& cache, SeqId seq, int32_t layer, int32_t kvh, int3
 
 }  // namespace
 
-int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v) {
+int64_t attention_scratch_floats(int32_t max_ctx, int32_t group, int32_t head_dim_k,
+                                 int32_t head_dim_v) {
   return pointer_floats(max_ctx) +
-         std::max(tensor::attention_scratch_floats(max_ctx, head_dim_k, head_dim_v),
+         std::max(tensor::attention_heads_scratch_floats(max_ctx, group, head_dim_k, head_dim_v),
                   tensor::attention_flash_scratch_floats(head_dim_k, head_dim_v));
 }
 
@@ -46,29 +47,32 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
   const bool f16 = lay.k_type == tensor::DType::kF16 && lay.v_type == tensor::DType::kF16;
   const tensor::SumOrder order =
       shape.batched ? tensor::SumOrder::kGemm : tensor::SumOrder::kVecDot;
-  int32_t built_for = -1;
-  for (int32_t h = h0; h < h1; ++h) {
+  for (int32_t h = h0; h < h1;) {
     const int32_t kvh = h / group;
+    const int32_t he = std::min(h1, (kvh + 1) * group);  // the heads of [h0, h1) on kvh
     const float* qh = q + static_cast<int64_t>(h) * shape.head_dim_k;
     float* oh = out + static_cast<int64_t>(h) * shape.head_dim_v;
     if (f16) {
       auto** kptr = reinterpret_cast<const uint16_t**>(scratch);
       auto** vptr = kptr + n_blocks;
-      if (kvh != built_for) head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
+      head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
       const tensor::PagedRows k{kptr, bt, shape.head_dim_k};
       const tensor::PagedRows v{vptr, bt, shape.head_dim_v};
-      tensor::attention_f16_ggml(qh, k, v, end, shape.head_dim_k, shape.head_dim_v, shape.scale,
-                                 order, oh, work);
+      tensor::attention_f16_heads(qh, he - h, k, v, end, shape.head_dim_k, shape.head_dim_v,
+                                  shape.scale, order, oh, work);
     } else {
       auto** kptr = reinterpret_cast<const uint8_t**>(scratch);
       auto** vptr = kptr + n_blocks;
-      if (kvh != built_for) head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
+      head_rows(cache, seq, layer, kvh, n_blocks, kptr, vptr);
       const tensor::PagedKvRows k{kptr, bt, lay.k_row_bytes(), lay.k_type};
       const tensor::PagedKvRows v{vptr, bt, lay.v_row_bytes(), lay.v_type};
-      tensor::attention_flash_ggml(qh, k, v, end, shape.head_dim_k, shape.head_dim_v, shape.scale,
-                                   oh, work);
+      for (int32_t i = h; i < he; ++i) {
+        tensor::attention_flash_ggml(q + static_cast<int64_t>(i) * shape.head_dim_k, k, v, end,
+                                     shape.head_dim_k, shape.head_dim_v, shape.scale,
+                                     out + static_cast<int64_t>(i) * shape.head_dim_v, work);
+      }
     }
-    built_for = kvh;
+    h = he;
   }
 }
 

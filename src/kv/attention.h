@@ -31,8 +31,9 @@ struct AttentionShape {
 };
 
 // Scratch attend() needs for sequences of up to max_ctx positions, in floats
-// (for any K and V types).
-int64_t attention_scratch_floats(int32_t max_ctx, int32_t head_dim_k, int32_t head_dim_v);
+// (for any K and V types), with `group` query heads per KV head.
+int64_t attention_scratch_floats(int32_t max_ctx, int32_t group, int32_t head_dim_k,
+                                 int32_t head_dim_v);
 
 // out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions
 // t in [0, end) of `seq` for query heads h in [h0, h1). `scratch` holds

@@ -56,8 +56,9 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
     q = std::max<uint64_t>(q, tensor::matmul_scratch_bytes(t, widest, T));
   }
   p.quant = round64(q);
-  p.attention = round64(f32s(int64_t{s.n_threads} *
-                             kv::attention_scratch_floats(s.max_ctx, c.head_dim_k, c.head_dim_v)));
+  p.attention = round64(
+      f32s(int64_t{s.n_threads} * kv::attention_scratch_floats(s.max_ctx, c.n_heads / c.n_kv_heads,
+                                                               c.head_dim_k, c.head_dim_v)));
   return p;
 }
 
@@ -86,7 +87,8 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.logits = reinterpret_cast<float*>(take(f32s(L * c.n_vocab)));
   w.quant = take(plan.quant);
   w.scores = reinterpret_cast<float*>(take(plan.attention));
-  w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.head_dim_k, c.head_dim_v);
+  w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.n_heads / c.n_kv_heads,
+                                                 c.head_dim_k, c.head_dim_v);
   w.pos = reinterpret_cast<int32_t*>(take(static_cast<uint64_t>(T) * sizeof(int32_t)));
   w.rope = reinterpret_cast<float*>(take(f32s(T * c.rope_dim)));
   return w;

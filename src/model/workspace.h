@@ -65,7 +65,7 @@ struct Workspace {
   float* final_x = nullptr;  // [max_logits, n_embd]
   float* logits = nullptr;   // [max_logits, n_vocab]
   void* quant = nullptr;     // matmul activation scratch
-  float* scores = nullptr;   // [n_threads][attention_scratch_floats(max_ctx, head_dim_v)]
+  float* scores = nullptr;   // [n_threads][kv::attention_scratch_floats(max_ctx, ...)]
   int64_t scores_stride = 0;
   int32_t* pos = nullptr;                  // [max_tokens] position of each batch token
   float* rope = nullptr;                   // [max_tokens][rope_dim] cos, sin per rotated pair

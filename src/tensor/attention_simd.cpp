@@ -12,6 +12,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -211,10 +212,168 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
   }
 }
 
+// ---- f16 K and V, all the query heads of one KV head (AVX-512) ------------
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// Positions whose value sums stay in registers before they are added to the
+// accumulator rows: bounds how much of V one pass over a column pair reads.
+constexpr int64_t kHeadsSpan = 256;
+
+// Asks for the n bytes at p (into L1, or L2 when far).
+template <int kHint>
+HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64) {
+    _mm_prefetch(static_cast<const char*>(p) + i, static_cast<_mm_hint>(kHint));
+  }
+}
+
+// p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n). A
+// sequence's rows of one KV head are short runs (a block's 16 rows) scattered
+// over the pool, which the hardware prefetchers do not follow from one to
+// the next: each row asks for its counterpart in the next block's K, and for
+// its own V row, which the value pass reads next.
+template <int HC>
+void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
+                float scale, float* p, int64_t stride) {
+  const int64_t bt = k.block_tokens;
+  for (int64_t b = 0, t = 0; t < n; ++b) {
+    const uint16_t* kr = k.blocks[b];
+    const uint16_t* vr = v.blocks[b];
+    const uint16_t* kn = t + bt < n ? k.blocks[b + 1] : nullptr;
+    for (int64_t j = 0; j < bt && t < n; ++j, ++t, kr += k.row_elems, vr += v.row_elems) {
+      if (kn != nullptr) PrefetchBytes<_MM_HINT_T0>(kn + j * k.row_elems, 2 * k.row_elems);
+      PrefetchBytes<_MM_HINT_T1>(vr, 2 * v.row_elems);
+      __m512 s[HC];
+      for (int h = 0; h < HC; ++h) s[h] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < dk; c += 16) {
+        const __m512 kc =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + c)));
+        for (int h = 0; h < HC; ++h) {
+          s[h] = _mm512_fmadd_ps(kc, _mm512_loadu_ps(q + h * dk + c), s[h]);
+        }
+      }
+      for (int h = 0; h < HC; ++h) p[h * stride + t] = _mm512_reduce_add_ps(s[h]) * scale;
+    }
+  }
+}
+
+// acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i] for i < 16 NC,
+// positions [t0, t1), with HC x NC accumulators in registers.
+template <int HC, int NC>
+void HeadValueCols(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
+                   const float* w, int64_t stride, float* acc) {
+  __m512 a[HC][NC];
+  for (int h = 0; h < HC; ++h) {
+    for (int i = 0; i < NC; ++i) a[h][i] = _mm512_loadu_ps(acc + h * dv + c + 16 * i);
+  }
+  const int64_t bt = v.block_tokens;
+  for (int64_t t = t0; t < t1;) {
+    const int64_t b = t / bt, end = (b + 1) * bt < t1 ? (b + 1) * bt : t1;
+    const uint16_t* vr = v.blocks[b] + (t - b * bt) * v.row_elems + c;
+    for (; t < end; ++t, vr += v.row_elems) {
+      __m512 x[NC];
+      for (int i = 0; i < NC; ++i) {
+        x[i] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + 16 * i)));
+      }
+      for (int h = 0; h < HC; ++h) {
+        const __m512 wt = _mm512_set1_ps(w[h * stride + t]);
+        for (int i = 0; i < NC; ++i) a[h][i] = _mm512_fmadd_ps(x[i], wt, a[h][i]);
+      }
+    }
+  }
+  for (int h = 0; h < HC; ++h) {
+    for (int i = 0; i < NC; ++i) _mm512_storeu_ps(acc + h * dv + c + 16 * i, a[h][i]);
+  }
+}
+
+// acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1),
+// 64 columns at a time.
+template <int HC>
+void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
+                int64_t stride, float* acc) {
+  for (int64_t c = 0; c < dv; c += 64) {
+    switch (dv - c >= 64 ? 4 : (dv - c) / 16) {
+      case 1:
+        HeadValueCols<HC, 1>(v, t0, t1, c, dv, w, stride, acc);
+        break;
+      case 2:
+        HeadValueCols<HC, 2>(v, t0, t1, c, dv, w, stride, acc);
+        break;
+      case 3:
+        HeadValueCols<HC, 3>(v, t0, t1, c, dv, w, stride, acc);
+        break;
+      default:
+        HeadValueCols<HC, 4>(v, t0, t1, c, dv, w, stride, acc);
+    }
+  }
+}
+
+template <int HC>
+void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
+              int64_t dv, float scale, float* out, float* scratch) {
+  const int64_t stride = (n + 15) / 16 * 16;
+  float* p = scratch;  // [HC][stride] scores, then their exponentials
+  HeadScores<HC>(q, dk, k, v, n, scale, p, stride);
+  float inv[HC];
+  for (int h = 0; h < HC; ++h) {
+    float* ph = p + h * stride;
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < n; ++t) mx = ph[t] > mx ? ph[t] : mx;
+    const double sum = exp_sum_ggml(ph, n, mx);
+    inv[h] = static_cast<float>(1.0 / sum);
+  }
+  std::memset(out, 0, sizeof(float) * static_cast<size_t>(HC * dv));
+  for (int64_t t0 = 0; t0 < n; t0 += kHeadsSpan) {
+    HeadValues<HC>(v, t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, dv, p, stride, out);
+  }
+  for (int h = 0; h < HC; ++h) {
+    const __m512 s = _mm512_set1_ps(inv[h]);
+    for (int64_t i = 0; i < dv; i += 16) {
+      _mm512_storeu_ps(out + h * dv + i, _mm512_mul_ps(_mm512_loadu_ps(out + h * dv + i), s));
+    }
+  }
+}
+#endif
+
+void AttentionF16Heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                       int64_t n, int64_t dk, int64_t dv, float scale, bool gemm, float* out,
+                       float* scratch) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if (dk % 16 == 0 && dv % 16 == 0) {
+    for (int64_t h = 0; h < nh; h += 4) {
+      const float* qh = q + h * dk;
+      float* oh = out + h * dv;
+      switch (nh - h < 4 ? nh - h : 4) {
+        case 1:
+          HeadsF16<1>(qh, k, v, n, dk, dv, scale, oh, scratch);
+          break;
+        case 2:
+          HeadsF16<2>(qh, k, v, n, dk, dv, scale, oh, scratch);
+          break;
+        case 3:
+          HeadsF16<3>(qh, k, v, n, dk, dv, scale, oh, scratch);
+          break;
+        default:
+          HeadsF16<4>(qh, k, v, n, dk, dv, scale, oh, scratch);
+      }
+    }
+    return;
+  }
+#endif
+  const SumOrder order = gemm ? SumOrder::kGemm : SumOrder::kVecDot;
+  for (int64_t h = 0; h < nh; ++h) {
+    attention_f16_ggml(q + h * dk, k, v, n, dk, dv, scale, order, out + h * dv, scratch);
+  }
+}
+
 const char* AttentionKernel(DType kv) {
   switch (kv) {
     case DType::kF16:
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+      return "avx512-f16-heads";
+#else
       return "f16-ggml";
+#endif
     case DType::kQ8_0:
     case DType::kQ4_0:
       return SNUG_X86_VNNI512 ? "avx512vnni-int8" : SNUG_X86_AVX2 ? "avx2-int8" : "generic";
@@ -234,9 +393,22 @@ namespace snug::tensor {
 
 HWY_EXPORT(AttentionFlash);
 HWY_EXPORT(AttentionKernel);
+HWY_EXPORT(AttentionF16Heads);
 
 const char* attention_kernel(DType kv) {
   return HWY_DYNAMIC_DISPATCH(AttentionKernel)(kv);
+}
+
+int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv) {
+  return std::max(attention_scratch_floats(n, dk, dv),
+                  std::min<int64_t>(nh, 4) * ((n + 15) / 16 * 16));
+}
+
+void attention_f16_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                         int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
+                         float* scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionF16Heads)
+  (q, nh, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
 }
 
 int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv) {

@@ -139,6 +139,20 @@ void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, 
                         int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
                         float* scratch);
 
+// Floats of scratch attention_f16_heads needs for nh heads over n positions.
+int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv);
+// attention_f16_ggml for the nh query heads q[h * dk ...] that share one f16
+// K and V head (grouped-query attention), into out[h * dv ...]. On AVX-512
+// targets, where snug does not promise llama.cpp's bits (the block-sum
+// matmul), one pass over the rows serves four heads at a time: scores are f32
+// dot products of the f32 query, the values are summed in f32 with the
+// unnormalised weights and divided once, and `order` does not matter, so a
+// token's attention is the same arithmetic in a prompt and in generation.
+// Elsewhere it is attention_f16_ggml per head.
+void attention_f16_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                         int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
+                         float* scratch);
+
 // One head's rows in a paged KV cache of any KV type (f16, q8_0, q4_0): row t
 // (row_bytes bytes, a whole number of the type's blocks) starts at
 // blocks[t / block_tokens] + (t % block_tokens) * row_bytes.

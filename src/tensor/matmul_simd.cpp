@@ -41,14 +41,11 @@ constexpr int kTokTileWide = kTokTile;
 constexpr int kTokTileNarrow = 4;
 constexpr int64_t kRowBlock = 16;
 // Tokens from which the AVX512-VNNI row-block kernel takes over from the
-// tiles (the same arithmetic, so the same bits either way). q4_0 and q4_1 (in
-// block-sum order) take it for every product that the one-row kernel
-// (VRowSum, one token) leaves. q8_0 (ggml order) keeps its one-row tiles
-// below 8 tokens: 16 interleaved row streams read slower from DRAM (Zen 4,
-// SmolLM2's 49152x576 output matrix: 1 token 3.5 ms against 1.7, 16 tokens
-// 9.3 against 12.4).
-constexpr int64_t VnniMinTokens(DType t) {
-  return t == DType::kQ8_0 ? 8 : 1;
+// tiles: every product of q4_0, q4_1 and q8_0 (in block-sum order) that the
+// one-row kernel (VRowSum, one token) leaves. The tiles do the rows past the
+// last whole 16, with the same arithmetic, so the same bits either way.
+constexpr int64_t VnniMinTokens(DType) {
+  return 1;
 }
 
 // Weight loaders for the float formats: N elements starting at i as f32.
@@ -165,7 +162,8 @@ struct KGenTile {
 // Formats that take block-sum order (qgemm_vnni-inl.h) on this target.
 template <class F>
 constexpr bool BlockSumOrder() {
-  return SNUG_X86_VNNI512 && (std::is_same_v<F, Avx2Q4_0> || std::is_same_v<F, Avx2Q4_1>);
+  return SNUG_X86_VNNI512 && (std::is_same_v<F, Avx2Q4_0> || std::is_same_v<F, Avx2Q4_1> ||
+                              std::is_same_v<F, Avx2Q8_0>);
 }
 template <class F>
 struct Q32K {

@@ -1,20 +1,18 @@
-// q4_0, q4_1 and q8_0 on AVX512-VNNI: a row-block kernel for products of
-// several tokens, and for q4_0/q4_1 a one-row tile kernel, each pair with the
-// same arithmetic, so that which one computes a (row, token) never changes it.
+// q4_0, q4_1 and q8_0 on AVX512-VNNI, in block-sum order: a one-row kernel
+// for one token, a row-block kernel for more, and a tile kernel for the rows
+// past the last whole 16, all with the same arithmetic, so that which one
+// computes a (row, token) never changes it.
 //
-// q4_0 and q4_1 take block-sum order, per (row, token): S_b = the exact int32
-// sum of block b's 32 products; acc[b % 8] = fma(float(S_b), d_w x d_a,
-// acc[b % 8]), then for q4_1 acc[b % 8] = fma(m_w, s_a, acc[b % 8]) (the
-// weight minimum times the activation's scaled sum); the result is
+// Block-sum order, per (row, token): S_b = the exact int32 sum of block b's
+// 32 products; acc[b % 8] = fma(float(S_b), d_w x d_a, acc[b % 8]), then for
+// q4_1 acc[b % 8] = fma(m_w, s_a, acc[b % 8]) (the weight minimum times the
+// activation's scaled sum); the result is
 // ((acc0+acc4)+(acc2+acc6)) + ((acc1+acc5)+(acc3+acc7)). ggml (and snug's AVX2
 // and AVX3 targets) keeps eight accumulators per block instead, one per group
 // of 4 products, and sums the minimums apart: 8 float multiply-adds per block
 // where this takes one. Fewer roundings, so no less accurate
 // (tests/tensor/simd_test holds it against the exact product); not llama.cpp's
 // bits, which snug promises only on its AVX2 target (tests/reference/arith.py).
-// q8_0 keeps ggml's order here (VTokensGgml, the same bits as TileQ32Avx2):
-// its one-token products stay on the one-row tiles, which read DRAM faster
-// than 16 interleaved rows, and those must agree with the row-block kernel.
 //
 // Row-block kernel: sixteen weight rows sit in the sixteen int32 lanes of a
 // zmm register, so one vpdpbusd does four multiply-adds for each of 16 rows
@@ -23,11 +21,11 @@
 // group k of all 16 rows is one register) into a chunk on the stack; the
 // tokens then read it from L1, two at a time. Offset formats (q4_0 levels
 // q - 8, q8_0 stored here as level + 128) start each sum at -offset x the sum
-// of the token's matching activations, which keeps it exact.
+// of the token's activations, which keeps it exact.
 //
-// Tile kernel (q4_0/q4_1, the rows past the last whole 16): the block's 8
-// partial sums from one 256-bit vpdpbusd, eight blocks reduced into one vector
-// of block sums, one multiply-add per eight blocks and token.
+// One-row kernel (VRowSum): see there. Tile kernel (TileQ32Sum): the block's
+// 8 partial sums from one 256-bit vpdpbusd, eight blocks reduced into one
+// vector of block sums, one multiply-add per eight blocks and token.
 #if defined(SNUG_TENSOR_QGEMM_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_VNNI_INL_H_
@@ -67,7 +65,6 @@ struct alignas(64) VPack {
 // A token's state between chunks: the eight accumulators (block % 8) of 16 rows.
 struct alignas(64) VAcc {
   __m512 g[8];
-  __m512 bias;  // ggml order: the sum of min x activation sum, kept apart
 };
 
 // out[k] lane r = 32-bit word k of the 16 bytes at base + r * stride.
@@ -115,22 +112,22 @@ HWY_INLINE __m256i Reduce8(const __m256i* p) {
 // Where a format keeps its parts, and how its levels are made.
 struct VQ4_0 {
   using Block = BlockQ4_0;
-  static constexpr bool kBlockSum = true;
+  static constexpr bool kQ4 = true;  // nibbles
   static constexpr int kOffset = 8;  // levels q - 8
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ4_0, qs);
 };
 struct VQ4_1 {
   using Block = BlockQ4_1;
-  static constexpr bool kBlockSum = true;
+  static constexpr bool kQ4 = true;  // nibbles
   static constexpr int kOffset = 0;
   static constexpr bool kMin = true;
   static constexpr int kQs = offsetof(BlockQ4_1, qs);
 };
 struct VQ8_0 {
   using Block = BlockQ8_0;
-  static constexpr bool kBlockSum = false;  // ggml order: q8_0 stays llama.cpp's arithmetic
-  static constexpr int kOffset = 128;       // int8 levels, stored here as level + 128
+  static constexpr bool kQ4 = false;   // nibbles
+  static constexpr int kOffset = 128;  // int8 levels, stored here as level + 128
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ8_0, qs);
 };
@@ -172,115 +169,6 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
       }
     }
   }
-}
-
-// One group's exact int32 sums for 16 rows: w from the pack, x4 the token's
-// 4 activation bytes, c4 (offset formats) -offset x their sum.
-template <class F>
-HWY_INLINE __m512i GroupSum(__m512i w, const uint8_t* x4, const int32_t* c4) {
-  int32_t v;
-  std::memcpy(&v, x4, 4);
-  const __m512i x = _mm512_set1_epi32(v);
-  const __m512i init = F::kOffset ? _mm512_set1_epi32(*c4) : _mm512_setzero_si512();
-  return _mm512_dpbusd_epi32(init, w, x);
-}
-
-// ggml order (q8_0): T tokens (1 or 2) against one repacked chunk of nb blocks, with
-// ggml's eight group accumulators per block and the minimums summed apart (the
-// same bits as TileQ32Avx2). a[t]: token t's
-// activation blocks of the chunk; co[t]: for offset formats, -offset x the sum
-// of each group of 4 activations, 8 per block. first: the chunk is the row's
-// first. The accumulators are named variables: as arrays, GCC 12 kept some in memory.
-template <class F, int T>
-HWY_NOINLINE void VTokensGgml(const VPack& p, int nb, const BlockQ8A* const* a,
-                              const int32_t* const* co, bool first, VAcc* acc) {
-  static_assert(T == 1 || T == 2);
-  constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
-  __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7, bias0;
-  __m512 s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, s1_7, bias1;
-#define SNUG_VLOAD(t, k)                                               \
-  do {                                                                 \
-    s##t##_##k = first ? _mm512_setzero_ps() : acc[(t) ? t1 : 0].g[k]; \
-  } while (0)
-  SNUG_VLOAD(0, 0);
-  SNUG_VLOAD(0, 1);
-  SNUG_VLOAD(0, 2);
-  SNUG_VLOAD(0, 3);
-  SNUG_VLOAD(0, 4);
-  SNUG_VLOAD(0, 5);
-  SNUG_VLOAD(0, 6);
-  SNUG_VLOAD(0, 7);
-  SNUG_VLOAD(1, 0);
-  SNUG_VLOAD(1, 1);
-  SNUG_VLOAD(1, 2);
-  SNUG_VLOAD(1, 3);
-  SNUG_VLOAD(1, 4);
-  SNUG_VLOAD(1, 5);
-  SNUG_VLOAD(1, 6);
-  SNUG_VLOAD(1, 7);
-#undef SNUG_VLOAD
-  bias0 = first ? _mm512_setzero_ps() : acc[0].bias;
-  bias1 = first ? _mm512_setzero_ps() : acc[t1].bias;
-  for (int b = 0; b < nb; ++b) {
-    const BlockQ8A& a0 = a[0][b];
-    const BlockQ8A& a1 = a[t1][b];
-    const __m512 dd0 = _mm512_mul_ps(p.d[b], _mm512_set1_ps(a0.d));
-    const __m512 dd1 = _mm512_mul_ps(p.d[b], _mm512_set1_ps(a1.d));
-    if constexpr (F::kMin) {
-      bias0 = _mm512_add_ps(bias0, _mm512_mul_ps(p.m[b], _mm512_set1_ps(a0.s)));
-      if constexpr (T == 2)
-        bias1 = _mm512_add_ps(bias1, _mm512_mul_ps(p.m[b], _mm512_set1_ps(a1.s)));
-    }
-    const auto* x0 = reinterpret_cast<const uint8_t*>(a0.qs);
-    const auto* x1 = reinterpret_cast<const uint8_t*>(a1.qs);
-    const int32_t* c0 = F::kOffset ? co[0] + 8 * b : nullptr;
-    const int32_t* c1 = F::kOffset ? co[t1] + 8 * b : nullptr;
-    const __m512i* w = p.w[b];
-#define SNUG_VGROUP(k)                                                                             \
-  do {                                                                                             \
-    const __m512i wk = w[k];                                                                       \
-    s0_##k =                                                                                       \
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(GroupSum<F>(wk, x0 + 4 * (k), c0 + (k))), dd0, s0_##k); \
-    if constexpr (T == 2) {                                                                        \
-      s1_##k = _mm512_fmadd_ps(_mm512_cvtepi32_ps(GroupSum<F>(wk, x1 + 4 * (k), c1 + (k))), dd1,   \
-                               s1_##k);                                                            \
-    }                                                                                              \
-  } while (0)
-    SNUG_VGROUP(0);
-    SNUG_VGROUP(1);
-    SNUG_VGROUP(2);
-    SNUG_VGROUP(3);
-    SNUG_VGROUP(4);
-    SNUG_VGROUP(5);
-    SNUG_VGROUP(6);
-    SNUG_VGROUP(7);
-#undef SNUG_VGROUP
-  }
-#define SNUG_VSTORE(t, k)     \
-  do {                        \
-    acc[t].g[k] = s##t##_##k; \
-  } while (0)
-  SNUG_VSTORE(0, 0);
-  SNUG_VSTORE(0, 1);
-  SNUG_VSTORE(0, 2);
-  SNUG_VSTORE(0, 3);
-  SNUG_VSTORE(0, 4);
-  SNUG_VSTORE(0, 5);
-  SNUG_VSTORE(0, 6);
-  SNUG_VSTORE(0, 7);
-  acc[0].bias = bias0;
-  if constexpr (T == 2) {
-    SNUG_VSTORE(1, 0);
-    SNUG_VSTORE(1, 1);
-    SNUG_VSTORE(1, 2);
-    SNUG_VSTORE(1, 3);
-    SNUG_VSTORE(1, 4);
-    SNUG_VSTORE(1, 5);
-    SNUG_VSTORE(1, 6);
-    SNUG_VSTORE(1, 7);
-    acc[1].bias = bias1;
-  }
-#undef SNUG_VSTORE
 }
 
 // The block sum of one token against 16 rows: the exact int32 sum of the
@@ -399,9 +287,8 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   const int nblocks = static_cast<int>(cols / kQK);
   VPack pack;
   VAcc acc[kVToks];
-  // Offset formats: -offset x the activations' sum per block (block-sum
-  // order) or per group of 4 (ggml order).
-  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunk * 8];
+  // Offset formats: -offset x the sum of each block's activations.
+  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunk];
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
     // The next 16 rows are one contiguous span that this pass reads in 16
     // interleaved streams, which the hardware prefetchers follow poorly; the
@@ -429,28 +316,16 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           if constexpr (F::kOffset != 0) {
             for (int b = 0; b < nb; ++b) {
               const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
-              const __m256i sum4 =
-                  _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
-              if constexpr (F::kBlockSum) {
-                corr[t][b] = -F::kOffset * HsumI32(sum4);
-              } else {
-                _mm256_store_si256(reinterpret_cast<__m256i*>(corr[t] + 8 * b),
-                                   _mm256_mullo_epi32(sum4, _mm256_set1_epi32(-F::kOffset)));
-              }
+              corr[t][b] = -F::kOffset * HsumI32(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                                     _mm256_set1_epi8(1), q));
             }
           }
         }
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          if constexpr (F::kBlockSum) {
-            if (t + 2 <= nt) {
-              VTokensSum<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
-            } else {
-              VTokensSum<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
-            }
-          } else if (t + 2 <= nt) {
-            VTokensGgml<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+          if (t + 2 <= nt) {
+            VTokensSum<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
           } else {
-            VTokensGgml<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensSum<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
           }
           if (prefetch && passes > 1) {
             const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
@@ -465,9 +340,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const __m512* g = acc[t].g;
         const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
         const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
-        __m512 sum = _mm512_add_ps(even, odd);
-        if constexpr (!F::kBlockSum) sum = _mm512_add_ps(sum, acc[t].bias);  // as Hsum + bias
-        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, sum);
+        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, _mm512_add_ps(even, odd));
       }
     }
   }
@@ -523,7 +396,7 @@ void TileQ32Sum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, floa
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
 }
 
-// One-row kernel for q4_0/q4_1 in block-sum order, for a single token: each
+// One-row kernel in block-sum order, for a single token: each
 // row is read once, in order, as one stream (the row-block kernel's 16
 // interleaved rows read slower from DRAM). Eight blocks at a time: their
 // bytes come in with three or four 64-byte loads, and vpermt2b picks out the
@@ -532,6 +405,7 @@ void TileQ32Sum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, floa
 // nibbles and one on the high ones leave four partial sums per block, reduced
 // to a vector whose lane j is block j's sum. Then the same multiply-adds as
 // VTokensSum, lane j of the accumulator being acc[b % 8], and Hsum's tree.
+// (q8_0's blocks, VRowGroupQ8, take five loads and a vpermt2b per pair.)
 inline constexpr int kVRowMaxBlocks = 512;  // columns / 32 that it takes
 
 // One token's activations for VRowSum; blocks padded with zeros to a multiple
@@ -548,17 +422,19 @@ template <class F>
 HWY_INLINE void PrepareRowAct(const BlockQ8A* a, int nb, VRowAct& r) {
   const int padded = (nb + 7) / 8 * 8;
   for (int b = 0; b < padded; ++b) {
-    int8_t* lo = r.q + (b / 4) * 128 + (b % 4) * 16;
+    // q4: per 4 blocks, their elements 0-15 then 16-31; q8_0: blocks in order.
+    int8_t* lo = r.q + (F::kQ4 ? (b / 4) * 128 + (b % 4) * 16 : b * kQK);
+    int8_t* hi = lo + (F::kQ4 ? 64 : 16);
     if (b >= nb) {
       std::memset(lo, 0, 16);
-      std::memset(lo + 64, 0, 16);
+      std::memset(hi, 0, 16);
       r.d[b] = r.s[b] = 0.f;
       r.c[b] = 0;
       continue;
     }
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lo), _mm256_castsi256_si128(q));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + 64), _mm256_extracti128_si256(q, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(hi), _mm256_extracti128_si256(q, 1));
     r.d[b] = a[b].d;
     r.s[b] = a[b].s;
     r.c[b] = 0;
@@ -650,22 +526,91 @@ HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, _
   return acc;
 }
 
+// q8_0: eight blocks of one row (m of them when kTail) into acc, as
+// VRowGroup: five loads, a pair of blocks' quants per vpermt2b, flipped to
+// unsigned (level + 128, the activations' -128 x sum added back).
+template <bool kTail>
+HWY_INLINE __m256 VRowGroupQ8(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
+  constexpr int kB = sizeof(BlockQ8_0);
+  static_assert(8 * kB <= 320 && kB == 34);
+  struct Idx {
+    uint8_t q[4][64], d[64];
+  };
+  // Pair j (blocks 2j, 2j+1) from tables L_j:L_j+1 (bytes 64 j ...); the
+  // scales of blocks 0-3 from L0:L1, of 4-7 from L2:L3 (bytes 8-15 of that).
+  alignas(64) static constexpr Idx kIdx = [] {
+    Idx x{};
+    for (int j = 0; j < 4; ++j) {
+      for (int i = 0; i < 64; ++i) {
+        x.q[j][i] = static_cast<uint8_t>(kB * (2 * j + i / 32) + 2 + i % 32 - 64 * j);
+      }
+    }
+    for (int k = 0; k < 8; ++k) {
+      for (int e = 0; e < 2; ++e)
+        x.d[2 * k + e] = static_cast<uint8_t>(kB * k + e - (k < 4 ? 0 : 128));
+    }
+    return x;
+  }();
+  __m512i l[5];
+  if constexpr (kTail) {
+    const int bytes = m * kB;
+    for (int i = 0; i < 5; ++i) {
+      const int n = bytes - 64 * i < 0 ? 0 : (bytes - 64 * i > 64 ? 64 : bytes - 64 * i);
+      l[i] = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, static_cast<unsigned>(n)), p + 64 * i);
+    }
+  } else {
+    for (int i = 0; i < 4; ++i) l[i] = _mm512_loadu_si512(p + 64 * i);
+    l[4] = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, 8 * kB - 256), p + 256);
+  }
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int8_t* q = x.q + b0 * kQK;
+  // v[j]: lanes 0-7 the partial sums of block 2j, lanes 8-15 of block 2j+1.
+  __m512i v[4];
+  for (int j = 0; j < 4; ++j) {
+    const __m512i w = _mm512_xor_si512(
+        _mm512_permutex2var_epi8(l[j], _mm512_load_si512(kIdx.q[j]), l[j + 1]), flip);
+    v[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_load_si512(q + 64 * j));
+  }
+  // 128-bit lane L of c, element j: a quarter of block 2j + (L >= 2)'s sum.
+  const __m512i a =
+      _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+  const __m512i b =
+      _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+  const __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+  const __m512i dsum = _mm512_add_epi32(c, _mm512_shuffle_i32x4(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
+  const __m512i pick = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, dsum));
+  sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
+  const __m512i didx = _mm512_load_si512(kIdx.d);
+  const __m512i dlo = _mm512_permutex2var_epi8(l[0], didx, l[1]);
+  const __m512i dhi = _mm512_permutex2var_epi8(l[2], didx, l[3]);
+  const __m128i d16 = _mm512_castsi512_si128(_mm512_mask_blend_epi8(0xFF00, dlo, dhi));
+  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_load_ps(x.d + b0));
+  const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
+  return _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
+}
+
 // y[r] for rows [r0, r1), one token.
 template <class F>
 HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VRowAct& x,
                           int64_t r0, int64_t r1, float* y) {
-  constexpr int kGroup = 8 * VRowLayout<F>::kB;
+  constexpr int kGroup = 8 * static_cast<int>(sizeof(typename F::Block));
   const int full = nb / 8, tail = nb % 8;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = wd + r * row_bytes;
     __m256 acc = _mm256_setzero_ps();
-    for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
-    if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
+    if constexpr (F::kQ4) {
+      for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
+      if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
+    } else {
+      for (int g = 0; g < full; ++g) acc = VRowGroupQ8<false>(p + g * kGroup, 8, x, 8 * g, acc);
+      if (tail) acc = VRowGroupQ8<true>(p + full * kGroup, tail, x, 8 * full, acc);
+    }
     y[r] = Hsum(acc);
   }
 }
 
-// One token's rows [r0, r1) of q4_0/q4_1 by VRowSum; returns r1, or r0 when
+// One token's rows [r0, r1) of q4_0/q4_1/q8_0 by VRowSum; returns r1, or r0 when
 // it does not take the product (another format, or more columns than
 // VRowAct holds: the row-block kernel then does them, in the same order).
 HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int64_t row_bytes,
@@ -683,6 +628,10 @@ HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int6
     case DType::kQ4_1:
       PrepareRowAct<VQ4_1>(a, static_cast<int>(nb), x);
       VRowSum<VQ4_1>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      return r1;
+    case DType::kQ8_0:
+      PrepareRowAct<VQ8_0>(a, static_cast<int>(nb), x);
+      VRowSum<VQ8_0>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
       return r1;
     default:
       return r0;

@@ -258,7 +258,8 @@ TEST(Attention, MatchesDirectSoftmaxOverPagedRows) {
   AttentionShape shape{4, 2, d, d, 1.f / std::sqrt(float(d))};
   for (bool batched : {false, true}) {
     shape.batched = batched;
-    std::vector<float> out(4 * d), scratch(static_cast<size_t>(attention_scratch_floats(n, d, d)));
+    std::vector<float> out(4 * d),
+        scratch(static_cast<size_t>(attention_scratch_floats(n, 2, d, d)));
     attend(*c, s, 1, shape, q.data(), n, 3, 4, out.data(), scratch.data());
     // Reference with the same f16-rounded keys and values.
     std::vector<double> w(n);
@@ -370,7 +371,8 @@ TEST(Attention, QuantizedCacheStaysNearTheExactResult) {
     }
     c->commit_append(s, n);
     AttentionShape shape{4, 2, d, d, scale};
-    std::vector<float> out(4 * d), scratch(static_cast<size_t>(attention_scratch_floats(n, d, d)));
+    std::vector<float> out(4 * d),
+        scratch(static_cast<size_t>(attention_scratch_floats(n, 2, d, d)));
     attend(*c, s, 0, shape, q.data(), n, 2, 4, out.data(), scratch.data());
     const double tol = (kt == DType::kQ4_0 || vt == DType::kQ4_0) ? 0.25 : 3e-2;
     for (int i = 0; i < d; ++i)

@@ -7,7 +7,9 @@
 //   quantized formats 2e-6 (integer block sums are exact; only the float
 //   combination across blocks is reordered), f32/f16/bf16 1e-5 (float sums
 //   reordered into SIMD lanes). Activation quantization must be bit-exact.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -235,16 +237,110 @@ double exact_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols
   return sum;
 }
 
+// attention_f16_heads for every head count up to 7 (one or two passes of up
+// to four heads), head sizes that take the AVX-512 path (multiples of 16) or
+// the per-head ggml kernel (40), and positions from 1 to past the value
+// pass's span of 256, over blocks of 16 rows scattered in reverse:
+// - against a float64 softmax over the same f16 keys and values, no less
+//   accurate than attention_f16_ggml head by head (summed over all outputs);
+// - a head alone and in its group give the same bits, so how attend()
+//   splits a token's heads never changes a result.
+TEST_P(Simd, AttentionHeadsMatchFloat64) {
+  struct Dims {
+    int64_t dk, dv;
+  };
+  for (Dims dims : {Dims{64, 64}, Dims{48, 80}, Dims{40, 40}, Dims{128, 128}}) {
+    for (int64_t nh : {1, 3, 7}) {
+      for (int64_t n : {1, 5, 300}) {
+        const int64_t dk = dims.dk, dv = dims.dv, bt = 16, nb = (n + bt - 1) / bt;
+        const auto kf = random_values(n * dk, 51), vf = random_values(n * dv, 52);
+        auto qf = random_values(nh * dk, 53);
+        for (float& x : qf) x *= 4.f;  // a softmax that is not flat
+        // Block b of the pool holds rows [16 b', 16 b' + 16) for b' = nb - 1 - b.
+        std::vector<uint16_t> kpool(static_cast<size_t>(nb * bt * dk)),
+            vpool(static_cast<size_t>(nb * bt * dv));
+        std::vector<const uint16_t*> kb(static_cast<size_t>(nb)), vb(static_cast<size_t>(nb));
+        std::vector<double> kd(static_cast<size_t>(n * dk)), vd(static_cast<size_t>(n * dv));
+        for (int64_t b = 0; b < nb; ++b) {
+          kb[static_cast<size_t>(b)] = kpool.data() + (nb - 1 - b) * bt * dk;
+          vb[static_cast<size_t>(b)] = vpool.data() + (nb - 1 - b) * bt * dv;
+        }
+        for (int64_t t = 0; t < n; ++t) {
+          auto* kr = const_cast<uint16_t*>(kb[static_cast<size_t>(t / bt)]) + (t % bt) * dk;
+          auto* vr = const_cast<uint16_t*>(vb[static_cast<size_t>(t / bt)]) + (t % bt) * dv;
+          for (int64_t i = 0; i < dk; ++i) {
+            kr[i] = detail::f32_to_f16(kf[static_cast<size_t>(t * dk + i)]);
+            kd[static_cast<size_t>(t * dk + i)] = detail::f16_to_f32(kr[i]);
+          }
+          for (int64_t i = 0; i < dv; ++i) {
+            vr[i] = detail::f32_to_f16(vf[static_cast<size_t>(t * dv + i)]);
+            vd[static_cast<size_t>(t * dv + i)] = detail::f16_to_f32(vr[i]);
+          }
+        }
+        double vmax = 0;  // ggml's f16 query and weights: errors of a few 1e-3 x max |v|
+        for (double x : vd) vmax = std::max(vmax, std::fabs(x));
+        const PagedRows k{kb.data(), static_cast<int32_t>(bt), dk};
+        const PagedRows v{vb.data(), static_cast<int32_t>(bt), dv};
+        const float scale = 1.f / std::sqrt(static_cast<float>(dk));
+        std::vector<float> scratch(
+            static_cast<size_t>(attention_heads_scratch_floats(n, nh, dk, dv)));
+        std::vector<float> got(static_cast<size_t>(nh * dv)), one(static_cast<size_t>(dv)),
+            ggml(static_cast<size_t>(dv));
+        const std::string at = std::string(hwy::TargetName(GetParam())) + " dk " +
+                               std::to_string(dk) + " dv " + std::to_string(dv) + " heads " +
+                               std::to_string(nh) + " n " + std::to_string(n);
+        for (SumOrder order : {SumOrder::kVecDot, SumOrder::kGemm}) {
+          attention_f16_heads(qf.data(), nh, k, v, n, dk, dv, scale, order, got.data(),
+                              scratch.data());
+          double err_heads = 0, err_ggml = 0;
+          for (int64_t h = 0; h < nh; ++h) {
+            const float* qh = qf.data() + h * dk;
+            attention_f16_heads(qh, 1, k, v, n, dk, dv, scale, order, one.data(), scratch.data());
+            attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
+            std::vector<double> w(static_cast<size_t>(n));
+            double mx = -1e300, sum = 0;
+            for (int64_t t = 0; t < n; ++t) {
+              double dot = 0;
+              for (int64_t i = 0; i < dk; ++i)
+                dot += double{qh[i]} * kd[static_cast<size_t>(t * dk + i)];
+              w[static_cast<size_t>(t)] = dot * scale;
+              mx = std::max(mx, w[static_cast<size_t>(t)]);
+            }
+            for (double& x : w) sum += (x = std::exp(x - mx));
+            for (int64_t i = 0; i < dv; ++i) {
+              double o = 0;
+              for (int64_t t = 0; t < n; ++t) {
+                o += w[static_cast<size_t>(t)] / sum * vd[static_cast<size_t>(t * dv + i)];
+              }
+              const float g = got[static_cast<size_t>(h * dv + i)];
+              ASSERT_EQ(g, one[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+              ASSERT_NEAR(g, o, 1e-2 * vmax) << at << " head " << h << " col " << i;
+              err_heads += std::fabs(g - o);
+              err_ggml += std::fabs(ggml[static_cast<size_t>(i)] - o);
+            }
+          }
+          EXPECT_LE(err_heads, err_ggml) << at;
+          if (n == 300 && nh == 3 && dk == 64 && order == SumOrder::kVecDot) {
+            std::printf("%s: summed error %.3g (ggml's order %.3g)\n", at.c_str(), err_heads,
+                        err_ggml);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The 32-element formats on every x86 target from AVX2 up, with raw blocks
 // holding every level the format can (q8_0's -128 included) and activations
 // at +-127, 1 to 35 tokens (pairs, a lone token, a second group of 16), rows
 // that start mid-block:
 // - within a target, a token's row is the same bits alone or in any batch
-//   (the AVX512-VNNI row-block kernel against its one-row tiles);
-// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL too for q5_0,
-//   q5_1 and q8_0 (its row-block kernel keeps ggml's order). Its q4_0 and
-//   q4_1 take block-sum order (qgemm_vnni-inl.h): there its error against the
-//   exact product, summed over every result, is no larger than ggml's order's.
+//   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
+//   the tiles for the rows past the last 16);
+// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL too for q5_0
+//   and q5_1. Its q4_0, q4_1 and q8_0 take block-sum order
+//   (qgemm_vnni-inl.h): there the error against the exact product, summed
+//   over every result, is no larger than ggml's order's.
 TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
   std::vector<int64_t> targets;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
@@ -309,7 +405,7 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
       got.push_back(std::move(all));
     }
     hwy::SetSupportedTargetsForTest(0);
-    const bool block_sum = type == DType::kQ4_0 || type == DType::kQ4_1;
+    const bool block_sum = type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
     size_t ggml = targets.size();  // a target with ggml's order, if any
     for (size_t i = 0; i < targets.size(); ++i) {
       if (targets[i] != HWY_AVX3_DL || !block_sum) ggml = i;
