@@ -76,6 +76,44 @@ void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
   tensor::matmul_multi(mats, n, ws.xb, first.w.cols, T, outs, strides, ws.quant, pool);
 }
 
+// The norm before a group of projections, each token's row converted to the
+// matrices' activations right after its norm, on the same thread (no
+// separate conversion pass and barrier); else norm, then project().
+void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, const float* norm_w,
+                  float eps, std::initializer_list<Projection> ps) {
+  const Projection& first = *ps.begin();
+  const int64_t E = first.w.cols;
+  bool shared = true;
+  for (const Projection& p : ps) {
+    shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(first.w.type);
+  }
+  const bool fuse = shared && T >= kParallelTokens;
+  const size_t act = tensor::matmul_scratch_bytes(first.w.type, E, 1);
+  per_token(pool, T, [&](int32_t t) {
+    tensor::rms_norm(ws.x + t * E, norm_w, ws.xb + t * E, E, eps);
+    if (fuse) {
+      tensor::quantize_activations(first.w.type, ws.xb + t * E, E, E, 1,
+                                   static_cast<char*>(ws.quant) + t * act);
+    }
+  });
+  if (!fuse) {
+    project(pool, ws, layer, T, ps);
+    return;
+  }
+  for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
+  tensor::MatView mats[4];
+  float* outs[4];
+  int64_t strides[4];
+  int n = 0;
+  for (const Projection& p : ps) {
+    mats[n] = p.w;
+    outs[n] = p.out;
+    strides[n] = p.stride;
+    ++n;
+  }
+  tensor::matmul_multi_converted(mats, n, ws.quant, T, outs, strides, pool);
+}
+
 }  // namespace
 
 void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
@@ -106,13 +144,10 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
 
   for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    per_token(pool, T, [&](int32_t t) {
-      tensor::rms_norm(ws.x + t * E, L.attn_norm, ws.xb + t * E, E, c.rms_eps);
-    });
-    project(pool, ws, l, T,
-            {{MatRole::kQ, L.wq, ws.q, QD},
-             {MatRole::kK, L.wk, ws.k, KD},
-             {MatRole::kV, L.wv, ws.v, VD}});
+    norm_project(pool, ws, l, T, L.attn_norm, c.rms_eps,
+                 {{MatRole::kQ, L.wq, ws.q, QD},
+                  {MatRole::kK, L.wk, ws.k, KD},
+                  {MatRole::kV, L.wv, ws.v, VD}});
 
     per_token(pool, T, [&](int32_t t) {
       const int32_t pos = ws.pos[t];
@@ -152,13 +187,27 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
     tensor::matmul(L.wo, ws.att, AD, T, ws.xb, E, ws.quant, pool);
     add_into(ws.x, ws.xb, T * E);
 
+    norm_project(pool, ws, l, T, L.ffn_norm, c.rms_eps,
+                 {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
+    // SwiGLU per token (ggml's swiglu is per row), each row converted for
+    // the down projection by the thread that made it.
+    const bool fuse_down = T >= kParallelTokens;
+    const size_t down_act = tensor::matmul_scratch_bytes(L.down.type, F, 1);
     per_token(pool, T, [&](int32_t t) {
-      tensor::rms_norm(ws.x + t * E, L.ffn_norm, ws.xb + t * E, E, c.rms_eps);
+      tensor::silu_mul(ws.gate + t * F, ws.up + t * F, F);
+      if (fuse_down) {
+        tensor::quantize_activations(L.down.type, ws.gate + t * F, F, F, 1,
+                                     static_cast<char*>(ws.quant) + t * down_act);
+      }
     });
-    project(pool, ws, l, T, {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
-    tensor::silu_mul(ws.gate, ws.up, T * F);
     observe(ws, l, MatRole::kDown, ws.gate, T, F);
-    tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
+    if (fuse_down) {
+      float* outs[1] = {ws.xb};
+      const int64_t strides[1] = {E};
+      tensor::matmul_multi_converted(&L.down, 1, ws.quant, T, outs, strides, pool);
+    } else {
+      tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
+    }
     add_into(ws.x, ws.xb, T * E);
   }
 

@@ -248,6 +248,25 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   FoldSlots(acc, slots, dv, out);
 }
 
+// f32 -> f16 (round to nearest even), as detail::f32_to_f16 element by
+// element: vcvtps2ph rounds the same way; a chunk holding a NaN takes the
+// scalar path, which writes the canonical quiet NaN.
+void RowF32ToF16(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+      for (int l = 0; l < 8; ++l) y[i + l] = detail::f32_to_f16(x[i + l]);
+      continue;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+#endif
+  for (; i < n; ++i) y[i] = detail::f32_to_f16(x[i]);
+}
+
 // Activations for the 32-element formats (BlockQ8A), as ggml's x86
 // quantize_row_q8_1: max |x| per block, q = round-to-even(x * 127 / amax),
 // d and s = d * sum(q) stored rounded to f16. Same values as the scalar
@@ -308,8 +327,12 @@ HWY_EXPORT(ExpSumGgml);
 HWY_EXPORT(SiluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
 HWY_EXPORT(QuantizeQ8A);
+HWY_EXPORT(RowF32ToF16);
 
 namespace simd {
+void row_f32_to_f16(const float* x, uint16_t* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(RowF32ToF16)(x, y, n);
+}
 void quantize_row_q8a(const float* x, void* dst, int64_t n) {
   HWY_DYNAMIC_DISPATCH(QuantizeQ8A)(x, dst, n);
 }

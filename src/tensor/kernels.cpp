@@ -25,6 +25,10 @@ void quantize_row(DType type, const float* src, void* dst, int64_t n) {
 }
 
 void quantize_kv_row(DType type, const float* src, void* dst, int64_t n) {
+  if (type == DType::kF16) {
+    simd::row_f32_to_f16(src, static_cast<uint16_t*>(dst), n);
+    return;
+  }
   if (type != DType::kQ8_0) {
     ref::quantize_row(type, src, dst, n);
     return;
@@ -133,6 +137,19 @@ void convert_activations(const MatView& w, const float* x, int64_t x_stride, int
 
 }  // namespace
 
+namespace {
+// Matrices that may share one converted input: same cols and activation type.
+void check_shared_input(const MatView* mats, int count) {
+  SNUG_CHECK(count > 0);
+  for (int i = 0; i < count; ++i) {
+    SNUG_CHECK(mats[i].cols % info(mats[i].type).block_size == 0);
+    SNUG_CHECK(*row_bytes(mats[i].type, mats[i].cols) == mats[i].row_bytes);
+    SNUG_CHECK(mats[i].cols == mats[0].cols &&
+               activation_type(mats[i].type) == activation_type(mats[0].type));
+  }
+}
+}  // namespace
+
 void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
             int64_t y_stride, void* scratch, ThreadPool& pool) {
   matmul_multi(&w, 1, x, x_stride, n_tok, &y, &y_stride, scratch, pool);
@@ -141,14 +158,14 @@ void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, f
 void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stride, int64_t n_tok,
                   float* const* outputs, const int64_t* out_strides, void* scratch,
                   ThreadPool& pool) {
-  SNUG_CHECK(count > 0);
-  for (int i = 0; i < count; ++i) {
-    SNUG_CHECK(mats[i].cols % info(mats[i].type).block_size == 0);
-    SNUG_CHECK(*row_bytes(mats[i].type, mats[i].cols) == mats[i].row_bytes);
-    SNUG_CHECK(mats[i].cols == mats[0].cols &&
-               activation_type(mats[i].type) == activation_type(mats[0].type));
-  }
+  check_shared_input(mats, count);
   convert_activations(mats[0], x, x_stride, n_tok, scratch, pool);
+  matmul_multi_converted(mats, count, scratch, n_tok, outputs, out_strides, pool);
+}
+
+void matmul_multi_converted(const MatView* mats, int count, const void* qx, int64_t n_tok,
+                            float* const* outputs, const int64_t* out_strides, ThreadPool& pool) {
+  check_shared_input(mats, count);
   // One row space over all matrices, cut into per-thread chunks of 16 rows so
   // that every thread runs whole register tiles and whole 16-row blocks
   // (qgemm_vnni-inl.h).
@@ -160,7 +177,7 @@ void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stri
       for (int i = 0; i < count && b < e; ++i) {
         const int64_t r0 = std::max<int64_t>(b - base, 0),
                       r1 = std::min<int64_t>(e - base, mats[i].rows);
-        if (r0 < r1) simd::matmul_rows(mats[i], scratch, n_tok, r0, r1, outputs[i], out_strides[i]);
+        if (r0 < r1) simd::matmul_rows(mats[i], qx, n_tok, r0, r1, outputs[i], out_strides[i]);
         base += mats[i].rows;
       }
     });

@@ -69,6 +69,12 @@ void matmul(const MatView& w, const float* x, int64_t x_stride, int64_t n_tok, f
 void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stride, int64_t n_tok,
                   float* const* outputs, const int64_t* out_strides, void* scratch,
                   ThreadPool& pool);
+// matmul_multi on activations the caller already converted: token t's row by
+// quantize_activations(mats[0].type, x_t, cols, cols, 1, qx + t *
+// matmul_scratch_bytes(mats[0].type, cols, 1)), e.g. right after the norm
+// that made it, on the thread that made it (one barrier fewer).
+void matmul_multi_converted(const MatView* mats, int count, const void* qx, int64_t n_tok,
+                            float* const* outputs, const int64_t* out_strides, ThreadPool& pool);
 
 // The two halves of matmul for callers that schedule threads themselves:
 // convert activations once, then any thread computes a row range.

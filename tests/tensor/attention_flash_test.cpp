@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -174,6 +176,30 @@ TEST_P(AttentionFlash, QuantizeKvRowFollowsGgmlCpu) {
     std::vector<uint8_t> got(want.size());
     quantize_kv_row(t, x.data(), got.data(), n);
     EXPECT_EQ(got, want) << dtype_name(t);
+  }
+  // f16 through vcvtps2ph on x86: the same bits for overflow, infinities,
+  // half subnormals, ties and NaN (a chunk with a NaN falls to the scalar path).
+  std::vector<float> special(x.begin(), x.begin() + 40);
+  const float tiny = std::ldexp(1.f, -24), inf = std::numeric_limits<float>::infinity();
+  const uint32_t nan_bits = 0xFFC12345u;  // vcvtps2ph would keep part of this payload
+  float nan_payload;
+  std::memcpy(&nan_payload, &nan_bits, 4);
+  const float vals[] = {65520.f,
+                        -65519.f,
+                        inf,
+                        -inf,
+                        tiny,
+                        1.5f * tiny,
+                        0.5f * tiny,
+                        -0.f,
+                        1.f + std::ldexp(1.f, -11),
+                        std::numeric_limits<float>::quiet_NaN()};
+  for (size_t i = 0; i < std::size(vals); ++i) special[3 * i + 1] = vals[i];
+  {
+    auto want_f16 = testing::quantized(DType::kF16, special);
+    std::vector<uint8_t> got_f16(want_f16.size());
+    quantize_kv_row(DType::kF16, special.data(), got_f16.data(), 40);
+    EXPECT_EQ(got_f16, want_f16);
   }
   const auto want = testing::quantized(DType::kQ8_0, x);
   std::vector<BlockQ8_0> got(n / 32);
