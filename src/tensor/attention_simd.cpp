@@ -219,12 +219,12 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
 // accumulator rows: bounds how much of V one pass over a column pair reads.
 constexpr int64_t kHeadsSpan = 256;
 
-// Asks for the n bytes at p (into L1, or L2 when far).
-template <int kHint>
+// Asks for the n bytes at p, with __builtin_prefetch's locality (3: into L1,
+// 2: into L2).
+template <int kLocality>
 HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64) {
-    _mm_prefetch(static_cast<const char*>(p) + i, static_cast<_mm_hint>(kHint));
-  }
+  for (int64_t i = 0; i < n; i += 64)
+    __builtin_prefetch(static_cast<const char*>(p) + i, 0, kLocality);
 }
 
 // p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n). A
@@ -241,8 +241,8 @@ void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows&
     const uint16_t* vr = v.blocks[b];
     const uint16_t* kn = t + bt < n ? k.blocks[b + 1] : nullptr;
     for (int64_t j = 0; j < bt && t < n; ++j, ++t, kr += k.row_elems, vr += v.row_elems) {
-      if (kn != nullptr) PrefetchBytes<_MM_HINT_T0>(kn + j * k.row_elems, 2 * k.row_elems);
-      PrefetchBytes<_MM_HINT_T1>(vr, 2 * v.row_elems);
+      if (kn != nullptr) PrefetchBytes<3>(kn + j * k.row_elems, 2 * k.row_elems);
+      PrefetchBytes<2>(vr, 2 * v.row_elems);
       __m512 s[HC];
       for (int h = 0; h < HC; ++h) s[h] = _mm512_setzero_ps();
       for (int64_t c = 0; c < dk; c += 16) {
