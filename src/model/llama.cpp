@@ -43,37 +43,44 @@ struct Projection {
   int64_t stride;
 };
 
-// Products of ws.xb with several matrices: one activation conversion when
-// their activation types agree (the usual case), else one matmul each.
 void observe(Workspace& ws, int32_t layer, MatRole role, const float* x, int32_t rows,
              int64_t cols) {
   if (ws.observer != nullptr && rows > 0) ws.observer->observe(layer, role, x, rows, cols);
 }
 
-void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
-             std::initializer_list<Projection> ps) {
-  const Projection& first = *ps.begin();
-  for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
-  bool shared = true;
-  for (const Projection& p : ps) {
-    shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(first.w.type);
-  }
-  if (!shared) {
-    for (const Projection& p : ps)
-      tensor::matmul(p.w, ws.xb, p.w.cols, T, p.out, p.stride, ws.quant, pool);
-    return;
-  }
+// A group of projections as matmul_multi takes them. shared: one activation
+// type, so one conversion of the input serves every matrix.
+struct ProjectionSet {
   tensor::MatView mats[4];
   float* outs[4];
   int64_t strides[4];
   int n = 0;
-  for (const Projection& p : ps) {
-    mats[n] = p.w;
-    outs[n] = p.out;
-    strides[n] = p.stride;
-    ++n;
+  bool shared = true;
+  explicit ProjectionSet(std::initializer_list<Projection> ps) {
+    SNUG_CHECK(ps.size() <= 4);
+    for (const Projection& p : ps) {
+      mats[n] = p.w;
+      outs[n] = p.out;
+      strides[n] = p.stride;
+      shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(mats[0].type);
+      ++n;
+    }
   }
-  tensor::matmul_multi(mats, n, ws.xb, first.w.cols, T, outs, strides, ws.quant, pool);
+};
+
+// Products of ws.xb with several matrices: one activation conversion when
+// their activation types agree (the usual case), else one matmul each.
+void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
+             std::initializer_list<Projection> ps) {
+  for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
+  const ProjectionSet set(ps);
+  if (!set.shared) {
+    for (const Projection& p : ps)
+      tensor::matmul(p.w, ws.xb, p.w.cols, T, p.out, p.stride, ws.quant, pool);
+    return;
+  }
+  tensor::matmul_multi(set.mats, set.n, ws.xb, set.mats[0].cols, T, set.outs, set.strides, ws.quant,
+                       pool);
 }
 
 // The norm before a group of projections, each token's row converted to the
@@ -81,18 +88,15 @@ void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
 // separate conversion pass and barrier); else norm, then project().
 void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, const float* norm_w,
                   float eps, std::initializer_list<Projection> ps) {
-  const Projection& first = *ps.begin();
-  const int64_t E = first.w.cols;
-  bool shared = true;
-  for (const Projection& p : ps) {
-    shared = shared && tensor::activation_type(p.w.type) == tensor::activation_type(first.w.type);
-  }
-  const bool fuse = shared && T >= kParallelTokens;
-  const size_t act = tensor::matmul_scratch_bytes(first.w.type, E, 1);
+  const ProjectionSet set(ps);
+  const tensor::DType type = set.mats[0].type;
+  const int64_t E = set.mats[0].cols;
+  const bool fuse = set.shared && T >= kParallelTokens;
+  const size_t act = tensor::matmul_scratch_bytes(type, E, 1);
   per_token(pool, T, [&](int32_t t) {
     tensor::rms_norm(ws.x + t * E, norm_w, ws.xb + t * E, E, eps);
     if (fuse) {
-      tensor::quantize_activations(first.w.type, ws.xb + t * E, E, E, 1,
+      tensor::quantize_activations(type, ws.xb + t * E, E, E, 1,
                                    static_cast<char*>(ws.quant) + t * act);
     }
   });
@@ -101,17 +105,7 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
     return;
   }
   for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
-  tensor::MatView mats[4];
-  float* outs[4];
-  int64_t strides[4];
-  int n = 0;
-  for (const Projection& p : ps) {
-    mats[n] = p.w;
-    outs[n] = p.out;
-    strides[n] = p.stride;
-    ++n;
-  }
-  tensor::matmul_multi_converted(mats, n, ws.quant, T, outs, strides, pool);
+  tensor::matmul_multi_converted(set.mats, set.n, ws.quant, T, set.outs, set.strides, pool);
 }
 
 }  // namespace

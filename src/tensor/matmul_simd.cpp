@@ -40,14 +40,6 @@ constexpr int kTokTile = 4;
 constexpr int kTokTileWide = kTokTile;
 constexpr int kTokTileNarrow = 4;
 constexpr int64_t kRowBlock = 16;
-// Tokens from which the AVX512-VNNI row-block kernel takes over from the
-// tiles: every product of q4_0, q4_1 and q8_0 (in block-sum order) that the
-// one-row kernel (VRowSum, one token) leaves. The tiles do the rows past the
-// last whole 16, with the same arithmetic, so the same bits either way.
-constexpr int64_t VnniMinTokens(DType) {
-  return 1;
-}
-
 // Weight loaders for the float formats: N elements starting at i as f32.
 struct LoadF32 {
   template <class D>
@@ -320,7 +312,7 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   if (n_tok == 1) {
     r0 = MatmulVnniRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
   }
-  if (r0 < r1 && n_tok >= VnniMinTokens(w.type)) {
+  if (r0 < r1) {
     r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
   }
