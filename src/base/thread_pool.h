@@ -11,7 +11,8 @@
 
 namespace snug {
 
-// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): the atomics sit on their own cache lines on purpose.
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): the atomics sit on their own cache
+// lines on purpose.
 class ThreadPool {
  public:
   // n_threads counts the caller; 1 means no worker threads at all.
@@ -47,6 +48,28 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+};
+
+// Hands out [0, n) in chunks of `chunk` to whichever thread asks next, so
+// that a thread slowed by a neighbour (a shared core, a busy hypervisor) takes
+// fewer chunks and the others do not wait for it at the end of the job.
+// Create it before run(); every thread calls drain().
+class WorkQueue {
+ public:
+  WorkQueue(int64_t n, int64_t chunk) : n_(n), chunk_(chunk < 1 ? 1 : chunk) {}
+
+  // Calls f(begin, end) for each chunk this thread claims, until none is left.
+  template <typename F>
+  void drain(F&& f) {
+    for (int64_t b; (b = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) {
+      f(b, b + chunk_ < n_ ? b + chunk_ : n_);
+    }
+  }
+
+ private:
+  alignas(64) std::atomic<int64_t> next_{0};
+  int64_t n_;
+  int64_t chunk_;
 };
 
 // Splits [0, n) into near-equal contiguous chunks, one per thread, each a

@@ -248,6 +248,47 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   FoldSlots(acc, slots, dv, out);
 }
 
+// ref::rope_apply's arithmetic lane by lane: x0' = fma(x0, c, -(x1 * s)),
+// x1' = fma(x0, s, x1 * c), so the same bits on every target.
+void RopeApply(float* x, int64_t rot_dim, const float* cs, bool neox) {
+  const int64_t half = rot_dim / 2;
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  if (!neox) {
+    // Four pairs at a time; cs holds (c, s) pairs in the same places.
+    const __m256 even_sign = _mm256_setr_ps(-0.f, 0.f, -0.f, 0.f, -0.f, 0.f, -0.f, 0.f);
+    for (; i + 4 <= half; i += 4) {
+      const __m256 v = _mm256_loadu_ps(x + 2 * i);
+      const __m256 c = _mm256_loadu_ps(cs + 2 * i);  // c s c s ...
+      const __m256 p = _mm256_mul_ps(_mm256_movehdup_ps(v), _mm256_permute_ps(c, 0xB1));
+      _mm256_storeu_ps(x + 2 * i,
+                       _mm256_fmadd_ps(_mm256_moveldup_ps(v), c, _mm256_xor_ps(p, even_sign)));
+    }
+  } else {
+    // Eight rotations at a time: x0 from the first half, x1 from the second.
+    for (; i + 8 <= half; i += 8) {
+      const __m256 a = _mm256_loadu_ps(cs + 2 * i), b = _mm256_loadu_ps(cs + 2 * i + 8);
+      // (c0 c1 c4 c5 | c2 c3 c6 c7) in 64-bit pieces, put back in order.
+      const __m256 c = _mm256_castpd_ps(
+          _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+      const __m256 s = _mm256_castpd_ps(
+          _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+      const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + half);
+      const __m256 neg = _mm256_xor_ps(_mm256_mul_ps(x1, s), _mm256_set1_ps(-0.f));
+      _mm256_storeu_ps(x + i, _mm256_fmadd_ps(x0, c, neg));
+      _mm256_storeu_ps(x + i + half, _mm256_fmadd_ps(x0, s, _mm256_mul_ps(x1, c)));
+    }
+  }
+#endif
+  for (; i < half; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+    const float x0 = x[i0], x1 = x[i1];
+    x[i0] = std::fma(x0, c, -(x1 * s));
+    x[i1] = std::fma(x0, s, x1 * c);
+  }
+}
+
 // f32 -> f16 (round to nearest even), as detail::f32_to_f16 element by
 // element: vcvtps2ph rounds the same way; a chunk holding a NaN takes the
 // scalar path, which writes the canonical quiet NaN.
@@ -328,8 +369,12 @@ HWY_EXPORT(SiluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
 HWY_EXPORT(QuantizeQ8A);
 HWY_EXPORT(RowF32ToF16);
+HWY_EXPORT(RopeApply);
 
 namespace simd {
+void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode) {
+  HWY_DYNAMIC_DISPATCH(RopeApply)(x, rot_dim, cs, mode == RopeMode::kNeox);
+}
 void row_f32_to_f16(const float* x, uint16_t* y, int64_t n) {
   HWY_DYNAMIC_DISPATCH(RowF32ToF16)(x, y, n);
 }

@@ -18,6 +18,7 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);
 void silu_mul(float* gate, const float* up, int64_t n);
+void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 // y[i] = detail::f32_to_f16(x[i]), the same bits.
 void row_f32_to_f16(const float* x, uint16_t* y, int64_t n);
 

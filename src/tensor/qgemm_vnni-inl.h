@@ -132,6 +132,13 @@ struct VQ8_0 {
   static constexpr int kQs = offsetof(BlockQ8_0, qs);
 };
 
+// Prefetches this block's slice of the lines [pf0, pf1) (of nb blocks).
+HWY_INLINE void PrefetchSlice(const uint8_t* pf, int64_t pf0, int64_t pf1, int b, int nb) {
+  for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
+  }
+}
+
 // Repacks blocks [0, nb) of 16 rows starting at w (row stride `stride`).
 template <class F>
 // With one pass over the chunk (a single token), the prefetch of the next
@@ -141,9 +148,7 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
   constexpr int64_t kBytes = sizeof(typename F::Block);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int b = 0; b < nb; ++b) {
-    for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
-    }
+    PrefetchSlice(pf, pf0, pf1, b, nb);
     const uint8_t* blk = w + b * kBytes;
     // Every block starts with its f16 scale; q4_1's f16 minimum follows it.
     // (Scalar loads: on Zen 4 they beat vpgatherdd.)
@@ -287,8 +292,26 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   const int nblocks = static_cast<int>(cols / kQK);
   VPack pack;
   VAcc acc[kVToks];
-  // Offset formats: -offset x the sum of each block's activations.
+  // Offset formats: -offset x the sum of each block's activations, for every
+  // token and block once per call when they fit here (every decode step), else
+  // per token group and chunk, as each 16-row block is reached.
+  constexpr int kCorrAll = F::kOffset ? 16384 : 1;
+  const bool corr_once = n_tok * nblocks <= kCorrAll;
+  alignas(32) int32_t corr_all[kCorrAll];
   alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunk];
+  const auto act_sum = [](const BlockQ8A& x) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+    return -F::kOffset *
+           HsumI32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q));
+  };
+  if constexpr (F::kOffset != 0) {
+    if (corr_once) {
+      for (int64_t t = 0; t < n_tok; ++t) {
+        const auto* x = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
+        for (int b = 0; b < nblocks; ++b) corr_all[t * nblocks + b] = act_sum(x[b]);
+      }
+    }
+  }
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
     // The next 16 rows are one contiguous span that this pass reads in 16
     // interleaved streams, which the hardware prefetchers follow poorly; the
@@ -314,10 +337,10 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           a[t] = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
           co[t] = corr[F::kOffset ? t : 0];
           if constexpr (F::kOffset != 0) {
-            for (int b = 0; b < nb; ++b) {
-              const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
-              corr[t][b] = -F::kOffset * HsumI32(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                                                     _mm256_set1_epi8(1), q));
+            if (corr_once) {
+              co[t] = corr_all + (t0 + t) * nblocks + c0;
+            } else {
+              for (int b = 0; b < nb; ++b) corr[t][b] = act_sum(a[t][b]);
             }
           }
         }

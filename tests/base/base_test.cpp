@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "base/bytes.h"
 #include "base/mapped_file.h"
@@ -73,6 +75,39 @@ TEST(ThreadPool, ChunksCoverTheRangeExactly) {
         });
       }
       for (int h : hits) EXPECT_EQ(h, 1);
+    }
+  }
+}
+
+// Every chunk is claimed exactly once, chunk-aligned, whichever thread is
+// faster; a thread that sleeps leaves its share to the others.
+TEST(ThreadPool, WorkQueueHandsOutEachChunkOnce) {
+  for (int64_t n : {0, 1, 15, 16, 17, 1000}) {
+    for (int nth : {1, 2, 3}) {
+      for (int64_t chunk : {1, 16, 48}) {
+        ThreadPool pool(nth);
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> slow_chunks{0};
+        WorkQueue queue(n, chunk);
+        pool.run([&](int tid, int) {
+          queue.drain([&](int64_t b, int64_t e) {
+            EXPECT_EQ(b % chunk, 0);
+            EXPECT_LE(e, n);
+            EXPECT_TRUE(e - b == chunk || e == n);
+            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+            if (tid == 1) {
+              slow_chunks.fetch_add(1);
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+          });
+        });
+        for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+        // 1000 elements in chunks of 16: the sleeping thread gets a few chunks
+        // in the time the other claims the rest.
+        if (n == 1000 && nth > 1 && chunk == 16) {
+          EXPECT_LT(slow_chunks.load(), 20);
+        }
+      }
     }
   }
 }

@@ -1,8 +1,8 @@
 // Element-wise kernels against straightforward double-precision formulas.
-// silu_mul is the one Highway-dispatched element-wise kernel: on every target
-// the CPU supports it must give the bits of its scalar twin (ref::silu_mul).
-// rms_norm and rope run the scalar code on every target (ggml's arithmetic is
-// scalar there), so they are checked once.
+// silu_mul and rope_apply are Highway-dispatched: on every target the CPU
+// supports they must give the bits of their scalar twins (ref::). rms_norm
+// runs the scalar code on every target (ggml sums its squares in double, in
+// order), so it is checked once.
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -87,6 +87,36 @@ TEST(Elementwise, Rope) {
         EXPECT_NEAR(y[i1], x0 * std::sin(th) + x1 * std::cos(th), tol);
       }
       for (int64_t i = rot_dim; i < head_dim; ++i) EXPECT_EQ(y[i], x[i]);
+    }
+  }
+}
+
+// Head sizes with whole vectors and every tail, both pair layouts, angles
+// from positions 0 to 100000, and values that test signed zeros, huge and
+// tiny magnitudes.
+TEST_P(ElementwiseDispatched, RopeApplyIsItsScalarTwin) {
+  for (RopeMode mode : {RopeMode::kNorm, RopeMode::kNeox}) {
+    for (int64_t rot_dim : {2, 6, 8, 14, 16, 24, 48, 64, 80, 128, 256}) {
+      for (int64_t pos : {0, 3, 511, 100000}) {
+        std::vector<float> cs(static_cast<size_t>(rot_dim));
+        rope_cache(pos, rot_dim, 10000.f, 1.f, cs.data());
+        auto x = random_values(rot_dim, 9 + rot_dim);
+        // -0 rotated by an angle whose sine is +0 (position 0): the sign of
+        // each zero term decides the result's.
+        x[0] = -0.f;
+        x[1] = 0.f;
+        x[rot_dim / 2] = 0.f;
+        if (rot_dim > 3) x[3] = 3e38f;
+        if (rot_dim > 5) x[5] = 1e-40f;
+        std::vector<float> y = x, yr = x;
+        rope_apply(y.data(), rot_dim, cs.data(), mode);
+        ref::rope_apply(yr.data(), rot_dim, cs.data(), mode);
+        for (int64_t i = 0; i < rot_dim; ++i) {
+          EXPECT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(yr[i]))
+              << "rot_dim " << rot_dim << " pos " << pos << " i " << i << ": " << y[i]
+              << " vs scalar " << yr[i];
+        }
+      }
     }
   }
 }
