@@ -1,5 +1,9 @@
 #include "base/sysmem.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -160,6 +164,12 @@ ProcessMemory probe_process_memory() {
   pm.rss = kb_field(*status, "VmRSS").value_or(0);
   pm.peak_rss = kb_field(*status, "VmHWM").value_or(0);
   return pm;
+}
+
+void release_free_heap() {
+#if defined(__GLIBC__)
+  ::malloc_trim(0);
+#endif
 }
 
 }  // namespace snug

@@ -35,4 +35,10 @@ struct ProcessMemory {
 // This process's resident set from /proc/self/status (zeros if unreadable).
 ProcessMemory probe_process_memory();
 
+// Returns the heap's free pages to the system (glibc keeps freed memory for
+// reuse): after a large owner of many small allocations goes away, such as an
+// unloaded model's tokenizer, so that what the plan no longer counts is not
+// resident either. A no-op elsewhere.
+void release_free_heap();
+
 }  // namespace snug

@@ -14,7 +14,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "base/bytes.h"
 #include "base/log.h"
@@ -22,7 +26,10 @@
 #include "cli/budget.h"
 #include "cli/common.h"
 #include "cli/serve_flags.h"
+#include "engine/model_registry.h"
 #include "engine/scheduler.h"
+#include "gguf/gguf.h"
+#include "plan/footprint.h"
 #include "server/http_server.h"
 #include "text/chat_prompt.h"
 
@@ -78,6 +85,236 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
+// "30s", "5m", "1h", "250ms", a number of seconds, or -1 / "forever" (never).
+Result<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  using std::chrono::milliseconds;
+  if (text == "-1" || text == "forever" || text == "never") return milliseconds(-1);
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used > 0 ? text.substr(used) : "";
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1000;
+  if (unit == "ms") scale = 1;
+  if (unit == "m") scale = 60'000;
+  if (unit == "h") scale = 3'600'000;
+  if (used == 0 || scale == 0 || !(v >= 0) || v * scale > 1e12)
+    return make_error("--keep-alive: '", printable(text, 32),
+                      "' is not a duration (30s, 5m, 1h, or -1 for never)");
+  return milliseconds(static_cast<int64_t>(v * scale));
+}
+
+// The files --models names: .gguf files in each directory (sorted), files as given.
+struct ModelFile {
+  std::string path;
+  bool from_directory = false;  // found by listing: skipped (with a warning) if unsupported
+};
+Result<std::vector<ModelFile>> model_files(const std::vector<std::string>& args) {
+  namespace fs = std::filesystem;
+  std::vector<ModelFile> out;
+  for (const std::string& a : args) {
+    std::error_code ec;
+    if (fs::is_directory(a, ec)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::directory_iterator(a, ec)) {
+        if (e.path().extension() == ".gguf" && e.is_regular_file(ec)) found.push_back(e.path());
+      }
+      if (ec) return make_error("--models: cannot list '", printable(a, 200), "': ", ec.message());
+      if (found.empty()) return make_error("--models: no .gguf file in '", printable(a, 200), "'");
+      std::sort(found.begin(), found.end());
+      for (std::string& p : found) out.push_back({std::move(p), true});
+    } else {
+      SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(a));
+      out.push_back({std::move(path), false});
+    }
+  }
+  return out;
+}
+
+// What a model loaded by the registry holds; members are destroyed in
+// reverse order: the scheduler (joined) before the model it runs.
+struct ServedModelInstance {
+  LoadedModel lm;
+  std::unique_ptr<engine::Scheduler> scheduler;
+  std::optional<text::ChatPrompter> prompts;
+};
+
+// --models: every model is planned from its header at start (context --ctx,
+// else the smaller of its trained context and 4096), and the registry loads
+// one on demand inside the budget, reserving its plan's bytes.
+int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& ledger,
+                 int32_t connections, const server::ServerLimits& limits, Signals* signals) {
+  using Clock = std::chrono::steady_clock;
+  if (f.engine.model != kDefaultModel)
+    return fail(make_error("give one MODEL or --models, not both"));
+  if (!f.alias.empty()) return fail(make_error("--model-alias names one model; not with --models"));
+  auto choice = resolve_budget(f.engine.memory, f.engine.memory_option->count() > 0);
+  if (!choice.ok()) return fail(choice.error());
+  auto files = model_files(f.models);
+  if (!files.ok()) return fail(files.error());
+
+  struct Planned {
+    std::string name, path;
+    plan::SessionShape shape;
+    uint64_t planned = 0;
+    std::string too_large;
+  };
+  std::vector<Planned> planned;
+  uint64_t process = 0;
+  int32_t max_ctx = 1;
+  for (const ModelFile& mf : *files) {
+    const std::string& path = mf.path;
+    Planned p;
+    p.path = path;
+    p.name = std::filesystem::path(path).stem().string();
+    for (const Planned& o : planned) {
+      if (o.name == p.name)
+        return fail(make_error("--models: two models are named '", printable(p.name, 64), "' (",
+                               printable(o.path, 200), " and ", printable(path, 200), ")"));
+    }
+    auto file = gguf::File::open(path);
+    if (!file.ok()) return fail(file.error());
+    auto fp = plan::plan_model(*file);
+    if (!fp.ok()) return fail(fp.error());
+    if (!fp->runnable) {
+      if (!mf.from_directory)
+        return fail(make_error("'", printable(path, 200), "': ", fp->runnable_note));
+      log_warn("--models: skipping '{}': {}", printable(path, 200), fp->runnable_note);
+      continue;
+    }
+    PlanFlags pf = f.engine.plan_flags();
+    pf.model = path;
+    auto shape = session_shape(pf);
+    if (!shape.ok()) return fail(shape.error());
+    p.shape = *shape;
+    if (p.shape.n_ctx == 0) {
+      const int32_t trained = fp->config.n_ctx_train > 0 ? fp->config.n_ctx_train : 4096;
+      p.shape.n_ctx = std::min(trained, 4096);
+    }
+    auto fit = plan::fit(*fp, {p.shape, choice->bytes});
+    if (fit.ok()) {
+      p.planned = fit->plan.predicted_peak_rss - fit->plan.process;
+      process = std::max(process, fit->plan.process);
+      max_ctx = std::max(max_ctx, p.shape.n_ctx);
+    } else {
+      p.too_large =
+          "model '" + p.name + "' cannot be served in this budget: " + fit.error().message;
+    }
+    planned.push_back(std::move(p));
+  }
+  const uint64_t server_bytes = server::server_memory_bound(
+      limits, connections, f.engine.resolved_max_seqs() * static_cast<int32_t>(planned.size()),
+      max_ctx);
+  memory::Budget budget(choice->bytes);
+  auto base = budget.reserve(process + server_bytes, "the process and the HTTP server");
+  if (!base.ok()) return fail(base.error());
+
+  if (planned.empty()) return fail(make_error("--models: no model that snug can serve"));
+  std::vector<engine::ModelSpec> specs;
+  for (Planned& p : planned) {
+    engine::ModelSpec spec;
+    spec.name = p.name;
+    spec.path = p.path;
+    spec.planned_bytes = p.planned;
+    spec.n_ctx = p.shape.n_ctx;
+    spec.too_large = p.too_large;
+    if (spec.too_large.empty() && p.planned > budget.available()) {
+      spec.too_large = fmt::format(
+          "model '{}' needs {} and the budget has {} for models ({} of {} hold the process and "
+          "the HTTP server); it can never be loaded",
+          p.name, format_bytes(p.planned), format_bytes(budget.available()),
+          format_bytes(budget.used()), format_bytes(budget.limit()));
+    }
+    spec.pinned = std::find(f.pins.begin(), f.pins.end(), p.name) != f.pins.end();
+    for (const std::string& k : f.keep_alive) {
+      const size_t eq = k.find('=');
+      if (eq != std::string::npos && k.substr(0, eq) != p.name) continue;
+      auto d = parse_duration(eq == std::string::npos ? k : k.substr(eq + 1));
+      if (!d.ok()) return fail(d.error());
+      spec.keep_alive = *d;
+    }
+    const engine::SchedulerOptions so = f.engine.scheduler_options(p.shape);
+    spec.load = [path = p.path, so, &ledger]() -> Result<engine::LoadedInstance> {
+      auto inst = std::make_shared<ServedModelInstance>();
+      SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
+      SNUG_ASSIGN_OR_RETURN(inst->lm, load_model_file(std::move(file), &ledger));
+      SNUG_ASSIGN_OR_RETURN(
+          inst->scheduler,
+          engine::Scheduler::create(*inst->lm.model, *inst->lm.tokenizer, so, &ledger));
+      auto prompts =
+          text::ChatPrompter::create(*inst->lm.tokenizer, inst->lm.model->config().arch_name);
+      if (!prompts.ok()) return make_error("chat template: ", prompts.error().message);
+      inst->prompts.emplace(std::move(prompts.value()));
+      if (const MappedFile* map = inst->lm.model->file().mapping()) map->populate();
+      engine::LoadedInstance out;
+      out.scheduler = inst->scheduler.get();
+      out.prompts = &*inst->prompts;
+      out.owner = std::move(inst);
+      return out;
+    };
+    specs.push_back(std::move(spec));
+  }
+  for (const std::string& pin : f.pins) {
+    if (std::none_of(specs.begin(), specs.end(), [&](const auto& s) { return s.name == pin; }))
+      return fail(make_error("--pin: no model is named '", printable(pin, 64), "'"));
+  }
+  for (const std::string& k : f.keep_alive) {
+    const size_t eq = k.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string name = k.substr(0, eq);
+    if (std::none_of(specs.begin(), specs.end(), [&](const auto& s) { return s.name == name; }))
+      return fail(make_error("--keep-alive: no model is named '", printable(name, 64), "'"));
+  }
+
+  log_info("budget {} ({}); process and HTTP server {}", format_bytes(budget.limit()),
+           choice->source, format_bytes(budget.used()));
+  for (const engine::ModelSpec& s : specs) {
+    if (!s.too_large.empty()) {
+      log_warn("{}", s.too_large);
+      continue;
+    }
+    log_info("model {}: plan {} (context {}){}{}", printable(s.name, 128),
+             format_bytes(s.planned_bytes), s.n_ctx, s.pinned ? ", pinned" : "",
+             s.keep_alive.count() >= 0
+                 ? fmt::format(", keep-alive {:.1f} s", s.keep_alive.count() / 1000.0)
+                 : std::string());
+  }
+  engine::ModelRegistry registry(&budget, std::move(specs));
+  http.attach(&registry, budget.limit());
+  std::fprintf(stderr, "snug serve: ready, %zu models\n", registry.size());
+
+  // Idle models past their keep-alive are unloaded about once a second.
+  std::mutex reap_mu;
+  std::condition_variable reap_cv;
+  bool reap_stop = false;
+  std::thread reaper([&] {
+    std::unique_lock<std::mutex> lock(reap_mu);
+    while (!reap_cv.wait_for(lock, std::chrono::seconds(1), [&] { return reap_stop; })) {
+      lock.unlock();
+      registry.reap();
+      lock.lock();
+    }
+  });
+  const int sig = signals->wait();
+  log_info("{}: stopping; running requests have {} s to finish",
+           sig == SIGINT ? "SIGINT" : "SIGTERM", f.shutdown_timeout);
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_timeout * 1000));
+  http.shutdown(deadline);
+  {
+    std::lock_guard<std::mutex> lock(reap_mu);
+    reap_stop = true;
+  }
+  reap_cv.notify_all();
+  reaper.join();
+  log_info("stopped");
+  return 0;
+}
+
 }  // namespace
 
 int serve_main(const ServeFlags& f) {
@@ -109,6 +346,9 @@ int serve_main(const ServeFlags& f) {
   if (!port.ok()) return fail(port.error());
   http.start();
   std::fprintf(stderr, "snug serve: listening on http://%s:%d\n", url_host(f.host).c_str(), *port);
+  if (!f.models.empty()) return serve_models(f, http, ledger, connections, limits, signals);
+  if (!f.pins.empty() || !f.keep_alive.empty())
+    return fail(make_error("--pin and --keep-alive go with --models"));
 
   auto pm = load_planned(f.engine.plan_flags(), &ledger);
   if (!pm.ok()) return fail(pm.error());
@@ -157,12 +397,22 @@ int serve_main(const ServeFlags& f) {
       (*scheduler)->max_seqs(), f.engine.batch_tokens, f.engine.queue, (*scheduler)->n_threads(),
       so.prefix_cache ? "on" : "off", connections);
 
-  server::ServedModel served;
-  served.name = f.engine.served_name(f.alias);
-  served.n_ctx = (*scheduler)->n_ctx();
-  served.prompts = &prompts.value();
-  http.attach(scheduler->get(), served, predicted);
-  std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(served.name, 128).c_str());
+  // One model, loaded above and pinned: the registry only routes to it.
+  engine::ModelSpec spec;
+  spec.name = f.engine.served_name(f.alias);
+  spec.path = f.engine.model;
+  spec.planned_bytes = mp.predicted_peak_rss - mp.process;
+  spec.n_ctx = (*scheduler)->n_ctx();
+  spec.pinned = true;
+  engine::LoadedInstance loaded;
+  loaded.owner = std::shared_ptr<void>(scheduler->get(), [](void*) {});  // owned here
+  loaded.scheduler = scheduler->get();
+  loaded.prompts = &prompts.value();
+  std::vector<engine::ModelSpec> specs;
+  specs.push_back(std::move(spec));
+  engine::ModelRegistry registry(pm->budget.get(), std::move(specs), {loaded});
+  http.attach(&registry, predicted);
+  std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(registry.name(0), 128).c_str());
 
   const int sig = signals->wait();
   log_info("{}: stopping; running requests have {} s to finish",

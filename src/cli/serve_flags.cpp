@@ -24,6 +24,14 @@ CLI::App* add_serve_flags(CLI::App& app, ServeFlags* f) {
   sub->add_option("--shutdown-timeout", f->shutdown_timeout,
                   "seconds running requests get to finish after SIGTERM (default 10)")
       ->check(CLI::Range(0.0, 3600.0));
+  sub->add_option("--models", f->models,
+                  "serve several models under one --memory budget: GGUF files or directories "
+                  "of them, loaded on demand and evicted least recently used by bytes "
+                  "(instead of MODEL)");
+  sub->add_option("--pin", f->pins, "with --models: a model never evicted (repeatable)");
+  sub->add_option("--keep-alive", f->keep_alive,
+                  "with --models: unload a model idle this long (30s, 5m, 1h; -1: never, the "
+                  "default); NAME=DURATION for one model (repeatable)");
   return sub;
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -26,6 +27,11 @@ struct ServeFlags {
   std::string api_key_file;
   std::string alias;
   double shutdown_timeout = 10;  // seconds
+  // Several models under one budget (engine/model_registry.h): files or
+  // directories of .gguf files; empty: the one MODEL, loaded at start.
+  std::vector<std::string> models;
+  std::vector<std::string> pins;        // --pin NAME: never evicted
+  std::vector<std::string> keep_alive;  // --keep-alive DURATION or NAME=DURATION
 };
 
 // Adds the "serve" subcommand and its flags bound to `f`.

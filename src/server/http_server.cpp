@@ -33,6 +33,7 @@ constexpr int kClientClosed = 499;
 // The state of one streamed response, shared by httplib's content provider
 // (called until the stream ends) and its completion callback.
 struct StreamState {
+  engine::ModelRegistry::Lease lease;  // keeps the model loaded until the stream ends
   std::shared_ptr<engine::RequestStream> stream;
   ResponseMeta meta;
   const text::Tokenizer* tok = nullptr;
@@ -46,9 +47,9 @@ struct StreamState {
 
 struct HttpServer::Routes {
   HttpServer* self;
-  std::atomic<engine::Scheduler*> scheduler{nullptr};
-  ServedModel model;  // written before `scheduler` is published
-  uint64_t predicted_peak = 0;
+  std::atomic<engine::ModelRegistry*> registry{nullptr};
+  uint64_t predicted_peak = 0;  // written before `registry` is published
+  int32_t max_ctx = 0;
   std::counting_semaphore<> parse_slots;
 
   Routes(HttpServer* s, int32_t slots) : self(s), parse_slots(std::max(slots, 1)) {}
@@ -64,26 +65,94 @@ struct HttpServer::Routes {
 
   void health(const httplib::Request&, httplib::Response& res) const {
     if (self->stopping_.load()) return send_json(res, 503, R"({"status":"shutting down"})");
-    if (scheduler.load() == nullptr) return send_json(res, 503, R"({"status":"loading"})");
+    if (registry.load() == nullptr) return send_json(res, 503, R"({"status":"loading"})");
     send_json(res, 200, R"({"status":"ok"})");
   }
 
+  // OpenAI's model objects, with snug's state and planned bytes beside them.
   void models(const httplib::Request&, httplib::Response& res) const {
-    if (scheduler.load() == nullptr) return loading(res);
-    json data = json::array({json{{"id", model.name},
-                                  {"object", "model"},
-                                  {"created", 0},
-                                  {"owned_by", "snug"},
-                                  {"context_length", model.n_ctx}}});
+    engine::ModelRegistry* reg = registry.load();
+    if (reg == nullptr) return loading(res);
+    json data = json::array();
+    for (const engine::ModelStatus& m : reg->status()) {
+      data.push_back(json{{"id", m.name},
+                          {"object", "model"},
+                          {"created", 0},
+                          {"owned_by", "snug"},
+                          {"context_length", m.n_ctx},
+                          {"state", engine::model_state_name(m.state)},
+                          {"planned_bytes", m.planned_bytes},
+                          {"pinned", m.pinned}});
+    }
     send_json(res, 200, json{{"object", "list"}, {"data", std::move(data)}}.dump());
+  }
+
+  // GET /v1/memory: the budget, what holds it, and every model's plan and state.
+  void memory(const httplib::Request&, httplib::Response& res) const {
+    engine::ModelRegistry* reg = registry.load();
+    if (reg == nullptr) return loading(res);
+    const ProcessMemory pm = probe_process_memory();
+    json models = json::array();
+    uint64_t models_reserved = 0;
+    for (const engine::ModelStatus& m : reg->status()) {
+      const bool holds = m.state == engine::ModelState::kLoaded ||
+                         m.state == engine::ModelState::kLoading ||
+                         m.state == engine::ModelState::kUnloading;
+      if (holds && reg->budget() != nullptr) models_reserved += m.planned_bytes;
+      json j{{"name", m.name},
+             {"state", engine::model_state_name(m.state)},
+             {"planned_bytes", m.planned_bytes},
+             {"reserved_bytes", holds ? m.planned_bytes : 0},
+             {"context_length", m.n_ctx},
+             {"pinned", m.pinned},
+             {"keep_alive_ms", m.keep_alive_ms},
+             {"requests_in_flight", m.in_flight},
+             {"loads", m.loads},
+             {"evictions", m.evictions},
+             {"idle_unloads", m.idle_unloads},
+             {"load_seconds_total", m.load_seconds_total}};
+      if (!m.too_large.empty()) j["too_large"] = m.too_large;
+      if (m.scheduler) {
+        j["kv_blocks"] = json{{"total", m.scheduler->kv_blocks_total},
+                              {"used", m.scheduler->kv_blocks_used},
+                              {"cached", m.scheduler->kv_blocks_cached},
+                              {"free", m.scheduler->kv_blocks_free}};
+        j["sequences"] = json{{"running", m.scheduler->running}, {"waiting", m.scheduler->waiting}};
+      }
+      models.push_back(std::move(j));
+    }
+    json ledger = json::object();
+    for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {
+      const auto c = static_cast<memory::Category>(k);
+      ledger[std::string(memory::category_name(c))] = self->ledger_->current(c);
+    }
+    json budget = json::object();
+    if (const memory::Budget* b = reg->budget()) {
+      budget = json{{"limit_bytes", b->limit()},
+                    {"reserved_bytes", b->used()},
+                    {"available_bytes", b->available()},
+                    {"models_reserved_bytes", models_reserved},
+                    {"base_reserved_bytes", b->used() - std::min(b->used(), models_reserved)}};
+    }
+    send_json(res, 200,
+              json{{"budget", std::move(budget)},
+                   {"process",
+                    {{"resident_bytes", pm.rss},
+                     {"peak_resident_bytes", pm.peak_rss},
+                     {"predicted_peak_bytes", predicted_peak}}},
+                   {"ledger_bytes", std::move(ledger)},
+                   {"models", std::move(models)}}
+                  .dump());
   }
 
   void metrics(const httplib::Request&, httplib::Response& res) const {
     MetricsInput in;
-    engine::SchedulerMetrics sm;
-    if (engine::Scheduler* s = scheduler.load()) {
-      sm = s->metrics();
-      in.scheduler = &sm;
+    if (engine::ModelRegistry* reg = registry.load()) {
+      in.models = reg->status();
+      if (const memory::Budget* b = reg->budget()) {
+        in.budget_bytes = b->limit();
+        in.budget_reserved_bytes = b->used();
+      }
     }
     in.ledger = self->ledger_;
     in.http = &self->counters_;
@@ -102,8 +171,8 @@ struct HttpServer::Routes {
 
   // Reads the body under a parse slot and parses it. Returns false with `res`
   // filled when the request was refused.
-  bool read_and_parse(Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
-                      const httplib::ContentReader& reader, OpenAIRequest* out) {
+  bool read_body(const httplib::Request& req, httplib::Response& res,
+                 const httplib::ContentReader& reader, std::string* out) {
     if (!parse_slots.try_acquire_for(limits().parse_slot_wait)) {
       LimitedServer::close_after_response();
       send_error(
@@ -144,19 +213,58 @@ struct HttpServer::Routes {
       }
       return false;
     }
-    auto parsed = parse_request(endpoint, body, model, limits());
-    if (!parsed.ok()) {
-      send_error(res, parsed.error());
+    *out = std::move(body);
+    return true;
+  }
+
+  // The model the body names (the only one served when it names none),
+  // loaded and leased; false with `res` filled when there is none to use.
+  bool lease_model(const std::string& body, httplib::Response& res,
+                   engine::ModelRegistry::Lease* out) {
+    engine::ModelRegistry* reg = registry.load();
+    auto name = requested_model(body, limits(), max_ctx);
+    if (!name.ok()) {
+      send_error(res, name.error());
       return false;
     }
-    *out = std::move(parsed.value());
-    return true;
+    std::string want = std::move(name.value());
+    if (want.empty()) {
+      if (reg->size() != 1) {
+        std::string names;
+        for (size_t i = 0; i < reg->size() && i < 8; ++i)
+          names += (i > 0 ? ", '" : "'") + printable(reg->name(i), 64) + "'";
+        send_error(res, bad_request("the request must name its model: one of " + names, "model"));
+        return false;
+      }
+      want = reg->name(0);
+    }
+    engine::ModelRegistry::Acquired a = reg->acquire(want, Clock::now() + limits().request_timeout);
+    switch (a.error) {
+      case engine::AcquireError::kNone:
+        *out = std::move(a.lease);
+        return true;
+      case engine::AcquireError::kUnknown:
+        send_error(res, ApiError{404, a.message, "model", "model_not_found"});
+        return false;
+      case engine::AcquireError::kTooLarge:
+        send_error(res, ApiError{400, a.message, "model", "model_too_large"});
+        return false;
+      case engine::AcquireError::kLoadFailed:
+        send_error(res, ApiError{500, a.message, "model", "model_load_failed"});
+        return false;
+      case engine::AcquireError::kTimeout:
+        send_error(res, ApiError{503, a.message, {}, "memory_busy"}, limits().retry_after_seconds);
+        return false;
+      case engine::AcquireError::kShuttingDown:
+        send_error(res, ApiError{503, a.message, {}, "shutting_down"});
+        return false;
+    }
+    return false;
   }
 
   void completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
                   const httplib::ContentReader& reader) {
-    engine::Scheduler* sched = scheduler.load();
-    if (sched == nullptr) {
+    if (registry.load() == nullptr) {
       LimitedServer::close_after_response();
       return loading(res);
     }
@@ -165,15 +273,21 @@ struct HttpServer::Routes {
       LimitedServer::close_after_response();
       return send_error(res, ApiError{401, "a valid API key is required", {}, "invalid_api_key"});
     }
-    OpenAIRequest r;
-    if (!read_and_parse(endpoint, req, res, reader, &r)) return;
+    std::string body;
+    if (!read_body(req, res, reader, &body)) return;
+    engine::ModelRegistry::Lease lease;
+    if (!lease_model(body, res, &lease)) return;
+    const ServedModel model{lease.name(), lease.n_ctx(), lease.prompts()};
+    auto parsed = parse_request(endpoint, body, model, limits());
+    if (!parsed.ok()) return send_error(res, parsed.error());
+    OpenAIRequest& r = parsed.value();
     r.params.cache_scope = ApiKeys::cache_scope(tenant);
     r.params.deadline = Clock::now() + limits().request_timeout;
-    engine::Submission sub = sched->submit(std::move(r.params));
+    engine::Submission sub = lease.scheduler()->submit(std::move(r.params));
     if (sub.rejection != engine::Rejection::kNone) return rejected(res, sub);
     ResponseMeta meta = make_meta(endpoint, model.name, r.logprobs, r.include_usage && r.stream);
-    if (r.stream) return stream(res, std::move(sub.stream), std::move(meta));
-    whole(res, *sub.stream, meta);
+    if (r.stream) return stream(res, std::move(sub.stream), std::move(meta), std::move(lease));
+    whole(res, *sub.stream, meta, lease.prompts()->tokenizer());
   }
 
   void rejected(httplib::Response& res, const engine::Submission& sub) const {
@@ -200,7 +314,8 @@ struct HttpServer::Routes {
         503, "the request was cancelled: the server is shutting down", {}, "shutting_down"};
   }
 
-  void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta) {
+  void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta,
+             const text::Tokenizer& tok) {
     Completion c;
     // The client is checked every poll interval, also while tokens keep coming.
     auto next_check = Clock::now() + limits().stream_poll;
@@ -229,14 +344,16 @@ struct HttpServer::Routes {
     if (c.finish.reason == engine::FinishReason::kCancelled ||
         c.finish.reason == engine::FinishReason::kTimeout)
       return send_error(res, unfinished(c.finish));
-    send_json(res, 200, completion_body(meta, c, model.prompts->tokenizer()));
+    send_json(res, 200, completion_body(meta, c, tok));
   }
 
-  void stream(httplib::Response& res, std::shared_ptr<engine::RequestStream> s, ResponseMeta meta) {
+  void stream(httplib::Response& res, std::shared_ptr<engine::RequestStream> s, ResponseMeta meta,
+              engine::ModelRegistry::Lease lease) {
     auto st = std::make_shared<StreamState>();
+    st->tok = &lease.prompts()->tokenizer();
+    st->lease = std::move(lease);
     st->stream = std::move(s);
     st->meta = std::move(meta);
-    st->tok = &model.prompts->tokenizer();
     st->poll = limits().stream_poll;
     res.status = 200;
     res.set_header("Cache-Control", "no-cache");
@@ -329,6 +446,7 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   s.Get("/health", [r](const httplib::Request& q, httplib::Response& p) { r->health(q, p); });
   s.Get("/v1/models", [r](const httplib::Request& q, httplib::Response& p) { r->models(q, p); });
   s.Get("/metrics", [r](const httplib::Request& q, httplib::Response& p) { r->metrics(q, p); });
+  s.Get("/v1/memory", [r](const httplib::Request& q, httplib::Response& p) { r->memory(q, p); });
   s.Post("/v1/completions",
          [r](const httplib::Request& q, httplib::Response& p, const httplib::ContentReader& c) {
            r->completion(Endpoint::kCompletions, q, p, c);
@@ -381,11 +499,12 @@ void HttpServer::start() {
   thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 
-void HttpServer::attach(engine::Scheduler* scheduler, ServedModel model,
-                        uint64_t predicted_peak_bytes) {
-  routes_->model = std::move(model);
+void HttpServer::attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes) {
   routes_->predicted_peak = predicted_peak_bytes;
-  routes_->scheduler.store(scheduler, std::memory_order_release);
+  int32_t max_ctx = 0;
+  for (const engine::ModelStatus& m : registry->status()) max_ctx = std::max(max_ctx, m.n_ctx);
+  routes_->max_ctx = max_ctx;
+  routes_->registry.store(registry, std::memory_order_release);
 }
 
 void HttpServer::shutdown(Clock::time_point deadline) {
@@ -397,7 +516,7 @@ void HttpServer::shutdown(Clock::time_point deadline) {
   http_->begin_shutdown(deadline + std::chrono::seconds(1));
   http_->stop_accepting();
   if (routes_ != nullptr) {
-    if (engine::Scheduler* s = routes_->scheduler.load()) s->drain(deadline);
+    if (engine::ModelRegistry* reg = routes_->registry.load()) reg->drain(deadline);
   }
   // The accept loop has ended; it returns when every handler has sent its
   // last event. httplib's stop() is not called: it would cut those streams.

@@ -1,12 +1,16 @@
 // The HTTP routes of `snug serve`, OpenAI-compatible, on cpp-httplib:
 //   POST /v1/completions, POST /v1/chat/completions   JSON, or SSE with "stream"
-//   GET  /v1/models                                    the one served model
-//   GET  /health    200 {"status":"ok"}; 503 while the model loads or the server stops
+//   GET  /v1/models   the served models, with their state and planned bytes
+//   GET  /v1/memory   JSON: the budget, the ledger, every model's plan and state
+//   GET  /health    200 {"status":"ok"}; 503 while loading or when the server stops
 //   GET  /metrics   Prometheus text (metrics.h)
+// A completion names its model ("model"; optional when one is served); the
+// registry loads it on demand inside the budget (engine/model_registry.h),
+// and the response holds it loaded until it ends.
 // With API keys every route but /health needs `Authorization: Bearer KEY`.
 //
 // Lifecycle: bind() and start() serve at once (/health answers "loading"),
-// attach() hands over the loaded model's scheduler, shutdown() stops
+// attach() hands over the model registry, shutdown() stops
 // accepting, drains the scheduler until a deadline and joins every thread.
 // The server only parses, checks and streams: scheduling is engine/'s.
 #pragma once
@@ -19,6 +23,7 @@
 #include <thread>
 
 #include "base/result.h"
+#include "engine/model_registry.h"
 #include "engine/scheduler.h"
 #include "memory/ledger.h"
 #include "server/auth.h"
@@ -42,10 +47,10 @@ class HttpServer {
   Result<int> bind(const std::string& host, int port, int32_t connections);
   // Serves on a thread of its own until shutdown().
   void start();
-  // The model is loaded: completions go to `scheduler` from now on. The
-  // scheduler and the model's tokenizer must outlive the server's shutdown().
-  // predicted_peak_bytes: shown in /metrics beside the measured peak.
-  void attach(engine::Scheduler* scheduler, ServedModel model, uint64_t predicted_peak_bytes);
+  // Serving starts: completions go to the registry's models from now on. The
+  // registry must outlive the server's shutdown(). predicted_peak_bytes:
+  // shown in /metrics beside the measured peak.
+  void attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes);
 
   // Stops accepting, lets running requests finish until `deadline` (then the
   // scheduler cancels them), closes the connections and joins. Idempotent.

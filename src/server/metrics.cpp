@@ -29,22 +29,6 @@ void single(std::string* out, const char* name, const char* type, const char* he
   sample(out, name, value);
 }
 
-void histogram(std::string* out, const char* name, const char* help,
-               const engine::LatencyHistogram& h) {
-  header(out, name, "histogram", help);
-  uint64_t cumulative = 0;
-  const std::string bucket = std::string(name) + "_bucket";
-  for (int i = 0; i < engine::LatencyHistogram::kBuckets; ++i) {
-    cumulative += h.counts[i];
-    sample(out, bucket.c_str(), cumulative,
-           "le=\"" + number(engine::LatencyHistogram::kBounds[i]) + "\"");
-  }
-  cumulative += h.counts[engine::LatencyHistogram::kBuckets];
-  sample(out, bucket.c_str(), cumulative, "le=\"+Inf\"");
-  sample(out, (std::string(name) + "_sum").c_str(), number(h.sum));
-  sample(out, (std::string(name) + "_count").c_str(), h.count);
-}
-
 const char* category_label(memory::Category c) {
   switch (c) {
     case memory::Category::kWeightsMapped:
@@ -62,50 +46,139 @@ const char* category_label(memory::Category c) {
   }
 }
 
-void scheduler_metrics(std::string* out, const engine::SchedulerMetrics& m) {
-  single(out, "snug_requests_submitted_total", "counter", "Requests given to the scheduler.",
-         m.requests_submitted);
-  single(out, "snug_requests_rejected_total", "counter",
-         "Requests the scheduler refused (full queue, never fits, shutting down).",
-         m.requests_rejected);
-  header(out, "snug_requests_finished_total", "counter", "Requests finished, by reason.");
-  for (int r = 0; r < 4; ++r) {
-    const char* name = engine::finish_reason_name(static_cast<engine::FinishReason>(r));
-    sample(out, "snug_requests_finished_total", m.requests_finished[r],
-           "reason=\"" + escape_label(name) + "\"");
+// The models whose scheduler is loaded, with their label.
+struct Served {
+  std::string label;  // model="name"
+  const engine::SchedulerMetrics* m;
+};
+
+// One metric of every loaded model: the header once, a sample per model.
+template <typename Get>
+void per_model(std::string* out, const char* name, const char* type, const char* help,
+               const std::vector<Served>& served, Get get) {
+  header(out, name, type, help);
+  for (const Served& s : served) sample(out, name, get(*s.m), s.label);
+}
+
+void histogram(std::string* out, const char* name, const char* help,
+               const std::vector<Served>& served,
+               const engine::LatencyHistogram engine::SchedulerMetrics::*field) {
+  header(out, name, "histogram", help);
+  const std::string bucket = std::string(name) + "_bucket";
+  for (const Served& s : served) {
+    const engine::LatencyHistogram& h = s.m->*field;
+    uint64_t cumulative = 0;
+    for (int i = 0; i < engine::LatencyHistogram::kBuckets; ++i) {
+      cumulative += h.counts[i];
+      sample(out, bucket.c_str(), cumulative,
+             s.label + ",le=\"" + number(engine::LatencyHistogram::kBounds[i]) + "\"");
+    }
+    cumulative += h.counts[engine::LatencyHistogram::kBuckets];
+    sample(out, bucket.c_str(), cumulative, s.label + ",le=\"+Inf\"");
+    sample(out, (std::string(name) + "_sum").c_str(), number(h.sum), s.label);
+    sample(out, (std::string(name) + "_count").c_str(), h.count, s.label);
   }
-  single(out, "snug_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.",
-         m.prompt_tokens);
-  single(out, "snug_prompt_tokens_cached_total", "counter",
-         "Prompt tokens served from the prefix cache.", m.prompt_tokens_cached);
-  single(out, "snug_prompt_tokens_computed_total", "counter",
-         "Prompt and recomputed tokens run through the model.", m.prompt_tokens_computed);
-  single(out, "snug_generated_tokens_total", "counter", "Tokens generated.", m.generated_tokens);
-  single(out, "snug_preemptions_total", "counter",
-         "Sequences preempted (blocks freed, recomputed later).", m.preemptions);
-  single(out, "snug_scheduler_steps_total", "counter", "Forward passes run.", m.steps);
-  single(out, "snug_queue_length", "gauge", "Requests waiting to be admitted.", m.waiting);
+}
+
+void scheduler_metrics(std::string* out, const std::vector<Served>& sv) {
+  using M = engine::SchedulerMetrics;
+  per_model(out, "snug_requests_submitted_total", "counter", "Requests given to the scheduler.", sv,
+            [](const M& m) { return m.requests_submitted; });
+  per_model(out, "snug_requests_rejected_total", "counter",
+            "Requests the scheduler refused (full queue, never fits, shutting down).", sv,
+            [](const M& m) { return m.requests_rejected; });
+  header(out, "snug_requests_finished_total", "counter", "Requests finished, by reason.");
+  for (const Served& s : sv) {
+    for (int r = 0; r < 4; ++r) {
+      const char* name = engine::finish_reason_name(static_cast<engine::FinishReason>(r));
+      sample(out, "snug_requests_finished_total", s.m->requests_finished[r],
+             s.label + ",reason=\"" + escape_label(name) + "\"");
+    }
+  }
+  per_model(out, "snug_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.", sv,
+            [](const M& m) { return m.prompt_tokens; });
+  per_model(out, "snug_prompt_tokens_cached_total", "counter",
+            "Prompt tokens served from the prefix cache.", sv,
+            [](const M& m) { return m.prompt_tokens_cached; });
+  per_model(out, "snug_prompt_tokens_computed_total", "counter",
+            "Prompt and recomputed tokens run through the model.", sv,
+            [](const M& m) { return m.prompt_tokens_computed; });
+  per_model(out, "snug_generated_tokens_total", "counter", "Tokens generated.", sv,
+            [](const M& m) { return m.generated_tokens; });
+  per_model(out, "snug_preemptions_total", "counter",
+            "Sequences preempted (blocks freed, recomputed later).", sv,
+            [](const M& m) { return m.preemptions; });
+  per_model(out, "snug_scheduler_steps_total", "counter", "Forward passes run.", sv,
+            [](const M& m) { return m.steps; });
+  per_model(out, "snug_queue_length", "gauge", "Requests waiting to be admitted.", sv,
+            [](const M& m) { return m.waiting; });
   header(out, "snug_sequences", "gauge", "Sequences by state.");
-  sample(out, "snug_sequences", m.running, "state=\"running\"");
-  sample(out, "snug_sequences", m.waiting, "state=\"waiting\"");
-  single(out, "snug_kv_blocks_total", "gauge", "KV blocks in the pool.", m.kv_blocks_total);
+  for (const Served& s : sv) {
+    sample(out, "snug_sequences", s.m->running, s.label + ",state=\"running\"");
+    sample(out, "snug_sequences", s.m->waiting, s.label + ",state=\"waiting\"");
+  }
+  per_model(out, "snug_kv_blocks_total", "gauge", "KV blocks in the pool.", sv,
+            [](const M& m) { return m.kv_blocks_total; });
   header(out, "snug_kv_blocks", "gauge", "KV blocks by state.");
-  sample(out, "snug_kv_blocks", m.kv_blocks_used, "state=\"used\"");
-  sample(out, "snug_kv_blocks", m.kv_blocks_cached, "state=\"cached\"");
-  sample(out, "snug_kv_blocks", m.kv_blocks_free, "state=\"free\"");
-  single(out, "snug_prefix_cache_lookup_blocks_total", "counter",
-         "Full prompt blocks looked up in the prefix cache.", m.prefix_lookup_blocks);
-  single(out, "snug_prefix_cache_hit_blocks_total", "counter",
-         "Full prompt blocks found in the prefix cache.", m.prefix_hit_blocks);
-  const double rate = m.prefix_lookup_blocks == 0 ? 0.0
-                                                  : static_cast<double>(m.prefix_hit_blocks) /
-                                                        static_cast<double>(m.prefix_lookup_blocks);
-  single(out, "snug_prefix_cache_hit_ratio", "gauge",
-         "Prefix-cache hits over lookups since start (0 before any lookup).", number(rate));
-  histogram(out, "snug_time_to_first_token_seconds", "Submission to the first generated token.",
-            m.time_to_first_token);
+  for (const Served& s : sv) {
+    sample(out, "snug_kv_blocks", s.m->kv_blocks_used, s.label + ",state=\"used\"");
+    sample(out, "snug_kv_blocks", s.m->kv_blocks_cached, s.label + ",state=\"cached\"");
+    sample(out, "snug_kv_blocks", s.m->kv_blocks_free, s.label + ",state=\"free\"");
+  }
+  per_model(out, "snug_prefix_cache_lookup_blocks_total", "counter",
+            "Full prompt blocks looked up in the prefix cache.", sv,
+            [](const M& m) { return m.prefix_lookup_blocks; });
+  per_model(out, "snug_prefix_cache_hit_blocks_total", "counter",
+            "Full prompt blocks found in the prefix cache.", sv,
+            [](const M& m) { return m.prefix_hit_blocks; });
+  per_model(out, "snug_prefix_cache_hit_ratio", "gauge",
+            "Prefix-cache hits over lookups since the model loaded (0 before any lookup).", sv,
+            [](const M& m) {
+              return number(m.prefix_lookup_blocks == 0
+                                ? 0.0
+                                : static_cast<double>(m.prefix_hit_blocks) /
+                                      static_cast<double>(m.prefix_lookup_blocks));
+            });
+  histogram(out, "snug_time_to_first_token_seconds", "Submission to the first generated token.", sv,
+            &M::time_to_first_token);
   histogram(out, "snug_inter_token_latency_seconds", "Time between a request's generated tokens.",
-            m.inter_token_latency);
+            sv, &M::inter_token_latency);
+}
+
+void model_metrics(std::string* out, const std::vector<engine::ModelStatus>& models) {
+  const auto label = [](const engine::ModelStatus& s) {
+    return "model=\"" + escape_label(s.name) + "\"";
+  };
+  header(out, "snug_model_state", "gauge", "1 for each model's state now.");
+  for (const auto& s : models) {
+    for (auto st :
+         {engine::ModelState::kUnloaded, engine::ModelState::kLoading, engine::ModelState::kLoaded,
+          engine::ModelState::kUnloading, engine::ModelState::kTooLarge}) {
+      sample(out, "snug_model_state", s.state == st ? 1 : 0,
+             label(s) + ",state=\"" + engine::model_state_name(st) + "\"");
+    }
+  }
+  const auto each = [&](const char* name, const char* type, const char* help, auto get) {
+    header(out, name, type, help);
+    for (const auto& s : models) sample(out, name, get(s), label(s));
+  };
+  each("snug_model_planned_bytes", "gauge",
+       "Bytes the model's plan reserves from the budget while it is loaded.",
+       [](const engine::ModelStatus& s) { return s.planned_bytes; });
+  each("snug_model_requests_in_flight", "gauge", "Requests holding the model loaded.",
+       [](const engine::ModelStatus& s) { return s.in_flight; });
+  each("snug_model_loads_total", "counter", "Times the model was loaded.",
+       [](const engine::ModelStatus& s) { return s.loads; });
+  each("snug_model_load_failures_total", "counter", "Loads that failed.",
+       [](const engine::ModelStatus& s) { return s.load_failures; });
+  each("snug_model_evictions_total", "counter",
+       "Times the model was unloaded to make room for another.",
+       [](const engine::ModelStatus& s) { return s.evictions; });
+  each("snug_model_idle_unloads_total", "counter",
+       "Times the model was unloaded after its keep-alive.",
+       [](const engine::ModelStatus& s) { return s.idle_unloads; });
+  each("snug_model_load_seconds_total", "counter", "Time spent loading the model.",
+       [](const engine::ModelStatus& s) { return number(s.load_seconds_total); });
 }
 
 }  // namespace
@@ -166,9 +239,20 @@ std::string escape_label(std::string_view v) {
 std::string format_metrics(const MetricsInput& in) {
   std::string out;
   out.reserve(8192);
-  single(&out, "snug_model_loaded", "gauge", "1 once the model is loaded and serving.",
-         in.scheduler != nullptr ? 1 : 0);
-  if (in.scheduler != nullptr) scheduler_metrics(&out, *in.scheduler);
+  std::vector<Served> served;
+  for (const engine::ModelStatus& m : in.models) {
+    if (m.scheduler) served.push_back({"model=\"" + escape_label(m.name) + "\"", &*m.scheduler});
+  }
+  single(&out, "snug_model_loaded", "gauge", "Models loaded and serving now.", served.size());
+  if (in.budget_bytes > 0) {
+    single(&out, "snug_budget_bytes", "gauge", "The memory budget the server plans against.",
+           in.budget_bytes);
+    single(&out, "snug_budget_reserved_bytes", "gauge",
+           "Bytes of the budget reserved now (process, HTTP server, loaded models).",
+           in.budget_reserved_bytes);
+  }
+  if (!in.models.empty()) model_metrics(&out, in.models);
+  if (!served.empty()) scheduler_metrics(&out, served);
   if (in.ledger != nullptr) {
     header(&out, "snug_memory_bytes", "gauge", "Bytes held now, by ledger category.");
     for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {

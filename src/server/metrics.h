@@ -1,7 +1,9 @@
-// GET /metrics: Prometheus text exposition (format 0.0.4) of the scheduler's
-// counters and gauges, the ledger's bytes per category, the process's
-// resident set, and the HTTP side's requests by route and status. Every name
-// starts with snug_; counters end in _total, histograms are in seconds.
+// GET /metrics: Prometheus text exposition (format 0.0.4) of each served
+// model's state and loads, each loaded model's scheduler counters and gauges
+// (label model="NAME"), the budget, the ledger's bytes per category, the
+// process's resident set, and the HTTP side's requests by route and status.
+// Every name starts with snug_; counters end in _total, histograms are in
+// seconds. A model's scheduler counters start again from 0 when it reloads.
 #pragma once
 
 #include <array>
@@ -12,7 +14,9 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
+#include "engine/model_registry.h"
 #include "engine/scheduler.h"
 #include "memory/ledger.h"
 
@@ -44,7 +48,9 @@ class HttpCounters {
 };
 
 struct MetricsInput {
-  const engine::SchedulerMetrics* scheduler = nullptr;  // null while the model loads
+  std::vector<engine::ModelStatus> models;  // every served model; schedulers of loaded ones
+  uint64_t budget_bytes = 0;                // 0: not shown
+  uint64_t budget_reserved_bytes = 0;
   const memory::Ledger* ledger = nullptr;
   const HttpCounters* http = nullptr;
   uint64_t resident_bytes = 0;        // VmRSS

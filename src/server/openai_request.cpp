@@ -328,6 +328,21 @@ std::optional<ApiError> parse_max_tokens(const json& body, Endpoint endpoint,
 
 }  // namespace
 
+ApiResult<std::string> requested_model(std::string_view text, const ServerLimits& limits,
+                                       int32_t max_ctx) {
+  JsonLimits jl;
+  jl.max_depth = limits.max_json_depth;
+  jl.max_values = json_value_limit(limits, max_ctx);
+  auto parsed = parse_json_bounded(text, jl);
+  if (!parsed.ok()) return bad_request(parsed.error().message);
+  const json& body = parsed.value();
+  if (!body.is_object()) return bad_request("the request body must be a JSON object");
+  const json* m = field(body, "model");
+  if (m == nullptr) return std::string();
+  if (!m->is_string()) return wrong_type("model", "a string");
+  return m->get<std::string>();
+}
+
 ApiResult<OpenAIRequest> parse_request(Endpoint endpoint, std::string_view text,
                                        const ServedModel& model, const ServerLimits& limits) {
   JsonLimits jl;

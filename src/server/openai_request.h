@@ -56,6 +56,12 @@ struct OpenAIRequest {
   bool logprobs = false;       // return logprobs (params.logprobs alternatives each)
 };
 
+// The body's "model" (empty when absent), for choosing the model before the
+// rest is parsed against it; max_ctx: the largest context of the models
+// served (it bounds the JSON values a body may hold).
+ApiResult<std::string> requested_model(std::string_view text, const ServerLimits& limits,
+                                       int32_t max_ctx);
+
 ApiResult<OpenAIRequest> parse_request(Endpoint endpoint, std::string_view body,
                                        const ServedModel& model, const ServerLimits& limits);
 

@@ -238,36 +238,70 @@ TEST(ServerFormat, MetricsText) {
   http.count(route_of("/v1/completions"), 200);
   http.count(route_of("/v1/completions"), 200);
   http.count(route_of("/evil\"path\n"), 404);
-  MetricsInput in{&m, &ledger, &http, 1000, 2000, 3000};
+  engine::ModelStatus loaded;
+  loaded.name = "small\"one";
+  loaded.state = engine::ModelState::kLoaded;
+  loaded.planned_bytes = 123456;
+  loaded.loads = 2;
+  loaded.evictions = 1;
+  loaded.in_flight = 3;
+  loaded.scheduler = m;
+  engine::ModelStatus idle;
+  idle.name = "big";
+  idle.state = engine::ModelState::kTooLarge;
+  MetricsInput in;
+  in.models = {loaded, idle};
+  in.budget_bytes = 5000;
+  in.budget_reserved_bytes = 4000;
+  in.ledger = &ledger;
+  in.http = &http;
+  in.resident_bytes = 1000;
+  in.peak_resident_bytes = 2000;
+  in.predicted_peak_bytes = 3000;
   const std::string text = format_metrics(in);
   expect_valid_exposition(text);
   auto has = [&](const std::string& line) {
     EXPECT_NE(text.find("\n" + line + "\n"), std::string::npos) << "missing: " << line << "\n"
                                                                 << text;
   };
-  has("snug_requests_submitted_total 7");
-  has("snug_requests_finished_total{reason=\"length\"} 3");
-  has("snug_queue_length 5");
-  has("snug_sequences{state=\"running\"} 2");
-  has("snug_kv_blocks{state=\"used\"} 60");
-  has("snug_kv_blocks{state=\"cached\"} 30");
-  has("snug_kv_blocks{state=\"free\"} 10");
-  has("snug_prefix_cache_hit_ratio 0.25");
+  const std::string model = "model=\"small\\\"one\"";
+  has("snug_model_loaded 1");
+  has("snug_budget_bytes 5000");
+  has("snug_budget_reserved_bytes 4000");
+  has("snug_model_state{" + model + ",state=\"loaded\"} 1");
+  has("snug_model_state{" + model + ",state=\"unloaded\"} 0");
+  has("snug_model_state{model=\"big\",state=\"too_large\"} 1");
+  has("snug_model_planned_bytes{" + model + "} 123456");
+  has("snug_model_loads_total{" + model + "} 2");
+  has("snug_model_evictions_total{" + model + "} 1");
+  has("snug_model_requests_in_flight{" + model + "} 3");
+  has("snug_requests_submitted_total{" + model + "} 7");
+  has("snug_requests_finished_total{" + model + ",reason=\"length\"} 3");
+  has("snug_queue_length{" + model + "} 5");
+  has("snug_sequences{" + model + ",state=\"running\"} 2");
+  has("snug_kv_blocks{" + model + ",state=\"used\"} 60");
+  has("snug_kv_blocks{" + model + ",state=\"cached\"} 30");
+  has("snug_kv_blocks{" + model + ",state=\"free\"} 10");
+  has("snug_prefix_cache_hit_ratio{" + model + "} 0.25");
   has("snug_memory_bytes{category=\"kv_cache\"} 4096");
-  has("snug_time_to_first_token_seconds_bucket{le=\"0.005\"} 1");
-  has("snug_time_to_first_token_seconds_bucket{le=\"0.25\"} 2");
-  has("snug_time_to_first_token_seconds_bucket{le=\"30\"} 2");
-  has("snug_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3");
-  has("snug_time_to_first_token_seconds_count 3");
+  has("snug_time_to_first_token_seconds_bucket{" + model + ",le=\"0.005\"} 1");
+  has("snug_time_to_first_token_seconds_bucket{" + model + ",le=\"0.25\"} 2");
+  has("snug_time_to_first_token_seconds_bucket{" + model + ",le=\"30\"} 2");
+  has("snug_time_to_first_token_seconds_bucket{" + model + ",le=\"+Inf\"} 3");
+  has("snug_time_to_first_token_seconds_count{" + model + "} 3");
   has("snug_http_requests_total{route=\"/v1/completions\",status=\"200\"} 2");
   has("snug_http_requests_total{route=\"other\",status=\"404\"} 1");  // paths never become labels
   has("snug_process_peak_resident_bytes 2000");
   has("snug_predicted_peak_resident_bytes 3000");
-  // While loading: no scheduler figures, still valid.
-  MetricsInput loading{nullptr, &ledger, &http, 1, 1, 0};
+  // No scheduler is loaded (the model is loading, or none is in use): still valid.
+  MetricsInput loading;
+  loading.models = {idle};
+  loading.ledger = &ledger;
+  loading.http = &http;
   const std::string early = format_metrics(loading);
   expect_valid_exposition(early);
   EXPECT_NE(early.find("snug_model_loaded 0"), std::string::npos);
+  EXPECT_EQ(early.find("snug_requests_submitted_total{"), std::string::npos);
   EXPECT_EQ(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
 

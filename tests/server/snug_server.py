@@ -23,7 +23,9 @@ class Server:
     def __init__(self, *args, model=MODEL, timeout=60):
         self.log_path = tempfile.mktemp(prefix="snug_serve_", suffix=".log")
         self._log = open(self.log_path, "wb")
-        cmd = [SNUG, "serve", str(model), "--host", "127.0.0.1", "--port", "0", *map(str, args)]
+        # model None: the arguments name the models (--models).
+        cmd = [SNUG, "serve", *([str(model)] if model is not None else []),
+               "--host", "127.0.0.1", "--port", "0", *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
         self.port = None
         deadline = time.time() + timeout
@@ -81,11 +83,19 @@ class Server:
     def metrics(self, headers=None):
         s, _, b = self.request("GET", "/metrics", headers=headers)
         assert s == 200, b
-        out = {}
+        out, summed = {}, {}
         for line in b.decode().splitlines():
             if line and not line.startswith("#"):
                 name, value = line.rsplit(" ", 1)
                 out[name] = float(value)
+                # Per-model series also under their name without the model label,
+                # summed over the models (one model: the same figure).
+                bare = re.sub(r'model="(?:[^"\\]|\\.)*",?', "", name).replace(",}", "}")
+                if bare != name:
+                    bare = bare.replace("{}", "")
+                    summed[bare] = summed.get(bare, 0.0) + float(value)
+        for k, v in summed.items():
+            out.setdefault(k, v)
         return out
 
     def stop(self, sig=signal.SIGTERM, timeout=30):

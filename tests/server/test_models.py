@@ -1,0 +1,281 @@
+"""Several models under one byte budget (`snug serve --models`): three
+SmolLM2 files (the Q4_1 the project fetches and Q8_0 and Q4_K_M copies that
+`snug quantize` writes) behind one budget that holds two of them. Requests for
+all three arrive interleaved from several clients: every answer equals the one
+the same model gives with room for all, least-recently-used eviction happens,
+no request fails, and the resident set, sampled all along, never exceeds the
+budget. Also: a model evicted only once its stream ends, a model that can
+never fit refused at once, keep-alive unloading, model names that are paths
+or unknown, malformed flags refused at start with one line, and two servers
+on one file sharing its weight pages (PSS). Traffic goes
+to 127.0.0.1 only; everything stops by itself."""
+import concurrent.futures
+import json
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from snug_server import MODEL, SNUG, Server, Watch
+
+if not MODEL.exists():
+    pytest.skip(f"{MODEL} is missing (scripts/fetch-models)", allow_module_level=True)
+
+NAMES = ["a-q4_1", "b-q8_0", "c-q4_k_m"]
+PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):",
+           "The three primary colors are"]
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    with tempfile.TemporaryDirectory(prefix="snug_models_") as d:
+        d = Path(d)
+        (d / "a-q4_1.gguf").symlink_to(MODEL)
+        for name, kind in (("b-q8_0", "Q8_0"), ("c-q4_k_m", "Q4_K_M")):
+            subprocess.run([SNUG, "quantize", str(MODEL), str(d / f"{name}.gguf"), kind],
+                           check=True, capture_output=True, timeout=600)
+        yield d
+
+
+def complete(server, model, prompt, max_tokens=12, stream=False, timeout=120):
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    if model is not None:
+        body["model"] = model
+    if stream:
+        body["stream"] = True
+    return server.request("POST", "/v1/completions", body=body, timeout=timeout)
+
+
+def text_of(resp):
+    status, _, body = resp
+    assert status == 200, body
+    return json.loads(body)["choices"][0]["text"]
+
+
+def memory(server):
+    s, _, b = server.request("GET", "/v1/memory")
+    assert s == 200, b
+    return json.loads(b)
+
+
+def expect_error(resp, status, code, needle=""):
+    s, _, body = resp
+    assert s == status, body
+    err = json.loads(body)["error"]
+    assert err["code"] == code, err
+    assert needle in err["message"], err
+    assert "\n" not in err["message"]
+    return err
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    """Each model's answers with room for all three, and the budget's shape."""
+    s = Server("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", "4GiB", model=None)
+    try:
+        answers = {(m, p): text_of(complete(s, m, p)) for m in NAMES for p in PROMPTS}
+        mem = memory(s)
+    finally:
+        s.stop()
+    planned = {m["name"]: m["planned_bytes"] for m in mem["models"]}
+    assert sorted(planned) == sorted(NAMES)
+    assert all(m["state"] == "loaded" for m in mem["models"]), mem
+    return {"answers": answers, "planned": planned, "base": mem["budget"]["base_reserved_bytes"]}
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server, self.peak, self.samples, self.done = server, 0, 0, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.is_set() and self.server.proc.poll() is None:
+            self.peak = max(self.peak, self.server.vm("VmRSS"))
+            self.samples += 1
+            time.sleep(0.01)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return self.peak
+
+
+def test_three_models_in_a_budget_for_two(model_dir, reference):
+    planned, base = reference["planned"], reference["base"]
+    two = sorted(planned.values())[-2:]
+    budget = base + sum(two) + 4 * MiB
+    assert budget < base + sum(planned.values()), "the budget must not hold all three"
+    s = Server("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", budget, model=None)
+    try:
+        rss = RssSampler(s)
+        jobs = [(NAMES[i % 3], PROMPTS[(i // 3) % len(PROMPTS)]) for i in range(36)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda j: (j, complete(s, *j)), jobs))
+        peak = rss.stop()
+        for (m, p), resp in results:
+            assert text_of(resp) == reference["answers"][(m, p)], (m, p)
+        metrics = s.metrics()
+        evictions = sum(v for k, v in metrics.items() if k.startswith("snug_model_evictions_total{"))
+        loads = sum(v for k, v in metrics.items() if k.startswith("snug_model_loads_total{"))
+        print(f"\n36 requests over 3 models in {budget / MiB:.1f} MiB: {loads:.0f} loads, "
+              f"{evictions:.0f} evictions, peak RSS {peak / MiB:.1f} MiB ({rss.samples} samples)")
+        assert evictions >= 1 and loads >= 4
+        assert peak <= budget, f"peak RSS {peak} over the budget {budget}"
+        mem = memory(s)
+        assert mem["budget"]["reserved_bytes"] <= budget
+        assert sum(m["state"] == "loaded" for m in mem["models"]) <= 2
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+def test_a_model_in_use_is_not_evicted(model_dir, reference):
+    planned, base = reference["planned"], reference["base"]
+    budget = base + max(planned.values()) + 4 * MiB  # one model at a time
+    s = Server("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", budget, model=None)
+    try:
+        long = Watch(lambda: complete(s, "a-q4_1", PROMPTS[0], max_tokens=120))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            states = {m["name"]: m for m in memory(s)["models"]}
+            if states["a-q4_1"]["requests_in_flight"] > 0:
+                break
+            time.sleep(0.01)
+        t0 = time.time()
+        other = complete(s, "b-q8_0", PROMPTS[1])
+        long.join(120)
+        assert long.error is None, long.error
+        a_text = text_of(long.result)
+        assert text_of(other) == reference["answers"][("b-q8_0", PROMPTS[1])]
+        assert a_text.startswith(reference["answers"][("a-q4_1", PROMPTS[0])])
+        metrics = s.metrics()
+        assert metrics['snug_model_evictions_total{model="a-q4_1"}'] == 1
+        print(f"\nb-q8_0 waited {time.time() - t0:.2f} s for a-q4_1's 120-token stream to end")
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+def test_too_large_unknown_and_path_names(model_dir, reference):
+    planned, base = reference["planned"], reference["base"]
+    small = min(planned, key=planned.get)
+    budget = base + planned[small] + 4 * MiB  # the largest can never fit
+    big = max(planned, key=planned.get)
+    s = Server("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", budget, model=None)
+    try:
+        states = {m["id"]: m for m in json.loads(s.request("GET", "/v1/models")[2])["data"]}
+        assert states[big]["state"] == "too_large"
+        t0 = time.time()
+        expect_error(complete(s, big, "hi"), 400, "model_too_large", "budget")
+        assert time.time() - t0 < 2
+        for name in ["../a-q4_1", str(model_dir / "a-q4_1.gguf"), "a-q4_1.gguf", "nope", "A-Q4_1",
+                     "a-q4_1\n", "a" * 5000]:
+            expect_error(complete(s, name, "hi"), 404, "model_not_found", "does not exist")
+        # No model, or an empty name, with several served: which one is meant?
+        for body in ({"prompt": "hi", "max_tokens": 2}, {"model": "", "prompt": "hi"}):
+            s_, _, b = s.request("POST", "/v1/completions", body=body)
+            assert s_ == 400 and b"must name its model" in b, b
+        expect_error(s.request("POST", "/v1/completions", body={"model": 7, "prompt": "hi"}), 400,
+                     None, "model")
+        assert text_of(complete(s, small, PROMPTS[0])) == reference["answers"][(small, PROMPTS[0])]
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+def test_keep_alive_unloads_idle_models(model_dir, reference):
+    s = Server("--models", model_dir / "a-q4_1.gguf", model_dir / "b-q8_0.gguf", "--ctx", 512,
+               "--parallel", 2, "--memory", "2GiB", "--keep-alive", "1s", "--pin", "b-q8_0",
+               model=None)
+    try:
+        for m in ("a-q4_1", "b-q8_0"):
+            assert text_of(complete(s, m, PROMPTS[2])) == reference["answers"][(m, PROMPTS[2])]
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            states = {m["name"]: m["state"] for m in memory(s)["models"]}
+            if states["a-q4_1"] == "unloaded":
+                break
+            time.sleep(0.2)
+        assert states == {"a-q4_1": "unloaded", "b-q8_0": "loaded"}, states
+        assert s.metrics()['snug_model_idle_unloads_total{model="a-q4_1"}'] == 1
+        assert text_of(complete(s, "a-q4_1", PROMPTS[2])) == reference["answers"][("a-q4_1", PROMPTS[2])]
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--models", "/nonexistent/dir/"], "cannot open '/nonexistent/dir/'"),
+    (["--models", "{dir}", "--pin", "missing"], "--pin: no model is named 'missing'"),
+    (["--models", "{dir}", "--keep-alive", "soon"], "is not a duration"),
+    (["--models", "{dir}", "--keep-alive", "zzz=5m"], "--keep-alive: no model is named 'zzz'"),
+    (["--models", "{dir}", "{dir}"], "two models are named"),
+    (["{dir}/a-q4_1.gguf", "--models", "{dir}"], "not both"),
+    (["--pin", "x"], "go with --models"),
+])
+def test_malformed_flags_are_refused_at_start(model_dir, args, needle):
+    args = [a.replace("{dir}", str(model_dir)) for a in args]
+    r = subprocess.run([SNUG, "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                       capture_output=True, timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def mapping_kib(pid, path):
+    """(Rss, Pss) in bytes of the process's mappings of `path` (/proc/PID/smaps)."""
+    rss = pss = 0
+    inside = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and not line.startswith(("Rss", "Pss")):
+                inside = len(head) >= 6 and Path(head[-1]).resolve() == path
+            elif inside and line.startswith("Rss:"):
+                rss += int(head[1]) * 1024
+            elif inside and line.startswith("Pss:"):
+                pss += int(head[1]) * 1024
+    return rss, pss
+
+
+def total_pss(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise KeyError("Pss")
+
+
+def test_weight_pages_are_shared_between_processes():
+    """Two servers on one model file: the weight pages are the page cache's,
+    mapped by both, so the second server adds its own KV pool, workspace and
+    heap to the machine, not a second copy of the weights."""
+    path = MODEL.resolve()
+    a = Server("--ctx", 512, "--parallel", 2)
+    try:
+        alone_pss = total_pss(a.proc.pid)
+        a_rss_w, _ = mapping_kib(a.proc.pid, path)
+        b = Server("--ctx", 512, "--parallel", 2)
+        try:
+            for s in (a, b):
+                assert text_of(complete(s, None, PROMPTS[0]))
+            a_rss_w, a_pss_w = mapping_kib(a.proc.pid, path)
+            b_rss_w, b_pss_w = mapping_kib(b.proc.pid, path)
+            b_rss = b.vm("VmRSS")
+            both = total_pss(a.proc.pid) + total_pss(b.proc.pid)
+            added = both - alone_pss
+            print(f"\nweights resident {b_rss_w / MiB:.1f} MiB in each server, PSS of that mapping "
+                  f"{a_pss_w / MiB:.1f} + {b_pss_w / MiB:.1f} MiB; second server RSS "
+                  f"{b_rss / MiB:.1f} MiB, machine PSS added {added / MiB:.1f} MiB")
+            assert b_rss_w > 0.9 * MODEL.stat().st_size, "the weights should be resident"
+            for rss_w, pss_w in ((a_rss_w, a_pss_w), (b_rss_w, b_pss_w)):
+                assert abs(pss_w - rss_w / 2) < 0.05 * rss_w, (rss_w, pss_w)
+            # What the second server added is its RSS without the shared weights (within 16 MiB
+            # of page-cache and library noise), far below its RSS.
+            assert added < b_rss - 0.9 * b_rss_w + 16 * MiB, (added, b_rss, b_rss_w)
+        finally:
+            assert b.stop() == 0
+    finally:
+        assert a.stop() == 0
