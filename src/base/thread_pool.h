@@ -11,8 +11,8 @@
 
 namespace snug {
 
-// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): the atomics sit on their own cache
-// lines on purpose.
+// The atomics sit on their own cache lines on purpose:
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding)
 class ThreadPool {
  public:
   // n_threads counts the caller; 1 means no worker threads at all.

@@ -324,12 +324,15 @@ int serve_main(const ServeFlags& f) {
   using Clock = std::chrono::steady_clock;
 
   server::ApiKeys keys;
-  if (!f.api_key_file.empty()) {
-    auto k = server::ApiKeys::load(f.api_key_file);
+  if (!f.api_key_file.empty() && !f.tenants_file.empty())
+    return fail(make_error("give --api-key-file or --tenants, not both"));
+  if (!f.api_key_file.empty() || !f.tenants_file.empty()) {
+    auto k = f.tenants_file.empty() ? server::ApiKeys::load(f.api_key_file)
+                                    : server::ApiKeys::load_tenants(f.tenants_file);
     if (!k.ok()) return fail(k.error());
     keys = std::move(k.value());
   } else if (f.host != "127.0.0.1" && f.host != "localhost" && f.host != "::1") {
-    log_warn("serving on {} without --api-key-file: anyone who reaches it can use it",
+    log_warn("serving on {} without --api-key-file or --tenants: anyone who reaches it can use it",
              printable(f.host, 64));
   }
   if (f.shutdown_timeout < 0 || f.shutdown_timeout > 3600)

@@ -20,6 +20,9 @@ CLI::App* add_serve_flags(CLI::App& app, ServeFlags* f) {
       ->check(CLI::Range(0, 65535));
   sub->add_option("--api-key-file", f->api_key_file,
                   "file with one API key per line; requests need Authorization: Bearer KEY");
+  sub->add_option("--tenants", f->tenants_file,
+                  "JSON file of tenants: their API keys, the models each may use, requests in "
+                  "flight and tokens per minute (instead of --api-key-file; docs/SERVING.md)");
   sub->add_option("--model-alias", f->alias, "the model's name in the API");
   sub->add_option("--shutdown-timeout", f->shutdown_timeout,
                   "seconds running requests get to finish after SIGTERM (default 10)")

@@ -25,6 +25,7 @@ struct ServeFlags {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0: any free port
   std::string api_key_file;
+  std::string tenants_file;  // --tenants: keys grouped into tenants with quotas (JSON)
   std::string alias;
   double shutdown_timeout = 10;  // seconds
   // Several models under one budget (engine/model_registry.h): files or

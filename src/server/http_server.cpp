@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/sysmem.h"
 #include "server/openai_response.h"
+#include "server/tenant_limiter.h"
 
 namespace snug::server {
 namespace {
@@ -34,6 +35,7 @@ constexpr int kClientClosed = 499;
 // (called until the stream ends) and its completion callback.
 struct StreamState {
   engine::ModelRegistry::Lease lease;  // keeps the model loaded until the stream ends
+  TenantLimiter::Ticket ticket;        // the tenant's place; counts the tokens at the end
   std::shared_ptr<engine::RequestStream> stream;
   ResponseMeta meta;
   const text::Tokenizer* tok = nullptr;
@@ -48,19 +50,23 @@ struct StreamState {
 struct HttpServer::Routes {
   HttpServer* self;
   std::atomic<engine::ModelRegistry*> registry{nullptr};
-  uint64_t predicted_peak = 0;  // written before `registry` is published
+  std::unique_ptr<TenantLimiter> limiter;  // with keys
+  uint64_t predicted_peak = 0;             // written before `registry` is published
   int32_t max_ctx = 0;
   std::counting_semaphore<> parse_slots;
 
-  Routes(HttpServer* s, int32_t slots) : self(s), parse_slots(std::max(slots, 1)) {}
+  Routes(HttpServer* s, int32_t slots) : self(s), parse_slots(std::max(slots, 1)) {
+    if (s->keys_.enabled()) limiter = std::make_unique<TenantLimiter>(s->keys_.tenants());
+  }
 
   const ServerLimits& limits() const { return self->limits_; }
 
   // The request's tenant index when keys are on (nullopt: no keys, or no match).
   bool authorized(const httplib::Request& req, std::optional<size_t>* tenant) const {
     if (!self->keys_.enabled()) return true;
-    *tenant = self->keys_.match(req.get_header_value("Authorization"));
-    return tenant->has_value();
+    const std::optional<size_t> key = self->keys_.match(req.get_header_value("Authorization"));
+    if (key) *tenant = self->keys_.tenant_of(*key);
+    return key.has_value();
   }
 
   void health(const httplib::Request&, httplib::Response& res) const {
@@ -134,8 +140,20 @@ struct HttpServer::Routes {
                     {"models_reserved_bytes", models_reserved},
                     {"base_reserved_bytes", b->used() - std::min(b->used(), models_reserved)}};
     }
+    json tenants = json::array();
+    if (limiter != nullptr) {
+      for (const TenantStatus& t : limiter->status()) {
+        tenants.push_back(json{{"name", t.name},
+                               {"requests_in_flight", t.in_flight},
+                               {"tokens_last_minute", t.tokens_last_minute},
+                               {"max_concurrent", t.quota.max_concurrent},
+                               {"tokens_per_minute", t.quota.tokens_per_minute},
+                               {"models", t.quota.models}});
+      }
+    }
     send_json(res, 200,
               json{{"budget", std::move(budget)},
+                   {"tenants", std::move(tenants)},
                    {"process",
                     {{"resident_bytes", pm.rss},
                      {"peak_resident_bytes", pm.peak_rss},
@@ -154,6 +172,7 @@ struct HttpServer::Routes {
         in.budget_reserved_bytes = b->used();
       }
     }
+    if (limiter != nullptr) in.tenants = limiter->status();
     in.ledger = self->ledger_;
     in.http = &self->counters_;
     const ProcessMemory pm = probe_process_memory();
@@ -217,18 +236,17 @@ struct HttpServer::Routes {
     return true;
   }
 
-  // The model the body names (the only one served when it names none),
-  // loaded and leased; false with `res` filled when there is none to use.
-  bool lease_model(const std::string& body, httplib::Response& res,
-                   engine::ModelRegistry::Lease* out) {
+  // The model the body names (the only one served when it names none);
+  // false with `res` filled when it names none of several.
+  bool model_name(const std::string& body, httplib::Response& res, std::string* want) {
     engine::ModelRegistry* reg = registry.load();
     auto name = requested_model(body, limits(), max_ctx);
     if (!name.ok()) {
       send_error(res, name.error());
       return false;
     }
-    std::string want = std::move(name.value());
-    if (want.empty()) {
+    *want = std::move(name.value());
+    if (want->empty()) {
       if (reg->size() != 1) {
         std::string names;
         for (size_t i = 0; i < reg->size() && i < 8; ++i)
@@ -236,8 +254,27 @@ struct HttpServer::Routes {
         send_error(res, bad_request("the request must name its model: one of " + names, "model"));
         return false;
       }
-      want = reg->name(0);
+      *want = reg->name(0);
     }
+    return true;
+  }
+
+  // The tenant's place for a request to `model`; false with `res` filled
+  // (403 or 429) when its quotas refuse it.
+  bool admit_tenant(std::optional<size_t> tenant, const std::string& model, httplib::Response& res,
+                    TenantLimiter::Ticket* out) {
+    if (!tenant || limiter == nullptr) return true;
+    auto refusal = limiter->admit(*tenant, model, out);
+    if (!refusal) return true;
+    send_error(res, ApiError{refusal->status, refusal->message, {}, refusal->code},
+               refusal->retry_after);
+    return false;
+  }
+
+  // `want` loaded and leased; false with `res` filled when it cannot be.
+  bool lease_model(const std::string& want, httplib::Response& res,
+                   engine::ModelRegistry::Lease* out) {
+    engine::ModelRegistry* reg = registry.load();
     engine::ModelRegistry::Acquired a = reg->acquire(want, Clock::now() + limits().request_timeout);
     switch (a.error) {
       case engine::AcquireError::kNone:
@@ -275,19 +312,25 @@ struct HttpServer::Routes {
     }
     std::string body;
     if (!read_body(req, res, reader, &body)) return;
+    std::string want;
+    if (!model_name(body, res, &want)) return;
+    TenantLimiter::Ticket ticket;
+    if (!admit_tenant(tenant, want, res, &ticket)) return;
     engine::ModelRegistry::Lease lease;
-    if (!lease_model(body, res, &lease)) return;
+    if (!lease_model(want, res, &lease)) return;
     const ServedModel model{lease.name(), lease.n_ctx(), lease.prompts()};
     auto parsed = parse_request(endpoint, body, model, limits());
     if (!parsed.ok()) return send_error(res, parsed.error());
     OpenAIRequest& r = parsed.value();
-    r.params.cache_scope = ApiKeys::cache_scope(tenant);
+    r.params.cache_scope = self->keys_.cache_scope(tenant);
     r.params.deadline = Clock::now() + limits().request_timeout;
     engine::Submission sub = lease.scheduler()->submit(std::move(r.params));
     if (sub.rejection != engine::Rejection::kNone) return rejected(res, sub);
     ResponseMeta meta = make_meta(endpoint, model.name, r.logprobs, r.include_usage && r.stream);
-    if (r.stream) return stream(res, std::move(sub.stream), std::move(meta), std::move(lease));
-    whole(res, *sub.stream, meta, lease.prompts()->tokenizer());
+    if (r.stream)
+      return stream(res, std::move(sub.stream), std::move(meta), std::move(lease),
+                    std::move(ticket));
+    whole(res, *sub.stream, meta, lease.prompts()->tokenizer(), &ticket);
   }
 
   void rejected(httplib::Response& res, const engine::Submission& sub) const {
@@ -315,7 +358,7 @@ struct HttpServer::Routes {
   }
 
   void whole(httplib::Response& res, engine::RequestStream& stream, const ResponseMeta& meta,
-             const text::Tokenizer& tok) {
+             const text::Tokenizer& tok, TenantLimiter::Ticket* ticket) {
     Completion c;
     // The client is checked every poll interval, also while tokens keep coming.
     auto next_check = Clock::now() + limits().stream_poll;
@@ -339,6 +382,7 @@ struct HttpServer::Routes {
       }
       c.finish = std::move(*ev.finish);
       c.text += c.finish.text;
+      ticket->finished(int64_t{c.finish.prompt_tokens} + c.finish.completion_tokens);
       break;
     }
     if (c.finish.reason == engine::FinishReason::kCancelled ||
@@ -348,8 +392,9 @@ struct HttpServer::Routes {
   }
 
   void stream(httplib::Response& res, std::shared_ptr<engine::RequestStream> s, ResponseMeta meta,
-              engine::ModelRegistry::Lease lease) {
+              engine::ModelRegistry::Lease lease, TenantLimiter::Ticket ticket) {
     auto st = std::make_shared<StreamState>();
+    st->ticket = std::move(ticket);
     st->tok = &lease.prompts()->tokenizer();
     st->lease = std::move(lease);
     st->stream = std::move(s);
@@ -389,6 +434,7 @@ struct HttpServer::Routes {
         continue;
       }
       const engine::Finish& f = *ev.finish;
+      st.ticket.finished(int64_t{f.prompt_tokens} + f.completion_tokens);
       if (!f.text.empty() || !st.held.empty())
         out += delta_chunk(st.meta, f.text, st.held, *st.tok, &st.text_offset);
       if (f.reason == engine::FinishReason::kCancelled ||

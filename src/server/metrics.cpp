@@ -181,6 +181,33 @@ void model_metrics(std::string* out, const std::vector<engine::ModelStatus>& mod
        [](const engine::ModelStatus& s) { return number(s.load_seconds_total); });
 }
 
+void tenant_metrics(std::string* out, const std::vector<TenantStatus>& tenants) {
+  const auto label = [](const TenantStatus& t) {
+    return "tenant=\"" + escape_label(t.name) + "\"";
+  };
+  header(out, "snug_tenant_requests_total", "counter",
+         "Requests of each tenant, admitted or refused by its quotas.");
+  for (const TenantStatus& t : tenants) {
+    sample(out, "snug_tenant_requests_total", t.admitted, label(t) + ",outcome=\"admitted\"");
+    sample(out, "snug_tenant_requests_total", t.refused_rate,
+           label(t) + ",outcome=\"rate_limited\"");
+    sample(out, "snug_tenant_requests_total", t.refused_concurrency,
+           label(t) + ",outcome=\"concurrency_limited\"");
+    sample(out, "snug_tenant_requests_total", t.refused_model,
+           label(t) + ",outcome=\"model_not_allowed\"");
+  }
+  header(out, "snug_tenant_requests_in_flight", "gauge", "Requests of each tenant running now.");
+  for (const TenantStatus& t : tenants)
+    sample(out, "snug_tenant_requests_in_flight", t.in_flight, label(t));
+  header(out, "snug_tenant_tokens_total", "counter",
+         "Prompt and completion tokens of each tenant's finished requests.");
+  for (const TenantStatus& t : tenants) sample(out, "snug_tenant_tokens_total", t.tokens, label(t));
+  header(out, "snug_tenant_tokens_last_minute", "gauge",
+         "Tokens of each tenant's requests that finished in the last 60 s.");
+  for (const TenantStatus& t : tenants)
+    sample(out, "snug_tenant_tokens_last_minute", t.tokens_last_minute, label(t));
+}
+
 }  // namespace
 
 Route route_of(std::string_view path) {
@@ -253,6 +280,7 @@ std::string format_metrics(const MetricsInput& in) {
   }
   if (!in.models.empty()) model_metrics(&out, in.models);
   if (!served.empty()) scheduler_metrics(&out, served);
+  if (!in.tenants.empty()) tenant_metrics(&out, in.tenants);
   if (in.ledger != nullptr) {
     header(&out, "snug_memory_bytes", "gauge", "Bytes held now, by ledger category.");
     for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {

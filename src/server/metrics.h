@@ -19,6 +19,7 @@
 #include "engine/model_registry.h"
 #include "engine/scheduler.h"
 #include "memory/ledger.h"
+#include "server/tenant_limiter.h"
 
 namespace snug::server {
 
@@ -51,6 +52,7 @@ struct MetricsInput {
   std::vector<engine::ModelStatus> models;  // every served model; schedulers of loaded ones
   uint64_t budget_bytes = 0;                // 0: not shown
   uint64_t budget_reserved_bytes = 0;
+  std::vector<TenantStatus> tenants;  // with keys
   const memory::Ledger* ledger = nullptr;
   const HttpCounters* http = nullptr;
   uint64_t resident_bytes = 0;        // VmRSS

@@ -17,6 +17,7 @@
 #include "server/limits.h"
 #include "server/metrics.h"
 #include "server/openai_response.h"
+#include "server/tenant_limiter.h"
 #include "tiny_model.h"
 
 namespace snug::server {
@@ -305,6 +306,101 @@ TEST(ServerFormat, MetricsText) {
   EXPECT_EQ(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
 
+TEST(ServerAuth, TenantsFile) {
+  auto k = ApiKeys::tenants_from_text(
+      R"({"tenants": [
+        {"name": "research", "keys": ["sk-research-1", "sk-research-2"], "models": ["small"],
+         "max_concurrent": 2, "tokens_per_minute": 1000},
+        {"name": "web", "keys": ["sk-web-00001"]}]})",
+      "tenants");
+  ASSERT_TRUE(k.ok()) << k.error().message;
+  EXPECT_EQ(k->size(), 3u);
+  ASSERT_EQ(k->tenants().size(), 2u);
+  EXPECT_EQ(k->match("Bearer sk-research-2"), std::optional<size_t>(1));
+  EXPECT_EQ(k->tenant_of(1), 0u);
+  EXPECT_EQ(k->tenant_of(2), 1u);
+  EXPECT_EQ(k->cache_scope(0), "tenant:research");
+  EXPECT_TRUE(k->tenants()[0].may_use("small"));
+  EXPECT_FALSE(k->tenants()[0].may_use("big"));
+  EXPECT_TRUE(k->tenants()[1].may_use("big"));
+  EXPECT_EQ(k->tenants()[0].max_concurrent, 2);
+  EXPECT_EQ(k->tenants()[0].tokens_per_minute, 1000);
+  // Each malformed file: one line naming what is wrong.
+  const std::pair<const char*, const char*> bad[] = {
+      {"not json", "not valid JSON"},
+      {"[]", "must be {\"tenants\""},
+      {R"({"tenants": []})", "must be {\"tenants\""},
+      {R"({"tenants": [], "extra": 1})", "must be {\"tenants\""},
+      {R"({"tenants": [7]})", "tenant 1 must be an object"},
+      {R"({"tenants": [{"keys": ["sk-aaaaaaaa"]}]})", "has no name"},
+      {R"({"tenants": [{"name": "a"}]})", "('a') has no keys"},
+      {R"({"tenants": [{"name": "a", "keys": []}]})", "must be a list of keys"},
+      {R"({"tenants": [{"name": "a", "keys": ["short"]}]})", "8 bytes or more"},
+      {R"({"tenants": [{"name": "a", "keys": ["has space 1"]}]})", "printable ASCII"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa", "sk-aaaaaaaa"]}]})", "given twice"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"]}, {"name": "a", "keys": ["sk-bbbbbbbb"]}]})",
+       "used twice"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "max_concurrent": -1}]})",
+       "'max_concurrent' must be an integer"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "tokens_per_minute": 1.5}]})",
+       "'tokens_per_minute' must be a non-negative integer"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "models": "m"}]})",
+       "'models' must be a list"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "quota": 1}]})",
+       "'quota' is not a tenant field"},
+      {R"({"tenants": [{"name": "a\nb", "keys": ["sk-aaaaaaaa"]}]})", "printable characters"},
+  };
+  for (const auto& [text, needle] : bad) {
+    auto r = ApiKeys::tenants_from_text(text, "tenants");
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.error().message.find(needle), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().message.find('\n'), std::string::npos) << r.error().message;
+  }
+  EXPECT_FALSE(ApiKeys::load_tenants("/nonexistent/tenants.json").ok());
+}
+
+TEST(ServerAuth, TenantLimiterQuotas) {
+  using Clock = TenantLimiter::Clock;
+  TenantLimiter lim({Tenant{"a", {"small"}, 2, 100}, Tenant{"b", {}, 0, 0}});
+  const auto t0 = Clock::now();
+  TenantLimiter::Ticket x, y, z;
+  EXPECT_FALSE(lim.admit(0, "small", &x, t0));
+  EXPECT_FALSE(lim.admit(0, "small", &y, t0));
+  auto over = lim.admit(0, "small", &z, t0);  // a third at once
+  ASSERT_TRUE(over);
+  EXPECT_EQ(over->status, 429);
+  EXPECT_EQ(over->code, "concurrency_limit_exceeded");
+  auto denied = lim.admit(0, "big", &z, t0);
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403);
+  x.finished(60);
+  x.release();
+  y.finished(50);
+  y.release();
+  // 110 tokens finished in the last minute, over the 100: refused until the
+  // first 60 leave the window.
+  auto rate = lim.admit(0, "small", &z, Clock::now());
+  ASSERT_TRUE(rate);
+  EXPECT_EQ(rate->status, 429);
+  EXPECT_EQ(rate->code, "rate_limit_exceeded");
+  EXPECT_GE(rate->retry_after, 59);
+  EXPECT_LE(rate->retry_after, 61);
+  EXPECT_FALSE(lim.admit(0, "small", &z, Clock::now() + std::chrono::seconds(61)));
+  // The other tenant is never limited by the first one's use.
+  for (int i = 0; i < 50; ++i) {
+    TenantLimiter::Ticket t;
+    EXPECT_FALSE(lim.admit(1, "big", &t));
+  }
+  const auto st = lim.status();
+  EXPECT_EQ(st[0].refused_concurrency, 1u);
+  EXPECT_EQ(st[0].refused_model, 1u);
+  EXPECT_EQ(st[0].refused_rate, 1u);
+  EXPECT_EQ(st[0].tokens, 110u);
+  EXPECT_EQ(st[0].in_flight, 1);
+  EXPECT_EQ(st[1].admitted, 50u);
+  EXPECT_EQ(st[1].in_flight, 0);
+}
+
 TEST(ServerAuth, ConstantTimeEqual) {
   EXPECT_TRUE(constant_time_equal("secret-key-1", "secret-key-1"));
   EXPECT_FALSE(constant_time_equal("secret-key-1", "secret-key-2"));
@@ -327,8 +423,9 @@ TEST(ServerAuth, KeysFile) {
   EXPECT_EQ(k->match("key-alpha-1"), std::nullopt);  // no scheme
   EXPECT_EQ(k->match("Basic key-alpha-1"), std::nullopt);
   EXPECT_EQ(k->match(""), std::nullopt);
-  EXPECT_EQ(ApiKeys::cache_scope(1), "key:1");
-  EXPECT_EQ(ApiKeys::cache_scope(std::nullopt), "");
+  EXPECT_EQ(k->tenant_of(1), 1u);
+  EXPECT_EQ(k->cache_scope(1), "tenant:key-1");
+  EXPECT_EQ(k->cache_scope(std::nullopt), "");
   EXPECT_FALSE(ApiKeys::from_text("\n# none\n", "keys").ok());
   EXPECT_FALSE(ApiKeys::from_text("short\n", "keys").ok());
   EXPECT_FALSE(ApiKeys::from_text("has a space inside\n", "keys").ok());

@@ -6,8 +6,10 @@ the same model gives with room for all, least-recently-used eviction happens,
 no request fails, and the resident set, sampled all along, never exceeds the
 budget. Also: a model evicted only once its stream ends, a model that can
 never fit refused at once, keep-alive unloading, model names that are paths
-or unknown, malformed flags refused at start with one line, and two servers
-on one file sharing its weight pages (PSS). Traffic goes
+or unknown, malformed flags refused at start with one line, two servers
+on one file sharing its weight pages (PSS), and tenants: one flooding gets
+429s from its own quotas while the other is served, a model outside a
+tenant's list is a 403. Traffic goes
 to 127.0.0.1 only; everything stops by itself."""
 import concurrent.futures
 import json
@@ -213,6 +215,9 @@ def test_keep_alive_unloads_idle_models(model_dir, reference):
     (["--models", "{dir}", "{dir}"], "two models are named"),
     (["{dir}/a-q4_1.gguf", "--models", "{dir}"], "not both"),
     (["--pin", "x"], "go with --models"),
+    (["--models", "{dir}", "--tenants", "/nonexistent/tenants.json"], "cannot read the tenants file"),
+    (["--models", "{dir}", "--tenants", "{dir}/a-q4_1.gguf"], "not valid JSON"),
+    (["--models", "{dir}", "--tenants", "x", "--api-key-file", "y"], "not both"),
 ])
 def test_malformed_flags_are_refused_at_start(model_dir, args, needle):
     args = [a.replace("{dir}", str(model_dir)) for a in args]
@@ -279,3 +284,85 @@ def test_weight_pages_are_shared_between_processes():
             assert b.stop() == 0
     finally:
         assert a.stop() == 0
+
+
+TENANTS = {"tenants": [
+    {"name": "flood", "keys": ["sk-flood-000001"], "max_concurrent": 2, "tokens_per_minute": 200},
+    {"name": "calm", "keys": ["sk-calm-0000001"]},
+    {"name": "narrow", "keys": ["sk-narrow-00001"], "models": ["a-q4_1"]},
+]}
+
+
+def as_tenant(key):
+    return {"Authorization": "Bearer " + key}
+
+
+def test_tenants_one_flooding(model_dir):
+    """One tenant floods: it gets 429s with Retry-After from its own quotas,
+    while the other's requests all succeed at about their usual latency; a
+    tenant asks for a model it may not use: 403."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(TENANTS, f)
+    s = Server("--models", model_dir / "a-q4_1.gguf", model_dir / "c-q4_k_m.gguf", "--ctx", 512,
+               "--parallel", 4, "--memory", "2GiB", "--tenants", f.name, model=None)
+    body = {"model": "a-q4_1", "prompt": PROMPTS[1], "max_tokens": 16, "temperature": 0}
+
+    def calm_once():
+        t0 = time.time()
+        st, _, b = s.request("POST", "/v1/completions", body=body, headers=as_tenant("sk-calm-0000001"))
+        assert st == 200, b
+        return time.time() - t0
+
+    try:
+        alone = sorted(calm_once() for _ in range(3))[1]
+
+        def flood_client(_):
+            return [s.request("POST", "/v1/completions", body=body,
+                              headers=as_tenant("sk-flood-000001")) for _ in range(12)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            flood = pool.map(flood_client, range(8))
+            during = [calm_once() for _ in range(5)]
+            flood = [r for client in flood for r in client]
+        codes = [r[0] for r in flood]
+        limited = [r for r in flood if r[0] == 429]
+        print(f"\nflood: {codes.count(200)} served, {len(limited)} refused with 429; calm alone "
+              f"{alone:.2f} s, during the flood max {max(during):.2f} s")
+        assert codes.count(200) >= 2 and len(limited) >= 10, codes
+        assert set(codes) <= {200, 429}, codes
+        for st, headers, b in limited:
+            err = json.loads(b)["error"]
+            assert err["type"] == "rate_limit_error", err
+            assert err["code"] in ("concurrency_limit_exceeded", "rate_limit_exceeded"), err
+            assert int(headers["retry-after"]) >= 1
+        assert max(during) < 5 * alone + 2, (alone, during)
+        m = s.metrics(as_tenant("sk-calm-0000001"))
+        assert m['snug_tenant_requests_total{tenant="flood",outcome="rate_limited"}'] + \
+            m['snug_tenant_requests_total{tenant="flood",outcome="concurrency_limited"}'] == len(limited)
+        assert m['snug_tenant_requests_total{tenant="calm",outcome="admitted"}'] == 8
+        # The rate quota holds after the flood: the flood tenant's next request waits its turn.
+        st, headers, _ = s.request("POST", "/v1/completions", body=body,
+                                   headers=as_tenant("sk-flood-000001"))
+        assert st == 429 and int(headers["retry-after"]) >= 1
+        # A model outside the tenant's list: 403, and the model is not loaded for it.
+        narrow = dict(body, model="c-q4_k_m")
+        st, _, b = s.request("POST", "/v1/completions", body=narrow,
+                             headers=as_tenant("sk-narrow-00001"))
+        assert st == 403 and json.loads(b)["error"]["code"] == "model_not_allowed", b
+        states = {x["name"]: x["state"] for x in memory_as(s, "sk-calm-0000001")["models"]}
+        assert states["c-q4_k_m"] == "unloaded", states
+        st, _, _ = s.request("POST", "/v1/completions", body=body, headers=as_tenant("sk-narrow-00001"))
+        assert st == 200
+        tenants = {t["name"]: t for t in memory_as(s, "sk-calm-0000001")["tenants"]}
+        assert tenants["flood"]["tokens_per_minute"] == 200
+        assert tenants["flood"]["tokens_last_minute"] >= 200
+        assert {r[2] and json.loads(r[2])["error"]["code"] for r in limited} == \
+            {"concurrency_limit_exceeded", "rate_limit_exceeded"}
+    finally:
+        assert s.stop() == 0, s.log()
+        Path(f.name).unlink()
+
+
+def memory_as(server, key):
+    s, _, b = server.request("GET", "/v1/memory", headers=as_tenant(key))
+    assert s == 200, b
+    return json.loads(b)
