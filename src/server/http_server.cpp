@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <algorithm>
 #include <semaphore>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "base/sysmem.h"
 #include "server/openai_response.h"
 #include "server/tenant_limiter.h"
+#include "server/web_assets.h"
 
 namespace snug::server {
 namespace {
@@ -474,10 +476,14 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
   Routes* r = routes_.get();
   LimitedServer& s = *http_;
 
-  // Only /health is public. A refused request's body is left unread, so its
-  // connection closes after the answer.
+  // Only /health and the page's static files are public (the page asks for a
+  // key and sends it with its requests). A refused request's body is left
+  // unread, so its connection closes after the answer.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (!keys_.enabled() || req.path == "/health")
+    const bool page =
+        req.method == "GET" && std::any_of(web_assets().begin(), web_assets().end(),
+                                           [&](const WebAsset& a) { return a.path == req.path; });
+    if (!keys_.enabled() || req.path == "/health" || page)
       return httplib::Server::HandlerResponse::Unhandled;
     if (keys_.match(req.get_header_value("Authorization"))) {
       return httplib::Server::HandlerResponse::Unhandled;
@@ -490,6 +496,15 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
     return httplib::Server::HandlerResponse::Handled;
   });
   s.Get("/health", [r](const httplib::Request& q, httplib::Response& p) { r->health(q, p); });
+  for (const WebAsset& a : web_assets()) {
+    s.Get(std::string(a.path), [a](const httplib::Request&, httplib::Response& p) {
+      p.status = 200;
+      p.set_header("Cache-Control", "no-cache");
+      p.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+      p.set_header("X-Content-Type-Options", "nosniff");
+      p.set_content(a.body.data(), a.body.size(), std::string(a.content_type));
+    });
+  }
   s.Get("/v1/models", [r](const httplib::Request& q, httplib::Response& p) { r->models(q, p); });
   s.Get("/metrics", [r](const httplib::Request& q, httplib::Response& p) { r->metrics(q, p); });
   s.Get("/v1/memory", [r](const httplib::Request& q, httplib::Response& p) { r->memory(q, p); });
