@@ -90,15 +90,29 @@ def reference(model_dir):
 
 
 class RssSampler(threading.Thread):
+    """VmRSS every 10 ms, and a timeline of the models' states from
+    /v1/memory (every 50 ms, a line when a state changes)."""
+
     def __init__(self, server):
         super().__init__(daemon=True)
         self.server, self.peak, self.samples, self.done = server, 0, 0, threading.Event()
+        self.timeline, self.t0 = [], time.time()
         self.start()
 
     def run(self):
+        last, n = None, 0
         while not self.done.is_set() and self.server.proc.poll() is None:
-            self.peak = max(self.peak, self.server.vm("VmRSS"))
+            rss = self.server.vm("VmRSS")
+            self.peak = max(self.peak, rss)
             self.samples += 1
+            n += 1
+            if n % 5 == 0:
+                mem = memory(self.server)
+                states = tuple((m["name"], m["state"]) for m in mem["models"])
+                if states != last:
+                    last = states
+                    self.timeline.append((time.time() - self.t0, dict(states),
+                                          mem["budget"]["reserved_bytes"], rss))
             time.sleep(0.01)
 
     def stop(self):
@@ -126,6 +140,10 @@ def test_three_models_in_a_budget_for_two(model_dir, reference):
         loads = sum(v for k, v in metrics.items() if k.startswith("snug_model_loads_total{"))
         print(f"\n36 requests over 3 models in {budget / MiB:.1f} MiB: {loads:.0f} loads, "
               f"{evictions:.0f} evictions, peak RSS {peak / MiB:.1f} MiB ({rss.samples} samples)")
+        print("timeline (s: a-q4_1 b-q8_0 c-q4_k_m | reserved | RSS, MiB):")
+        for t, states, reserved, rss_now in rss.timeline[:24]:
+            print(f"  {t:6.2f}: " + " ".join(f"{states[n]:>9}" for n in NAMES) +
+                  f" | {reserved / MiB:6.1f} | {rss_now / MiB:6.1f}")
         assert evictions >= 1 and loads >= 4
         assert peak <= budget, f"peak RSS {peak} over the budget {budget}"
         mem = memory(s)
