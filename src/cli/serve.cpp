@@ -135,6 +135,20 @@ Result<std::vector<ModelFile>> model_files(const std::vector<std::string>& args)
   return out;
 }
 
+// The tenants' KV shares in blocks of a pool planned as `sp` (empty: none).
+std::vector<int32_t> tenant_shares(const server::ApiKeys& keys, const plan::SessionPlan& sp) {
+  std::vector<int32_t> out;
+  bool any = false;
+  const uint64_t block = sp.kv_blocks > 0 ? sp.kv_bytes / static_cast<uint64_t>(sp.kv_blocks) : 0;
+  for (const server::Tenant& t : keys.tenants()) {
+    const uint64_t b = block > 0 ? t.kv_bytes / block : 0;
+    out.push_back(static_cast<int32_t>(std::min<uint64_t>(b, INT32_MAX)));
+    any = any || t.kv_bytes > 0;
+  }
+  if (!any) out.clear();
+  return out;
+}
+
 // What a model loaded by the registry holds; members are destroyed in
 // reverse order: the scheduler (joined) before the model it runs.
 struct ServedModelInstance {
@@ -160,6 +174,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
   struct Planned {
     std::string name, path;
     plan::SessionShape shape;
+    plan::SessionPlan session;
     uint64_t planned = 0;
     std::string too_large;
   };
@@ -198,6 +213,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
     auto fit = plan::fit(*fp, {p.shape, choice->bytes});
     if (fit.ok()) {
       p.planned = fit->plan.predicted_peak_rss - fit->plan.process;
+      p.session = fit->plan.session;
       process = std::max(process, fit->plan.process);
       max_ctx = std::max(max_ctx, p.shape.n_ctx);
     } else {
@@ -237,7 +253,8 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
       if (!d.ok()) return fail(d.error());
       spec.keep_alive = *d;
     }
-    const engine::SchedulerOptions so = f.engine.scheduler_options(p.shape);
+    engine::SchedulerOptions so = f.engine.scheduler_options(p.shape);
+    so.tenant_kv_blocks = tenant_shares(http.keys(), p.session);
     spec.load = [path = p.path, so, &ledger]() -> Result<engine::LoadedInstance> {
       auto inst = std::make_shared<ServedModelInstance>();
       SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
@@ -364,7 +381,8 @@ int serve_main(const ServeFlags& f) {
   auto server_reservation = pm->budget->reserve(server_bytes, "the HTTP server");
   if (!server_reservation.ok()) return fail(server_reservation.error());
 
-  const engine::SchedulerOptions so = f.engine.scheduler_options(shape);
+  engine::SchedulerOptions so = f.engine.scheduler_options(shape);
+  so.tenant_kv_blocks = tenant_shares(http.keys(), mp.session);
   const LoadedModel& lm = pm->lm;
   auto scheduler =
       engine::Scheduler::create(*lm.model, *lm.tokenizer, so, &ledger, pm->budget.get());

@@ -165,6 +165,11 @@ struct Scheduler::Impl {
   // or the context; and the blocks it still needs to get there.
   int32_t final_tokens(const Request& r) const;
   int32_t outstanding_blocks(const Request& r) const;
+  // Tenant shares (SchedulerOptions::tenant_kv_blocks): a request's tenant's
+  // share (0: none), the blocks it may grow to, and each tenant's running total.
+  int32_t share_of(const Request& r) const;
+  int32_t grown_blocks(const Request& r) const;
+  std::vector<int32_t> tenant_committed() const;
   void preempt_latest();  // running is in admission order: the latest is at the back
   void finish(Request& r, FinishReason why, StopReason detail);
   void release_kv(Request& r);
@@ -203,6 +208,13 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::Model& model,
   const std::vector<tensor::DType> types = plan::matrix_types(model.file(), c);
   SNUG_ASSIGN_OR_RETURN(impl->plan, plan::plan_session(c, types, shape));
   const plan::SessionPlan& p = impl->plan;
+  int64_t reserved = 0;
+  for (int32_t b : options.tenant_kv_blocks) {
+    if (b < 0) return make_error("a tenant's KV share must be >= 0 blocks, got ", b);
+    reserved += b;
+  }
+  if (reserved > p.kv_blocks)
+    return make_error("tenants reserve ", reserved, " KV blocks; the pool holds ", p.kv_blocks);
   if (budget) {
     SNUG_ASSIGN_OR_RETURN(
         impl->reservation,
@@ -286,6 +298,27 @@ Submission Scheduler::submit(RequestParams params) {
                   make_error("the prompt's ", n_prompt, " tokens plus max_tokens ",
                              params.max_tokens, " exceed the context of ", n_ctx, " tokens")
                       .message);
+  if (!I.opt.tenant_kv_blocks.empty()) {
+    // Shares: a request must fit in its tenant's share, or, without one, in
+    // what no tenant reserved.
+    const auto t = static_cast<size_t>(params.tenant);
+    const int32_t share =
+        params.tenant >= 0 && t < I.opt.tenant_kv_blocks.size() ? I.opt.tenant_kv_blocks[t] : 0;
+    int64_t reserved = 0;
+    for (int32_t b : I.opt.tenant_kv_blocks) reserved += std::max(b, 0);
+    const int64_t room = share > 0 ? share : plan_.kv_blocks - reserved;
+    const int64_t final_len =
+        params.max_tokens < 0 ? n_ctx : std::min<int64_t>(n_prompt + params.max_tokens, n_ctx);
+    const int64_t bt = plan_.shape.kv_block_tokens;
+    const int64_t blocks = (final_len + bt - 1) / bt;
+    if (blocks > room)
+      return reject(
+          Rejection::kNeverFits,
+          make_error("the request may grow to ", final_len, " tokens (", blocks, " KV blocks); ",
+                     share > 0 ? "its tenant's KV share is " : "what no tenant reserved is ", room,
+                     " blocks (lower max_tokens)")
+              .message);
+  }
   auto r = std::make_unique<Request>();
   r->submitted = Clock::now();
   r->tokens = std::move(params.prompt);
@@ -423,14 +456,44 @@ int32_t Scheduler::Impl::final_tokens(const Request& r) const {
   return static_cast<int32_t>(std::min<int64_t>(int64_t{r.n_prompt} + r.p.max_tokens, n_ctx));
 }
 
+int32_t Scheduler::Impl::share_of(const Request& r) const {
+  const auto t = static_cast<size_t>(r.p.tenant);
+  return r.p.tenant >= 0 && t < opt.tenant_kv_blocks.size() ? opt.tenant_kv_blocks[t] : 0;
+}
+
+int32_t Scheduler::Impl::grown_blocks(const Request& r) const {
+  const int32_t bt = cache.layout().block_tokens;
+  return (final_tokens(r) + bt - 1) / bt;
+}
+
+std::vector<int32_t> Scheduler::Impl::tenant_committed() const {
+  std::vector<int32_t> used(opt.tenant_kv_blocks.size(), 0);
+  for (const auto& q : running) {
+    if (share_of(*q) > 0) used[static_cast<size_t>(q->p.tenant)] += grown_blocks(*q);
+  }
+  return used;
+}
+
 int32_t Scheduler::Impl::outstanding_blocks(const Request& r) const {
   return cache.blocks_needed(r.kv, std::max(0, final_tokens(r) - r.n_computed));
 }
 
 void Scheduler::Impl::admit() {
   const int32_t bt = cache.layout().block_tokens;
-  while (!waiting.empty() && static_cast<int32_t>(running.size()) < max_seqs) {
-    Request& r = *waiting.front();
+  const bool shares = opt.admission == SchedulerOptions::Admission::kReserve &&
+                      std::any_of(opt.tenant_kv_blocks.begin(), opt.tenant_kv_blocks.end(),
+                                  [](int32_t b) { return b > 0; });
+  std::vector<int32_t> committed = shares ? tenant_committed() : std::vector<int32_t>();
+  for (auto it = waiting.begin();
+       it != waiting.end() && static_cast<int32_t>(running.size()) < max_seqs;) {
+    Request& r = **it;
+    const int32_t share = shares ? share_of(r) : 0;
+    // Over its tenant's share: it waits, and the requests behind it (other
+    // tenants') may go first.
+    if (share > 0 && committed[static_cast<size_t>(r.p.tenant)] + grown_blocks(r) > share) {
+      ++it;
+      continue;
+    }
     const auto len = static_cast<int32_t>(r.tokens.size());
     r.kv = cache.create_sequence();
     // Reuse cached full blocks, keeping at least one token to compute so
@@ -443,15 +506,21 @@ void Scheduler::Impl::admit() {
           r.kv, std::span<const kv::BlockHash>(r.hashes).first(static_cast<size_t>(reusable)));
     }
     // kReserve: blocks for everything it may grow to, beside what every
-    // running sequence may still grow to; a request is always admitted when
-    // nothing runs (it fits alone: submit() checked its length). kPromptOnly:
-    // blocks for every token it holds now plus the first one it generates,
-    // beyond one block of headroom per running sequence.
+    // running sequence may still grow to and what other tenants reserved and
+    // do not use; a request is always admitted when nothing runs (it fits
+    // alone: submit() checked its length). kPromptOnly: blocks for every token
+    // it holds now plus the first one it generates, beyond one block of
+    // headroom per running sequence.
     int32_t need = 0, held_back = 0;
     if (opt.admission == SchedulerOptions::Admission::kReserve) {
       need = cache.blocks_needed(r.kv, final_tokens(r) - hit * bt);
       for (const auto& q : running) held_back += outstanding_blocks(*q);
-      if (running.empty()) need = std::min(need, cache.free_blocks());
+      for (size_t t = 0; shares && t < committed.size(); ++t) {
+        if (static_cast<int32_t>(t) != r.p.tenant)
+          held_back += std::max(0, opt.tenant_kv_blocks[t] - committed[t]);
+      }
+      // (With shares, submit() checked that it fits beside the others' shares.)
+      if (running.empty() && !shares) need = std::min(need, cache.free_blocks());
     } else {
       need = cache.blocks_needed(r.kv, len + 1 - hit * bt);
       held_back = static_cast<int32_t>(running.size());
@@ -461,6 +530,7 @@ void Scheduler::Impl::admit() {
       r.kv = -1;
       break;  // first come, first served: nobody overtakes the head of the queue
     }
+    if (share > 0) committed[static_cast<size_t>(r.p.tenant)] += grown_blocks(r);
     r.n_computed = hit * bt;
     r.published = hit;
     const int32_t cached = std::min(hit * bt, r.n_prompt);
@@ -483,8 +553,8 @@ void Scheduler::Impl::admit() {
       r.decoder = std::make_unique<text::StreamDecoder>(tok);
       r.filter = std::make_unique<StopFilter>(r.p.stop);
     }
-    running.push_back(std::move(waiting.front()));
-    waiting.pop_front();
+    running.push_back(std::move(*it));
+    it = waiting.erase(it);
   }
 }
 
@@ -703,6 +773,7 @@ void Scheduler::Impl::update_gauges() {
   m.kv_blocks_cached = cache.cached_blocks();
   m.kv_blocks_free = cache.free_blocks() - cache.cached_blocks();
   m.kv_blocks_used = cache.total_blocks() - cache.free_blocks();
+  if (!opt.tenant_kv_blocks.empty()) m.tenant_kv_blocks = tenant_committed();
 }
 
 }  // namespace snug::engine

@@ -60,6 +60,7 @@ struct RequestParams {
                                   // most likely alternatives (<= kMaxTopLogprobs)
   std::string cache_scope;        // prefix-cache salt: a request reuses only blocks
                                   // cached under the same scope (one per tenant / API key)
+  int32_t tenant = -1;            // index into SchedulerOptions::tenant_kv_blocks; < 0: none
   // The request is cancelled (FinishReason::kTimeout) when this passes.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
@@ -160,6 +161,14 @@ struct SchedulerOptions {
   // on its prompt alone and preempts when the pool runs out, as vLLM does.
   enum class Admission { kReserve, kPromptOnly };
   Admission admission = Admission::kReserve;
+  // KV blocks reserved for each tenant (RequestParams::tenant), which are
+  // also the most its requests may hold: a tenant's running requests, counted
+  // at the blocks they may grow to, stay within its share, and no other
+  // tenant's request is admitted into blocks a tenant reserved and does not
+  // use. 0 (or absent): nothing reserved; the tenant shares what no tenant
+  // reserved. A request over its tenant's share waits (others go past it);
+  // one that could never fit in it is refused. Applies to kReserve admission.
+  std::vector<int32_t> tenant_kv_blocks;
 };
 
 // Fixed-bucket latency histogram (seconds), Prometheus style: counts[i] holds
@@ -188,11 +197,13 @@ struct SchedulerMetrics {
   int32_t waiting = 0;  // queued, not yet admitted (including preempted ones)
   int32_t running = 0;  // admitted, holding KV blocks
   int32_t kv_blocks_total = 0;
-  int32_t kv_blocks_used = 0;         // held by running sequences
-  int32_t kv_blocks_cached = 0;       // held by no sequence, kept for prefix hits, reusable
-  int32_t kv_blocks_free = 0;         // neither
-  uint64_t prefix_lookup_blocks = 0;  // full prompt blocks looked up in the prefix cache
-  uint64_t prefix_hit_blocks = 0;     // of those, found
+  int32_t kv_blocks_used = 0;             // held by running sequences
+  int32_t kv_blocks_cached = 0;           // held by no sequence, kept for prefix hits, reusable
+  int32_t kv_blocks_free = 0;             // neither
+  std::vector<int32_t> tenant_kv_blocks;  // per tenant with a share: blocks its running
+                                          // requests may grow to (what counts against it)
+  uint64_t prefix_lookup_blocks = 0;      // full prompt blocks looked up in the prefix cache
+  uint64_t prefix_hit_blocks = 0;         // of those, found
   LatencyHistogram time_to_first_token;
   LatencyHistogram inter_token_latency;
 };

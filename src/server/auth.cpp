@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/bytes.h"
+
 namespace snug::server {
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -130,10 +132,20 @@ Result<ApiKeys> ApiKeys::tenants_from_text(std::string_view text, const std::str
         if (!v.is_number_integer() || v.get<int64_t>() < 0)
           return make_error(here, " must be a non-negative integer (0: no limit)");
         tenant.tokens_per_minute = v.get<int64_t>();
+      } else if (field == "kv_bytes") {
+        if (v.is_number_unsigned()) {
+          tenant.kv_bytes = v.get<uint64_t>();
+        } else if (v.is_string()) {
+          auto b = parse_bytes(v.get<std::string>());
+          if (!b.ok()) return make_error(here, ": ", b.error().message);
+          tenant.kv_bytes = *b;
+        } else {
+          return make_error(here, " must be a size (bytes, or a string such as \"64MiB\")");
+        }
       } else {
         return make_error(here,
                           " is not a tenant field (name, keys, models, max_concurrent, "
-                          "tokens_per_minute)");
+                          "tokens_per_minute, kv_bytes)");
       }
     }
     if (tenant.name.empty()) return make_error(at, " has no name");

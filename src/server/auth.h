@@ -4,7 +4,8 @@
 //   {"tenants": [{"name": "research", "keys": ["sk-research-0001"],
 //                 "models": ["SmolLM2-135M-Instruct.Q4_1"],   // optional: all
 //                 "max_concurrent": 8,                          // optional: no limit
-//                 "tokens_per_minute": 60000}]}                 // optional: no limit
+//                 "tokens_per_minute": 60000,                   // optional: no limit
+//                 "kv_bytes": "64MiB"}]}                        // optional: none reserved
 // A request must carry `Authorization: Bearer KEY` with one of the keys (only
 // /health is public); the comparison takes the same time wherever the keys
 // differ. A tenant's prefix-cache blocks are hit by its own requests only.
@@ -30,6 +31,8 @@ struct Tenant {
   std::vector<std::string> models;  // models it may use; empty: all
   int32_t max_concurrent = 0;       // its requests running or queued at once
   int64_t tokens_per_minute = 0;    // prompt and completion tokens finished in any 60 s
+  uint64_t kv_bytes = 0;            // KV memory reserved for it in each model's pool, and the
+                                    // most its requests may hold there (engine scheduler)
   bool may_use(const std::string& model) const;
 };
 

@@ -126,6 +126,13 @@ struct HttpServer::Routes {
                               {"cached", m.scheduler->kv_blocks_cached},
                               {"free", m.scheduler->kv_blocks_free}};
         j["sequences"] = json{{"running", m.scheduler->running}, {"waiting", m.scheduler->waiting}};
+        if (!m.scheduler->tenant_kv_blocks.empty() && limiter != nullptr) {
+          json per = json::object();
+          const auto& names = self->keys_.tenants();
+          for (size_t t = 0; t < m.scheduler->tenant_kv_blocks.size() && t < names.size(); ++t)
+            per[names[t].name] = m.scheduler->tenant_kv_blocks[t];
+          j["tenant_kv_blocks"] = std::move(per);
+        }
       }
       models.push_back(std::move(j));
     }
@@ -150,6 +157,7 @@ struct HttpServer::Routes {
                                {"tokens_last_minute", t.tokens_last_minute},
                                {"max_concurrent", t.quota.max_concurrent},
                                {"tokens_per_minute", t.quota.tokens_per_minute},
+                               {"kv_bytes", t.quota.kv_bytes},
                                {"models", t.quota.models}});
       }
     }
@@ -325,6 +333,7 @@ struct HttpServer::Routes {
     if (!parsed.ok()) return send_error(res, parsed.error());
     OpenAIRequest& r = parsed.value();
     r.params.cache_scope = self->keys_.cache_scope(tenant);
+    if (tenant) r.params.tenant = static_cast<int32_t>(*tenant);
     r.params.deadline = Clock::now() + limits().request_timeout;
     engine::Submission sub = lease.scheduler()->submit(std::move(r.params));
     if (sub.rejection != engine::Rejection::kNone) return rejected(res, sub);

@@ -57,6 +57,7 @@ class HttpServer {
   void shutdown(std::chrono::steady_clock::time_point deadline);
 
   const HttpCounters& counters() const { return counters_; }
+  const ApiKeys& keys() const { return keys_; }
 
  private:
   struct Routes;

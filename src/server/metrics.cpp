@@ -280,7 +280,23 @@ std::string format_metrics(const MetricsInput& in) {
   }
   if (!in.models.empty()) model_metrics(&out, in.models);
   if (!served.empty()) scheduler_metrics(&out, served);
-  if (!in.tenants.empty()) tenant_metrics(&out, in.tenants);
+  if (!in.tenants.empty()) {
+    tenant_metrics(&out, in.tenants);
+    bool shares = false;
+    for (const Served& sv : served) shares = shares || !sv.m->tenant_kv_blocks.empty();
+    if (shares) {
+      header(&out, "snug_tenant_kv_blocks", "gauge",
+             "KV blocks counted against each tenant's share in each model: its running requests "
+             "at the blocks they may grow to.");
+      for (const Served& sv : served) {
+        const auto& blocks = sv.m->tenant_kv_blocks;
+        for (size_t t = 0; t < blocks.size() && t < in.tenants.size(); ++t) {
+          sample(&out, "snug_tenant_kv_blocks", blocks[t],
+                 sv.label + ",tenant=\"" + escape_label(in.tenants[t].name) + "\"");
+        }
+      }
+    }
+  }
   if (in.ledger != nullptr) {
     header(&out, "snug_memory_bytes", "gauge", "Bytes held now, by ledger category.");
     for (int k = 0; k < static_cast<int>(memory::Category::kCount); ++k) {

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <thread>
 
@@ -212,11 +213,85 @@ TEST(Scheduler, PrefixCacheHitsWithinAScopeOnly) {
   EXPECT_EQ(m.kv_blocks_used, 0);
 }
 
+// Tenant shares: a flooding tenant holds at most its share; another tenant's
+// requests, queued behind the flood, go past it into their own share; every
+// result is still the request's alone; what can never fit a share is refused.
+TEST(Scheduler, TenantSharesIsolateAFlood) {
+  auto f = load(DType::kQ8_0, "sched_tenants.gguf");
+  ASSERT_TRUE(f);
+  SchedulerOptions o = small_options();  // 4 x 256 tokens: 64 blocks of 16
+  o.tenant_kv_blocks = {16, 16, 4};      // flood, calm, tiny; 28 blocks reserved for nobody
+  auto s = Scheduler::create(*f->model, *f->tok, o, &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const int n_gen = 40;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 15; ++i) prompts.push_back(make_prompt(40, i));  // 80 tokens: 5 blocks
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 15; ++i) {
+    RequestParams p = greedy(prompts[static_cast<size_t>(i)], n_gen);
+    p.tenant = i < 12 ? 0 : 1;  // 12 flood requests, then 3 calm ones
+    Submission sub = (*s)->submit(p);
+    ASSERT_TRUE(sub.stream) << sub.message;
+    streams.push_back(sub.stream);
+  }
+  int32_t flood_peak = 0;
+  std::atomic<bool> done{false};
+  std::thread watch([&] {
+    while (!done) {
+      const SchedulerMetrics m = (*s)->metrics();
+      if (!m.tenant_kv_blocks.empty()) flood_peak = std::max(flood_peak, m.tenant_kv_blocks[0]);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::vector<Outcome> out;
+  for (auto& st : streams) out.push_back(collect(*st));
+  done = true;
+  watch.join();
+  double last_flood_queue = 0;
+  for (int i = 0; i < 15; ++i) {
+    const Outcome& r = out[static_cast<size_t>(i)];
+    ASSERT_TRUE(r.finished) << i;
+    EXPECT_EQ(r.tokens, alone(*f, prompts[static_cast<size_t>(i)], n_gen)) << "request " << i;
+    if (i < 12) last_flood_queue = std::max(last_flood_queue, r.fin.queue_seconds);
+  }
+  EXPECT_LE(flood_peak, 16);
+  EXPECT_GT(flood_peak, 0);
+  // The calm tenant waited for nothing of the flood's: admitted at once.
+  for (int i = 12; i < 15; ++i) {
+    EXPECT_LT(out[static_cast<size_t>(i)].fin.queue_seconds, last_flood_queue / 2)
+        << "calm request " << i << " queued behind the flood";
+  }
+  // Never fits a share of 4 blocks: refused; nor beside the others' shares.
+  RequestParams big = greedy(make_prompt(100, 1), 10);  // 110 tokens: 7 blocks
+  big.tenant = 2;
+  Submission no = (*s)->submit(big);
+  EXPECT_EQ(no.rejection, Rejection::kNeverFits);
+  EXPECT_NE(no.message.find("tenant's KV share is 4 blocks"), std::string::npos) << no.message;
+  // Shares beyond the pool: refused at creation.
+  SchedulerOptions over = small_options();
+  over.tenant_kv_blocks = {40, 40};
+  auto bad = Scheduler::create(*f->model, *f->tok, over, &f->ledger);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("tenants reserve 80 KV blocks; the pool holds 64"),
+            std::string::npos)
+      << bad.error().message;
+}
+
 TEST(Scheduler, CancelFreesBlocksWithinAStep) {
   auto f = load(DType::kQ8_0, "sched_cancel.gguf");
   ASSERT_TRUE(f);
-  auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
+  SchedulerOptions o1 = small_options();
+  o1.n_threads = 1;
+  auto s = Scheduler::create(*f->model, *f->tok, o1, &f->ledger);
   ASSERT_TRUE(s.ok()) << s.error().message;
+  // Other sequences in every step, so that the request cannot finish its 200
+  // tokens between its first one and the cancel even on a loaded machine.
+  std::vector<std::shared_ptr<RequestStream>> others;
+  for (int i = 0; i < 8; ++i) {
+    Submission o = (*s)->submit(greedy(make_prompt(40, 10 + i), 200));
+    ASSERT_TRUE(o.stream);
+    others.push_back(o.stream);
+  }
   Submission sub = (*s)->submit(greedy(make_prompt(40, 1), 200));
   ASSERT_TRUE(sub.stream);
   RequestStream::Event e;
@@ -228,6 +303,8 @@ TEST(Scheduler, CancelFreesBlocksWithinAStep) {
   ASSERT_TRUE(o.finished);
   EXPECT_EQ(o.fin.reason, FinishReason::kCancelled);
   EXPECT_LT(o.fin.completion_tokens, 200);
+  for (auto& other : others) other->cancel();
+  for (auto& other : others) EXPECT_TRUE(collect(*other).finished);
   EXPECT_EQ((*s)->metrics().kv_blocks_used, 0);
 }
 

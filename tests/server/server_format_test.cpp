@@ -250,8 +250,13 @@ TEST(ServerFormat, MetricsText) {
   engine::ModelStatus idle;
   idle.name = "big";
   idle.state = engine::ModelState::kTooLarge;
+  loaded.scheduler->tenant_kv_blocks = {5, 0};
   MetricsInput in;
   in.models = {loaded, idle};
+  in.tenants.resize(2);
+  in.tenants[0].name = "research";
+  in.tenants[0].admitted = 4;
+  in.tenants[1].name = "web";
   in.budget_bytes = 5000;
   in.budget_reserved_bytes = 4000;
   in.ledger = &ledger;
@@ -292,6 +297,8 @@ TEST(ServerFormat, MetricsText) {
   has("snug_time_to_first_token_seconds_count{" + model + "} 3");
   has("snug_http_requests_total{route=\"/v1/completions\",status=\"200\"} 2");
   has("snug_http_requests_total{route=\"other\",status=\"404\"} 1");  // paths never become labels
+  has("snug_tenant_kv_blocks{" + model + ",tenant=\"research\"} 5");
+  has("snug_tenant_requests_total{tenant=\"research\",outcome=\"admitted\"} 4");
   has("snug_process_peak_resident_bytes 2000");
   has("snug_predicted_peak_resident_bytes 3000");
   // No scheduler is loaded (the model is loading, or none is in use): still valid.
@@ -311,7 +318,7 @@ TEST(ServerAuth, TenantsFile) {
       R"({"tenants": [
         {"name": "research", "keys": ["sk-research-1", "sk-research-2"], "models": ["small"],
          "max_concurrent": 2, "tokens_per_minute": 1000},
-        {"name": "web", "keys": ["sk-web-00001"]}]})",
+        {"name": "web", "keys": ["sk-web-00001"], "kv_bytes": "64MiB"}]})",
       "tenants");
   ASSERT_TRUE(k.ok()) << k.error().message;
   EXPECT_EQ(k->size(), 3u);
@@ -325,6 +332,8 @@ TEST(ServerAuth, TenantsFile) {
   EXPECT_TRUE(k->tenants()[1].may_use("big"));
   EXPECT_EQ(k->tenants()[0].max_concurrent, 2);
   EXPECT_EQ(k->tenants()[0].tokens_per_minute, 1000);
+  EXPECT_EQ(k->tenants()[0].kv_bytes, 0u);
+  EXPECT_EQ(k->tenants()[1].kv_bytes, 64u << 20);
   // Each malformed file: one line naming what is wrong.
   const std::pair<const char*, const char*> bad[] = {
       {"not json", "not valid JSON"},
@@ -346,6 +355,12 @@ TEST(ServerAuth, TenantsFile) {
        "'tokens_per_minute' must be a non-negative integer"},
       {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "models": "m"}]})",
        "'models' must be a list"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "kv_bytes": true}]})",
+       "'kv_bytes' must be a size"},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "kv_bytes": "lots"}]})",
+       "'kv_bytes': "},
+      {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "kv_bytes": -5}]})",
+       "'kv_bytes' must be a size"},
       {R"({"tenants": [{"name": "a", "keys": ["sk-aaaaaaaa"], "quota": 1}]})",
        "'quota' is not a tenant field"},
       {R"({"tenants": [{"name": "a\nb", "keys": ["sk-aaaaaaaa"]}]})", "printable characters"},

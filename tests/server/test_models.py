@@ -306,8 +306,8 @@ def test_weight_pages_are_shared_between_processes():
 
 TENANTS = {"tenants": [
     {"name": "flood", "keys": ["sk-flood-000001"], "max_concurrent": 2, "tokens_per_minute": 200},
-    {"name": "calm", "keys": ["sk-calm-0000001"]},
-    {"name": "narrow", "keys": ["sk-narrow-00001"], "models": ["a-q4_1"]},
+    {"name": "calm", "keys": ["sk-calm-0000001"], "kv_bytes": "8MiB"},
+    {"name": "narrow", "keys": ["sk-narrow-00001"], "models": ["a-q4_1"], "kv_bytes": 1048576},
 ]}
 
 
@@ -370,7 +370,14 @@ def test_tenants_one_flooding(model_dir):
         assert states["c-q4_k_m"] == "unloaded", states
         st, _, _ = s.request("POST", "/v1/completions", body=body, headers=as_tenant("sk-narrow-00001"))
         assert st == 200
+        # A KV share of 1 MiB (2 blocks of 16 tokens): a request that may grow past it is refused.
+        st, _, b = s.request("POST", "/v1/completions", body=dict(body, max_tokens=100),
+                             headers=as_tenant("sk-narrow-00001"))
+        assert st == 400 and b"tenant's KV share is 2 blocks" in b, b
+        model = {m["name"]: m for m in memory_as(s, "sk-calm-0000001")["models"]}["a-q4_1"]
+        assert set(model["tenant_kv_blocks"]) == {"flood", "calm", "narrow"}, model
         tenants = {t["name"]: t for t in memory_as(s, "sk-calm-0000001")["tenants"]}
+        assert tenants["calm"]["kv_bytes"] == 8 << 20
         assert tenants["flood"]["tokens_per_minute"] == 200
         assert tenants["flood"]["tokens_last_minute"] >= 200
         assert {r[2] and json.loads(r[2])["error"]["code"] for r in limited} == \
