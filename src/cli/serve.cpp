@@ -85,6 +85,16 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
+// Serves until the first SIGTERM or SIGINT, then stops accepting and gives
+// running requests `timeout` seconds to finish.
+void wait_and_shut_down(Signals* signals, server::HttpServer& http, double timeout) {
+  const int sig = signals->wait();
+  log_info("{}: stopping; running requests have {} s to finish",
+           sig == SIGINT ? "SIGINT" : "SIGTERM", timeout);
+  http.shutdown(std::chrono::steady_clock::now() +
+                std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
+}
+
 // "30s", "5m", "1h", "250ms", a number of seconds, or -1 / "forever" (never).
 Result<std::chrono::milliseconds> parse_duration(const std::string& text) {
   using std::chrono::milliseconds;
@@ -162,7 +172,6 @@ struct ServedModelInstance {
 // one on demand inside the budget, reserving its plan's bytes.
 int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& ledger,
                  int32_t connections, const server::ServerLimits& limits, Signals* signals) {
-  using Clock = std::chrono::steady_clock;
   if (f.engine.model != kDefaultModel)
     return fail(make_error("give one MODEL or --models, not both"));
   if (!f.alias.empty()) return fail(make_error("--model-alias names one model; not with --models"));
@@ -316,12 +325,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
       lock.lock();
     }
   });
-  const int sig = signals->wait();
-  log_info("{}: stopping; running requests have {} s to finish",
-           sig == SIGINT ? "SIGINT" : "SIGTERM", f.shutdown_timeout);
-  const auto deadline =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_timeout * 1000));
-  http.shutdown(deadline);
+  wait_and_shut_down(signals, http, f.shutdown_timeout);
   {
     std::lock_guard<std::mutex> lock(reap_mu);
     reap_stop = true;
@@ -338,7 +342,6 @@ int serve_main(const ServeFlags& f) {
   set_log_level(LogLevel::kInfo);
   // Never freed: its detached thread may take a signal while the process exits.
   static Signals* const signals = new Signals;  // NOLINT(cppcoreguidelines-owning-memory)
-  using Clock = std::chrono::steady_clock;
 
   server::ApiKeys keys;
   if (!f.api_key_file.empty() && !f.tenants_file.empty())
@@ -435,12 +438,7 @@ int serve_main(const ServeFlags& f) {
   http.attach(&registry, predicted);
   std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(registry.name(0), 128).c_str());
 
-  const int sig = signals->wait();
-  log_info("{}: stopping; running requests have {} s to finish",
-           sig == SIGINT ? "SIGINT" : "SIGTERM", f.shutdown_timeout);
-  const auto deadline =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_timeout * 1000));
-  http.shutdown(deadline);
+  wait_and_shut_down(signals, http, f.shutdown_timeout);
   log_info("stopped");
   return 0;
 }
