@@ -132,15 +132,9 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
   size_t i = 0;
   while (i < entries_.size() && entries_[i].spec.name != name) ++i;
   if (i == entries_.size()) {
-    std::string known;
-    for (size_t k = 0; k < entries_.size() && k < 8; ++k) {
-      if (k > 0) known += ", ";
-      known += fmt::format("'{}'", entries_[k].spec.name);
-    }
-    if (entries_.size() > 8) known += ", ...";
     out.error = AcquireError::kUnknown;
     out.message =
-        "the model '" + printable(name, 64) + "' does not exist; this server has " + known;
+        "the model '" + printable(name, 64) + "' does not exist; this server has " + names();
     return out;
   }
   Entry& e = entries_[i];
@@ -199,7 +193,6 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
         e.last_used = Clock::now();
         ++e.loads;
         e.load_seconds_total += seconds;
-        e.last_load_seconds = seconds;
         log_info("model {}: loaded in {:.2f} s ({} of the budget)", printable(e.spec.name, 128),
                  seconds, format_bytes(need));
         continue;
@@ -266,11 +259,20 @@ void ModelRegistry::drain(Clock::time_point deadline) {
   }
 }
 
+std::string ModelRegistry::names() const {
+  std::string out;
+  for (size_t k = 0; k < entries_.size() && k < 8; ++k) {
+    if (k > 0) out += ", ";
+    out += fmt::format("'{}'", printable(entries_[k].spec.name, 64));
+  }
+  if (entries_.size() > 8) out += ", ...";
+  return out;
+}
+
 std::vector<ModelStatus> ModelRegistry::status() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<ModelStatus> out;
   out.reserve(entries_.size());
-  const Clock::time_point now = Clock::now();
   for (const Entry& e : entries_) {
     ModelStatus s;
     s.name = e.spec.name;
@@ -286,13 +288,9 @@ std::vector<ModelStatus> ModelRegistry::status() const {
     s.evictions = e.evictions;
     s.idle_unloads = e.idle_unloads;
     s.load_seconds_total = e.load_seconds_total;
-    s.last_load_seconds = e.last_load_seconds;
     s.too_large = e.spec.too_large;
-    if (e.state == ModelState::kLoaded) {
-      if (e.in_flight == 0)
-        s.idle_seconds = std::chrono::duration<double>(now - e.last_used).count();
-      if (e.instance.scheduler != nullptr) s.scheduler = e.instance.scheduler->metrics();
-    }
+    if (e.state == ModelState::kLoaded && e.instance.scheduler != nullptr)
+      s.scheduler = e.instance.scheduler->metrics();
     out.push_back(std::move(s));
   }
   return out;

@@ -70,8 +70,6 @@ struct ModelStatus {
   uint64_t evictions = 0;         // unloaded to make room for another model
   uint64_t idle_unloads = 0;      // unloaded by reap() after keep-alive
   double load_seconds_total = 0;  // time spent loading, all loads
-  double last_load_seconds = 0;
-  double idle_seconds = 0;  // since the last lease was returned (loaded, idle)
   std::string too_large;
   std::optional<SchedulerMetrics> scheduler;  // while loaded
 };
@@ -141,6 +139,8 @@ class ModelRegistry {
 
   std::vector<ModelStatus> status() const;  // thread-safe, in the specs' order
   size_t size() const { return entries_.size(); }
+  // The names, quoted and comma-separated (the first 8, then "..."), for messages.
+  std::string names() const;
   const std::string& name(size_t i) const { return entries_[i].spec.name; }
   const memory::Budget* budget() const { return budget_; }
 
@@ -154,7 +154,7 @@ class ModelRegistry {
     int32_t in_flight = 0;
     Clock::time_point last_used{};
     uint64_t loads = 0, load_failures = 0, evictions = 0, idle_unloads = 0;
-    double load_seconds_total = 0, last_load_seconds = 0;
+    double load_seconds_total = 0;
   };
 
   void give_back(size_t index);

@@ -258,10 +258,8 @@ struct HttpServer::Routes {
     *want = std::move(name.value());
     if (want->empty()) {
       if (reg->size() != 1) {
-        std::string names;
-        for (size_t i = 0; i < reg->size() && i < 8; ++i)
-          names += (i > 0 ? ", '" : "'") + printable(reg->name(i), 64) + "'";
-        send_error(res, bad_request("the request must name its model: one of " + names, "model"));
+        send_error(res,
+                   bad_request("the request must name its model: one of " + reg->names(), "model"));
         return false;
       }
       *want = reg->name(0);
