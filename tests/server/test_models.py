@@ -13,6 +13,7 @@ tenant's list is a 403. Traffic goes
 to 127.0.0.1 only; everything stops by itself."""
 import concurrent.futures
 import json
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -271,16 +272,21 @@ def total_pss(pid):
     raise KeyError("Pss")
 
 
-def test_weight_pages_are_shared_between_processes():
+def test_weight_pages_are_shared_between_processes(tmp_path):
     """Two servers on one model file: the weight pages are the page cache's,
     mapped by both, so the second server adds its own KV pool, workspace and
-    heap to the machine, not a second copy of the weights."""
-    path = MODEL.resolve()
-    a = Server("--ctx", 512, "--parallel", 2)
+    heap to the machine, not a second copy of the weights. The file is a
+    private copy: a server of another test running at the same time (ctest
+    -j2) would share the fetched model's pages too and split their PSS three
+    ways."""
+    path = tmp_path / MODEL.name
+    shutil.copyfile(MODEL, path)
+    path = path.resolve()
+    a = Server("--ctx", 512, "--parallel", 2, model=path)
     try:
         alone_pss = total_pss(a.proc.pid)
         a_rss_w, _ = mapping_kib(a.proc.pid, path)
-        b = Server("--ctx", 512, "--parallel", 2)
+        b = Server("--ctx", 512, "--parallel", 2, model=path)
         try:
             for s in (a, b):
                 assert text_of(complete(s, None, PROMPTS[0]))
