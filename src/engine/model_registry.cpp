@@ -107,6 +107,7 @@ void ModelRegistry::unload(std::unique_lock<std::mutex>& lock, size_t i, bool ev
   Entry& e = entries_[i];
   SNUG_CHECK(e.state == ModelState::kLoaded && e.in_flight == 0 && !loading_);
   e.state = ModelState::kUnloading;
+  e.closing = false;
   loading_ = true;
   LoadedInstance inst = std::move(e.instance);
   e.instance = {};
@@ -125,6 +126,54 @@ void ModelRegistry::unload(std::unique_lock<std::mutex>& lock, size_t i, bool ev
   cv_.notify_all();
 }
 
+uint64_t ModelRegistry::idle_bytes() const {
+  uint64_t idle = 0;
+  for (const Entry& o : entries_) {
+    if (o.state == ModelState::kLoaded && o.in_flight == 0 && !o.spec.pinned)
+      idle += o.spec.planned_bytes;
+  }
+  return idle;
+}
+
+uint64_t ModelRegistry::room_for_head() const {
+  uint64_t room = (budget_ ? budget_->available() : 0) + idle_bytes();
+  for (const Entry& o : entries_) {
+    if (o.closing && o.in_flight > 0) room += o.spec.planned_bytes;
+  }
+  return room;
+}
+
+void ModelRegistry::clear_closing() {
+  for (Entry& o : entries_) o.closing = false;
+}
+
+void ModelRegistry::close_for(size_t i, uint64_t lacking) {
+  std::vector<size_t> busy;
+  for (size_t k = 0; k < entries_.size(); ++k) {
+    const Entry& o = entries_[k];
+    if (k != i && o.state == ModelState::kLoaded && o.in_flight > 0 && !o.spec.pinned)
+      busy.push_back(k);
+  }
+  std::sort(busy.begin(), busy.end(),
+            [&](size_t x, size_t y) { return entries_[x].last_used < entries_[y].last_used; });
+  uint64_t found = 0;
+  size_t n = 0;
+  while (n < busy.size() && found < lacking) found += entries_[busy[n++]].spec.planned_bytes;
+  if (found < lacking) n = 0;  // pinned models hold the rest: closing would not help
+  std::vector<bool> close(entries_.size(), false);
+  for (size_t k = 0; k < n; ++k) close[busy[k]] = true;
+  for (size_t k = 0; k < entries_.size(); ++k) {
+    Entry& o = entries_[k];
+    if (close[k] && !o.closing) {
+      log_info(
+          "model {}: taking no new requests until its {} in flight finish, to make room "
+          "for model {}",
+          printable(o.spec.name, 128), o.in_flight, printable(entries_[i].spec.name, 128));
+    }
+    o.closing = close[k];
+  }
+}
+
 ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
                                                Clock::time_point deadline) {
   Acquired out;
@@ -139,8 +188,19 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
   }
   Entry& e = entries_[i];
   const Clock::time_point waited_from = Clock::now();
+  uint64_t ticket = 0;  // set once queued among the waiters
+  const auto leave_queue = [&] {
+    if (ticket == 0) return;
+    const bool was_head = waiters_.front().ticket == ticket;
+    waiters_.erase(std::find_if(waiters_.begin(), waiters_.end(),
+                                [&](const Waiter& w) { return w.ticket == ticket; }));
+    --e.waiting;
+    if (was_head) clear_closing();  // the next oldest decides anew
+    cv_.notify_all();
+  };
   for (;;) {
     if (draining_) {
+      leave_queue();
       out.error = AcquireError::kShuttingDown;
       out.message = "the server is shutting down";
       return out;
@@ -150,7 +210,8 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
       out.message = e.spec.too_large;
       return out;
     }
-    if (e.state == ModelState::kLoaded) {
+    if (e.state == ModelState::kLoaded && !e.closing) {
+      leave_queue();
       ++e.in_flight;
       e.last_used = Clock::now();
       out.lease.registry_ = this;
@@ -160,10 +221,23 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
       out.lease.n_ctx_ = e.spec.n_ctx;
       return out;
     }
+    if (ticket == 0) {
+      ticket = ++next_ticket_;
+      waiters_.push_back({ticket, i});
+      ++e.waiting;
+    }
+    const bool head = waiters_.front().ticket == ticket;
     if (!loading_ && e.state == ModelState::kUnloaded) {
       const uint64_t need = e.spec.planned_bytes;
       const uint64_t avail = budget_ ? budget_->available() : need;
-      if (avail >= need) {
+      // The oldest waiter loads when it fits; a later one only when the
+      // oldest's room (free, idle and closing bytes) survives it.
+      bool fits = avail >= need;
+      if (fits && !head) {
+        const uint64_t head_need = entries_[waiters_.front().index].spec.planned_bytes;
+        fits = room_for_head() >= need + head_need;
+      }
+      if (fits) {
         memory::Reservation reservation;
         if (budget_ != nullptr) {
           auto r = budget_->reserve(need, "model " + e.spec.name);
@@ -182,6 +256,7 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
         if (!inst.ok()) {
           e.state = ModelState::kUnloaded;
           ++e.load_failures;
+          leave_queue();
           out.error = AcquireError::kLoadFailed;
           out.message = "model '" + printable(e.spec.name, 64) +
                         "' could not be loaded: " + inst.error().message;
@@ -197,21 +272,21 @@ ModelRegistry::Acquired ModelRegistry::acquire(const std::string& name,
                  seconds, format_bytes(need));
         continue;
       }
-      // Evict only when evicting every idle model would make room; otherwise
-      // wait for models in use to finish, evicting nothing in vain.
-      uint64_t idle = 0;
-      for (const Entry& o : entries_) {
-        if (o.state == ModelState::kLoaded && o.in_flight == 0 && !o.spec.pinned)
-          idle += o.spec.planned_bytes;
-      }
-      if (avail + idle >= need) {
-        const int victim = lru_idle();
-        SNUG_CHECK(victim >= 0);
-        unload(lock, static_cast<size_t>(victim), /*eviction=*/true);
-        continue;
+      if (head) {
+        // Evict only when evicting every idle model makes room; otherwise
+        // close busy ones to new requests and wait for them to finish.
+        const uint64_t idle = idle_bytes();
+        if (avail + idle >= need) {
+          const int victim = lru_idle();
+          SNUG_CHECK(victim >= 0);
+          unload(lock, static_cast<size_t>(victim), /*eviction=*/true);
+          continue;
+        }
+        close_for(i, need - avail - idle);
       }
     }
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
+      leave_queue();
       out.error = AcquireError::kTimeout;
       const double waited = std::chrono::duration<double>(Clock::now() - waited_from).count();
       out.message = fmt::format(
@@ -283,6 +358,8 @@ std::vector<ModelStatus> ModelRegistry::status() const {
     s.pinned = e.spec.pinned;
     s.keep_alive_ms = e.spec.keep_alive.count();
     s.in_flight = e.in_flight;
+    s.waiting = e.waiting;
+    s.closing = e.closing;
     s.loads = e.loads;
     s.load_failures = e.load_failures;
     s.evictions = e.evictions;

@@ -7,7 +7,12 @@
 // (no request in flight, not pinned) are unloaded, least recently used first,
 // until it fits. A model whose plan exceeds what the budget can ever give it
 // is refused at once; one that fits once busy models finish waits (until its
-// deadline) for them. Each model keeps its own KV pool, sized by its plan: KV
+// deadline) for them, first come first served: the oldest such request
+// closes enough busy models (least recently used first) to new requests;
+// they finish what they hold, are evicted, and it loads, so a model kept busy
+// cannot hold the room forever. A later request for another model loads at
+// once only when that leaves the oldest one's room intact (backfilling).
+// Each model keeps its own KV pool, sized by its plan: KV
 // blocks of different models have different shapes, and a per-model pool
 // unloads with its model, whole. A model idle for longer than its keep-alive
 // is unloaded by reap().
@@ -65,6 +70,8 @@ struct ModelStatus {
   bool pinned = false;
   int64_t keep_alive_ms = -1;
   int32_t in_flight = 0;  // leases held now
+  int32_t waiting = 0;    // acquire() calls waiting for it
+  bool closing = false;   // taking no new leases, to make room for a waiting model
   uint64_t loads = 0;     // successful loads
   uint64_t load_failures = 0;
   uint64_t evictions = 0;         // unloaded to make room for another model
@@ -152,6 +159,8 @@ class ModelRegistry {
     LoadedInstance instance;
     memory::Reservation reservation;
     int32_t in_flight = 0;
+    int32_t waiting = 0;
+    bool closing = false;  // the oldest waiter needs its room: no new leases
     Clock::time_point last_used{};
     uint64_t loads = 0, load_failures = 0, evictions = 0, idle_unloads = 0;
     double load_seconds_total = 0;
@@ -162,6 +171,20 @@ class ModelRegistry {
   void unload(std::unique_lock<std::mutex>& lock, size_t i, bool eviction);
   // The idle, unpinned loaded entry used least recently; -1 when none.
   int lru_idle() const;
+  // Bytes of loaded, unpinned entries now idle (evictable at once).
+  uint64_t idle_bytes() const;
+  // Bytes the oldest waiter will have once its closing models are evicted.
+  uint64_t room_for_head() const;
+  // Closes the busy, unpinned models (least recently used first) whose
+  // bytes the oldest waiter, for entry `i`, still lacks; closes none when
+  // they would not be enough.
+  void close_for(size_t i, uint64_t lacking);
+  void clear_closing();
+
+  struct Waiter {
+    uint64_t ticket;
+    size_t index;
+  };
 
   memory::Budget* const budget_;
   std::vector<Entry> entries_;
@@ -169,6 +192,8 @@ class ModelRegistry {
   std::condition_variable cv_;  // a load, unload or returned lease happened
   bool loading_ = false;        // one load or unload at a time
   bool draining_ = false;
+  std::vector<Waiter> waiters_;  // acquire() calls that could not lease at once, oldest first
+  uint64_t next_ticket_ = 0;
 };
 
 }  // namespace snug::engine

@@ -115,6 +115,8 @@ struct HttpServer::Routes {
              {"pinned", m.pinned},
              {"keep_alive_ms", m.keep_alive_ms},
              {"requests_in_flight", m.in_flight},
+             {"requests_waiting", m.waiting},
+             {"closing", m.closing},
              {"loads", m.loads},
              {"evictions", m.evictions},
              {"idle_unloads", m.idle_unloads},

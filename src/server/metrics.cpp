@@ -167,6 +167,12 @@ void model_metrics(std::string* out, const std::vector<engine::ModelStatus>& mod
        [](const engine::ModelStatus& s) { return s.planned_bytes; });
   each("snug_model_requests_in_flight", "gauge", "Requests holding the model loaded.",
        [](const engine::ModelStatus& s) { return s.in_flight; });
+  each("snug_model_requests_waiting", "gauge",
+       "Requests waiting for the model to load (for room in the budget).",
+       [](const engine::ModelStatus& s) { return s.waiting; });
+  each("snug_model_closing", "gauge",
+       "1 while the model takes no new requests, to make room for a waiting model.",
+       [](const engine::ModelStatus& s) { return s.closing ? 1 : 0; });
   each("snug_model_loads_total", "counter", "Times the model was loaded.",
        [](const engine::ModelStatus& s) { return s.loads; });
   each("snug_model_load_failures_total", "counter", "Loads that failed.",

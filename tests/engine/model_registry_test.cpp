@@ -1,12 +1,15 @@
 // ModelRegistry's policy with loaders that allocate nothing: loading on
 // demand inside the budget, least-recently-used eviction by bytes, never a
 // model in use or pinned, an immediate refusal for a model that can never
-// fit, waiting for one that will, keep-alive, and concurrent acquirers.
+// fit, waiting for one that will (first come first served, with busy models
+// closed to new requests), keep-alive, and concurrent acquirers.
 #include "engine/model_registry.h"
 
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -133,6 +136,115 @@ TEST(ModelRegistry, AWaitingRequestLoadsWhenTheModelInUseIsReturned) {
   EXPECT_EQ(a.live.load(), 0);
 }
 
+bool closing(const ModelRegistry& r, const std::string& name) {
+  for (const ModelStatus& s : r.status()) {
+    if (s.name == name) return s.closing;
+  }
+  return false;
+}
+
+// Polls until `pred` holds (true) or two seconds pass (false).
+template <typename Pred>
+bool eventually(Pred pred) {
+  for (int k = 0; k < 400; ++k) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return pred();
+}
+
+TEST(ModelRegistry, ABusyModelClosesToNewRequestsForTheOldestWaiter) {
+  memory::Budget budget(100);
+  Counts a, b;
+  ModelRegistry r(&budget, {spec("a", 60, &a), spec("b", 60, &b)});
+  auto held = r.acquire("a", soon());
+  ASSERT_EQ(held.error, AcquireError::kNone);
+  // b waits for a; a takes no new request meanwhile, so a stream of requests
+  // for a cannot keep b out until its deadline.
+  std::vector<std::string> order;
+  std::mutex order_mu;
+  std::thread wants_b([&] {
+    auto x = r.acquire("b", soon(5000));
+    ASSERT_EQ(x.error, AcquireError::kNone) << x.message;
+    {
+      std::lock_guard<std::mutex> lock(order_mu);
+      order.push_back("b");
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  });
+  ASSERT_TRUE(eventually([&] { return closing(r, "a"); }));
+  auto refused = r.acquire("a", Clock::now() + milliseconds(50));
+  EXPECT_EQ(refused.error, AcquireError::kTimeout);
+  EXPECT_EQ(state_of(r, "a"), ModelState::kLoaded);  // still serving what it holds
+  std::thread wants_a([&] {
+    auto x = r.acquire("a", soon(5000));
+    ASSERT_EQ(x.error, AcquireError::kNone) << x.message;
+    std::lock_guard<std::mutex> lock(order_mu);
+    order.push_back("a");
+  });
+  ASSERT_TRUE(eventually([&] {
+    for (const ModelStatus& s : r.status()) {
+      if (s.name == "a") return s.waiting == 1;
+    }
+    return false;
+  }));
+  held.lease.release();  // a finishes: b loads, then a again once b is done
+  wants_b.join();
+  wants_a.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"b", "a"}));
+  EXPECT_EQ(a.loads.load(), 2);
+  EXPECT_EQ(b.loads.load(), 1);
+  EXPECT_FALSE(closing(r, "a"));
+  EXPECT_FALSE(closing(r, "b"));
+}
+
+TEST(ModelRegistry, ALaterRequestLoadsAtOnceOnlyWhenTheOldestWaitersRoomSurvives) {
+  memory::Budget budget(100);
+  Counts a, b, c, d;
+  ModelRegistry r(&budget,
+                  {spec("a", 40, &a), spec("b", 70, &b), spec("c", 20, &c), spec("d", 15, &d)});
+  auto held = r.acquire("a", soon());
+  ASSERT_EQ(held.error, AcquireError::kNone);
+  std::thread wants_b([&] {
+    auto x = r.acquire("b", soon(5000));
+    EXPECT_EQ(x.error, AcquireError::kNone) << x.message;
+  });
+  ASSERT_TRUE(eventually([&] { return closing(r, "a"); }));
+  // c (20) fits in the 60 free and leaves b its 70 once a is evicted.
+  const auto t0 = Clock::now();
+  auto held_c = r.acquire("c", soon());
+  ASSERT_EQ(held_c.error, AcquireError::kNone) << held_c.message;
+  EXPECT_LT(Clock::now() - t0, milliseconds(500));
+  // d (15) fits in the 40 now free, but would leave b 65 of its 70: it waits.
+  auto x = r.acquire("d", Clock::now() + milliseconds(100));
+  EXPECT_EQ(x.error, AcquireError::kTimeout);
+  EXPECT_EQ(d.loads.load(), 0);
+  held_c.lease.release();
+  held.lease.release();
+  wants_b.join();
+  EXPECT_EQ(state_of(r, "b"), ModelState::kLoaded);
+  EXPECT_LE(budget.used(), 100u);
+}
+
+TEST(ModelRegistry, APinnedModelIsNeverClosed) {
+  memory::Budget budget(100);
+  Counts p, b;
+  std::vector<ModelSpec> specs = {spec("p", 60, &p), spec("b", 60, &b)};
+  specs[0].pinned = true;
+  ModelRegistry r(&budget, std::move(specs));
+  auto held = r.acquire("p", soon());
+  ASSERT_EQ(held.error, AcquireError::kNone);
+  std::thread wants_b([&] {
+    auto x = r.acquire("b", Clock::now() + milliseconds(200));
+    EXPECT_EQ(x.error, AcquireError::kTimeout);
+  });
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_FALSE(closing(r, "p"));
+  auto again = r.acquire("p", Clock::now() + milliseconds(50));
+  EXPECT_EQ(again.error, AcquireError::kNone);
+  wants_b.join();
+}
+
 TEST(ModelRegistry, RefusesAtOnceWhatCanNeverFitAndUnknownNames) {
   memory::Budget budget(100);
   Counts a;
@@ -201,6 +313,7 @@ TEST(ModelRegistry, ConcurrentAcquirersNeverExceedTheBudget) {
   std::atomic<int> ok{0}, failed{0};
   std::atomic<bool> over{false};
   std::vector<std::thread> threads;
+  threads.reserve(6);
   for (int t = 0; t < 6; ++t) {
     threads.emplace_back([&, t] {
       for (int k = 0; k < 40; ++k) {

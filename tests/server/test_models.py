@@ -180,6 +180,58 @@ def test_a_model_in_use_is_not_evicted(model_dir, reference):
         assert s.stop() == 0, s.log()
 
 
+def test_a_busy_model_cannot_starve_another(model_dir, reference):
+    """Six clients keep a-q4_1 busy back to back in a budget for one model.
+    A request for b-q8_0 closes a-q4_1 to new requests: it is answered once
+    the requests a-q4_1 holds end (a second or so), not whenever the flood
+    happens to leave a-q4_1 idle for an instant (9 s in one run without the
+    closing, 600 s at worst), and the flood's requests that arrived meanwhile
+    wait their turn and all succeed."""
+    planned, base = reference["planned"], reference["base"]
+    budget = base + max(planned.values()) + 4 * MiB  # one model at a time
+    s = Server("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", budget, model=None)
+    stop, lock, flood = threading.Event(), threading.Lock(), []
+
+    def client(k):
+        while not stop.is_set():
+            p = PROMPTS[k % len(PROMPTS)]
+            resp = complete(s, "a-q4_1", p, max_tokens=8)
+            with lock:
+                flood.append((time.time(), p, resp))
+
+    try:
+        assert text_of(complete(s, "a-q4_1", PROMPTS[0], max_tokens=8))
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # the flood is on: a-q4_1 always has requests in flight
+        t0 = time.time()
+        other = Watch(lambda: complete(s, "b-q8_0", PROMPTS[1]))
+        other.join(25)
+        waited = time.time() - t0
+        time.sleep(1.5)  # the flood goes on after b-q8_0, on a reloaded a-q4_1
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert other.error is None and other.result is not None, "b-q8_0 was not answered in 25 s"
+        assert waited < 5, f"b-q8_0 waited {waited:.2f} s for a flood of a-q4_1 to pause"
+        assert text_of(other.result) == reference["answers"][("b-q8_0", PROMPTS[1])]
+        statuses = [r[0] for _, _, r in flood]
+        assert statuses.count(200) == len(flood), statuses
+        for _, p, resp in flood:  # 8 tokens: the start of the 12 the reference got
+            assert reference["answers"][("a-q4_1", p)].startswith(text_of(resp)), p
+        after = [f for f in flood if f[0] > t0 + waited]
+        assert after, "no request for a-q4_1 was answered after b-q8_0"
+        metrics = s.metrics()
+        assert metrics['snug_model_loads_total{model="a-q4_1"}'] >= 2
+        assert metrics['snug_model_evictions_total{model="a-q4_1"}'] >= 1
+        print(f"\nb-q8_0 answered {waited:.2f} s into a flood of a-q4_1 ({len(flood)} requests, "
+              f"{len(after)} after it, all 200)")
+    finally:
+        stop.set()
+        assert s.stop() == 0, s.log()
+
+
 def test_too_large_unknown_and_path_names(model_dir, reference):
     planned, base = reference["planned"], reference["base"]
     small = min(planned, key=planned.get)
