@@ -101,11 +101,13 @@ function drawTables(mem) {
     const frac = kv && kv.total ? used / kv.total : 0;
     return el("tr", { "data-model": m.name },
       el("td", {}, el("span", { class: "sw", style: "display:inline-block;width:10px;height:10px;border-radius:3px;margin-right:6px;background:" + color(m.name) }), m.name),
-      el("td", {}, el("span", { class: "state " + m.state, title: m.too_large || "" }, m.state.replace("_", " "))),
+      el("td", {}, m.closing
+        ? el("span", { class: "state closing", title: "finishing its requests to make room for a waiting model" }, "closing")
+        : el("span", { class: "state " + m.state, title: m.too_large || "" }, m.state.replace("_", " "))),
       el("td", {}, bytes(m.planned_bytes)),
       el("td", {}, kv ? el("span", { class: "mini" }, el("span", { style: "width:" + (100 * frac).toFixed(1) + "%" })) : "",
                    kv ? used + " / " + kv.total : "-"),
-      el("td", {}, m.requests_in_flight),
+      el("td", {}, m.requests_in_flight + (m.requests_waiting ? " + " + m.requests_waiting + " waiting" : "")),
       el("td", {}, m.loads + " / " + m.evictions));
   }));
   const tenants = mem.tenants || [];

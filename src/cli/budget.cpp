@@ -31,7 +31,7 @@ Result<BudgetChoice> resolve_budget(const std::string& flag, bool given) {
     return make_error("no memory is available (", d.source, ": ", format_bytes(d.available),
                       " free)");
   b.bytes = d.bytes;
-  b.source = d.source + " " + format_bytes(d.available) + " + this process " +
+  b.source = d.source + ": " + format_bytes(d.available) + " free + this process " +
              format_bytes(d.self_rss) + " - headroom " + format_bytes(d.headroom);
   return b;
 }
@@ -96,6 +96,12 @@ Result<memory::Reservation> reserve_base(const PlannedModel& pm) {
 
 }  // namespace
 
+Error explain_budget(Error e, const BudgetChoice& b) {
+  if (b.source != "--memory")
+    e.message += " (the budget is the " + b.source + "; --memory sets it)";
+  return e;
+}
+
 Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
   PlannedModel pm;
   SNUG_ASSIGN_OR_RETURN(pm.budget_choice, resolve_budget(f.memory, f.memory_given));
@@ -105,7 +111,29 @@ Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
   SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
   SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file));
   if (!pm.footprint.runnable) return make_error("'", path, "': ", pm.footprint.runnable_note);
-  SNUG_ASSIGN_OR_RETURN(pm.fit, plan::fit(pm.footprint, {shape, pm.budget_choice.bytes}));
+  auto fitted = plan::fit(pm.footprint, {shape, pm.budget_choice.bytes});
+  if (!fitted.ok()) return explain_budget(fitted.take_error(), pm.budget_choice);
+  pm.fit = std::move(fitted.value());
+  if (f.beside) {
+    // The fit left room for the engine alone. Fitted again in the budget less
+    // what sits beside it at this context, a smaller context needs no more
+    // beside it, so the second fit holds both.
+    const uint64_t beside = f.beside(pm.fit.plan.session.shape.n_ctx);
+    const uint64_t budget = pm.budget_choice.bytes;
+    if (pm.fit.plan.predicted_peak_rss + beside > budget) {
+      if (!pm.fit.auto_context || beside >= budget) {
+        return explain_budget(
+            make_error("'", pm.footprint.name, "' needs ",
+                       format_bytes(pm.fit.plan.predicted_peak_rss), " and the HTTP server ",
+                       format_bytes(beside), " but the memory budget is ", format_bytes(budget),
+                       ": lower --ctx or --parallel"),
+            pm.budget_choice);
+      }
+      auto again = plan::fit(pm.footprint, {shape, budget - beside});
+      if (!again.ok()) return explain_budget(again.take_error(), pm.budget_choice);
+      pm.fit = std::move(again.value());
+    }
+  }
   const plan::MemoryPlan& m = pm.fit.plan;
   if (pm.fit.auto_context)
     log_info("context {} chosen to fit the {} budget ({}): predicted peak {}",
@@ -125,7 +153,9 @@ Status fit_one_shot(PlannedModel& pm, int32_t prompt_tokens, int32_t n_predict) 
                              pm.footprint.config.n_ctx_train, shape.n_ctx);
   plan::FitRequest request{shape, pm.budget_choice.bytes};
   request.shape.n_ctx = choice.n_ctx;
-  SNUG_ASSIGN_OR_RETURN(plan::Fit narrowed, plan::fit(pm.footprint, request));
+  auto fitted = plan::fit(pm.footprint, request);
+  if (!fitted.ok()) return explain_budget(fitted.take_error(), pm.budget_choice);
+  plan::Fit narrowed = std::move(fitted.value());
   narrowed.context_reason = choice.reason;
   pm.base.release();
   pm.fit = std::move(narrowed);

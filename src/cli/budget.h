@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,6 +29,11 @@ CLI::Validator memory_size_validator();
 // otherwise the parsed size. `given` tells an empty --memory from an absent one.
 Result<BudgetChoice> resolve_budget(const std::string& flag, bool given);
 
+// `e` (a model that does not fit the budget), saying where a default budget
+// came from ("the budget is the cgroup v2 limit ..."): in a container, the
+// limit a user did not set explains the refusal.
+Error explain_budget(Error e, const BudgetChoice& b);
+
 struct PlanFlags {
   std::string model;
   std::string memory;  // --memory SIZE, empty when absent
@@ -40,6 +46,9 @@ struct PlanFlags {
   std::string kv_type = "f16";  // --kv-type: K and V
   std::string k_type;           // --k-type, --v-type: override --kv-type when given
   std::string v_type;
+  // Bytes the caller reserves from the same budget beside the engine (the HTTP
+  // server's bound), by context length; non-decreasing in it. Empty: none.
+  std::function<uint64_t(int32_t n_ctx)> beside;
 };
 
 // Adds --kv-type, --k-type and --v-type bound to the three strings (PlanFlags' fields).

@@ -226,8 +226,8 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
       process = std::max(process, fit->plan.process);
       max_ctx = std::max(max_ctx, p.shape.n_ctx);
     } else {
-      p.too_large =
-          "model '" + p.name + "' cannot be served in this budget: " + fit.error().message;
+      p.too_large = "model '" + p.name + "' cannot be served in this budget: " +
+                    explain_budget(fit.take_error(), *choice).message;
     }
     planned.push_back(std::move(p));
   }
@@ -310,7 +310,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
                  : std::string());
   }
   engine::ModelRegistry registry(&budget, std::move(specs));
-  http.attach(&registry, budget.limit());
+  http.attach(&registry, budget.limit(), choice->source);
   std::fprintf(stderr, "snug serve: ready, %zu models\n", registry.size());
 
   // Idle models past their keep-alive are unloaded about once a second.
@@ -373,7 +373,11 @@ int serve_main(const ServeFlags& f) {
   if (!f.pins.empty() || !f.keep_alive.empty())
     return fail(make_error("--pin and --keep-alive go with --models"));
 
-  auto pm = load_planned(f.engine.plan_flags(), &ledger);
+  PlanFlags pf = f.engine.plan_flags();
+  pf.beside = [&](int32_t n_ctx) {
+    return server::server_memory_bound(limits, connections, max_seqs, n_ctx);
+  };
+  auto pm = load_planned(pf, &ledger);
   if (!pm.ok()) return fail(pm.error());
   const plan::MemoryPlan& mp = pm->fit.plan;
   const plan::SessionShape& shape = mp.session.shape;
@@ -435,7 +439,7 @@ int serve_main(const ServeFlags& f) {
   std::vector<engine::ModelSpec> specs;
   specs.push_back(std::move(spec));
   engine::ModelRegistry registry(pm->budget.get(), std::move(specs), {loaded});
-  http.attach(&registry, predicted);
+  http.attach(&registry, predicted, pm->budget_choice.source);
   std::fprintf(stderr, "snug serve: ready, model '%s'\n", printable(registry.name(0), 128).c_str());
 
   wait_and_shut_down(signals, http, f.shutdown_timeout);

@@ -54,6 +54,7 @@ struct HttpServer::Routes {
   std::atomic<engine::ModelRegistry*> registry{nullptr};
   std::unique_ptr<TenantLimiter> limiter;  // with keys
   uint64_t predicted_peak = 0;             // written before `registry` is published
+  std::string budget_source;               // likewise
   int32_t max_ctx = 0;
   std::counting_semaphore<> parse_slots;
 
@@ -146,6 +147,7 @@ struct HttpServer::Routes {
     json budget = json::object();
     if (const memory::Budget* b = reg->budget()) {
       budget = json{{"limit_bytes", b->limit()},
+                    {"source", budget_source},
                     {"reserved_bytes", b->used()},
                     {"available_bytes", b->available()},
                     {"models_reserved_bytes", models_reserved},
@@ -569,8 +571,10 @@ void HttpServer::start() {
   thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 
-void HttpServer::attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes) {
+void HttpServer::attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes,
+                        std::string budget_source) {
   routes_->predicted_peak = predicted_peak_bytes;
+  routes_->budget_source = std::move(budget_source);
   int32_t max_ctx = 0;
   for (const engine::ModelStatus& m : registry->status()) max_ctx = std::max(max_ctx, m.n_ctx);
   routes_->max_ctx = max_ctx;

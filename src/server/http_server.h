@@ -50,7 +50,9 @@ class HttpServer {
   // Serving starts: completions go to the registry's models from now on. The
   // registry must outlive the server's shutdown(). predicted_peak_bytes:
   // shown in /metrics beside the measured peak.
-  void attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes);
+  // budget_source: how the budget was chosen ("--memory", "cgroup v2 limit"...).
+  void attach(engine::ModelRegistry* registry, uint64_t predicted_peak_bytes,
+              std::string budget_source);
 
   // Stops accepting, lets running requests finish until `deadline` (then the
   // scheduler cancels them), closes the connections and joins. Idempotent.

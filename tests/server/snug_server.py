@@ -20,13 +20,14 @@ MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class Server:
-    def __init__(self, *args, model=MODEL, timeout=60):
+    def __init__(self, *args, model=MODEL, timeout=60, preexec_fn=None):
         self.log_path = tempfile.mktemp(prefix="snug_serve_", suffix=".log")
         self._log = open(self.log_path, "wb")
         # model None: the arguments name the models (--models).
         cmd = [SNUG, "serve", *([str(model)] if model is not None else []),
                "--host", "127.0.0.1", "--port", "0", *map(str, args)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log,
+                                     preexec_fn=preexec_fn)
         self.port = None
         deadline = time.time() + timeout
         while time.time() < deadline and self.proc.poll() is None:
