@@ -13,12 +13,14 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "base/bytes.h"
 #include "base/log.h"
@@ -30,6 +32,7 @@
 #include "engine/scheduler.h"
 #include "gguf/gguf.h"
 #include "plan/footprint.h"
+#include "plan/session_plan.h"
 #include "server/http_server.h"
 #include "text/chat_prompt.h"
 
@@ -167,9 +170,123 @@ struct ServedModelInstance {
   std::optional<text::ChatPrompter> prompts;
 };
 
-// --models: every model is planned from its header at start (context --ctx,
-// else the smaller of its trained context and 4096), and the registry loads
-// one on demand inside the budget, reserving its plan's bytes.
+// Every model planned from its header (context --ctx, else the smaller of its
+// trained context and 4096) against `budget_bytes`, and the bytes the process
+// and the HTTP server hold beside them: what --models serves, and --dry-run prints.
+struct ServedModelPlan {
+  std::string name, path;
+  plan::SessionShape shape;
+  plan::SessionPlan session;
+  uint64_t planned = 0;
+  std::string too_large;
+};
+struct ServePlan {
+  std::vector<ServedModelPlan> models;
+  uint64_t process = 0;       // the process's own bytes (the largest of the models' plans)
+  uint64_t server_bytes = 0;  // the HTTP server's bound
+};
+
+Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<ModelFile>& files,
+                                     const BudgetChoice& choice, int32_t connections,
+                                     const server::ServerLimits& limits) {
+  ServePlan out;
+  int32_t max_ctx = 1;
+  for (const ModelFile& mf : files) {
+    const std::string& path = mf.path;
+    ServedModelPlan p;
+    p.path = path;
+    p.name = std::filesystem::path(path).stem().string();
+    for (const ServedModelPlan& o : out.models) {
+      if (o.name == p.name)
+        return make_error("--models: two models are named '", printable(p.name, 64), "' (",
+                          printable(o.path, 200), " and ", printable(path, 200), ")");
+    }
+    SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
+    SNUG_ASSIGN_OR_RETURN(plan::ModelFootprint fp, plan::plan_model(file));
+    if (!fp.runnable) {
+      if (!mf.from_directory) return make_error("'", printable(path, 200), "': ", fp.runnable_note);
+      log_warn("--models: skipping '{}': {}", printable(path, 200), fp.runnable_note);
+      continue;
+    }
+    PlanFlags pf = f.engine.plan_flags();
+    pf.model = path;
+    SNUG_ASSIGN_OR_RETURN(p.shape, session_shape(pf));
+    if (p.shape.n_ctx == 0) {
+      const int32_t trained = fp.config.n_ctx_train > 0 ? fp.config.n_ctx_train : 4096;
+      p.shape.n_ctx = std::min(trained, 4096);
+    }
+    auto fit = plan::fit(fp, {p.shape, choice.bytes});
+    if (fit.ok()) {
+      p.planned = fit->plan.predicted_peak_rss - fit->plan.process;
+      p.session = fit->plan.session;
+      out.process = std::max(out.process, fit->plan.process);
+      max_ctx = std::max(max_ctx, p.shape.n_ctx);
+    } else {
+      p.too_large = "model '" + p.name + "' cannot be served in this budget: " +
+                    explain_budget(fit.take_error(), choice).message;
+      // What it would need, for /v1/models and --dry-run (when the shape is valid).
+      if (auto m = plan::plan_memory(fp, p.shape); m.ok()) {
+        p.planned = m->predicted_peak_rss - m->process;
+        p.session = m->session;
+      }
+    }
+    out.models.push_back(std::move(p));
+  }
+  if (out.models.empty()) return make_error("--models: no model that snug can serve");
+  out.server_bytes = server::server_memory_bound(
+      limits, connections, f.engine.resolved_max_seqs() * static_cast<int32_t>(out.models.size()),
+      max_ctx);
+  return out;
+}
+
+// --dry-run: the plan as one JSON object on stdout (schema snug.serve-plan/1,
+// docs/SERVING.md), nothing bound nor loaded. Without --memory the models are
+// planned without a budget: the bytes they need, wherever they will run.
+int print_serve_plan(const ServeFlags& f, int32_t connections, const server::ServerLimits& limits) {
+  const bool given = f.engine.memory_option->count() > 0;
+  BudgetChoice choice{std::numeric_limits<uint64_t>::max() / 4,
+                      "none (--dry-run without --memory)"};
+  if (given) {
+    auto c = resolve_budget(f.engine.memory, true);
+    if (!c.ok()) return fail(c.error());
+    choice = *c;
+  }
+  std::vector<std::string> args = f.models;
+  if (args.empty()) {
+    auto path = resolve_model_path(f.engine.model);
+    if (!path.ok()) return fail(path.error());
+    args.push_back(*path);
+  }
+  auto files = model_files(args);
+  if (!files.ok()) return fail(files.error());
+  auto sp = plan_served_models(f, *files, choice, connections, limits);
+  if (!sp.ok()) return fail(sp.error());
+  const uint64_t base = sp->process + sp->server_bytes;
+  uint64_t all = base, one = base;
+  nlohmann::json models = nlohmann::json::array();
+  for (const ServedModelPlan& p : sp->models) {
+    nlohmann::json m{{"name", p.name},
+                     {"path", p.path},
+                     {"context_length", p.shape.n_ctx},
+                     {"parallel", p.shape.n_parallel},
+                     {"planned_bytes", p.planned},
+                     {"kv_bytes", p.session.kv_bytes},
+                     {"fits", p.too_large.empty()}};
+    if (!p.too_large.empty()) m["refusal"] = p.too_large;
+    all += p.planned;
+    one = std::max(one, base + p.planned);
+    models.push_back(std::move(m));
+  }
+  nlohmann::json out{{"schema", "snug.serve-plan/1"}, {"models", std::move(models)},
+                     {"process_bytes", sp->process},  {"server_bytes", sp->server_bytes},
+                     {"memory_bytes_all", all},       {"memory_bytes_one", one}};
+  if (given) out["budget"] = {{"bytes", choice.bytes}, {"source", choice.source}};
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+// --models: every model is planned from its header at start, and the registry
+// loads one on demand inside the budget, reserving its plan's bytes.
 int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& ledger,
                  int32_t connections, const server::ServerLimits& limits, Signals* signals) {
   if (f.engine.model != kDefaultModel)
@@ -179,68 +296,17 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
   if (!choice.ok()) return fail(choice.error());
   auto files = model_files(f.models);
   if (!files.ok()) return fail(files.error());
-
-  struct Planned {
-    std::string name, path;
-    plan::SessionShape shape;
-    plan::SessionPlan session;
-    uint64_t planned = 0;
-    std::string too_large;
-  };
-  std::vector<Planned> planned;
-  uint64_t process = 0;
-  int32_t max_ctx = 1;
-  for (const ModelFile& mf : *files) {
-    const std::string& path = mf.path;
-    Planned p;
-    p.path = path;
-    p.name = std::filesystem::path(path).stem().string();
-    for (const Planned& o : planned) {
-      if (o.name == p.name)
-        return fail(make_error("--models: two models are named '", printable(p.name, 64), "' (",
-                               printable(o.path, 200), " and ", printable(path, 200), ")"));
-    }
-    auto file = gguf::File::open(path);
-    if (!file.ok()) return fail(file.error());
-    auto fp = plan::plan_model(*file);
-    if (!fp.ok()) return fail(fp.error());
-    if (!fp->runnable) {
-      if (!mf.from_directory)
-        return fail(make_error("'", printable(path, 200), "': ", fp->runnable_note));
-      log_warn("--models: skipping '{}': {}", printable(path, 200), fp->runnable_note);
-      continue;
-    }
-    PlanFlags pf = f.engine.plan_flags();
-    pf.model = path;
-    auto shape = session_shape(pf);
-    if (!shape.ok()) return fail(shape.error());
-    p.shape = *shape;
-    if (p.shape.n_ctx == 0) {
-      const int32_t trained = fp->config.n_ctx_train > 0 ? fp->config.n_ctx_train : 4096;
-      p.shape.n_ctx = std::min(trained, 4096);
-    }
-    auto fit = plan::fit(*fp, {p.shape, choice->bytes});
-    if (fit.ok()) {
-      p.planned = fit->plan.predicted_peak_rss - fit->plan.process;
-      p.session = fit->plan.session;
-      process = std::max(process, fit->plan.process);
-      max_ctx = std::max(max_ctx, p.shape.n_ctx);
-    } else {
-      p.too_large = "model '" + p.name + "' cannot be served in this budget: " +
-                    explain_budget(fit.take_error(), *choice).message;
-    }
-    planned.push_back(std::move(p));
-  }
-  const uint64_t server_bytes = server::server_memory_bound(
-      limits, connections, f.engine.resolved_max_seqs() * static_cast<int32_t>(planned.size()),
-      max_ctx);
+  auto sp = plan_served_models(f, *files, *choice, connections, limits);
+  if (!sp.ok()) return fail(sp.error());
+  std::vector<ServedModelPlan>& planned = sp->models;
+  const uint64_t process = sp->process;
+  const uint64_t server_bytes = sp->server_bytes;
   memory::Budget budget(choice->bytes);
   auto base = budget.reserve(process + server_bytes, "the process and the HTTP server");
   if (!base.ok()) return fail(base.error());
 
-  if (planned.empty()) return fail(make_error("--models: no model that snug can serve"));
   std::vector<engine::ModelSpec> specs;
-  for (Planned& p : planned) {
+  for (ServedModelPlan& p : planned) {
     engine::ModelSpec spec;
     spec.name = p.name;
     spec.path = p.path;
@@ -363,6 +429,11 @@ int serve_main(const ServeFlags& f) {
   const int32_t connections =
       limits.max_connections > 0 ? limits.max_connections : max_seqs + f.engine.queue + 8;
 
+  if (f.dry_run) {
+    if (!f.models.empty() && f.engine.model != kDefaultModel)
+      return fail(make_error("give one MODEL or --models, not both"));
+    return print_serve_plan(f, connections, limits);
+  }
   memory::Ledger ledger;
   server::HttpServer http(limits, std::move(keys), &ledger);
   auto port = http.bind(f.host, f.port, connections);

@@ -33,6 +33,7 @@ struct ServeFlags {
   std::vector<std::string> models;
   std::vector<std::string> pins;        // --pin NAME: never evicted
   std::vector<std::string> keep_alive;  // --keep-alive DURATION or NAME=DURATION
+  bool dry_run = false;                 // --dry-run: print the plan as JSON, serve nothing
 };
 
 // Adds the "serve" subcommand and its flags bound to `f`.

@@ -232,6 +232,44 @@ def test_a_busy_model_cannot_starve_another(model_dir, reference):
         assert s.stop() == 0, s.log()
 
 
+def dry_run(*args):
+    r = subprocess.run([SNUG, "serve", *map(str, args), "--dry-run"], capture_output=True,
+                       timeout=60)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def test_dry_run_prints_the_plan_the_server_keeps(model_dir, reference):
+    """`snug serve --dry-run` plans exactly as the server does (the bytes each
+    model reserves, what the process and HTTP server hold), binds and loads
+    nothing; without --memory it plans without a budget (what a deployment
+    needs); a model too large for a given budget still shows its need."""
+    rc, out, err = dry_run("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", "4GiB")
+    assert rc == 0, err
+    plan = json.loads(out)
+    assert plan["schema"] == "snug.serve-plan/1"
+    planned = {m["name"]: m["planned_bytes"] for m in plan["models"]}
+    assert planned == reference["planned"]
+    base = plan["process_bytes"] + plan["server_bytes"]
+    assert base == reference["base"]
+    assert plan["memory_bytes_all"] == base + sum(planned.values())
+    assert plan["memory_bytes_one"] == base + max(planned.values())
+    assert all(m["fits"] and m["context_length"] == 512 for m in plan["models"])
+    assert "listening" not in err
+    rc, out, err = dry_run("--models", model_dir, "--ctx", 512, "--parallel", 2)
+    assert rc == 0, err
+    unbounded = json.loads(out)
+    assert "budget" not in unbounded
+    assert {m["name"]: m["planned_bytes"] for m in unbounded["models"]} == planned
+    rc, out, err = dry_run("--models", model_dir, "--ctx", 512, "--parallel", 2, "--memory", "64MiB")
+    assert rc == 0, err
+    small = json.loads(out)
+    for m in small["models"]:
+        assert not m["fits"] and "64.0 MiB" in m["refusal"] and "\n" not in m["refusal"]
+        assert m["planned_bytes"] == planned[m["name"]]
+    rc, out, err = dry_run(MODEL, "--models", model_dir)
+    assert rc != 0 and out == "" and "not both" in err
+
+
 def test_too_large_unknown_and_path_names(model_dir, reference):
     planned, base = reference["planned"], reference["base"]
     small = min(planned, key=planned.get)
