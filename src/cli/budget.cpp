@@ -97,7 +97,7 @@ Result<memory::Reservation> reserve_base(const PlannedModel& pm) {
 }  // namespace
 
 Error explain_budget(Error e, const BudgetChoice& b) {
-  if (b.source != "--memory")
+  if (!b.source.empty() && b.source != "--memory")
     e.message += " (the budget is the " + b.source + "; --memory sets it)";
   return e;
 }

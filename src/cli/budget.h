@@ -31,7 +31,7 @@ Result<BudgetChoice> resolve_budget(const std::string& flag, bool given);
 
 // `e` (a model that does not fit the budget), saying where a default budget
 // came from ("the budget is the cgroup v2 limit ..."): in a container, the
-// limit a user did not set explains the refusal.
+// limit a user did not set explains the refusal. An empty source: no budget.
 Error explain_budget(Error e, const BudgetChoice& b);
 
 struct PlanFlags {

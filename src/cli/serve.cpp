@@ -214,6 +214,9 @@ Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<Mode
     if (p.shape.n_ctx == 0) {
       const int32_t trained = fp.config.n_ctx_train > 0 ? fp.config.n_ctx_train : 4096;
       p.shape.n_ctx = std::min(trained, 4096);
+    } else if (fp.config.n_ctx_train > 0 && p.shape.n_ctx > fp.config.n_ctx_train) {
+      return make_error("'", printable(path, 200), "': --ctx ", p.shape.n_ctx,
+                        " exceeds the model's trained context of ", fp.config.n_ctx_train);
     }
     auto fit = plan::fit(fp, {p.shape, choice.bytes});
     if (fit.ok()) {
