@@ -131,15 +131,17 @@ class Server:
     under one budget (``--models``). ``start()`` returns once ``/health`` says
     200 (or raises SnugError with the server's error); ``stop()`` sends SIGTERM
     (running requests get ``shutdown_timeout`` seconds) and returns the exit
-    code. Also a context manager."""
+    code. Also a context manager. The server stops by itself when this
+    process ends, even killed outright (``--exit-with-parent``)."""
 
     def __init__(self, *models: PathLike, ctx: Optional[int] = None,
                  parallel: Optional[int] = None, memory: Optional[Size] = None,
                  host: str = "127.0.0.1", port: int = 0, api_key_file: Optional[PathLike] = None,
                  tenants: Optional[PathLike] = None, args: Sequence[str] = (),
                  startup_timeout: float = 120.0) -> None:
+        # --exit-with-parent: an interpreter killed outright takes its server along.
         self._args = ["serve", *_serve_args(models, ctx, parallel, memory), "--host", host,
-                      "--port", str(port)]
+                      "--port", str(port), "--exit-with-parent"]
         if api_key_file is not None:
             self._args += ["--api-key-file", os.fspath(api_key_file)]
         if tenants is not None:

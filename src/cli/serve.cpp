@@ -231,6 +231,7 @@ Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<Mode
       if (auto m = plan::plan_memory(fp, p.shape); m.ok()) {
         p.planned = m->predicted_peak_rss - m->process;
         p.session = m->session;
+        out.process = std::max(out.process, m->process);
       }
     }
     out.models.push_back(std::move(p));
@@ -240,6 +241,17 @@ Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<Mode
       limits, connections, f.engine.resolved_max_seqs() * static_cast<int32_t>(out.models.size()),
       max_ctx);
   return out;
+}
+
+// Why a model that fits the budget alone can never load beside the process and
+// the HTTP server (`base` of `limit`); empty when it can.
+std::string never_fits(const ServedModelPlan& p, uint64_t base, uint64_t limit) {
+  const uint64_t room = limit - std::min(limit, base);
+  if (p.planned <= room) return {};
+  return fmt::format(
+      "model '{}' needs {} and the budget has {} for models ({} of {} hold the process and the "
+      "HTTP server); it can never be loaded",
+      p.name, format_bytes(p.planned), format_bytes(room), format_bytes(base), format_bytes(limit));
 }
 
 // --dry-run: the plan as one JSON object on stdout (schema snug.serve-plan/1,
@@ -267,7 +279,9 @@ int print_serve_plan(const ServeFlags& f, int32_t connections, const server::Ser
   const uint64_t base = sp->process + sp->server_bytes;
   uint64_t all = base, one = base;
   nlohmann::json models = nlohmann::json::array();
-  for (const ServedModelPlan& p : sp->models) {
+  for (ServedModelPlan& p : sp->models) {
+    // As serve_models decides: beside the process and the HTTP server.
+    if (given && p.too_large.empty()) p.too_large = never_fits(p, base, choice.bytes);
     nlohmann::json m{{"name", p.name},
                      {"path", p.path},
                      {"context_length", p.shape.n_ctx},
@@ -316,13 +330,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
     spec.planned_bytes = p.planned;
     spec.n_ctx = p.shape.n_ctx;
     spec.too_large = p.too_large;
-    if (spec.too_large.empty() && p.planned > budget.available()) {
-      spec.too_large = fmt::format(
-          "model '{}' needs {} and the budget has {} for models ({} of {} hold the process and "
-          "the HTTP server); it can never be loaded",
-          p.name, format_bytes(p.planned), format_bytes(budget.available()),
-          format_bytes(budget.used()), format_bytes(budget.limit()));
-    }
+    if (spec.too_large.empty()) spec.too_large = never_fits(p, budget.used(), budget.limit());
     spec.pinned = std::find(f.pins.begin(), f.pins.end(), p.name) != f.pins.end();
     for (const std::string& k : f.keep_alive) {
       const size_t eq = k.find('=');
@@ -411,6 +419,15 @@ int serve_main(const ServeFlags& f) {
   set_log_level(LogLevel::kInfo);
   // Never freed: its detached thread may take a signal while the process exits.
   static Signals* const signals = new Signals;  // NOLINT(cppcoreguidelines-owning-memory)
+  if (f.exit_with_parent) {
+    // A supervisor killed outright (SIGKILL, an OOM kill) cannot stop us: when
+    // we are re-parented, stop as on SIGTERM instead of serving on, orphaned.
+    std::thread([parent = getppid()] {
+      while (getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      log_warn("the parent process {} exited: stopping", parent);
+      kill(getpid(), SIGTERM);
+    }).detach();
+  }
 
   server::ApiKeys keys;
   if (!f.api_key_file.empty() && !f.tenants_file.empty())

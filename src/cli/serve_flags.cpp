@@ -35,6 +35,9 @@ CLI::App* add_serve_flags(CLI::App& app, ServeFlags* f) {
   sub->add_option("--keep-alive", f->keep_alive,
                   "with --models: unload a model idle this long (30s, 5m, 1h; -1: never, the "
                   "default); NAME=DURATION for one model (repeatable)");
+  sub->add_flag("--exit-with-parent", f->exit_with_parent,
+                "stop (as on SIGTERM) when the process that started it exits, even if it was "
+                "killed outright: for supervisors such as the Python package's Server");
   sub->add_flag("--dry-run", f->dry_run,
                 "print what serving would take as one JSON object (every model planned as "
                 "--models plans it, the process and the HTTP server; without --memory, no "

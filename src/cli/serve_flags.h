@@ -34,6 +34,7 @@ struct ServeFlags {
   std::vector<std::string> pins;        // --pin NAME: never evicted
   std::vector<std::string> keep_alive;  // --keep-alive DURATION or NAME=DURATION
   bool dry_run = false;                 // --dry-run: print the plan as JSON, serve nothing
+  bool exit_with_parent = false;        // stop when the process that started it exits
 };
 
 // Adds the "serve" subcommand and its flags bound to `f`.

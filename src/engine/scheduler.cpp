@@ -437,6 +437,21 @@ void Scheduler::Impl::expire(Clock::time_point now) {
   }
 }
 
+std::vector<kv::BlockHash> prompt_block_hashes(std::span<const int32_t> prompt,
+                                               std::string_view scope, int32_t block_tokens) {
+  std::vector<kv::BlockHash> out;
+  if (block_tokens <= 0 || prompt.empty()) return out;
+  const size_t bt = static_cast<size_t>(block_tokens);
+  const size_t n = (prompt.size() - 1) / bt;
+  const std::vector<uint8_t> prompt_order(bt, 0);  // every token computed as a prompt token
+  out.reserve(n);
+  for (size_t b = 0; b < n; ++b) {
+    out.push_back(kv::next_block_hash(b == 0 ? kv::root_block_hash(scope) : out.back(),
+                                      prompt.subspan(b * bt, bt), prompt_order));
+  }
+  return out;
+}
+
 void Scheduler::Impl::ensure_hashes(Request& r, int32_t n_blocks) {
   const int32_t bt = cache.layout().block_tokens;
   if (r.hashes.empty() && n_blocks > 0) r.hashes.reserve(static_cast<size_t>(n_blocks));

@@ -33,13 +33,16 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "base/result.h"
 #include "engine/generate.h"
 #include "engine/sampler.h"
+#include "kv/block_hash.h"
 #include "memory/budget.h"
 #include "memory/ledger.h"
 #include "model/model.h"
@@ -207,6 +210,13 @@ struct SchedulerMetrics {
   LatencyHistogram time_to_first_token;
   LatencyHistogram inter_token_latency;
 };
+
+// The hashes of the full blocks of `prompt` that admission looks up in the
+// prefix cache ((size - 1) / block_tokens of them: the last token is always
+// computed), under `scope`: the names a router can use to send a request to
+// the replica that holds its prefix.
+std::vector<kv::BlockHash> prompt_block_hashes(std::span<const int32_t> prompt,
+                                               std::string_view scope, int32_t block_tokens);
 
 class Scheduler {
  public:

@@ -311,6 +311,61 @@ struct HttpServer::Routes {
     return false;
   }
 
+  // POST /v1/prefix: the prompt of a completion or chat body (a chat when it
+  // has "messages"), as the prefix cache names it: the hashes of its full
+  // blocks under the caller's cache scope. Nothing is generated; a router
+  // sends the request itself to the replica that served the same hashes.
+  void prefix(const httplib::Request& req, httplib::Response& res,
+              const httplib::ContentReader& reader) {
+    if (registry.load() == nullptr) {
+      LimitedServer::close_after_response();
+      return loading(res);
+    }
+    std::optional<size_t> tenant;
+    if (!authorized(req, &tenant)) {
+      LimitedServer::close_after_response();
+      return send_error(res, ApiError{401, "a valid API key is required", {}, "invalid_api_key"});
+    }
+    std::string body;
+    if (!read_body(req, res, reader, &body)) return;
+    std::string want;
+    if (!model_name(body, res, &want)) return;
+    if (tenant && *tenant < self->keys_.tenants().size() &&
+        !self->keys_.tenants()[*tenant].may_use(want))
+      return send_error(
+          res, ApiError{403, "this API key may not use the model '" + printable(want, 64) + "'",
+                        "model", "model_not_allowed"});
+    engine::ModelRegistry::Lease lease;
+    if (!lease_model(want, res, &lease)) return;
+    const json probe = json::parse(body, nullptr, false);
+    const Endpoint endpoint = probe.is_object() && probe.contains("messages")
+                                  ? Endpoint::kChatCompletions
+                                  : Endpoint::kCompletions;
+    const ServedModel model{lease.name(), lease.n_ctx(), lease.prompts()};
+    auto parsed = parse_request(endpoint, body, model, limits());
+    if (!parsed.ok()) return send_error(res, parsed.error());
+    const int32_t bt = lease.scheduler()->plan().shape.kv_block_tokens;
+    const std::vector<int32_t>& prompt = parsed->params.prompt;
+    json hashes = json::array();
+    for (const kv::BlockHash& h :
+         engine::prompt_block_hashes(prompt, self->keys_.cache_scope(tenant), bt)) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      std::string hex;
+      hex.reserve(2 * h.bytes.size());
+      for (uint8_t b : h.bytes) {
+        hex += kHex[b >> 4];
+        hex += kHex[b & 15];
+      }
+      hashes.push_back(std::move(hex));
+    }
+    send_json(res, 200,
+              json{{"model", model.name},
+                   {"prompt_tokens", prompt.size()},
+                   {"block_tokens", bt},
+                   {"block_hashes", std::move(hashes)}}
+                  .dump());
+  }
+
   void completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
                   const httplib::ContentReader& reader) {
     if (registry.load() == nullptr) {
@@ -523,6 +578,8 @@ Result<int> HttpServer::bind(const std::string& host, int port, int32_t connecti
          [r](const httplib::Request& q, httplib::Response& p, const httplib::ContentReader& c) {
            r->completion(Endpoint::kCompletions, q, p, c);
          });
+  s.Post("/v1/prefix", [r](const httplib::Request& q, httplib::Response& p,
+                           const httplib::ContentReader& c) { r->prefix(q, p, c); });
   s.Post("/v1/chat/completions",
          [r](const httplib::Request& q, httplib::Response& p, const httplib::ContentReader& c) {
            r->completion(Endpoint::kChatCompletions, q, p, c);

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,30 @@ def test_server_that_cannot_start_raises_its_error():
     s.close()
     with pytest.raises(snug.SnugError):
         _ = s.url
+
+
+def test_a_killed_owner_takes_its_server_along():
+    code = ("import snug, sys, time\n"
+            f"s = snug.Server({str(MODEL)!r}, ctx=256, parallel=1, memory='512MiB').start()\n"
+            "print(s.pid, flush=True)\n"
+            "time.sleep(120)\n")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+    finally:
+        owner.kill()  # SIGKILL: nothing of the owner runs after this
+        owner.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if "zombie" in Path(f"/proc/{pid}/status").read_text().lower():
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the server outlived the process that started it by 20 s")
 
 
 def test_package_type_checks():
