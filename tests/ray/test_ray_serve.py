@@ -65,7 +65,10 @@ def deployment():
     plan = {MODEL.stem: replica_bytes(str(MODEL), CTX, PARALLEL),
             q8.stem: replica_bytes(str(q8), CTX, PARALLEL)}
     big = max(plan.values())
-    nodes = {"head": big // 2, "one": big * 3 // 2, "two": big * 5 // 2}
+    # The head holds no replica; "one" one of either model; "two" two; "three"
+    # one of the smaller model only: room for one more replica of it.
+    small = min(plan.values())
+    nodes = {"head": big // 2, "one": big * 3 // 2, "two": big * 5 // 2, "three": small * 6 // 5}
     os.environ["RAY_DEDUP_LOGS"] = "0"
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "memory": nodes["head"], "node_ip_address": "127.0.0.1",
@@ -74,6 +77,8 @@ def deployment():
                      resources={"one": 1})
     cluster.add_node(num_cpus=2, memory=nodes["two"], node_ip_address="127.0.0.1",
                      resources={"two": 1})
+    cluster.add_node(num_cpus=1, memory=nodes["three"], node_ip_address="127.0.0.1",
+                     resources={"three": 1})
     ray.init(address=cluster.address, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -119,7 +124,7 @@ def test_placement_never_promises_a_node_more_than_it_has(deployment):
         total = sum(d["plan"][n] for n in held)
         assert total <= d["nodes"][node], (node, held, total)
     assert "head" not in per_node  # half a plan: no replica fits there
-    assert sorted(len(v) for v in per_node.values()) == [1, 2]
+    assert sum(len(v) for v in per_node.values()) == 3
     lines = []
     for node, held in sorted(per_node.items()):
         parts = " + ".join(f"{n} {d['plan'][n] / MiB:.1f}" for n in held)
@@ -236,3 +241,68 @@ def test_killing_a_nodes_replicas_loses_no_request_silently(deployment):
     r = client.completions.create(model=MODEL.stem, prompt="Once upon a time", max_tokens=16,
                                   temperature=0)
     assert r.choices[0].text == expected[MODEL.stem]
+
+
+def test_autoscaling_and_a_replica_no_node_can_hold(deployment):
+    """A new deployment of the smaller model asks for more replicas than the
+    cluster holds: the ones Ray cannot place are given up after the placement
+    timeout and the rest serve; idle, it scales down to its minimum; under a
+    flood of requests, it scales up again."""
+    d = deployment
+    small = min(d["plan"], key=d["plan"].get)
+    path = MODEL if small == MODEL.stem else d["q8"]
+    serve.run(build_app({"models": [{"path": str(path), "replicas": 6, "min_replicas": 1,
+                                     "max_replicas": 6}],
+                         "ctx": CTX, "parallel": PARALLEL, "threads": 1,
+                         "placement_timeout_s": 15, "scale_interval_s": 1.0,
+                         "scale_up_waiting": 1.0, "scale_down_idle_s": 2.0}), blocking=False)
+    capacity = sum(min(int(d["nodes"][n] // d["plan"][small]), cpus)
+                   for n, cpus in (("one", 2), ("two", 2), ("three", 1)))
+
+    def state():
+        return get(d["url"] + "/v1/replicas")
+
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        try:
+            st = state()
+            events = [e["event"] for e in st["events"]]
+            if "unplaceable" in events:
+                break
+        except OSError:
+            pass
+        time.sleep(1)
+    else:
+        pytest.fail("no replica was reported unplaceable in 120 s")
+    assert capacity < 6
+    print(f"\nautoscaling: 6 replicas asked for, room for {capacity}; " +
+          ", ".join(f"{e['event']} ({e['detail']})" for e in st["events"]))
+    # Idle: down to min_replicas.
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        reps = state()["models"][small]["replicas"]
+        if len(reps) == 1 and reps[0]["ready"]:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"did not scale down to 1: {state()}")
+    # A flood: the one replica's queue grows, and a second comes.
+    client = openai.OpenAI(base_url=d["url"] + "/v1", api_key="none", max_retries=0,
+                           timeout=300)
+    stop = time.time() + 90
+
+    def flood(k):
+        n = 0
+        while time.time() < stop and len(state()["models"][small]["replicas"]) < 2:
+            client.completions.create(model=small, prompt=f"Story {k}:", max_tokens=24,
+                                      temperature=0)
+            n += 1
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        sent = sum(pool.map(flood, range(8)))
+    st = state()
+    assert len(st["models"][small]["replicas"]) >= 2, st
+    assert any(e["event"] == "scale_up" for e in st["events"]), st["events"]
+    print(f"scaled up after {sent} requests: " +
+          ", ".join(e["detail"] for e in st["events"] if e["event"] == "scale_up"))
