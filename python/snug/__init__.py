@@ -235,6 +235,7 @@ class Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self.port = None  # nothing listens there any more
         return self._proc.returncode
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Offline batch jobs on Ray Data: OpenAI batch-request lines through `snug
 serve` workers placed by the plan's bytes, with output that survives kills.
 
-``run_batch(input, output, model)`` reads a JSONL file of OpenAI batch
+``run_batch(input, output, model)`` reads a JSONL (or Parquet) file of OpenAI batch
 requests (``{"custom_id", "method": "POST", "url": "/v1/chat/completions" |
 "/v1/completions", "body": {...}}``, as ``snug batch`` takes), runs them with
 ``Dataset.map_batches`` over a pool of actors (``SnugBatchWorker``), each of
@@ -135,7 +135,7 @@ def run_batch(input: str, output: str, model: str, *, ctx: int = 2048, parallel:
     for stale in parts.glob("*.tmp"):
         stale.unlink()
     done = _done_ids(out, parts)
-    lines = inp.read_text().splitlines()
+    lines = _input_lines(inp)
     plan_bytes = int(serve_plan(model, ctx=ctx, parallel=parallel)["memory_bytes_one"])
     items: List[Dict[str, Any]] = [{"text": line, "index": i} for i, line in enumerate(lines)
                                    if line.strip()]
@@ -158,6 +158,24 @@ def run_batch(input: str, output: str, model: str, *, ctx: int = 2048, parallel:
     return {"requests": len(items), "skipped": len(items) - len(todo), "computed": computed,
             "ok": ok, "written": merged, "seconds": time.monotonic() - t0,
             "plan_bytes": plan_bytes}
+
+
+def _input_lines(inp: Path) -> List[str]:
+    """The requests as JSON lines: a JSONL file's lines, or a Parquet file's
+    rows (columns custom_id, method, url, body; body a struct or a JSON string)."""
+    if inp.suffix != ".parquet":
+        return inp.read_text().splitlines()
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    lines = []
+    for row in pq.read_table(inp).to_pylist():
+        if isinstance(row.get("body"), str):
+            try:
+                row["body"] = json.loads(row["body"])
+            except ValueError:
+                pass  # left a string: answered as a bad request
+        lines.append(json.dumps(row))
+    return lines
 
 
 def _custom_id(line: str) -> Optional[str]:

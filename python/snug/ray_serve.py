@@ -16,8 +16,8 @@ OpenAI-compatible Ray Serve ingress.
   is restartable, and exits when its server does); a request it held is
   retried once on another replica if nothing of its answer was sent yet, and
   otherwise ends with a clean error.
-* The ingress adds a replica of a model when its replicas' queues stay long,
-  and removes one that stays idle, between ``min_replicas`` and
+* The ingress adds a replica of a model when its replicas' queues stay long
+  or their KV pools stay nearly full, and removes one that stays idle, between ``min_replicas`` and
   ``max_replicas``; a replica Ray cannot place waits (pending) and is given
   up after ``placement_timeout_s``.
 
@@ -185,7 +185,8 @@ class SnugIngress:
 
     def __init__(self, models: List[Dict[str, Any]], placement_timeout_s: float = 120.0,
                  scale_interval_s: float = 2.0, scale_up_waiting: float = 2.0,
-                 scale_down_idle_s: float = 60.0, max_prefix_entries: int = 100000) -> None:
+                 scale_up_kv: float = 0.9, scale_down_idle_s: float = 60.0,
+                 max_prefix_entries: int = 100000) -> None:
         self._models: Dict[str, _Model] = {}
         for m in models:
             cfg = ModelConfig(**m)
@@ -198,6 +199,7 @@ class SnugIngress:
         self._placement_timeout_s = placement_timeout_s
         self._scale_interval_s = scale_interval_s
         self._scale_up_waiting = scale_up_waiting
+        self._scale_up_kv = scale_up_kv
         self._scale_down_idle_s = scale_down_idle_s
         self._max_prefix_entries = max_prefix_entries
         self._events: List[Dict[str, Any]] = []
@@ -247,7 +249,9 @@ class SnugIngress:
                 continue  # one is still loading or being placed: decide later
             waiting = sum(r.load.get("waiting", 0.0) for r in ready) / len(ready)
             running = sum(r.load.get("running", 0.0) + r.in_flight for r in ready)
-            if waiting >= self._scale_up_waiting:
+            kv = sum(r.load.get("kv_used", 0.0) / max(r.load.get("kv_total", 0.0), 1.0)
+                     for r in ready) / len(ready)
+            if waiting >= self._scale_up_waiting or kv >= self._scale_up_kv:
                 model.idle_since = None
                 model.busy_since = model.busy_since or now
                 if now - model.busy_since >= self._scale_interval_s and \
@@ -255,7 +259,8 @@ class SnugIngress:
                     self._add_replica(model)
                     model.busy_since = None
                     self._event("scale_up", model.cfg.name,
-                                f"{waiting:.1f} waiting per replica; now {len(model.replicas)}")
+                                f"{waiting:.1f} waiting per replica, KV {kv:.0%} used; now "
+                                f"{len(model.replicas)}")
             elif running == 0:
                 model.busy_since = None
                 model.idle_since = model.idle_since or now
@@ -387,7 +392,9 @@ class SnugIngress:
         headers = {"content-type": "application/json"}
         if "authorization" in request.headers:
             headers["authorization"] = request.headers["authorization"]
-        hashes = await self._prefix_hashes(model, body, headers, path)
+        # The prefix only matters where there is a choice of replica.
+        ready = sum(1 for r in model.replicas if r.info is not None)
+        hashes = await self._prefix_hashes(model, body, headers, path) if ready > 1 else []
         if parsed.get("stream"):
             return await self._stream(model, path, body, headers, hashes)
         return await self._once(model, path, body, headers, hashes)
@@ -470,7 +477,7 @@ def build_app(args: Dict[str, Any]) -> Any:
     [{"path", "ctx", "parallel", "replicas", ...}, ...], and defaults for
     every model: "ctx", "parallel", "threads", "replicas", "min_replicas",
     "max_replicas"; and the ingress's "placement_timeout_s",
-    "scale_interval_s", "scale_up_waiting", "scale_down_idle_s"}."""
+    "scale_interval_s", "scale_up_waiting", "scale_up_kv", "scale_down_idle_s"}."""
     defaults = {k: args[k] for k in ("ctx", "parallel", "threads", "replicas", "min_replicas",
                                      "max_replicas") if k in args}
     models = args.get("models")
@@ -490,5 +497,6 @@ def build_app(args: Dict[str, Any]) -> Any:
             raise ValueError(f"build_app: '{spec['path']}' is not a file")
         specs.append(spec)
     ingress = {k: float(args[k]) for k in ("placement_timeout_s", "scale_interval_s",
-                                           "scale_up_waiting", "scale_down_idle_s") if k in args}
+                                           "scale_up_waiting", "scale_up_kv",
+                                           "scale_down_idle_s") if k in args}
     return cast(Any, SnugIngress).bind(specs, **ingress)

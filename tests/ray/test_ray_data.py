@@ -134,3 +134,22 @@ def test_bad_arguments_are_refused_at_once(cluster, tmp_path):
         run_batch(str(tmp_path / "in.jsonl"), str(tmp_path / "o.jsonl"), str(MODEL), workers=0)
     with pytest.raises(snug.SnugError):
         run_batch(str(tmp_path / "in.jsonl"), str(tmp_path / "o.jsonl"), str(ROOT / "README.md"))
+
+
+def test_a_parquet_dataset(cluster, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    reqs = [request(i) for i in range(40)]
+    table = pa.table({"custom_id": [r["custom_id"] for r in reqs],
+                      "method": [r["method"] for r in reqs],
+                      "url": [r["url"] for r in reqs],
+                      "body": [json.dumps(r["body"]) for r in reqs]})
+    inp, out = tmp_path / "requests.parquet", tmp_path / "results.jsonl"
+    pq.write_table(table, inp)
+    stats = run_batch(str(inp), str(out), str(MODEL), ctx=CTX, parallel=PARALLEL, workers=1,
+                      batch_size=10)
+    rows = read(out)
+    assert stats["computed"] == 40 and [r["custom_id"] for r in rows] == [f"req-{i}" for i in
+                                                                           range(40)]
+    assert all(r["response"]["status_code"] == 200 for r in rows)
