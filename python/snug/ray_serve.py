@@ -174,6 +174,13 @@ class _Model:
         self.pending_since: Dict[int, float] = {}
         self.busy_since: Optional[float] = None
         self.idle_since: Optional[float] = None
+        self.averages: Dict[str, float] = {}
+
+    def smooth(self, key: str, sample: float) -> float:
+        """An exponential average of `sample` (half weight to the newest)."""
+        value = 0.5 * self.averages.get(key, sample) + 0.5 * sample
+        self.averages[key] = value
+        return value
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
@@ -247,10 +254,14 @@ class SnugIngress:
             ready = [r for r in model.replicas if r.info is not None]
             if not ready or len(ready) < len(model.replicas):
                 continue  # one is still loading or being placed: decide later
-            waiting = sum(r.load.get("waiting", 0.0) for r in ready) / len(ready)
+            # Averaged over the last few samples: a queue that drains for an
+            # instant between two requests does not reset the decision.
+            waiting = model.smooth("waiting", sum(r.load.get("waiting", 0.0)
+                                                  for r in ready) / len(ready))
+            kv = model.smooth("kv", sum(r.load.get("kv_used", 0.0) /
+                                        max(r.load.get("kv_total", 0.0), 1.0)
+                                        for r in ready) / len(ready))
             running = sum(r.load.get("running", 0.0) + r.in_flight for r in ready)
-            kv = sum(r.load.get("kv_used", 0.0) / max(r.load.get("kv_total", 0.0), 1.0)
-                     for r in ready) / len(ready)
             if waiting >= self._scale_up_waiting or kv >= self._scale_up_kv:
                 model.idle_since = None
                 model.busy_since = model.busy_since or now

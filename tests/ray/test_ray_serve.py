@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -289,20 +290,30 @@ def test_autoscaling_and_a_replica_no_node_can_hold(deployment):
     # A flood: the one replica's queue grows, and a second comes.
     client = openai.OpenAI(base_url=d["url"] + "/v1", api_key="none", max_retries=0,
                            timeout=300)
-    stop = time.time() + 90
+    grown = threading.Event()
+    stop = time.time() + 120
+
+    def watch():
+        while time.time() < stop and not grown.is_set():
+            if len(state()["models"][small]["replicas"]) >= 2:
+                grown.set()
+            time.sleep(0.5)
 
     def flood(k):
         n = 0
-        while time.time() < stop and len(state()["models"][small]["replicas"]) < 2:
-            client.completions.create(model=small, prompt=f"Story {k}:", max_tokens=24,
+        while time.time() < stop and not grown.is_set():
+            client.completions.create(model=small, prompt=f"Story {k}:", max_tokens=32,
                                       temperature=0)
             n += 1
         return n
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        sent = sum(pool.map(flood, range(8)))
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        sent = sum(pool.map(flood, range(12)))
+    watcher.join(10)
     st = state()
-    assert len(st["models"][small]["replicas"]) >= 2, st
+    assert grown.is_set() and len(st["models"][small]["replicas"]) >= 2, st
     assert any(e["event"] == "scale_up" for e in st["events"]), st["events"]
     print(f"scaled up after {sent} requests: " +
           ", ".join(e["detail"] for e in st["events"] if e["event"] == "scale_up"))
