@@ -57,7 +57,8 @@ struct Value {
 
   bool is_integer() const;
   bool is_float() const { return type == ValueType::kF32 || type == ValueType::kF64; }
-  // Numeric array element k as double / int64 (bounds and type checked by caller).
+  // Numeric array element k as double / int64 (bounds and type checked by
+  // caller); a float element as int64 is truncated and saturated (NaN: INT64_MIN).
   double array_f64(uint64_t k) const;
   int64_t array_i64(uint64_t k) const;
 };

@@ -6,6 +6,7 @@
 // A string is u64 length + bytes; an array is u32 element type + u64 count + elements.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <unordered_set>
 
 #include "base/checked.h"
@@ -226,8 +227,14 @@ double Value::array_f64(uint64_t k) const {
 int64_t Value::array_i64(uint64_t k) const {
   Value v;
   decode_scalar(elem_type, elems + k * scalar_size(elem_type), &v);
-  if (elem_type == ValueType::kF32 || elem_type == ValueType::kF64)
+  if (elem_type == ValueType::kF32 || elem_type == ValueType::kF64) {
+    // Truncated toward zero, saturated to int64's range (a float beyond it,
+    // or NaN, converted as is would be undefined behaviour): NaN is INT64_MIN.
+    constexpr double kTwo63 = 9223372036854775808.0;
+    if (!(v.f > -kTwo63)) return std::numeric_limits<int64_t>::min();
+    if (v.f >= kTwo63) return std::numeric_limits<int64_t>::max();
     return static_cast<int64_t>(v.f);
+  }
   return v.i;
 }
 

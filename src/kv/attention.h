@@ -40,9 +40,10 @@ int64_t attention_scratch_floats(int32_t max_ctx, int32_t group, int32_t head_di
                                  int32_t head_dim_v);
 
 // out[h * head_dim_v ...] = softmax_t(scale * q_h . k_t) v_t over positions
-// t in [0, end) of `seq` for query heads h in [h0, h1). `scratch` holds
-// attention_scratch_floats(>= end, ...) floats.
+// t in [begin, end) of `seq` for query heads h in [h0, h1): begin > 0 for a
+// sliding window. `scratch` holds attention_scratch_floats(>= end, ...) floats.
 void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
-            const float* q, int32_t end, int32_t h0, int32_t h1, float* out, float* scratch);
+            const float* q, int32_t end, int32_t h0, int32_t h1, float* out, float* scratch,
+            int32_t begin = 0);
 
 }  // namespace snug::kv

@@ -160,10 +160,12 @@ void AttendFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, int
   float m = -INFINITY;  // largest score so far
   float sum = 0;        // sum of exp(score - m) so far
   const int64_t bt = k.block_tokens;
-  for (int64_t b = 0; b * bt < n; ++b) {
-    const uint8_t* kr = k.blocks[b];
-    const uint8_t* vr = v.blocks[b];
-    const int64_t end = n - b * bt < bt ? n - b * bt : bt;
+  for (int64_t t = 0; t < n;) {
+    const int64_t at = t + k.first, b = at / bt, j0 = at - b * bt;
+    const uint8_t* kr = k.blocks[b] + j0 * k.row_bytes;
+    const uint8_t* vr = v.blocks[b] + j0 * v.row_bytes;
+    const int64_t end = n - t < bt - j0 ? n - t : bt - j0;
+    t += end;
     for (int64_t j = 0; j < end; ++j, kr += k.row_bytes, vr += v.row_bytes) {
       const float s = Key::Dot(kr, qd, dk) * scale;
       float ms = 1.f;  // rescales what was accumulated when s is a new maximum
@@ -237,10 +239,11 @@ void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows&
                 float scale, float* p, int64_t stride) {
   const int64_t bt = k.block_tokens;
   for (int64_t b = 0, t = 0; t < n; ++b) {
-    const uint16_t* kr = k.blocks[b];
-    const uint16_t* vr = v.blocks[b];
-    const uint16_t* kn = t + bt < n ? k.blocks[b + 1] : nullptr;
-    for (int64_t j = 0; j < bt && t < n; ++j, ++t, kr += k.row_elems, vr += v.row_elems) {
+    const int64_t j0 = b == 0 ? k.first : 0;  // a window starts inside its first block
+    const uint16_t* kr = k.blocks[b] + j0 * k.row_elems;
+    const uint16_t* vr = v.blocks[b] + j0 * v.row_elems;
+    const uint16_t* kn = t + bt - j0 < n ? k.blocks[b + 1] : nullptr;
+    for (int64_t j = j0; j < bt && t < n; ++j, ++t, kr += k.row_elems, vr += v.row_elems) {
       if (kn != nullptr) PrefetchBytes<3>(kn + j * k.row_elems, 2 * k.row_elems);
       PrefetchBytes<2>(vr, 2 * v.row_elems);
       __m512 s[HC];
@@ -268,8 +271,10 @@ void HeadValueCols(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_
   }
   const int64_t bt = v.block_tokens;
   for (int64_t t = t0; t < t1;) {
-    const int64_t b = t / bt, end = (b + 1) * bt < t1 ? (b + 1) * bt : t1;
-    const uint16_t* vr = v.blocks[b] + (t - b * bt) * v.row_elems + c;
+    // Block b holds positions [b bt - first, (b + 1) bt - first).
+    const int64_t b = (t + v.first) / bt;
+    const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
+    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * v.row_elems + c;
     for (; t < end; ++t, vr += v.row_elems) {
       __m512 x[NC];
       for (int i = 0; i < NC; ++i) {

@@ -234,7 +234,8 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   const int64_t bt = k.block_tokens;
   float mx = -INFINITY;
   for (int64_t t = 0; t < n; ++t) {
-    const uint16_t* kr = k.blocks[t / bt] + (t % bt) * k.row_elems;
+    const int64_t at = t + k.first;
+    const uint16_t* kr = k.blocks[at / bt] + (at % bt) * k.row_elems;
     const float s = DotF16Ordered(kr, qh, dk, gemm) * scale;
     p[t] = s;
     mx = s > mx ? s : mx;
@@ -242,7 +243,8 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   const auto inv = static_cast<float>(1.0 / ExpSumGgml(p, n, mx));
   std::memset(acc, 0, sizeof(float) * static_cast<size_t>(slots) * static_cast<size_t>(dv));
   for (int64_t t = 0; t < n; ++t) {
-    const uint16_t* vr = v.blocks[t / bt] + (t % bt) * v.row_elems;
+    const int64_t at = t + v.first;
+    const uint16_t* vr = v.blocks[at / bt] + (at % bt) * v.row_elems;
     FmaF16(RoundF16(p[t] * inv), vr, acc + (t % slots) * dv, dv);
   }
   FoldSlots(acc, slots, dv, out);

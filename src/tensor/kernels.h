@@ -135,6 +135,7 @@ struct PagedRows {
   const uint16_t* const* blocks;
   int32_t block_tokens = 0;
   int64_t row_elems = 0;
+  int32_t first = 0;  // position 0 is row `first` of blocks[0] (a window's start; K and V alike)
 };
 // Floats of scratch attention_f16_ggml needs for n positions and head sizes dk, dv.
 int64_t attention_scratch_floats(int64_t n, int64_t dk, int64_t dv);
@@ -167,6 +168,7 @@ struct PagedKvRows {
   int32_t block_tokens = 0;
   uint64_t row_bytes = 0;
   DType type = DType::kF16;
+  int32_t first = 0;  // position 0 is row `first` of blocks[0] (a window's start; K and V alike)
 };
 // Floats of scratch attention_flash_ggml needs for head sizes dk, dv.
 int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv);

@@ -2,8 +2,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -46,6 +48,7 @@ TEST(Gguf, WriterRoundTripsMetadataAndTensors) {
   ASSERT_EQ(toks->strings.size(), 3u);
   EXPECT_EQ(toks->strings[2], "<s>");
   EXPECT_DOUBLE_EQ(f->find("tokenizer.ggml.scores")->array_f64(1), -1.0);
+  EXPECT_EQ(f->find("tokenizer.ggml.scores")->array_i64(1), -1);
   const TensorInfo* x = f->find_tensor("x");
   ASSERT_NE(x, nullptr);
   EXPECT_EQ(x->ne[0], 3);
@@ -157,4 +160,23 @@ TEST(Gguf, RealModelParses) {
 }
 
 }  // namespace
+// Float array elements read as integers (a token type written as a float) are
+// truncated and saturated: a value beyond int64's range or NaN must not be a
+// conversion with undefined behaviour (fuzz_gguf found one, -2.5e36).
+TEST(Gguf, FloatArrayElementsAsIntegersSaturate) {
+  Writer w;
+  w.set_string("general.architecture", "llama");
+  w.set_f32s("x.values", {3.7f, -2.54312e36f, 1e30f, std::nanf(""), -0.5f});
+  auto bytes = w.to_bytes();
+  auto f = File::parse(bytes, "mem");
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  const Value* v = f->find("x.values");
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->array_i64(0), 3);
+  EXPECT_EQ(v->array_i64(1), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(v->array_i64(2), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(v->array_i64(3), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(v->array_i64(4), 0);
+}
+
 }  // namespace snug::gguf
