@@ -26,7 +26,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import ray
 
@@ -37,17 +37,21 @@ __all__ = ["SnugBatchWorker", "run_batch"]
 _ROUTES = ("/v1/chat/completions", "/v1/completions")
 
 
-def _done_ids(output: Path, parts: Path) -> Set[str]:
-    done: Set[str] = set()
-    files = ([output] if output.exists() else []) + sorted(parts.glob("*.jsonl"))
-    for f in files:
+def _results(output: Path, parts: Path) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(custom_id, result) of every whole line written so far: the output's,
+    then each finished part's; a torn last line of an interrupted write is skipped."""
+    for f in ([output] if output.exists() else []) + sorted(parts.glob("*.jsonl")):
         with open(f, "rb") as fh:
             for raw in fh:
                 try:
-                    done.add(str(json.loads(raw)["custom_id"]))
+                    r = json.loads(raw)
+                    yield str(r["custom_id"]), r
                 except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line of an interrupted write
-    return done
+                    continue
+
+
+def _done_ids(output: Path, parts: Path) -> Set[str]:
+    return {cid for cid, _ in _results(output, parts)}
 
 
 class SnugBatchWorker:
@@ -195,15 +199,8 @@ def _merge(inp: Path, out: Path, parts: Path, lines: List[str]) -> int:
         cid = _custom_id(line)
         if cid is not None and cid not in order:
             order[cid] = i
-    for f in ([out] if out.exists() else []) + sorted(parts.glob("*.jsonl")):
-        with open(f, "rb") as fh:
-            for raw in fh:
-                try:
-                    r = json.loads(raw)
-                    cid = str(r["custom_id"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                rows.setdefault(cid, r)
+    for cid, r in _results(out, parts):
+        rows.setdefault(cid, r)
     tmp = out.parent / (out.name + ".tmp")
     with open(tmp, "w") as fh:
         for cid in sorted(rows, key=lambda c: (order.get(c, len(lines)), c)):

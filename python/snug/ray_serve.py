@@ -245,8 +245,7 @@ class SnugIngress:
                     try:
                         r.load = await asyncio.wait_for(r.actor.load.remote(), 10)
                     except (RayActorError, asyncio.TimeoutError):
-                        r.info = None  # restarting: ready again once it answers
-                        r.ready_ref = r.actor.info.remote()
+                        self._mark_failed(r)
 
     async def _autoscale(self) -> None:
         now = time.monotonic()
@@ -284,6 +283,11 @@ class SnugIngress:
                                 f"idle; now {len(model.replicas)}")
             else:
                 model.busy_since = model.idle_since = None
+
+    @staticmethod
+    def _mark_failed(r: _Replica) -> None:
+        """Not ready until it answers again (Ray restarts its actor)."""
+        r.info, r.ready_ref = None, r.actor.info.remote()
 
     def _event(self, kind: str, model: str, detail: str) -> None:
         self._events.append({"time": time.time(), "event": kind, "model": model,
@@ -423,7 +427,7 @@ class SnugIngress:
             except _RETRYABLE as e:
                 self._event("replica_failed", model.cfg.name, f"{type(e).__name__}; "
                             f"{'retrying' if attempt == 0 else 'giving up'}")
-                r.info, r.ready_ref = None, r.actor.info.remote()
+                self._mark_failed(r)
                 failed = r
                 continue
             finally:
@@ -449,7 +453,7 @@ class SnugIngress:
                 r.in_flight -= 1
                 self._event("replica_failed", model.cfg.name, f"{type(e).__name__} before the "
                             f"first byte; {'retrying' if attempt == 0 else 'giving up'}")
-                r.info, r.ready_ref = None, r.actor.info.remote()
+                self._mark_failed(r)
                 failed = r
                 continue
             if head["status"] != 200:
@@ -469,7 +473,7 @@ class SnugIngress:
         except _RETRYABLE as e:
             # Part of the answer was sent: end the stream with an error event.
             self._event("replica_failed", model.cfg.name, f"{type(e).__name__} mid-stream")
-            r.info, r.ready_ref = None, r.actor.info.remote()
+            self._mark_failed(r)
             err = {"error": {"message": "the replica serving this stream failed; retry",
                              "type": "server_error", "code": "replica_failed"}}
             yield f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()

@@ -311,25 +311,33 @@ struct HttpServer::Routes {
     return false;
   }
 
+  // What every model request starts with: the server loaded, the caller's key
+  // (its tenant), the body and the model it names; false with `res` filled.
+  bool begin_model_request(const httplib::Request& req, httplib::Response& res,
+                           const httplib::ContentReader& reader, std::optional<size_t>* tenant,
+                           std::string* body, std::string* want) {
+    if (registry.load() == nullptr) {
+      LimitedServer::close_after_response();
+      loading(res);
+      return false;
+    }
+    if (!authorized(req, tenant)) {
+      LimitedServer::close_after_response();
+      send_error(res, ApiError{401, "a valid API key is required", {}, "invalid_api_key"});
+      return false;
+    }
+    return read_body(req, res, reader, body) && model_name(*body, res, want);
+  }
+
   // POST /v1/prefix: the prompt of a completion or chat body (a chat when it
   // has "messages"), as the prefix cache names it: the hashes of its full
   // blocks under the caller's cache scope. Nothing is generated; a router
   // sends the request itself to the replica that served the same hashes.
   void prefix(const httplib::Request& req, httplib::Response& res,
               const httplib::ContentReader& reader) {
-    if (registry.load() == nullptr) {
-      LimitedServer::close_after_response();
-      return loading(res);
-    }
     std::optional<size_t> tenant;
-    if (!authorized(req, &tenant)) {
-      LimitedServer::close_after_response();
-      return send_error(res, ApiError{401, "a valid API key is required", {}, "invalid_api_key"});
-    }
-    std::string body;
-    if (!read_body(req, res, reader, &body)) return;
-    std::string want;
-    if (!model_name(body, res, &want)) return;
+    std::string body, want;
+    if (!begin_model_request(req, res, reader, &tenant, &body, &want)) return;
     if (tenant && *tenant < self->keys_.tenants().size() &&
         !self->keys_.tenants()[*tenant].may_use(want))
       return send_error(
@@ -368,19 +376,9 @@ struct HttpServer::Routes {
 
   void completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
                   const httplib::ContentReader& reader) {
-    if (registry.load() == nullptr) {
-      LimitedServer::close_after_response();
-      return loading(res);
-    }
     std::optional<size_t> tenant;
-    if (!authorized(req, &tenant)) {
-      LimitedServer::close_after_response();
-      return send_error(res, ApiError{401, "a valid API key is required", {}, "invalid_api_key"});
-    }
-    std::string body;
-    if (!read_body(req, res, reader, &body)) return;
-    std::string want;
-    if (!model_name(body, res, &want)) return;
+    std::string body, want;
+    if (!begin_model_request(req, res, reader, &tenant, &body, &want)) return;
     TenantLimiter::Ticket ticket;
     if (!admit_tenant(tenant, want, res, &ticket)) return;
     engine::ModelRegistry::Lease lease;

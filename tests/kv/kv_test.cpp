@@ -4,6 +4,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kv/attention.h"
@@ -383,14 +384,21 @@ TEST(Attention, QuantizedCacheStaysNearTheExactResult) {
 
 // A sliding window: attention over positions [begin, end) of a sequence
 // equals attention over a sequence that holds just those rows, bit for bit,
-// for every KV type and every kernel (the window starts anywhere in a block).
+// for every KV type and every kernel (the window starts anywhere in a block):
+// f16 heads of 64 take the AVX-512 heads kernel where there is one, heads of
+// 40 ggml's order (every other target's path), q8_0 and q4_0 the flash one.
 TEST(Attention, AWindowEqualsASequenceOfJustItsRows) {
-  for (tensor::DType type : {tensor::DType::kF16, tensor::DType::kQ8_0, tensor::DType::kQ4_0}) {
+  const std::pair<tensor::DType, int32_t> cases[] = {{tensor::DType::kF16, 64},
+                                                     {tensor::DType::kF16, 40},
+                                                     {tensor::DType::kQ8_0, 64},
+                                                     {tensor::DType::kQ4_0, 64}};
+  for (const auto& [type, d] : cases) {
+    const auto ud = static_cast<size_t>(d);
     KvLayout lay;
     lay.n_layers = 1;
     lay.n_kv_heads = 2;
-    lay.head_dim_k = 64;
-    lay.head_dim_v = 64;
+    lay.head_dim_k = d;
+    lay.head_dim_v = d;
     lay.block_tokens = 16;
     lay.k_type = lay.v_type = type;
     memory::Ledger ledger;
@@ -399,49 +407,49 @@ TEST(Attention, AWindowEqualsASequenceOfJustItsRows) {
     std::mt19937 rng(7);
     std::normal_distribution<float> nd(0.f, 1.f);
     const int32_t n = 200;
-    std::vector<float> rows(static_cast<size_t>(n) * 2 * 2 * 64);
+    std::vector<float> rows(static_cast<size_t>(n) * 2 * 2 * ud);
     for (float& x : rows) x = nd(rng);
     const auto row = [&](int32_t p, int32_t h, int kv) {
       return rows.data() +
              ((static_cast<size_t>(p) * 2 + static_cast<size_t>(h)) * 2 + static_cast<size_t>(kv)) *
-                 64;
+                 ud;
     };
     const SeqId full = c->create_sequence();
     ASSERT_TRUE(c->prepare_append(full, n).ok());
     for (int32_t p = 0; p < n; ++p) {
       for (int32_t h = 0; h < 2; ++h) {
-        tensor::quantize_kv_row(type, row(p, h, 0), c->k_row(full, 0, h, p), 64);
-        tensor::quantize_kv_row(type, row(p, h, 1), c->v_row(full, 0, h, p), 64);
+        tensor::quantize_kv_row(type, row(p, h, 0), c->k_row(full, 0, h, p), d);
+        tensor::quantize_kv_row(type, row(p, h, 1), c->v_row(full, 0, h, p), d);
       }
     }
     c->commit_append(full, n);
     AttentionShape shape;
     shape.n_heads = 4;
     shape.n_kv_heads = 2;
-    shape.head_dim_k = shape.head_dim_v = 64;
+    shape.head_dim_k = shape.head_dim_v = d;
     shape.scale = 0.125f;
-    std::vector<float> q(4 * 64),
-        scratch(static_cast<size_t>(attention_scratch_floats(n, 2, 64, 64)));
+    std::vector<float> q(4 * ud),
+        scratch(static_cast<size_t>(attention_scratch_floats(n, 2, d, d)));
     for (float& x : q) x = nd(rng);
     for (int32_t begin : {0, 1, 15, 16, 37, 150}) {
       for (bool batched : {false, true}) {
         shape.batched = batched;
         const int32_t end = n - (begin % 3);
-        std::vector<float> got(4 * 64), want(4 * 64);
+        std::vector<float> got(4 * ud), want(4 * ud);
         attend(*c, full, 0, shape, q.data(), end, 0, 4, got.data(), scratch.data(), begin);
         const SeqId part = c->create_sequence();
         ASSERT_TRUE(c->prepare_append(part, end - begin).ok());
         for (int32_t p = begin; p < end; ++p) {
           for (int32_t h = 0; h < 2; ++h) {
-            tensor::quantize_kv_row(type, row(p, h, 0), c->k_row(part, 0, h, p - begin), 64);
-            tensor::quantize_kv_row(type, row(p, h, 1), c->v_row(part, 0, h, p - begin), 64);
+            tensor::quantize_kv_row(type, row(p, h, 0), c->k_row(part, 0, h, p - begin), d);
+            tensor::quantize_kv_row(type, row(p, h, 1), c->v_row(part, 0, h, p - begin), d);
           }
         }
         c->commit_append(part, end - begin);
         attend(*c, part, 0, shape, q.data(), end - begin, 0, 4, want.data(), scratch.data());
         c->free_sequence(part);
-        EXPECT_EQ(got, want) << "type " << static_cast<int>(type) << ", window [" << begin << ", "
-                             << end << ")";
+        EXPECT_EQ(got, want) << "type " << static_cast<int>(type) << ", head " << d << ", window ["
+                             << begin << ", " << end << ")";
       }
     }
   }
