@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <utility>
 
 #include "kv/attention.h"
+#include "model/family.h"
 
 namespace snug::model {
 namespace {
@@ -28,14 +31,38 @@ Result<int32_t> bounded(const gguf::File& f, const std::string& key, uint64_t ma
 
 }  // namespace
 
+namespace {
+
+// general.architecture names as llama.cpp spells them.
+constexpr std::pair<const char*, Arch> kArchs[] = {{"llama", Arch::kLlama},
+                                                   {"gemma3", Arch::kGemma3},
+                                                   {"qwen2", Arch::kQwen2},
+                                                   {"qwen3", Arch::kQwen3}};
+
+std::optional<Arch> arch_of(const std::string& name) {
+  for (const auto& [n, a] : kArchs) {
+    if (name == n) return a;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool arch_supported(const std::string& arch_name) {
+  return arch_of(arch_name).has_value();
+}
+const char* supported_archs() {
+  return "llama, gemma3, qwen2, qwen3";
+}
+
 Result<ModelConfig> read_config(const gguf::File& f) {
   ModelConfig c;
   SNUG_ASSIGN_OR_RETURN(c.arch_name, f.get_string("general.architecture"));
-  if (c.arch_name == "llama") {
-    c.arch = Arch::kLlama;
+  if (auto arch = arch_of(c.arch_name)) {
+    c.arch = *arch;
   } else {
     return make_error("'", f.name(), "': architecture '", printable(c.arch_name),
-                      "' is not supported (supported: llama)");
+                      "' is not supported (supported: ", supported_archs(), ")");
   }
   c.name = f.get_string("general.name").ok() ? *f.get_string("general.name") : c.arch_name;
   const std::string a = c.arch_name + ".";
@@ -65,15 +92,17 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   if (c.rope_dim > c.head_dim_k || c.rope_dim % 2 != 0)
     return make_error("'", f.name(), "': rope.dimension_count ", c.rope_dim,
                       " does not fit head size ", c.head_dim_k);
-  SNUG_ASSIGN_OR_RETURN(c.rope_base, f.get_float_or(a + "rope.freq_base", 10000.f));
+  RopeParams rope;
+  SNUG_ASSIGN_OR_RETURN(rope.base, f.get_float_or(a + "rope.freq_base", 10000.f));
   SNUG_ASSIGN_OR_RETURN(float linear, f.get_float_or(a + "rope.scaling.factor", 1.f));
-  if (!(linear > 0.f) || !(c.rope_base > 0.f) || !std::isfinite(linear) ||
-      !std::isfinite(c.rope_base))
+  if (!(linear > 0.f) || !(rope.base > 0.f) || !std::isfinite(linear) || !std::isfinite(rope.base))
     return make_error("'", f.name(), "': rope parameters must be positive and finite");
   auto scaling_type = f.get_string(a + "rope.scaling.type");
   if (scaling_type.ok() && *scaling_type != "linear" && *scaling_type != "none" && linear != 1.f)
     return make_error("'", f.name(), "': rope scaling '", *scaling_type, "' is not supported");
-  c.rope_scale = 1.f / linear;
+  rope.scale = 1.f / linear;
+  c.rope_sets = {rope};
+  c.layers.assign(static_cast<size_t>(c.n_layers), LayerConfig{});
   SNUG_ASSIGN_OR_RETURN(c.rms_eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5f));
   if (!(c.rms_eps > 0.f) || c.rms_eps > 1.f)
     return make_error("'", f.name(), "': layer_norm_rms_epsilon ", c.rms_eps, " is out of range");
@@ -95,6 +124,17 @@ Result<ModelConfig> read_config(const gguf::File& f) {
     return make_error("'", f.name(), "': tokenizer has ", tokens->strings.size(),
                       " tokens but token_embd.weight has ", c.n_vocab, " rows");
   c.tied_output = f.find_tensor("output.weight") == nullptr;
+  switch (c.arch) {
+    case Arch::kLlama:
+      break;
+    case Arch::kGemma3:
+      SNUG_RETURN_IF_ERROR(read_gemma3(f, c));
+      break;
+    case Arch::kQwen2:
+    case Arch::kQwen3:
+      SNUG_RETURN_IF_ERROR(read_qwen(f, c));
+      break;
+  }
   return c;
 }
 

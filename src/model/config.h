@@ -4,13 +4,31 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "gguf/gguf.h"
 
 namespace snug::model {
 
-enum class Arch { kLlama };
+enum class Arch { kLlama, kGemma3, kQwen2, kQwen3 };
+
+// The feed-forward network's gate activation: SwiGLU (Llama) or GeGLU with
+// the tanh-approximate GELU (Gemma).
+enum class FfnActivation { kSilu, kGeluTanh };
+
+// Rotary embedding parameters; a model has one set per distinct (base, scale)
+// pair its layers use (Gemma 3: one for local layers, one for global ones).
+struct RopeParams {
+  float base = 10000.f;
+  float scale = 1.f;  // position multiplier (1 / linear scaling factor)
+};
+
+// What may differ between the layers of one model.
+struct LayerConfig {
+  int32_t window = 0;    // attends to its last `window` positions (sliding window); 0: all
+  int32_t rope_set = 0;  // index into ModelConfig::rope_sets
+};
 
 struct ModelConfig {
   Arch arch = Arch::kLlama;
@@ -25,12 +43,32 @@ struct ModelConfig {
   int32_t head_dim_v = 0;
   int32_t n_vocab = 0;
   int32_t n_ctx_train = 0;
-  int32_t rope_dim = 0;  // dimensions rotated per head
-  float rope_base = 10000.f;
-  float rope_scale = 1.f;  // position multiplier (1 / linear scaling factor)
+  int32_t rope_dim = 0;               // dimensions rotated per head
+  bool rope_neox = false;             // rotates pairs (i, i + rope_dim/2), not adjacent pairs
+  std::vector<RopeParams> rope_sets;  // [0]: the model's own (global layers')
+  std::vector<LayerConfig> layers;    // [n_layers]
+  int32_t sliding_window = 0;         // widest window of any layer; 0: every layer global
   float rms_eps = 1e-5f;
   bool tied_output = false;  // output head shares token_embd.weight
+  // Family details the shared blocks take as parameters.
+  FfnActivation ffn_activation = FfnActivation::kSilu;
+  float embd_scale = 1.f;  // token embeddings are multiplied by this (Gemma: sqrt(n_embd))
+  // > 0: queries are multiplied by this after rope and attention scales by 1
+  // (Gemma, as llama.cpp computes it); 0: attention scales q.k by 1/sqrt(head_dim_k).
+  float query_scale = 0.f;
+  bool qk_norm = false;  // per-head RMS norms of q and k before rope (attn_q_norm, attn_k_norm)
+  float final_softcap = 0.f;  // > 0: logits = cap * tanh(logits / cap) (Gemma's option)
+  bool post_norms = false;    // RMS norms of the attention and feed-forward outputs before
+                              // their residual additions (post_attention_norm, post_ffw_norm)
+
+  // Whether any layer attends over a sliding window.
+  bool has_window() const { return sliding_window > 0; }
 };
+
+// Whether snug runs files of this general.architecture, and the list of those
+// it runs, for messages ("llama, gemma3").
+bool arch_supported(const std::string& arch_name);
+const char* supported_archs();
 
 // Reads and checks the hyper-parameters; an Error names the key and the problem
 // (an unsupported architecture, zero heads, heads that do not divide the width...).

@@ -117,7 +117,12 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
   }
   switch (config_.arch) {
     case Arch::kLlama:
+    case Arch::kQwen2:  // Llama's graph; qwen.cpp says what differs
+    case Arch::kQwen3:
       forward_llama(config_, weights_, batch, cache, ws, pool);
+      break;
+    case Arch::kGemma3:
+      forward_gemma3(config_, weights_, batch, cache, ws, pool);
       break;
   }
   for (const Run& r : runs) cache.commit_append(r.seq, r.count);

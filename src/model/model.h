@@ -76,8 +76,12 @@ class Model {
   memory::Charge mapped_charge_;
 };
 
-// The Llama family's forward pass (llama.cpp's LLM_ARCH_LLAMA), in llama.cpp.
+// The families' forward passes, one file each (llama.cpp, gemma3.cpp), built
+// from the shared blocks of blocks.h. The batch is already checked and its
+// KV rows prepared; ws.pos holds each token's position.
 void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
                    Workspace& ws, ThreadPool& pool);
+void forward_gemma3(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
+                    Workspace& ws, ThreadPool& pool);
 
 }  // namespace snug::model

@@ -42,6 +42,12 @@ class Binder {
     return reinterpret_cast<const float*>(t->data);
   }
 
+  // A vector the file may leave out: null when absent, checked when present.
+  Result<const float*> optional_vector(const std::string& name, int64_t n) {
+    if (f_.find_tensor(name) == nullptr) return static_cast<const float*>(nullptr);
+    return vector(name, n);
+  }
+
   uint64_t bytes = 0;
 
  private:
@@ -78,6 +84,17 @@ Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
     SNUG_ASSIGN_OR_RETURN(L.gate, b.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd));
     SNUG_ASSIGN_OR_RETURN(L.up, b.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd));
     SNUG_ASSIGN_OR_RETURN(L.down, b.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff));
+    SNUG_ASSIGN_OR_RETURN(L.bq, b.optional_vector(p + "attn_q.bias", q_rows));
+    SNUG_ASSIGN_OR_RETURN(L.bk, b.optional_vector(p + "attn_k.bias", k_rows));
+    SNUG_ASSIGN_OR_RETURN(L.bv, b.optional_vector(p + "attn_v.bias", v_rows));
+    if (c.qk_norm) {
+      SNUG_ASSIGN_OR_RETURN(L.q_norm, b.vector(p + "attn_q_norm.weight", c.head_dim_k));
+      SNUG_ASSIGN_OR_RETURN(L.k_norm, b.vector(p + "attn_k_norm.weight", c.head_dim_k));
+    }
+    if (c.post_norms) {
+      SNUG_ASSIGN_OR_RETURN(L.post_attn_norm, b.vector(p + "post_attention_norm.weight", c.n_embd));
+      SNUG_ASSIGN_OR_RETURN(L.post_ffn_norm, b.vector(p + "post_ffw_norm.weight", c.n_embd));
+    }
   }
   w.bytes = b.bytes;
   return w;

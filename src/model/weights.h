@@ -22,6 +22,15 @@ struct LayerWeights {
   tensor::MatView gate;              // n_ff rows x n_embd
   tensor::MatView up;                // n_ff rows x n_embd
   tensor::MatView down;              // n_embd rows x n_ff
+  // Present where the family has them (ModelConfig::qk_norm, post_norms), else null.
+  const float* q_norm = nullptr;          // [head_dim_k], every query head
+  const float* k_norm = nullptr;          // [head_dim_k], every key head
+  const float* post_attn_norm = nullptr;  // [n_embd]
+  const float* post_ffn_norm = nullptr;   // [n_embd]
+  // Projection biases, wherever a file has them (Qwen 2), else null.
+  const float* bq = nullptr;  // [n_heads * head_dim_k]
+  const float* bk = nullptr;  // [n_kv_heads * head_dim_k]
+  const float* bv = nullptr;  // [n_kv_heads * head_dim_v]
 };
 
 struct Weights {

@@ -47,7 +47,7 @@ WorkspacePlan plan_workspace(const ModelConfig& c, const std::vector<tensor::DTy
                   round64(f32s(T * c.n_kv_heads * c.head_dim_v)) +
                   round64(f32s(T * c.n_heads * c.head_dim_v)) + round64(f32s(T * c.n_ff)) * 2 +
                   round64(static_cast<uint64_t>(T) * sizeof(int32_t)) +
-                  round64(f32s(T * c.rope_dim));
+                  round64(f32s(T * c.rope_dim * static_cast<int64_t>(c.rope_sets.size())));
   p.logits = round64(f32s(int64_t{s.max_logits} * c.n_embd)) +
              round64(f32s(int64_t{s.max_logits} * c.n_vocab));
   const int64_t widest = std::max<int64_t>({c.n_embd, c.n_ff, int64_t{c.n_heads} * c.head_dim_v});
@@ -90,7 +90,8 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.n_heads / c.n_kv_heads,
                                                  c.head_dim_k, c.head_dim_v);
   w.pos = reinterpret_cast<int32_t*>(take(static_cast<uint64_t>(T) * sizeof(int32_t)));
-  w.rope = reinterpret_cast<float*>(take(f32s(T * c.rope_dim)));
+  w.rope = reinterpret_cast<float*>(
+      take(f32s(T * c.rope_dim * static_cast<int64_t>(c.rope_sets.size()))));
   return w;
 }
 

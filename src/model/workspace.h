@@ -67,8 +67,8 @@ struct Workspace {
   void* quant = nullptr;     // matmul activation scratch
   float* scores = nullptr;   // [n_threads][kv::attention_scratch_floats(max_ctx, ...)]
   int64_t scores_stride = 0;
-  int32_t* pos = nullptr;                  // [max_tokens] position of each batch token
-  float* rope = nullptr;                   // [max_tokens][rope_dim] cos, sin per rotated pair
+  int32_t* pos = nullptr;  // [max_tokens] position of each batch token
+  float* rope = nullptr;   // [max_tokens][rope set][rope_dim] cos, sin per rotated pair
   ActivationObserver* observer = nullptr;  // optional, not owned
 };
 

@@ -46,11 +46,22 @@ Result<model::ModelConfig> read_generic_config(const gguf::File& f, const std::s
                       " tokens is implausibly large");
   c.n_vocab = static_cast<int32_t>(emb->rows());
   c.tied_output = f.find_tensor("output.weight") == nullptr;
+  c.rope_sets = {model::RopeParams{}};
+  c.layers.assign(static_cast<size_t>(c.n_layers), model::LayerConfig{});
   return c;
 }
 
-// Names of the tensors the model binds (model/weights.cpp), in no particular order.
-std::vector<std::string> bound_tensor_names(const model::ModelConfig& c) {
+// Names of the tensors the model binds (model/weights.cpp), in no particular
+// order: those it requires, and (optional) those it binds where a file has them.
+std::vector<std::string> bound_tensor_names(const model::ModelConfig& c, bool optional = false) {
+  if (optional) {
+    std::vector<std::string> names;
+    for (int32_t l = 0; l < c.n_layers; ++l) {
+      for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
+        names.push_back("blk." + std::to_string(l) + "." + b);
+    }
+    return names;
+  }
   std::vector<std::string> names = {"token_embd.weight", "output_norm.weight"};
   if (!c.tied_output) names.emplace_back("output.weight");
   for (int32_t l = 0; l < c.n_layers; ++l) {
@@ -58,6 +69,14 @@ std::vector<std::string> bound_tensor_names(const model::ModelConfig& c) {
     names.push_back(p + "attn_norm.weight");
     names.push_back(p + "ffn_norm.weight");
     for (const char* m : kBlockMatrices) names.push_back(p + m + ".weight");
+    if (c.qk_norm) {
+      names.push_back(p + "attn_q_norm.weight");
+      names.push_back(p + "attn_k_norm.weight");
+    }
+    if (c.post_norms) {
+      names.push_back(p + "post_attention_norm.weight");
+      names.push_back(p + "post_ffw_norm.weight");
+    }
   }
   return names;
 }
@@ -84,13 +103,14 @@ std::vector<tensor::DType> matrix_types(const gguf::File& file, const model::Mod
 Result<ModelFootprint> plan_model(const gguf::File& file) {
   ModelFootprint fp;
   SNUG_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
-  if (arch == "llama") {
+  if (model::arch_supported(arch)) {
     SNUG_ASSIGN_OR_RETURN(fp.config, model::read_config(file));
   } else {
     SNUG_ASSIGN_OR_RETURN(fp.config, read_generic_config(file, arch));
     fp.runnable = false;
     fp.runnable_note = "architecture '" + printable(arch) +
-                       "' is not supported (supported: llama); planned from its header only";
+                       "' is not supported (supported: " + model::supported_archs() +
+                       "); planned from its header only";
   }
   fp.name = fp.config.name;
   fp.has_data = file.has_data();
@@ -111,10 +131,14 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
     fp.file_bytes = std::max(fp.file_bytes, *end);
   }
 
-  for (const std::string& name : bound_tensor_names(fp.config)) {
+  std::vector<std::string> names = bound_tensor_names(fp.config);
+  const size_t n_required = names.size();
+  for (std::string& name : bound_tensor_names(fp.config, true)) names.push_back(std::move(name));
+  for (size_t k = 0; k < names.size(); ++k) {
+    const std::string& name = names[k];
     const gguf::TensorInfo* t = file.find_tensor(name);
     if (!t) {
-      if (!fp.runnable) continue;
+      if (!fp.runnable || k >= n_required) continue;
       return make_error("'", file.name(), "': missing tensor '", name, "'");
     }
     auto it = std::find_if(fp.weights_by_type.begin(), fp.weights_by_type.end(),

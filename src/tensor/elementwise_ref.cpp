@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
@@ -50,6 +51,42 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   const int64_t n8 = n - n % 8;
   for (int64_t i = 0; i < n8; ++i) gate[i] = (gate[i] / (1.0f + exp_ggml(-gate[i]))) * up[i];
   for (int64_t i = n8; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
+}
+
+namespace {
+
+// ggml_table_gelu_f16: GELU of every f16 value, rounded to f16. ggml's
+// `0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x)))`, built
+// as GNU C with FMA available, contracts the inner `1 + (a*x)*x` to one fma.
+const uint16_t* gelu_table() {
+  static const std::vector<uint16_t> table = [] {
+    std::vector<uint16_t> t(1u << 16);
+    constexpr float kCoefA = 0.044715f;
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    for (uint32_t i = 0; i < t.size(); ++i) {
+      const float x = detail::f16_to_f32(static_cast<uint16_t>(i));
+      const float inner = std::fma(kCoefA * x, x, 1.0f);
+      t[i] = detail::f32_to_f16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * inner)));
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+}  // namespace
+
+void gelu_mul(float* gate, const float* up, int64_t n) {
+  const uint16_t* table = gelu_table();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    if (x <= -10.0f) {
+      gate[i] = 0.0f;
+    } else if (x >= 10.0f) {
+      gate[i] = x * up[i];
+    } else {
+      gate[i] = detail::f16_to_f32(table[detail::f32_to_f16(x)]) * up[i];
+    }
+  }
 }
 
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs) {

@@ -203,6 +203,10 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t n, float ep
 void silu_mul(float* gate, const float* up, int64_t n) {
   simd::silu_mul(gate, up, n);
 }
+// ggml's geglu is a scalar table lookup on every target.
+void gelu_mul(float* gate, const float* up, int64_t n) {
+  ref::gelu_mul(gate, up, n);
+}
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode) {
   SNUG_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim);

@@ -116,6 +116,11 @@ float exp_ggml(float x);
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
 // gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp_ggml(-x)) (ggml's swiglu)
 void silu_mul(float* gate, const float* up, int64_t n);
+// gate[i] = gelu(gate[i]) * up[i] as llama.cpp's CPU geglu computes it: the
+// tanh-approximate GELU read from a table indexed by gate[i] rounded to f16
+// (0 at or below -10, the identity at or above 10), the table built with one
+// fused multiply-add as ggml's is when compiled for an FMA machine.
+void gelu_mul(float* gate, const float* up, int64_t n);
 
 // Attention arithmetic in the order of llama.cpp's kernels. kGemm is tinyBLAS
 // (one 8-lane FMA accumulator, used by llama.cpp for batches of 2+ tokens),

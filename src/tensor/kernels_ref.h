@@ -37,6 +37,7 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void silu_mul(float* gate, const float* up, int64_t n);
+void gelu_mul(float* gate, const float* up, int64_t n);
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs);
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,

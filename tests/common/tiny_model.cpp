@@ -159,8 +159,13 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(std::max(s.n_ff, s.n_ff_stored)));
   w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_heads));
   w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
-  w.set_f32(a + "rope.freq_base", 10000.f);
+  w.set_f32(a + "rope.freq_base", s.rope_base);
   w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+  const bool gemma = s.architecture == "gemma3";
+  const bool qk_norms = gemma || s.architecture == "qwen3";
+  const bool biases = s.architecture == "qwen2";
+  if (gemma && s.sliding_window > 0)
+    w.set_u32(a + "attention.sliding_window", static_cast<uint32_t>(s.sliding_window));
 
   const int32_t n_vocab =
       s.vocab == TinyVocab::kSpm ? write_spm_vocab(w, s) : write_bpe_vocab(w, s);
@@ -200,6 +205,23 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
         pack(mt, zero_pad(up, s.n_ff, s.n_embd, ff, s.n_embd), ff, s.n_embd));
     add(p + "ffn_down.weight", mt, {ff, s.n_embd},
         pack(mt, zero_pad(down, s.n_embd, s.n_ff, s.n_embd, ff), s.n_embd, ff));
+    if (qk_norms) {
+      add(p + "attn_q_norm.weight", tensor::DType::kF32, {hd}, norm_weights(rng, hd));
+      add(p + "attn_k_norm.weight", tensor::DType::kF32, {hd}, norm_weights(rng, hd));
+    }
+    if (biases) {
+      for (auto [name, rows] : {std::pair{"attn_q.bias", s.n_heads * hd},
+                                {"attn_k.bias", s.n_kv_heads * hd},
+                                {"attn_v.bias", s.n_kv_heads * hd}}) {
+        add(p + name, tensor::DType::kF32, {rows},
+            pack(tensor::DType::kF32, random_floats(rng, 1, rows, 0.5f), 1, rows));
+      }
+    }
+    if (gemma) {
+      add(p + "post_attention_norm.weight", tensor::DType::kF32, {s.n_embd},
+          norm_weights(rng, s.n_embd));
+      add(p + "post_ffw_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
+    }
   }
   return w;
 }

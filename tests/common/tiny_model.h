@@ -1,4 +1,4 @@
-// A tiny Llama-family GGUF model built in memory by the tests: random f32 (or
+// A tiny Llama-family (or Gemma 3) GGUF model built in memory by the tests: random f32 (or
 // quantized) weights, a byte-level BPE vocabulary with a few merges, ChatML
 // special tokens and template. Small enough that every test can make its own.
 #pragma once
@@ -36,7 +36,11 @@ struct TinyModelSpec {
   float qk_scale = 1.f;
   float embd_scale = 1.f;  // standard deviation of token_embd (tied: also of the output rows)
   uint32_t seed = 1234;
+  // Or "gemma3" (q/k norms, post-norms, sliding window), "qwen2" (q/k/v biases), "qwen3" (q/k
+  // norms).
   std::string architecture = "llama";
+  int32_t sliding_window = 8;  // gemma3.attention.sliding_window (gemma3 only; 0: absent)
+  float rope_base = 10000.f;   // <arch>.rope.freq_base
   TinyVocab vocab = TinyVocab::kBpe;
   std::string bpe_pre = "gpt2";  // tokenizer.ggml.pre of the BPE vocabulary
   // tokenizer.ggml.<key> (u32) written instead of the vocabulary's own value or added, e.g.

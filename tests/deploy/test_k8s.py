@@ -68,16 +68,27 @@ def example(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    """Two models (the default one under two names) and, where fetched, gemma-3, which snug
-    skips with a warning (architecture not supported), beside a file that is no model."""
+    """Two models (the default one under two names) beside a model of an architecture snug
+    does not run, which it skips with a warning, and a file that is no model."""
     d = tmp_path_factory.mktemp("models")
     for name in ("alpha", "beta"):
         (d / f"{name}.gguf").symlink_to(ROOT / MODEL)
-    gemma = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
-    if gemma.exists():
-        (d / "gemma.gguf").symlink_to(gemma)
+    (d / "mamba.gguf").write_bytes(as_architecture(ROOT / MODEL, b"mamba"))
     (d / "notes.txt").write_text("not a model\n")
     return d
+
+
+def as_architecture(path, arch):
+    """The GGUF at `path` with general.architecture and its "llama." keys renamed to
+    `arch` (five letters, so every length and offset stays as it was)."""
+    import gguf
+    data = path.read_bytes()
+    end = gguf.GGUFReader(str(path)).data_offset  # the header: keys and tensor infos
+    header = data[:end].replace(b"llama.", arch + b".")
+    value = (5).to_bytes(8, "little") + b"llama"
+    at = header.index(value, header.index(b"general.architecture"))
+    header = header[:at + 8] + arch + header[at + 13:]
+    return header + data[end:]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ constexpr size_t kVersionAt = 4, kTensorCountAt = 8, kKvCountAt = 16, kFirstKeyA
 class Catalogue {
  public:
   Catalogue() : valid_(valid_tiny_bytes()) {}
+  explicit Catalogue(const std::vector<uint8_t>& valid) : valid_(valid) {}
 
   // A defect applied to the editable layout.
   void edit(std::string name, std::string cls, std::string expect,
@@ -341,6 +342,31 @@ void weight_cases(Catalogue& c) {
          [](Layout& l) { l.tensor("blk.0.attn_q.weight")->type = 26; });  // i32
 }
 
+// A family's own header and tensors, on a tiny Gemma 3 model.
+void family_cases(std::vector<MalformedCase>& out) {
+  static const std::vector<uint8_t> gemma = [] {
+    TinyModelSpec s;
+    s.architecture = "gemma3";
+    return build_tiny_model(s).to_bytes();
+  }();
+  Catalogue c(gemma);
+  const std::string w = "gemma3.attention.sliding_window";
+  c.edit("gemma_window_missing", "inconsistent family header", "missing " + w,
+         [w](Layout& l) { l.remove_kv(w); });
+  c.edit("gemma_window_zero", "inconsistent family header", w + " is zero",
+         [w](Layout& l) { l.set(w, kTagU32, enc_u32(0)); });
+  c.edit("gemma_window_beyond_context", "inconsistent family header",
+         "sliding window of 4096 tokens exceeds the trained context of 256",
+         [w](Layout& l) { l.set(w, kTagU32, enc_u32(4096)); });
+  c.edit("gemma_q_norm_missing", "missing required tensor",
+         "missing tensor 'blk.1.attn_q_norm.weight'",
+         [](Layout& l) { l.remove_tensor("blk.1.attn_q_norm.weight"); });
+  c.edit("gemma_post_norm_short", "tensor of the wrong shape",
+         "'blk.0.post_ffw_norm.weight' has 32 elements, expected 64",
+         [](Layout& l) { l.tensor("blk.0.post_ffw_norm.weight")->dims = {32}; });
+  for (MalformedCase& m : c.cases) out.push_back(std::move(m));
+}
+
 }  // namespace
 
 const std::vector<uint8_t>& valid_tiny_bytes() {
@@ -357,6 +383,7 @@ const std::vector<MalformedCase>& malformed_catalogue() {
     hparam_cases(c);
     vocab_cases(c);
     weight_cases(c);
+    family_cases(c.cases);
     return std::move(c.cases);
   }();
   return all;

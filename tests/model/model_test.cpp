@@ -64,6 +64,32 @@ TEST(Model, ReadsConfigAndChargesMappedWeights) {
   EXPECT_GT(r.ledger.current(memory::Category::kWeightsMapped), 0u);
 }
 
+TEST(Model, Gemma3LayersAlternateFiveWindowedToOneGlobal) {
+  TinyModelSpec spec;
+  spec.architecture = "gemma3";
+  spec.n_layers = 13;
+  spec.sliding_window = 8;
+  spec.rope_base = 1e6f;
+  Rig r(spec);
+  const auto& c = r.model->config();
+  EXPECT_EQ(c.arch, Arch::kGemma3);
+  ASSERT_EQ(c.layers.size(), 13u);
+  for (int32_t l = 0; l < 13; ++l) {
+    const bool global = l == 5 || l == 11;
+    EXPECT_EQ(c.layers[static_cast<size_t>(l)].window, global ? 0 : 8) << "layer " << l;
+    // Global layers take the file's rope base, windowed ones Gemma's 10000.
+    const RopeParams& rope =
+        c.rope_sets[static_cast<size_t>(c.layers[static_cast<size_t>(l)].rope_set)];
+    EXPECT_EQ(rope.base, global ? 1e6f : 10000.f) << "layer " << l;
+  }
+  EXPECT_EQ(c.sliding_window, 8);
+  EXPECT_TRUE(c.rope_neox && c.qk_norm && c.post_norms);
+  EXPECT_EQ(c.ffn_activation, FfnActivation::kGeluTanh);
+  EXPECT_EQ(c.embd_scale, 8.f);     // sqrt(64)
+  EXPECT_EQ(c.query_scale, 0.25f);  // 1/sqrt(head size 16)
+  EXPECT_NE(r.model->weights().layers[3].post_ffn_norm, nullptr);
+}
+
 TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
   Rig a, b;
   const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};

@@ -51,12 +51,13 @@ Vec rms_norm(const Vec& x, const Vec& w, double eps) {
 }
 
 // Rotates the first rope_dim elements of each head of `x` for position `pos`.
-void rotate(Vec& x, int32_t n_heads, const ScalarModel& m, int32_t pos, ScalarRope mode) {
+void rotate(Vec& x, int32_t n_heads, const ScalarModel& m, int32_t pos, ScalarRope mode,
+            double base) {
   const int32_t half = m.rope_dim / 2;
   for (int32_t h = 0; h < n_heads; ++h) {
     double* v = x.data() + static_cast<size_t>(h) * static_cast<size_t>(m.head_dim);
     for (int32_t i = 0; i < half; ++i) {
-      const double theta = pos * std::pow(m.rope_base, -2.0 * i / m.rope_dim);
+      const double theta = pos * std::pow(base, -2.0 * i / m.rope_dim);
       const int32_t i0 = mode == ScalarRope::kNorm ? 2 * i : i;
       const int32_t i1 = mode == ScalarRope::kNorm ? 2 * i + 1 : i + half;
       const double x0 = v[i0], x1 = v[i1];
@@ -64,6 +65,21 @@ void rotate(Vec& x, int32_t n_heads, const ScalarModel& m, int32_t pos, ScalarRo
       v[i1] = x0 * std::sin(theta) + x1 * std::cos(theta);
     }
   }
+}
+
+// RMS norm of each head of `x` (head_dim elements) with the shared weights `w`.
+void norm_heads(Vec& x, const Vec& w, double eps) {
+  const size_t D = w.size();
+  for (size_t h = 0; h * D < x.size(); ++h) {
+    const Vec head(x.begin() + static_cast<ptrdiff_t>(h * D),
+                   x.begin() + static_cast<ptrdiff_t>((h + 1) * D));
+    const Vec y = rms_norm(head, w, eps);
+    std::copy(y.begin(), y.end(), x.begin() + static_cast<ptrdiff_t>(h * D));
+  }
+}
+
+double gelu_tanh(double x) {
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
 }  // namespace
@@ -85,6 +101,11 @@ Result<ScalarModel> load_scalar_model(const gguf::File& f) {
   SNUG_ASSIGN_OR_RETURN(float eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5f));
   m.rope_base = base;
   m.rms_eps = eps;
+  m.gemma3 = arch == "gemma3";
+  m.neox = m.gemma3 || arch == "qwen2" || arch == "qwen3";
+  if (m.gemma3) {
+    SNUG_ASSIGN_OR_RETURN(m.window, u32("attention.sliding_window"));
+  }
   m.head_dim = m.n_embd / m.n_heads;
   SNUG_ASSIGN_OR_RETURN(uint64_t rope_dim, f.get_uint_or(a + "rope.dimension_count",
                                                          static_cast<uint64_t>(m.head_dim)));
@@ -114,6 +135,20 @@ Result<ScalarModel> load_scalar_model(const gguf::File& f) {
     SNUG_ASSIGN_OR_RETURN(L.gate, read_matrix(f, p + "ffn_gate.weight", F, E));
     SNUG_ASSIGN_OR_RETURN(L.up, read_matrix(f, p + "ffn_up.weight", F, E));
     SNUG_ASSIGN_OR_RETURN(L.down, read_matrix(f, p + "ffn_down.weight", E, F));
+    if (f.find_tensor(p + "attn_q_norm.weight") != nullptr) {
+      SNUG_ASSIGN_OR_RETURN(L.q_norm, read_matrix(f, p + "attn_q_norm.weight", 1, m.head_dim));
+      SNUG_ASSIGN_OR_RETURN(L.k_norm, read_matrix(f, p + "attn_k_norm.weight", 1, m.head_dim));
+    }
+    if (f.find_tensor(p + "attn_q.bias") != nullptr) {
+      SNUG_ASSIGN_OR_RETURN(L.bq, read_matrix(f, p + "attn_q.bias", 1, QD));
+      SNUG_ASSIGN_OR_RETURN(L.bk, read_matrix(f, p + "attn_k.bias", 1, KD));
+      SNUG_ASSIGN_OR_RETURN(L.bv, read_matrix(f, p + "attn_v.bias", 1, KD));
+    }
+    if (m.gemma3) {
+      SNUG_ASSIGN_OR_RETURN(L.post_attn_norm,
+                            read_matrix(f, p + "post_attention_norm.weight", 1, E));
+      SNUG_ASSIGN_OR_RETURN(L.post_ffn_norm, read_matrix(f, p + "post_ffw_norm.weight", 1, E));
+    }
     m.layers.push_back(std::move(L));
   }
   return m;
@@ -128,43 +163,65 @@ std::vector<double> scalar_forward(const ScalarModel& m, const std::vector<int32
   for (size_t t = 0; t < T; ++t) {
     const auto* row = m.token_embd.data() + static_cast<size_t>(tokens[t]) * E;
     x[t].assign(row, row + E);
+    // Gemma 3: embeddings times sqrt(width).
+    if (m.gemma3)
+      for (double& e : x[t]) e *= std::sqrt(static_cast<double>(E));
   }
-  for (const ScalarModel::Layer& L : m.layers) {
+  // Gemma 3: every sixth layer is global; the others attend over the last
+  // `window` positions with rope base 10000, halves rotated; per-head RMS
+  // norms of q and k; RMS norms of both sub-layer outputs; GELU (tanh form).
+  if (m.neox) rope = ScalarRope::kNeox;
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    const ScalarModel::Layer& L = m.layers[l];
+    const bool local = m.gemma3 && l % 6 < 5;
+    const double base = local ? 10000.0 : m.rope_base;
     std::vector<Vec> q(T), k(T), v(T);
     for (size_t t = 0; t < T; ++t) {
       const Vec h = rms_norm(x[t], L.attn_norm, m.rms_eps);
       q[t] = matvec(L.wq, h);
       k[t] = matvec(L.wk, h);
       v[t] = matvec(L.wv, h);
-      rotate(q[t], m.n_heads, m, static_cast<int32_t>(t), rope);
-      rotate(k[t], m.n_kv_heads, m, static_cast<int32_t>(t), rope);
+      for (auto [x, b] : {std::pair{&q[t], &L.bq}, {&k[t], &L.bk}, {&v[t], &L.bv}}) {
+        for (size_t i = 0; i < b->size(); ++i) (*x)[i] += (*b)[i];
+      }
+      if (!L.q_norm.empty()) {
+        norm_heads(q[t], L.q_norm, m.rms_eps);
+        norm_heads(k[t], L.k_norm, m.rms_eps);
+      }
+      rotate(q[t], m.n_heads, m, static_cast<int32_t>(t), rope, base);
+      rotate(k[t], m.n_kv_heads, m, static_cast<int32_t>(t), rope, base);
     }
     for (size_t t = 0; t < T; ++t) {
       Vec att(static_cast<size_t>(m.n_heads) * D, 0.0);
       for (int32_t h = 0; h < m.n_heads; ++h) {
         const size_t qo = static_cast<size_t>(h) * D, ko = static_cast<size_t>(h / group) * D;
-        Vec w(t + 1);
+        // Visible: positions p <= t, and on a local layer t - p < window.
+        const size_t first = local && t + 1 > static_cast<size_t>(m.window) ? t + 1 - m.window : 0;
+        Vec w(t + 1, 0.0);
         double mx = -INFINITY, sum = 0;
-        for (size_t p = 0; p <= t; ++p) {
+        for (size_t p = first; p <= t; ++p) {
           double s = 0;
           for (size_t d = 0; d < D; ++d) s += q[t][qo + d] * k[p][ko + d];
           w[p] = s / std::sqrt(static_cast<double>(D));
           mx = std::max(mx, w[p]);
         }
-        for (double& s : w) sum += (s = std::exp(s - mx));
-        for (size_t p = 0; p <= t; ++p) {
+        for (size_t p = first; p <= t; ++p) sum += (w[p] = std::exp(w[p] - mx));
+        for (size_t p = first; p <= t; ++p) {
           for (size_t d = 0; d < D; ++d) att[qo + d] += w[p] / sum * v[p][ko + d];
         }
       }
-      const Vec o = matvec(L.wo, att);
+      Vec o = matvec(L.wo, att);
+      if (m.gemma3) o = rms_norm(o, L.post_attn_norm, m.rms_eps);
       for (size_t i = 0; i < E; ++i) x[t][i] += o[i];
     }
     for (size_t t = 0; t < T; ++t) {
       const Vec h = rms_norm(x[t], L.ffn_norm, m.rms_eps);
       Vec g = matvec(L.gate, h);
       const Vec u = matvec(L.up, h);
-      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      const Vec d = matvec(L.down, g);
+      for (size_t i = 0; i < g.size(); ++i)
+        g[i] = (m.gemma3 ? gelu_tanh(g[i]) : g[i] / (1.0 + std::exp(-g[i]))) * u[i];
+      Vec d = matvec(L.down, g);
+      if (m.gemma3) d = rms_norm(d, L.post_ffn_norm, m.rms_eps);
       for (size_t i = 0; i < E; ++i) x[t][i] += d[i];
     }
   }

@@ -6,6 +6,11 @@ the files llama.cpp's converters produce: F32 weights everywhere, a feed-forward
 a padding_token_id one past the vocabulary; one with a byte-level BPE vocabulary (untied
 output), one with a SentencePiece vocabulary that adds BOS (tied output).
 
+Also written: tiny Qwen 2 (q/k/v biases), Qwen 3 (q/k norms) and Gemma 3 models (q/k norms,
+post-norms, GeGLU, seven layers of which six attend over the last 8 positions: the 200-token
+run below is mostly outside the window), with the families' tensor names and metadata: llama.cpp's
+logits on a random-weight model are the oracle for the architecture.
+
 Checked: llama.cpp loads and runs them (and reports both ids as bad special tokens, keeping
 "none"); snug loads and runs them with one warning line; special ids, end-of-generation
 sets, tokenization and detokenization are identical; logits agree within float32 rounding; greedy tokens
@@ -29,6 +34,8 @@ FIXTURE_TOOL = os.environ.get("SNUG_FIXTURE_TOOL",
                               str(BUILD / "tests" / "model" / "write_fixture_tool"))
 THREADS = 2
 FIXTURES = {"bpe": ("tiny-bpe-f32.gguf", 263), "spm": ("tiny-spm-f32.gguf", 281)}
+FAMILIES = {f: (f"tiny-{f}.gguf", 263) for f in ("qwen2", "qwen3", "gemma3")}
+ALL = {**FIXTURES, **FAMILIES}
 
 # Logits of these F32 models are O(1) (|logit| < 4 by construction). Both sides compute each
 # one through chains of float32 dot products of at most 263 terms and round K and V (and, on
@@ -40,6 +47,15 @@ FIXTURES = {"bpe": ("tiny-bpe-f32.gguf", 263), "spm": ("tiny-spm-f32.gguf", 281)
 # logits by 1e-2 or more, everywhere.
 LOGIT_TOL = 2e-3
 MEAN_TOL = 1e-4
+# Families that RMS-normalise every query and key head (Qwen 3, Gemma 3) get twice the maximum
+# and four times the mean. On
+# AVX-512, snug's attention keeps the query in f32 where llama.cpp rounds it to f16 (2^-11
+# relative per element); with unit-RMS heads that moves scores, and through attention the
+# logits, more than in the unnormalised fixtures. Measured against an AVX-512 llama.cpp: snug
+# on AVX3_DL max |diff| 2.0e-3 / mean 2.8e-4 (gemma3), 1.3e-3 / 1.1e-4 (qwen3); snug forced to
+# its AVX2 (f16-query) path 9.2e-4 / 7.2e-5 and 1.2e-4 / 1.8e-6. A wrong window, norm or
+# rotation moves logits by 1e-2 and more (forward_oracle_test shows 0.3-0.8 relative).
+QK_NORM_FAMILIES = {"qwen3", "gemma3"}
 
 try:
     import llama_cpp
@@ -146,9 +162,9 @@ def snug_logits(path, ids, tmp_path):
     return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
 
 
-@pytest.mark.parametrize("kind", sorted(FIXTURES))
+@pytest.mark.parametrize("kind", sorted(ALL))
 def test_logits_agree(fixture_dir, kind, tmp_path):
-    path = fixture_dir / FIXTURES[kind][0]
+    path = fixture_dir / ALL[kind][0]
     llm = load_llama(path, logits_all=True)
     text = b" hello the world, the quick brown fox jumps over the lazy dog. aaaa " * 3
     ids = llm.tokenize(text, add_bos=True, special=False)
@@ -163,11 +179,12 @@ def test_logits_agree(fixture_dir, kind, tmp_path):
     top_agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
     print(f"\n{kind}: {len(ids)} positions, max |logit| {np.abs(want).max():.3f}, "
           f"max |diff| {diff.max():.2e}, mean {diff.mean():.2e}, top-1 agreement {top_agree:.4f}")
-    assert diff.max() < LOGIT_TOL
-    assert diff.mean() < MEAN_TOL
+    tol = 2 if kind in QK_NORM_FAMILIES else 1
+    assert diff.max() < tol * LOGIT_TOL
+    assert diff.mean() < tol * tol * MEAN_TOL
     # Where the top two differ by more than the tolerance, the top token must be the same.
     srt = np.sort(want, axis=1)
-    clear = (srt[:, -1] - srt[:, -2]) > 2 * LOGIT_TOL
+    clear = (srt[:, -1] - srt[:, -2]) > 2 * tol * LOGIT_TOL
     assert np.all(np.argmax(got, axis=1)[clear] == np.argmax(want, axis=1)[clear])
 
 
@@ -189,10 +206,10 @@ def ref_greedy(llm, prompt_ids, n):
     return toks, margins
 
 
-@pytest.mark.parametrize("kind", sorted(FIXTURES))
+@pytest.mark.parametrize("kind", sorted(ALL))
 @pytest.mark.parametrize("prompt", ["hello", "the world of aaaa", "é😀 the"])
 def test_greedy_agrees_where_the_margin_is_clear(fixture_dir, kind, prompt):
-    path = fixture_dir / FIXTURES[kind][0]
+    path = fixture_dir / ALL[kind][0]
     llm = load_llama(path)
     n = 48
     proc = subprocess.run([SNUG, "run", str(path), "--json", "--no-chat", "--temp", "0", "-n",
@@ -212,7 +229,7 @@ def test_greedy_agrees_where_the_margin_is_clear(fixture_dir, kind, prompt):
         a = snug_ids[i] if i < len(snug_ids) else "end"
         b = want[i] if i < len(want) else "end"
         if a != b:
-            assert margins[i] <= 2 * LOGIT_TOL, (
+            assert margins[i] <= 2 * (2 if kind in QK_NORM_FAMILIES else 1) * LOGIT_TOL, (
                 f"snug {a} vs llama.cpp {b} at step {i} with margin {margins[i]:.2e}: "
                 f"snug {snug_ids} llama.cpp {want}")
             break

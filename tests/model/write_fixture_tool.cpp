@@ -1,8 +1,11 @@
 // Test helper: writes the converter-style tiny models (tests/common/tiny_model.h) into a
 // directory, for the reference test that loads them with llama.cpp as well.
-//   write_fixture_tool DIR  ->  DIR/tiny-bpe-f32.gguf, DIR/tiny-spm-f32.gguf
+//   write_fixture_tool DIR  ->  DIR/tiny-bpe-f32.gguf, DIR/tiny-spm-f32.gguf, and the families'
+//   DIR/tiny-qwen2.gguf, DIR/tiny-qwen3.gguf, DIR/tiny-gemma3.gguf (BPE vocabulary, F32)
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tiny_model.h"
 
@@ -13,9 +16,22 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  for (auto [vocab, name] : {std::pair{TinyVocab::kBpe, "tiny-bpe-f32.gguf"},
-                             std::pair{TinyVocab::kSpm, "tiny-spm-f32.gguf"}}) {
-    auto st = build_tiny_model(converter_style_spec(vocab)).write(dir + "/" + name);
+  std::vector<std::pair<TinyModelSpec, std::string>> models;
+  models.emplace_back(converter_style_spec(TinyVocab::kBpe), "tiny-bpe-f32.gguf");
+  models.emplace_back(converter_style_spec(TinyVocab::kSpm), "tiny-spm-f32.gguf");
+  for (const char* arch : {"qwen2", "qwen3", "gemma3"}) {
+    TinyModelSpec s = converter_style_spec(TinyVocab::kBpe);
+    s.architecture = arch;
+    s.qk_scale = 2;  // attention that depends on position
+    if (s.architecture == "gemma3") {
+      s.n_layers = 7;  // layer 5 global, the others over the last 8 positions
+      s.sliding_window = 8;
+      s.rope_base = 1e6f;
+    }
+    models.emplace_back(s, std::string("tiny-") + arch + ".gguf");
+  }
+  for (const auto& [spec, name] : models) {
+    auto st = build_tiny_model(spec).write(dir + "/" + name);
     if (!st.ok()) {
       std::fprintf(stderr, "write_fixture_tool: %s\n", st.error().message.c_str());
       return 1;

@@ -8,6 +8,13 @@ only where both sides report that arithmetic: snug dispatched to Highway's
 AVX2 target, llama.cpp built with AVX2 and without any AVX-512 extension.
 Everywhere else the tests assert bounds and the float64 oracle
 (test_oracle_reference.py) answers which of the two is more accurate.
+
+llama.cpp also repacks some weight types at load (on AVX2: q4_0, q4_K and
+iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
+those in its own order. snug keeps one mapped copy and follows ggml's plain
+kernels, so identity is asserted against llama.cpp loaded the way its
+`--no-repack` flag loads it (load_without_repacking): Gemma 3 270M's q4_K
+matrices otherwise take other sums and its greedy runs part after ~10 tokens.
 """
 import json
 import subprocess
@@ -15,6 +22,13 @@ from dataclasses import dataclass
 
 # The one snug target whose kernels are written to ggml's AVX2 summation order.
 IDENTITY_TARGET = "AVX2"
+# The weight formats whose AVX2 kernels follow ggml's operation for operation.
+# The others (the K-quants, q5_0, ...) sum their integer products in snug's
+# own order: measured on Gemma 3 270M's q4_K attn_output against llama.cpp's
+# ggml_vec_dot_q4_K_q8_K on the same activations, 40% of rows differ by an
+# ulp, and its greedy runs part after about ten tokens. A model with any of
+# them is compared by the bounds, not token for token.
+IDENTITY_TYPES = frozenset({"q4_0", "q4_1", "q8_0"})
 
 # Bounds between snug and llama.cpp under different arithmetic. Measured on an
 # AVX-512 machine (SmolLM2 Q4_1, f16 cache): they agree on the top token at
@@ -63,6 +77,11 @@ class Arithmetic:
     llama: str  # llama_simd() of llama.cpp's system info
     same: bool
 
+    def same_for(self, weight_types) -> bool:
+        """Whether identity holds for a model whose matrices have these
+        types (snug's run --json "matmul_kernels" keys)."""
+        return self.same and set(weight_types) <= IDENTITY_TYPES
+
     def line(self) -> str:
         who = f"snug {self.snug_target}, llama.cpp {self.llama}"
         if self.same:
@@ -86,6 +105,25 @@ def snug_simd_target(snug_bin, model) -> str:
 def probe(snug_bin, model) -> Arithmetic:
     import llama_cpp
     return decide(snug_simd_target(snug_bin, model), llama_cpp.llama_print_system_info())
+
+
+def load_without_repacking(llama_cpp, **kwargs):
+    """llama_cpp.Llama(**kwargs) with its model's use_extra_bufts off
+    (llama.cpp's --no-repack): every weight multiplied in the mapped file's
+    layout, by ggml's plain kernels."""
+    import llama_cpp.llama_cpp as api  # the module llama_cpp.Llama takes its defaults from
+    default = api.llama_model_default_params
+
+    def no_repack():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    api.llama_model_default_params = no_repack
+    try:
+        return llama_cpp.Llama(**kwargs)
+    finally:
+        api.llama_model_default_params = default
 
 
 def teacher_forced_agreement(llm, prompt_ids, tokens) -> float:

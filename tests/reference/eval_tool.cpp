@@ -2,7 +2,10 @@
 // every position, so the reference test can compare them with llama.cpp's.
 //   eval_tool MODEL OUT.f32 [THREADS] [CHUNK] [K_TYPE] [V_TYPE] < "id id id ..."
 // K_TYPE, V_TYPE: the KV cache's types (f16, q8_0, q4_0; default f16).
-// OUT.f32 holds n_tokens x n_vocab little-endian floats.
+//   eval_tool --gelu OUT.f32   writes gelu(x) by tensor::gelu_mul for every f16 x
+// OUT.f32 holds n_tokens x n_vocab little-endian floats, or with
+// SNUG_EVAL_FROM=P in the environment only the rows of positions >= P (a long
+// run of a large-vocabulary model without gigabytes of logits).
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -11,6 +14,7 @@
 
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +22,15 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: eval_tool MODEL OUT.f32 [THREADS] < token ids\n");
     return 2;
+  }
+  if (std::string_view(argv[1]) == "--gelu") {
+    std::vector<float> x(1u << 16), one(1u << 16, 1.f);
+    for (uint32_t i = 0; i < x.size(); ++i)
+      x[i] = tensor::detail::f16_to_f32(static_cast<uint16_t>(i));
+    tensor::gelu_mul(x.data(), one.data(), static_cast<int64_t>(x.size()));
+    std::FILE* out = std::fopen(argv[2], "wb");
+    if (!out || std::fwrite(x.data(), sizeof(float), x.size(), out) != x.size()) return 1;
+    return std::fclose(out) == 0 ? 0 : 1;
   }
   // As the snug binary: SNUG_SIMD_TARGET=AVX2 runs the AVX2 kernels on an
   // AVX-512 CPU (the reference tests' identity case on any AVX2-capable CPU).
@@ -40,6 +53,8 @@ int main(int argc, char** argv) {
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const int chunk = argc > 4 ? std::atoi(argv[4]) : 64;  // tokens per forward pass
   const auto n = static_cast<int32_t>(ids.size());
+  const char* from_env = std::getenv("SNUG_EVAL_FROM");
+  const int32_t from = from_env != nullptr ? std::atoi(from_env) : 0;
   auto layout = (*m)->kv_layout(tensor::DType::kF16);
   for (int i = 5; i < argc && i < 7; ++i) {
     tensor::DType& t = i == 5 ? layout.k_type : layout.v_type;
@@ -70,14 +85,14 @@ int main(int argc, char** argv) {
     const int32_t len = std::min(shape.max_tokens, n - off);
     // A one-token chunk takes llama.cpp's single-token order, as llama.cpp's does.
     for (int32_t i = 0; i < len; ++i)
-      batch.add(ids[static_cast<size_t>(off + i)], seq, true, /*generated=*/len == 1);
+      batch.add(ids[static_cast<size_t>(off + i)], seq, off + i >= from, /*generated=*/len == 1);
     auto st = (*m)->forward(batch, *cache, *ws, pool);
     if (!st.ok()) {
       std::fprintf(stderr, "eval_tool: %s\n", st.error().message.c_str());
       return 1;
     }
     std::fwrite(ws->logits, sizeof(float),
-                static_cast<size_t>(len) * static_cast<size_t>(c.n_vocab), out);
+                static_cast<size_t>(batch.n_logits()) * static_cast<size_t>(c.n_vocab), out);
   }
   std::fclose(out);
   return 0;

@@ -11,7 +11,13 @@ the machine's instruction set.
 
 Scope: the llama family as SmolLM2 uses it (full-width RoPE in NORM mode, i.e.
 adjacent pairs rotated, as convert_hf_to_gguf permutes Q and K for; GQA; SwiGLU;
-no biases; output tied to the token embedding unless output.weight exists).
+no biases; output tied to the token embedding unless output.weight exists), and
+Gemma 3 as Google's reference defines it (embeddings times sqrt(width); NeoX
+RoPE, i.e. halves rotated, base 10000 on sliding-window layers and the file's
+base on every sixth, global, layer; per-head q/k RMS norms; queries scaled by
+head_dim^-1/2; a key is visible while query position - key position < window;
+post-attention and post-feed-forward norms; GELU with its tanh approximation;
+the converter has already folded Gemma's 1 + weight into the norm weights).
 """
 from pathlib import Path
 
@@ -31,19 +37,24 @@ class Weights:
         from gguf.quants import dequantize
 
         r = gguf.GGUFReader(str(path))
-        arch = _field(r, "general.architecture")
-        if arch != "llama":
-            raise ValueError(f"oracle covers the llama architecture, not {arch!r}")
-        self.n_layer = int(_field(r, "llama.block_count"))
-        self.n_embd = int(_field(r, "llama.embedding_length"))
-        self.n_head = int(_field(r, "llama.attention.head_count"))
-        self.n_head_kv = int(_field(r, "llama.attention.head_count_kv"))
-        self.eps = float(_field(r, "llama.attention.layer_norm_rms_epsilon"))
-        self.rope_base = float(_field(r, "llama.rope.freq_base"))
-        self.head_dim = self.n_embd // self.n_head
-        rope_dims = r.fields.get("llama.rope.dimension_count")
+        arch = self.arch = _field(r, "general.architecture")
+        if arch not in ("llama", "gemma3"):
+            raise ValueError(f"oracle covers llama and gemma3, not {arch!r}")
+        a = arch + "."
+        self.n_layer = int(_field(r, a + "block_count"))
+        self.n_embd = int(_field(r, a + "embedding_length"))
+        self.n_head = int(_field(r, a + "attention.head_count"))
+        self.n_head_kv = int(_field(r, a + "attention.head_count_kv"))
+        self.eps = float(_field(r, a + "attention.layer_norm_rms_epsilon"))
+        self.rope_base = float(_field(r, a + "rope.freq_base"))
+        key_length = r.fields.get(a + "attention.key_length")
+        self.head_dim = int(key_length.contents()) if key_length else self.n_embd // self.n_head
+        rope_dims = r.fields.get(a + "rope.dimension_count")
         if rope_dims is not None and int(rope_dims.contents()) != self.head_dim:
             raise ValueError("oracle covers full-width RoPE only")
+        if r.fields.get(a + "rope.scaling.factor") is not None:
+            raise ValueError("oracle covers unscaled RoPE only")
+        self.window = int(_field(r, a + "attention.sliding_window")) if arch == "gemma3" else 0
         self.t = {}
         for t in r.tensors:
             # data rows are the GGUF ne[1] axis: (out, in) for a matrix.
@@ -61,18 +72,23 @@ def _matmul(x, w):
     return x @ w.astype(np.float64).T
 
 
-def _rope(x, pos, base):
-    """NORM mode: pair (2i, 2i+1) of each head rotated by pos * base^(-2i/d).
-    x (n, heads, d)."""
+def _rope(x, pos, base, neox=False):
+    """Pair i of each head rotated by pos * base^(-2i/d): NORM mode pairs
+    (2i, 2i+1), NeoX mode (i, i + d/2). x (n, heads, d)."""
     d = x.shape[-1]
     inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
     ang = pos[:, None].astype(np.float64) * inv_freq[None, :]  # (n, d/2)
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x0, x1 = x[..., 0::2], x[..., 1::2]
+    lo, hi = (slice(0, d // 2), slice(d // 2, d)) if neox else (slice(0, d, 2), slice(1, d, 2))
+    x0, x1 = x[..., lo], x[..., hi]
     out = np.empty_like(x)
-    out[..., 0::2] = x0 * cos - x1 * sin
-    out[..., 1::2] = x0 * sin + x1 * cos
+    out[..., lo] = x0 * cos - x1 * sin
+    out[..., hi] = x0 * sin + x1 * cos
     return out
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def _log_softmax(z):
@@ -80,33 +96,65 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def forward(w: Weights, ids) -> np.ndarray:
-    """Log-probabilities (n, n_vocab) float64 of the next token at every
-    position of one sequence starting at position 0."""
+def forward(w: Weights, ids, positions=None) -> np.ndarray:
+    """Log-probabilities (len(positions), n_vocab) float64 of the next token
+    at the given positions (default: every one) of one sequence starting at
+    position 0."""
+    x = hidden(w, ids)
+    return head(w, x if positions is None else x[np.asarray(positions)])
+
+
+def head(w: Weights, x) -> np.ndarray:
+    """Log-probabilities of the next token from final hidden states x (n, n_embd)."""
+    return _log_softmax(_matmul(_rms_norm(x, w.t["output_norm.weight"], w.eps), w.output))
+
+
+def hidden(w: Weights, ids) -> np.ndarray:
+    """The residual stream (n, n_embd) float64 after the last layer, before
+    the output norm, of one sequence starting at position 0."""
     ids = np.asarray(ids, dtype=np.int64)
     n, hd = len(ids), w.head_dim
     pos = np.arange(n)
     group = w.n_head // w.n_head_kv
-    causal = np.triu(np.full((n, n), -np.inf), k=1)
+    gemma = w.arch == "gemma3"
+    distance = pos[:, None] - pos[None, :]  # query position - key position
+    causal = np.where(distance < 0, -np.inf, 0.0)
+    windowed = np.where((distance < 0) | (distance >= max(w.window, 1)), -np.inf, 0.0)
     x = w.t["token_embd.weight"][ids].astype(np.float64)
+    if gemma:
+        x = x * np.sqrt(w.n_embd)
     for layer in range(w.n_layer):
         p = f"blk.{layer}."
+        local = gemma and layer % 6 < 5
+        base = 10000.0 if local else w.rope_base
         h = _rms_norm(x, w.t[p + "attn_norm.weight"], w.eps)
-        q = _rope(_matmul(h, w.t[p + "attn_q.weight"]).reshape(n, w.n_head, hd), pos, w.rope_base)
-        k = _rope(_matmul(h, w.t[p + "attn_k.weight"]).reshape(n, w.n_head_kv, hd), pos, w.rope_base)
+        q = _matmul(h, w.t[p + "attn_q.weight"]).reshape(n, w.n_head, hd)
+        k = _matmul(h, w.t[p + "attn_k.weight"]).reshape(n, w.n_head_kv, hd)
         v = _matmul(h, w.t[p + "attn_v.weight"]).reshape(n, w.n_head_kv, hd)
+        if gemma:
+            q = _rms_norm(q, w.t[p + "attn_q_norm.weight"], w.eps)
+            k = _rms_norm(k, w.t[p + "attn_k_norm.weight"], w.eps)
+        q, k = _rope(q, pos, base, gemma), _rope(k, pos, base, gemma)
         k = np.repeat(k, group, axis=1)  # query head j reads KV head j // group
         v = np.repeat(v, group, axis=1)
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal
+        mask = windowed if local else causal
+        # Per head: scores (h, q, k), outputs (h, q, d), as batched matrix products.
+        scores = q.transpose(1, 0, 2) @ k.transpose(1, 2, 0) / np.sqrt(hd) + mask
         attn = np.exp(_log_softmax(scores))
-        o = np.einsum("hqk,khd->qhd", attn, v).reshape(n, w.n_embd)
-        x = x + _matmul(o, w.t[p + "attn_output.weight"])
+        o = _matmul((attn @ v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, w.n_head * hd),
+                    w.t[p + "attn_output.weight"])
+        if gemma:
+            o = _rms_norm(o, w.t[p + "post_attention_norm.weight"], w.eps)
+        x = x + o
         h = _rms_norm(x, w.t[p + "ffn_norm.weight"], w.eps)
         gate = _matmul(h, w.t[p + "ffn_gate.weight"])
         up = _matmul(h, w.t[p + "ffn_up.weight"])
-        x = x + _matmul(gate / (1.0 + np.exp(-gate)) * up, w.t[p + "ffn_down.weight"])
-    x = _rms_norm(x, w.t["output_norm.weight"], w.eps)
-    return _log_softmax(_matmul(x, w.output))
+        act = _gelu_tanh(gate) if gemma else gate / (1.0 + np.exp(-gate))
+        f = _matmul(act * up, w.t[p + "ffn_down.weight"])
+        if gemma:
+            f = _rms_norm(f, w.t[p + "post_ffw_norm.weight"], w.eps)
+        x = x + f
+    return x
 
 
 def kl_and_top1(oracle_lp: np.ndarray, logits: np.ndarray):
@@ -144,6 +192,14 @@ def check_as_close(oracle_lp, snug_logits, llama_logits, label, sane=ORACLE_SANE
     kl, top1 = {}, {}
     for name, logits in (("snug", snug_logits), ("llama.cpp", llama_logits)):
         kl[name], top1[name] = kl_and_top1(oracle_lp, logits)
+    check_distances(kl, top1, label, sane)
+
+
+def check_distances(kl, top1, label, sane=ORACLE_SANE):
+    """check_as_close from per-position KL(oracle || x) and top-1 agreement,
+    dicts keyed "snug" and "llama.cpp" (for runs whose oracle is computed
+    in chunks)."""
+    for name in ("snug", "llama.cpp"):
         print(f"{label}: {name:9s} vs float64 over {len(kl[name])} tokens: mean KL "
               f"{kl[name].mean():.6f}, max KL {kl[name].max():.5f}, "
               f"top-1 agreement {top1[name].mean():.4f}")
