@@ -1,4 +1,5 @@
-"""snug quantize against llama.cpp on the real SmolLM2 (its base weights are Q4_1).
+"""snug quantize against llama.cpp on the real SmolLM2 (its base weights are Q4_1) and
+Gemma 3 270M (Q4_K_M; its tied embedding, 640-column matrices and per-family rules).
 
 - llama.cpp's own quantizer (llama_model_quantize, through llama-cpp-python) makes
   the same file types from the same input: every tensor must have the same type
@@ -26,13 +27,14 @@ SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
 DEQUANT_TOOL = os.environ.get("SNUG_DEQUANT_TOOL",
                               str(ROOT / "build" / "tests" / "tensor" / "dequant_tool"))
 SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 THREADS = 2
 N_GREEDY = 32
 
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
-if not SMOLLM2.exists():
-    pytest.skip("SmolLM2 not fetched (scripts/fetch-models)", allow_module_level=True)
+if not SMOLLM2.exists() or not GEMMA3.exists():
+    pytest.skip("models not fetched (scripts/fetch-models)", allow_module_level=True)
 
 # llama_ftype of each TYPE (llama.h).
 FTYPE = {"F32": 0, "F16": 1, "BF16": 32, "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q5_K_S": 16,
@@ -46,27 +48,29 @@ EXACT_RUNTIME = ["F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1"]
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea,"]
 
 
-def snug_quantize(out, qtype, *extra):
-    proc = subprocess.run([SNUG, "quantize", str(SMOLLM2), str(out), qtype, "-t", str(THREADS),
+def snug_quantize(out, qtype, *extra, src=SMOLLM2):
+    proc = subprocess.run([SNUG, "quantize", str(src), str(out), qtype, "-t", str(THREADS),
                            *extra], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 
 
-def llama_quantize(out, qtype):
+def llama_quantize(out, qtype, src=SMOLLM2):
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = FTYPE[qtype]
     p.nthread = THREADS
     p.allow_requantize = True
-    rc = llama_cpp.llama_model_quantize(str(SMOLLM2).encode(), str(out).encode(), ctypes.byref(p))
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), ctypes.byref(p))
     assert rc == 0
 
 
-@pytest.mark.parametrize("qtype", SAME_BYTES)
-def test_same_tensors_as_llama_quantize(tmp_path, qtype):
+@pytest.mark.parametrize("src,qtype", [(SMOLLM2, q) for q in SAME_BYTES] +
+                         [(GEMMA3, q) for q in ("Q8_0", "Q4_K_M", "Q4_0")],
+                         ids=lambda v: v.stem.split("-")[0].split(".")[0] if isinstance(v, Path) else v)
+def test_same_tensors_as_llama_quantize(tmp_path, src, qtype):
     ours, theirs = tmp_path / "snug.gguf", tmp_path / "llama.gguf"
-    snug_quantize(ours, qtype)
-    llama_quantize(theirs, qtype)
+    snug_quantize(ours, qtype, src=src)
+    llama_quantize(theirs, qtype, src=src)
     a, b = gguf.GGUFReader(str(ours)), gguf.GGUFReader(str(theirs))
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     for x, y in zip(a.tensors, b.tensors):
