@@ -66,10 +66,18 @@ void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace
       for (int64_t i = 0; i < E; ++i) x[i] *= c.embd_scale;
     }
     // Rotation angles per token and rope set, shared by every head and layer.
-    for (int64_t s = 0; s < n_sets; ++s) {
-      const RopeParams& r = c.rope_sets[static_cast<size_t>(s)];
-      tensor::rope_cache(ws.pos[t], c.rope_dim, r.base, r.scale,
-                         ws.rope + (int64_t{t} * n_sets + s) * c.rope_dim);
+    for (int64_t k = 0; k < n_sets; ++k) {
+      const RopeParams& r = c.rope_sets[static_cast<size_t>(k)];
+      tensor::RopeScaling s;
+      s.freq_base = r.base;
+      s.freq_scale = r.scale;
+      s.freq_factors = k == 0 ? w.rope_freqs : nullptr;
+      s.ext_factor = r.ext_factor;
+      s.attn_factor = r.attn_factor;
+      s.corr_dims[0] = r.corr_dims[0];
+      s.corr_dims[1] = r.corr_dims[1];
+      tensor::rope_cache_scaled(ws.pos[t], c.rope_dim, s,
+                                ws.rope + (int64_t{t} * n_sets + k) * c.rope_dim);
     }
   });
 }

@@ -7,6 +7,7 @@
 
 #include "kv/attention.h"
 #include "model/family.h"
+#include "tensor/kernels.h"
 
 namespace snug::model {
 namespace {
@@ -44,6 +45,54 @@ std::optional<Arch> arch_of(const std::string& name) {
     if (name == n) return a;
   }
   return std::nullopt;
+}
+
+// Rope scaling as llama.cpp reads it (llama_model::load_hparams and
+// llama_context's YaRN set-up): type "linear" (the default), "none" or
+// "yarn"; factor from rope.scaling.factor (or the older rope.scale_linear);
+// YaRN blends over the pairs whose wavelengths span 32 to 1 turns of
+// rope.scaling.original_context_length and keeps attention's magnitude with
+// yarn_attn_factor = (0.1 ln(factor) + 1) / (1 + 0.1 ln(factor)), times
+// rope.scaling.attn_factor. Llama 3's scaling is a rope_freqs tensor
+// (weights.cpp), not a type.
+Status read_rope_scaling(const gguf::File& f, const ModelConfig& c, RopeParams& rope) {
+  const std::string a = c.arch_name + ".";
+  SNUG_ASSIGN_OR_RETURN(float factor, f.get_float_or(a + "rope.scaling.factor", 0.f));
+  if (factor == 0.f) {
+    SNUG_ASSIGN_OR_RETURN(factor, f.get_float_or(a + "rope.scale_linear", 0.f));
+  }
+  if (factor == 0.f) factor = 1.f;
+  SNUG_ASSIGN_OR_RETURN(float attn, f.get_float_or(a + "rope.scaling.attn_factor", 1.f));
+  if (!(factor > 0.f) || !(rope.base > 0.f) || !(attn > 0.f) || !std::isfinite(factor) ||
+      !std::isfinite(rope.base) || !std::isfinite(attn))
+    return make_error("'", f.name(), "': rope parameters must be positive and finite");
+  std::string type = "linear";
+  if (f.find(a + "rope.scaling.type")) {
+    SNUG_ASSIGN_OR_RETURN(type, f.get_string(a + "rope.scaling.type"));
+  }
+  rope.scale = type == "none" ? 1.f : 1.f / factor;
+  if (type == "yarn") {
+    SNUG_ASSIGN_OR_RETURN(float log_mul,
+                          f.get_float_or(a + "rope.scaling.yarn_log_multiplier", 0.f));
+    if (log_mul != 0.f)
+      return make_error("'", f.name(), "': rope scaling 'yarn' with a log multiplier (", log_mul,
+                        ") is not supported");
+    SNUG_ASSIGN_OR_RETURN(uint64_t orig, f.get_uint_or(a + "rope.scaling.original_context_length",
+                                                       static_cast<uint64_t>(c.n_ctx_train)));
+    if (orig == 0 || orig > kMaxCtx)
+      return make_error("'", f.name(), "': rope.scaling.original_context_length ", orig,
+                        " is out of range");
+    rope.ext_factor = 1.f;
+    const float scale = 1.f / rope.scale;
+    const float mscale = scale <= 1.f ? 1.f : 0.1f * std::log(scale) + 1.f;
+    rope.attn_factor = mscale * (1.f / (1.f + 0.1f * std::log(scale)));
+    tensor::rope_yarn_corr_dims(c.rope_dim, static_cast<int64_t>(orig), rope.base, 32.f, 1.f,
+                                rope.corr_dims);
+  } else if (type != "linear" && type != "none") {
+    return make_error("'", f.name(), "': rope scaling '", printable(type), "' is not supported");
+  }
+  rope.attn_factor *= attn;
+  return ok_status();
 }
 
 }  // namespace
@@ -94,13 +143,7 @@ Result<ModelConfig> read_config(const gguf::File& f) {
                       " does not fit head size ", c.head_dim_k);
   RopeParams rope;
   SNUG_ASSIGN_OR_RETURN(rope.base, f.get_float_or(a + "rope.freq_base", 10000.f));
-  SNUG_ASSIGN_OR_RETURN(float linear, f.get_float_or(a + "rope.scaling.factor", 1.f));
-  if (!(linear > 0.f) || !(rope.base > 0.f) || !std::isfinite(linear) || !std::isfinite(rope.base))
-    return make_error("'", f.name(), "': rope parameters must be positive and finite");
-  auto scaling_type = f.get_string(a + "rope.scaling.type");
-  if (scaling_type.ok() && *scaling_type != "linear" && *scaling_type != "none" && linear != 1.f)
-    return make_error("'", f.name(), "': rope scaling '", *scaling_type, "' is not supported");
-  rope.scale = 1.f / linear;
+  SNUG_RETURN_IF_ERROR(read_rope_scaling(f, c, rope));
   c.rope_sets = {rope};
   c.layers.assign(static_cast<size_t>(c.n_layers), LayerConfig{});
   SNUG_ASSIGN_OR_RETURN(c.rms_eps, f.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5f));

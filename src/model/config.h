@@ -21,7 +21,13 @@ enum class FfnActivation { kSilu, kGeluTanh };
 // pair its layers use (Gemma 3: one for local layers, one for global ones).
 struct RopeParams {
   float base = 10000.f;
-  float scale = 1.f;  // position multiplier (1 / linear scaling factor)
+  float scale = 1.f;  // position multiplier (1 / scaling factor)
+  // YaRN (rope.scaling.type "yarn"): ext_factor 1 and the pair range it
+  // blends over; attn_factor scales cos and sin (llama.cpp's yarn_attn_factor
+  // times rope.scaling.attn_factor).
+  float ext_factor = 0.f;
+  float attn_factor = 1.f;
+  float corr_dims[2] = {0.f, 0.f};
 };
 
 // What may differ between the layers of one model.

@@ -47,7 +47,12 @@ Status read_gemma3(const gguf::File& f, ModelConfig& c) {
   SNUG_ASSIGN_OR_RETURN(float local_base, f.get_float_or("gemma3.rope.freq_base_swa", 10000.f));
   if (!(local_base > 0.f) || !std::isfinite(local_base))
     return make_error("'", f.name(), "': rope parameters must be positive and finite");
-  c.rope_sets.push_back({local_base, 1.f});
+  if (c.rope_sets[0].ext_factor != 0.f)
+    return make_error("'", f.name(), "': rope scaling 'yarn' is not supported for gemma3");
+  RopeParams local = c.rope_sets[0];  // llama.cpp shares attn_factor between the sets
+  local.base = local_base;
+  local.scale = 1.f;
+  c.rope_sets.push_back(local);
   for (size_t l = 0; l < n; ++l) {
     if (windowed[l]) c.layers[l] = {c.sliding_window, 1};
   }

@@ -70,6 +70,11 @@ Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
   } else {
     SNUG_ASSIGN_OR_RETURN(w.output, b.matrix("output.weight", c.n_vocab, c.n_embd));
   }
+  // Llama 3's rope scaling: divisors of each pair's frequency (llama.cpp reads
+  // them for the llama architecture only).
+  if (c.arch == Arch::kLlama) {
+    SNUG_ASSIGN_OR_RETURN(w.rope_freqs, b.optional_vector("rope_freqs.weight", c.rope_dim / 2));
+  }
   // Layers are added as their tensors bind, so a layer count the file cannot back
   // fails at the first missing tensor without sizing anything by it.
   for (int32_t l = 0; l < c.n_layers; ++l) {

@@ -37,6 +37,7 @@ struct Weights {
   tensor::MatView token_embd;          // n_vocab rows x n_embd
   const float* output_norm = nullptr;  // [n_embd]
   tensor::MatView output;              // n_vocab rows x n_embd (token_embd when tied)
+  const float* rope_freqs = nullptr;   // [rope_dim / 2] Llama 3's frequency divisors, or null
   std::vector<LayerWeights> layers;
   uint64_t bytes = 0;  // tensor data referenced, for the ledger
 };

@@ -55,7 +55,7 @@ Result<model::ModelConfig> read_generic_config(const gguf::File& f, const std::s
 // order: those it requires, and (optional) those it binds where a file has them.
 std::vector<std::string> bound_tensor_names(const model::ModelConfig& c, bool optional = false) {
   if (optional) {
-    std::vector<std::string> names;
+    std::vector<std::string> names = {"rope_freqs.weight"};
     for (int32_t l = 0; l < c.n_layers; ++l) {
       for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
         names.push_back("blk." + std::to_string(l) + "." + b);

@@ -2,6 +2,7 @@
 // are also what kernels.cpp runs (ggml computes them with scalar loops, so no
 // vector path would keep llama.cpp's rounding); silu_mul is the scalar twin of
 // ggml_order_simd.cpp's dispatched SiluMulGgml.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -101,6 +102,52 @@ void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale,
     theta *= theta_scale;
   }
 }
+
+}  // namespace snug::tensor::ref
+
+namespace snug::tensor {
+
+void rope_yarn_corr_dims(int64_t rot_dim, int64_t n_ctx_orig, float freq_base, float beta_fast,
+                         float beta_slow, float dims[2]) {
+  // ggml_rope_yarn_corr_dim: the pair index whose wavelength spans n_rot turns of n_ctx_orig.
+  auto corr_dim = [&](float n_rot) {
+    constexpr float kPi = 3.14159265358979323846f;
+    return static_cast<float>(rot_dim) *
+           std::log(static_cast<float>(n_ctx_orig) / (n_rot * 2 * kPi)) / (2 * std::log(freq_base));
+  };
+  const float start = std::floor(corr_dim(beta_fast));
+  const float end = std::ceil(corr_dim(beta_slow));
+  dims[0] = std::max(0.f, start);
+  dims[1] = std::min(static_cast<float>(rot_dim - 1), end);
+}
+
+void rope_cache_scaled(int64_t pos, int64_t rot_dim, const RopeScaling& s, float* cs) {
+  // ggml_rope_cache_init and rope_yarn, operation for operation, with the two
+  // multiply-adds GCC contracts into fmas in ggml-cpu's ops.cpp on an FMA
+  // machine (checked against that code compiled with -march=native).
+  const float theta_scale = std::pow(s.freq_base, -2.0f / static_cast<float>(rot_dim));
+  float theta = static_cast<float>(pos);
+  for (int64_t i = 0; i < rot_dim / 2; ++i) {
+    const float ff = s.freq_factors != nullptr ? s.freq_factors[i] : 1.0f;
+    const float extrap = theta / ff;
+    const float interp = s.freq_scale * extrap;
+    float t = interp, mscale = s.attn_factor;
+    if (s.ext_factor != 0.0f) {
+      const float y = (static_cast<float>(i) - s.corr_dims[0]) /
+                      std::max(0.001f, s.corr_dims[1] - s.corr_dims[0]);
+      const float ramp_mix = (1 - std::min(1.f, std::max(0.f, y))) * s.ext_factor;
+      t = std::fma(interp, 1 - ramp_mix, extrap * ramp_mix);
+      mscale *= std::fma(0.1f, std::log(1.0f / s.freq_scale), 1.0f);
+    }
+    cs[2 * i] = std::cos(t) * mscale;
+    cs[2 * i + 1] = std::sin(t) * mscale;
+    theta *= theta_scale;
+  }
+}
+
+}  // namespace snug::tensor
+
+namespace snug::tensor::ref {
 
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode) {
   const int64_t half = rot_dim / 2;

@@ -205,6 +205,24 @@ void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_b
 // rope() in two steps, so that the angles of a position are computed once for
 // all heads and layers: cs receives rot_dim floats (cos, sin per pair).
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs);
+
+// Rope scaled the ways llama.cpp reads from metadata (ggml_rope_ext's
+// arguments): per-pair frequency divisors (Llama 3's rope_freqs), YaRN's
+// blend of interpolated and extrapolated angles over corr_dims with
+// ext_factor, and a magnitude attn_factor. With no divisors, ext_factor 0 and
+// attn_factor 1 it is rope_cache.
+struct RopeScaling {
+  float freq_base = 10000.f;
+  float freq_scale = 1.f;               // 1 / linear factor
+  const float* freq_factors = nullptr;  // [rot_dim / 2], or null
+  float ext_factor = 0.f;               // YaRN: 1; else 0
+  float attn_factor = 1.f;
+  float corr_dims[2] = {0.f, 0.f};  // rope_yarn_corr_dims
+};
+// ggml_rope_yarn_corr_dims: the pair range YaRN blends over.
+void rope_yarn_corr_dims(int64_t rot_dim, int64_t n_ctx_orig, float freq_base, float beta_fast,
+                         float beta_slow, float dims[2]);
+void rope_cache_scaled(int64_t pos, int64_t rot_dim, const RopeScaling& s, float* cs);
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 
 }  // namespace snug::tensor

@@ -161,6 +161,10 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_kv_heads));
   w.set_f32(a + "rope.freq_base", s.rope_base);
   w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+  if (!s.rope_scaling_type.empty()) w.set_string(a + "rope.scaling.type", s.rope_scaling_type);
+  if (s.rope_scaling_factor != 0.f) w.set_f32(a + "rope.scaling.factor", s.rope_scaling_factor);
+  if (s.rope_orig_ctx != 0)
+    w.set_u32(a + "rope.scaling.original_context_length", static_cast<uint32_t>(s.rope_orig_ctx));
   const bool gemma = s.architecture == "gemma3";
   const bool qk_norms = gemma || s.architecture == "qwen3";
   const bool biases = s.architecture == "qwen2";
@@ -178,6 +182,13 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
   add("token_embd.weight", tensor::DType::kF32, {s.n_embd, n_vocab},
       random_matrix(rng, tensor::DType::kF32, n_vocab, s.n_embd, s.embd_scale));
   add("output_norm.weight", tensor::DType::kF32, {s.n_embd}, norm_weights(rng, s.n_embd));
+  if (s.rope_freqs) {
+    std::uniform_real_distribution<float> divisor(1.f, 8.f);
+    std::vector<float> f(static_cast<size_t>(hd / 2));
+    for (float& x : f) x = divisor(rng);
+    add("rope_freqs.weight", tensor::DType::kF32, {hd / 2},
+        pack(tensor::DType::kF32, f, 1, hd / 2));
+  }
   if (!s.tied_output)
     add("output.weight", s.matrix_type, {s.n_embd, n_vocab},
         random_matrix(rng, s.matrix_type, n_vocab, s.n_embd, ws));

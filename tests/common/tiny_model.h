@@ -41,6 +41,12 @@ struct TinyModelSpec {
   std::string architecture = "llama";
   int32_t sliding_window = 8;  // gemma3.attention.sliding_window (gemma3 only; 0: absent)
   float rope_base = 10000.f;   // <arch>.rope.freq_base
+  // Rope scaling keys, written when set: rope.scaling.type ("linear", "yarn"), .factor,
+  // .original_context_length; and Llama 3's rope_freqs.weight (random divisors in [1, 8]).
+  std::string rope_scaling_type;
+  float rope_scaling_factor = 0.f;
+  int32_t rope_orig_ctx = 0;
+  bool rope_freqs = false;
   TinyVocab vocab = TinyVocab::kBpe;
   std::string bpe_pre = "gpt2";  // tokenizer.ggml.pre of the BPE vocabulary
   // tokenizer.ggml.<key> (u32) written instead of the vocabulary's own value or added, e.g.

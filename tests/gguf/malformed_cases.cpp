@@ -258,6 +258,12 @@ void hparam_cases(Catalogue& c) {
          "rope parameters must be positive and finite", [a](Layout& l) {
            l.set(a + "rope.freq_base", kTagF32, enc_f32(std::numeric_limits<float>::infinity()));
          });
+  c.edit("rope_scaling_unknown", "hyper-parameter of absurd size",
+         "rope scaling 'longrope' is not supported",
+         [a](Layout& l) { l.set(a + "rope.scaling.type", kTagString, enc_string("longrope")); });
+  c.edit("rope_factor_negative", "hyper-parameter of absurd size",
+         "rope parameters must be positive and finite",
+         [a](Layout& l) { l.set(a + "rope.scaling.factor", kTagF32, enc_f32(-4.f)); });
   c.edit("rms_eps_negative", "hyper-parameter of absurd size", "is out of range",
          [a](Layout& l) { l.set(a + "attention.layer_norm_rms_epsilon", kTagF32, enc_f32(-1.f)); });
 }

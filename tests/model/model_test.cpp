@@ -90,6 +90,27 @@ TEST(Model, Gemma3LayersAlternateFiveWindowedToOneGlobal) {
   EXPECT_NE(r.model->weights().layers[3].post_ffn_norm, nullptr);
 }
 
+TEST(Model, RopeScalingIsReadAsLlamaCppReadsIt) {
+  TinyModelSpec spec;  // head size 16, rope base 10000
+  spec.rope_scaling_type = "yarn";
+  spec.rope_scaling_factor = 4.f;
+  spec.rope_orig_ctx = 64;
+  const RopeParams yarn = Rig(spec).model->config().rope_sets[0];
+  EXPECT_EQ(yarn.scale, 0.25f);
+  EXPECT_EQ(yarn.ext_factor, 1.f);
+  // Pairs whose wavelength spans 32 to 1 turns of 64 tokens: 16 ln(64 / (32 * 2 pi)) /
+  // (2 ln 10000) = -0.99 -> 0, and 16 ln(64 / (2 pi)) / (2 ln 10000) = 2.02 -> 3.
+  EXPECT_EQ(yarn.corr_dims[0], 0.f);
+  EXPECT_EQ(yarn.corr_dims[1], 3.f);
+  EXPECT_NEAR(yarn.attn_factor, 1.f, 1e-6f);  // llama.cpp cancels YaRN's magnitude
+  spec.rope_scaling_type = "none";  // a factor without scaling: ignored, as llama.cpp does
+  EXPECT_EQ(Rig(spec).model->config().rope_sets[0].scale, 1.f);
+  spec.rope_scaling_type = "linear";
+  const RopeParams linear = Rig(spec).model->config().rope_sets[0];
+  EXPECT_EQ(linear.scale, 0.25f);
+  EXPECT_EQ(linear.ext_factor, 0.f);
+}
+
 TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
   Rig a, b;
   const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};
