@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <initializer_list>
 #include <ostream>
 #include <string>
@@ -88,6 +89,42 @@ TEST(Model, Gemma3LayersAlternateFiveWindowedToOneGlobal) {
   EXPECT_EQ(c.embd_scale, 8.f);     // sqrt(64)
   EXPECT_EQ(c.query_scale, 0.25f);  // 1/sqrt(head size 16)
   EXPECT_NE(r.model->weights().layers[3].post_ffn_norm, nullptr);
+}
+
+// Gemma 3's windowed layers from attention.sliding_window_pattern: a period,
+// or one bool per layer; a list of the wrong length is refused.
+TEST(Model, Gemma3WindowPatternFromMetadata) {
+  TinyModelSpec spec;
+  spec.architecture = "gemma3";
+  spec.n_layers = 4;
+  auto windows = [&](const std::function<void(gguf::Writer&)>& edit) -> Result<std::string> {
+    gguf::Writer w = testing::build_tiny_model(spec);
+    edit(w);
+    const std::vector<uint8_t> bytes = w.to_bytes();  // the File points into them
+    auto f = gguf::File::parse(bytes, "tiny");
+    if (!f.ok()) return f.take_error();
+    SNUG_ASSIGN_OR_RETURN(ModelConfig c, read_config(*f));
+    std::string out;
+    for (const LayerConfig& l : c.layers) out += l.window > 0 ? 'w' : 'g';
+    return out;
+  };
+  const std::string key = "gemma3.attention.sliding_window_pattern";
+  EXPECT_EQ(*windows([](gguf::Writer&) {}), "wwww");  // period 6: layer 5 would be the first global
+  EXPECT_EQ(*windows([&](gguf::Writer& w) { w.set_u32(key, 2); }), "wgwg");
+  auto bools = [&](std::vector<uint8_t> v) {
+    return [&key, v](gguf::Writer& w) {
+      std::vector<uint8_t> payload = {7, 0, 0, 0};  // element type bool
+      for (int i = 0; i < 8; ++i) payload.push_back(static_cast<uint8_t>(v.size() >> (8 * i)));
+      payload.insert(payload.end(), v.begin(), v.end());
+      w.set_raw(key, 9, payload);  // array
+    };
+  };
+  EXPECT_EQ(*windows(bools({1, 0, 0, 1})), "wggw");
+  auto short_list = windows(bools({1, 0}));
+  ASSERT_FALSE(short_list.ok());
+  EXPECT_NE(short_list.error().message.find("must be 4 bools (one per layer), not 2"),
+            std::string::npos)
+      << short_list.error().message;
 }
 
 TEST(Model, RopeScalingIsReadAsLlamaCppReadsIt) {
