@@ -67,15 +67,8 @@ void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace
     }
     // Rotation angles per token and rope set, shared by every head and layer.
     for (int64_t k = 0; k < n_sets; ++k) {
-      const RopeParams& r = c.rope_sets[static_cast<size_t>(k)];
-      tensor::RopeScaling s;
-      s.freq_base = r.base;
-      s.freq_scale = r.scale;
+      RopeParams s = c.rope_sets[static_cast<size_t>(k)];
       s.freq_factors = k == 0 ? w.rope_freqs : nullptr;
-      s.ext_factor = r.ext_factor;
-      s.attn_factor = r.attn_factor;
-      s.corr_dims[0] = r.corr_dims[0];
-      s.corr_dims[1] = r.corr_dims[1];
       tensor::rope_cache_scaled(ws.pos[t], c.rope_dim, s,
                                 ws.rope + (int64_t{t} * n_sets + k) * c.rope_dim);
     }

@@ -30,10 +30,6 @@ Result<int32_t> bounded(const gguf::File& f, const std::string& key, uint64_t ma
   return static_cast<int32_t>(*v);
 }
 
-}  // namespace
-
-namespace {
-
 // general.architecture names as llama.cpp spells them.
 constexpr std::pair<const char*, Arch> kArchs[] = {{"llama", Arch::kLlama},
                                                    {"gemma3", Arch::kGemma3},
@@ -63,14 +59,14 @@ Status read_rope_scaling(const gguf::File& f, const ModelConfig& c, RopeParams& 
   }
   if (factor == 0.f) factor = 1.f;
   SNUG_ASSIGN_OR_RETURN(float attn, f.get_float_or(a + "rope.scaling.attn_factor", 1.f));
-  if (!(factor > 0.f) || !(rope.base > 0.f) || !(attn > 0.f) || !std::isfinite(factor) ||
-      !std::isfinite(rope.base) || !std::isfinite(attn))
+  if (!(factor > 0.f) || !(rope.freq_base > 0.f) || !(attn > 0.f) || !std::isfinite(factor) ||
+      !std::isfinite(rope.freq_base) || !std::isfinite(attn))
     return make_error("'", f.name(), "': rope parameters must be positive and finite");
   std::string type = "linear";
   if (f.find(a + "rope.scaling.type")) {
     SNUG_ASSIGN_OR_RETURN(type, f.get_string(a + "rope.scaling.type"));
   }
-  rope.scale = type == "none" ? 1.f : 1.f / factor;
+  rope.freq_scale = type == "none" ? 1.f : 1.f / factor;
   if (type == "yarn") {
     SNUG_ASSIGN_OR_RETURN(float log_mul,
                           f.get_float_or(a + "rope.scaling.yarn_log_multiplier", 0.f));
@@ -83,10 +79,10 @@ Status read_rope_scaling(const gguf::File& f, const ModelConfig& c, RopeParams& 
       return make_error("'", f.name(), "': rope.scaling.original_context_length ", orig,
                         " is out of range");
     rope.ext_factor = 1.f;
-    const float scale = 1.f / rope.scale;
+    const float scale = 1.f / rope.freq_scale;
     const float mscale = scale <= 1.f ? 1.f : 0.1f * std::log(scale) + 1.f;
     rope.attn_factor = mscale * (1.f / (1.f + 0.1f * std::log(scale)));
-    tensor::rope_yarn_corr_dims(c.rope_dim, static_cast<int64_t>(orig), rope.base, 32.f, 1.f,
+    tensor::rope_yarn_corr_dims(c.rope_dim, static_cast<int64_t>(orig), rope.freq_base, 32.f, 1.f,
                                 rope.corr_dims);
   } else if (type != "linear" && type != "none") {
     return make_error("'", f.name(), "': rope scaling '", printable(type), "' is not supported");
@@ -101,7 +97,12 @@ bool arch_supported(const std::string& arch_name) {
   return arch_of(arch_name).has_value();
 }
 const char* supported_archs() {
-  return "llama, gemma3, qwen2, qwen3";
+  static const std::string list = [] {
+    std::string s;
+    for (const auto& [name, arch] : kArchs) s += (s.empty() ? "" : ", ") + std::string(name);
+    return s;
+  }();
+  return list.c_str();
 }
 
 Result<ModelConfig> read_config(const gguf::File& f) {
@@ -142,7 +143,7 @@ Result<ModelConfig> read_config(const gguf::File& f) {
     return make_error("'", f.name(), "': rope.dimension_count ", c.rope_dim,
                       " does not fit head size ", c.head_dim_k);
   RopeParams rope;
-  SNUG_ASSIGN_OR_RETURN(rope.base, f.get_float_or(a + "rope.freq_base", 10000.f));
+  SNUG_ASSIGN_OR_RETURN(rope.freq_base, f.get_float_or(a + "rope.freq_base", 10000.f));
   SNUG_RETURN_IF_ERROR(read_rope_scaling(f, c, rope));
   c.rope_sets = {rope};
   c.layers.assign(static_cast<size_t>(c.n_layers), LayerConfig{});

@@ -8,6 +8,7 @@
 
 #include "base/result.h"
 #include "gguf/gguf.h"
+#include "tensor/kernels.h"
 
 namespace snug::model {
 
@@ -17,18 +18,12 @@ enum class Arch { kLlama, kGemma3, kQwen2, kQwen3 };
 // the tanh-approximate GELU (Gemma).
 enum class FfnActivation { kSilu, kGeluTanh };
 
-// Rotary embedding parameters; a model has one set per distinct (base, scale)
-// pair its layers use (Gemma 3: one for local layers, one for global ones).
-struct RopeParams {
-  float base = 10000.f;
-  float scale = 1.f;  // position multiplier (1 / scaling factor)
-  // YaRN (rope.scaling.type "yarn"): ext_factor 1 and the pair range it
-  // blends over; attn_factor scales cos and sin (llama.cpp's yarn_attn_factor
-  // times rope.scaling.attn_factor).
-  float ext_factor = 0.f;
-  float attn_factor = 1.f;
-  float corr_dims[2] = {0.f, 0.f};
-};
+// Rotary embedding parameters as the kernels take them; a model has one set
+// per distinct set its layers use (Gemma 3: one for local layers, one for
+// global ones). freq_factors stays null here: Llama 3's divisors are a
+// tensor (Weights::rope_freqs), added for set 0 when the angles are made.
+// attn_factor is llama.cpp's yarn_attn_factor times rope.scaling.attn_factor.
+using RopeParams = tensor::RopeScaling;
 
 // What may differ between the layers of one model.
 struct LayerConfig {
@@ -66,9 +61,6 @@ struct ModelConfig {
   float final_softcap = 0.f;  // > 0: logits = cap * tanh(logits / cap) (Gemma's option)
   bool post_norms = false;    // RMS norms of the attention and feed-forward outputs before
                               // their residual additions (post_attention_norm, post_ffw_norm)
-
-  // Whether any layer attends over a sliding window.
-  bool has_window() const { return sliding_window > 0; }
 };
 
 // Whether snug runs files of this general.architecture, and the list of those

@@ -1,8 +1,8 @@
 // Per-family hyper-parameters (internal to model/). read_config reads what
 // every family shares, then the family's reader sets what is its own: rope
 // mode and sets, per-layer windows, which optional weights it has, the
-// activation. A family whose graph is not Llama's also has its own forward
-// pass (model.h); one file holds both, so a family is one small file.
+// activation. The graph is forward_decoder's (decoder.cpp), so a family is
+// one small file.
 #pragma once
 
 #include "base/result.h"

@@ -4,12 +4,12 @@
 // RMS norms of q and k; queries scaled before attention; RMS norms of the
 // attention and feed-forward outputs before each residual addition; a GeGLU
 // feed-forward network with the tanh-approximate GELU; the output head tied
-// to the embeddings.
+// to the embeddings. Its graph is forward_decoder's (decoder.cpp) with these
+// parameters.
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "model/blocks.h"
 #include "model/family.h"
 
 namespace snug::model {
@@ -50,8 +50,8 @@ Status read_gemma3(const gguf::File& f, ModelConfig& c) {
   if (c.rope_sets[0].ext_factor != 0.f)
     return make_error("'", f.name(), "': rope scaling 'yarn' is not supported for gemma3");
   RopeParams local = c.rope_sets[0];  // llama.cpp shares attn_factor between the sets
-  local.base = local_base;
-  local.scale = 1.f;
+  local.freq_base = local_base;
+  local.freq_scale = 1.f;
   c.rope_sets.push_back(local);
   for (size_t l = 0; l < n; ++l) {
     if (windowed[l]) c.layers[l] = {c.sliding_window, 1};
@@ -69,31 +69,6 @@ Status read_gemma3(const gguf::File& f, ModelConfig& c) {
   c.qk_norm = true;
   c.post_norms = true;
   return ok_status();
-}
-
-void forward_gemma3(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                    Workspace& ws, ThreadPool& pool) {
-  const int32_t T = batch.size();
-  const int64_t F = c.n_ff;
-  const int64_t QD = int64_t{c.n_heads} * c.head_dim_k;
-  const int64_t KD = int64_t{c.n_kv_heads} * c.head_dim_k;
-  const int64_t VD = int64_t{c.n_kv_heads} * c.head_dim_v;
-  blocks::embed(c, w, batch, ws, pool);
-  for (int32_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = w.layers[static_cast<size_t>(l)];
-    blocks::norm_project(pool, ws, l, T, L.attn_norm, c.rms_eps,
-                         {{MatRole::kQ, L.wq, ws.q, QD},
-                          {MatRole::kK, L.wk, ws.k, KD},
-                          {MatRole::kV, L.wv, ws.v, VD}});
-    blocks::attention(c, L, l, batch, cache, ws, pool);
-    blocks::attention_output(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.post_attn_norm, T, ws, pool);
-    blocks::norm_project(pool, ws, l, T, L.ffn_norm, c.rms_eps,
-                         {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
-    blocks::ffn_down(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.post_ffn_norm, T, ws, pool);
-  }
-  blocks::logits(c, w, batch, ws, pool);
 }
 
 }  // namespace snug::model

@@ -115,16 +115,7 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
   for (int32_t r = 0, t = 0; r < n_runs; ++r) {
     for (int32_t i = 0; i < runs[r].count; ++i) ws.pos[t++] = runs[r].length + i;
   }
-  switch (config_.arch) {
-    case Arch::kLlama:
-    case Arch::kQwen2:  // Llama's graph; qwen.cpp says what differs
-    case Arch::kQwen3:
-      forward_llama(config_, weights_, batch, cache, ws, pool);
-      break;
-    case Arch::kGemma3:
-      forward_gemma3(config_, weights_, batch, cache, ws, pool);
-      break;
-  }
+  forward_decoder(config_, weights_, batch, cache, ws, pool);
   for (const Run& r : runs) cache.commit_append(r.seq, r.count);
   return ok_status();
 }

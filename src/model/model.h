@@ -76,12 +76,11 @@ class Model {
   memory::Charge mapped_charge_;
 };
 
-// The families' forward passes, one file each (llama.cpp, gemma3.cpp), built
-// from the shared blocks of blocks.h. The batch is already checked and its
-// KV rows prepared; ws.pos holds each token's position.
-void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                   Workspace& ws, ThreadPool& pool);
-void forward_gemma3(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                    Workspace& ws, ThreadPool& pool);
+// The decoder graph every supported family takes (decoder.cpp), built from
+// the shared blocks of blocks.h and parameterised by the family's config.
+// The batch is already checked and its KV rows prepared; ws.pos holds each
+// token's position.
+void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
+                     Workspace& ws, ThreadPool& pool);
 
 }  // namespace snug::model

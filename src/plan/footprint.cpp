@@ -51,17 +51,18 @@ Result<model::ModelConfig> read_generic_config(const gguf::File& f, const std::s
   return c;
 }
 
-// Names of the tensors the model binds (model/weights.cpp), in no particular
-// order: those it requires, and (optional) those it binds where a file has them.
-std::vector<std::string> bound_tensor_names(const model::ModelConfig& c, bool optional = false) {
-  if (optional) {
-    std::vector<std::string> names = {"rope_freqs.weight"};
-    for (int32_t l = 0; l < c.n_layers; ++l) {
-      for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
-        names.push_back("blk." + std::to_string(l) + "." + b);
-    }
-    return names;
+// Names of the tensors the model binds where a file has them (model/weights.cpp).
+std::vector<std::string> optional_tensor_names(const model::ModelConfig& c) {
+  std::vector<std::string> names = {"rope_freqs.weight"};
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
+      names.push_back("blk." + std::to_string(l) + "." + b);
   }
+  return names;
+}
+
+// Names of the tensors the model requires (model/weights.cpp), in no particular order.
+std::vector<std::string> bound_tensor_names(const model::ModelConfig& c) {
   std::vector<std::string> names = {"token_embd.weight", "output_norm.weight"};
   if (!c.tied_output) names.emplace_back("output.weight");
   for (int32_t l = 0; l < c.n_layers; ++l) {
@@ -133,7 +134,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
 
   std::vector<std::string> names = bound_tensor_names(fp.config);
   const size_t n_required = names.size();
-  for (std::string& name : bound_tensor_names(fp.config, true)) names.push_back(std::move(name));
+  for (std::string& name : optional_tensor_names(fp.config)) names.push_back(std::move(name));
   for (size_t k = 0; k < names.size(); ++k) {
     const std::string& name = names[k];
     const gguf::TensorInfo* t = file.find_tensor(name);

@@ -91,16 +91,12 @@ void gelu_mul(float* gate, const float* up, int64_t n) {
 }
 
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs) {
-  // ggml's order of float operations: theta advanced by repeated
-  // multiplication, cosf/sinf of freq_scale * theta.
-  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rot_dim));
-  float theta = static_cast<float>(pos);
-  for (int64_t i = 0; i < rot_dim / 2; ++i) {
-    const float t = freq_scale * theta;
-    cs[2 * i] = std::cos(t);
-    cs[2 * i + 1] = std::sin(t);
-    theta *= theta_scale;
-  }
+  // Unscaled: no divisors, no YaRN, magnitude 1, which rope_cache_scaled
+  // computes with exactly ggml's plain operations.
+  RopeScaling s;
+  s.freq_base = freq_base;
+  s.freq_scale = freq_scale;
+  rope_cache_scaled(pos, rot_dim, s, cs);
 }
 
 }  // namespace snug::tensor::ref

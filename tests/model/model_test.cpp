@@ -81,7 +81,7 @@ TEST(Model, Gemma3LayersAlternateFiveWindowedToOneGlobal) {
     // Global layers take the file's rope base, windowed ones Gemma's 10000.
     const RopeParams& rope =
         c.rope_sets[static_cast<size_t>(c.layers[static_cast<size_t>(l)].rope_set)];
-    EXPECT_EQ(rope.base, global ? 1e6f : 10000.f) << "layer " << l;
+    EXPECT_EQ(rope.freq_base, global ? 1e6f : 10000.f) << "layer " << l;
   }
   EXPECT_EQ(c.sliding_window, 8);
   EXPECT_TRUE(c.rope_neox && c.qk_norm && c.post_norms);
@@ -133,7 +133,7 @@ TEST(Model, RopeScalingIsReadAsLlamaCppReadsIt) {
   spec.rope_scaling_factor = 4.f;
   spec.rope_orig_ctx = 64;
   const RopeParams yarn = Rig(spec).model->config().rope_sets[0];
-  EXPECT_EQ(yarn.scale, 0.25f);
+  EXPECT_EQ(yarn.freq_scale, 0.25f);
   EXPECT_EQ(yarn.ext_factor, 1.f);
   // Pairs whose wavelength spans 32 to 1 turns of 64 tokens: 16 ln(64 / (32 * 2 pi)) /
   // (2 ln 10000) = -0.99 -> 0, and 16 ln(64 / (2 pi)) / (2 ln 10000) = 2.02 -> 3.
@@ -141,10 +141,10 @@ TEST(Model, RopeScalingIsReadAsLlamaCppReadsIt) {
   EXPECT_EQ(yarn.corr_dims[1], 3.f);
   EXPECT_NEAR(yarn.attn_factor, 1.f, 1e-6f);  // llama.cpp cancels YaRN's magnitude
   spec.rope_scaling_type = "none";  // a factor without scaling: ignored, as llama.cpp does
-  EXPECT_EQ(Rig(spec).model->config().rope_sets[0].scale, 1.f);
+  EXPECT_EQ(Rig(spec).model->config().rope_sets[0].freq_scale, 1.f);
   spec.rope_scaling_type = "linear";
   const RopeParams linear = Rig(spec).model->config().rope_sets[0];
-  EXPECT_EQ(linear.scale, 0.25f);
+  EXPECT_EQ(linear.freq_scale, 0.25f);
   EXPECT_EQ(linear.ext_factor, 0.f);
 }
 

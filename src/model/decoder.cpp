@@ -1,13 +1,16 @@
-// Llama family (llama.cpp's LLM_ARCH_LLAMA): pre-norm decoder blocks with
-// RMSNorm, rotary position embeddings (adjacent-pair rotation, as GGUF's
-// llama converters permute Q/K for), grouped-query attention and a SwiGLU
-// feed-forward network.
+// The pre-norm decoder graph every supported family takes (llama.cpp's
+// LLM_ARCH_LLAMA, QWEN2, QWEN3 and GEMMA3 graphs): RMS norm, q/k/v
+// projections, rotary attention over the paged cache, output projection and
+// residual; RMS norm, gated feed-forward network and residual. What differs
+// between families is in ModelConfig and the optional weights (read_gemma3,
+// read_qwen): Gemma's post-norms are null in the others, so add_residual
+// skips them. A family whose graph differs adds its own forward beside this.
 #include "model/blocks.h"
 
 namespace snug::model {
 
-void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                   Workspace& ws, ThreadPool& pool) {
+void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
+                     Workspace& ws, ThreadPool& pool) {
   const int32_t T = batch.size();
   const int64_t F = c.n_ff;
   const int64_t QD = int64_t{c.n_heads} * c.head_dim_k;
@@ -22,11 +25,11 @@ void forward_llama(const ModelConfig& c, const Weights& w, const Batch& batch, k
                           {MatRole::kV, L.wv, ws.v, VD}});
     blocks::attention(c, L, l, batch, cache, ws, pool);
     blocks::attention_output(c, L, l, T, ws, pool);
-    blocks::add_residual(c, nullptr, T, ws, pool);
+    blocks::add_residual(c, L.post_attn_norm, T, ws, pool);
     blocks::norm_project(pool, ws, l, T, L.ffn_norm, c.rms_eps,
                          {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
     blocks::ffn_down(c, L, l, T, ws, pool);
-    blocks::add_residual(c, nullptr, T, ws, pool);
+    blocks::add_residual(c, L.post_ffn_norm, T, ws, pool);
   }
   blocks::logits(c, w, batch, ws, pool);
 }
