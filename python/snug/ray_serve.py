@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, cast
 import aiohttp
 import ray
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -211,6 +211,9 @@ class SnugIngress:
         self._max_prefix_entries = max_prefix_entries
         self._events: List[Dict[str, Any]] = []
         self._control: Optional[asyncio.Task[None]] = None
+        # The control loop, /v1/replicas and a request waiting for a replica
+        # all refresh; one at a time, or two could give up the same replica.
+        self._refreshing = asyncio.Lock()
 
     # -- replicas ------------------------------------------------------------
 
@@ -226,15 +229,21 @@ class SnugIngress:
     async def _refresh(self) -> None:
         """Marks replicas ready, gives up on ones Ray could not place in time,
         and refreshes every ready replica's load."""
-        now = time.monotonic()
+        async with self._refreshing:
+            await self._refresh_locked()
+
+    async def _refresh_locked(self) -> None:
         for model in self._models.values():
             for r in list(model.replicas):
+                if r not in model.replicas:
+                    continue  # scaled down while this round awaited another
+                now = time.monotonic()
                 if r.info is None and r.ready_ref is not None:
                     done, _ = ray.wait([r.ready_ref], timeout=0)
                     if done:
                         try:
                             r.info = await r.ready_ref
-                        except RayActorError:
+                        except RayError:  # died or cancelled while starting: ask again
                             r.ready_ref = r.actor.info.remote()
                     elif now - r.created > self._placement_timeout_s:
                         ray.kill(r.actor, no_restart=True)
@@ -244,7 +253,7 @@ class SnugIngress:
                 if r.info is not None:
                     try:
                         r.load = await asyncio.wait_for(r.actor.load.remote(), 10)
-                    except (RayActorError, asyncio.TimeoutError):
+                    except (RayError, asyncio.TimeoutError):
                         self._mark_failed(r)
 
     async def _autoscale(self) -> None:
