@@ -2,6 +2,7 @@
 // what fits in the memory budget. Prints a table, or one JSON object with
 // --json (schema in docs/PLAN.md). Exit 0 when the requested shape fits, 1
 // when it does not (the refusal is the one line on stderr).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -23,6 +24,16 @@ struct Flags : PlanFlags {
   bool json = false;
   CLI::Option* memory_option = nullptr;
 };
+
+int32_t windowed_layers(const kv::KvLayout& l) {
+  return static_cast<int32_t>(
+      std::count_if(l.layer_window.begin(), l.layer_window.end(), [](int32_t w) { return w > 0; }));
+}
+
+int32_t largest_window(const kv::KvLayout& l) {
+  return l.layer_window.empty() ? 0
+                                : *std::max_element(l.layer_window.begin(), l.layer_window.end());
+}
 
 std::string kv_label(const kv::KvLayout& l) {
   return plan::kv_type_label(l.k_type, l.v_type);
@@ -103,6 +114,9 @@ nlohmann::json to_json(const std::string& path, const plan::ModelFootprint& fp,
                    {"k_type", tensor::dtype_name(s.kv.k_type)},
                    {"v_type", tensor::dtype_name(s.kv.v_type)},
                    {"bytes_per_token", s.kv.bytes_per_token()},
+                   {"windowed_layers", windowed_layers(s.kv)},
+                   {"window", largest_window(s.kv)},
+                   {"window_slack", s.kv.window_slack},
                    {"block_tokens", s.kv.block_tokens},
                    {"blocks", s.kv_blocks},
                    {"bytes", s.kv_bytes},
@@ -169,9 +183,20 @@ void print_table(const std::string& path, const plan::ModelFootprint& fp, const 
            ? "mapped pages a step reads (embedding rows on demand)"
            : "mapped pages, all read by one forward pass");
   line("file header", m.header, "metadata and tensor directory, read when parsing");
-  line("KV cache", m.kv,
-       fmt::format("{} per token, {} blocks of {} tokens", format_bytes(s.kv.bytes_per_token()),
-                   s.kv_blocks, s.kv.block_tokens));
+  const int32_t windowed = windowed_layers(s.kv);
+  if (windowed == 0) {
+    line("KV cache", m.kv,
+         fmt::format("{} per token, {} blocks of {} tokens", format_bytes(s.kv.bytes_per_token()),
+                     s.kv_blocks, s.kv.block_tokens));
+  } else {
+    const uint64_t per_layer = s.kv.bytes_per_token() / static_cast<uint64_t>(s.kv.n_layers);
+    line("KV cache", m.kv,
+         fmt::format("{} per token on {} global layers; {} sliding-window layers hold a window "
+                     "of {}, {} more for rewinding and one batch; {} blocks of {} tokens",
+                     format_bytes(per_layer * static_cast<uint64_t>(s.kv.n_layers - windowed)),
+                     s.kv.n_layers - windowed, windowed, largest_window(s.kv), s.kv.window_slack,
+                     s.kv_blocks, s.kv.block_tokens));
+  }
   line("workspace", m.workspace,
        fmt::format("activations {}, logits {}, quantized {}, attention {}",
                    format_bytes(s.workspace.activations), format_bytes(s.workspace.logits),

@@ -96,7 +96,7 @@ Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> 
   const int32_t n_batch = std::clamp(o.n_batch, 1, o.n_ctx);
   kv::KvLayout layout = m.kv_layout(tensor::DType::kF16);
   auto cache = kv::KvCache::create(
-      layout, (o.n_ctx + layout.block_tokens - 1) / layout.block_tokens + 1, ledger);
+      layout, static_cast<int32_t>(layout.sequence_blocks(o.n_ctx, n_batch)), ledger);
   if (!cache.ok()) return cache.error();
   model::WorkspaceShape shape{.max_tokens = n_batch,
                               .max_logits = o.process_output ? n_batch : 1,

@@ -38,8 +38,8 @@ Result<GenerateResult> generate(Session& session, const text::Tokenizer& tokeniz
     return make_error("prompt of ", prompt.size(), " tokens does not fit the context of ",
                       session.n_ctx(), " tokens (raise --ctx or shorten the prompt)");
   // Keep at least one prompt token to evaluate, so there are logits to sample from.
-  int32_t reuse = std::min(session.common_prefix(prompt), static_cast<int32_t>(prompt.size()) - 1);
-  session.truncate(reuse);
+  const int32_t reuse = session.truncate(
+      std::min(session.common_prefix(prompt), static_cast<int32_t>(prompt.size()) - 1));
   r.reused_tokens = reuse;
   r.prompt_tokens = static_cast<int32_t>(prompt.size()) - reuse;
 

@@ -23,7 +23,7 @@ class WindowEvaluator {
     const auto& c = m.config();
     kv::KvLayout layout = m.kv_layout(o.k_type);
     layout.v_type = o.v_type;
-    const int32_t blocks = (o.n_ctx + layout.block_tokens - 1) / layout.block_tokens;
+    const auto blocks = static_cast<int32_t>(layout.sequence_blocks(o.n_ctx, o.n_batch));
     SNUG_ASSIGN_OR_RETURN(e->cache_, kv::KvCache::create(layout, blocks, ledger));
     model::WorkspaceShape shape{
         .max_tokens = o.n_batch, .max_logits = o.n_batch, .max_ctx = o.n_ctx, .n_threads = threads};

@@ -309,8 +309,7 @@ Submission Scheduler::submit(RequestParams params) {
     const int64_t room = share > 0 ? share : plan_.kv_blocks - reserved;
     const int64_t final_len =
         params.max_tokens < 0 ? n_ctx : std::min<int64_t>(n_prompt + params.max_tokens, n_ctx);
-    const int64_t bt = plan_.shape.kv_block_tokens;
-    const int64_t blocks = (final_len + bt - 1) / bt;
+    const int64_t blocks = plan_.kv.sequence_blocks(final_len, plan_.shape.n_batch);
     if (blocks > room)
       return reject(
           Rejection::kNeverFits,
@@ -477,8 +476,7 @@ int32_t Scheduler::Impl::share_of(const Request& r) const {
 }
 
 int32_t Scheduler::Impl::grown_blocks(const Request& r) const {
-  const int32_t bt = cache.layout().block_tokens;
-  return (final_tokens(r) + bt - 1) / bt;
+  return static_cast<int32_t>(cache.layout().sequence_blocks(final_tokens(r), opt.batch_tokens));
 }
 
 std::vector<int32_t> Scheduler::Impl::tenant_committed() const {
@@ -490,7 +488,7 @@ std::vector<int32_t> Scheduler::Impl::tenant_committed() const {
 }
 
 int32_t Scheduler::Impl::outstanding_blocks(const Request& r) const {
-  return cache.blocks_needed(r.kv, std::max(0, final_tokens(r) - r.n_computed));
+  return cache.blocks_to_grow(r.kv, std::max(0, final_tokens(r) - r.n_computed), opt.batch_tokens);
 }
 
 void Scheduler::Impl::admit() {
@@ -528,7 +526,7 @@ void Scheduler::Impl::admit() {
     // headroom per running sequence.
     int32_t need = 0, held_back = 0;
     if (opt.admission == SchedulerOptions::Admission::kReserve) {
-      need = cache.blocks_needed(r.kv, final_tokens(r) - hit * bt);
+      need = cache.blocks_to_grow(r.kv, final_tokens(r) - hit * bt, opt.batch_tokens);
       for (const auto& q : running) held_back += outstanding_blocks(*q);
       for (size_t t = 0; shares && t < committed.size(); ++t) {
         if (static_cast<int32_t>(t) != r.p.tenant)
@@ -537,7 +535,7 @@ void Scheduler::Impl::admit() {
       // (With shares, submit() checked that it fits beside the others' shares.)
       if (running.empty() && !shares) need = std::min(need, cache.free_blocks());
     } else {
-      need = cache.blocks_needed(r.kv, len + 1 - hit * bt);
+      need = cache.blocks_to_grow(r.kv, len + 1 - hit * bt, opt.batch_tokens);
       held_back = static_cast<int32_t>(running.size());
     }
     if (need > cache.free_blocks() - held_back) {

@@ -93,10 +93,12 @@ Result<float*> Session::feed(std::span<const int32_t> tokens, bool generated) {
   return ws_.logits;
 }
 
-void Session::truncate(int32_t n) {
-  if (n >= static_cast<int32_t>(history_.size())) return;
+int32_t Session::truncate(int32_t n) {
+  if (n >= static_cast<int32_t>(history_.size())) return static_cast<int32_t>(history_.size());
+  if (!cache_.can_truncate(seq_, n)) n = 0;
   history_.resize(static_cast<size_t>(n));
   cache_.truncate(seq_, n);
+  return n;
 }
 
 int32_t Session::common_prefix(std::span<const int32_t> tokens) const {

@@ -48,11 +48,15 @@ class Session {
   // Appends tokens to the sequence (in chunks of n_batch) and returns the
   // logits after the last one (n_vocab floats, owned by the session, valid
   // until the next call; the caller may modify them, e.g. to mask tokens).
-  // Fails, leaving the sequence as it was, when the context would overflow.
+  // Fails, leaving the sequence as it was, when the context would overflow
+  // (when a later chunk fails, as truncate(n) leaves it for the length before).
   // `generated`: the tokens were sampled, not a prompt (model::Batch::decode).
   Result<float*> feed(std::span<const int32_t> tokens, bool generated = false);
-  // Keeps the first n tokens of the history and their cache.
-  void truncate(int32_t n);
+  // Keeps the first n tokens of the history and their cache, and returns n;
+  // or, where a sliding-window layer already gave back positions that n's
+  // window needs (n more than KvLayout::window_slack before the end), keeps
+  // nothing and returns 0.
+  int32_t truncate(int32_t n);
   // Length of the longest common prefix of the history and `tokens`.
   int32_t common_prefix(std::span<const int32_t> tokens) const;
 

@@ -19,10 +19,12 @@ int64_t pointer_floats(int32_t max_ctx) {
 template <class P>
 void head_rows(const KvCache& cache, SeqId seq, int32_t layer, int32_t kvh, int32_t b0,
                int32_t n_blocks, const P** kptr, const P** vptr) {
-  const auto& table = cache.block_table(seq);
+  const auto& table = cache.block_table(seq, cache.group_of(layer));
   const uint64_t koff = cache.k_offset(layer, kvh), voff = cache.v_offset(layer, kvh);
   for (int32_t b = 0; b < n_blocks; ++b) {
-    const uint8_t* blk = cache.block_data(table[static_cast<size_t>(b0 + b)]);
+    const int32_t block = table[static_cast<size_t>(b0 + b)];
+    SNUG_DCHECK(block >= 0);  // a windowed group gave back only blocks its window passed
+    const uint8_t* blk = cache.block_data(block);
     kptr[b] = reinterpret_cast<const P*>(blk + koff);
     vptr[b] = reinterpret_cast<const P*>(blk + voff);
   }

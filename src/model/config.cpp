@@ -182,4 +182,11 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   return c;
 }
 
+std::vector<int32_t> layer_windows(const ModelConfig& c) {
+  std::vector<int32_t> w;
+  for (const LayerConfig& l : c.layers) w.push_back(l.window);
+  if (std::all_of(w.begin(), w.end(), [](int32_t x) { return x == 0; })) w.clear();
+  return w;
+}
+
 }  // namespace snug::model

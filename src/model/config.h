@@ -68,6 +68,10 @@ struct ModelConfig {
 bool arch_supported(const std::string& arch_name);
 const char* supported_archs();
 
+// Each layer's sliding window for the KV cache's layout (kv::KvLayout::layer_window):
+// empty when every layer attends globally.
+std::vector<int32_t> layer_windows(const ModelConfig& c);
+
 // Reads and checks the hyper-parameters; an Error names the key and the problem
 // (an unsupported architecture, zero heads, heads that do not divide the width...).
 Result<ModelConfig> read_config(const gguf::File& file);

@@ -41,6 +41,7 @@ kv::KvLayout Model::kv_layout(tensor::DType kv_type, int32_t block_tokens) const
   l.head_dim_k = config_.head_dim_k;
   l.head_dim_v = config_.head_dim_v;
   l.block_tokens = block_tokens;
+  l.layer_window = layer_windows(config_);
   l.set_type(kv_type);
   return l;
 }

@@ -53,13 +53,14 @@ Result<SessionPlan> plan_session(const model::ModelConfig& c,
   p.kv.block_tokens = shape.kv_block_tokens;
   p.kv.k_type = shape.k_type;
   p.kv.v_type = shape.v_type;
+  p.kv.layer_window = model::layer_windows(c);
+  p.kv.window_slack = shape.kv_window_slack;
   // The same check KvCache::create makes: a type it stores, whole blocks per head.
   if (Status st = p.kv.check(); !st.ok()) return st.error();
   // bytes_per_token() in 64 bits is safe: layers, heads and head sizes are bounded by
   // read_config; the products with the context and the sequence count are checked.
-  const uint64_t per_seq_blocks =
-      (static_cast<uint64_t>(shape.n_ctx) + static_cast<uint64_t>(shape.kv_block_tokens) - 1) /
-      static_cast<uint64_t>(shape.kv_block_tokens);
+  const auto per_seq_blocks =
+      static_cast<uint64_t>(p.kv.sequence_blocks(shape.n_ctx, p.shape.n_batch));
   auto blocks = checked_mul(per_seq_blocks, static_cast<uint64_t>(shape.n_parallel));
   auto bytes = blocks ? checked_mul(*blocks, p.kv.block_bytes()) : std::nullopt;
   if (!blocks || *blocks > static_cast<uint64_t>(INT32_MAX) || !bytes)

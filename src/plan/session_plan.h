@@ -37,6 +37,10 @@ struct SessionShape {
   tensor::DType k_type = tensor::DType::kF16;  // one of kKvTypes
   tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
+  // Positions a sliding-window layer group keeps behind its window
+  // (kv::KvLayout::window_slack): a chat turn whose re-rendered prompt parts
+  // from the history up to this far before its end still reuses the cache.
+  int32_t kv_window_slack = 128;
 
   void set_kv_type(tensor::DType t) { k_type = v_type = t; }
 };
@@ -44,7 +48,9 @@ struct SessionShape {
 struct SessionPlan {
   SessionShape shape;  // as given, n_batch clamped to n_ctx
   kv::KvLayout kv;
-  int32_t kv_blocks = 0;  // n_parallel * ceil(n_ctx / kv_block_tokens)
+  // n_parallel * kv.sequence_blocks(n_ctx, n_batch): every position of the
+  // global layers, the window and one batch of the windowed ones.
+  int32_t kv_blocks = 0;
   uint64_t kv_bytes = 0;  // kv_blocks * kv.block_bytes()
   model::WorkspacePlan workspace;
 };

@@ -32,9 +32,17 @@ struct Fixture {
   std::unique_ptr<text::Tokenizer> tok;
 };
 
-std::unique_ptr<Fixture> load(DType type, const char* name) {
+// `arch` "gemma3": twelve layers, ten of them windowed over the last 8
+// positions (two layer groups of each kind per block), so prompts of up to
+// 70 tokens leave most of the window behind.
+std::unique_ptr<Fixture> load(DType type, const char* name, const char* arch = "llama") {
   auto f = std::make_unique<Fixture>();
   snug::testing::TinyModelSpec spec;
+  spec.architecture = arch;
+  if (spec.architecture == "gemma3") {
+    spec.n_layers = 12;
+    spec.sliding_window = 8;
+  }
   spec.matrix_type = type;
   if (tensor::info(type).block_size == 256) spec.n_embd = spec.n_ff = 256;  // K-quant super-blocks
   spec.qk_scale = 4.f;  // attention that depends on position, so order matters
@@ -92,8 +100,8 @@ SchedulerOptions small_options() {
 }
 
 void expect_invariant(DType type, const char* name, SchedulerOptions opt, int n_requests,
-                      uint64_t* preemptions = nullptr) {
-  auto f = load(type, name);
+                      uint64_t* preemptions = nullptr, const char* arch = "llama") {
+  auto f = load(type, name, arch);
   ASSERT_TRUE(f);
   std::vector<std::vector<int32_t>> prompts;
   std::vector<testing::Alone> want;
@@ -174,8 +182,45 @@ TEST(Scheduler, ReservingAdmissionNeverPreempts) {
   EXPECT_EQ(preemptions, 0u);
 }
 
-TEST(Scheduler, PrefixCacheHitsWithinAScopeOnly) {
-  auto f = load(DType::kQ8_0, "sched_prefix.gguf");
+// A sliding-window model: its windowed layers give blocks back as sequences
+// grow, and neither that, the chunking, nor preemption changes a token.
+TEST(Scheduler, SlidingWindowModelStaysInvariant) {
+  SchedulerOptions o = small_options();
+  o.batch_tokens = 7;
+  o.max_seqs = 5;
+  expect_invariant(DType::kQ8_0, "sched_gemma.gguf", o, 12, nullptr, "gemma3");
+  o.n_ctx = 128;
+  o.n_parallel = 1;
+  o.prefix_cache = false;
+  o.admission = SchedulerOptions::Admission::kPromptOnly;
+  uint64_t preemptions = 0;
+  expect_invariant(DType::kQ8_0, "sched_gemma_preempt.gguf", o, 10, &preemptions, "gemma3");
+  EXPECT_GT(preemptions, 0u) << "the pool was large enough to avoid preemption";
+}
+
+// The pool the plan gives a sliding-window model: every position of the
+// global layers, the window and a batch of the windowed ones.
+TEST(Scheduler, SlidingWindowPoolHoldsTheWindowNotTheContext) {
+  auto f = load(DType::kQ8_0, "sched_gemma_pool.gguf", "gemma3");
+  ASSERT_TRUE(f);
+  SchedulerOptions o = small_options();  // 4 x 256 tokens
+  o.batch_tokens = 32;
+  auto s = Scheduler::create(*f->model, *f->tok, o, &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  // Global group: 256 / 16 = 16 blocks; each of 5 windowed groups: the 7
+  // positions behind, a slack of 128 and 32 new ones at the worst alignment,
+  // ceil((7 + 128 + 32 + 15) / 16) = 12 blocks.
+  EXPECT_EQ((*s)->metrics().kv_blocks_total, 4 * (16 + 5 * 12));
+  EXPECT_EQ((*s)->plan().kv.group_layers(), 2);
+}
+
+// On a sliding-window model too: a hit there needs the global layers' every
+// block and the windowed layers' last one.
+class PrefixCache : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PrefixCache, HitsWithinAScopeOnly) {
+  auto f =
+      load(DType::kQ8_0, (std::string("sched_prefix_") + GetParam() + ".gguf").c_str(), GetParam());
   ASSERT_TRUE(f);
   auto s = Scheduler::create(*f->model, *f->tok, small_options(), &f->ledger);
   ASSERT_TRUE(s.ok()) << s.error().message;
@@ -212,6 +257,8 @@ TEST(Scheduler, PrefixCacheHitsWithinAScopeOnly) {
   EXPECT_GT(m.kv_blocks_cached, 0);
   EXPECT_EQ(m.kv_blocks_used, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Scheduler, PrefixCache, ::testing::Values("llama", "gemma3"));
 
 // Tenant shares: a flooding tenant holds at most its share; another tenant's
 // requests, queued behind the flood, go past it into their own share; every

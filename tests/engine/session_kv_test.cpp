@@ -84,5 +84,49 @@ TEST(SessionKv, QuantizedCachesFollowTheF16One) {
   }
 }
 
+// A chat turn on a sliding-window model: the next prompt parts from the
+// history a little before its end (within the window slack) and reuses the
+// cache; parting from far back, where the windowed layers gave their blocks
+// back, it is computed from the start. Either way the logits are those of a
+// fresh session fed the whole prompt.
+TEST(SessionKv, SlidingWindowTurnsReuseWhatTheWindowKept) {
+  testing::TinyModelSpec spec;
+  spec.architecture = "gemma3";
+  spec.n_layers = 6;
+  spec.sliding_window = 8;
+  spec.n_ctx = 512;
+  memory::Ledger ledger;
+  auto m = model::Model::load(testing::write_tiny_model("session_swa.gguf", spec), &ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  SessionOptions o;
+  o.n_ctx = 512;
+  o.n_batch = 32;
+  o.n_threads = 2;
+  auto fresh_logits = [&](const std::vector<int32_t>& tokens) {
+    auto s = Session::create(**m, o, &ledger);
+    EXPECT_TRUE(s.ok());
+    auto l = (*s)->feed(tokens);
+    EXPECT_TRUE(l.ok());
+    return std::vector<float>(*l, *l + (*m)->config().n_vocab);
+  };
+  auto s = Session::create(**m, o, &ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const int32_t slack = (*s)->plan().kv.window_slack;
+  ASSERT_GT(slack, 0);
+  std::vector<int32_t> history;
+  for (int i = 0; i < 400; ++i) history.push_back((i * 37 + 11) % 256);
+  ASSERT_TRUE((*s)->feed(history).ok());
+  for (int32_t back : {slack / 2, slack + 40}) {
+    SCOPED_TRACE(back);
+    std::vector<int32_t> turn((*s)->history().begin(), (*s)->history().end() - back);
+    for (int i = 0; i < 20; ++i) turn.push_back((i * 13 + back) % 256);
+    const int32_t kept = (*s)->truncate((*s)->common_prefix(turn));
+    EXPECT_EQ(kept, back < slack ? static_cast<int32_t>(turn.size()) - 20 : 0);
+    auto l = (*s)->feed(std::span<const int32_t>(turn).subspan(static_cast<size_t>(kept)));
+    ASSERT_TRUE(l.ok()) << l.error().message;
+    EXPECT_EQ(std::vector<float>(*l, *l + (*m)->config().n_vocab), fresh_logits(turn));
+  }
+}
+
 }  // namespace
 }  // namespace snug::engine

@@ -226,6 +226,216 @@ TEST(PrefixCache, WritingIntoAPublishedBlockNeverChangesWhatOthersFind) {
   EXPECT_EQ(c->free_blocks(), 6);
 }
 
+// Gemma-like: six layers, two global (2 and 5) and four with a window of 6.
+KvLayout windowed_layout(int32_t slack = 0) {
+  KvLayout l = small_layout();
+  l.n_layers = 6;
+  l.layer_window = {6, 6, 0, 6, 6, 0};
+  l.window_slack = slack;
+  return l;
+}
+
+// Writes one marker byte into every layer's first key row at positions
+// [from, from + n) of `s`: layer * 64 + position, mod 256.
+void mark_rows(KvCache& c, SeqId s, int32_t from, int32_t n) {
+  for (int32_t p = from; p < from + n; ++p) {
+    for (int32_t l = 0; l < c.layout().n_layers; ++l)
+      *c.k_row(s, l, 0, p) = static_cast<uint8_t>(l * 64 + p);
+  }
+}
+
+TEST(KvLayerGroups, LayersOfOneWindowShareBlocksOfEqualSize) {
+  const KvLayout l = windowed_layout();
+  ASSERT_TRUE(l.check().ok());
+  EXPECT_EQ(l.group_layers(), 2);                            // gcd of 2 global and 4 windowed
+  EXPECT_EQ(l.block_bytes(), small_layout().block_bytes());  // small_layout has 2 layers
+  memory::Ledger ledger;
+  auto c = KvCache::create(l, 32, &ledger);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->n_groups(), 3);
+  EXPECT_EQ(c->group_of(0), c->group_of(1));  // the windowed ones, two by two
+  EXPECT_EQ(c->group_of(3), c->group_of(4));
+  EXPECT_EQ(c->group_of(2), c->group_of(5));  // the global ones
+  EXPECT_NE(c->group_of(0), c->group_of(3));
+  EXPECT_NE(c->group_of(0), c->group_of(2));
+  // Every layer's rows are its own, and the two layers of a group share a block.
+  SeqId s = c->create_sequence();
+  ASSERT_TRUE(c->prepare_append(s, 3).ok());
+  EXPECT_EQ(c->free_blocks(), 29);  // one block per group
+  mark_rows(*c, s, 0, 3);
+  c->commit_append(s, 3);
+  for (int32_t l = 0; l < 6; ++l) EXPECT_EQ(*c->k_row(s, l, 0, 1), (l * 64 + 1) % 256);
+  const uint8_t* block = c->block_data(c->block_table(s, c->group_of(3))[0]);
+  EXPECT_EQ(c->k_row(s, 4, 1, 2), block + c->k_offset(4, 1) + 2 * l.k_row_bytes());
+  // A model with every layer global keeps one group of all of them.
+  KvLayout g = windowed_layout();
+  g.layer_window.clear();
+  EXPECT_EQ(g.group_layers(), 6);
+  // Windows that are not one per layer, or negative, are refused.
+  KvLayout bad = windowed_layout();
+  bad.layer_window.pop_back();
+  EXPECT_FALSE(bad.check().ok());
+  bad = windowed_layout();
+  bad.layer_window[1] = -1;
+  EXPECT_FALSE(bad.check().ok());
+}
+
+// One token at a time to 40 positions: the windowed groups hold only the
+// blocks their window reaches (and what the plan counts), the rows inside
+// the window keep their contents, and the blocks behind it go back to the pool.
+TEST(KvLayerGroups, WindowedGroupsGiveBackWhatTheWindowPassed) {
+  for (int32_t slack : {0, 5}) {
+    SCOPED_TRACE(slack);
+    const KvLayout l = windowed_layout(slack);
+    memory::Ledger ledger;
+    auto c = KvCache::create(l, 64, &ledger);
+    ASSERT_TRUE(c.ok());
+    SeqId s = c->create_sequence();
+    int32_t peak = 0;
+    for (int32_t n = 0; n < 40; ++n) {
+      ASSERT_TRUE(c->prepare_append(s, 1).ok());
+      peak = std::max(peak, c->held_blocks(s));
+      mark_rows(*c, s, n, 1);
+      c->commit_append(s, 1);
+      // The next query (position n + 1) reaches back to n + 1 - 6 + 1.
+      const int32_t reach = std::max(0, n + 1 - 6 + 1 - slack);
+      for (int32_t g = 0; g < c->n_groups(); ++g) {
+        const auto& t = c->block_table(s, g);
+        for (int32_t b = 0; b < static_cast<int32_t>(t.size()); ++b) {
+          const bool global = g == c->group_of(2);
+          const bool needed = global || (b + 1) * 4 > reach;
+          EXPECT_EQ(t[static_cast<size_t>(b)] >= 0, needed)
+              << "group " << g << " block " << b << " at length " << n + 1;
+        }
+      }
+    }
+    for (int32_t l2 : {0, 2, 4}) {
+      for (int32_t p = 40 - 6; p < 40; ++p) EXPECT_EQ(*c->k_row(s, l2, 0, p), (l2 * 64 + p) % 256);
+    }
+    EXPECT_EQ(*c->k_row(s, 5, 0, 0), (5 * 64) % 256);  // a global layer keeps everything
+    EXPECT_EQ(peak, l.sequence_blocks(40, 1));         // one token at a time meets every alignment
+    EXPECT_EQ(c->held_blocks(s), 64 - c->free_blocks());
+    c->free_sequence(s);
+    EXPECT_EQ(c->free_blocks(), 64);
+  }
+}
+
+// The plan's count per sequence bounds the peak of any chunking (it adds
+// each group's worst case: chunks that keep the window aligned to blocks, or
+// a global group still growing when a windowed one peaks, stay below it), is
+// what blocks_to_grow asks for, and a pool of exactly that many runs it.
+TEST(KvLayerGroups, SequenceBlocksIsThePeakOfAnyChunking) {
+  const KvLayout l = windowed_layout(3);
+  for (int32_t chunk : {1, 3, 5, 8, 13}) {
+    for (int32_t len : {1, 7, 23, 50}) {
+      SCOPED_TRACE(::testing::Message() << "chunk " << chunk << ", length " << len);
+      const auto pool = static_cast<int32_t>(l.sequence_blocks(len, chunk));
+      memory::Ledger ledger;
+      auto c = KvCache::create(l, pool, &ledger);
+      ASSERT_TRUE(c.ok());
+      SeqId s = c->create_sequence();
+      EXPECT_EQ(c->blocks_to_grow(s, len, chunk), pool);
+      int32_t peak = 0;
+      for (int32_t at = 0; at < len;) {
+        const int32_t n = std::min(chunk, len - at);
+        EXPECT_LE(c->blocks_needed(s, n), c->blocks_to_grow(s, len - at, chunk));
+        ASSERT_TRUE(c->prepare_append(s, n).ok()) << "at " << at;
+        peak = std::max(peak, c->held_blocks(s));
+        c->commit_append(s, n);
+        at += n;
+      }
+      EXPECT_LE(peak, pool);
+      EXPECT_GE(peak, pool - 4) << "the bound is loose";
+      EXPECT_EQ(c->blocks_to_grow(s, 0, chunk), 0);
+    }
+  }
+}
+
+TEST(KvLayerGroups, TruncatesOnlyWhereTheWindowStillHasItsRows) {
+  const KvLayout l = windowed_layout(2);
+  memory::Ledger ledger;
+  auto c = KvCache::create(l, 64, &ledger);
+  ASSERT_TRUE(c.ok());
+  SeqId s = c->create_sequence();
+  ASSERT_TRUE(c->prepare_append(s, 30).ok());
+  mark_rows(*c, s, 0, 30);
+  c->commit_append(s, 30);
+  // Held from block (30 - 6 + 1 - 2) / 4 = 5, i.e. position 20 on: a length
+  // whose window starts at 20 or later keeps what it needs.
+  EXPECT_TRUE(c->can_truncate(s, 30));
+  EXPECT_TRUE(c->can_truncate(s, 25));
+  EXPECT_FALSE(c->can_truncate(s, 24));
+  EXPECT_FALSE(c->can_truncate(s, 31));
+  EXPECT_TRUE(c->can_truncate(s, 0));
+  c->truncate(s, 25);
+  ASSERT_TRUE(c->prepare_append(s, 3).ok());
+  mark_rows(*c, s, 25, 3);
+  c->commit_append(s, 3);
+  for (int32_t p = 28 - 6; p < 28; ++p) EXPECT_EQ(*c->k_row(s, 0, 0, p), p);
+  c->truncate(s, 0);
+  EXPECT_EQ(c->free_blocks(), 64);
+  // A fork shares the held blocks, and each gives them back on its own.
+  ASSERT_TRUE(c->prepare_append(s, 21).ok());
+  c->commit_append(s, 21);
+  SeqId f = c->fork(s);
+  const int32_t free_after_fork = c->free_blocks();
+  ASSERT_TRUE(c->prepare_append(f, 8).ok());
+  c->commit_append(f, 8);
+  EXPECT_LT(c->free_blocks(), free_after_fork);
+  c->free_sequence(s);
+  c->free_sequence(f);
+  EXPECT_EQ(c->free_blocks(), 64);
+}
+
+// A prefix hit on a windowed layout needs every global block of the prefix
+// and, of each windowed group, only the blocks the window reaches from the
+// hit's end; blocks the window passed need not be cached at all.
+TEST(KvLayerGroups, PrefixHitsNeedOnlyTheWindowOfWindowedGroups) {
+  const KvLayout l = windowed_layout();
+  memory::Ledger ledger;
+  auto c = KvCache::create(l, 64, &ledger);
+  ASSERT_TRUE(c.ok());
+  std::vector<int32_t> toks(24);
+  for (int32_t i = 0; i < 24; ++i) toks[static_cast<size_t>(i)] = i + 1;
+  const auto h = chain("", toks);  // 6 blocks
+  SeqId a = c->create_sequence();
+  for (int32_t n = 0; n < 24; n += 4) {
+    ASSERT_TRUE(c->prepare_append(a, 4).ok());
+    mark_rows(*c, a, n, 4);
+    c->commit_append(a, 4);
+    c->publish_block(a, n / 4, h[static_cast<size_t>(n / 4)]);  // as the scheduler does
+  }
+  c->free_sequence(a);
+  EXPECT_EQ(c->cached_prefix(h), 6);
+  EXPECT_EQ(c->cached_prefix(std::span<const BlockHash>(h).first(3)), 3);
+  SeqId b = c->create_sequence();
+  ASSERT_EQ(c->attach_cached(b, h), 6);
+  EXPECT_EQ(c->length(b), 24);
+  // Positions 24 - 6 + 1 = 19 on are reachable: blocks 4 and 5 of windowed groups.
+  EXPECT_EQ(c->block_table(b, c->group_of(0))[3], -1);
+  for (int32_t p = 19; p < 24; ++p) {
+    for (int32_t layer = 0; layer < 6; ++layer)
+      EXPECT_EQ(*c->k_row(b, layer, 0, p), (layer * 64 + p) % 256);
+  }
+  c->free_sequence(b);
+  // Without the window's blocks (the pool took them back), no hit that
+  // needs them: only a shorter prefix whose window is still cached, or none.
+  c->clear_prefix_cache();
+  SeqId d = c->create_sequence();
+  for (int32_t n = 0; n < 24; n += 4) {
+    ASSERT_TRUE(c->prepare_append(d, 4).ok());
+    c->commit_append(d, 4);
+    // Publish only after the window moved on: windowed groups gave block 0-2 back.
+    if (n == 20) {
+      for (int32_t b2 = 0; b2 < 6; ++b2) c->publish_block(d, b2, h[static_cast<size_t>(b2)]);
+    }
+  }
+  EXPECT_EQ(c->cached_prefix(h), 6);  // the window's blocks 4 and 5 are held
+  EXPECT_EQ(c->cached_prefix(std::span<const BlockHash>(h).first(2)), 0)
+      << "position 8's window reaches blocks the windowed groups gave back";
+  c->free_sequence(d);
+}
+
 TEST(KvCache, LiveTellsSequencesInUseFromFreedOrUnknownIds) {
   memory::Ledger ledger;
   auto c = KvCache::create(small_layout(), 2, &ledger);

@@ -96,7 +96,12 @@ OracleRun run_ragged(const TinyModelSpec& spec, tensor::DType kv_type) {
   auto model = Model::from_file(std::move(file).value(), &ledger);
   EXPECT_TRUE(model.ok()) << model.error().message;
   const int32_t V = (*model)->config().n_vocab;
-  auto cache = kv::KvCache::create((*model)->kv_layout(kv_type, 4), 64, &ledger);
+  // Exactly the blocks the plan counts for three sequences of up to 40
+  // positions in chunks of up to 11: windowed layer groups must give blocks
+  // back as they go for these to suffice.
+  const kv::KvLayout layout = (*model)->kv_layout(kv_type, 4);
+  auto cache = kv::KvCache::create(layout, 3 * static_cast<int32_t>(layout.sequence_blocks(40, 11)),
+                                   &ledger);
   EXPECT_TRUE(cache.ok()) << cache.error().message;
   const WorkspaceShape shape{32, 32, 64, 2};
   auto ws = Workspace::create((*model)->config(),

@@ -68,10 +68,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto cache =
-      kv::KvCache::create(layout, (n + layout.block_tokens - 1) / layout.block_tokens + 1, &ledger);
   model::WorkspaceShape shape{
       .max_tokens = chunk, .max_logits = chunk, .max_ctx = n, .n_threads = threads};
+  // What the plan counts: sliding-window layers give their blocks back as the text goes.
+  auto cache = kv::KvCache::create(
+      layout, static_cast<int32_t>(layout.sequence_blocks(n, shape.max_tokens)), &ledger);
   auto ws =
       model::Workspace::create(c, model::plan_workspace(c, (*m)->matrix_types(), shape), &ledger);
   if (!cache.ok() || !ws.ok()) return 1;
