@@ -1,7 +1,8 @@
 """What each step down in precision costs: the quality table of docs/QUANTIZATION.md.
 
 For a model (default SmolLM2-135M-Instruct), starting from a lossless F32 base
-(its Q4_1 weights dequantized: nothing is lost), it writes every quantization
+(the published file's weights dequantized: SmolLM2's Q4_1, Gemma 3's Q4_K_M;
+nothing is lost), it writes every quantization
 type with `snug quantize`, with and without an importance matrix collected by
 `snug imatrix` over data/text/calibration.txt, and measures on the different
 text data/text/evaluation.txt with `snug perplexity --kl-base`:
@@ -10,6 +11,7 @@ file size, bits per weight, perplexity, KL divergence from the base (mean and
 `snug run`. KV-cache types (f16, q8_0, q4_0) are measured on the original file.
 
   bench/quality                       # full table, rewrites docs/QUANTIZATION.md's table
+  bench/quality --model gemma3        # Gemma 3 270M's table (its own markers in the doc)
   bench/quality --chunks 4 --types Q8_0,Q4_K_M --no-doc   # a quick look
 """
 import argparse
@@ -22,16 +24,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each model's published file and its type.
 MODELS = {
-    "smollm2": ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma3": ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
+    "smollm2": (ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
+    "gemma3": (ROOT / "models" / "gemma-3-270m-q4_k_m.gguf", "Q4_K_M"),
 }
 TYPES = ["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S",
          "Q4_1", "Q4_0", "Q3_K_M", "Q2_K"]
 IMATRIX_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K"]
 KV_TYPES = ["f16", "q8_0", "q4_0"]
 PROMPT = "Explain what a lighthouse does in two sentences."
-BEGIN, END = "<!-- quality-table:begin -->", "<!-- quality-table:end -->"
+
+
+def markers(model):
+    """The doc's markers around one model's table (SmolLM2's carry no name)."""
+    tag = "quality-table" if model == "smollm2" else f"quality-table:{model}"
+    return f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
 
 
 def run(cmd, **kw):
@@ -91,7 +99,7 @@ def row_path(row, work, src):
     """The model file a row measured."""
     if row["label"] == "F32 (base)":
         return work / "base-f32.gguf"
-    if row["label"] == "Q4_1 (original file)":
+    if row["label"].endswith("(original file)"):
         return src
     return work / (row["label"] + ("-imatrix" if row["imatrix"] else "") + ".gguf")
 
@@ -138,7 +146,8 @@ def main():
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/QUANTIZATION.md")
     args = ap.parse_args()
 
-    snug, src = args.snug, MODELS[args.model]
+    snug, (src, original) = args.snug, MODELS[args.model]
+    original_label = f"{original} (original file)"
     if not src.exists():
         sys.exit(f"quality: {src} is missing (scripts/fetch-models)")
     work = Path(args.work) / args.model
@@ -158,8 +167,8 @@ def main():
     print(f"base {base} ({base.stat().st_size / 2**20:.1f} MiB), imatrix {imatrix}", flush=True)
 
     rows = [measure(snug, "F32 (base)", base, base, 32.0, args)]
-    rows.append(measure(snug, "Q4_1 (original file)", src, base,
-                        quantize(snug, src, work / "copy-of-original.gguf", "Q4_1"), args))
+    rows.append(measure(snug, original_label, src, base,
+                        quantize(snug, src, work / "copy-of-original.gguf", original), args))
     for t in [t for t in args.types.split(",") if t]:
         rows.append(measure(snug, t, work / f"{t}.gguf", base,
                             quantize(snug, base, work / f"{t}.gguf", t), args))
@@ -168,8 +177,7 @@ def main():
         rows.append(measure(snug, t, path, base, quantize(snug, base, path, t, imatrix), args,
                             imatrix=True))
     for kv in KV_TYPES[1:]:
-        rows.append(measure(snug, "Q4_1 (original file)", src, base,
-                            rows[1]["bpw"], args, kv=kv))
+        rows.append(measure(snug, original_label, src, base, rows[1]["bpw"], args, kv=kv))
 
     write_results(rows, work, args)
 
@@ -182,6 +190,7 @@ def write_results(rows, work, args):
         return
     doc = ROOT / "docs" / "QUANTIZATION.md"
     body = doc.read_text()
+    BEGIN, END = markers(args.model)
     if BEGIN not in body or END not in body:
         sys.exit(f"quality: {doc} lacks the {BEGIN} / {END} markers")
     cmd = " ".join(["bench/quality"] + [a for a in sys.argv[1:] if a != "--refresh-speed"])

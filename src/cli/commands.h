@@ -15,6 +15,7 @@ Action add_inspect(CLI::App& app);
 Action add_plan(CLI::App& app);
 Action add_quantize(CLI::App& app);
 Action add_imatrix(CLI::App& app);
+Action add_prune(CLI::App& app);
 Action add_perplexity(CLI::App& app);
 // Checks serve's flags and replaces the process with snug-serve (serve_flags.h).
 Action add_serve(CLI::App& app, int argc, char** argv);

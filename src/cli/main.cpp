@@ -29,6 +29,7 @@ int run_cli(int argc, char** argv) {
       snug::cli::add_run(app),  snug::cli::add_chat(app),     snug::cli::add_inspect(app),
       snug::cli::add_plan(app), snug::cli::add_quantize(app), snug::cli::add_perplexity(app)};
   actions.push_back(snug::cli::add_imatrix(app));
+  actions.push_back(snug::cli::add_prune(app));
   actions.push_back(snug::cli::add_serve(app, argc, argv));
   actions.push_back(snug::cli::add_batch(app, argc, argv));
   if (argc > 1 && argv[1][0] != '-') {

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
@@ -70,20 +72,29 @@ void add_imatrix_metadata(const Imatrix& m, const std::string& path, gguf::Write
 // Converts rows [r0, r1) of `t` to `to`, into `dst`, on the pool's threads.
 // `weights`, when given, holds the importance of each column for each of the
 // tensor's matrices ([ne[2] * ne[3]][cols]); row r belongs to matrix r / ne[1].
+// `edit` changes each row in f32 first; with `zeros`, the packed rows' exact
+// zeros are added to it.
 void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, uint8_t* dst,
-                  const float* weights, std::vector<std::vector<float>>& scratch,
+                  const float* weights, const ConvertOptions& o,
+                  std::vector<std::vector<float>>& scratch, std::atomic<uint64_t>* zeros,
                   ThreadPool& pool) {
   const int64_t cols = t.ne[0];
   const uint64_t src_row = *tensor::row_bytes(t.type, cols);
   const uint64_t dst_row = *tensor::row_bytes(to, cols);
   pool.run([&](int tid, int nth) {
     std::vector<float>& buf = scratch[static_cast<size_t>(tid)];
+    uint64_t found = 0;
     for_each_chunk(r1 - r0, 1, tid, nth, [&](int64_t b, int64_t e) {
       for (int64_t r = r0 + b; r < r0 + e; ++r) {
         const uint8_t* src = t.data + static_cast<uint64_t>(r) * src_row;
         const float* x = reinterpret_cast<const float*>(src);
-        if (t.type != DType::kF32) {
-          tensor::dequantize_row(t.type, src, buf.data(), cols);
+        if (t.type != DType::kF32 || o.edit_row) {
+          if (t.type == DType::kF32) {
+            std::memcpy(buf.data(), src, static_cast<size_t>(cols) * sizeof(float));
+          } else {
+            tensor::dequantize_row(t.type, src, buf.data(), cols);
+          }
+          if (o.edit_row) o.edit_row(t, r, buf.data());
           x = buf.data();
         }
         uint8_t* out = dst + static_cast<uint64_t>(r - r0) * dst_row;
@@ -92,8 +103,14 @@ void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, u
         } else {
           tensor::quantize_row(to, x, out, cols);
         }
+        if (zeros != nullptr) {
+          float* back = buf.data() + cols;
+          tensor::dequantize_row(to, out, back, cols);
+          for (int64_t i = 0; i < cols; ++i) found += back[i] == 0.f ? 1 : 0;
+        }
       }
     });
+    if (zeros != nullptr) zeros->fetch_add(found, std::memory_order_relaxed);
   });
 }
 
@@ -101,6 +118,22 @@ void convert_rows(const gguf::TensorInfo& t, DType to, int64_t r0, int64_t r1, u
 
 Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
                                       const QuantizeOptions& options) {
+  ConvertOptions c;
+  c.plan = [&options](const gguf::File& file) -> std::vector<TensorPlan> {
+    auto model = read_mix_model(file);
+    if (!model.ok()) return {};
+    return plan_tensor_types(file, *model, options.kind, options.keep, options.imatrix != nullptr);
+  };
+  c.file_type = options.kind.file_type;
+  c.threads = options.threads;
+  c.imatrix = options.imatrix;
+  c.imatrix_path = options.imatrix_path;
+  c.on_progress = options.on_progress;
+  return convert_file(in, out, c);
+}
+
+Result<QuantizeSummary> convert_file(const std::string& in, const std::string& out,
+                                     const ConvertOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   if (Status s = check_paths(in, out); !s.ok()) return s.error();
   auto file = gguf::File::open(in);
@@ -112,12 +145,19 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
     if (Status s = check_imatrix_fits(*imatrix, *file, options.imatrix_path); !s.ok())
       return s.error();
   }
-  const std::vector<TensorPlan> plans =
-      plan_tensor_types(*file, *model, options.kind, options.keep, imatrix != nullptr);
+  const std::vector<TensorPlan> plans = options.plan(*file);
+  uint32_t file_type = 0;  // llama.cpp's ALL_F32 when the input has none
+  if (options.file_type) {
+    file_type = *options.file_type;
+  } else {
+    auto ft = file->get_uint_or("general.file_type", 0);
+    if (!ft.ok()) return ft.error();
+    file_type = static_cast<uint32_t>(*ft);
+  }
 
   QuantizeSummary summary;
   gguf::Writer w;
-  copy_metadata(*file, options.kind.file_type, imatrix != nullptr, w);
+  copy_metadata(*file, file_type, imatrix != nullptr, w);
   if (imatrix != nullptr) add_imatrix_metadata(*imatrix, options.imatrix_path, w);
   int64_t max_cols = 0;
   for (const auto& p : plans) {
@@ -142,8 +182,9 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
 
   const int threads = std::max(1, options.threads);
   ThreadPool pool(threads);
+  // Per thread: one row in f32, and one more to read a packed row back.
   std::vector<std::vector<float>> scratch(static_cast<size_t>(threads),
-                                          std::vector<float>(static_cast<size_t>(max_cols)));
+                                          std::vector<float>(2 * static_cast<size_t>(max_cols)));
   std::vector<uint8_t> slab;
   auto produce = [&](size_t k, const gguf::Writer::Emit& emit) -> Status {
     const TensorPlan& p = plans[k];
@@ -155,13 +196,15 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
     const uint64_t dst_row = *tensor::row_bytes(p.type, t.ne[0]);
     const int64_t rows_per_slab =
         std::max<int64_t>(1, static_cast<int64_t>(kSlabBytes / std::max<uint64_t>(dst_row, 1)));
+    std::atomic<uint64_t> zeros{0};
     for (int64_t r0 = 0; r0 < t.rows(); r0 += rows_per_slab) {
       const int64_t r1 = std::min(t.rows(), r0 + rows_per_slab);
       slab.resize(static_cast<size_t>(r1 - r0) * dst_row);
       convert_rows(t, p.type, r0, r1, slab.data(), weights.empty() ? nullptr : weights.data(),
-                   scratch, pool);
+                   options, scratch, options.count_zeros ? &zeros : nullptr, pool);
       if (Status s = emit(slab); !s.ok()) return s;
     }
+    summary.tensors[k].zeros = zeros.load();
     return ok_status();
   };
   if (Status s = w.write_streaming(out, produce); !s.ok()) return s.error();

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,27 @@ struct QuantizeOptions {
   std::function<void(size_t index, size_t count, const std::string& name)> on_progress;
 };
 
+// A conversion of a GGUF file tensor by tensor, the machinery under
+// quantize_file and prune_file: every tensor is copied or converted to the
+// type its plan says, row by row, with an optional edit of each row in f32
+// between reading and packing.
+struct ConvertOptions {
+  // The type of every tensor of `file`, in output order (plan_tensor_types).
+  std::function<std::vector<TensorPlan>(const gguf::File& file)> plan;
+  // general.file_type to write; nullopt keeps the input's.
+  std::optional<uint32_t> file_type;
+  int threads = 1;
+  const Imatrix* imatrix = nullptr;  // as QuantizeOptions::imatrix
+  std::string imatrix_path;
+  // Called on the pool's threads with row `row` of a converted tensor, as f32,
+  // before it is packed; may change it. Null: rows pass unchanged.
+  std::function<void(const gguf::TensorInfo& t, int64_t row, float* x)> edit_row;
+  // Count the elements of each converted tensor that are exactly zero once
+  // packed (QuantizedTensor::zeros): what a pruned tensor really holds.
+  bool count_zeros = false;
+  std::function<void(size_t index, size_t count, const std::string& name)> on_progress;
+};
+
 // One tensor of the output, for the report.
 struct QuantizedTensor {
   std::string name;
@@ -42,6 +64,7 @@ struct QuantizedTensor {
   uint64_t bytes = 0;     // in the output
   std::string note;       // why `to` is not what the mix asked for (fallback, --keep), or empty
   bool weighted = false;  // packed with the importance matrix
+  uint64_t zeros = 0;     // exact zeros once packed (ConvertOptions::count_zeros)
 };
 
 struct QuantizeSummary {
@@ -60,5 +83,9 @@ struct QuantizeSummary {
 // partial output.
 Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
                                       const QuantizeOptions& options);
+
+// Converts `in` to `out` as `options` plan. Refuses as quantize_file does.
+Result<QuantizeSummary> convert_file(const std::string& in, const std::string& out,
+                                     const ConvertOptions& options);
 
 }  // namespace snug::compress

@@ -1,0 +1,140 @@
+// snug prune IN.gguf OUT.gguf --method magnitude|wanda --sparsity S [--pattern N:M]
+// [--calib TEXT] [--keep GLOB] [--type T]: a copy of a model with the least
+// important weights of its decoder matrices set to zero. Wanda first runs the
+// model over the calibration text to learn each input column's activation
+// norm (the same run as `snug imatrix`). A summary on stderr: sizes, the
+// share removed, and the share that is exactly zero in the written file.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "base/bytes.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "compress/calibrate.h"
+#include "compress/prune.h"
+#include "compress/quant_types.h"
+
+namespace snug::cli {
+namespace {
+
+struct Flags {
+  std::string in, out, method = "magnitude", pattern = "unstructured", calib, type;
+  double sparsity = 0.5;
+  bool sparsity_given = false;
+  std::vector<std::string> keep;
+  int32_t calib_chunks = 64;
+  int32_t threads = 0;
+};
+
+int usage(const std::string& message) {
+  std::fprintf(stderr, "snug: error: %s\n", message.c_str());
+  return kExitUsage;
+}
+
+int prune_main(const Flags& f) {
+  const auto method = compress::parse_prune_method(f.method);
+  if (!method)
+    return usage("unknown pruning method '" + f.method +
+                 "' (methods: " + compress::prune_method_names() + ")");
+  auto pattern = compress::parse_nm_pattern(f.pattern);
+  if (!pattern.ok()) return usage(pattern.error().message);
+  if (!(f.sparsity >= 0.0 && f.sparsity < 1.0))
+    return usage("--sparsity must be in [0, 1), got " + std::to_string(f.sparsity));
+  if (!pattern->unstructured() && f.sparsity_given &&
+      std::abs(f.sparsity - pattern->sparsity()) > 1e-9)
+    return usage("--sparsity " + std::to_string(f.sparsity) + " contradicts --pattern " +
+                 f.pattern + " (which removes " + std::to_string(pattern->sparsity()) + ")");
+  compress::PruneOptions opt;
+  opt.method = *method;
+  opt.sparsity = f.sparsity;
+  opt.pattern = *pattern;
+  opt.keep = f.keep;
+  if (!f.type.empty()) {
+    opt.type = compress::find_tensor_type(f.type);
+    if (!opt.type) return usage("unknown tensor type '" + f.type + "' for --type");
+  }
+  opt.threads = f.threads > 0 ? f.threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (*method != compress::PruneMethod::kWanda && !f.calib.empty())
+    return usage("--calib is for wanda; " + f.method + " needs no calibration text");
+
+  compress::Imatrix activations;
+  if (*method == compress::PruneMethod::kWanda) {
+    if (f.calib.empty()) return usage("wanda needs a calibration text (--calib TEXT)");
+    std::ifstream in(f.calib, std::ios::binary);
+    if (!in) return fail(make_error("cannot read calibration text '", f.calib, "'"));
+    std::stringstream text;
+    text << in.rdbuf();
+    memory::Ledger ledger;
+    auto lm = load_model(f.in, &ledger);
+    if (!lm.ok()) return fail(lm.error());
+    const text::Tokenizer& tok = *lm->tokenizer;
+    const std::vector<int32_t> tokens = tok.encode(text.str(), /*add_special=*/true,
+                                                   /*parse_special=*/false);
+    compress::ImatrixOptions io;
+    io.max_chunks = f.calib_chunks;
+    io.n_threads = opt.threads;
+    io.dataset = f.calib;
+    auto m =
+        compress::collect_imatrix(*lm->model, tokens, tok.add_bos() ? tok.bos() : -1, io, &ledger);
+    if (!m.ok()) return fail(make_error("calibration: ", m.error().message));
+    activations = std::move(*m);
+    opt.activations = &activations;
+    std::fprintf(stderr, "prune: calibration over %u chunks of %u tokens of '%s'\n",
+                 activations.chunk_count, activations.chunk_size, f.calib.c_str());
+  }
+  auto sum = compress::prune_file(f.in, f.out, opt);
+  if (!sum.ok()) return fail(sum.error());
+  const auto share = [&](uint64_t n) {
+    return 100.0 * static_cast<double>(n) /
+           static_cast<double>(std::max<uint64_t>(sum->prunable_weights, 1));
+  };
+  std::fprintf(stderr,
+               "prune: %s (%s) -> %s (%s) in %.2f s: %s %s over %zu tensors; %.2f%% of their "
+               "%llu weights removed, %.2f%% exactly zero as written\n",
+               f.in.c_str(), format_bytes(sum->files.input_bytes).c_str(), f.out.c_str(),
+               format_bytes(sum->files.output_bytes).c_str(), sum->files.seconds, f.method.c_str(),
+               pattern->unstructured() ? std::to_string(f.sparsity).c_str() : f.pattern.c_str(),
+               sum->pruned.size(), share(sum->removed_weights),
+               static_cast<unsigned long long>(sum->prunable_weights), share(sum->zero_weights));
+  return 0;
+}
+
+}  // namespace
+
+Action add_prune(CLI::App& app) {
+  auto f = std::make_shared<Flags>();
+  CLI::App* sub = app.add_subcommand(
+      "prune", "write a copy of a GGUF model with its least important weights set to zero");
+  sub->add_option("input", f->in, "GGUF file to read")->required();
+  sub->add_option("output", f->out, "GGUF file to write")->required();
+  sub->add_option("--method", f->method,
+                  "magnitude (no calibration) or wanda (|weight| x "
+                  "activation norm, needs --calib)");
+  CLI::Option* sparsity = sub->add_option("--sparsity", f->sparsity,
+                                          "share of each row removed, in [0, 1) "
+                                          "(default 0.5; with N:M, the pattern's)");
+  sub->add_option("--pattern", f->pattern,
+                  "unstructured (default) or N:M: keep N of every M weights (2:4, 4:8)");
+  sub->add_option("--calib", f->calib, "calibration text for wanda");
+  sub->add_option("--calib-chunks", f->calib_chunks,
+                  "chunks of 512 calibration tokens evaluated (default 64)");
+  sub->add_option("--keep", f->keep,
+                  "glob of tensor names never pruned (repeatable); embeddings and the output "
+                  "head are never pruned");
+  sub->add_option("--type", f->type, "type of the pruned tensors (default: each one's own)");
+  sub->add_option("-t,--threads", f->threads, "worker threads (default: all cores)");
+  return [f, sub, sparsity]() -> int {
+    if (!*sub) return -1;
+    f->sparsity_given = sparsity->count() > 0;
+    return prune_main(*f);
+  };
+}
+
+}  // namespace snug::cli

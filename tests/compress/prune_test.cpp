@@ -1,0 +1,325 @@
+// snug prune: the row rule against a brute-force reference (which weights go,
+// for unstructured and N:M patterns, with and without Wanda's column scales),
+// whole files on tiny models (only the decoder's matrices change, the zeros
+// survive packing in q8_0, --keep protects, the output loads and runs), and
+// every class of bad input refused with one line and no file left behind:
+// unknown method or pattern, sparsity outside [0, 1), N >= M, an output that
+// is the input, a calibration text too short, a type whose blocks do not fit
+// the rows, a full disk.
+#include "compress/prune.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "gguf/gguf.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "tensor/kernels.h"
+#include "tiny_model.h"
+
+namespace snug::compress {
+namespace {
+
+namespace fs = std::filesystem;
+using tensor::DType;
+
+fs::path temp_dir() {
+  fs::path d = fs::temp_directory_path() / ("snug_prune_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<float> random_row(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> w(static_cast<size_t>(n));
+  for (float& x : w) x = d(rng);
+  return w;
+}
+
+// The reference: sort a group's columns by (score, column) and zero the
+// lowest `drop` of them.
+void reference_drop(std::vector<float>& w, const std::vector<float>& scale, size_t from, size_t n,
+                    size_t drop) {
+  std::vector<size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), from);
+  auto score = [&](size_t i) { return std::fabs(w[i]) * (scale.empty() ? 1.f : scale[i]); };
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    return score(a) < score(b) || (score(a) == score(b) && a > b);
+  });
+  for (size_t k = 0; k < drop; ++k) w[idx[k]] = 0.f;
+}
+
+TEST(PruneRow, UnstructuredRemovesTheLowestScoresOfTheRow) {
+  std::vector<int32_t> order;
+  for (double sparsity : {0.0, 0.25, 0.5, 0.9}) {
+    for (bool scaled : {false, true}) {
+      std::vector<float> w = random_row(576, 1), want = w;
+      std::vector<float> scale = scaled ? random_row(576, 2) : std::vector<float>{};
+      for (float& s : scale) s = std::fabs(s);
+      const auto drop = static_cast<size_t>(std::floor(sparsity * 576));
+      reference_drop(want, scale, 0, 576, drop);
+      EXPECT_EQ(prune_row(w.data(), 576, scaled ? scale.data() : nullptr, sparsity, {}, order),
+                static_cast<int64_t>(drop));
+      EXPECT_EQ(w, want) << "sparsity " << sparsity << (scaled ? ", scaled" : "");
+    }
+  }
+}
+
+TEST(PruneRow, NmKeepsNOfEveryMAndTheTailInProportion) {
+  std::vector<int32_t> order;
+  for (NmPattern p : {NmPattern{2, 4}, NmPattern{4, 8}, NmPattern{1, 4}}) {
+    const int64_t cols = 70;  // a last partial group for every pattern
+    std::vector<float> w = random_row(cols, 3), want = w;
+    std::vector<float> scale = random_row(cols, 4);
+    for (float& s : scale) s = std::fabs(s);
+    for (int64_t g0 = 0; g0 < cols; g0 += p.m) {
+      const int64_t g = std::min<int64_t>(p.m, cols - g0);
+      const int64_t keep = (g * p.n + p.m - 1) / p.m;
+      reference_drop(want, scale, static_cast<size_t>(g0), static_cast<size_t>(g),
+                     static_cast<size_t>(g - keep));
+    }
+    prune_row(w.data(), cols, scale.data(), 0.0, p, order);
+    EXPECT_EQ(w, want) << p.n << ":" << p.m;
+    for (int64_t g0 = 0; g0 + p.m <= cols; g0 += p.m) {
+      EXPECT_EQ(std::count_if(w.begin() + g0, w.begin() + g0 + p.m, [](float x) { return x != 0; }),
+                p.n);
+    }
+  }
+}
+
+TEST(PruneRow, WandaScalesChangeWhichWeightsGo) {
+  std::vector<int32_t> order;
+  // Equal magnitudes: the column whose inputs are largest keeps its weight.
+  std::vector<float> w = {1.f, -1.f, 1.f, -1.f};
+  const std::vector<float> scale = {0.1f, 5.f, 0.2f, 3.f};
+  prune_row(w.data(), 4, scale.data(), 0.5, {}, order);
+  EXPECT_EQ(w, (std::vector<float>{0.f, -1.f, 0.f, -1.f}));
+  // Ties keep the lower column.
+  std::vector<float> t = {2.f, 2.f, 2.f, 2.f};
+  prune_row(t.data(), 4, nullptr, 0.5, {}, order);
+  EXPECT_EQ(t, (std::vector<float>{2.f, 2.f, 0.f, 0.f}));
+}
+
+TEST(Prune, PatternsAndMethodsParseOrSayWhyNot) {
+  EXPECT_TRUE(parse_nm_pattern("unstructured")->unstructured());
+  EXPECT_EQ(parse_nm_pattern("2:4")->n, 2);
+  EXPECT_DOUBLE_EQ(parse_nm_pattern("4:8")->sparsity(), 0.5);
+  for (const char* bad : {"4:4", "5:4", "0:4", "2:", ":4", "2:4:8", "two:four", "2:128", ""}) {
+    auto p = parse_nm_pattern(bad);
+    EXPECT_FALSE(p.ok()) << bad;
+  }
+  EXPECT_EQ(parse_prune_method("wanda"), PruneMethod::kWanda);
+  EXPECT_FALSE(parse_prune_method("sparsegtp"));
+  EXPECT_TRUE(is_prunable("blk.3.ffn_down.weight"));
+  EXPECT_TRUE(is_prunable("blk.0.attn_q.weight"));
+  EXPECT_FALSE(is_prunable("token_embd.weight"));
+  EXPECT_FALSE(is_prunable("output.weight"));
+  EXPECT_FALSE(is_prunable("blk.0.attn_norm.weight"));
+}
+
+testing::TinyModelSpec q8_spec() {
+  testing::TinyModelSpec s;
+  s.matrix_type = DType::kQ8_0;
+  s.n_embd = 128;
+  s.n_ff = 256;
+  s.n_heads = 4;
+  s.n_kv_heads = 2;
+  return s;
+}
+
+std::vector<float> dequantize(const gguf::TensorInfo& t) {
+  std::vector<float> out(static_cast<size_t>(t.n_elements()));
+  const uint64_t rb = *tensor::row_bytes(t.type, t.ne[0]);
+  for (int64_t r = 0; r < t.rows(); ++r)
+    tensor::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * rb, out.data() + r * t.ne[0],
+                           t.ne[0]);
+  return out;
+}
+
+TEST(Prune, FileChangesOnlyTheDecoderMatricesAndTheZerosSurvive) {
+  const std::string in = testing::write_tiny_model("prune_in.gguf", q8_spec());
+  const std::string out = (temp_dir() / "pruned.gguf").string();
+  PruneOptions o;
+  o.sparsity = 0.5;
+  o.keep = {"blk.1.ffn_*"};
+  o.threads = 2;
+  auto sum = prune_file(in, out, o);
+  ASSERT_TRUE(sum.ok()) << sum.error().message;
+  EXPECT_EQ(sum->pruned.size(), 7u * 2 - 3);  // two layers of seven, blk.1's three ffn kept
+  EXPECT_EQ(sum->removed_weights, sum->prunable_weights / 2);
+  EXPECT_GE(sum->zero_weights, sum->removed_weights);  // q8_0 holds 0 exactly
+  auto a = gguf::File::open(in), b = gguf::File::open(out);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  for (const gguf::TensorInfo& t : a->tensors()) {
+    const gguf::TensorInfo* u = b->find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(u->type, t.type) << t.name;
+    const bool pruned = is_prunable(t.name) && t.name.rfind("blk.1.ffn_", 0) != 0;
+    const bool same = t.bytes == u->bytes && std::equal(t.data, t.data + t.bytes, u->data);
+    EXPECT_EQ(same, !pruned) << t.name;
+    if (!pruned) continue;
+    // Every row lost half its weights, the largest ones kept exactly.
+    const std::vector<float> x = dequantize(t), y = dequantize(*u);
+    for (int64_t r = 0; r < t.rows(); ++r) {
+      int64_t zeros = 0;
+      for (int64_t i = 0; i < t.ne[0]; ++i) {
+        const float v = y[static_cast<size_t>(r * t.ne[0] + i)];
+        zeros += v == 0.f ? 1 : 0;
+      }
+      EXPECT_GE(zeros, t.ne[0] / 2) << t.name << " row " << r;
+    }
+    // Kept weights are requantized in blocks whose scale may change: close, not equal.
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (y[i] == 0.f) continue;
+      err += (x[i] - y[i]) * (x[i] - y[i]);
+      ref += x[i] * x[i];
+    }
+    EXPECT_LT(std::sqrt(err / ref), 0.02) << t.name;
+  }
+  // The output is a model snug loads and runs.
+  memory::Ledger ledger;
+  auto m = model::Model::load(out, &ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+}
+
+TEST(Prune, WandaNeedsActivationsForTheSameModel) {
+  const std::string in = testing::write_tiny_model("prune_wanda.gguf", q8_spec());
+  const std::string out = (temp_dir() / "wanda.gguf").string();
+  PruneOptions o;
+  o.method = PruneMethod::kWanda;
+  auto none = prune_file(in, out, o);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().message.find("calibration"), std::string::npos);
+  // Activations of every prunable matrix, all columns equal but column 0 huge:
+  // column 0's weights survive in every row.
+  auto file = gguf::File::open(in);
+  ASSERT_TRUE(file.ok());
+  Imatrix acts;
+  acts.chunk_count = 1;
+  acts.chunk_size = 8;
+  for (const gguf::TensorInfo& t : file->tensors()) {
+    if (!is_prunable(t.name)) continue;
+    ImatrixEntry e;
+    e.cols = t.ne[0];
+    e.in_sum2.assign(static_cast<size_t>(t.ne[0]), 1.f);
+    e.in_sum2[0] = 1e8f;
+    e.counts = {1.f};
+    acts.entries[t.name] = e;
+  }
+  o.activations = &acts;
+  o.sparsity = 0.9;
+  auto sum = prune_file(in, out, o);
+  ASSERT_TRUE(sum.ok()) << sum.error().message;
+  auto b = gguf::File::open(out);
+  ASSERT_TRUE(b.ok());
+  const gguf::TensorInfo* t = b->find_tensor("blk.0.ffn_up.weight");
+  ASSERT_NE(t, nullptr);
+  const std::vector<float> y = dequantize(*t);
+  const std::vector<float> x = dequantize(*file->find_tensor("blk.0.ffn_up.weight"));
+  for (int64_t r = 0; r < t->rows(); ++r) {
+    if (x[static_cast<size_t>(r * t->ne[0])] != 0.f) {
+      EXPECT_NE(y[static_cast<size_t>(r * t->ne[0])], 0.f) << "row " << r;
+    }
+  }
+  // Activations of another model (other column counts) are refused.
+  acts.entries.begin()->second.cols += 1;
+  acts.entries.begin()->second.in_sum2.push_back(1.f);
+  fs::remove(out);
+  auto other = prune_file(in, out, o);
+  ASSERT_FALSE(other.ok());
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Prune, BadOptionsWriteNothing) {
+  const std::string in = testing::write_tiny_model("prune_bad.gguf", q8_spec());
+  const std::string out = (temp_dir() / "never.gguf").string();
+  auto refused = [&](PruneOptions o, const char* what) {
+    auto r = prune_file(in, out, o);
+    EXPECT_FALSE(r.ok()) << what;
+    if (!r.ok()) {
+      EXPECT_EQ(r.error().message.find('\n'), std::string::npos) << r.error().message;
+    }
+    EXPECT_FALSE(fs::exists(out)) << what;
+  };
+  PruneOptions o;
+  o.sparsity = 1.0;
+  refused(o, "sparsity 1");
+  o.sparsity = -0.1;
+  refused(o, "negative sparsity");
+  o.sparsity = std::nan("");
+  refused(o, "NaN sparsity");
+  o = PruneOptions{};
+  o.pattern = {4, 4};
+  refused(o, "N = M");
+  o = PruneOptions{};
+  o.type = DType::kQ4_K;  // rows of 128 are not whole 256-element super-blocks
+  refused(o, "type whose blocks do not fit");
+  o = PruneOptions{};
+  auto same = prune_file(in, in, o);
+  EXPECT_FALSE(same.ok());
+  EXPECT_NE(same.error().message.find("is the input"), std::string::npos);
+  auto full = prune_file(in, "/dev/full", o);
+  EXPECT_FALSE(full.ok());
+}
+
+// The command line: each bad input one line on stderr, exit 2 for usage and 1
+// for a failure, and no output file.
+TEST(Prune, CommandLineErrorsAreOneLine) {
+  const std::string in = testing::write_tiny_model("prune_cli.gguf", q8_spec());
+  const fs::path out = temp_dir() / "cli.gguf";
+  const fs::path err = temp_dir() / "err";
+  const fs::path short_text = temp_dir() / "short.txt";
+  std::ofstream(short_text) << "too short to calibrate on";
+  auto run = [&](const std::string& args) {
+    const std::string cmd =
+        std::string(SNUG_BIN) + " prune " + in + " " + args + " 2>" + err.string();
+    const int status = std::system(cmd.c_str());
+    std::ifstream e(err);
+    std::stringstream ss;
+    ss << e.rdbuf();
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str());
+  };
+  const std::string o = out.string();
+  struct Bad {
+    std::string args;
+    int code;
+    const char* says;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {o + " --method sparsest", 2, "unknown pruning method 'sparsest'"},
+           {o + " --pattern 2-4", 2, "is not 'unstructured' or N:M"},
+           {o + " --pattern 4:2", 2, "0 < N < M"},
+           {o + " --sparsity 1", 2, "--sparsity must be in [0, 1)"},
+           {o + " --pattern 2:4 --sparsity 0.3", 2, "contradicts --pattern"},
+           {o + " --method wanda", 2, "needs a calibration text"},
+           {o + " --method magnitude --calib x.txt", 2, "--calib is for wanda"},
+           {o + " --method wanda --calib " + short_text.string(), 1, "calibration"},
+           {o + " --type q9_9", 2, "unknown tensor type 'q9_9'"},
+           {in, 1, "is the input"},
+           {"/dev/full", 1, "snug: error: "},
+       }) {
+    auto [code, text] = run(b.args);
+    EXPECT_EQ(code, b.code) << b.args << ": " << text;
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << b.args << ": " << text;
+    EXPECT_NE(text.find(b.says), std::string::npos) << b.args << ": " << text;
+    EXPECT_FALSE(fs::exists(out)) << b.args;
+  }
+  auto [code, text] = run(o + " --pattern 2:4");
+  EXPECT_EQ(code, 0) << text;
+  EXPECT_NE(text.find("50.00% of their"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace snug::compress
