@@ -1,4 +1,4 @@
-// snug prune IN.gguf OUT.gguf --method magnitude|wanda --sparsity S [--pattern N:M]
+// snug prune IN.gguf OUT.gguf --method magnitude|wanda|sparsegpt --sparsity S [--pattern N:M]
 // [--calib TEXT] [--keep GLOB] [--type T]: a copy of a model with the least
 // important weights of its decoder matrices set to zero. Wanda first runs the
 // model over the calibration text to learn each input column's activation
@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -19,6 +20,7 @@
 #include "compress/calibrate.h"
 #include "compress/prune.h"
 #include "compress/quant_types.h"
+#include "compress/sparsegpt.h"
 
 namespace snug::cli {
 namespace {
@@ -29,6 +31,7 @@ struct Flags {
   bool sparsity_given = false;
   std::vector<std::string> keep;
   int32_t calib_chunks = 64;
+  int32_t calib_ctx = 512;
   int32_t threads = 0;
 };
 
@@ -61,33 +64,60 @@ int prune_main(const Flags& f) {
   }
   opt.threads = f.threads > 0 ? f.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (*method != compress::PruneMethod::kWanda && !f.calib.empty())
-    return usage("--calib is for wanda; " + f.method + " needs no calibration text");
+  if (*method == compress::PruneMethod::kMagnitude && !f.calib.empty())
+    return usage("--calib is for wanda and sparsegpt; magnitude needs no calibration text");
 
   compress::Imatrix activations;
-  if (*method == compress::PruneMethod::kWanda) {
-    if (f.calib.empty()) return usage("wanda needs a calibration text (--calib TEXT)");
+  std::map<std::string, std::vector<uint8_t>> packed;
+  memory::Ledger ledger;
+  LoadedModel lm;  // kept alive while SparseGPT's tensors point into it
+  if (*method != compress::PruneMethod::kMagnitude) {
+    if (f.calib.empty()) return usage(f.method + " needs a calibration text (--calib TEXT)");
     std::ifstream in(f.calib, std::ios::binary);
     if (!in) return fail(make_error("cannot read calibration text '", f.calib, "'"));
     std::stringstream text;
     text << in.rdbuf();
-    memory::Ledger ledger;
-    auto lm = load_model(f.in, &ledger);
-    if (!lm.ok()) return fail(lm.error());
-    const text::Tokenizer& tok = *lm->tokenizer;
+    auto loaded = load_model(f.in, &ledger);
+    if (!loaded.ok()) return fail(loaded.error());
+    lm = std::move(*loaded);
+    const text::Tokenizer& tok = *lm.tokenizer;
     const std::vector<int32_t> tokens = tok.encode(text.str(), /*add_special=*/true,
                                                    /*parse_special=*/false);
-    compress::ImatrixOptions io;
-    io.max_chunks = f.calib_chunks;
-    io.n_threads = opt.threads;
-    io.dataset = f.calib;
-    auto m =
-        compress::collect_imatrix(*lm->model, tokens, tok.add_bos() ? tok.bos() : -1, io, &ledger);
-    if (!m.ok()) return fail(make_error("calibration: ", m.error().message));
-    activations = std::move(*m);
-    opt.activations = &activations;
-    std::fprintf(stderr, "prune: calibration over %u chunks of %u tokens of '%s'\n",
-                 activations.chunk_count, activations.chunk_size, f.calib.c_str());
+    const int32_t bos = tok.add_bos() ? tok.bos() : -1;
+    if (*method == compress::PruneMethod::kWanda) {
+      compress::ImatrixOptions io;
+      io.max_chunks = f.calib_chunks;
+      io.n_ctx = f.calib_ctx;
+      io.n_batch = f.calib_ctx;
+      io.n_threads = opt.threads;
+      io.dataset = f.calib;
+      auto m = compress::collect_imatrix(*lm.model, tokens, bos, io, &ledger);
+      if (!m.ok()) return fail(make_error("calibration: ", m.error().message));
+      activations = std::move(*m);
+      opt.activations = &activations;
+      std::fprintf(stderr, "prune: calibration over %u chunks of %u tokens of '%s'\n",
+                   activations.chunk_count, activations.chunk_size, f.calib.c_str());
+    } else {
+      compress::SparseGptRun run;
+      run.max_chunks = f.calib_chunks;
+      run.n_ctx = f.calib_ctx;
+      run.n_threads = opt.threads;
+      run.matrix.sparsity = pattern->unstructured() ? f.sparsity : 0.0;
+      run.matrix.pattern = *pattern;
+      run.on_plan = [](const std::string& plan) {
+        std::fprintf(stderr, "prune: sparsegpt over %s\n", plan.c_str());
+      };
+      const bool tty = isatty(STDERR_FILENO) != 0;
+      run.on_layer = [tty](int32_t done, int32_t total, double s) {
+        if (tty || done == total || done % 10 == 0)
+          std::fprintf(stderr, "%sprune: layer %d/%d, %.0f s%s", tty ? "\r" : "", done, total, s,
+                       tty && done < total ? "" : "\n");
+      };
+      auto p = compress::sparsegpt_model(*lm.model, tokens, bos, opt, run, &ledger);
+      if (!p.ok()) return fail(make_error("sparsegpt: ", p.error().message));
+      packed = std::move(*p);
+      opt.packed = &packed;
+    }
   }
   auto sum = compress::prune_file(f.in, f.out, opt);
   if (!sum.ok()) return fail(sum.error());
@@ -122,9 +152,10 @@ Action add_prune(CLI::App& app) {
                                           "(default 0.5; with N:M, the pattern's)");
   sub->add_option("--pattern", f->pattern,
                   "unstructured (default) or N:M: keep N of every M weights (2:4, 4:8)");
-  sub->add_option("--calib", f->calib, "calibration text for wanda");
+  sub->add_option("--calib", f->calib, "calibration text for wanda and sparsegpt");
   sub->add_option("--calib-chunks", f->calib_chunks,
-                  "chunks of 512 calibration tokens evaluated (default 64)");
+                  "calibration chunks evaluated (default 64; 0: the whole text)");
+  sub->add_option("--calib-ctx", f->calib_ctx, "tokens per calibration chunk (default 512)");
   sub->add_option("--keep", f->keep,
                   "glob of tensor names never pruned (repeatable); embeddings and the output "
                   "head are never pruned");

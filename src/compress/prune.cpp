@@ -44,6 +44,7 @@ int64_t drop_lowest(float* w, const float* col_scale, int32_t* idx, int64_t n, i
 std::optional<PruneMethod> parse_prune_method(std::string_view name) {
   if (name == "magnitude") return PruneMethod::kMagnitude;
   if (name == "wanda") return PruneMethod::kWanda;
+  if (name == "sparsegpt") return PruneMethod::kSparseGpt;
   return std::nullopt;
 }
 
@@ -104,6 +105,8 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
                       " must keep N of M weights with 0 < N < M");
   if (options.method == PruneMethod::kWanda && options.activations == nullptr)
     return make_error("wanda needs the activations of a calibration run (--calib TEXT)");
+  if (options.method == PruneMethod::kSparseGpt && options.packed == nullptr)
+    return make_error("sparsegpt needs its pruned tensors from a calibration run (--calib TEXT)");
 
   // Wanda's per-column scale of each tensor: the RMS of its input column.
   std::map<std::string, std::vector<float>> scales;
@@ -120,7 +123,9 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
       TensorPlan p;
       p.src = &t;
       p.type = t.type;
-      if (t.n_dims == 2 && is_prunable(t.name) && !kept(options.keep, t.name)) {
+      const bool sparsegpt = options.method == PruneMethod::kSparseGpt;
+      if (sparsegpt ? options.packed->count(t.name) > 0
+                    : t.n_dims == 2 && is_prunable(t.name) && !kept(options.keep, t.name)) {
         p.quantize = true;
         pruned.insert(t.name);
         if (options.type) p.type = *options.type;
@@ -145,6 +150,13 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
     return plans;
   };
   std::atomic<uint64_t> removed{0};
+  if (options.method == PruneMethod::kSparseGpt) {
+    c.packed = [&](const gguf::TensorInfo& t) -> std::span<const uint8_t> {
+      auto it = options.packed->find(t.name);
+      if (it == options.packed->end()) return {};
+      return it->second;
+    };
+  }
   c.edit_row = [&](const gguf::TensorInfo& t, int64_t, float* x) {
     thread_local std::vector<int32_t> order;
     const float* scale = nullptr;
@@ -177,7 +189,8 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
     r.prunable_weights += t.elements;
     r.zero_weights += t.zeros;
   }
-  r.removed_weights = removed.load();
+  // SparseGPT removed its weights before packing: what is zero is what it removed.
+  r.removed_weights = options.method == PruneMethod::kSparseGpt ? r.zero_weights : removed.load();
   return r;
 }
 

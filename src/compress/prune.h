@@ -2,7 +2,9 @@
 // zero, in a copy of a GGUF file. A weight's importance is its magnitude
 // (magnitude pruning) or its magnitude times the norm of the activations its
 // input column sees over a calibration text (Wanda, Sun et al. 2023: per
-// output row, |W_ij| * ||X_j||_2). Unstructured pruning removes the given
+// output row, |W_ij| * ||X_j||_2), or SparseGPT's (compress/sparsegpt.h:
+// layer by layer, the kept weights updated to make up for the removed ones,
+// computed before the file is written). Unstructured pruning removes the given
 // share of each row; N:M pruning keeps the N most important weights of every
 // M consecutive ones in a row (2:4 and 4:8 are what sparse kernels use).
 //
@@ -19,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,8 +36,8 @@
 
 namespace snug::compress {
 
-enum class PruneMethod { kMagnitude, kWanda };
-// "magnitude", "wanda"; nullopt otherwise.
+enum class PruneMethod { kMagnitude, kWanda, kSparseGpt };
+// "magnitude", "wanda", "sparsegpt"; nullopt otherwise.
 std::optional<PruneMethod> parse_prune_method(std::string_view name);
 const char* prune_method_names();  // for messages
 
@@ -56,6 +60,9 @@ struct PruneOptions {
   // Wanda: per-column sums of squared inputs of every prunable matrix
   // (collect_imatrix over the calibration text). Required for kWanda.
   const Imatrix* activations = nullptr;
+  // SparseGPT: the pruned tensors, packed, by name (sparsegpt_model), written
+  // as they are. Required for kSparseGpt.
+  const std::map<std::string, std::vector<uint8_t>>* packed = nullptr;
   int threads = 1;
   std::function<void(size_t index, size_t count, const std::string& name)> on_progress;
 };

@@ -191,6 +191,26 @@ Result<QuantizeSummary> convert_file(const std::string& in, const std::string& o
     const gguf::TensorInfo& t = *p.src;
     if (options.on_progress) options.on_progress(k, plans.size(), t.name);
     if (!p.quantize) return emit({t.data, t.bytes});
+    if (options.packed) {
+      const std::span<const uint8_t> bytes = options.packed(t);
+      if (!bytes.empty()) {
+        if (bytes.size() != summary.tensors[k].bytes)
+          return make_error("tensor '", t.name, "': ", bytes.size(), " packed bytes for ",
+                            summary.tensors[k].bytes);
+        if (options.count_zeros) {
+          const uint64_t rb = *tensor::row_bytes(p.type, t.ne[0]);
+          std::vector<float>& row = scratch[0];
+          uint64_t zeros = 0;
+          for (int64_t r = 0; r < t.rows(); ++r) {
+            tensor::dequantize_row(p.type, bytes.data() + static_cast<uint64_t>(r) * rb, row.data(),
+                                   t.ne[0]);
+            zeros += static_cast<uint64_t>(std::count(row.begin(), row.begin() + t.ne[0], 0.f));
+          }
+          summary.tensors[k].zeros = zeros;
+        }
+        return emit(bytes);
+      }
+    }
     std::vector<float> weights;
     if (summary.tensors[k].weighted) weights = importance(imatrix->entries.at(t.name));
     const uint64_t dst_row = *tensor::row_bytes(p.type, t.ne[0]);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct ConvertOptions {
   // Called on the pool's threads with row `row` of a converted tensor, as f32,
   // before it is packed; may change it. Null: rows pass unchanged.
   std::function<void(const gguf::TensorInfo& t, int64_t row, float* x)> edit_row;
+  // Where it returns bytes for a converted tensor (rows already packed in the
+  // plan's type), they are written as they are instead of converting the
+  // input's rows (SparseGPT's pruned tensors). Null or empty: convert.
+  std::function<std::span<const uint8_t>(const gguf::TensorInfo& t)> packed;
   // Count the elements of each converted tensor that are exactly zero once
   // packed (QuantizedTensor::zeros): what a pruned tensor really holds.
   bool count_zeros = false;

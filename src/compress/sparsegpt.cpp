@@ -1,10 +1,22 @@
 #include "compress/sparsegpt.h"
 
+#include <fnmatch.h>
+
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <numeric>
+
+#include <fmt/format.h>
+
+#include "base/bytes.h"
+#include "base/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "tensor/kernels.h"
 
 namespace snug::compress {
 namespace {
@@ -120,6 +132,215 @@ Result<int64_t> sparsegpt_prune(float* w, int64_t rows, int64_t cols, std::vecto
   }
   Eigen::Map<MatF>(w, rows, cols) = W.cast<float>();
   return removed;
+}
+
+namespace {
+
+// The four inputs of a layer's matrices: attention (q, k, v), the attention
+// output, the feed-forward network (gate, up), the down projection.
+int input_of(model::MatRole role) {
+  switch (role) {
+    case model::MatRole::kQ:
+    case model::MatRole::kK:
+    case model::MatRole::kV:
+      return 0;
+    case model::MatRole::kO:
+      return 1;
+    case model::MatRole::kGate:
+    case model::MatRole::kUp:
+      return 2;
+    case model::MatRole::kDown:
+      return 3;
+    case model::MatRole::kOutput:
+      break;
+  }
+  return -1;
+}
+
+// Sums x x^T over the rows reaching each input of one layer.
+class HessianCollector : public model::ActivationObserver {
+ public:
+  int32_t layer = -1;
+  std::array<std::vector<double>, 4> h;
+  std::array<int64_t, 4> cols{};
+
+  void observe(int32_t l, model::MatRole role, const float* x, int32_t rows, int64_t n) override {
+    const int g = input_of(role);
+    // q, k and v see the same rows (so do gate and up): count them once.
+    if (l != layer || g < 0 || role == model::MatRole::kK || role == model::MatRole::kV ||
+        role == model::MatRole::kUp)
+      return;
+    auto& acc = h[static_cast<size_t>(g)];
+    if (acc.empty()) {
+      acc.assign(static_cast<size_t>(n * n), 0.0);
+      cols[static_cast<size_t>(g)] = n;
+    }
+    const Eigen::Map<const MatF> X(x, rows, n);
+    const MatF G = X.transpose() * X;
+    Eigen::Map<Mat>(acc.data(), n, n) += G.cast<double>();
+  }
+};
+
+const tensor::MatView& matrix(const model::LayerWeights& L, model::MatRole role) {
+  switch (role) {
+    case model::MatRole::kQ:
+      return L.wq;
+    case model::MatRole::kK:
+      return L.wk;
+    case model::MatRole::kV:
+      return L.wv;
+    case model::MatRole::kO:
+      return L.wo;
+    case model::MatRole::kGate:
+      return L.gate;
+    case model::MatRole::kUp:
+      return L.up;
+    default:
+      return L.down;
+  }
+}
+
+constexpr model::MatRole kRoles[] = {
+    model::MatRole::kQ,    model::MatRole::kK,  model::MatRole::kV,   model::MatRole::kO,
+    model::MatRole::kGate, model::MatRole::kUp, model::MatRole::kDown};
+
+}  // namespace
+
+Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
+    model::Model& m, std::span<const int32_t> tokens, int32_t bos, const PruneOptions& prune,
+    const SparseGptRun& run, memory::Ledger* ledger) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const model::ModelConfig& c = m.config();
+  if (run.n_ctx <= 0) return make_error("calibration chunks must hold tokens, got ", run.n_ctx);
+  int32_t n_chunks = static_cast<int32_t>(tokens.size() / static_cast<size_t>(run.n_ctx));
+  if (n_chunks == 0)
+    return make_error("the calibration text has ", tokens.size(), " tokens; a chunk of ", run.n_ctx,
+                      " needs at least ", run.n_ctx);
+  if (run.max_chunks > 0) n_chunks = std::min(n_chunks, run.max_chunks);
+  auto keep = [&](const std::string& name) {
+    return std::any_of(prune.keep.begin(), prune.keep.end(), [&](const std::string& g) {
+      return fnmatch(g.c_str(), name.c_str(), 0) == 0;
+    });
+  };
+  auto name_of = [](int32_t l, model::MatRole role) {
+    return "blk." + std::to_string(l) + "." + model::mat_role_stem(role) + ".weight";
+  };
+  // The plan, checked before anything runs.
+  const int64_t E = c.n_embd;
+  uint64_t packed_bytes = 0, solver = 0, hessians = 0;
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    uint64_t layer_h = 0;
+    std::array<bool, 4> seen{};
+    for (model::MatRole role : kRoles) {
+      const tensor::MatView& v = matrix(m.weights().layers[static_cast<size_t>(l)], role);
+      const std::string name = name_of(l, role);
+      if (keep(name)) continue;
+      const tensor::DType to = prune.type.value_or(v.type);
+      auto rb = tensor::row_bytes(to, v.cols);
+      if (!rb || !tensor::info(to).has_kernels)
+        return make_error("tensor '", name, "' has ", v.cols, " columns, not a whole number of ",
+                          tensor::dtype_name(to), " blocks");
+      packed_bytes += *rb * static_cast<uint64_t>(v.rows);
+      solver = std::max(solver, sparsegpt_bytes(v.rows, v.cols, run.matrix.block));
+      if (!seen[static_cast<size_t>(input_of(role))]) {
+        seen[static_cast<size_t>(input_of(role))] = true;
+        layer_h += 8 * static_cast<uint64_t>(v.cols) * static_cast<uint64_t>(v.cols);
+      }
+    }
+    hessians = std::max(hessians, layer_h);
+  }
+  const uint64_t streams = static_cast<uint64_t>(n_chunks) * static_cast<uint64_t>(run.n_ctx) *
+                           static_cast<uint64_t>(E) * sizeof(float);
+  if (run.on_plan)
+    run.on_plan(fmt::format(
+        "{} chunks of {} tokens; working memory {}: residual streams {}, one layer's Hessians "
+        "{}, the solver {}, the pruned tensors {}",
+        n_chunks, run.n_ctx, format_bytes(streams + hessians + solver + packed_bytes),
+        format_bytes(streams), format_bytes(hessians), format_bytes(solver),
+        format_bytes(packed_bytes)));
+
+  kv::KvLayout layout = m.kv_layout(tensor::DType::kF16);
+  SNUG_ASSIGN_OR_RETURN(
+      kv::KvCache cache,
+      kv::KvCache::create(
+          layout, static_cast<int32_t>(layout.sequence_blocks(run.n_ctx, run.n_ctx)), ledger));
+  const model::WorkspaceShape shape{.max_tokens = run.n_ctx,
+                                    .max_logits = 1,
+                                    .max_ctx = run.n_ctx,
+                                    .n_threads = std::max(1, run.n_threads)};
+  SNUG_ASSIGN_OR_RETURN(
+      model::Workspace ws,
+      model::Workspace::create(c, model::plan_workspace(c, m.matrix_types(), shape), ledger));
+  ThreadPool pool(shape.n_threads);
+  std::vector<std::vector<float>> stream(static_cast<size_t>(n_chunks));
+  model::Batch batch;
+  // Layers [first, last) over chunk i, from and back into its stream.
+  auto pass = [&](int32_t i, int32_t first, int32_t last) -> Status {
+    const kv::SeqId seq = cache.create_sequence();
+    batch.clear();
+    const size_t start = static_cast<size_t>(i) * static_cast<size_t>(run.n_ctx);
+    for (int32_t k = 0; k < run.n_ctx; ++k) {
+      int32_t tok = tokens[start + static_cast<size_t>(k)];
+      if (k == 0 && bos >= 0) tok = bos;
+      batch.add(tok, seq, false);
+    }
+    std::vector<float>& s = stream[static_cast<size_t>(i)];
+    if (first > 0) std::memcpy(ws.x, s.data(), s.size() * sizeof(float));
+    Status st = m.forward_layers(batch, cache, ws, pool, first, last);
+    cache.free_sequence(seq);
+    if (!st.ok()) return st;
+    s.assign(ws.x, ws.x + static_cast<size_t>(run.n_ctx) * static_cast<size_t>(E));
+    return ok_status();
+  };
+  for (int32_t i = 0; i < n_chunks; ++i) SNUG_RETURN_IF_ERROR(pass(i, 0, 0));
+
+  std::map<std::string, std::vector<uint8_t>> out;
+  HessianCollector hc;
+  std::vector<float> w;
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    hc.layer = l;
+    for (auto& h : hc.h) h.clear();
+    ws.observer = &hc;
+    for (int32_t i = 0; i < n_chunks; ++i) {
+      std::vector<float> keep_stream = stream[static_cast<size_t>(i)];
+      SNUG_RETURN_IF_ERROR(pass(i, l, l + 1));
+      stream[static_cast<size_t>(i)] =
+          std::move(keep_stream);  // the dense layer's output is not wanted
+    }
+    ws.observer = nullptr;
+    for (model::MatRole role : kRoles) {
+      const std::string name = name_of(l, role);
+      if (keep(name)) continue;
+      const tensor::MatView v = matrix(m.weights().layers[static_cast<size_t>(l)], role);
+      w.resize(static_cast<size_t>(v.rows * v.cols));
+      for (int64_t r = 0; r < v.rows; ++r)
+        tensor::dequantize_row(v.type, static_cast<const uint8_t*>(v.data) + r * v.row_bytes,
+                               w.data() + r * v.cols, v.cols);
+      const auto& h = hc.h[static_cast<size_t>(input_of(role))];
+      if (h.empty()) return make_error("the calibration run saw no input of '", name, "'");
+      SNUG_ASSIGN_OR_RETURN(int64_t removed,
+                            sparsegpt_prune(w.data(), v.rows, v.cols, h, run.matrix));
+      (void)removed;
+      const tensor::DType to = prune.type.value_or(v.type);
+      const uint64_t rb = *tensor::row_bytes(to, v.cols);
+      std::vector<uint8_t>& bytes = out[name];
+      bytes.resize(rb * static_cast<uint64_t>(v.rows));
+      pool.run([&](int tid, int nth) {
+        for_each_chunk(v.rows, 1, tid, nth, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            tensor::quantize_row(to, w.data() + r * v.cols,
+                                 bytes.data() + static_cast<uint64_t>(r) * rb, v.cols);
+        });
+      });
+      SNUG_RETURN_IF_ERROR(
+          m.replace_matrix(l, role, tensor::MatView{to, bytes.data(), v.rows, v.cols, rb}));
+    }
+    for (int32_t i = 0; i < n_chunks; ++i) SNUG_RETURN_IF_ERROR(pass(i, l, l + 1));
+    if (run.on_layer)
+      run.on_layer(l + 1, c.n_layers,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return out;
 }
 
 }  // namespace snug::compress

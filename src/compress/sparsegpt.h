@@ -11,8 +11,15 @@
 #include <cstdint>
 #include <vector>
 
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+
 #include "base/result.h"
 #include "compress/prune.h"
+#include "memory/ledger.h"
+#include "model/model.h"
 
 namespace snug::compress {
 
@@ -34,5 +41,31 @@ uint64_t sparsegpt_bytes(int64_t rows, int64_t cols, int32_t block = 128);
 // positive definite, or the block is not a multiple of M.
 Result<int64_t> sparsegpt_prune(float* w, int64_t rows, int64_t cols, std::vector<double> h,
                                 const SparseGptOptions& options);
+
+// The whole model, layer by layer, as the paper does: the calibration text is
+// cut into chunks of n_ctx tokens (the first of each replaced by `bos` when
+// >= 0) whose residual streams are kept between layers; for each layer, one
+// pass gathers the Hessians of its four inputs (attention, attention output,
+// feed-forward, down projection) from the streams the already pruned layers
+// produced, its prunable matrices are pruned and packed in their type (or
+// options.type), the model is pointed at them, and a second pass moves the
+// streams on through the pruned layer.
+struct SparseGptRun {
+  int32_t n_ctx = 512;
+  int32_t max_chunks = 64;  // 0: every whole chunk of the text
+  int32_t n_threads = 1;
+  SparseGptOptions matrix;  // sparsity and pattern (from the prune options)
+  // Before the run: its working memory; after each layer: layers done, in all, seconds.
+  std::function<void(const std::string& plan)> on_plan;
+  std::function<void(int32_t done, int32_t total, double seconds)> on_layer;
+};
+
+// Packed tensors by name, for PruneOptions::packed. Fails with a one-line
+// Error when the text is shorter than one chunk, a type cannot hold a
+// matrix's rows, or a Hessian is not positive definite. `m`'s matrices end
+// up pointing into the returned buffers.
+Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
+    model::Model& m, std::span<const int32_t> tokens, int32_t bos, const PruneOptions& prune,
+    const SparseGptRun& run, memory::Ledger* ledger);
 
 }  // namespace snug::compress

@@ -54,16 +54,18 @@ void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
 }  // namespace
 
 void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace& ws,
-           ThreadPool& pool) {
+           ThreadPool& pool, bool tokens) {
   const int64_t E = c.n_embd;
   const auto n_sets = static_cast<int64_t>(c.rope_sets.size());
   per_token(pool, batch.size(), [&](int32_t t) {
-    const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
-                      static_cast<size_t>(batch.tokens[t]) * w.token_embd.row_bytes;
-    float* x = ws.x + t * E;
-    tensor::dequantize_row(w.token_embd.type, row, x, E);
-    if (c.embd_scale != 1.f) {
-      for (int64_t i = 0; i < E; ++i) x[i] *= c.embd_scale;
+    if (tokens) {
+      const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
+                        static_cast<size_t>(batch.tokens[t]) * w.token_embd.row_bytes;
+      float* x = ws.x + t * E;
+      tensor::dequantize_row(w.token_embd.type, row, x, E);
+      if (c.embd_scale != 1.f) {
+        for (int64_t i = 0; i < E; ++i) x[i] *= c.embd_scale;
+      }
     }
     // Rotation angles per token and rope set, shared by every head and layer.
     for (int64_t k = 0; k < n_sets; ++k) {

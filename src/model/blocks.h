@@ -45,10 +45,11 @@ struct Projection {
   int64_t stride;
 };
 
-// Token embeddings into ws.x (times c.embd_scale where it is not 1) and each
-// token's rope angles for every rope set (ws.rope).
+// Token embeddings into ws.x (times c.embd_scale where it is not 1; with
+// tokens false, ws.x is left as the caller set it) and each token's rope
+// angles for every rope set (ws.rope).
 void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace& ws,
-           ThreadPool& pool);
+           ThreadPool& pool, bool tokens = true);
 
 // RMS norm of ws.x into ws.xb with `norm_w`, then the projections of ws.xb
 // (each token's row converted for the integer products by the thread that

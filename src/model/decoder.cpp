@@ -10,14 +10,14 @@
 namespace snug::model {
 
 void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                     Workspace& ws, ThreadPool& pool) {
+                     Workspace& ws, ThreadPool& pool, int32_t first, int32_t last) {
   const int32_t T = batch.size();
   const int64_t F = c.n_ff;
   const int64_t QD = int64_t{c.n_heads} * c.head_dim_k;
   const int64_t KD = int64_t{c.n_kv_heads} * c.head_dim_k;
   const int64_t VD = int64_t{c.n_kv_heads} * c.head_dim_v;
-  blocks::embed(c, w, batch, ws, pool);
-  for (int32_t l = 0; l < c.n_layers; ++l) {
+  blocks::embed(c, w, batch, ws, pool, /*tokens=*/first == 0);
+  for (int32_t l = first; l < last; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
     blocks::norm_project(pool, ws, l, T, L.attn_norm, c.rms_eps,
                          {{MatRole::kQ, L.wq, ws.q, QD},
@@ -31,7 +31,7 @@ void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch,
     blocks::ffn_down(c, L, l, T, ws, pool);
     blocks::add_residual(c, L.post_ffn_norm, T, ws, pool);
   }
-  blocks::logits(c, w, batch, ws, pool);
+  if (last == c.n_layers) blocks::logits(c, w, batch, ws, pool);
 }
 
 }  // namespace snug::model

@@ -86,6 +86,50 @@ Result<std::vector<Run>> batch_runs(const Batch& batch, const kv::KvCache& cache
 
 Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
                       ThreadPool& pool) const {
+  return forward_layers(batch, cache, ws, pool, 0, config_.n_layers);
+}
+
+Status Model::replace_matrix(int32_t layer, MatRole role, const tensor::MatView& view) {
+  if (layer < 0 || layer >= config_.n_layers)
+    return make_error("layer ", layer, " of ", config_.n_layers);
+  LayerWeights& L = weights_.layers[static_cast<size_t>(layer)];
+  tensor::MatView* m = nullptr;
+  switch (role) {
+    case MatRole::kQ:
+      m = &L.wq;
+      break;
+    case MatRole::kK:
+      m = &L.wk;
+      break;
+    case MatRole::kV:
+      m = &L.wv;
+      break;
+    case MatRole::kO:
+      m = &L.wo;
+      break;
+    case MatRole::kGate:
+      m = &L.gate;
+      break;
+    case MatRole::kUp:
+      m = &L.up;
+      break;
+    case MatRole::kDown:
+      m = &L.down;
+      break;
+    case MatRole::kOutput:
+      return make_error("the output head is not a layer's matrix");
+  }
+  if (view.rows != m->rows || view.cols != m->cols || view.data == nullptr)
+    return make_error("replacing ", mat_role_stem(role), " of layer ", layer, " (", m->rows, "x",
+                      m->cols, ") with a ", view.rows, "x", view.cols, " matrix");
+  *m = view;
+  return ok_status();
+}
+
+Status Model::forward_layers(const Batch& batch, kv::KvCache& cache, Workspace& ws,
+                             ThreadPool& pool, int32_t first, int32_t last) const {
+  if (first < 0 || last > config_.n_layers || first > last)
+    return make_error("layers [", first, ", ", last, ") of ", config_.n_layers);
   SNUG_ASSIGN_OR_RETURN(std::vector<Run> runs, batch_runs(batch, cache));
   const int32_t n = batch.size();
   if (n == 0) return ok_status();
@@ -116,7 +160,7 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
   for (int32_t r = 0, t = 0; r < n_runs; ++r) {
     for (int32_t i = 0; i < runs[r].count; ++i) ws.pos[t++] = runs[r].length + i;
   }
-  forward_decoder(config_, weights_, batch, cache, ws, pool);
+  forward_decoder(config_, weights_, batch, cache, ws, pool, first, last);
   for (const Run& r : runs) cache.commit_append(r.seq, r.count);
   return ok_status();
 }

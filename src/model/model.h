@@ -67,6 +67,19 @@ class Model {
   // of different lengths, a sequence that is not live or whose tokens are not
   // contiguous).
   Status forward(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool) const;
+  // The forward pass through layers [first, last) only, for calibration
+  // tools that run a model layer by layer (SparseGPT): with first > 0 the
+  // caller has put the residual stream entering layer `first` in ws.x (a row
+  // per token); with last < n_layers, ws.x holds the stream leaving layer
+  // last - 1 afterwards and no logits are computed. Every layer's keys and
+  // values are appended to the cache as forward() does (those of layers
+  // outside the range are left unwritten).
+  Status forward_layers(const Batch& batch, kv::KvCache& cache, Workspace& ws, ThreadPool& pool,
+                        int32_t first, int32_t last) const;
+  // Points layer `layer`'s matrix `role` at `view`, which must have the same
+  // shape and outlive the model's use of it: a tool running the model with
+  // edited weights (SparseGPT's pruned layers feeding the next).
+  Status replace_matrix(int32_t layer, MatRole role, const tensor::MatView& view);
 
  private:
   Model() = default;
@@ -80,7 +93,11 @@ class Model {
 // the shared blocks of blocks.h and parameterised by the family's config.
 // The batch is already checked and its KV rows prepared; ws.pos holds each
 // token's position.
+// Layers [first, last) only: with first > 0, ws.x holds the residual stream
+// entering layer `first` instead of the tokens' embeddings; with last <
+// n_layers, ws.x is left holding the stream after layer last - 1 and no
+// logits are computed.
 void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch, kv::KvCache& cache,
-                     Workspace& ws, ThreadPool& pool);
+                     Workspace& ws, ThreadPool& pool, int32_t first, int32_t last);
 
 }  // namespace snug::model
