@@ -2,8 +2,8 @@
 
 For a model (default SmolLM2-135M-Instruct), it prunes the published file's
 decoder matrices with `snug prune` (each method x sparsity x pattern, written
-as Q8_0 so that pruned weights stay exactly zero), calibrating Wanda on
-data/text/calibration.txt, and measures on the different text
+as Q8_0 so that pruned weights stay exactly zero), calibrating Wanda and
+SparseGPT on data/text/calibration.txt, and measures on the different text
 data/text/evaluation.txt with `snug perplexity --kl-base` against the unpruned
 model (the published weights dequantized to F32, nothing lost): perplexity,
 KL divergence, top-token agreement; then file size, peak RSS, prompt and
@@ -27,8 +27,8 @@ MODELS = {
     "gemma3": ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
 }
 # method:sparsity or method:N:M; "dense" is the unpruned Q8_0 reference.
-ROWS = ["dense", "magnitude:0.25", "wanda:0.25", "magnitude:0.5", "wanda:0.5",
-        "magnitude:2:4", "wanda:2:4", "magnitude:4:8", "wanda:4:8"]
+ROWS = ["dense", "magnitude:0.25", "wanda:0.25", "magnitude:0.5", "wanda:0.5", "sparsegpt:0.5",
+        "magnitude:2:4", "wanda:2:4", "sparsegpt:2:4", "magnitude:4:8", "wanda:4:8"]
 BEGIN, END = "<!-- prune-table:begin -->", "<!-- prune-table:end -->"
 
 
@@ -56,7 +56,7 @@ def make_row_file(snug, src, spec, work, args):
     method, rest = spec.split(":", 1)
     cmd = [snug, "prune", src, path, "--method", method, "--type", "q8_0", "-t", args.threads]
     cmd += ["--pattern", rest] if ":" in rest else ["--sparsity", rest]
-    if method == "wanda":
+    if method in ("wanda", "sparsegpt"):
         cmd += ["--calib", ROOT / "data" / "text" / "calibration.txt",
                 "--calib-chunks", args.calib_chunks]
     run(cmd)
@@ -109,8 +109,8 @@ def main():
     ap.add_argument("--chunks", type=int, default=0, help="windows of the evaluation text (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gen-tokens", type=int, default=128)
-    ap.add_argument("--calib-chunks", type=int, default=64,
-                    help="chunks of 512 calibration tokens for wanda")
+    ap.add_argument("--calib-chunks", type=int, default=32,
+                    help="chunks of 512 calibration tokens for wanda and sparsegpt")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/PRUNING.md")
     args = ap.parse_args()
@@ -140,7 +140,7 @@ def main():
     stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {os.cpu_count()} cores: "
              f"{args.model}, evaluation text windows of {args.ctx} tokens, "
              f"{rows[0]['n_scored']} positions scored, KL against the unpruned model in F32; "
-             f"prompt of about 500 tokens, {args.gen_tokens} generated, {args.threads} threads; "
+             f"{args.calib_chunks} calibration chunks of 512 tokens; prompt of about 500 tokens, {args.gen_tokens} generated, {args.threads} threads; "
              f"SIMD target {rows[0]['kernels'].split(':')[0]}.\n\n")
     pre, rest = body.split(BEGIN, 1)
     post = rest.split(END, 1)[1]
