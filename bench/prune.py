@@ -26,9 +26,12 @@ MODELS = {
     "smollm2": ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
 }
-# method:sparsity or method:N:M; "dense" is the unpruned Q8_0 reference.
+# method:sparsity or method:N:M; "dense" is the unpruned Q8_0 reference;
+# "original" the published file and "structured:CUT" (parts joined by "+")
+# a structured cut of it, in the published types.
 ROWS = ["dense", "magnitude:0.25", "wanda:0.25", "magnitude:0.5", "wanda:0.5", "sparsegpt:0.5",
-        "magnitude:2:4", "wanda:2:4", "sparsegpt:2:4", "magnitude:4:8", "wanda:4:8"]
+        "magnitude:2:4", "wanda:2:4", "sparsegpt:2:4", "magnitude:4:8", "wanda:4:8", "original",
+        "structured:ffn=0.25", "structured:ffn=0.25+heads=0.34+layers=2"]
 BEGIN, END = "<!-- prune-table:begin -->", "<!-- prune-table:end -->"
 
 
@@ -46,9 +49,16 @@ def prompt_text():
 
 def make_row_file(snug, src, spec, work, args):
     """The pruned (or dense) Q8_0 file of a row, written once and kept."""
-    name = spec.replace(":", "-") + ".gguf"
+    if spec == "original":
+        return src
+    name = spec.replace(":", "-").replace("+", "_") + ".gguf"
     path = work / name
     if path.exists():
+        return path
+    if spec.startswith("structured:"):
+        run([snug, "prune", src, path, "--structured", spec.split(":", 1)[1].replace("+", ","),
+             "--calib", ROOT / "data" / "text" / "calibration.txt", "--calib-chunks",
+             args.calib_chunks, "-t", args.threads])
         return path
     if spec == "dense":
         run([snug, "quantize", src, path, "Q8_0"])
@@ -91,7 +101,10 @@ def table(rows):
             "|---|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
-        label = "dense Q8_0 (reference)" if r["row"] == "dense" else r["row"].replace(":", " ", 1)
+        label = {"dense": "dense Q8_0 (reference)",
+                 "original": "original file (published types)"}.get(r["row"])
+        if label is None:
+            label = r["row"].replace(":", " ", 1).replace("+", ", ")
         lines.append(f"| {label} | {r['file_bytes'] / 2**20:.1f} MiB | "
                      f"{r['peak_rss'] / 2**20:.0f} MiB | {r['ppl']:.3f} ± {r['ppl_err']:.3f} | "
                      f"{r['kld']:.4f} | {100 * r['same_top']:.2f}% | {r['pp_tps']:.0f} | "
@@ -124,10 +137,14 @@ def main():
     base = work / "base-f32.gguf"
     if not base.exists():
         run([snug, "quantize", src, base, "F32"])
-    rows = []
+    # Rows measured before are kept; the ones asked for now are measured again.
+    saved = work / "prune.json"
+    by_spec = {r["row"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}
     for spec in [r for r in args.rows.split(",") if r]:
-        rows.append(measure(snug, spec, make_row_file(snug, src, spec, work, args), base, args))
-    (work / "prune.json").write_text(json.dumps(rows, indent=2) + "\n")
+        by_spec[spec] = measure(snug, spec, make_row_file(snug, src, spec, work, args), base, args)
+    order = {spec: k for k, spec in enumerate(ROWS)}
+    rows = sorted(by_spec.values(), key=lambda r: order.get(r["row"], len(ROWS)))
+    saved.write_text(json.dumps(rows, indent=2) + "\n")
     text = table(rows)
     print(text)
     if args.no_doc:

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -14,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "compress/calibrate.h"
+#include "compress/quantize.h"
 
 namespace snug::cli {
 namespace {
@@ -26,19 +26,6 @@ struct Flags {
   int32_t threads = 0;
   bool process_output = false;
 };
-
-// Refuses an output the run could not write, before the (long) run starts.
-Status check_output(const std::string& out, const std::string& model_path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::equivalent(out, model_path, ec))
-    return make_error("output '", out, "' is the model file; choose another name");
-  fs::path dir = fs::path(out).parent_path();
-  if (dir.empty()) dir = ".";
-  if (!fs::is_directory(dir, ec))
-    return make_error("output directory '", dir.string(), "' does not exist");
-  return ok_status();
-}
 
 // On a terminal, a line redrawn per chunk; otherwise a line for the first
 // chunk (with the estimate) and every tenth, so logs stay short.
@@ -59,7 +46,8 @@ void print_progress(int32_t done, int32_t total, double seconds, bool tty) {
 int imatrix_main(const Flags& f) {
   auto path = resolve_model_path(f.model);
   if (!path.ok()) return fail(path.error());
-  if (Status s = check_output(f.out, *path); !s.ok()) return fail(s.error());
+  // Before the (long) run starts.
+  if (Status s = compress::check_output_path(*path, f.out); !s.ok()) return fail(s.error());
   std::ifstream in(f.file, std::ios::binary);
   if (!in) return fail(make_error("cannot read calibration text '", f.file, "'"));
   std::stringstream text;

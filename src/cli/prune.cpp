@@ -21,12 +21,14 @@
 #include "compress/prune.h"
 #include "compress/quant_types.h"
 #include "compress/sparsegpt.h"
+#include "compress/structured.h"
 
 namespace snug::cli {
 namespace {
 
 struct Flags {
-  std::string in, out, method = "magnitude", pattern = "unstructured", calib, type;
+  std::string in, out, method = "magnitude", pattern = "unstructured", calib, type, structured;
+  bool method_given = false, pattern_given = false;
   double sparsity = 0.5;
   bool sparsity_given = false;
   std::vector<std::string> keep;
@@ -40,7 +42,70 @@ int usage(const std::string& message) {
   return kExitUsage;
 }
 
+// --structured: whole channels, head groups and layers, scored over --calib.
+int structured_main(const Flags& f) {
+  auto cut = compress::parse_structured_cut(f.structured);
+  if (!cut.ok()) return usage(cut.error().message);
+  if (f.method_given || f.pattern_given || f.sparsity_given || !f.type.empty() || !f.keep.empty())
+    return usage(
+        "--structured removes whole channels, heads and layers; it takes no --method, "
+        "--sparsity, --pattern, --type or --keep");
+  if (f.calib.empty()) return usage("--structured needs a calibration text (--calib TEXT)");
+  std::ifstream in(f.calib, std::ios::binary);
+  if (!in) return fail(make_error("cannot read calibration text '", f.calib, "'"));
+  std::stringstream text;
+  text << in.rdbuf();
+  memory::Ledger ledger;
+  auto lm = load_model(f.in, &ledger);
+  if (!lm.ok()) return fail(lm.error());
+  const text::Tokenizer& tok = *lm->tokenizer;
+  const std::vector<int32_t> tokens = tok.encode(text.str(), /*add_special=*/true,
+                                                 /*parse_special=*/false);
+  const int32_t threads =
+      f.threads > 0 ? f.threads
+                    : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  const model::ModelConfig& c = lm->model->config();
+  // The cut is checked before the calibration run: a zero-score plan has the same shape.
+  compress::StructuredScores shape_only;
+  shape_only.influence.assign(static_cast<size_t>(c.n_layers), 0.0);
+  shape_only.ffn.assign(static_cast<size_t>(c.n_layers),
+                        std::vector<double>(static_cast<size_t>(c.n_ff)));
+  shape_only.heads.assign(static_cast<size_t>(c.n_layers),
+                          std::vector<double>(static_cast<size_t>(c.n_kv_heads)));
+  if (auto p = compress::plan_structured(c, shape_only, *cut); !p.ok()) return fail(p.error());
+  auto scores = compress::structured_scores(*lm->model, tokens, tok.add_bos() ? tok.bos() : -1,
+                                            f.calib_ctx, f.calib_chunks, threads, &ledger);
+  if (!scores.ok()) return fail(make_error("calibration: ", scores.error().message));
+  auto plan = compress::plan_structured(c, *scores, *cut);
+  if (!plan.ok()) return fail(plan.error());
+  auto sum = compress::write_structured(f.in, f.out, c, *plan);
+  if (!sum.ok()) return fail(sum.error());
+  std::string gone;
+  for (int32_t l = 0, k = 0; l < c.n_layers; ++l) {
+    if (k < static_cast<int32_t>(plan->layers.size()) &&
+        plan->layers[static_cast<size_t>(k)] == l) {
+      ++k;
+    } else {
+      gone += (gone.empty() ? "" : ", ") + std::to_string(l);
+    }
+  }
+  std::fprintf(stderr,
+               "prune: %s (%s) -> %s (%s): %d of %d layers%s%s%s, feed-forward %d of %lld, heads "
+               "%d/%d of %d/%d; %.2f%% of the weights left\n",
+               f.in.c_str(), format_bytes(sum->input_bytes).c_str(), f.out.c_str(),
+               format_bytes(sum->output_bytes).c_str(), static_cast<int>(plan->layers.size()),
+               c.n_layers, gone.empty() ? "" : " (removed ", gone.c_str(), gone.empty() ? "" : ")",
+               plan->n_ff, static_cast<long long>(c.n_ff), plan->n_heads, plan->n_kv_heads,
+               c.n_heads, c.n_kv_heads,
+               100.0 * static_cast<double>(sum->output_weights) /
+                   static_cast<double>(std::max<uint64_t>(sum->input_weights, 1)));
+  return 0;
+}
+
 int prune_main(const Flags& f) {
+  // Before a (long) calibration run.
+  if (Status s = compress::check_output_path(f.in, f.out); !s.ok()) return fail(s.error());
+  if (!f.structured.empty()) return structured_main(f);
   const auto method = compress::parse_prune_method(f.method);
   if (!method)
     return usage("unknown pruning method '" + f.method +
@@ -147,11 +212,13 @@ Action add_prune(CLI::App& app) {
   sub->add_option("--method", f->method,
                   "magnitude (no calibration) or wanda (|weight| x "
                   "activation norm, needs --calib)");
+  CLI::Option* method = sub->get_option("--method");
   CLI::Option* sparsity = sub->add_option("--sparsity", f->sparsity,
                                           "share of each row removed, in [0, 1) "
                                           "(default 0.5; with N:M, the pattern's)");
-  sub->add_option("--pattern", f->pattern,
-                  "unstructured (default) or N:M: keep N of every M weights (2:4, 4:8)");
+  CLI::Option* pattern =
+      sub->add_option("--pattern", f->pattern,
+                      "unstructured (default) or N:M: keep N of every M weights (2:4, 4:8)");
   sub->add_option("--calib", f->calib, "calibration text for wanda and sparsegpt");
   sub->add_option("--calib-chunks", f->calib_chunks,
                   "calibration chunks evaluated (default 64; 0: the whole text)");
@@ -160,10 +227,15 @@ Action add_prune(CLI::App& app) {
                   "glob of tensor names never pruned (repeatable); embeddings and the output "
                   "head are never pruned");
   sub->add_option("--type", f->type, "type of the pruned tensors (default: each one's own)");
+  sub->add_option("--structured", f->structured,
+                  "ffn=F,heads=H,layers=N: remove whole feed-forward channels, KV head groups and "
+                  "layers (scored over --calib), writing a GGUF of smaller dimensions");
   sub->add_option("-t,--threads", f->threads, "worker threads (default: all cores)");
-  return [f, sub, sparsity]() -> int {
+  return [f, sub, method, sparsity, pattern]() -> int {
     if (!*sub) return -1;
     f->sparsity_given = sparsity->count() > 0;
+    f->method_given = method->count() > 0;
+    f->pattern_given = pattern->count() > 0;
     return prune_main(*f);
   };
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kv/kv_cache.h"
@@ -138,6 +139,72 @@ Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> 
   result.chunk_count = static_cast<uint32_t>(n_chunks);
   result.chunk_size = static_cast<uint32_t>(o.n_ctx);
   return result;
+}
+
+int32_t LayerStreams::chunk_count(size_t tokens, int32_t n_ctx, int32_t max_chunks) {
+  if (n_ctx <= 0) return 0;
+  const auto n = static_cast<int32_t>(tokens / static_cast<size_t>(n_ctx));
+  return max_chunks > 0 ? std::min(n, max_chunks) : n;
+}
+
+Result<std::unique_ptr<LayerStreams>> LayerStreams::create(const model::Model& m,
+                                                           std::span<const int32_t> tokens,
+                                                           int32_t bos, int32_t n_ctx,
+                                                           int32_t max_chunks, int32_t n_threads,
+                                                           memory::Ledger* ledger) {
+  const int32_t n = chunk_count(tokens.size(), n_ctx, max_chunks);
+  if (n == 0)
+    return make_error("the calibration text has ", tokens.size(), " tokens; a chunk of ", n_ctx,
+                      " needs at least ", std::max(n_ctx, 1));
+  std::unique_ptr<LayerStreams> s(new LayerStreams(m));
+  s->tokens_ = tokens;
+  s->bos_ = bos;
+  s->n_ctx_ = n_ctx;
+  const model::ModelConfig& c = m.config();
+  const kv::KvLayout layout = m.kv_layout(tensor::DType::kF16);
+  SNUG_ASSIGN_OR_RETURN(
+      s->cache_, kv::KvCache::create(
+                     layout, static_cast<int32_t>(layout.sequence_blocks(n_ctx, n_ctx)), ledger));
+  const model::WorkspaceShape shape{
+      .max_tokens = n_ctx, .max_logits = 1, .max_ctx = n_ctx, .n_threads = std::max(1, n_threads)};
+  SNUG_ASSIGN_OR_RETURN(s->ws_, model::Workspace::create(
+                                    c, model::plan_workspace(c, m.matrix_types(), shape), ledger));
+  s->pool_ = std::make_unique<ThreadPool>(shape.n_threads);
+  s->streams_.resize(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) SNUG_RETURN_IF_ERROR(s->pass(i, 0, 0, true, {}));
+  return s;
+}
+
+Status LayerStreams::pass(int32_t i, int32_t first, int32_t last, bool keep,
+                          const std::function<void(const float* in, const float* out)>& each) {
+  const kv::SeqId seq = cache_.create_sequence();
+  batch_.clear();
+  const size_t start = static_cast<size_t>(i) * static_cast<size_t>(n_ctx_);
+  for (int32_t k = 0; k < n_ctx_; ++k) {
+    int32_t tok = tokens_[start + static_cast<size_t>(k)];
+    if (k == 0 && bos_ >= 0) tok = bos_;
+    batch_.add(tok, seq, false);
+  }
+  std::vector<float>& s = streams_[static_cast<size_t>(i)];
+  if (first > 0) std::memcpy(ws_.x, s.data(), s.size() * sizeof(float));
+  Status st = m_.forward_layers(batch_, cache_, ws_, *pool_, first, last);
+  cache_.free_sequence(seq);
+  if (!st.ok()) return st;
+  if (each) each(s.data(), ws_.x);
+  if (keep)
+    s.assign(ws_.x, ws_.x + static_cast<size_t>(n_ctx_) * static_cast<size_t>(m_.config().n_embd));
+  return ok_status();
+}
+
+Status LayerStreams::run_layer(int32_t l, model::ActivationObserver* observer, bool advance,
+                               const std::function<void(const float* in, const float* out)>& each) {
+  ws_.observer = observer;
+  Status st = ok_status();
+  for (int32_t i = 0; i < chunks() && st.ok(); ++i) {
+    st = pass(i, l, l + 1, advance, each);
+  }
+  ws_.observer = nullptr;
+  return st;
 }
 
 }  // namespace snug::compress

@@ -8,11 +8,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
+#include "base/thread_pool.h"
 #include "compress/imatrix.h"
+#include "kv/kv_cache.h"
 #include "memory/ledger.h"
 #include "model/model.h"
 
@@ -38,5 +42,51 @@ struct ImatrixOptions {
 // two charged to `ledger`.
 Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> tokens, int32_t bos,
                                 const ImatrixOptions& options, memory::Ledger* ledger);
+
+// The residual streams of calibration chunks, moved through a model one layer
+// at a time (model::Model::forward_layers): what layer-by-layer tools need
+// (SparseGPT's Hessians from the already pruned layers' outputs, structured
+// pruning's layer influence). The text is cut into chunks of n_ctx tokens,
+// the first of each replaced by `bos` when >= 0; memory: the streams
+// (chunks x n_ctx x n_embd floats), a KV cache and a workspace for one chunk.
+class LayerStreams {
+ public:
+  // Embeds every chunk. Fails when the text is shorter than one chunk.
+  static Result<std::unique_ptr<LayerStreams>> create(const model::Model& m,
+                                                      std::span<const int32_t> tokens, int32_t bos,
+                                                      int32_t n_ctx, int32_t max_chunks,
+                                                      int32_t n_threads, memory::Ledger* ledger);
+  // Bytes the streams of `chunks` chunks take, for plans made before create().
+  static uint64_t stream_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks) {
+    return static_cast<uint64_t>(chunks) * static_cast<uint64_t>(n_ctx) *
+           static_cast<uint64_t>(c.n_embd) * sizeof(float);
+  }
+  // Chunks the text gives (0 when shorter than one).
+  static int32_t chunk_count(size_t tokens, int32_t n_ctx, int32_t max_chunks);
+
+  int32_t chunks() const { return static_cast<int32_t>(streams_.size()); }
+  int32_t n_ctx() const { return n_ctx_; }
+
+  // Runs layer l over every chunk from its stream, `observer` (may be null)
+  // seeing the layer's matrix inputs and `each` (may be empty) each chunk's
+  // stream before and after the layer (n_ctx rows of n_embd); with advance,
+  // the streams become the layer's output.
+  Status run_layer(int32_t l, model::ActivationObserver* observer, bool advance,
+                   const std::function<void(const float* in, const float* out)>& each = {});
+
+ private:
+  LayerStreams(const model::Model& m) : m_(m) {}
+  Status pass(int32_t i, int32_t first, int32_t last, bool keep,
+              const std::function<void(const float* in, const float* out)>& each);
+  const model::Model& m_;
+  std::span<const int32_t> tokens_;
+  int32_t bos_ = -1;
+  int32_t n_ctx_ = 0;
+  std::vector<std::vector<float>> streams_;
+  kv::KvCache cache_;
+  model::Workspace ws_;
+  std::unique_ptr<ThreadPool> pool_;
+  model::Batch batch_;
+};
 
 }  // namespace snug::compress

@@ -21,7 +21,9 @@ using tensor::DType;
 // Output bytes converted per slab: bounds the buffer whatever the tensor size.
 constexpr uint64_t kSlabBytes = 16ull << 20;
 
-Status check_paths(const std::string& in, const std::string& out) {
+}  // namespace
+
+Status check_output_path(const std::string& in, const std::string& out) {
   std::error_code ec;
   if (fs::equivalent(in, out, ec) || fs::weakly_canonical(in, ec) == fs::weakly_canonical(out, ec))
     return make_error("output '", out, "' is the input file; choose another name");
@@ -31,6 +33,8 @@ Status check_paths(const std::string& in, const std::string& out) {
     return make_error("output directory '", dir.string(), "' does not exist");
   return ok_status();
 }
+
+namespace {
 
 bool convertible(DType t) {
   return t == DType::kF32 || tensor::info(t).has_kernels;
@@ -135,7 +139,7 @@ Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& 
 Result<QuantizeSummary> convert_file(const std::string& in, const std::string& out,
                                      const ConvertOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (Status s = check_paths(in, out); !s.ok()) return s.error();
+  if (Status s = check_output_path(in, out); !s.ok()) return s.error();
   auto file = gguf::File::open(in);
   if (!file.ok()) return file.error();
   auto model = read_mix_model(*file);

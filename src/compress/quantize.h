@@ -89,6 +89,11 @@ struct QuantizeSummary {
 Result<QuantizeSummary> quantize_file(const std::string& in, const std::string& out,
                                       const QuantizeOptions& options);
 
+// Ok, or why `out` cannot be written from `in`: it is the input file, or its
+// directory does not exist. Checked first by every writer of a model file, and
+// by commands that run for long before they write.
+Status check_output_path(const std::string& in, const std::string& out);
+
 // Converts `in` to `out` as `options` plan. Refuses as quantize_file does.
 Result<QuantizeSummary> convert_file(const std::string& in, const std::string& out,
                                      const ConvertOptions& options);

@@ -15,6 +15,7 @@
 
 #include "base/bytes.h"
 #include "base/thread_pool.h"
+#include "compress/calibrate.h"
 #include "kv/kv_cache.h"
 #include "tensor/kernels.h"
 
@@ -226,7 +227,6 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     return "blk." + std::to_string(l) + "." + model::mat_role_stem(role) + ".weight";
   };
   // The plan, checked before anything runs.
-  const int64_t E = c.n_embd;
   uint64_t packed_bytes = 0, solver = 0, hessians = 0;
   for (int32_t l = 0; l < c.n_layers; ++l) {
     uint64_t layer_h = 0;
@@ -249,65 +249,27 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     }
     hessians = std::max(hessians, layer_h);
   }
-  const uint64_t streams = static_cast<uint64_t>(n_chunks) * static_cast<uint64_t>(run.n_ctx) *
-                           static_cast<uint64_t>(E) * sizeof(float);
+  const uint64_t stream_bytes = LayerStreams::stream_bytes(c, run.n_ctx, n_chunks);
   if (run.on_plan)
     run.on_plan(fmt::format(
         "{} chunks of {} tokens; working memory {}: residual streams {}, one layer's Hessians "
         "{}, the solver {}, the pruned tensors {}",
-        n_chunks, run.n_ctx, format_bytes(streams + hessians + solver + packed_bytes),
-        format_bytes(streams), format_bytes(hessians), format_bytes(solver),
+        n_chunks, run.n_ctx, format_bytes(stream_bytes + hessians + solver + packed_bytes),
+        format_bytes(stream_bytes), format_bytes(hessians), format_bytes(solver),
         format_bytes(packed_bytes)));
 
-  kv::KvLayout layout = m.kv_layout(tensor::DType::kF16);
   SNUG_ASSIGN_OR_RETURN(
-      kv::KvCache cache,
-      kv::KvCache::create(
-          layout, static_cast<int32_t>(layout.sequence_blocks(run.n_ctx, run.n_ctx)), ledger));
-  const model::WorkspaceShape shape{.max_tokens = run.n_ctx,
-                                    .max_logits = 1,
-                                    .max_ctx = run.n_ctx,
-                                    .n_threads = std::max(1, run.n_threads)};
-  SNUG_ASSIGN_OR_RETURN(
-      model::Workspace ws,
-      model::Workspace::create(c, model::plan_workspace(c, m.matrix_types(), shape), ledger));
-  ThreadPool pool(shape.n_threads);
-  std::vector<std::vector<float>> stream(static_cast<size_t>(n_chunks));
-  model::Batch batch;
-  // Layers [first, last) over chunk i, from and back into its stream.
-  auto pass = [&](int32_t i, int32_t first, int32_t last) -> Status {
-    const kv::SeqId seq = cache.create_sequence();
-    batch.clear();
-    const size_t start = static_cast<size_t>(i) * static_cast<size_t>(run.n_ctx);
-    for (int32_t k = 0; k < run.n_ctx; ++k) {
-      int32_t tok = tokens[start + static_cast<size_t>(k)];
-      if (k == 0 && bos >= 0) tok = bos;
-      batch.add(tok, seq, false);
-    }
-    std::vector<float>& s = stream[static_cast<size_t>(i)];
-    if (first > 0) std::memcpy(ws.x, s.data(), s.size() * sizeof(float));
-    Status st = m.forward_layers(batch, cache, ws, pool, first, last);
-    cache.free_sequence(seq);
-    if (!st.ok()) return st;
-    s.assign(ws.x, ws.x + static_cast<size_t>(run.n_ctx) * static_cast<size_t>(E));
-    return ok_status();
-  };
-  for (int32_t i = 0; i < n_chunks; ++i) SNUG_RETURN_IF_ERROR(pass(i, 0, 0));
-
+      std::unique_ptr<LayerStreams> streams,
+      LayerStreams::create(m, tokens, bos, run.n_ctx, n_chunks, run.n_threads, ledger));
+  ThreadPool pool(std::max(1, run.n_threads));
   std::map<std::string, std::vector<uint8_t>> out;
   HessianCollector hc;
   std::vector<float> w;
   for (int32_t l = 0; l < c.n_layers; ++l) {
     hc.layer = l;
     for (auto& h : hc.h) h.clear();
-    ws.observer = &hc;
-    for (int32_t i = 0; i < n_chunks; ++i) {
-      std::vector<float> keep_stream = stream[static_cast<size_t>(i)];
-      SNUG_RETURN_IF_ERROR(pass(i, l, l + 1));
-      stream[static_cast<size_t>(i)] =
-          std::move(keep_stream);  // the dense layer's output is not wanted
-    }
-    ws.observer = nullptr;
+    // The dense layer's Hessians; its output is not wanted.
+    SNUG_RETURN_IF_ERROR(streams->run_layer(l, &hc, /*advance=*/false));
     for (model::MatRole role : kRoles) {
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
@@ -335,7 +297,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
       SNUG_RETURN_IF_ERROR(
           m.replace_matrix(l, role, tensor::MatView{to, bytes.data(), v.rows, v.cols, rb}));
     }
-    for (int32_t i = 0; i < n_chunks; ++i) SNUG_RETURN_IF_ERROR(pass(i, l, l + 1));
+    SNUG_RETURN_IF_ERROR(streams->run_layer(l, nullptr, /*advance=*/true));
     if (run.on_layer)
       run.on_layer(l + 1, c.n_layers,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -7,6 +7,7 @@
 // is the input, a calibration text too short, a type whose blocks do not fit
 // the rows, a full disk.
 #include "compress/prune.h"
+#include "compress/structured.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -407,6 +408,151 @@ TEST(Prune, SparseGptBeatsMagnitudeOnATinyModel) {
   EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 1) << msg;
   EXPECT_NE(msg.find("sparsegpt: the calibration text has"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(temp_dir() / "never.gguf"));
+}
+
+TEST(Structured, CutsParseOrSayWhyNot) {
+  auto c = parse_structured_cut("ffn=0.25,heads=0.5,layers=2");
+  ASSERT_TRUE(c.ok());
+  EXPECT_DOUBLE_EQ(c->ffn, 0.25);
+  EXPECT_DOUBLE_EQ(c->heads, 0.5);
+  EXPECT_EQ(c->layers, 2);
+  EXPECT_TRUE(parse_structured_cut("layers=1").ok());
+  for (const char* bad : {"", "ffn", "ffn=1", "ffn=-0.1", "heads=x", "layers=-1", "layers=1.5",
+                          "ffn=0.2,ffn=0.3", "mlp=0.2", "ffn=0", "ffn=0.2,"}) {
+    EXPECT_FALSE(parse_structured_cut(bad).ok()) << bad;
+  }
+}
+
+// With scores chosen by hand: each layer keeps its highest-scoring channels
+// and head groups (the same number in every layer), the least influential
+// layers go, and cuts that would empty a layer, or remove layers that differ
+// by position, are refused.
+TEST(Structured, PlanKeepsTheHighestScores) {
+  model::ModelConfig c;
+  c.arch_name = "llama";
+  c.n_layers = 3;
+  c.n_ff = 128;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.layers.assign(3, model::LayerConfig{});
+  StructuredScores s;
+  s.influence = {0.5, 0.1, 0.9};
+  for (int32_t l = 0; l < 3; ++l) {
+    std::vector<double> f(128);
+    for (int32_t j = 0; j < 128; ++j) f[static_cast<size_t>(j)] = (j * 37 + l * 11) % 128;
+    s.ffn.push_back(f);
+    s.heads.push_back(l == 1 ? std::vector<double>{2, 1} : std::vector<double>{1, 2});
+  }
+  auto p = plan_structured(c, s, {0.25, 0.5, 1});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(p->layers, (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(p->n_ff, 96);
+  EXPECT_EQ(p->n_kv_heads, 1);
+  EXPECT_EQ(p->n_heads, 2);
+  EXPECT_EQ(p->groups[0], (std::vector<int32_t>{1}));
+  EXPECT_EQ(p->groups[1], (std::vector<int32_t>{0}));
+  for (int32_t l = 0; l < 3; ++l) {
+    ASSERT_EQ(p->channels[static_cast<size_t>(l)].size(), 96u);
+    for (int32_t j : p->channels[static_cast<size_t>(l)])
+      EXPECT_GE(s.ffn[static_cast<size_t>(l)][static_cast<size_t>(j)], 32) << l << " " << j;
+  }
+  EXPECT_FALSE(plan_structured(c, s, {0, 0.9, 0}).ok());  // both groups
+  EXPECT_FALSE(plan_structured(c, s, {0, 0, 3}).ok());    // every layer
+  EXPECT_FALSE(plan_structured(c, s, {0.9, 0, 0}).ok());  // 13 channels: no whole block of 32
+  c.layers[1].window = 8;                                 // Gemma-like: layers differ by position
+  auto g = plan_structured(c, s, {0, 0, 1});
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.error().message.find("differ by position"), std::string::npos);
+  EXPECT_TRUE(plan_structured(c, s, {0.25, 0.5, 0}).ok());
+}
+
+// The command line on a tiny three-layer model: the output has the new
+// shape in its metadata and tensors, every kept row of a row-cut matrix is
+// one of the input's rows unchanged, snug loads and runs it; bad cuts and
+// flag mixes are one line each with no file.
+TEST(Structured, CommandLineWritesASmallerModelThatRuns) {
+  testing::TinyModelSpec spec = q8_spec();
+  spec.n_layers = 3;
+  spec.n_ctx = 512;
+  const std::string in = testing::write_tiny_model("structured_in.gguf", spec);
+  const fs::path text = temp_dir() / "structured_calib.txt";
+  {
+    std::ofstream t(text);
+    for (int i = 0; i < 300; ++i) t << "a calibration line " << i % 17 << " of words. ";
+  }
+  const fs::path out = temp_dir() / "structured.gguf";
+  const fs::path err = temp_dir() / "structured_err";
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(SNUG_BIN) + " prune " + in + " " + out.string() + " " +
+                            args + " 2>" + err.string();
+    const int status = std::system(cmd.c_str());
+    std::ifstream e(err);
+    std::stringstream ss;
+    ss << e.rdbuf();
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str());
+  };
+  const std::string calib = " --calib " + text.string() + " --calib-chunks 4 --calib-ctx 64";
+  struct Bad {
+    std::string args;
+    int code;
+    const char* says;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"--structured heads=0.9" + calib, 1, "every head group"},
+           {"--structured layers=3" + calib, 1, "every layer"},
+           {"--structured mlp=0.5" + calib, 2, "unknown part 'mlp'"},
+           {"--structured ffn=0.25", 2, "needs a calibration text"},
+           {"--structured ffn=0.25 --method wanda" + calib, 2, "takes no --method"},
+       }) {
+    auto [code, msg] = run(b.args);
+    EXPECT_EQ(code, b.code) << b.args << ": " << msg;
+    EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 1) << b.args << ": " << msg;
+    EXPECT_NE(msg.find(b.says), std::string::npos) << b.args << ": " << msg;
+    EXPECT_FALSE(fs::exists(out)) << b.args;
+  }
+  auto [code, msg] = run("--structured ffn=0.25,heads=0.5,layers=1" + calib);
+  ASSERT_EQ(code, 0) << msg;
+  auto a = gguf::File::open(in), b = gguf::File::open(out.string());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*b->get_uint("llama.block_count"), 2u);
+  EXPECT_EQ(*b->get_uint("llama.feed_forward_length"), 192u);
+  EXPECT_EQ(*b->get_uint("llama.attention.head_count"), 2u);
+  EXPECT_EQ(*b->get_uint("llama.attention.head_count_kv"), 1u);
+  EXPECT_EQ(*b->get_uint("llama.attention.key_length"), 32u);
+  EXPECT_EQ(b->find_tensor("blk.2.attn_q.weight"), nullptr);
+  const gguf::TensorInfo* q = b->find_tensor("blk.0.attn_q.weight");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->ne[1], 2 * 32);
+  EXPECT_EQ(b->find_tensor("blk.1.ffn_down.weight")->ne[0], 192);
+  EXPECT_EQ(b->find_tensor("blk.1.ffn_up.weight")->ne[1], 192);
+  // Row cuts copy rows: each kept ffn_up row is a row of one of the input's layers.
+  const gguf::TensorInfo* up = b->find_tensor("blk.0.ffn_up.weight");
+  const uint64_t rb = *tensor::row_bytes(up->type, up->ne[0]);
+  for (int64_t r = 0; r < up->rows(); ++r) {
+    bool found = false;
+    for (int32_t l = 0; l < 3 && !found; ++l) {
+      const gguf::TensorInfo* src = a->find_tensor("blk." + std::to_string(l) + ".ffn_up.weight");
+      for (int64_t k = 0; k < src->rows() && !found; ++k)
+        found = std::equal(up->data + r * rb, up->data + (r + 1) * rb, src->data + k * rb);
+    }
+    EXPECT_TRUE(found) << "row " << r;
+  }
+  memory::Ledger ledger;
+  auto m = model::Model::load(out.string(), &ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ((*m)->config().n_layers, 2);
+  EXPECT_EQ((*m)->config().head_dim_k, 32);
+  fs::remove(out);
+  // Gemma's layers differ by position: no whole layer can go.
+  testing::TinyModelSpec g = q8_spec();
+  g.architecture = "gemma3";
+  g.n_layers = 6;
+  g.n_ctx = 512;
+  const std::string gin = testing::write_tiny_model("structured_gemma.gguf", g);
+  const std::string cmd = std::string(SNUG_BIN) + " prune " + gin + " " + out.string() +
+                          " --structured layers=1" + calib + " 2>" + err.string();
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace

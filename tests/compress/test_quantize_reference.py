@@ -84,19 +84,6 @@ def last_logits(llm):
     return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
 
 
-def llama_greedy(llm, ids, n):
-    llm.reset()
-    llm.eval(ids)
-    out = []
-    for _ in range(n):
-        tok = int(np.argmax(last_logits(llm)))
-        if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
-            break
-        out.append(tok)
-        llm.eval([tok])
-    return out
-
-
 def snug_greedy(path, prompt):
     proc = subprocess.run([SNUG, "run", str(path), "--json", "--temp", "0", "--no-chat", "-n",
                            str(N_GREEDY), "-t", str(THREADS), "-p", prompt],
@@ -117,7 +104,7 @@ def test_llama_cpp_runs_snug_output_and_agrees(tmp_path, arithmetic, qtype):
         got = snug_greedy(path, prompt)
         assert got["prompt_token_ids"] == llm.tokenize(prompt.encode(), add_bos=True, special=False)
         if arithmetic.same:
-            want = llama_greedy(llm, got["prompt_token_ids"], N_GREEDY)
+            want = arith.llama_greedy(llama_cpp, llm, got["prompt_token_ids"], N_GREEDY)
             assert got["token_ids"] == want, (prompt, got["token_ids"], want)
         else:
             agree = arith.teacher_forced_agreement(llm, got["prompt_token_ids"], got["token_ids"])

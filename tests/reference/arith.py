@@ -126,6 +126,23 @@ def load_without_repacking(llama_cpp, **kwargs):
         api.llama_model_default_params = default
 
 
+def llama_greedy(llama_cpp, llm, prompt_ids, n):
+    """llama.cpp's greedy continuation of prompt_ids (up to n tokens, stopping
+    at an end-of-generation token): llm is a llama_cpp.Llama."""
+    import numpy as np
+    llm.reset()
+    llm.eval(prompt_ids)
+    out = []
+    for _ in range(n):
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        tok = int(np.argmax(logits))
+        if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
+            break
+        out.append(tok)
+        llm.eval([tok])
+    return out
+
+
 def teacher_forced_agreement(llm, prompt_ids, tokens) -> float:
     """Fraction of `tokens` (snug's greedy continuation) that are llama.cpp's
     top token after the same prefix: llm is a llama_cpp.Llama."""

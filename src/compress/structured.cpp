@@ -1,0 +1,357 @@
+#include "compress/structured.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <map>
+#include <numeric>
+
+#include "compress/calibrate.h"
+#include "compress/quantize.h"
+#include "tensor/kernels.h"
+
+namespace snug::compress {
+namespace {
+
+using tensor::DType;
+
+// Sums x^2 per input column of every layer's attention output and down projection.
+class ColumnSums : public model::ActivationObserver {
+ public:
+  explicit ColumnSums(int32_t n_layers)
+      : o(static_cast<size_t>(n_layers)), down(static_cast<size_t>(n_layers)) {}
+  std::vector<std::vector<double>> o, down;
+  void observe(int32_t layer, model::MatRole role, const float* x, int32_t rows,
+               int64_t cols) override {
+    if (layer < 0) return;
+    std::vector<double>* acc = role == model::MatRole::kO      ? &o[static_cast<size_t>(layer)]
+                               : role == model::MatRole::kDown ? &down[static_cast<size_t>(layer)]
+                                                               : nullptr;
+    if (acc == nullptr) return;
+    if (acc->empty()) acc->assign(static_cast<size_t>(cols), 0.0);
+    for (int32_t r = 0; r < rows; ++r) {
+      const float* row = x + static_cast<int64_t>(r) * cols;
+      for (int64_t j = 0; j < cols; ++j) (*acc)[static_cast<size_t>(j)] += double{row[j]} * row[j];
+    }
+  }
+};
+
+// Squared norm of every column of a matrix.
+std::vector<double> column_norms2(const tensor::MatView& m) {
+  std::vector<double> n(static_cast<size_t>(m.cols), 0.0);
+  std::vector<float> row(static_cast<size_t>(m.cols));
+  for (int64_t r = 0; r < m.rows; ++r) {
+    tensor::dequantize_row(m.type, static_cast<const uint8_t*>(m.data) + r * m.row_bytes,
+                           row.data(), m.cols);
+    for (int64_t j = 0; j < m.cols; ++j) n[static_cast<size_t>(j)] += double{row[j]} * row[j];
+  }
+  return n;
+}
+
+// The `keep` highest-scoring indices, sorted; ties keep the lower index.
+std::vector<int32_t> top(const std::vector<double>& score, int64_t keep) {
+  std::vector<int32_t> idx(score.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)];
+  });
+  idx.resize(static_cast<size_t>(keep));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+// "blk.12.ffn_up.weight" -> 12 and "ffn_up.weight"; -1 for other names.
+int32_t layer_of(const std::string& name, std::string* rest) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos) return -1;
+  int32_t l = -1;
+  auto [p, ec] = std::from_chars(name.data() + 4, name.data() + dot, l);
+  if (ec != std::errc() || p != name.data() + dot) return -1;
+  *rest = name.substr(dot + 1);
+  return l;
+}
+
+// Indices of the units kept, each `width` rows (or elements, or columns) wide.
+std::vector<int64_t> expand(const std::vector<int32_t>& units, int64_t width) {
+  std::vector<int64_t> out;
+  for (int32_t u : units)
+    for (int64_t k = 0; k < width; ++k) out.push_back(int64_t{u} * width + k);
+  return out;
+}
+
+struct Cut {
+  enum Kind { kCopy, kRows, kCols } kind = kCopy;
+  std::vector<int64_t> keep;  // rows, elements (1-D) or columns kept
+};
+
+}  // namespace
+
+Result<StructuredCut> parse_structured_cut(std::string_view text) {
+  StructuredCut c;
+  bool seen[3] = {false, false, false};
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    const std::string_view item = text.substr(at, end - at);
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      return make_error("structured cut '", item,
+                        "' is not KEY=VALUE (ffn=0.25,heads=0.25,layers=2)");
+    const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
+    const int k = key == "ffn" ? 0 : key == "heads" ? 1 : key == "layers" ? 2 : -1;
+    if (k < 0) return make_error("structured cut: unknown part '", key, "' (ffn, heads, layers)");
+    if (seen[k]) return make_error("structured cut: '", key, "' given twice");
+    seen[k] = true;
+    if (k == 2) {
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), c.layers);
+      if (ec != std::errc() || p != value.data() + value.size() || c.layers < 0)
+        return make_error("structured cut: layers=", value, " is not a whole number >= 0");
+    } else {
+      double v = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc() || p != value.data() + value.size() || !(v >= 0.0 && v < 1.0))
+        return make_error("structured cut: ", key, "=", value, " is not a share in [0, 1)");
+      (k == 0 ? c.ffn : c.heads) = v;
+    }
+    at = end + 1;
+  }
+  if (c.empty()) return make_error("structured cut '", text, "' removes nothing");
+  return c;
+}
+
+Result<StructuredScores> structured_scores(const model::Model& m, std::span<const int32_t> tokens,
+                                           int32_t bos, int32_t n_ctx, int32_t max_chunks,
+                                           int32_t n_threads, memory::Ledger* ledger) {
+  const model::ModelConfig& c = m.config();
+  SNUG_ASSIGN_OR_RETURN(std::unique_ptr<LayerStreams> streams,
+                        LayerStreams::create(m, tokens, bos, n_ctx, max_chunks, n_threads, ledger));
+  ColumnSums sums(c.n_layers);
+  StructuredScores s;
+  s.influence.assign(static_cast<size_t>(c.n_layers), 0.0);
+  const int64_t E = c.n_embd;
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    double cos_sum = 0;
+    int64_t n = 0;
+    SNUG_RETURN_IF_ERROR(
+        streams->run_layer(l, &sums, /*advance=*/true, [&](const float* in, const float* out) {
+          for (int64_t t = 0; t < streams->n_ctx(); ++t) {
+            double dot = 0, a = 0, b = 0;
+            for (int64_t i = 0; i < E; ++i) {
+              dot += double{in[t * E + i]} * out[t * E + i];
+              a += double{in[t * E + i]} * in[t * E + i];
+              b += double{out[t * E + i]} * out[t * E + i];
+            }
+            cos_sum += a > 0 && b > 0 ? dot / std::sqrt(a * b) : 1.0;
+            ++n;
+          }
+        }));
+    s.influence[static_cast<size_t>(l)] =
+        1.0 - cos_sum / static_cast<double>(std::max<int64_t>(n, 1));
+  }
+  const int32_t group = c.n_heads / c.n_kv_heads;
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const model::LayerWeights& L = m.weights().layers[static_cast<size_t>(l)];
+    const std::vector<double> down = column_norms2(L.down), o = column_norms2(L.wo);
+    const auto& xd = sums.down[static_cast<size_t>(l)];
+    const auto& xo = sums.o[static_cast<size_t>(l)];
+    if (xd.empty() || xo.empty()) return make_error("the calibration run did not reach layer ", l);
+    std::vector<double> ffn(static_cast<size_t>(c.n_ff));
+    for (int64_t j = 0; j < c.n_ff; ++j)
+      ffn[static_cast<size_t>(j)] =
+          std::sqrt(down[static_cast<size_t>(j)] * xd[static_cast<size_t>(j)]);
+    std::vector<double> heads(static_cast<size_t>(c.n_kv_heads), 0.0);
+    for (int32_t h = 0; h < c.n_heads; ++h) {
+      for (int64_t k = 0; k < c.head_dim_v; ++k) {
+        const auto j = static_cast<size_t>(int64_t{h} * c.head_dim_v + k);
+        heads[static_cast<size_t>(h / group)] += o[j] * xo[j];
+      }
+    }
+    for (double& v : heads) v = std::sqrt(v);
+    s.ffn.push_back(std::move(ffn));
+    s.heads.push_back(std::move(heads));
+  }
+  return s;
+}
+
+Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const StructuredScores& s,
+                                       const StructuredCut& cut) {
+  StructuredPlan p;
+  // Kept channels: a whole number of 32-element blocks, so most types keep their format.
+  int64_t n_ff = c.n_ff - static_cast<int64_t>(std::llround(cut.ffn * static_cast<double>(c.n_ff)));
+  if (cut.ffn > 0) n_ff = n_ff / 32 * 32;
+  if (n_ff <= 0)
+    return make_error("structured cut ffn=", cut.ffn,
+                      " would remove every feed-forward channel of ", c.n_ff,
+                      " (keeping whole blocks of 32)");
+  const int32_t n_kv = c.n_kv_heads - static_cast<int32_t>(std::llround(cut.heads * c.n_kv_heads));
+  if (n_kv <= 0)
+    return make_error("structured cut heads=", cut.heads,
+                      " would remove every head group of a "
+                      "layer (",
+                      c.n_kv_heads, " KV heads)");
+  if (cut.layers >= c.n_layers)
+    return make_error("structured cut layers=", cut.layers, " would remove every layer of ",
+                      c.n_layers);
+  if (cut.layers > 0) {
+    for (const model::LayerConfig& lc : c.layers) {
+      if (lc.window != c.layers[0].window || lc.rope_set != c.layers[0].rope_set)
+        return make_error("structured cut layers=", cut.layers, ": this ", c.arch_name,
+                          " model's layers differ by position (sliding windows), so removing one "
+                          "would change the others");
+    }
+  }
+  p.n_ff = static_cast<int32_t>(n_ff);
+  p.n_kv_heads = n_kv;
+  p.n_heads = n_kv * (c.n_heads / c.n_kv_heads);
+  p.layers = top(s.influence, c.n_layers - cut.layers);
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    p.channels.push_back(top(s.ffn[static_cast<size_t>(l)], n_ff));
+    p.groups.push_back(top(s.heads[static_cast<size_t>(l)], n_kv));
+  }
+  return p;
+}
+
+Result<StructuredSummary> write_structured(const std::string& in, const std::string& out,
+                                           const model::ModelConfig& c,
+                                           const StructuredPlan& plan) {
+  SNUG_RETURN_IF_ERROR(check_output_path(in, out));
+  SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(in));
+  const int32_t group = c.n_heads / c.n_kv_heads;
+  std::map<int32_t, int32_t> renumber;
+  for (size_t k = 0; k < plan.layers.size(); ++k)
+    renumber[plan.layers[k]] = static_cast<int32_t>(k);
+
+  gguf::Writer w;
+  const std::string a = c.arch_name + ".";
+  auto as_int = [](const gguf::Value& v, uint64_t n) {
+    gguf::Value out = v;
+    out.u = n;
+    out.i = static_cast<int64_t>(n);
+    return out;
+  };
+  bool have_k = false, have_v = false;
+  for (const auto& kv : file.metadata()) {
+    const bool shape_key = kv.key == a + "block_count" || kv.key == a + "feed_forward_length" ||
+                           kv.key == a + "attention.head_count" ||
+                           kv.key == a + "attention.head_count_kv";
+    if (shape_key && !kv.value.is_integer())
+      return make_error("'", kv.key, "' is not one number (per-layer sizes are not supported)");
+    if (kv.key == "general.alignment" || kv.key.rfind("split.", 0) == 0) continue;
+    if (kv.key == a + "block_count") {
+      w.set_value(kv.key, as_int(kv.value, plan.layers.size()));
+    } else if (kv.key == a + "feed_forward_length") {
+      w.set_value(kv.key, as_int(kv.value, static_cast<uint64_t>(plan.n_ff)));
+    } else if (kv.key == a + "attention.head_count") {
+      w.set_value(kv.key, as_int(kv.value, static_cast<uint64_t>(plan.n_heads)));
+    } else if (kv.key == a + "attention.head_count_kv") {
+      w.set_value(kv.key, as_int(kv.value, static_cast<uint64_t>(plan.n_kv_heads)));
+    } else {
+      have_k = have_k || kv.key == a + "attention.key_length";
+      have_v = have_v || kv.key == a + "attention.value_length";
+      w.set_value(kv.key, kv.value);
+    }
+  }
+  if (!have_k) w.set_u32(a + "attention.key_length", static_cast<uint32_t>(c.head_dim_k));
+  if (!have_v) w.set_u32(a + "attention.value_length", static_cast<uint32_t>(c.head_dim_v));
+  w.set_alignment(static_cast<uint32_t>(file.alignment()));
+
+  struct Out {
+    const gguf::TensorInfo* src;
+    DType type;
+    Cut cut;
+  };
+  std::vector<Out> outs;
+  StructuredSummary sum;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    sum.input_weights += static_cast<uint64_t>(t.n_elements());
+    std::string rest;
+    const int32_t l = layer_of(t.name, &rest);
+    std::string name = t.name;
+    Out o{&t, t.type, {}};
+    if (l >= 0) {
+      auto it = renumber.find(l);
+      if (it == renumber.end()) continue;  // a layer that goes
+      name = "blk." + std::to_string(it->second) + "." + rest;
+      const auto& ch = plan.channels[static_cast<size_t>(l)];
+      const auto& gr = plan.groups[static_cast<size_t>(l)];
+      std::vector<int32_t> heads;
+      for (int32_t g : gr)
+        for (int32_t k = 0; k < group; ++k) heads.push_back(g * group + k);
+      if (rest == "attn_q.weight" || rest == "attn_q.bias") {
+        o.cut = {Cut::kRows, expand(heads, c.head_dim_k)};
+      } else if (rest == "attn_k.weight" || rest == "attn_k.bias") {
+        o.cut = {Cut::kRows, expand(gr, c.head_dim_k)};
+      } else if (rest == "attn_v.weight" || rest == "attn_v.bias") {
+        o.cut = {Cut::kRows, expand(gr, c.head_dim_v)};
+      } else if (rest == "attn_output.weight") {
+        o.cut = {Cut::kCols, expand(heads, c.head_dim_v)};
+      } else if (rest == "ffn_gate.weight" || rest == "ffn_up.weight") {
+        o.cut = {Cut::kRows, expand(ch, 1)};
+      } else if (rest == "ffn_down.weight") {
+        o.cut = {Cut::kCols, expand(ch, 1)};
+      }
+    }
+    std::vector<int64_t> dims(t.ne.begin(), t.ne.begin() + std::max(1, t.n_dims));
+    if (o.cut.kind == Cut::kRows) {
+      // 1-D (a bias): its elements; 2-D: its rows (dims[1]).
+      dims[t.n_dims <= 1 ? 0 : 1] = static_cast<int64_t>(o.cut.keep.size());
+    } else if (o.cut.kind == Cut::kCols) {
+      dims[0] = static_cast<int64_t>(o.cut.keep.size());
+      if (!tensor::row_bytes(o.type, dims[0]) || !tensor::info(o.type).has_kernels)
+        o.type = dims[0] % 32 == 0 ? DType::kQ8_0 : DType::kF32;
+    }
+    if (t.n_dims <= 1 && o.cut.kind == Cut::kRows && t.type != DType::kF32)
+      return make_error("tensor '", t.name, "' is a ", tensor::dtype_name(t.type),
+                        " vector; snug cuts f32 ones only");
+    int64_t elems = 1;
+    for (int64_t d : dims) elems *= d;
+    sum.output_weights += static_cast<uint64_t>(elems);
+    w.add_tensor_info(name, o.type, dims);
+    outs.push_back(std::move(o));
+  }
+
+  std::vector<uint8_t> buf;
+  std::vector<float> row, kept;
+  auto produce = [&](size_t k, const gguf::Writer::Emit& emit) -> Status {
+    const Out& o = outs[k];
+    const gguf::TensorInfo& t = *o.src;
+    if (o.cut.kind == Cut::kCopy) return emit({t.data, t.bytes});
+    if (t.n_dims <= 1) {  // an f32 vector
+      buf.resize(o.cut.keep.size() * sizeof(float));
+      auto* dst = reinterpret_cast<float*>(buf.data());
+      const auto* src = reinterpret_cast<const float*>(t.data);
+      for (size_t i = 0; i < o.cut.keep.size(); ++i) dst[i] = src[o.cut.keep[i]];
+      return emit(buf);
+    }
+    const uint64_t rb = *tensor::row_bytes(t.type, t.ne[0]);
+    if (o.cut.kind == Cut::kRows) {
+      buf.resize(o.cut.keep.size() * rb);
+      for (size_t i = 0; i < o.cut.keep.size(); ++i)
+        std::copy_n(t.data + static_cast<uint64_t>(o.cut.keep[i]) * rb, rb, buf.data() + i * rb);
+      return emit(buf);
+    }
+    const auto cols = static_cast<int64_t>(o.cut.keep.size());
+    const uint64_t out_rb = *tensor::row_bytes(o.type, cols);
+    buf.resize(static_cast<size_t>(t.rows()) * out_rb);
+    row.resize(static_cast<size_t>(t.ne[0]));
+    kept.resize(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < t.rows(); ++r) {
+      tensor::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * rb, row.data(), t.ne[0]);
+      for (int64_t j = 0; j < cols; ++j)
+        kept[static_cast<size_t>(j)] = row[static_cast<size_t>(o.cut.keep[static_cast<size_t>(j)])];
+      tensor::quantize_row(o.type, kept.data(), buf.data() + static_cast<uint64_t>(r) * out_rb,
+                           cols);
+    }
+    return emit(buf);
+  };
+  SNUG_RETURN_IF_ERROR(w.write_streaming(out, produce));
+  sum.input_bytes = file.file_size();
+  struct stat st {};
+  sum.output_bytes = ::stat(out.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  return sum;
+}
+
+}  // namespace snug::compress

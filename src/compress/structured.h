@@ -1,0 +1,79 @@
+// Structured pruning: removing whole feed-forward channels, whole attention
+// head groups (a KV head with the query heads that share it) and whole layers,
+// so that the matrices really shrink and the file is a standard GGUF of
+// smaller dimensions that llama.cpp loads too.
+//
+// Scores come from one calibration run:
+// - a feed-forward channel j of a layer: ||W_down[:, j]|| x the RMS of the
+//   down projection's input j (what the channel adds to the residual stream);
+// - a head group: the same over the attention output's input columns of its
+//   query heads, summed in squares;
+// - a layer: its block influence (Men et al. 2024, ShortGPT), 1 - the mean
+//   cosine similarity of the residual stream before and after it.
+// Every layer loses the same number of channels and groups (the file's
+// feed_forward_length and head counts stay single numbers), each layer the
+// ones that score lowest in it; the lowest-influence layers go whole.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "memory/ledger.h"
+#include "model/model.h"
+
+namespace snug::compress {
+
+struct StructuredCut {
+  double ffn = 0;      // share of each layer's feed-forward channels removed, [0, 1)
+  double heads = 0;    // share of each layer's KV head groups removed, [0, 1)
+  int32_t layers = 0;  // whole layers removed
+  bool empty() const { return ffn == 0 && heads == 0 && layers == 0; }
+};
+// "ffn=0.25,heads=0.25,layers=2" (any of the three, each once); a one-line Error otherwise.
+Result<StructuredCut> parse_structured_cut(std::string_view text);
+
+// What the calibration run measured.
+struct StructuredScores {
+  std::vector<std::vector<double>> ffn;    // [layer][channel]
+  std::vector<std::vector<double>> heads;  // [layer][KV head]
+  std::vector<double> influence;           // [layer]
+};
+
+Result<StructuredScores> structured_scores(const model::Model& m, std::span<const int32_t> tokens,
+                                           int32_t bos, int32_t n_ctx, int32_t max_chunks,
+                                           int32_t n_threads, memory::Ledger* ledger);
+
+// What stays: sorted indices into the original model.
+struct StructuredPlan {
+  std::vector<int32_t> layers;                 // kept layers
+  std::vector<std::vector<int32_t>> channels;  // per original layer: kept channels
+  std::vector<std::vector<int32_t>> groups;    // per original layer: kept KV heads
+  int32_t n_ff = 0, n_heads = 0, n_kv_heads = 0;
+};
+
+// Chooses what goes. Refuses a cut that would remove every head group or
+// every channel of a layer, or every layer, or layers of a model whose layers
+// differ (Gemma 3's sliding-window pattern follows the layer index).
+Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const StructuredScores& s,
+                                       const StructuredCut& cut);
+
+struct StructuredSummary {
+  uint64_t input_bytes = 0, output_bytes = 0;
+  uint64_t input_weights = 0, output_weights = 0;  // elements of every tensor
+};
+
+// Writes `out`: `in` cut to the plan. Rows that go are dropped as they are;
+// matrices that lose columns (attention output, down projection) are
+// re-packed in their type, or q8_0 when the new width is not a whole number
+// of the type's blocks. Metadata: block_count, feed_forward_length,
+// head_count, head_count_kv, and key_length / value_length so that readers
+// do not derive the head size from the narrower head count. Refuses as
+// quantize_file does (output = input, a full disk: no file left).
+Result<StructuredSummary> write_structured(const std::string& in, const std::string& out,
+                                           const model::ModelConfig& c, const StructuredPlan& plan);
+
+}  // namespace snug::compress
