@@ -176,10 +176,26 @@ class HessianCollector : public model::ActivationObserver {
       acc.assign(static_cast<size_t>(n * n), 0.0);
       cols[static_cast<size_t>(g)] = n;
     }
+    // Only the lower triangle (a symmetric rank-k update, half the work of
+    // the full product); finish() mirrors it.
     const Eigen::Map<const MatF> X(x, rows, n);
-    const MatF G = X.transpose() * X;
-    Eigen::Map<Mat>(acc.data(), n, n) += G.cast<double>();
+    g_.setZero(n, n);
+    g_.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
+    Eigen::Map<Mat> A(acc.data(), n, n);
+    A.triangularView<Eigen::Lower>() += g_.cast<double>();
   }
+
+  // The full symmetric matrices, once a layer's rows are all in.
+  void finish() {
+    for (size_t g = 0; g < h.size(); ++g) {
+      if (h[g].empty()) continue;
+      Eigen::Map<Mat> A(h[g].data(), cols[g], cols[g]);
+      A.triangularView<Eigen::StrictlyUpper>() = A.transpose();
+    }
+  }
+
+ private:
+  MatF g_;
 };
 
 const tensor::MatView& matrix(const model::LayerWeights& L, model::MatRole role) {
@@ -270,6 +286,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     for (auto& h : hc.h) h.clear();
     // The dense layer's Hessians; its output is not wanted.
     SNUG_RETURN_IF_ERROR(streams->run_layer(l, &hc, /*advance=*/false));
+    hc.finish();
     for (model::MatRole role : kRoles) {
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
