@@ -17,12 +17,6 @@ constexpr std::string_view kPrunableSuffixes[] = {
     ".attn_q.weight",   ".attn_k.weight", ".attn_v.weight",  ".attn_output.weight",
     ".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight"};
 
-bool kept(const std::vector<std::string>& keep, const std::string& name) {
-  return std::any_of(keep.begin(), keep.end(), [&](const std::string& g) {
-    return fnmatch(g.c_str(), name.c_str(), 0) == 0;
-  });
-}
-
 // Zeroes the `drop` lowest-scoring entries among idx[0, n) of w.
 int64_t drop_lowest(float* w, const float* col_scale, int32_t* idx, int64_t n, int64_t drop) {
   if (drop <= 0) return 0;
@@ -66,6 +60,12 @@ Result<NmPattern> parse_nm_pattern(std::string_view text) {
   if (p.n <= 0 || p.m > 64 || p.n >= p.m)
     return make_error("pattern ", p.n, ":", p.m, " must keep N of M weights with 0 < N < M <= 64");
   return p;
+}
+
+bool is_kept(const std::vector<std::string>& keep, const std::string& name) {
+  return std::any_of(keep.begin(), keep.end(), [&](const std::string& g) {
+    return fnmatch(g.c_str(), name.c_str(), 0) == 0;
+  });
 }
 
 bool is_prunable(std::string_view name) {
@@ -125,7 +125,7 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
       p.type = t.type;
       const bool sparsegpt = options.method == PruneMethod::kSparseGpt;
       if (sparsegpt ? options.packed->count(t.name) > 0
-                    : t.n_dims == 2 && is_prunable(t.name) && !kept(options.keep, t.name)) {
+                    : t.n_dims == 2 && is_prunable(t.name) && !is_kept(options.keep, t.name)) {
         p.quantize = true;
         pruned.insert(t.name);
         if (options.type) p.type = *options.type;

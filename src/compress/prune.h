@@ -77,6 +77,8 @@ struct PruneSummary {
 
 // Whether the tensor named `name` (2-D) is one the pruner may touch, before --keep.
 bool is_prunable(std::string_view name);
+// Whether `name` matches one of the --keep globs (fnmatch).
+bool is_kept(const std::vector<std::string>& keep, const std::string& name);
 
 // Zeroes, in the row `w` of `cols` weights, the least important ones: the
 // floor(sparsity * cols) lowest scores (unstructured), or the M - N lowest of

@@ -1,7 +1,5 @@
 #include "compress/sparsegpt.h"
 
-#include <fnmatch.h>
-
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <algorithm>
@@ -198,25 +196,6 @@ class HessianCollector : public model::ActivationObserver {
   MatF g_;
 };
 
-const tensor::MatView& matrix(const model::LayerWeights& L, model::MatRole role) {
-  switch (role) {
-    case model::MatRole::kQ:
-      return L.wq;
-    case model::MatRole::kK:
-      return L.wk;
-    case model::MatRole::kV:
-      return L.wv;
-    case model::MatRole::kO:
-      return L.wo;
-    case model::MatRole::kGate:
-      return L.gate;
-    case model::MatRole::kUp:
-      return L.up;
-    default:
-      return L.down;
-  }
-}
-
 constexpr model::MatRole kRoles[] = {
     model::MatRole::kQ,    model::MatRole::kK,  model::MatRole::kV,   model::MatRole::kO,
     model::MatRole::kGate, model::MatRole::kUp, model::MatRole::kDown};
@@ -234,11 +213,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     return make_error("the calibration text has ", tokens.size(), " tokens; a chunk of ", run.n_ctx,
                       " needs at least ", run.n_ctx);
   if (run.max_chunks > 0) n_chunks = std::min(n_chunks, run.max_chunks);
-  auto keep = [&](const std::string& name) {
-    return std::any_of(prune.keep.begin(), prune.keep.end(), [&](const std::string& g) {
-      return fnmatch(g.c_str(), name.c_str(), 0) == 0;
-    });
-  };
+  auto keep = [&](const std::string& name) { return is_kept(prune.keep, name); };
   auto name_of = [](int32_t l, model::MatRole role) {
     return "blk." + std::to_string(l) + "." + model::mat_role_stem(role) + ".weight";
   };
@@ -248,7 +223,8 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     uint64_t layer_h = 0;
     std::array<bool, 4> seen{};
     for (model::MatRole role : kRoles) {
-      const tensor::MatView& v = matrix(m.weights().layers[static_cast<size_t>(l)], role);
+      const tensor::MatView& v =
+          *model::layer_matrix(m.weights().layers[static_cast<size_t>(l)], role);
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
       const tensor::DType to = prune.type.value_or(v.type);
@@ -290,7 +266,8 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
     for (model::MatRole role : kRoles) {
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
-      const tensor::MatView v = matrix(m.weights().layers[static_cast<size_t>(l)], role);
+      const tensor::MatView v =
+          *model::layer_matrix(m.weights().layers[static_cast<size_t>(l)], role);
       w.resize(static_cast<size_t>(v.rows * v.cols));
       for (int64_t r = 0; r < v.rows; ++r)
         tensor::dequantize_row(v.type, static_cast<const uint8_t*>(v.data) + r * v.row_bytes,

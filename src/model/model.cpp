@@ -89,36 +89,34 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, Workspace& ws,
   return forward_layers(batch, cache, ws, pool, 0, config_.n_layers);
 }
 
+tensor::MatView* layer_matrix(LayerWeights& L, MatRole role) {
+  switch (role) {
+    case MatRole::kQ:
+      return &L.wq;
+    case MatRole::kK:
+      return &L.wk;
+    case MatRole::kV:
+      return &L.wv;
+    case MatRole::kO:
+      return &L.wo;
+    case MatRole::kGate:
+      return &L.gate;
+    case MatRole::kUp:
+      return &L.up;
+    case MatRole::kDown:
+      return &L.down;
+    case MatRole::kOutput:
+      break;
+  }
+  return nullptr;
+}
+
 Status Model::replace_matrix(int32_t layer, MatRole role, const tensor::MatView& view) {
   if (layer < 0 || layer >= config_.n_layers)
     return make_error("layer ", layer, " of ", config_.n_layers);
   LayerWeights& L = weights_.layers[static_cast<size_t>(layer)];
-  tensor::MatView* m = nullptr;
-  switch (role) {
-    case MatRole::kQ:
-      m = &L.wq;
-      break;
-    case MatRole::kK:
-      m = &L.wk;
-      break;
-    case MatRole::kV:
-      m = &L.wv;
-      break;
-    case MatRole::kO:
-      m = &L.wo;
-      break;
-    case MatRole::kGate:
-      m = &L.gate;
-      break;
-    case MatRole::kUp:
-      m = &L.up;
-      break;
-    case MatRole::kDown:
-      m = &L.down;
-      break;
-    case MatRole::kOutput:
-      return make_error("the output head is not a layer's matrix");
-  }
+  tensor::MatView* m = layer_matrix(L, role);
+  if (m == nullptr) return make_error("the output head is not a layer's matrix");
   if (view.rows != m->rows || view.cols != m->cols || view.data == nullptr)
     return make_error("replacing ", mat_role_stem(role), " of layer ", layer, " (", m->rows, "x",
                       m->cols, ") with a ", view.rows, "x", view.cols, " matrix");

@@ -18,6 +18,13 @@
 
 namespace snug::model {
 
+// A layer's matrix of `role` (one of kQ ... kDown; nullptr for kOutput, which
+// belongs to no layer).
+tensor::MatView* layer_matrix(LayerWeights& L, MatRole role);
+inline const tensor::MatView* layer_matrix(const LayerWeights& L, MatRole role) {
+  return layer_matrix(const_cast<LayerWeights&>(L), role);
+}
+
 // Tokens of several sequences in one forward call. The tokens of a sequence
 // are contiguous in the batch and continue it: the first is at the sequence's
 // current KV length.
