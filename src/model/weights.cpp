@@ -18,6 +18,10 @@ class Binder {
     if (!tensor::info(t->type).has_kernels)
       return make_error("'", f_.name(), "': tensor '", name, "' has type ",
                         tensor::dtype_name(t->type), ", which snug cannot compute with yet");
+    if (tensor::snug_only_type(t->type) && cols > tensor::kNmMaxBlocks * 32)
+      return make_error("'", f_.name(), "': tensor '", name, "' is ", tensor::dtype_name(t->type),
+                        " with ", cols, " columns; snug's sparse kernels take at most ",
+                        tensor::kNmMaxBlocks * 32);
     if (!t->data)
       return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
     bytes += t->bytes;

@@ -5,6 +5,7 @@
 #include "base/check.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels_ref.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/quant_blocks.h"
 
 namespace snug::tensor {
@@ -194,6 +195,20 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
       return dq_q6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
     case DType::kQ8_K:
       return dq_q8_K(static_cast<const BlockQ8_K*>(src), dst, nb);
+    case DType::kQ8_0NM:
+      for (int64_t i = 0; i < nb; ++i) {
+        BlockQ8_0 b;
+        detail::nm_expand(static_cast<const BlockQ8_0NM*>(src)[i], &b);
+        dq_q8_0(&b, dst + i * kQK, 1);
+      }
+      return;
+    case DType::kQ4_0NM:
+      for (int64_t i = 0; i < nb; ++i) {
+        BlockQ4_0 b;
+        detail::nm_expand(static_cast<const BlockQ4_0NM*>(src)[i], &b);
+        dq_q4_0(&b, dst + i * kQK, 1);
+      }
+      return;
     default:
       SNUG_CHECK(false && "dequantize_row: unsupported type");
   }

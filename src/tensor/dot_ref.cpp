@@ -2,11 +2,13 @@
 // reference matmul built from them. Integer sums are exact; the float
 // combination per block is the reference the SIMD paths are measured against.
 #include <cstring>
+#include <vector>
 
 #include "base/check.h"
 #include "tensor/fp16.h"
 #include "tensor/k_unpack.h"
 #include "tensor/kernels_ref.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/quant_common.h"
 
@@ -143,6 +145,20 @@ float vec_dot(DType type, const void* w, const void* a, int64_t n) {
           [](const BlockQ8_0& b, const BlockQ8A& x, int32_t is) {
             return f16_to_f32(b.d) * x.d * static_cast<float>(is);
           });
+    case DType::kQ8_0NM:
+    case DType::kQ4_0NM: {
+      // The dense blocks they expand to, exactly.
+      const DType dense = *nm_dense_type(type);
+      const int64_t nb = n / kQK;
+      const size_t bytes = static_cast<size_t>(info(dense).block_bytes);
+      std::vector<uint8_t> row(static_cast<size_t>(nb) * bytes);
+      if (type == DType::kQ8_0NM) {
+        detail::nm_expand_row<BlockQ8_0NM, BlockQ8_0>(w, row.data(), nb);
+      } else {
+        detail::nm_expand_row<BlockQ4_0NM, BlockQ4_0>(w, row.data(), nb);
+      }
+      return vec_dot(dense, row.data(), a, n);
+    }
     case DType::kQ2_K:
       return dot_k<BlockQ2_K>(w, a, n);
     case DType::kQ3_K:

@@ -14,7 +14,7 @@ struct Entry {
 };
 
 // Block sizes and byte counts follow ggml's type_traits table.
-constexpr std::array<Entry, 32> kTable = {{
+constexpr std::array<Entry, 34> kTable = {{
     {0, {"f32", 1, 4, true}},          {1, {"f16", 1, 2, true}},
     {2, {"q4_0", 32, 18, true}},       {3, {"q4_1", 32, 20, true}},
     {6, {"q5_0", 32, 22, true}},       {7, {"q5_1", 32, 24, true}},
@@ -31,6 +31,7 @@ constexpr std::array<Entry, 32> kTable = {{
     {28, {"f64", 1, 8, false}},        {29, {"iq1_m", 256, 56, false}},
     {30, {"bf16", 1, 2, true}},        {34, {"tq1_0", 256, 54, false}},
     {35, {"tq2_0", 256, 66, false}},   {39, {"mxfp4", 32, 17, false}},
+    {1002, {"q4_0_nm", 32, 14, true}}, {1008, {"q8_0_nm", 32, 22, true}},
 }};
 
 }  // namespace
@@ -52,6 +53,22 @@ const DTypeInfo& info(DType t) {
 
 std::string_view dtype_name(DType t) {
   return info(t).name;
+}
+
+std::optional<DType> nm_sparse_type(DType dense) {
+  if (dense == DType::kQ8_0) return DType::kQ8_0NM;
+  if (dense == DType::kQ4_0) return DType::kQ4_0NM;
+  return std::nullopt;
+}
+
+std::optional<DType> nm_dense_type(DType sparse) {
+  if (sparse == DType::kQ8_0NM) return DType::kQ8_0;
+  if (sparse == DType::kQ4_0NM) return DType::kQ4_0;
+  return std::nullopt;
+}
+
+bool snug_only_type(DType t) {
+  return nm_dense_type(t).has_value();
 }
 
 std::optional<uint64_t> row_bytes(DType t, int64_t n) {

@@ -42,6 +42,10 @@ enum class DType : uint32_t {
   kTQ1_0 = 34,
   kTQ2_0 = 35,
   kMXFP4 = 39,
+  // snug's own N:M-sparse formats (quant_blocks.h), numbered far past ggml's
+  // types so that llama.cpp refuses such a file instead of misreading it.
+  kQ4_0NM = 1002,
+  kQ8_0NM = 1008,
 };
 
 struct DTypeInfo {
@@ -55,6 +59,16 @@ struct DTypeInfo {
 std::optional<DTypeInfo> dtype_info(uint32_t type_id);
 const DTypeInfo& info(DType t);  // for a known DType; checked
 std::string_view dtype_name(DType t);
+
+// The N:M-sparse form of a dense type (q8_0 -> q8_0_nm, q4_0 -> q4_0_nm), or
+// nullopt for a type without one; and back.
+std::optional<DType> nm_sparse_type(DType dense);
+std::optional<DType> nm_dense_type(DType sparse);
+// Most blocks in a row of an N:M-sparse type (columns / 32) that snug's
+// kernels take: they expand a row on the stack.
+inline constexpr int64_t kNmMaxBlocks = 2048;
+// A type that only snug reads (llama.cpp and ggml do not know it).
+bool snug_only_type(DType t);
 
 // Bytes of one row of n elements; nullopt when n is not a multiple of the
 // block size or the size overflows.

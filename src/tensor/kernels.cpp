@@ -83,6 +83,8 @@ DType activation_type(DType w) {
     case DType::kQ5_0:
     case DType::kQ5_1:
     case DType::kQ8_0:
+    case DType::kQ4_0NM:
+    case DType::kQ8_0NM:
       return DType::kQ8_0;
     case DType::kQ2_K:
     case DType::kQ3_K:

@@ -19,6 +19,7 @@
 
 #include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
+#include "tensor/nm_expand-inl.h"
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
 #include "tensor/qgemm_vnni-inl.h"
@@ -245,6 +246,27 @@ using Q5_1Fmt = GenQ5_1;
 using Q8_0Fmt = GenQ8_0;
 #endif
 
+// N:M-sparse weights (quant_blocks.h) for the rows the VNNI kernels do not
+// take, and on every other target: the row expanded to its dense blocks on
+// the stack, then the dense type's tile of this target, so the results are
+// the dense type's bits. kNmMaxBlocks bounds the columns (dtype.h).
+template <DType kSparse, class Dense>
+struct NmK {
+  template <int T>
+  struct K {
+    static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-nm"
+                                         : SNUG_X86_AVX2  ? "avx2-int8-nm"
+                                                          : "generic-nm";
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      constexpr int64_t kDenseBytes = kSparse == DType::kQ8_0NM ? 34 : 18;
+      alignas(64) uint8_t dense[kNmMaxBlocks * kDenseBytes];
+      SNUG_CHECK(n / kQK <= kNmMaxBlocks);
+      ExpandNmRow(kSparse, w, dense, n / kQK);
+      Dense::template K<T>::Run(dense, n, a, o);
+    }
+  };
+};
+
 constexpr Tiles TilesFor(DType t) {
   switch (t) {
     case DType::kF32:
@@ -263,6 +285,10 @@ constexpr Tiles TilesFor(DType t) {
       return MakeTiles<Q32K<Q5_1Fmt>::K, kTokTileWide>();
     case DType::kQ8_0:
       return MakeTiles<Q32K<Q8_0Fmt>::K, kTokTileWide>();
+    case DType::kQ8_0NM:
+      return MakeTiles<NmK<DType::kQ8_0NM, Q32K<Q8_0Fmt>>::K, kTokTileWide>();
+    case DType::kQ4_0NM:
+      return MakeTiles<NmK<DType::kQ4_0NM, Q32K<Q4_0Fmt>>::K, kTokTileWide>();
     case DType::kQ2_K:
       return MakeTiles<Q2KK>();
     case DType::kQ3_K:

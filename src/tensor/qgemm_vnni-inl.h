@@ -116,6 +116,7 @@ struct VQ4_0 {
   static constexpr int kOffset = 8;  // levels q - 8
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ4_0, qs);
+  static constexpr bool kSparse = false;
 };
 struct VQ4_1 {
   using Block = BlockQ4_1;
@@ -123,6 +124,7 @@ struct VQ4_1 {
   static constexpr int kOffset = 0;
   static constexpr bool kMin = true;
   static constexpr int kQs = offsetof(BlockQ4_1, qs);
+  static constexpr bool kSparse = false;
 };
 struct VQ8_0 {
   using Block = BlockQ8_0;
@@ -130,7 +132,45 @@ struct VQ8_0 {
   static constexpr int kOffset = 128;  // int8 levels, stored here as level + 128
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ8_0, qs);
+  static constexpr bool kSparse = false;
 };
+// snug's N:M-sparse formats (quant_blocks.h): each block expanded to the 32
+// levels of the dense block it stands for, q8_0's then flipped as VQ8_0's,
+// q4_0's unsigned with 8 where an element was dropped, so both take the
+// dense formats' integer sums and give their bits.
+struct VQ8_0NM {
+  using Block = BlockQ8_0NM;
+  static constexpr bool kQ4 = false;
+  static constexpr int kOffset = 128;
+  static constexpr bool kMin = false;
+  static constexpr int kQs = offsetof(BlockQ8_0NM, qs);
+  static constexpr bool kSparse = true;
+};
+struct VQ4_0NM {
+  using Block = BlockQ4_0NM;
+  static constexpr bool kQ4 = false;  // expanded to one level per byte
+  static constexpr int kOffset = 8;
+  static constexpr bool kMin = false;
+  static constexpr int kQs = offsetof(BlockQ4_0NM, qs);
+  static constexpr bool kSparse = true;
+};
+
+// The 32 levels of one sparse block in element order: q8_0's signed, q4_0's
+// unsigned with 8 (level zero) where dropped.
+template <class F>
+HWY_INLINE __m256i NmLevels(const uint8_t* blk) {
+  uint32_t m;
+  std::memcpy(&m, blk + offsetof(typename F::Block, mask), 4);
+  if constexpr (std::is_same_v<F, VQ8_0NM>) {
+    const __m128i kept = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + F::kQs));
+    return _mm256_maskz_expand_epi8(m, _mm256_zextsi128_si256(kept));
+  } else {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + F::kQs));
+    const __m128i lv =
+        _mm_and_si128(_mm_unpacklo_epi64(q, _mm_srli_epi16(q, 4)), _mm_set1_epi8(0x0F));
+    return _mm256_mask_expand_epi8(_mm256_set1_epi8(8), m, _mm256_zextsi128_si256(lv));
+  }
+}
 
 // Prefetches this block's slice of the lines [pf0, pf1) (of nb blocks).
 HWY_INLINE void PrefetchSlice(const uint8_t* pf, int64_t pf0, int64_t pf1, int b, int nb) {
@@ -159,7 +199,17 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
     if constexpr (F::kMin)
       p.m[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
     __m512i* g = p.w[b];
-    if constexpr (std::is_same_v<F, VQ8_0>) {
+    if constexpr (F::kSparse) {
+      alignas(64) uint8_t lv[kVRows][kQK];
+      for (int r = 0; r < kVRows; ++r)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r]), NmLevels<F>(blk + r * stride));
+      Transpose16x4(lv[0], kQK, g);
+      Transpose16x4(lv[0] + 16, kQK, g + 4);
+      if constexpr (F::kOffset == 128) {
+        const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+        for (int k = 0; k < 8; ++k) g[k] = _mm512_xor_si512(g[k], flip);
+      }
+    } else if constexpr (std::is_same_v<F, VQ8_0>) {
       Transpose16x4(blk + F::kQs, stride, g);
       Transpose16x4(blk + F::kQs + 16, stride, g + 4);
       const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -613,6 +663,103 @@ HWY_INLINE __m256 VRowGroupQ8(const uint8_t* p, int m, const VRowAct& x, int b0,
   return _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
 }
 
+// N:M-sparse q8_0/q4_0: eight blocks of one row (m of them when kTail)
+// into acc, as VRowGroupQ8: the blocks' bytes in two or three loads, a pair
+// of blocks' kept bytes gathered by one vpermt2b, expanded to their 64
+// levels by one vpexpandb under the pair's two masks (q4_0: nibbles split
+// first, 8 where dropped), then the same sums as the dense q8_0 layout.
+template <class F, bool kTail>
+HWY_INLINE __m256 VRowGroupNM(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
+  constexpr int kB = sizeof(typename F::Block);
+  constexpr bool kQ8 = std::is_same_v<F, VQ8_0NM>;
+  constexpr int kLoads = (8 * kB + 63) / 64;
+  static_assert(kLoads <= 3 && 8 * kB <= 192);  // scales past byte 128 come from l[2]
+  struct Idx {
+    uint8_t q[4][64], dlo[64], dhi[64];
+    int t[4];  // pair j's table: loads t, t + 1
+  };
+  alignas(64) static constexpr Idx kIdx = [] {
+    Idx x{};
+    for (int j = 0; j < 4; ++j) {
+      const int t = 2 * j * kB / 64;
+      x.t[j] = t;
+      for (int i = 0; i < 32; ++i) {
+        const int blk = 2 * j + i / 16;
+        // q8_0: kept byte i % 16; q4_0: byte i % 8 twice (low, then high nibbles)
+        const int at = blk * kB + F::kQs + (kQ8 ? i % 16 : i % 8);
+        x.q[j][i] = static_cast<uint8_t>(at - 64 * t);
+      }
+    }
+    for (int k = 0; k < 8; ++k) {
+      for (int e = 0; e < 2; ++e) {
+        x.dlo[2 * k + e] = static_cast<uint8_t>(k * kB + e < 128 ? k * kB + e : 0);         // L0:L1
+        x.dhi[2 * k + e] = static_cast<uint8_t>(k * kB + e >= 128 ? k * kB + e - 128 : 0);  // L2
+      }
+    }
+    return x;
+  }();
+  __m512i l[4];
+  l[3] = _mm512_setzero_si512();
+  const int bytes = kTail ? m * kB : 8 * kB;
+  for (int i = 0; i < 3; ++i) {
+    if (i >= kLoads) {
+      l[i] = _mm512_setzero_si512();
+    } else if (!kTail && 64 * (i + 1) <= bytes) {
+      l[i] = _mm512_loadu_si512(p + 64 * i);
+    } else {
+      const int n = bytes - 64 * i < 0 ? 0 : (bytes - 64 * i > 64 ? 64 : bytes - 64 * i);
+      l[i] = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, static_cast<unsigned>(n)), p + 64 * i);
+    }
+  }
+  const auto mask = [&](int b) -> uint64_t {
+    if (kTail && b >= m) return 0;
+    uint32_t v;
+    std::memcpy(&v, p + b * kB + offsetof(typename F::Block, mask), 4);
+    return v;
+  };
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int8_t* q = x.q + b0 * kQK;
+  __m512i v[4];
+  for (int j = 0; j < 4; ++j) {
+    const int t = kIdx.t[j];
+    const __m512i kept = _mm512_permutex2var_epi8(l[t], _mm512_load_si512(kIdx.q[j]), l[t + 1]);
+    const __mmask64 k = mask(2 * j) | mask(2 * j + 1) << 32;
+    __m512i w;
+    if constexpr (kQ8) {
+      w = _mm512_xor_si512(_mm512_maskz_expand_epi8(k, kept), flip);
+    } else {
+      const __m512i low4 = _mm512_set1_epi8(0x0F);
+      const __m512i lv = _mm512_mask_blend_epi8(0xFF00FF00ull, _mm512_and_si512(kept, low4),
+                                                _mm512_and_si512(_mm512_srli_epi16(kept, 4), low4));
+      w = _mm512_mask_expand_epi8(_mm512_set1_epi8(8), k, lv);
+    }
+    v[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_load_si512(q + 64 * j));
+  }
+  // The block sums as VRowGroupQ8 forms them.
+  const __m512i a =
+      _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+  const __m512i b =
+      _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+  const __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+  const __m512i dsum = _mm512_add_epi32(c, _mm512_shuffle_i32x4(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
+  const __m512i pick = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, dsum));
+  sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
+  const __m512i dlo = _mm512_permutex2var_epi8(l[0], _mm512_load_si512(kIdx.dlo), l[1]);
+  __m128i d16 = _mm512_castsi512_si128(dlo);
+  if constexpr (8 * kB > 128) {
+    const __m512i dhi = _mm512_permutexvar_epi8(_mm512_load_si512(kIdx.dhi), l[2]);
+    __mmask16 hi = 0;
+    for (int k = 0; k < 8; ++k) {
+      if (k * kB >= 128) hi |= static_cast<__mmask16>(3u << (2 * k));
+    }
+    d16 = _mm_mask_blend_epi8(hi, d16, _mm512_castsi512_si128(dhi));
+  }
+  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_load_ps(x.d + b0));
+  const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
+  return _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
+}
+
 // y[r] for rows [r0, r1), one token.
 template <class F>
 HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VRowAct& x,
@@ -622,7 +769,10 @@ HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VR
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* p = wd + r * row_bytes;
     __m256 acc = _mm256_setzero_ps();
-    if constexpr (F::kQ4) {
+    if constexpr (F::kSparse) {
+      for (int g = 0; g < full; ++g) acc = VRowGroupNM<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
+      if (tail) acc = VRowGroupNM<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
+    } else if constexpr (F::kQ4) {
       for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
       if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
     } else {
@@ -656,6 +806,14 @@ HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int6
       PrepareRowAct<VQ8_0>(a, static_cast<int>(nb), x);
       VRowSum<VQ8_0>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
       return r1;
+    case DType::kQ8_0NM:
+      PrepareRowAct<VQ8_0NM>(a, static_cast<int>(nb), x);
+      VRowSum<VQ8_0NM>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      return r1;
+    case DType::kQ4_0NM:
+      PrepareRowAct<VQ4_0NM>(a, static_cast<int>(nb), x);
+      VRowSum<VQ4_0NM>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      return r1;
     default:
       return r0;
   }
@@ -678,6 +836,12 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
       return end;
     case DType::kQ8_0:
       MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      return end;
+    case DType::kQ8_0NM:
+      MatmulVnni<VQ8_0NM>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      return end;
+    case DType::kQ4_0NM:
+      MatmulVnni<VQ4_0NM>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
       return end;
     default:
       return r0;

@@ -97,7 +97,29 @@ struct BlockQ8_K {
   int16_t bsums[kQKK / 16];
 };
 
+// snug's own N:M-sparse blocks (dtype.h's kQ8_0NM, kQ4_0NM; llama.cpp cannot
+// read them): of every 8 consecutive elements exactly 4 are kept, which 2:4
+// and 4:8 patterns both satisfy, so a block keeps 16 of its 32. Bit j of the
+// little-endian 32-bit `mask` is set where element j is kept, each mask byte
+// has exactly 4 bits set, and the kept elements are stored in order; a
+// dropped element is 0. Expanded (nm_sparse.h) they are exactly the dense
+// block of the same scale: q8_0's level 0 and q4_0's level 8 where dropped.
+// Kept element k: x = d * qs[k]
+struct BlockQ8_0NM {
+  uint16_t d;
+  uint8_t mask[4];
+  int8_t qs[kQK / 2];
+};
+// Kept element k: x = d * (((k < 8 ? qs[k] : qs[k - 8] >> 4) & 15) - 8)
+struct BlockQ4_0NM {
+  uint16_t d;
+  uint8_t mask[4];
+  uint8_t qs[kQK / 4];
+};
+
 static_assert(sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ8_0NM) == 22);
+static_assert(sizeof(BlockQ4_0NM) == 14);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ5_1) == 24);

@@ -8,6 +8,7 @@
 #include "base/check.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels_ref.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/quant_common.h"
 
@@ -121,6 +122,21 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
   }
 }
 
+// A sparse row: per block, the 4 values of largest magnitude of each 8 kept
+// (the rest taken as 0), quantized as the dense type, the kept levels stored.
+template <class D, class S, class Q>
+void quantize_nm(const float* x, S* y, int64_t nb, Q dense) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    float v[kQK], mag[kQK];
+    for (int j = 0; j < kQK; ++j) mag[j] = std::fabs(x[j]);
+    const uint32_t mask = detail::nm_choose(mag);
+    for (int j = 0; j < kQK; ++j) v[j] = (mask >> j & 1u) ? x[j] : 0.f;
+    D b;
+    dense(v, &b, 1);
+    detail::nm_pack(b, mask, y + i);
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -185,6 +201,10 @@ void quantize_row(DType type, const float* x, void* dst, int64_t n) {
       return detail::quantize_row_q6_K(x, dst, n);
     case DType::kQ8_K:
       return detail::quantize_row_q8_K(x, dst, n);
+    case DType::kQ8_0NM:
+      return quantize_nm<BlockQ8_0>(x, static_cast<BlockQ8_0NM*>(dst), nb, quantize_q8_0);
+    case DType::kQ4_0NM:
+      return quantize_nm<BlockQ4_0>(x, static_cast<BlockQ4_0NM*>(dst), nb, quantize_q4_0);
     default:
       SNUG_CHECK(false && "quantize_row: unsupported type");
   }
