@@ -42,9 +42,10 @@ constexpr Shape kShapes[] = {
     {"smollm2", 576, 576}, {"smollm2", 1536, 576}, {"smollm2", 576, 1536}, {"smollm2", 49152, 576},
     {"gemma3", 1024, 640}, {"gemma3", 2048, 640},  {"gemma3", 640, 2048},
 };
-constexpr DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0, DType::kQ4_1,
-                            DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,
-                            DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+constexpr DType kTypes[] = {DType::kF32,  DType::kF16,    DType::kBF16,  DType::kQ4_0,
+                            DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,  DType::kQ8_0,
+                            DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,  DType::kQ5_K,
+                            DType::kQ6_K, DType::kQ8_0NM, DType::kQ4_0NM};
 
 void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool reference,
                int64_t target) {

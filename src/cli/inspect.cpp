@@ -87,6 +87,15 @@ int inspect_main(const std::string& model_arg, bool show_tensors) {
   std::printf("  %-8s %8zu %16llu %14s %10.2f\n", "all", file->tensors().size(),
               static_cast<unsigned long long>(elements), format_bytes(total).c_str(),
               8.0 * static_cast<double>(total) / static_cast<double>(elements ? elements : 1));
+  for (const auto& t : file->tensors()) {
+    if (!tensor::snug_only_type(t.type)) continue;
+    std::printf(
+        "\nnote: %s is snug's own N:M-sparse type (of every 8 weights 4 are stored, with a "
+        "bit mask; 2:4 and 4:8 pruning), not a GGUF standard one: llama.cpp and other GGUF "
+        "readers cannot load this file (snug prune --dense writes a standard one)\n",
+        std::string(tensor::dtype_name(t.type)).c_str());
+    break;
+  }
   return 0;
 }
 

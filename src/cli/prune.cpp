@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -28,7 +29,7 @@ namespace {
 
 struct Flags {
   std::string in, out, method = "magnitude", pattern = "unstructured", calib, type, structured;
-  bool method_given = false, pattern_given = false;
+  bool method_given = false, pattern_given = false, dense = false;
   double sparsity = 0.5;
   bool sparsity_given = false;
   std::vector<std::string> keep;
@@ -123,6 +124,11 @@ int prune_main(const Flags& f) {
   opt.sparsity = f.sparsity;
   opt.pattern = *pattern;
   opt.keep = f.keep;
+  opt.dense = f.dense;
+  if (f.dense && !compress::nm_storable(*pattern))
+    return usage(
+        "--dense is for N:M patterns that keep at most 4 of every 8 (2:4, 4:8); "
+        "other pruning is always written dense");
   if (!f.type.empty()) {
     opt.type = compress::find_tensor_type(f.type);
     if (!opt.type) return usage("unknown tensor type '" + f.type + "' for --type");
@@ -198,6 +204,32 @@ int prune_main(const Flags& f) {
                pattern->unstructured() ? std::to_string(f.sparsity).c_str() : f.pattern.c_str(),
                sum->pruned.size(), share(sum->removed_weights),
                static_cast<unsigned long long>(sum->prunable_weights), share(sum->zero_weights));
+  std::set<std::string> sparse_types, dense_types;
+  size_t sparse = 0;
+  for (size_t k : sum->pruned) {
+    const tensor::DType to = sum->files.tensors[k].to;
+    if (tensor::snug_only_type(to)) {
+      ++sparse;
+      sparse_types.insert(std::string(tensor::dtype_name(to)));
+    } else if (compress::nm_storable(*pattern) && !f.dense) {
+      dense_types.insert(std::string(tensor::dtype_name(to)));
+    }
+  }
+  const auto join = [](const std::set<std::string>& names) {
+    std::string r;
+    for (const std::string& n : names) r += (r.empty() ? "" : ", ") + n;
+    return r;
+  };
+  if (sparse > 0)
+    std::fprintf(stderr,
+                 "prune: %zu tensors stored N:M-sparse as %s, snug's own types (llama.cpp cannot "
+                 "read this file; --dense writes the zeros in the standard type)\n",
+                 sparse, join(sparse_types).c_str());
+  if (!dense_types.empty())
+    std::fprintf(stderr,
+                 "prune: %s has no N:M-sparse form, so those tensors hold their zeros dense "
+                 "(--type q8_0 or q4_0 stores them sparse)\n",
+                 join(dense_types).c_str());
   return 0;
 }
 
@@ -227,6 +259,9 @@ Action add_prune(CLI::App& app) {
                   "glob of tensor names never pruned (repeatable); embeddings and the output "
                   "head are never pruned");
   sub->add_option("--type", f->type, "type of the pruned tensors (default: each one's own)");
+  sub->add_flag("--dense", f->dense,
+                "with 2:4 or 4:8, write q8_0/q4_0 tensors with their zeros in the standard type "
+                "(llama.cpp reads it) instead of snug's smaller, faster N:M-sparse form");
   sub->add_option("--structured", f->structured,
                   "ffn=F,heads=H,layers=N: remove whole feed-forward channels, KV head groups and "
                   "layers (scored over --calib), writing a GGUF of smaller dimensions");

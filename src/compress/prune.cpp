@@ -68,6 +68,16 @@ bool is_kept(const std::vector<std::string>& keep, const std::string& name) {
   });
 }
 
+bool nm_storable(NmPattern pattern) {
+  return !pattern.unstructured() && 8 % pattern.m == 0 && 2 * pattern.n <= pattern.m;
+}
+
+tensor::DType pruned_type(tensor::DType from, const PruneOptions& options) {
+  const tensor::DType t = options.type.value_or(from);
+  if (options.dense || !nm_storable(options.pattern)) return t;
+  return tensor::nm_sparse_type(t).value_or(t);
+}
+
 bool is_prunable(std::string_view name) {
   if (name.rfind("blk.", 0) != 0) return false;
   return std::any_of(
@@ -128,7 +138,7 @@ Result<PruneSummary> prune_file(const std::string& in, const std::string& out,
                     : t.n_dims == 2 && is_prunable(t.name) && !is_kept(options.keep, t.name)) {
         p.quantize = true;
         pruned.insert(t.name);
-        if (options.type) p.type = *options.type;
+        p.type = pruned_type(t.type, options);
         if (!tensor::row_bytes(p.type, t.ne[0]) && plan_error.empty())
           plan_error = "tensor '" + t.name + "' has " + std::to_string(t.ne[0]) +
                        " columns, not a whole number of " +

@@ -57,6 +57,11 @@ struct PruneOptions {
   NmPattern pattern;                  // N:M instead of `sparsity` when not unstructured
   std::vector<std::string> keep;      // globs of tensor names never pruned
   std::optional<tensor::DType> type;  // pruned tensors' type; default: each one's own
+  // A pattern that keeps at most 4 of every 8 (2:4, 4:8, 1:4, ...) is stored
+  // in snug's N:M-sparse form of q8_0 and q4_0 (q8_0_nm, q4_0_nm: about 35%
+  // and 22% smaller, read by sparse kernels, unreadable by llama.cpp) unless
+  // `dense`; the other types have no sparse form and hold the zeros.
+  bool dense = false;
   // Wanda: per-column sums of squared inputs of every prunable matrix
   // (collect_imatrix over the calibration text). Required for kWanda.
   const Imatrix* activations = nullptr;
@@ -74,6 +79,13 @@ struct PruneSummary {
   uint64_t removed_weights = 0;   // set to zero before packing
   uint64_t zero_weights = 0;      // exactly zero in the written file, pruned tensors
 };
+
+// Whether a pattern's zeros fit snug's N:M-sparse types (at most 4 kept of
+// every aligned 8).
+bool nm_storable(NmPattern pattern);
+// The type a pruned tensor of type `from` is written in: options.type or
+// `from`, in its N:M-sparse form where the pattern fits one and not dense.
+tensor::DType pruned_type(tensor::DType from, const PruneOptions& options);
 
 // Whether the tensor named `name` (2-D) is one the pruner may touch, before --keep.
 bool is_prunable(std::string_view name);

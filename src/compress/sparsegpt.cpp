@@ -227,7 +227,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
           *model::layer_matrix(m.weights().layers[static_cast<size_t>(l)], role);
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
-      const tensor::DType to = prune.type.value_or(v.type);
+      const tensor::DType to = pruned_type(v.type, prune);
       auto rb = tensor::row_bytes(to, v.cols);
       if (!rb || !tensor::info(to).has_kernels)
         return make_error("tensor '", name, "' has ", v.cols, " columns, not a whole number of ",
@@ -277,7 +277,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
       SNUG_ASSIGN_OR_RETURN(int64_t removed,
                             sparsegpt_prune(w.data(), v.rows, v.cols, h, run.matrix));
       (void)removed;
-      const tensor::DType to = prune.type.value_or(v.type);
+      const tensor::DType to = pruned_type(v.type, prune);
       const uint64_t rb = *tensor::row_bytes(to, v.cols);
       std::vector<uint8_t>& bytes = out[name];
       bytes.resize(rb * static_cast<uint64_t>(v.rows));

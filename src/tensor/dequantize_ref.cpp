@@ -1,6 +1,7 @@
 // Scalar dequantizers, bit-identical to ggml's dequantize_row_* (each output is
 // computed with the same float operations in the same order).
 #include <cstring>
+#include <vector>
 
 #include "base/check.h"
 #include "tensor/fp16.h"
@@ -195,20 +196,16 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
       return dq_q6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
     case DType::kQ8_K:
       return dq_q8_K(static_cast<const BlockQ8_K*>(src), dst, nb);
-    case DType::kQ8_0NM:
-      for (int64_t i = 0; i < nb; ++i) {
-        BlockQ8_0 b;
-        detail::nm_expand(static_cast<const BlockQ8_0NM*>(src)[i], &b);
-        dq_q8_0(&b, dst + i * kQK, 1);
-      }
-      return;
-    case DType::kQ4_0NM:
-      for (int64_t i = 0; i < nb; ++i) {
-        BlockQ4_0 b;
-        detail::nm_expand(static_cast<const BlockQ4_0NM*>(src)[i], &b);
-        dq_q4_0(&b, dst + i * kQK, 1);
-      }
-      return;
+    case DType::kQ8_0NM: {
+      std::vector<BlockQ8_0> b(static_cast<size_t>(nb));
+      detail::nm_expand_row<BlockQ8_0NM, BlockQ8_0>(src, b.data(), nb);
+      return dq_q8_0(b.data(), dst, nb);
+    }
+    case DType::kQ4_0NM: {
+      std::vector<BlockQ4_0> b(static_cast<size_t>(nb));
+      detail::nm_expand_row<BlockQ4_0NM, BlockQ4_0>(src, b.data(), nb);
+      return dq_q4_0(b.data(), dst, nb);
+    }
     default:
       SNUG_CHECK(false && "dequantize_row: unsupported type");
   }

@@ -61,36 +61,42 @@ HWY_INLINE __m256i NmExpandBytes(const uint8_t* mask, __m128i kept) {
 }
 #endif
 
-// Expands nb blocks of sparse type t (kQ8_0NM or kQ4_0NM) from src into the
-// dense type's blocks at dst.
+// Expands a row of nb blocks of sparse type t (kQ8_0NM or kQ4_0NM) from src
+// into the dense type's blocks at dst.
 HWY_INLINE void ExpandNmRow(DType t, const uint8_t* src, uint8_t* dst, int64_t nb) {
 #if SNUG_X86_AVX2
+  const uint8_t* d = src;
+  const uint8_t* mask = src + 2 * nb;
+  const uint8_t* qs = mask + 4 * nb;
   if (t == DType::kQ8_0NM) {
-    for (int64_t i = 0; i < nb; ++i, src += sizeof(BlockQ8_0NM), dst += sizeof(BlockQ8_0)) {
-      std::memcpy(dst, src, 2);
-      const __m128i kept = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 6));
+    for (int64_t i = 0; i < nb; ++i, dst += sizeof(BlockQ8_0)) {
+      std::memcpy(dst, d + 2 * i, 2);
+      // Kept levels are stored + 128.
+      const __m128i kept =
+          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16 * i)),
+                        _mm_set1_epi8(static_cast<char>(0x80)));
 #if HWY_TARGET <= HWY_AVX3_DL
       const __m256i q =
-          _mm256_maskz_expand_epi8(detail::nm_mask(src + 2), _mm256_zextsi128_si256(kept));
+          _mm256_maskz_expand_epi8(detail::nm_mask(mask + 4 * i), _mm256_zextsi128_si256(kept));
 #else
-      const __m256i q = NmExpandBytes(src + 2, kept);
+      const __m256i q = NmExpandBytes(mask + 4 * i, kept);
 #endif
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2), q);
     }
     return;
   }
-  for (int64_t i = 0; i < nb; ++i, src += sizeof(BlockQ4_0NM), dst += sizeof(BlockQ4_0)) {
-    std::memcpy(dst, src, 2);
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 6));
+  for (int64_t i = 0; i < nb; ++i, dst += sizeof(BlockQ4_0)) {
+    std::memcpy(dst, d + 2 * i, 2);
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * i));
     const __m128i lv =
         _mm_and_si128(_mm_unpacklo_epi64(q, _mm_srli_epi16(q, 4)), _mm_set1_epi8(0x0F));
 #if HWY_TARGET <= HWY_AVX3_DL
-    const __m256i e = _mm256_mask_expand_epi8(_mm256_set1_epi8(8), detail::nm_mask(src + 2),
+    const __m256i e = _mm256_mask_expand_epi8(_mm256_set1_epi8(8), detail::nm_mask(mask + 4 * i),
                                               _mm256_zextsi128_si256(lv));
 #else
     // Dropped elements are level 8 (zero): expand level - 8, then add 8 back.
-    const __m256i e = _mm256_add_epi8(NmExpandBytes(src + 2, _mm_sub_epi8(lv, _mm_set1_epi8(8))),
-                                      _mm256_set1_epi8(8));
+    const __m256i e = _mm256_add_epi8(
+        NmExpandBytes(mask + 4 * i, _mm_sub_epi8(lv, _mm_set1_epi8(8))), _mm256_set1_epi8(8));
 #endif
     const __m128i lo = _mm256_castsi256_si128(e), hi = _mm256_extracti128_si256(e, 1);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2), _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));

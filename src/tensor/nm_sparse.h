@@ -35,7 +35,9 @@ inline void nm_expand(const BlockQ8_0NM& s, BlockQ8_0* d) {
   const uint32_t m = nm_mask(s.mask);
   int k = 0;
   // (A mask with more than 16 bits set, from a damaged file, is cut at 16.)
-  for (int j = 0; j < kQK; ++j) d->qs[j] = (m >> j & 1u) && k < kNmKept ? s.qs[k++] : int8_t{0};
+  for (int j = 0; j < kQK; ++j) {
+    d->qs[j] = (m >> j & 1u) && k < kNmKept ? static_cast<int8_t>(s.qs[k++] ^ 0x80) : int8_t{0};
+  }
 }
 
 inline void nm_expand(const BlockQ4_0NM& s, BlockQ4_0* d) {
@@ -78,7 +80,7 @@ inline bool nm_pack(const BlockQ8_0& d, uint32_t mask, BlockQ8_0NM* s) {
   int k = 0;
   for (int j = 0; j < kQK; ++j) {
     if (mask >> j & 1u)
-      s->qs[k++] = d.qs[j];
+      s->qs[k++] = static_cast<uint8_t>(d.qs[j] ^ 0x80);  // stored + 128
     else
       exact = exact && d.qs[j] == 0;
   }
@@ -117,13 +119,39 @@ inline bool nm_compress(const BlockQ4_0& d, BlockQ4_0NM* s) {
   return nm_pack(d, nm_choose(mag), s);
 }
 
-// Expands nb sparse blocks of `sparse` type (kQ8_0NM or kQ4_0NM) into the
-// dense type's blocks.
+// Where the parts of a sparse row of nb blocks lie (quant_blocks.h): block
+// b's scale at d + 2b, its mask at mask + 4b, its kept levels at qs + kQs * b.
+template <class S>
+struct NmRow {
+  static constexpr int64_t kQs = sizeof(S::qs);
+  uint8_t* d;
+  uint8_t* mask;
+  uint8_t* qs;
+  NmRow(void* row, int64_t nb)
+      : d(static_cast<uint8_t*>(row)), mask(d + 2 * nb), qs(mask + 4 * nb) {}
+  void get(int64_t b, S* s) const {
+    std::memcpy(&s->d, d + 2 * b, 2);
+    std::memcpy(s->mask, mask + 4 * b, 4);
+    std::memcpy(s->qs, qs + kQs * b, kQs);
+  }
+  void put(int64_t b, const S& s) const {
+    std::memcpy(d + 2 * b, &s.d, 2);
+    std::memcpy(mask + 4 * b, s.mask, 4);
+    std::memcpy(qs + kQs * b, s.qs, kQs);
+  }
+};
+
+// Expands a sparse row of nb blocks (S: BlockQ8_0NM or BlockQ4_0NM) into the
+// dense type's nb blocks.
 template <class S, class D>
 inline void nm_expand_row(const void* src, void* dst, int64_t nb) {
-  const auto* s = static_cast<const S*>(src);
+  const NmRow<S> row(const_cast<void*>(src), nb);
   auto* d = static_cast<D*>(dst);
-  for (int64_t i = 0; i < nb; ++i) nm_expand(s[i], d + i);
+  for (int64_t i = 0; i < nb; ++i) {
+    S s;
+    row.get(i, &s);
+    nm_expand(s, d + i);
+  }
 }
 
 }  // namespace snug::tensor::detail

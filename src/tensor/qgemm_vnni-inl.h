@@ -155,17 +155,19 @@ struct VQ4_0NM {
   static constexpr bool kSparse = true;
 };
 
-// The 32 levels of one sparse block in element order: q8_0's signed, q4_0's
-// unsigned with 8 (level zero) where dropped.
+// The 32 unsigned levels the row-block kernel takes for one sparse block,
+// from its mask and kept levels: q8_0's level + 128 (as stored), q4_0's
+// level, and level zero (128, 8) where dropped.
 template <class F>
-HWY_INLINE __m256i NmLevels(const uint8_t* blk) {
+HWY_INLINE __m256i NmLevels(const uint8_t* mask, const uint8_t* qs) {
   uint32_t m;
-  std::memcpy(&m, blk + offsetof(typename F::Block, mask), 4);
+  std::memcpy(&m, mask, 4);
   if constexpr (std::is_same_v<F, VQ8_0NM>) {
-    const __m128i kept = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + F::kQs));
-    return _mm256_maskz_expand_epi8(m, _mm256_zextsi128_si256(kept));
+    const __m128i kept = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    return _mm256_mask_expand_epi8(_mm256_set1_epi8(static_cast<char>(0x80)), m,
+                                   _mm256_zextsi128_si256(kept));
   } else {
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + F::kQs));
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs));
     const __m128i lv =
         _mm_and_si128(_mm_unpacklo_epi64(q, _mm_srli_epi16(q, 4)), _mm_set1_epi8(0x0F));
     return _mm256_mask_expand_epi8(_mm256_set1_epi8(8), m, _mm256_zextsi128_si256(lv));
@@ -199,17 +201,7 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
     if constexpr (F::kMin)
       p.m[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
     __m512i* g = p.w[b];
-    if constexpr (F::kSparse) {
-      alignas(64) uint8_t lv[kVRows][kQK];
-      for (int r = 0; r < kVRows; ++r)
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r]), NmLevels<F>(blk + r * stride));
-      Transpose16x4(lv[0], kQK, g);
-      Transpose16x4(lv[0] + 16, kQK, g + 4);
-      if constexpr (F::kOffset == 128) {
-        const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-        for (int k = 0; k < 8; ++k) g[k] = _mm512_xor_si512(g[k], flip);
-      }
-    } else if constexpr (std::is_same_v<F, VQ8_0>) {
+    if constexpr (std::is_same_v<F, VQ8_0>) {
       Transpose16x4(blk + F::kQs, stride, g);
       Transpose16x4(blk + F::kQs + 16, stride, g + 4);
       const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -223,6 +215,33 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
         g[k + 4] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
       }
     }
+  }
+}
+
+// Repack for the sparse formats: blocks [c0, c0 + nb) of 16 rows of nblocks
+// blocks each starting at w (row stride `stride`), each expanded to the
+// unsigned levels of its dense block (NmLevels), then transposed as VQ8_0's.
+template <class F>
+HWY_INLINE void RepackNm(const uint8_t* w, int64_t stride, int64_t nblocks, int c0, int nb,
+                         VPack& p, const uint8_t* pf, int64_t pf0, int64_t pf1) {
+  constexpr int64_t kKept = sizeof(F::Block::qs);
+  for (int b = 0; b < nb; ++b) {
+    PrefetchSlice(pf, pf0, pf1, b, nb);
+    const int64_t gb = c0 + b;
+    alignas(64) int32_t d32[kVRows];
+    alignas(64) uint8_t lv[kVRows][kQK];
+    for (int r = 0; r < kVRows; ++r) {
+      const uint8_t* row = w + r * stride;
+      uint16_t d;
+      std::memcpy(&d, row + 2 * gb, 2);
+      d32[r] = d;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r]),
+                         NmLevels<F>(row + 2 * nblocks + 4 * gb, row + 6 * nblocks + kKept * gb));
+    }
+    p.d[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(d32)));
+    __m512i* g = p.w[b];
+    Transpose16x4(lv[0], kQK, g);
+    Transpose16x4(lv[0] + 16, kQK, g + 4);
   }
 }
 
@@ -379,8 +398,13 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const int passes = (nt + 1) / 2;
         const bool prefetch = ahead && t0 == 0;
         const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
-        Repack<F>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
-                  row_bytes, nb, pack, next, share0, prefetch && passes == 1 ? share1 : share0);
+        const int64_t pf1 = prefetch && passes == 1 ? share1 : share0;
+        if constexpr (F::kSparse) {
+          RepackNm<F>(wd + rb * row_bytes, row_bytes, nblocks, c0, nb, pack, next, share0, pf1);
+        } else {
+          Repack<F>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
+                    row_bytes, nb, pack, next, share0, pf1);
+        }
         const BlockQ8A* a[kVToks];
         const int32_t* co[kVToks];
         for (int t = 0; t < nt; ++t) {
@@ -663,99 +687,74 @@ HWY_INLINE __m256 VRowGroupQ8(const uint8_t* p, int m, const VRowAct& x, int b0,
   return _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
 }
 
-// N:M-sparse q8_0/q4_0: eight blocks of one row (m of them when kTail)
-// into acc, as VRowGroupQ8: the blocks' bytes in two or three loads, a pair
-// of blocks' kept bytes gathered by one vpermt2b, expanded to their 64
-// levels by one vpexpandb under the pair's two masks (q4_0: nibbles split
-// first, 8 where dropped), then the same sums as the dense q8_0 layout.
+// N:M-sparse q8_0/q4_0, one token: blocks [b0, b0 + 8) of one row of nb
+// (m of them when kTail), as VRowGroupQ8 takes the dense blocks. The row
+// keeps scales, masks and kept levels apart (quant_blocks.h), so each is a
+// plain load: per pair of blocks one 64-bit mask and 32 kept bytes (q4_0:
+// 16, split into nibbles), expanded to the pair's 64 unsigned levels by one
+// vpexpandb (level zero where dropped). Returns VRowGroupQ8's c: 128-bit
+// lane L, element j, a quarter of block 2j + (L >= 2)'s integer sum.
 template <class F, bool kTail>
-HWY_INLINE __m256 VRowGroupNM(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
-  constexpr int kB = sizeof(typename F::Block);
+HWY_INLINE __m512i NmQuarterSums(const uint8_t* row, int64_t nb, int m, const int8_t* q, int b0) {
   constexpr bool kQ8 = std::is_same_v<F, VQ8_0NM>;
-  constexpr int kLoads = (8 * kB + 63) / 64;
-  static_assert(kLoads <= 3 && 8 * kB <= 192);  // scales past byte 128 come from l[2]
-  struct Idx {
-    uint8_t q[4][64], dlo[64], dhi[64];
-    int t[4];  // pair j's table: loads t, t + 1
-  };
-  alignas(64) static constexpr Idx kIdx = [] {
-    Idx x{};
-    for (int j = 0; j < 4; ++j) {
-      const int t = 2 * j * kB / 64;
-      x.t[j] = t;
-      for (int i = 0; i < 32; ++i) {
-        const int blk = 2 * j + i / 16;
-        // q8_0: kept byte i % 16; q4_0: byte i % 8 twice (low, then high nibbles)
-        const int at = blk * kB + F::kQs + (kQ8 ? i % 16 : i % 8);
-        x.q[j][i] = static_cast<uint8_t>(at - 64 * t);
-      }
-    }
-    for (int k = 0; k < 8; ++k) {
-      for (int e = 0; e < 2; ++e) {
-        x.dlo[2 * k + e] = static_cast<uint8_t>(k * kB + e < 128 ? k * kB + e : 0);         // L0:L1
-        x.dhi[2 * k + e] = static_cast<uint8_t>(k * kB + e >= 128 ? k * kB + e - 128 : 0);  // L2
-      }
-    }
-    return x;
-  }();
-  __m512i l[4];
-  l[3] = _mm512_setzero_si512();
-  const int bytes = kTail ? m * kB : 8 * kB;
-  for (int i = 0; i < 3; ++i) {
-    if (i >= kLoads) {
-      l[i] = _mm512_setzero_si512();
-    } else if (!kTail && 64 * (i + 1) <= bytes) {
-      l[i] = _mm512_loadu_si512(p + 64 * i);
-    } else {
-      const int n = bytes - 64 * i < 0 ? 0 : (bytes - 64 * i > 64 ? 64 : bytes - 64 * i);
-      l[i] = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, static_cast<unsigned>(n)), p + 64 * i);
-    }
-  }
-  const auto mask = [&](int b) -> uint64_t {
-    if (kTail && b >= m) return 0;
-    uint32_t v;
-    std::memcpy(&v, p + b * kB + offsetof(typename F::Block, mask), 4);
-    return v;
-  };
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const int8_t* q = x.q + b0 * kQK;
+  constexpr int kKept = sizeof(F::Block::qs);  // bytes per block
+  const uint8_t* mp = row + 2 * nb + 4 * b0;
+  const uint8_t* qp = row + 6 * nb + kKept * b0;
   __m512i v[4];
   for (int j = 0; j < 4; ++j) {
-    const int t = kIdx.t[j];
-    const __m512i kept = _mm512_permutex2var_epi8(l[t], _mm512_load_si512(kIdx.q[j]), l[t + 1]);
-    const __mmask64 k = mask(2 * j) | mask(2 * j + 1) << 32;
+    const int have = kTail ? (m - 2 * j >= 2 ? 2 : m - 2 * j) : 2;  // blocks of this pair
+    if (have <= 0) {
+      v[j] = _mm512_setzero_si512();
+      continue;
+    }
+    uint64_t k = 0;
+    std::memcpy(&k, mp + 8 * j, have == 2 ? 8 : 4);
     __m512i w;
     if constexpr (kQ8) {
-      w = _mm512_xor_si512(_mm512_maskz_expand_epi8(k, kept), flip);
+      const __m256i kept =
+          have == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qp + 32 * j))
+                    : _mm256_zextsi128_si256(
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(qp + 32 * j)));
+      w = _mm512_mask_expand_epi8(_mm512_set1_epi8(static_cast<char>(0x80)), k,
+                                  _mm512_zextsi256_si512(kept));  // stored + 128
     } else {
-      const __m512i low4 = _mm512_set1_epi8(0x0F);
-      const __m512i lv = _mm512_mask_blend_epi8(0xFF00FF00ull, _mm512_and_si512(kept, low4),
-                                                _mm512_and_si512(_mm512_srli_epi16(kept, 4), low4));
-      w = _mm512_mask_expand_epi8(_mm512_set1_epi8(8), k, lv);
+      // [b0, b1, b0 >> 4, b1 >> 4] (qwords: each block's 8 bytes), then
+      // [lo 0, hi 0, lo 1, hi 1]: each block's 16 kept levels in order.
+      const __m128i b = have == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(qp + 16 * j))
+                                  : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qp + 16 * j));
+      const __m256i two =
+          _mm256_srlv_epi64(_mm256_broadcastsi128_si256(b), _mm256_setr_epi64x(0, 0, 4, 4));
+      const __m256i lv = _mm256_permute4x64_epi64(_mm256_and_si256(two, _mm256_set1_epi8(0x0F)),
+                                                  _MM_SHUFFLE(3, 1, 2, 0));
+      w = _mm512_mask_expand_epi8(_mm512_set1_epi8(8), k, _mm512_zextsi256_si512(lv));
     }
     v[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_load_si512(q + 64 * j));
   }
-  // The block sums as VRowGroupQ8 forms them.
   const __m512i a =
       _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
   const __m512i b =
       _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
-  const __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+// The eight f16 scales of blocks [b0, b0 + m) of a sparse row (0 past m).
+template <bool kTail>
+HWY_INLINE __m128i NmScales(const uint8_t* row, int m, int b0) {
+  return kTail ? _mm_maskz_loadu_epi16(static_cast<__mmask8>((1u << m) - 1), row + 2 * b0)
+               : _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * b0));
+}
+
+// One row: VRowGroupQ8's block sums and multiply-adds on NmQuarterSums.
+template <class F, bool kTail>
+HWY_INLINE __m256 VRowGroupNM(const uint8_t* row, int64_t nb, int m, const VRowAct& x, int b0,
+                              __m256 acc) {
+  const __m512i c = NmQuarterSums<F, kTail>(row, nb, m, x.q + b0 * kQK, b0);
   const __m512i dsum = _mm512_add_epi32(c, _mm512_shuffle_i32x4(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
   const __m512i pick = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
   __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, dsum));
   sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
-  const __m512i dlo = _mm512_permutex2var_epi8(l[0], _mm512_load_si512(kIdx.dlo), l[1]);
-  __m128i d16 = _mm512_castsi512_si128(dlo);
-  if constexpr (8 * kB > 128) {
-    const __m512i dhi = _mm512_permutexvar_epi8(_mm512_load_si512(kIdx.dhi), l[2]);
-    __mmask16 hi = 0;
-    for (int k = 0; k < 8; ++k) {
-      if (k * kB >= 128) hi |= static_cast<__mmask16>(3u << (2 * k));
-    }
-    d16 = _mm_mask_blend_epi8(hi, d16, _mm512_castsi512_si128(dhi));
-  }
-  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_load_ps(x.d + b0));
+  const __m256 dd =
+      _mm256_mul_ps(_mm256_cvtph_ps(NmScales<kTail>(row, m, b0)), _mm256_load_ps(x.d + b0));
   const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
   return _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
 }
@@ -770,8 +769,8 @@ HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VR
     const uint8_t* p = wd + r * row_bytes;
     __m256 acc = _mm256_setzero_ps();
     if constexpr (F::kSparse) {
-      for (int g = 0; g < full; ++g) acc = VRowGroupNM<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
-      if (tail) acc = VRowGroupNM<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
+      for (int g = 0; g < full; ++g) acc = VRowGroupNM<F, false>(p, nb, 8, x, 8 * g, acc);
+      if (tail) acc = VRowGroupNM<F, true>(p, nb, tail, x, 8 * full, acc);
     } else if constexpr (F::kQ4) {
       for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
       if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);

@@ -97,20 +97,28 @@ struct BlockQ8_K {
   int16_t bsums[kQKK / 16];
 };
 
-// snug's own N:M-sparse blocks (dtype.h's kQ8_0NM, kQ4_0NM; llama.cpp cannot
+// snug's own N:M-sparse formats (dtype.h's kQ8_0NM, kQ4_0NM; llama.cpp cannot
 // read them): of every 8 consecutive elements exactly 4 are kept, which 2:4
-// and 4:8 patterns both satisfy, so a block keeps 16 of its 32. Bit j of the
-// little-endian 32-bit `mask` is set where element j is kept, each mask byte
-// has exactly 4 bits set, and the kept elements are stored in order; a
-// dropped element is 0. Expanded (nm_sparse.h) they are exactly the dense
-// block of the same scale: q8_0's level 0 and q4_0's level 8 where dropped.
-// Kept element k: x = d * qs[k]
+// and 4:8 patterns both satisfy, so a block of 32 keeps 16. Bit j of a
+// block's little-endian 32-bit `mask` is set where element j is kept (each
+// mask byte has exactly 4 bits set), the kept elements are stored in order,
+// and a dropped element is 0. Expanded (nm_sparse.h) a block is exactly the
+// dense block of the same scale: q8_0's level 0, q4_0's level 8 where dropped.
+//
+// These structs hold one block's parts; a row is not an array of them. A
+// row of nb blocks stores its parts by kind, so that a kernel reads each with
+// plain loads: the nb f16 scales, then the nb masks, then the kept levels
+// (nm_sparse.h's NmRow). Rows are therefore quantized and dequantized whole.
+// Kept element k: x = d * (qs[k] - 128); a row keeps these 16 bytes per
+// block (stored offset, as the int8 kernels take them: vpdpbusd multiplies
+// unsigned by signed bytes).
 struct BlockQ8_0NM {
   uint16_t d;
   uint8_t mask[4];
-  int8_t qs[kQK / 2];
+  uint8_t qs[kQK / 2];
 };
-// Kept element k: x = d * (((k < 8 ? qs[k] : qs[k - 8] >> 4) & 15) - 8)
+// Kept element k: x = d * (((k < 8 ? qs[k] : qs[k - 8] >> 4) & 15) - 8); a
+// row keeps these 8 bytes per block.
 struct BlockQ4_0NM {
   uint16_t d;
   uint8_t mask[4];

@@ -125,7 +125,8 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
 // A sparse row: per block, the 4 values of largest magnitude of each 8 kept
 // (the rest taken as 0), quantized as the dense type, the kept levels stored.
 template <class D, class S, class Q>
-void quantize_nm(const float* x, S* y, int64_t nb, Q dense) {
+void quantize_nm(const float* x, void* dst, int64_t nb, Q dense) {
+  const detail::NmRow<S> row(dst, nb);
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     float v[kQK], mag[kQK];
     for (int j = 0; j < kQK; ++j) mag[j] = std::fabs(x[j]);
@@ -133,7 +134,9 @@ void quantize_nm(const float* x, S* y, int64_t nb, Q dense) {
     for (int j = 0; j < kQK; ++j) v[j] = (mask >> j & 1u) ? x[j] : 0.f;
     D b;
     dense(v, &b, 1);
-    detail::nm_pack(b, mask, y + i);
+    S s;
+    detail::nm_pack(b, mask, &s);
+    row.put(i, s);
   }
 }
 
@@ -202,9 +205,9 @@ void quantize_row(DType type, const float* x, void* dst, int64_t n) {
     case DType::kQ8_K:
       return detail::quantize_row_q8_K(x, dst, n);
     case DType::kQ8_0NM:
-      return quantize_nm<BlockQ8_0>(x, static_cast<BlockQ8_0NM*>(dst), nb, quantize_q8_0);
+      return quantize_nm<BlockQ8_0, BlockQ8_0NM>(x, dst, nb, quantize_q8_0);
     case DType::kQ4_0NM:
-      return quantize_nm<BlockQ4_0>(x, static_cast<BlockQ4_0NM*>(dst), nb, quantize_q4_0);
+      return quantize_nm<BlockQ4_0, BlockQ4_0NM>(x, dst, nb, quantize_q4_0);
     default:
       SNUG_CHECK(false && "quantize_row: unsupported type");
   }

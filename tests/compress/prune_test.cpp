@@ -310,6 +310,8 @@ TEST(Prune, CommandLineErrorsAreOneLine) {
            {o + " --method magnitude --calib x.txt", 2, "--calib is for wanda"},
            {o + " --method wanda --calib " + short_text.string(), 1, "calibration"},
            {o + " --type q9_9", 2, "unknown tensor type 'q9_9'"},
+           {o + " --dense", 2, "--dense is for N:M patterns"},
+           {o + " --pattern 3:4 --dense", 2, "--dense is for N:M patterns"},
            {in, 1, "is the input"},
            {"/dev/full", 1, "snug: error: "},
        }) {
@@ -322,6 +324,99 @@ TEST(Prune, CommandLineErrorsAreOneLine) {
   auto [code, text] = run(o + " --pattern 2:4");
   EXPECT_EQ(code, 0) << text;
   EXPECT_NE(text.find("50.00% of their"), std::string::npos) << text;
+}
+
+// 2:4 and 4:8 are stored in snug's N:M-sparse types (q8_0 -> q8_0_nm, q4_0
+// -> q4_0_nm) unless --dense: a smaller file that loads, whose weights the
+// plan and ledger count at their sparse size, and that computes exactly the
+// logits of the dense pruned file (the sparse kernels give the dense bits).
+// SparseGPT's 2:4 is stored sparse too; `snug inspect` says the file is
+// snug's own.
+TEST(Prune, NmPatternsAreStoredSparseWithTheDenseResults) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+    testing::TinyModelSpec spec = q8_spec();
+    spec.matrix_type = type;
+    const std::string in = testing::write_tiny_model("prune_nm.gguf", spec);
+    const DType sparse = *tensor::nm_sparse_type(type);
+    for (const char* pat : {"2:4", "4:8"}) {
+      const std::string sp = (temp_dir() / "nm_sparse.gguf").string();
+      const std::string dn = (temp_dir() / "nm_dense.gguf").string();
+      PruneOptions o;
+      o.pattern = *parse_nm_pattern(pat);
+      o.threads = 2;
+      auto s = prune_file(in, sp, o);
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      o.dense = true;
+      auto d = prune_file(in, dn, o);
+      ASSERT_TRUE(d.ok()) << d.error().message;
+      EXPECT_EQ(s->removed_weights, d->removed_weights);
+      EXPECT_EQ(s->zero_weights, d->zero_weights);  // the same values, held two ways
+      uint64_t sparse_bytes = 0, dense_bytes = 0;
+      for (size_t k : s->pruned) {
+        EXPECT_EQ(s->files.tensors[k].to, sparse) << s->files.tensors[k].name;
+        sparse_bytes += s->files.tensors[k].bytes;
+      }
+      for (size_t k : d->pruned) {
+        EXPECT_EQ(d->files.tensors[k].to, type);
+        dense_bytes += d->files.tensors[k].bytes;
+      }
+      const double want = type == DType::kQ8_0 ? 22.0 / 34 : 14.0 / 18;
+      EXPECT_DOUBLE_EQ(static_cast<double>(sparse_bytes) / static_cast<double>(dense_bytes), want);
+      auto logits = [](const std::string& path, uint64_t* weight_bytes) {
+        memory::Ledger ledger;
+        auto m = model::Model::load(path, &ledger);
+        EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error().message);
+        *weight_bytes = (*m)->weights().bytes;
+        const kv::KvLayout layout = (*m)->kv_layout(DType::kF16);
+        auto cache = kv::KvCache::create(
+            layout, static_cast<int32_t>(layout.sequence_blocks(48, 40)), &ledger);
+        model::WorkspaceShape shape{
+            .max_tokens = 40, .max_logits = 40, .max_ctx = 48, .n_threads = 2};
+        auto ws = model::Workspace::create(
+            (*m)->config(), model::plan_workspace((*m)->config(), (*m)->matrix_types(), shape),
+            &ledger);
+        ThreadPool pool(2);
+        const kv::SeqId seq = cache->create_sequence();
+        model::Batch b;
+        for (int32_t i = 0; i < 40; ++i) b.add((i * 37 + 11) % (*m)->config().n_vocab, seq, true);
+        EXPECT_TRUE((*m)->forward(b, *cache, *ws, pool).ok());
+        std::vector<float> out(ws->logits, ws->logits + 40 * (*m)->config().n_vocab);
+        // One more token alone: the one-row kernels.
+        model::Batch one;
+        one.add(5, seq, true);
+        EXPECT_TRUE((*m)->forward(one, *cache, *ws, pool).ok());
+        out.insert(out.end(), ws->logits, ws->logits + (*m)->config().n_vocab);
+        return out;
+      };
+      uint64_t wb_sparse = 0, wb_dense = 0;
+      EXPECT_EQ(logits(sp, &wb_sparse), logits(dn, &wb_dense)) << dtype_name(type) << " " << pat;
+      EXPECT_EQ(wb_dense - wb_sparse, dense_bytes - sparse_bytes);
+    }
+  }
+  // The command line: SparseGPT 2:4 stored sparse, said so, and inspect says whose type it is.
+  const std::string in = testing::write_tiny_model("prune_nm_cli.gguf", q8_spec());
+  const fs::path text = temp_dir() / "nm_calib.txt";
+  {
+    std::ofstream t(text);
+    for (int i = 0; i < 300; ++i) t << "a sparse sentence " << i * 7 % 13 << " of calibration ";
+  }
+  const std::string out = (temp_dir() / "nm_sgpt.gguf").string();
+  const fs::path log = temp_dir() / "nm_log";
+  const std::string cmd = std::string(SNUG_BIN) + " prune " + in + " " + out +
+                          " --method sparsegpt --pattern 2:4 --calib-chunks 8 --calib-ctx 64 "
+                          "--calib " +
+                          text.string() + " 2>" + log.string() + " && " + SNUG_BIN + " inspect " +
+                          out + " >>" + log.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::stringstream ss;
+  ss << std::ifstream(log).rdbuf();
+  EXPECT_NE(ss.str().find("14 tensors stored N:M-sparse as q8_0_nm"), std::string::npos)
+      << ss.str();
+  EXPECT_NE(ss.str().find("q8_0_nm is snug's own N:M-sparse type"), std::string::npos) << ss.str();
+  auto f = gguf::File::open(out);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->find_tensor("blk.0.ffn_down.weight")->type, DType::kQ8_0NM);
+  EXPECT_FALSE(tensor::snug_only_type(f->find_tensor("token_embd.weight")->type));
 }
 
 // SparseGPT through the command line on a tiny model: layer by layer over a

@@ -70,8 +70,15 @@ TEST(NmSparse, ExpandsToTheDenseBlock) {
     const auto s8 = quantized(DType::kQ8_0NM, x, 1, cols);
     const auto q4 = quantized(DType::kQ4_0, x, 1, cols);
     const auto s4 = quantized(DType::kQ4_0NM, x, 1, cols);
-    for (int64_t b = 0; b < cols / kQK; ++b) {
-      const auto& sb8 = reinterpret_cast<const BlockQ8_0NM*>(s8.data())[b];
+    // A row keeps scales, masks and kept levels apart.
+    const int64_t nb = cols / kQK;
+    const detail::NmRow<BlockQ8_0NM> row8(const_cast<uint8_t*>(s8.data()), nb);
+    const detail::NmRow<BlockQ4_0NM> row4(const_cast<uint8_t*>(s4.data()), nb);
+    EXPECT_EQ(row8.qs - s8.data(), 6 * nb);
+    for (int64_t b = 0; b < nb; ++b) {
+      BlockQ8_0NM sb8;
+      row8.get(b, &sb8);
+      EXPECT_EQ(std::memcmp(&sb8.d, s8.data() + 2 * b, 2), 0);
       const auto& db8 = reinterpret_cast<const BlockQ8_0*>(q8.data())[b];
       uint32_t mask;
       std::memcpy(&mask, sb8.mask, 4);
@@ -83,7 +90,9 @@ TEST(NmSparse, ExpandsToTheDenseBlock) {
       EXPECT_TRUE(detail::nm_compress(db8, &c8));
       EXPECT_EQ(std::memcmp(c8.qs, sb8.qs, sizeof c8.qs), 0);
       BlockQ4_0 e4;
-      detail::nm_expand(reinterpret_cast<const BlockQ4_0NM*>(s4.data())[b], &e4);
+      BlockQ4_0NM sb4;
+      row4.get(b, &sb4);
+      detail::nm_expand(sb4, &e4);
       ASSERT_EQ(std::memcmp(&e4, &reinterpret_cast<const BlockQ4_0*>(q4.data())[b], sizeof e4), 0)
           << n << ":" << m << " block " << b;
     }
@@ -161,14 +170,17 @@ TEST_P(NmSimd, DamagedMasksStayInBounds) {
     for (int64_t rows : {1, 16, 17}) {
       const int64_t cols = 288;
       const size_t rb = *row_bytes(st, cols);
-      const size_t bb = static_cast<size_t>(info(st).block_bytes);
+      const int64_t nb = cols / kQK;
       // Exactly the row bytes, so an overread lands past the allocation.
       std::vector<uint8_t> w(rb * rows);
       for (auto& b : w) b = static_cast<uint8_t>(rng());
-      for (size_t b = 0; b < w.size() / bb; ++b) {
-        const uint32_t mask = b % 3 == 0 ? 0xFFFFFFFFu : static_cast<uint32_t>(rng());
-        std::memcpy(w.data() + b * bb + 2, &mask, 4);
-        w[b * bb + 1] = 0x3C;  // a finite f16 scale
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* row = w.data() + r * rb;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint32_t mask = b % 3 == 0 ? 0xFFFFFFFFu : static_cast<uint32_t>(rng());
+          std::memcpy(row + 2 * nb + 4 * b, &mask, 4);
+          row[2 * b + 1] = 0x3C;  // a finite f16 scale
+        }
       }
       const MatView mv{st, w.data(), rows, cols, rb};
       for (int64_t n_tok : {1, 5}) {
