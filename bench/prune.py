@@ -10,12 +10,22 @@ KL divergence, top-token agreement; then file size, peak RSS, prompt and
 generation speed with `snug run`. The dense Q8_0 row is the reference a pruned
 row should be compared with (same type, no weight removed).
 
+N:M rows (2:4, 4:8) are stored in snug's N:M-sparse types (q8_0_nm, q4_0_nm),
+as `snug prune` writes them; a ":dense" suffix stores the zeros in the dense
+type instead (`--dense`), and "@q4_0" writes a row in Q4_0 instead of Q8_0.
+Then the speed pairs: each sparse row against the dense file of its type,
+`snug run` alternating A B B A for --pairs rounds at 1 and 2 threads, medians
+of generation and prompt speed and their ratios (the table's single runs are
+too noisy on a shared machine to compare 1.2x).
+
   bench/prune                                   # full table, rewrites docs/PRUNING.md's table
   bench/prune --chunks 4 --rows magnitude:0.5 --no-doc   # a quick look
+  bench/prune --rows "" --pairs 5               # the speed pairs alone
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -30,9 +40,18 @@ MODELS = {
 # "original" the published file and "structured:CUT" (parts joined by "+")
 # a structured cut of it, in the published types.
 ROWS = ["dense", "magnitude:0.25", "wanda:0.25", "magnitude:0.5", "wanda:0.5", "sparsegpt:0.5",
-        "magnitude:2:4", "wanda:2:4", "sparsegpt:2:4", "magnitude:4:8", "wanda:4:8", "original",
+        "magnitude:2:4", "wanda:2:4", "wanda:2:4:dense", "sparsegpt:2:4", "magnitude:4:8",
+        "wanda:4:8", "dense@q4_0", "wanda:2:4@q4_0", "original",
         "structured:ffn=0.25", "structured:ffn=0.25+heads=0.34+layers=2"]
-BEGIN, END = "<!-- prune-table:begin -->", "<!-- prune-table:end -->"
+# (dense reference, sparse row) for the speed pairs.
+PAIRS = [("dense", "wanda:2:4"), ("dense@q4_0", "wanda:2:4@q4_0")]
+
+
+def markers(kind, model):
+    """docs/PRUNING.md's begin and end markers of a block for a model
+    (SmolLM2's carry no model name)."""
+    name = kind if model == "smollm2" else f"{kind}-{model}"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 def run(cmd):
@@ -47,25 +66,37 @@ def prompt_text():
     return (ROOT / "tests" / "data" / "reference.txt").read_text()[:2200]
 
 
+def parse_spec(spec):
+    """(spec without suffixes, output type, stored dense)."""
+    typ = "q8_0"
+    if "@" in spec:
+        spec, typ = spec.split("@", 1)
+    dense = spec.endswith(":dense")
+    return (spec[:-len(":dense")] if dense else spec), typ, dense
+
+
 def make_row_file(snug, src, spec, work, args):
     """The pruned (or dense) Q8_0 file of a row, written once and kept."""
     if spec == "original":
         return src
-    name = spec.replace(":", "-").replace("+", "_") + ".gguf"
+    name = spec.replace(":", "-").replace("+", "_").replace("@", "_") + ".gguf"
     path = work / name
     if path.exists():
         return path
+    spec, typ, dense = parse_spec(spec)
     if spec.startswith("structured:"):
         run([snug, "prune", src, path, "--structured", spec.split(":", 1)[1].replace("+", ","),
              "--calib", ROOT / "data" / "text" / "calibration.txt", "--calib-chunks",
              args.calib_chunks, "-t", args.threads])
         return path
     if spec == "dense":
-        run([snug, "quantize", src, path, "Q8_0"])
+        run([snug, "quantize", src, path, typ.upper()])
         return path
     method, rest = spec.split(":", 1)
-    cmd = [snug, "prune", src, path, "--method", method, "--type", "q8_0", "-t", args.threads]
+    cmd = [snug, "prune", src, path, "--method", method, "--type", typ, "-t", args.threads]
     cmd += ["--pattern", rest] if ":" in rest else ["--sparsity", rest]
+    if dense:
+        cmd.append("--dense")
     if method in ("wanda", "sparsegpt"):
         cmd += ["--calib", ROOT / "data" / "text" / "calibration.txt",
                 "--calib-chunks", args.calib_chunks]
@@ -101,15 +132,82 @@ def table(rows):
             "|---|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
-        label = {"dense": "dense Q8_0 (reference)",
+        label = {"dense": "dense Q8_0 (reference)", "dense@q4_0": "dense Q4_0 (reference)",
                  "original": "original file (published types)"}.get(r["row"])
         if label is None:
-            label = r["row"].replace(":", " ", 1).replace("+", ", ")
+            spec, typ, dense = parse_spec(r["row"])
+            label = spec.replace(":", " ", 1).replace("+", ", ")
+            if ":" in spec.split(":", 1)[-1]:  # N:M
+                label += f", {typ.upper()} stored " + ("dense" if dense else "sparse")
+            elif typ != "q8_0":
+                label += f", {typ.upper()}"
         lines.append(f"| {label} | {r['file_bytes'] / 2**20:.1f} MiB | "
                      f"{r['peak_rss'] / 2**20:.0f} MiB | {r['ppl']:.3f} ± {r['ppl_err']:.3f} | "
                      f"{r['kld']:.4f} | {100 * r['same_top']:.2f}% | {r['pp_tps']:.0f} | "
                      f"{r['gen_tps']:.1f} |")
     return head + "\n".join(lines) + "\n"
+
+
+def run_speed(snug, path, threads, args):
+    r = run([snug, "run", path, "-p", prompt_text(), "-n", args.gen_tokens, "--temp", "0",
+             "--ignore-eos", "-c", "1024", "-t", threads, "--json"])
+    j = json.loads(r.stdout)
+    return j["prompt_tokens_per_second"], j["generate_tokens_per_second"]
+
+
+def speed_pairs(snug, src, work, args):
+    """Each sparse row against its dense reference, A B B A, medians."""
+    out = []
+    for dense_spec, sparse_spec in PAIRS:
+        a = make_row_file(snug, src, dense_spec, work, args)
+        b = make_row_file(snug, src, sparse_spec, work, args)
+        for threads in (1, 2):
+            runs = {"a": [], "b": []}
+            for k in range(args.pairs):
+                for which in ("ab" if k % 2 == 0 else "ba"):
+                    runs[which].append(run_speed(snug, a if which == "a" else b, threads, args))
+            med = {w: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
+                   for w, v in runs.items()}
+            row = {"dense": dense_spec, "sparse": sparse_spec, "threads": threads,
+                   "dense_pp": med["a"][0], "dense_gen": med["a"][1],
+                   "sparse_pp": med["b"][0], "sparse_gen": med["b"][1],
+                   "dense_bytes": a.stat().st_size, "sparse_bytes": b.stat().st_size}
+            print(f"{sparse_spec:<16} vs {dense_spec:<11} {threads} thr: gen {row['sparse_gen']:6.1f} / "
+                  f"{row['dense_gen']:6.1f} = {row['sparse_gen'] / row['dense_gen']:.2f}x, pp "
+                  f"{row['sparse_pp']:6.0f} / {row['dense_pp']:6.0f} = "
+                  f"{row['sparse_pp'] / row['dense_pp']:.2f}x", flush=True)
+            out.append(row)
+    return out
+
+
+def speed_table(rows):
+    head = ("| Sparse row | Dense reference | Threads | File | gen tok/s | gen ratio | pp tok/s | "
+            "pp ratio |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        lines.append(f"| {r['sparse']} | {r['dense']} | {r['threads']} | "
+                     f"{r['sparse_bytes'] / 2**20:.1f} / {r['dense_bytes'] / 2**20:.1f} MiB | "
+                     f"{r['sparse_gen']:.1f} / {r['dense_gen']:.1f} | "
+                     f"**{r['sparse_gen'] / r['dense_gen']:.2f}x** | "
+                     f"{r['sparse_pp']:.0f} / {r['dense_pp']:.0f} | "
+                     f"{r['sparse_pp'] / r['dense_pp']:.2f}x |")
+    return head + "\n".join(lines) + "\n"
+
+
+def replace_block(doc, begin, end, text):
+    body = doc.read_text()
+    if begin not in body or end not in body:
+        sys.exit(f"prune: {doc} lacks the {begin} / {end} markers")
+    pre, rest = body.split(begin, 1)
+    post = rest.split(end, 1)[1]
+    doc.write_text(pre + begin + "\n" + text + end + post)
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def main():
@@ -125,6 +223,8 @@ def main():
     ap.add_argument("--calib-chunks", type=int, default=32,
                     help="chunks of 512 calibration tokens for wanda and sparsegpt")
     ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="A B B A rounds of the sparse-against-dense speed pairs (0: none)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/PRUNING.md")
     args = ap.parse_args()
 
@@ -147,21 +247,35 @@ def main():
     saved.write_text(json.dumps(rows, indent=2) + "\n")
     text = table(rows)
     print(text)
+    pairs = speed_pairs(snug, src, work, args) if args.pairs > 0 else []
+    if pairs:
+        (work / "speed.json").write_text(json.dumps(pairs, indent=2) + "\n")
     if args.no_doc:
         return
     doc = ROOT / "docs" / "PRUNING.md"
-    body = doc.read_text()
-    if BEGIN not in body or END not in body:
-        sys.exit(f"prune: {doc} lacks the {BEGIN} / {END} markers")
-    cmd = " ".join(["bench/prune"] + sys.argv[1:])
-    stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {os.cpu_count()} cores: "
+    # The command as a reader reruns it (--snug only names a copy of build/snug).
+    argv = sys.argv[1:]
+    if "--snug" in argv:
+        k = argv.index("--snug")
+        argv = argv[:k] + argv[k + 2:]
+    cmd = " ".join(["bench/prune"] + argv)
+    if pairs:
+        stamp = (f"Measured {time.strftime('%Y-%m-%d')} with `{cmd}` on {cpu_name()}, "
+                 f"{os.cpu_count()} cores, SIMD target {rows[0]['kernels'].split(':')[0] if rows else '?'}: "
+                 f"{args.model}, `snug run` with a prompt of about 500 tokens and {args.gen_tokens} "
+                 f"generated, medians of {args.pairs} A B B A rounds.\n\n")
+        replace_block(doc, *markers("nm-speed", args.model), stamp + speed_table(pairs))
+    if not args.rows:
+        print(f"prune: wrote the speed pairs into {doc}")
+        return
+    stamp = (f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores, by "
+             f"`bench/prune` runs whose rows merge (build/prune/{args.model}/prune.json; the last: "
+             f"`{cmd}`): "
              f"{args.model}, evaluation text windows of {args.ctx} tokens, "
              f"{rows[0]['n_scored']} positions scored, KL against the unpruned model in F32; "
              f"{args.calib_chunks} calibration chunks of 512 tokens; prompt of about 500 tokens, {args.gen_tokens} generated, {args.threads} threads; "
              f"SIMD target {rows[0]['kernels'].split(':')[0]}.\n\n")
-    pre, rest = body.split(BEGIN, 1)
-    post = rest.split(END, 1)[1]
-    doc.write_text(pre + BEGIN + "\n" + stamp + text + END + post)
+    replace_block(doc, *markers("prune-table", args.model), stamp + text)
     print(f"prune: wrote {doc}")
 
 

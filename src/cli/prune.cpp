@@ -242,8 +242,8 @@ Action add_prune(CLI::App& app) {
   sub->add_option("input", f->in, "GGUF file to read")->required();
   sub->add_option("output", f->out, "GGUF file to write")->required();
   sub->add_option("--method", f->method,
-                  "magnitude (no calibration) or wanda (|weight| x "
-                  "activation norm, needs --calib)");
+                  "magnitude (no calibration), wanda (|weight| x activation norm) or sparsegpt "
+                  "(second-order, layer by layer); wanda and sparsegpt need --calib");
   CLI::Option* method = sub->get_option("--method");
   CLI::Option* sparsity = sub->add_option("--sparsity", f->sparsity,
                                           "share of each row removed, in [0, 1) "
