@@ -29,7 +29,7 @@ namespace {
 
 struct Flags {
   std::string in, out, method = "magnitude", pattern = "unstructured", calib, type, structured;
-  bool method_given = false, pattern_given = false, dense = false;
+  bool method_given = false, pattern_given = false, dense = false, no_refit = false;
   double sparsity = 0.5;
   bool sparsity_given = false;
   std::vector<std::string> keep;
@@ -47,10 +47,11 @@ int usage(const std::string& message) {
 int structured_main(const Flags& f) {
   auto cut = compress::parse_structured_cut(f.structured);
   if (!cut.ok()) return usage(cut.error().message);
-  if (f.method_given || f.pattern_given || f.sparsity_given || !f.type.empty() || !f.keep.empty())
+  if (f.method_given || f.pattern_given || f.sparsity_given || !f.type.empty() || !f.keep.empty() ||
+      f.dense)
     return usage(
         "--structured removes whole channels, heads and layers; it takes no --method, "
-        "--sparsity, --pattern, --type or --keep");
+        "--sparsity, --pattern, --type, --keep or --dense");
   if (f.calib.empty()) return usage("--structured needs a calibration text (--calib TEXT)");
   std::ifstream in(f.calib, std::ios::binary);
   if (!in) return fail(make_error("cannot read calibration text '", f.calib, "'"));
@@ -79,7 +80,28 @@ int structured_main(const Flags& f) {
   if (!scores.ok()) return fail(make_error("calibration: ", scores.error().message));
   auto plan = compress::plan_structured(c, *scores, *cut);
   if (!plan.ok()) return fail(plan.error());
-  auto sum = compress::write_structured(f.in, f.out, c, *plan);
+  compress::StructuredRefit refit;
+  if (!f.no_refit) {
+    const int64_t chunks =
+        compress::LayerStreams::chunk_count(tokens.size(), f.calib_ctx, f.calib_chunks);
+    std::fprintf(stderr,
+                 "prune: refitting the attention output and down projection over %lld "
+                 "chunks, working memory %s\n",
+                 static_cast<long long>(chunks),
+                 format_bytes(compress::refit_structured_bytes(c, f.calib_ctx, chunks)).c_str());
+    const int64_t rows = chunks * f.calib_ctx;
+    const int64_t width = std::max<int64_t>(c.n_ff, int64_t{c.n_heads} * c.head_dim_v);
+    if (rows < 4 * width)
+      std::fprintf(stderr,
+                   "prune: note: %lld calibration rows for inputs %lld wide; a refit over so few "
+                   "can fit noise (more --calib-chunks, or --no-refit)\n",
+                   static_cast<long long>(rows), static_cast<long long>(width));
+    auto r = compress::refit_structured(*lm->model, *plan, tokens, tok.add_bos() ? tok.bos() : -1,
+                                        f.calib_ctx, f.calib_chunks, threads, &ledger);
+    if (!r.ok()) return fail(make_error("refit: ", r.error().message));
+    refit = std::move(*r);
+  }
+  auto sum = compress::write_structured(f.in, f.out, c, *plan, f.no_refit ? nullptr : &refit);
   if (!sum.ok()) return fail(sum.error());
   std::string gone;
   for (int32_t l = 0, k = 0; l < c.n_layers; ++l) {
@@ -107,6 +129,7 @@ int prune_main(const Flags& f) {
   // Before a (long) calibration run.
   if (Status s = compress::check_output_path(f.in, f.out); !s.ok()) return fail(s.error());
   if (!f.structured.empty()) return structured_main(f);
+  if (f.no_refit) return usage("--no-refit is for --structured");
   const auto method = compress::parse_prune_method(f.method);
   if (!method)
     return usage("unknown pruning method '" + f.method +
@@ -265,6 +288,9 @@ Action add_prune(CLI::App& app) {
   sub->add_option("--structured", f->structured,
                   "ffn=F,heads=H,layers=N: remove whole feed-forward channels, KV head groups and "
                   "layers (scored over --calib), writing a GGUF of smaller dimensions");
+  sub->add_flag("--no-refit", f->no_refit,
+                "with --structured: cut only, without refitting the attention output and down "
+                "projection to the kept channels' inputs by least squares");
   sub->add_option("-t,--threads", f->threads, "worker threads (default: all cores)");
   return [f, sub, method, sparsity, pattern]() -> int {
     if (!*sub) return -1;

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include <Eigen/Dense>
+
 #include "kv/kv_cache.h"
 
 namespace snug::compress {
@@ -205,6 +207,62 @@ Status LayerStreams::run_layer(int32_t l, model::ActivationObserver* observer, b
   }
   ws_.observer = nullptr;
   return st;
+}
+
+int input_of(model::MatRole role) {
+  switch (role) {
+    case model::MatRole::kQ:
+    case model::MatRole::kK:
+    case model::MatRole::kV:
+      return 0;
+    case model::MatRole::kO:
+      return 1;
+    case model::MatRole::kGate:
+    case model::MatRole::kUp:
+      return 2;
+    case model::MatRole::kDown:
+      return 3;
+    case model::MatRole::kOutput:
+      break;
+  }
+  return -1;
+}
+
+void HessianCollector::observe(int32_t l, model::MatRole role, const float* x, int32_t rows,
+                               int64_t n) {
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int g = input_of(role);
+  // q, k and v see the same rows (so do gate and up): count them once.
+  if (l != layer || g < 0 || role == model::MatRole::kK || role == model::MatRole::kV ||
+      role == model::MatRole::kUp)
+    return;
+  auto& acc = h[static_cast<size_t>(g)];
+  if (acc.empty()) {
+    acc.assign(static_cast<size_t>(n * n), 0.0);
+    cols[static_cast<size_t>(g)] = n;
+  }
+  // Only the lower triangle (a symmetric rank-k update, half the work of
+  // the full product); finish() mirrors it.
+  const Eigen::Map<const MatF> X(x, rows, n);
+  g_.assign(static_cast<size_t>(n * n), 0.f);
+  Eigen::Map<MatF> G(g_.data(), n, n);
+  G.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
+  Eigen::Map<Mat> A(acc.data(), n, n);
+  A.triangularView<Eigen::Lower>() += G.cast<double>();
+}
+
+void HessianCollector::finish() {
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  for (size_t g = 0; g < h.size(); ++g) {
+    if (h[g].empty()) continue;
+    Eigen::Map<Mat> A(h[g].data(), cols[g], cols[g]);
+    A.triangularView<Eigen::StrictlyUpper>() = A.transpose();
+  }
+}
+
+void HessianCollector::clear() {
+  for (auto& m : h) m.clear();
 }
 
 }  // namespace snug::compress

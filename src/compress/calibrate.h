@@ -6,6 +6,7 @@
 // summed per column, with the count of rows seen.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -49,6 +50,29 @@ Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> 
 // pruning's layer influence). The text is cut into chunks of n_ctx tokens,
 // the first of each replaced by `bos` when >= 0; memory: the streams
 // (chunks x n_ctx x n_embd floats), a KV cache and a workspace for one chunk.
+// Which of a layer's four inputs a matrix reads: 0 attention (q, k, v), 1
+// attention output, 2 feed-forward (gate, up), 3 down projection; -1 the
+// output head.
+int input_of(model::MatRole role);
+
+// Sums x x^T (in double) over the rows reaching each input of one layer:
+// the Hessians of least-squares fits of that layer's matrices.
+class HessianCollector : public model::ActivationObserver {
+ public:
+  int32_t layer = -1;                    // the layer observed
+  std::array<std::vector<double>, 4> h;  // [input_of]: cols x cols, row-major
+  std::array<int64_t, 4> cols{};
+
+  void observe(int32_t l, model::MatRole role, const float* x, int32_t rows, int64_t n) override;
+  // The full symmetric matrices, once a layer's rows are all in.
+  void finish();
+  // Forgets the sums, for the next layer.
+  void clear();
+
+ private:
+  std::vector<float> g_;  // one call's lower triangle
+};
+
 class LayerStreams {
  public:
   // Embeds every chunk. Fails when the text is shorter than one chunk.

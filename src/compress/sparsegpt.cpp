@@ -137,65 +137,6 @@ namespace {
 
 // The four inputs of a layer's matrices: attention (q, k, v), the attention
 // output, the feed-forward network (gate, up), the down projection.
-int input_of(model::MatRole role) {
-  switch (role) {
-    case model::MatRole::kQ:
-    case model::MatRole::kK:
-    case model::MatRole::kV:
-      return 0;
-    case model::MatRole::kO:
-      return 1;
-    case model::MatRole::kGate:
-    case model::MatRole::kUp:
-      return 2;
-    case model::MatRole::kDown:
-      return 3;
-    case model::MatRole::kOutput:
-      break;
-  }
-  return -1;
-}
-
-// Sums x x^T over the rows reaching each input of one layer.
-class HessianCollector : public model::ActivationObserver {
- public:
-  int32_t layer = -1;
-  std::array<std::vector<double>, 4> h;
-  std::array<int64_t, 4> cols{};
-
-  void observe(int32_t l, model::MatRole role, const float* x, int32_t rows, int64_t n) override {
-    const int g = input_of(role);
-    // q, k and v see the same rows (so do gate and up): count them once.
-    if (l != layer || g < 0 || role == model::MatRole::kK || role == model::MatRole::kV ||
-        role == model::MatRole::kUp)
-      return;
-    auto& acc = h[static_cast<size_t>(g)];
-    if (acc.empty()) {
-      acc.assign(static_cast<size_t>(n * n), 0.0);
-      cols[static_cast<size_t>(g)] = n;
-    }
-    // Only the lower triangle (a symmetric rank-k update, half the work of
-    // the full product); finish() mirrors it.
-    const Eigen::Map<const MatF> X(x, rows, n);
-    g_.setZero(n, n);
-    g_.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
-    Eigen::Map<Mat> A(acc.data(), n, n);
-    A.triangularView<Eigen::Lower>() += g_.cast<double>();
-  }
-
-  // The full symmetric matrices, once a layer's rows are all in.
-  void finish() {
-    for (size_t g = 0; g < h.size(); ++g) {
-      if (h[g].empty()) continue;
-      Eigen::Map<Mat> A(h[g].data(), cols[g], cols[g]);
-      A.triangularView<Eigen::StrictlyUpper>() = A.transpose();
-    }
-  }
-
- private:
-  MatF g_;
-};
-
 constexpr model::MatRole kRoles[] = {
     model::MatRole::kQ,    model::MatRole::kK,  model::MatRole::kV,   model::MatRole::kO,
     model::MatRole::kGate, model::MatRole::kUp, model::MatRole::kDown};
@@ -259,7 +200,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
   std::vector<float> w;
   for (int32_t l = 0; l < c.n_layers; ++l) {
     hc.layer = l;
-    for (auto& h : hc.h) h.clear();
+    hc.clear();
     // The dense layer's Hessians; its output is not wanted.
     SNUG_RETURN_IF_ERROR(streams->run_layer(l, &hc, /*advance=*/false));
     hc.finish();

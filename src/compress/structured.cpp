@@ -8,6 +8,8 @@
 #include <map>
 #include <numeric>
 
+#include <Eigen/Dense>
+
 #include "compress/calibrate.h"
 #include "compress/quantize.h"
 #include "tensor/kernels.h"
@@ -84,8 +86,53 @@ std::vector<int64_t> expand(const std::vector<int32_t>& units, int64_t width) {
 
 struct Cut {
   enum Kind { kCopy, kRows, kCols } kind = kCopy;
-  std::vector<int64_t> keep;  // rows, elements (1-D) or columns kept
+  std::vector<int64_t> keep;     // rows, elements (1-D) or columns kept
+  const float* refit = nullptr;  // kCols: the refitted f32 matrix to take them from
 };
+
+// The head indices of the kept KV groups.
+std::vector<int32_t> kept_heads(const std::vector<int32_t>& groups, int32_t group) {
+  std::vector<int32_t> heads;
+  for (int32_t g : groups)
+    for (int32_t k = 0; k < group; ++k) heads.push_back(g * group + k);
+  return heads;
+}
+
+// W (rows x n, f32, row-major) refitted to the kept columns: W_K + W_R X^T
+// with (H_KK + damping) X = H_KR, the removed columns zeroed.
+Status refit_columns(std::vector<float>& w, int64_t rows, int64_t n, const std::vector<double>& h,
+                     const std::vector<int64_t>& keep) {
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::vector<char> kept(static_cast<size_t>(n), 0);
+  for (int64_t j : keep) kept[static_cast<size_t>(j)] = 1;
+  std::vector<int64_t> gone;
+  for (int64_t j = 0; j < n; ++j)
+    if (!kept[static_cast<size_t>(j)]) gone.push_back(j);
+  if (gone.empty()) return ok_status();
+  const auto k = static_cast<Eigen::Index>(keep.size()), r = static_cast<Eigen::Index>(gone.size());
+  const Eigen::Map<const Mat> H(h.data(), n, n);
+  Mat hkk(k, k), hkr(k, r);
+  double diag = 0;
+  for (Eigen::Index a = 0; a < k; ++a) {
+    for (Eigen::Index b = 0; b < k; ++b) hkk(a, b) = H(keep[a], keep[b]);
+    for (Eigen::Index b = 0; b < r; ++b) hkr(a, b) = H(keep[a], gone[b]);
+    diag += hkk(a, a);
+  }
+  const double damp = 0.01 * diag / static_cast<double>(k);
+  hkk.diagonal().array() += damp > 0 ? damp : 1e-8;
+  Eigen::LLT<Mat> llt(hkk);
+  if (llt.info() != Eigen::Success)
+    return make_error("a refit's Hessian is not positive definite even damped");
+  const Mat x = llt.solve(hkr);  // k x r
+  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> W(w.data(),
+                                                                                      rows, n);
+  Mat wr(rows, r);
+  for (Eigen::Index b = 0; b < r; ++b) wr.col(b) = W.col(gone[b]).cast<double>();
+  const Mat delta = wr * x.transpose();  // rows x k
+  for (Eigen::Index a = 0; a < k; ++a) W.col(keep[a]) += delta.col(a).cast<float>();
+  for (int64_t j : gone) W.col(j).setZero();
+  return ok_status();
+}
 
 }  // namespace
 
@@ -214,9 +261,68 @@ Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const Struct
   return p;
 }
 
+uint64_t StructuredRefit::bytes() const {
+  uint64_t n = 0;
+  for (const auto& v : o) n += v.size() * sizeof(float);
+  for (const auto& v : down) n += v.size() * sizeof(float);
+  return n;
+}
+
+uint64_t refit_structured_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks) {
+  const auto e = static_cast<uint64_t>(c.n_embd), f = static_cast<uint64_t>(c.n_ff),
+             o = static_cast<uint64_t>(c.n_heads) * static_cast<uint64_t>(c.head_dim_v);
+  const uint64_t matrices = static_cast<uint64_t>(c.n_layers) * e * (f + o) * sizeof(float);
+  const uint64_t hessians = 8 * (f * f + o * o) * 2;  // the sums and the solver's copy
+  return matrices + hessians + LayerStreams::stream_bytes(c, n_ctx, chunks);
+}
+
+Result<StructuredRefit> refit_structured(model::Model& m, const StructuredPlan& plan,
+                                         std::span<const int32_t> tokens, int32_t bos,
+                                         int32_t n_ctx, int32_t max_chunks, int32_t n_threads,
+                                         memory::Ledger* ledger) {
+  const model::ModelConfig& c = m.config();
+  SNUG_ASSIGN_OR_RETURN(std::unique_ptr<LayerStreams> streams,
+                        LayerStreams::create(m, tokens, bos, n_ctx, max_chunks, n_threads, ledger));
+  StructuredRefit out;
+  out.o.resize(static_cast<size_t>(c.n_layers));
+  out.down.resize(static_cast<size_t>(c.n_layers));
+  const int32_t group = c.n_heads / c.n_kv_heads;
+  HessianCollector hc;
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    // A layer that goes: its input passes on unchanged.
+    if (!std::binary_search(plan.layers.begin(), plan.layers.end(), l)) continue;
+    hc.layer = l;
+    hc.clear();
+    SNUG_RETURN_IF_ERROR(streams->run_layer(l, &hc, /*advance=*/false));
+    hc.finish();
+    const auto li = static_cast<size_t>(l);
+    for (model::MatRole role : {model::MatRole::kO, model::MatRole::kDown}) {
+      const tensor::MatView v = *model::layer_matrix(m.weights().layers[li], role);
+      std::vector<float>& w = role == model::MatRole::kO ? out.o[li] : out.down[li];
+      w.resize(static_cast<size_t>(v.rows * v.cols));
+      for (int64_t r = 0; r < v.rows; ++r)
+        tensor::dequantize_row(v.type, static_cast<const uint8_t*>(v.data) + r * v.row_bytes,
+                               w.data() + r * v.cols, v.cols);
+      const auto& h = hc.h[static_cast<size_t>(input_of(role))];
+      if (h.empty()) return make_error("the calibration run did not reach layer ", l);
+      const std::vector<int64_t> keep =
+          role == model::MatRole::kO ? expand(kept_heads(plan.groups[li], group), c.head_dim_v)
+                                     : expand(plan.channels[li], 1);
+      SNUG_RETURN_IF_ERROR(refit_columns(w, v.rows, v.cols, h, keep));
+      SNUG_RETURN_IF_ERROR(
+          m.replace_matrix(l, role,
+                           tensor::MatView{DType::kF32, w.data(), v.rows, v.cols,
+                                           static_cast<size_t>(v.cols) * sizeof(float)}));
+    }
+    // The streams move on through the pruned layer (removed columns zero).
+    SNUG_RETURN_IF_ERROR(streams->run_layer(l, nullptr, /*advance=*/true));
+  }
+  return out;
+}
+
 Result<StructuredSummary> write_structured(const std::string& in, const std::string& out,
-                                           const model::ModelConfig& c,
-                                           const StructuredPlan& plan) {
+                                           const model::ModelConfig& c, const StructuredPlan& plan,
+                                           const StructuredRefit* refit) {
   SNUG_RETURN_IF_ERROR(check_output_path(in, out));
   SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(in));
   const int32_t group = c.n_heads / c.n_kv_heads;
@@ -277,9 +383,11 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
       name = "blk." + std::to_string(it->second) + "." + rest;
       const auto& ch = plan.channels[static_cast<size_t>(l)];
       const auto& gr = plan.groups[static_cast<size_t>(l)];
-      std::vector<int32_t> heads;
-      for (int32_t g : gr)
-        for (int32_t k = 0; k < group; ++k) heads.push_back(g * group + k);
+      const std::vector<int32_t> heads = kept_heads(gr, group);
+      const auto from = [&](const std::vector<std::vector<float>>& v) -> const float* {
+        return refit && !v[static_cast<size_t>(l)].empty() ? v[static_cast<size_t>(l)].data()
+                                                           : nullptr;
+      };
       if (rest == "attn_q.weight" || rest == "attn_q.bias") {
         o.cut = {Cut::kRows, expand(heads, c.head_dim_k)};
       } else if (rest == "attn_k.weight" || rest == "attn_k.bias") {
@@ -287,11 +395,11 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
       } else if (rest == "attn_v.weight" || rest == "attn_v.bias") {
         o.cut = {Cut::kRows, expand(gr, c.head_dim_v)};
       } else if (rest == "attn_output.weight") {
-        o.cut = {Cut::kCols, expand(heads, c.head_dim_v)};
+        o.cut = {Cut::kCols, expand(heads, c.head_dim_v), refit ? from(refit->o) : nullptr};
       } else if (rest == "ffn_gate.weight" || rest == "ffn_up.weight") {
         o.cut = {Cut::kRows, expand(ch, 1)};
       } else if (rest == "ffn_down.weight") {
-        o.cut = {Cut::kCols, expand(ch, 1)};
+        o.cut = {Cut::kCols, expand(ch, 1), refit ? from(refit->down) : nullptr};
       }
     }
     std::vector<int64_t> dims(t.ne.begin(), t.ne.begin() + std::max(1, t.n_dims));
@@ -339,7 +447,11 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
     row.resize(static_cast<size_t>(t.ne[0]));
     kept.resize(static_cast<size_t>(cols));
     for (int64_t r = 0; r < t.rows(); ++r) {
-      tensor::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * rb, row.data(), t.ne[0]);
+      if (o.cut.refit) {
+        std::copy_n(o.cut.refit + r * t.ne[0], t.ne[0], row.data());
+      } else {
+        tensor::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * rb, row.data(), t.ne[0]);
+      }
       for (int64_t j = 0; j < cols; ++j)
         kept[static_cast<size_t>(j)] = row[static_cast<size_t>(o.cut.keep[static_cast<size_t>(j)])];
       tensor::quantize_row(o.type, kept.data(), buf.data() + static_cast<uint64_t>(r) * out_rb,

@@ -61,6 +61,32 @@ struct StructuredPlan {
 Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const StructuredScores& s,
                                        const StructuredCut& cut);
 
+// The layers that read removed units, refitted: per original layer, the
+// attention output and the down projection in f32 (rows x the original
+// columns, the removed columns zero), each the least-squares fit of the
+// original matrix's output from the kept columns' inputs, W'_K = W_K +
+// W_R H_RK (H_KK + damping)^-1, with H = sum x x^T over the calibration text
+// as the pruned layers before it produce it (as SparseGPT: layer by layer,
+// the model pointed at the refitted matrices before its streams move on).
+// Empty for a layer that goes.
+struct StructuredRefit {
+  std::vector<std::vector<float>> o, down;
+  uint64_t bytes() const;
+};
+
+// Working memory refit_structured takes for the model (the refitted
+// matrices, one layer's Hessians and the calibration streams).
+uint64_t refit_structured_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks);
+
+// Refits the plan's layers over the calibration text; `m` ends up pointing at
+// the refitted matrices (kept alive by the result). Fails with one line when
+// the text is shorter than one chunk or a damped Hessian is not positive
+// definite.
+Result<StructuredRefit> refit_structured(model::Model& m, const StructuredPlan& plan,
+                                         std::span<const int32_t> tokens, int32_t bos,
+                                         int32_t n_ctx, int32_t max_chunks, int32_t n_threads,
+                                         memory::Ledger* ledger);
+
 struct StructuredSummary {
   uint64_t input_bytes = 0, output_bytes = 0;
   uint64_t input_weights = 0, output_weights = 0;  // elements of every tensor
@@ -71,9 +97,11 @@ struct StructuredSummary {
 // re-packed in their type, or q8_0 when the new width is not a whole number
 // of the type's blocks. Metadata: block_count, feed_forward_length,
 // head_count, head_count_kv, and key_length / value_length so that readers
-// do not derive the head size from the narrower head count. Refuses as
-// quantize_file does (output = input, a full disk: no file left).
+// do not derive the head size from the narrower head count. With `refit`,
+// the attention output and down projection's kept columns come from it.
+// Refuses as quantize_file does (output = input, a full disk: no file left).
 Result<StructuredSummary> write_structured(const std::string& in, const std::string& out,
-                                           const model::ModelConfig& c, const StructuredPlan& plan);
+                                           const model::ModelConfig& c, const StructuredPlan& plan,
+                                           const StructuredRefit* refit = nullptr);
 
 }  // namespace snug::compress

@@ -130,6 +130,32 @@ TEST(Prune, PatternsAndMethodsParseOrSayWhyNot) {
   EXPECT_FALSE(is_prunable("blk.0.attn_norm.weight"));
 }
 
+// The logits of a model over the first 64 of `tokens`, all positions.
+std::vector<float> logits_over(const std::string& path, const std::vector<int32_t>& tokens) {
+  memory::Ledger ledger;
+  auto m = model::Model::load(path, &ledger);
+  EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error().message);
+  const kv::KvLayout layout = (*m)->kv_layout(DType::kF16);
+  auto cache =
+      kv::KvCache::create(layout, static_cast<int32_t>(layout.sequence_blocks(64, 64)), &ledger);
+  model::WorkspaceShape shape{.max_tokens = 64, .max_logits = 64, .max_ctx = 64, .n_threads = 1};
+  auto ws = model::Workspace::create(
+      (*m)->config(), model::plan_workspace((*m)->config(), (*m)->matrix_types(), shape), &ledger);
+  ThreadPool pool(1);
+  model::Batch b;
+  const kv::SeqId s = cache->create_sequence();
+  for (int32_t i = 0; i < 64; ++i) b.add(tokens[static_cast<size_t>(i)], s, true);
+  EXPECT_TRUE((*m)->forward(b, *cache, *ws, pool).ok());
+  const size_t n = static_cast<size_t>(64 * (*m)->config().n_vocab);
+  return std::vector<float>(ws->logits, ws->logits + n);
+}
+
+double distance(const std::vector<float>& x, const std::vector<float>& y) {
+  double d = 0;
+  for (size_t i = 0; i < x.size(); ++i) d += (x[i] - y[i]) * (x[i] - y[i]);
+  return std::sqrt(d);
+}
+
 testing::TinyModelSpec q8_spec() {
   testing::TinyModelSpec s;
   s.matrix_type = DType::kQ8_0;
@@ -467,31 +493,9 @@ TEST(Prune, SparseGptBeatsMagnitudeOnATinyModel) {
     eval = tok->encode(more, false, false);
     eval.resize(64);
   }
-  auto logits = [&eval](const std::string& path) {
-    memory::Ledger ledger;
-    auto m = model::Model::load(path, &ledger);
-    EXPECT_TRUE(m.ok());
-    const kv::KvLayout layout = (*m)->kv_layout(DType::kF16);
-    auto cache =
-        kv::KvCache::create(layout, static_cast<int32_t>(layout.sequence_blocks(64, 64)), &ledger);
-    model::WorkspaceShape shape{.max_tokens = 64, .max_logits = 64, .max_ctx = 64, .n_threads = 1};
-    auto ws = model::Workspace::create(
-        (*m)->config(), model::plan_workspace((*m)->config(), (*m)->matrix_types(), shape),
-        &ledger);
-    ThreadPool pool(1);
-    model::Batch b;
-    const kv::SeqId s = cache->create_sequence();
-    for (int32_t i = 0; i < 64; ++i) b.add(eval[static_cast<size_t>(i)], s, true);
-    EXPECT_TRUE((*m)->forward(b, *cache, *ws, pool).ok());
-    const size_t n = static_cast<size_t>(64 * (*m)->config().n_vocab);
-    return std::vector<float>(ws->logits, ws->logits + n);
-  };
+  auto logits = [&eval](const std::string& path) { return logits_over(path, eval); };
   const std::vector<float> dense = logits(in), a = logits(sgpt), b = logits(mag);
-  auto dist = [&](const std::vector<float>& x) {
-    double d = 0;
-    for (size_t i = 0; i < x.size(); ++i) d += (x[i] - dense[i]) * (x[i] - dense[i]);
-    return std::sqrt(d);
-  };
+  auto dist = [&](const std::vector<float>& x) { return distance(x, dense); };
   std::printf("logit distance to the dense model: sparsegpt %.4g, magnitude %.4g\n", dist(a),
               dist(b));
   EXPECT_LT(dist(a), dist(b));
@@ -648,6 +652,51 @@ TEST(Structured, CommandLineWritesASmallerModelThatRuns) {
                           " --structured layers=1" + calib + " 2>" + err.string();
   EXPECT_NE(std::system(cmd.c_str()), 0);
   EXPECT_FALSE(fs::exists(out));
+}
+
+// The refit (least squares over the calibration text, layer by layer) brings
+// a cut model closer to the uncut one than the cut alone, on text like the
+// calibration text; --no-refit is refused without --structured.
+TEST(Structured, RefitBringsTheCutModelCloser) {
+  testing::TinyModelSpec spec = q8_spec();
+  spec.n_ctx = 512;
+  const std::string in = testing::write_tiny_model("refit_in.gguf", spec);
+  const fs::path text = temp_dir() / "refit_calib.txt";
+  {
+    std::ofstream t(text);
+    for (int i = 0; i < 400; ++i) t << "the quick brown fox " << i * 7 % 13 << " jumps over ";
+  }
+  const std::string with = (temp_dir() / "refit.gguf").string();
+  const std::string without = (temp_dir() / "norefit.gguf").string();
+  const std::string args = " --structured ffn=0.5,heads=0.5 --calib " + text.string() +
+                           " --calib-chunks 16 --calib-ctx 64 2>/dev/null";
+  ASSERT_EQ(std::system((std::string(SNUG_BIN) + " prune " + in + " " + with + args).c_str()), 0);
+  ASSERT_EQ(
+      std::system(
+          (std::string(SNUG_BIN) + " prune " + in + " " + without + args + " --no-refit").c_str()),
+      0);
+  std::vector<int32_t> eval;
+  {
+    memory::Ledger ledger;
+    auto m = model::Model::load(in, &ledger);
+    ASSERT_TRUE(m.ok());
+    auto tok = text::Tokenizer::from_gguf((*m)->file());
+    ASSERT_TRUE(tok.ok());
+    std::string more;
+    for (int i = 0; i < 40; ++i)
+      more += "the quick brown fox " + std::to_string(i * 5 % 11) + " jumps over ";
+    eval = tok->encode(more, false, false);
+    eval.resize(64);
+  }
+  const std::vector<float> dense = logits_over(in, eval);
+  const double d_with = distance(logits_over(with, eval), dense);
+  const double d_without = distance(logits_over(without, eval), dense);
+  std::printf("logit distance to the uncut model: refit %.4g, cut alone %.4g\n", d_with, d_without);
+  EXPECT_LT(d_with, d_without);
+  EXPECT_NE(std::system((std::string(SNUG_BIN) + " prune " + in + " " +
+                         (temp_dir() / "x.gguf").string() + " --no-refit 2>/dev/null")
+                            .c_str()),
+            0);
 }
 
 }  // namespace

@@ -48,8 +48,11 @@ def run(*args):
 @pytest.fixture(scope="module")
 def structured(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune") / "structured.gguf"
+    # --no-refit: this test is about the shapes, and a refit over only 4
+    # calibration chunks (2048 rows for a 1536-wide Hessian) fits noise and
+    # leaves flatter distributions with more near-ties.
     proc = run("prune", SMOLLM2, out, "--structured", "ffn=0.25,heads=0.34,layers=2", "--calib",
-               CALIB, "--calib-chunks", 4, "-t", THREADS)
+               CALIB, "--calib-chunks", 4, "--no-refit", "-t", THREADS)
     print(proc.stderr.strip())
     return out
 
