@@ -113,12 +113,6 @@ inline bool nm_compress(const BlockQ8_0& d, BlockQ8_0NM* s) {
   return nm_pack(d, nm_choose(mag), s);
 }
 
-inline bool nm_compress(const BlockQ4_0& d, BlockQ4_0NM* s) {
-  int mag[kQK];
-  for (int j = 0; j < kQK; ++j) mag[j] = std::abs((j < 16 ? d.qs[j] & 15 : d.qs[j - 16] >> 4) - 8);
-  return nm_pack(d, nm_choose(mag), s);
-}
-
 // Where the parts of a sparse row of nb blocks lie (quant_blocks.h): block
 // b's scale at d + 2b, its mask at mask + 4b, its kept levels at qs + kQs * b.
 template <class S>

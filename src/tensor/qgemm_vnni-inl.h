@@ -782,36 +782,41 @@ HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VR
   }
 }
 
-// One token's rows [r0, r1) of q4_0/q4_1/q8_0 by VRowSum; returns r1, or r0 when
-// it does not take the product (another format, or more columns than
-// VRowAct holds: the row-block kernel then does them, in the same order).
+// VRowSum of format F over rows [r0, r1), its activations laid out first.
+template <class F>
+HWY_INLINE void RowSumAs(const uint8_t* wd, int64_t row_bytes, int nb, const BlockQ8A* a,
+                         int64_t r0, int64_t r1, float* y) {
+  VRowAct x;
+  PrepareRowAct<F>(a, nb, x);
+  VRowSum<F>(wd, row_bytes, nb, x, r0, r1, y);
+}
+
+// One token's rows [r0, r1) of q4_0/q4_1/q8_0 (and their N:M-sparse forms)
+// by VRowSum; returns r1, or r0 when it does not take the product (another
+// format, or more columns than VRowAct holds: the row-block kernel then does
+// them, in the same order).
 HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int64_t row_bytes,
                                              int64_t cols, const uint8_t* act, int64_t r0,
                                              int64_t r1, float* y) {
   const int64_t nb = cols / kQK;
   if (nb == 0 || nb > kVRowMaxBlocks || r0 == r1) return r0;
   const auto* a = reinterpret_cast<const BlockQ8A*>(act);
-  VRowAct x;
+  const int n = static_cast<int>(nb);
   switch (type) {
     case DType::kQ4_0:
-      PrepareRowAct<VQ4_0>(a, static_cast<int>(nb), x);
-      VRowSum<VQ4_0>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      RowSumAs<VQ4_0>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     case DType::kQ4_1:
-      PrepareRowAct<VQ4_1>(a, static_cast<int>(nb), x);
-      VRowSum<VQ4_1>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      RowSumAs<VQ4_1>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     case DType::kQ8_0:
-      PrepareRowAct<VQ8_0>(a, static_cast<int>(nb), x);
-      VRowSum<VQ8_0>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      RowSumAs<VQ8_0>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     case DType::kQ8_0NM:
-      PrepareRowAct<VQ8_0NM>(a, static_cast<int>(nb), x);
-      VRowSum<VQ8_0NM>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      RowSumAs<VQ8_0NM>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     case DType::kQ4_0NM:
-      PrepareRowAct<VQ4_0NM>(a, static_cast<int>(nb), x);
-      VRowSum<VQ4_0NM>(wd, row_bytes, static_cast<int>(nb), x, r0, r1, y);
+      RowSumAs<VQ4_0NM>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     default:
       return r0;

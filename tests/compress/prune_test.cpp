@@ -150,6 +150,22 @@ std::vector<float> logits_over(const std::string& path, const std::vector<int32_
   return std::vector<float>(ws->logits, ws->logits + n);
 }
 
+// 64 tokens of text like the "quick brown fox" calibration texts below
+// (another stretch of it), by the model's tokenizer; empty on failure.
+std::vector<int32_t> fox_tokens(const std::string& path) {
+  memory::Ledger ledger;
+  auto m = model::Model::load(path, &ledger);
+  if (!m.ok()) return {};
+  auto tok = text::Tokenizer::from_gguf((*m)->file());
+  if (!tok.ok()) return {};
+  std::string more;
+  for (int i = 0; i < 40; ++i)
+    more += "the quick brown fox " + std::to_string(i * 5 % 11) + " jumps over ";
+  std::vector<int32_t> eval = tok->encode(more, false, false);
+  eval.resize(64);
+  return eval;
+}
+
 double distance(const std::vector<float>& x, const std::vector<float>& y) {
   double d = 0;
   for (size_t i = 0; i < x.size(); ++i) d += (x[i] - y[i]) * (x[i] - y[i]);
@@ -338,6 +354,7 @@ TEST(Prune, CommandLineErrorsAreOneLine) {
            {o + " --type q9_9", 2, "unknown tensor type 'q9_9'"},
            {o + " --dense", 2, "--dense is for N:M patterns"},
            {o + " --pattern 3:4 --dense", 2, "--dense is for N:M patterns"},
+           {o + " --no-refit", 2, "--no-refit is for --structured"},
            {in, 1, "is the input"},
            {"/dev/full", 1, "snug: error: "},
        }) {
@@ -480,19 +497,8 @@ TEST(Prune, SparseGptBeatsMagnitudeOnATinyModel) {
   ASSERT_EQ(code, 0) << msg;
   // Logits over text like the calibration text (another stretch of it),
   // dense against pruned.
-  std::vector<int32_t> eval;
-  {
-    memory::Ledger ledger;
-    auto m = model::Model::load(in, &ledger);
-    ASSERT_TRUE(m.ok());
-    auto tok = text::Tokenizer::from_gguf((*m)->file());
-    ASSERT_TRUE(tok.ok());
-    std::string more;
-    for (int i = 0; i < 40; ++i)
-      more += "the quick brown fox " + std::to_string(i * 5 % 11) + " jumps over ";
-    eval = tok->encode(more, false, false);
-    eval.resize(64);
-  }
+  const std::vector<int32_t> eval = fox_tokens(in);
+  ASSERT_EQ(eval.size(), 64u);
   auto logits = [&eval](const std::string& path) { return logits_over(path, eval); };
   const std::vector<float> dense = logits(in), a = logits(sgpt), b = logits(mag);
   auto dist = [&](const std::vector<float>& x) { return distance(x, dense); };
@@ -675,19 +681,8 @@ TEST(Structured, RefitBringsTheCutModelCloser) {
       std::system(
           (std::string(SNUG_BIN) + " prune " + in + " " + without + args + " --no-refit").c_str()),
       0);
-  std::vector<int32_t> eval;
-  {
-    memory::Ledger ledger;
-    auto m = model::Model::load(in, &ledger);
-    ASSERT_TRUE(m.ok());
-    auto tok = text::Tokenizer::from_gguf((*m)->file());
-    ASSERT_TRUE(tok.ok());
-    std::string more;
-    for (int i = 0; i < 40; ++i)
-      more += "the quick brown fox " + std::to_string(i * 5 % 11) + " jumps over ";
-    eval = tok->encode(more, false, false);
-    eval.resize(64);
-  }
+  const std::vector<int32_t> eval = fox_tokens(in);
+  ASSERT_EQ(eval.size(), 64u);
   const std::vector<float> dense = logits_over(in, eval);
   const double d_with = distance(logits_over(with, eval), dense);
   const double d_without = distance(logits_over(without, eval), dense);
