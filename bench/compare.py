@@ -2,13 +2,24 @@
 
 Each sample is a fresh process (so peak RSS is that run's own): prompt
 processing of --pp tokens, then --tg generated tokens (greedy, end-of-text
-ignored). Runs alternate snug, llama.cpp, snug, ... after one warm-up pair,
-because this machine's speed drifts over minutes; ratios are taken per pair.
+ignored). llama.cpp runs at both flash-attention settings; each metric's
+ratio is taken against the setting that did better on it (both are in the
+JSON). Samples come in A B B A order: a pair is snug, llama.cpp without and
+with flash attention, and the next pair the reverse, after one warm-up pair,
+because this machine's speed drifts over minutes; ratios are per pair.
+
+llama.cpp's peak RSS is its process's VmHWM less the VmRSS the interpreter
+had before the model was loaded (Python, numpy and llama_cpp imported, the
+library mapped): the model's, context's and compute buffers' share, which
+leaves the library's code pages out, in llama.cpp's favour.
 
   bench/compare [--model PATH]... [--threads 1,2] [--pairs 7] [--pp 512] [--tg 128] [--json OUT]
 
 The JSON holds, per model and thread count, the medians gen_ratio, pp_ratio,
-rss_ratio and ttft_ratio (snug over llama.cpp) beside the raw samples.
+rss_ratio and ttft_ratio (snug over llama.cpp at its better setting) beside
+the raw samples, the load average before each pair, the SIMD target snug
+dispatched to, llama.cpp's CPU features, and how many of the greedy tokens
+agree (random-weight models have near-ties everywhere: expect them to part).
 """
 import argparse
 import json
@@ -26,10 +37,22 @@ LLAMA_CHILD = r"""
 import json, sys, time
 import numpy as np
 from llama_cpp import Llama
-model, threads, pp, tg, prompt_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-llm = Llama(model_path=model, n_ctx=pp + tg + 8, n_batch=pp, n_ubatch=pp, n_threads=threads,
-            n_threads_batch=threads, verbose=False)
+import llama_cpp
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+model, threads, pp, tg, prompt_file, flash = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                               sys.argv[5], sys.argv[6] == "1")
 ids = [int(x) for x in open(prompt_file).read().split()]
+before = status("VmRSS")
+llm = Llama(model_path=model, n_ctx=pp + tg + 8, n_batch=pp, n_ubatch=pp, n_threads=threads,
+            n_threads_batch=threads, flash_attn=flash, verbose=False)
 llm.reset()
 t0 = time.perf_counter()
 llm.eval(ids)
@@ -44,14 +67,12 @@ for _ in range(tg):
     llm.eval([tok])
     tok = int(np.argmax(last()))
 t3 = time.perf_counter()
-hwm = 0
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM:"):
-        hwm = int(line.split()[1]) * 1024
-import llama_cpp
+hwm = status("VmHWM")
 sysinfo = llama_cpp.llama_print_system_info().decode()
 print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
-                  "time_to_first_token": ttft, "peak_rss_bytes": hwm, "token_ids": out, "system_info": sysinfo}))
+                  "time_to_first_token": ttft, "peak_rss_bytes": hwm - before, "process_peak_rss_bytes": hwm,
+                  "interpreter_rss_bytes": before, "token_ids": out, "system_info": sysinfo,
+                  "flash_attn": flash}))
 """
 
 
@@ -65,9 +86,9 @@ def snug_sample(args, threads, prompt_file):
     return j
 
 
-def llama_sample(args, threads, prompt_file):
+def llama_sample(args, threads, prompt_file, flash):
     cmd = [sys.executable, "-c", LLAMA_CHILD, str(args.model), str(threads), str(args.pp), str(args.tg),
-           str(prompt_file)]
+           str(prompt_file), "1" if flash else "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -87,6 +108,23 @@ def weight_bytes_per_token(model):
     output head reads the whole embedding matrix; the lookup one row of it)."""
     from gguf import GGUFReader
     return sum(int(t.n_bytes) for t in GGUFReader(str(model)).tensors)
+
+
+def kv_bytes_per_token(model, context):
+    """Bytes of f16 KV cache a generated token reads at `context` positions:
+    keys and values of every layer (sliding-window layers counted in full)."""
+    from gguf import GGUFReader
+    r = GGUFReader(str(model))
+
+    def value(key, default=None):
+        f = r.fields.get(key)
+        return default if f is None else f.parts[f.data[0]].tolist()[0]
+
+    arch = bytes(r.fields["general.architecture"].parts[r.fields["general.architecture"].data[0]]).decode()
+    heads = value(f"{arch}.attention.head_count")
+    kv_heads = value(f"{arch}.attention.head_count_kv", heads)
+    head_dim = value(f"{arch}.attention.key_length", value(f"{arch}.embedding_length") // heads)
+    return value(f"{arch}.block_count") * 2 * kv_heads * head_dim * 2 * context
 
 
 def memory_bandwidth(max_threads):
@@ -135,33 +173,57 @@ def run_model(args, thread_list, bandwidth):
     prompt_file = ROOT / "build" / "bench_prompt_ids.txt"
     prompt_file.parent.mkdir(exist_ok=True)
     prompt_file.write_text(" ".join(map(str, prompt_ids(args.model, args.pp))))
-    per_token = weight_bytes_per_token(args.model)
-    out = {"model": str(args.model), "weight_bytes_per_token": per_token, "results": []}
+    weights = weight_bytes_per_token(args.model)
+    kv = kv_bytes_per_token(args.model, args.pp + args.tg // 2)  # the average context while generating
+    per_token = weights + kv
+    out = {"model": str(args.model), "weight_bytes_per_token": weights, "kv_bytes_per_token": kv, "results": []}
     print(f"\nmodel {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
     for threads in thread_list:
-        snug_s, llama_s = [], []
+        snug_s, fa_s = [], {False: [], True: []}
+        loads = []
         for i in range(args.pairs + 1):
-            s = snug_sample(args, threads, prompt_file)
-            l = llama_sample(args, threads, prompt_file)
+            load = os.getloadavg()[0]
+            order = ["snug", False, True] if i % 2 == 0 else [True, False, "snug"]
+            got = {}
+            for who in order:
+                got[who] = snug_sample(args, threads, prompt_file) if who == "snug" else \
+                    llama_sample(args, threads, prompt_file, who)
             if i == 0:
                 continue  # warm-up: page cache, CPU frequency
-            snug_s.append(s)
-            llama_s.append(l)
+            loads.append(load)
+            snug_s.append(got["snug"])
+            fa_s[False].append(got[False])
+            fa_s[True].append(got[True])
         # Which code made the figures: snug's dispatched target and kernels,
         # llama.cpp's compiled CPU features.
         row = {"threads": threads, "snug_simd_target": snug_s[0]["simd_target"],
                "snug_matmul_kernels": snug_s[0]["matmul_kernels"],
-               "llama_system_info": llama_s[0]["system_info"]}
-        for key, name in [("prompt_tokens_per_second", "pp"), ("generate_tokens_per_second", "gen"),
-                          ("peak_rss_bytes", "rss"), ("time_to_first_token", "ttft")]:
+               "llama_system_info": fa_s[False][0]["system_info"], "load_average_before_pairs": loads,
+               "greedy_tokens_agreeing": {}}
+        for flash in (False, True):
+            agree = []
+            for a, b in zip(snug_s, fa_s[flash]):
+                n = 0
+                while n < min(len(a["token_ids"]), len(b["token_ids"])) and a["token_ids"][n] == b["token_ids"][n]:
+                    n += 1
+                agree.append(n)
+            row["greedy_tokens_agreeing"]["fa_on" if flash else "fa_off"] = min(agree)
+        for key, name, higher_better in [("prompt_tokens_per_second", "pp", True),
+                                         ("generate_tokens_per_second", "gen", True),
+                                         ("peak_rss_bytes", "rss", False), ("time_to_first_token", "ttft", False)]:
             a = [x[key] for x in snug_s]
-            b = [x[key] for x in llama_s]
+            per_setting = {flash: [x[key] for x in fa_s[flash]] for flash in (False, True)}
+            medians = {flash: statistics.median(v) for flash, v in per_setting.items()}
+            best = max(medians, key=lambda f: medians[f] if higher_better else -medians[f])
+            b = per_setting[best]
             row[f"snug_{name}"] = summary(a)
             row[f"llama_{name}"] = summary(b)
+            row[f"llama_{name}_flash_attn"] = best
             # Median of the per-pair ratios snug / llama.cpp (for ttft and rss lower is better).
             row[f"{name}_ratio"] = statistics.median([x / y for x, y in zip(a, b)])
             row[f"snug_{name}_samples"] = a
-            row[f"llama_{name}_samples"] = b
+            row[f"llama_fa_off_{name}_samples"] = per_setting[False]
+            row[f"llama_fa_on_{name}_samples"] = per_setting[True]
         if threads in bandwidth:
             ceiling = bandwidth[threads] * 1e9 / per_token
             row["roofline_gen_tokens_per_second"] = ceiling
@@ -170,7 +232,7 @@ def run_model(args, thread_list, bandwidth):
         out["results"].append(row)
         print_row(row)
         if "roofline_gen_tokens_per_second" in row:
-            print(f"  roofline: {per_token / 1e6:.1f} MB of weights per token at {bandwidth[threads]:.1f} GB/s -> "
+            print(f"  roofline: {weights / 1e6:.1f} MB of weights + {kv / 1e6:.1f} MB of KV per token at {bandwidth[threads]:.1f} GB/s -> "
                   f"{row['roofline_gen_tokens_per_second']:.0f} tok/s ceiling; snug reaches "
                   f"{100 * row['snug_gen_fraction_of_roofline']:.0f}%, llama.cpp "
                   f"{100 * row['llama_gen_fraction_of_roofline']:.0f}%")
@@ -182,11 +244,15 @@ def print_row(r):
     kernels = ", ".join(f"{k} {v}" for k, v in r["snug_matmul_kernels"].items())
     print(f"\nsnug kernels: {r['snug_simd_target']}: {kernels}")
     print(f"llama.cpp: {r['llama_system_info'].strip()}")
-    print(f"threads {t}            snug median (min-max)            llama.cpp median (min-max)       ratio")
+    print(f"load average before the pairs: {', '.join(f'{x:.2f}' for x in r['load_average_before_pairs'])}; "
+          f"greedy tokens agreeing (fewest over the pairs): flash attention off "
+          f"{r['greedy_tokens_agreeing']['fa_off']}, on {r['greedy_tokens_agreeing']['fa_on']}")
+    print(f"threads {t}            snug median (min-max)            llama.cpp median (min-max)  FA   ratio")
     for name, unit, scale in [("pp", "tok/s", 1), ("gen", "tok/s", 1), ("ttft", "s", 1), ("rss", "MiB", 1 / 2**20)]:
         s, l = r[f"snug_{name}"], r[f"llama_{name}"]
         fmt = lambda d: f"{d['median']*scale:9.2f} ({d['min']*scale:.2f}-{d['max']*scale:.2f})"
-        print(f"  {name:4} {unit:6}  {fmt(s):32} {fmt(l):32} {r[f'{name}_ratio']:.2f}x")
+        fa = "on " if r[f"llama_{name}_flash_attn"] else "off"
+        print(f"  {name:4} {unit:6}  {fmt(s):32} {fmt(l):27} {fa}  {r[f'{name}_ratio']:.2f}x")
 
 
 def cpu_name():

@@ -39,8 +39,17 @@ struct Shape {
 };
 
 constexpr Shape kShapes[] = {
-    {"smollm2", 576, 576}, {"smollm2", 1536, 576}, {"smollm2", 576, 1536}, {"smollm2", 49152, 576},
-    {"gemma3", 1024, 640}, {"gemma3", 2048, 640},  {"gemma3", 640, 2048},
+    {"smollm2", 576, 576},
+    {"smollm2", 1536, 576},
+    {"smollm2", 576, 1536},
+    {"smollm2", 49152, 576},
+    {"gemma3", 1024, 640},
+    {"gemma3", 2048, 640},
+    {"gemma3", 640, 2048},
+    // SmolLM2-1.7B (bench/wide-model): larger than the last-level cache of most machines
+    {"wide", 2048, 2048},
+    {"wide", 8192, 2048},
+    {"wide", 2048, 8192},
 };
 constexpr DType kTypes[] = {DType::kF32,  DType::kF16,    DType::kBF16,  DType::kQ4_0,
                             DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,  DType::kQ8_0,

@@ -20,6 +20,7 @@
 
 #include "base/thread_pool.h"
 #include "tensor/fp16.h"
+#include "tensor/k_unpack.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
 #include "tensor/quant_blocks.h"
@@ -48,9 +49,10 @@ std::vector<Case> cases() {
     c.push_back({t, 13, k ? 768 : 224});
     c.push_back({t, 8, k ? 256 : 32});
     c.push_back({t, 5, k ? 1280 : 608});
-    // Two whole 16-row blocks and a tail (the AVX512-VNNI row-block kernel),
-    // over three chunks of its 16 blocks.
-    if (!k) c.push_back({t, 37, 1184});
+    // Two whole 16-row blocks and a tail (the AVX512-VNNI row-block kernels),
+    // over three chunks of 16 blocks (32-element formats) or five of two
+    // super-blocks, the last one short (q4_K).
+    c.push_back({t, 37, k ? 2304 : 1184});
   }
   return c;
 }
@@ -428,6 +430,109 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
       }
       EXPECT_LE(err_sum, err_ggml) << dtype_name(type) << ": block-sum order's error " << err_sum
                                    << ", ggml order's " << err_ggml;
+      EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
+    }
+  }
+}
+
+// Exact value of a q4_K/q6_K row against one token's q8_K row, in double:
+// per super-block d_w d_a sum_g scale_g (integer dot of group g) - dmin_w d_a
+// sum_g min_g (the token's group sum).
+double exact_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols) {
+  double sum = 0;
+  for (int64_t b = 0; b < cols / kQKK; ++b) {
+    detail::KBlockInts k{};
+    if (type == DType::kQ4_K) {
+      detail::unpack_k(reinterpret_cast<const BlockQ4_K*>(row)[b], &k);
+    } else {
+      detail::unpack_k(reinterpret_cast<const BlockQ6_K*>(row)[b], &k);
+    }
+    int64_t dot = 0, mins = 0;
+    for (int g = 0; g < kQKK / k.group; ++g) {
+      int64_t gd = 0, gs = 0;
+      for (int e = g * k.group; e < (g + 1) * k.group; ++e) {
+        gd += int64_t{k.q[e]} * a[b].qs[e];
+        gs += a[b].qs[e];
+      }
+      dot += k.scale[g] * gd;
+      mins += k.min[g] * gs;
+    }
+    sum += double{k.d} * a[b].d * static_cast<double>(dot) -
+           double{k.dmin} * a[b].d * static_cast<double>(mins);
+  }
+  return sum;
+}
+
+// q4_K and q6_K, which take super-block-sum order on AVX3_DL (a row-block
+// kernel for 3 tokens and more, tiles for fewer and for the rows past the
+// last 16): on every target a token's row is the same alone, in batches of
+// 2 and 3 and in the whole batch, and for a row range starting mid-matrix;
+// AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's results are
+// no further from the exact products than theirs.
+TEST(SimdX86, KFormatsOnEveryTarget) {
+  std::vector<int64_t> targets;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+    if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
+  }
+  if (targets.empty()) targets = hwy::SupportedAndGeneratedTargets();
+  const int64_t rows = 53, cols = 2304, n_tok = 35;  // 9 super-blocks: a short chunk and group
+  for (DType type : {DType::kQ4_K, DType::kQ6_K}) {
+    const size_t rb = *row_bytes(type, cols);
+    const auto wf = random_values(rows * cols, 71);
+    std::vector<uint8_t> wq(rb * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_row(type, wf.data() + r * cols, wq.data() + r * rb, cols);
+    }
+    const MatView w{type, wq.data(), rows, cols, rb};
+    const auto x = random_values(cols * n_tok, 73);
+    std::vector<uint8_t> qx(matmul_scratch_bytes(type, cols, n_tok));
+    ref::quantize_activations(type, x.data(), cols, cols, n_tok, qx.data());
+    const size_t act = matmul_scratch_bytes(type, cols, 1);
+    std::vector<std::vector<float>> got;
+    for (int64_t target : targets) {
+      hwy::SetSupportedTargetsForTest(target);
+      const std::string name = std::string(dtype_name(type)) + " " + hwy::TargetName(target);
+      std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
+      matmul_rows(w, qx.data(), n_tok, 0, rows, all.data(), rows);
+      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+        for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
+          std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
+          matmul_rows(w, qx.data() + t0 * act, nt, 0, rows, y.data(), rows);
+          std::vector<float> part(y.size(), -1.f);
+          matmul_rows(w, qx.data() + t0 * act, nt, 3, 51, part.data(), rows);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(y[t * rows + r], all[(t0 + t) * rows + r])
+                  << name << ": token " << t0 + t << " row " << r << " in a batch of " << nt;
+              if (r >= 3 && r < 51) ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << name;
+            }
+          }
+        }
+      }
+      got.push_back(std::move(all));
+    }
+    hwy::SetSupportedTargetsForTest(0);
+    size_t ggml = targets.size();
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i] != HWY_AVX3_DL) ggml = i;
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
+      ASSERT_EQ(got[i], got[ggml]) << dtype_name(type) << " " << hwy::TargetName(targets[i]);
+    }
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
+      double err_sum = 0, err_ggml = 0;
+      for (int64_t t = 0; t < n_tok; ++t) {
+        const auto* a = reinterpret_cast<const BlockQ8_K*>(qx.data() + t * act);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double exact = exact_k(type, wq.data() + r * rb, a, cols);
+          err_sum += std::fabs(got[i][t * rows + r] - exact);
+          err_ggml += std::fabs(got[ggml][t * rows + r] - exact);
+        }
+      }
+      EXPECT_LE(err_sum, err_ggml) << dtype_name(type) << ": super-block-sum order's error "
+                                   << err_sum << ", ggml order's " << err_ggml;
       EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
     }
   }

@@ -1,0 +1,467 @@
+// q4_K and q6_K on AVX512-VNNI in super-block-sum order: a row-block kernel for
+// several tokens and a tile kernel for one token and for the rows past the
+// last whole 16, with the same arithmetic, so that which one computes a
+// (row, token) never changes it (batch invariance, tests/tensor/simd_test).
+//
+// Super-block-sum order, per (row, token) and super-block b (256 elements,
+// 8 sub-blocks j of 32 with 6-bit scale sc_j and minimum m_j):
+//   I_b = sum_j sc_j x (exact int32 sum of sub-block j's 32 products),
+//   M_b = sum_j m_j x (the token's sum over sub-block j),
+// both exact integers; acc[b % 8] = fma(float(I_b), d_w x d_a, acc[b % 8]),
+// then acc[b % 8] = fnma(float(M_b), dmin_w x d_a, acc[b % 8]); the result is
+// ((acc0+acc4)+(acc2+acc6)) + ((acc1+acc5)+(acc3+acc7)), as the 32-element
+// formats' block-sum order (qgemm_vnni-inl.h). ggml's AVX2 kernel (snug's
+// AVX2 and AVX3 targets) converts eight partial integer sums per super-block
+// to float and subtracts the minimum terms apart at the end: more roundings.
+//
+// Row-block kernel: as qgemm_vnni-inl.h's, sixteen rows in the int32 lanes of
+// a zmm register. Two super-blocks of 16 rows are repacked at a time (levels
+// transposed so that 4 elements of all 16 rows are one register, scales and
+// minimums as lanes); per token and sub-block, eight vpdpbusd give the 16
+// rows' exact sums, one vpmulld scales them; the minimum terms take four
+// vpdpwssd on (m_2i, m_2i+1) pairs against the token's pair of sub-block sums.
+#if defined(SNUG_TENSOR_QGEMM_K_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
+#undef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
+#else
+#define SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include "tensor/qdot_avx2-inl.h"
+#include "tensor/qgemm_vnni-inl.h"
+#include "tensor/simd_x86.h"
+
+#if SNUG_X86_VNNI512
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "tensor/dtype.h"
+#include "tensor/quant_blocks.h"
+
+HWY_BEFORE_NAMESPACE();
+SNUG_BEGIN_VNNI
+namespace snug::tensor::HWY_NAMESPACE {
+
+inline constexpr int kKChunk = 2;  // super-blocks repacked at a time
+inline constexpr int kKToks = 64;  // tokens whose accumulators one pass keeps
+
+// One repacked chunk of 16 rows x kKChunk q4_K super-blocks.
+struct alignas(64) VPackK4 {
+  __m512i w[kKChunk][8][8];  // [super-block][sub-block][k]: lane r, levels 4k..4k+3 of row r
+  __m512i sc[kKChunk][8];    // lane r: sub-block j's scale
+  __m512i mn[kKChunk][4];    // lane r: int16 pair (m_2i, m_2i+1)
+  __m512 d[kKChunk], dmin[kKChunk];
+};
+
+// The 8 sub-block sums of one q8_K block as 4 int16 pairs (s_2i, s_2i+1)
+// in int32 words (each |s| <= 32 x 128 fits).
+HWY_INLINE void PairSums(const BlockQ8_K& a, int32_t out[4]) {
+  for (int i = 0; i < 4; ++i) {
+    const int s0 = a.bsums[4 * i] + a.bsums[4 * i + 1];
+    const int s1 = a.bsums[4 * i + 2] + a.bsums[4 * i + 3];
+    out[i] = static_cast<int32_t>((static_cast<uint32_t>(s0) & 0xFFFF) |
+                                  (static_cast<uint32_t>(s1) << 16));
+  }
+}
+
+// The 8 scales and then the 8 minimums of a q4_K block's 12 packed bytes
+// (the words rearranged as ggml's kernels do; k4_scale_min's values).
+HWY_INLINE void K4ScalesMins(const uint8_t* packed, uint8_t out[16]) {
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins03 = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins03;
+  u[0] &= kLow6;
+  std::memcpy(out, u, 16);
+}
+
+// The same as int32 lanes.
+HWY_INLINE void K4ScalesMins(const uint8_t* packed, __m256i* sc, __m256i* mn) {
+  alignas(16) uint8_t b[16];
+  K4ScalesMins(packed, b);
+  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+  *sc = _mm256_cvtepu8_epi32(v);
+  *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+}
+
+// Repacks super-blocks [0, nsb) of 16 rows starting at w (row stride `stride`).
+HWY_INLINE void RepackK4(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, const uint8_t* pf,
+                         int64_t pf0, int64_t pf1) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int s = 0; s < nsb; ++s) {
+    PrefetchSlice(pf, pf0, pf1, s, nsb);
+    const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(BlockQ4_K));
+    alignas(64) int32_t dm32[kVRows];
+    alignas(64) uint8_t scmn[kVRows][16];  // per row: its 8 scales, then its 8 minimums
+    for (int r = 0; r < kVRows; ++r) {
+      std::memcpy(&dm32[r], blk + r * stride, 4);  // d, dmin
+      K4ScalesMins(blk + r * stride + offsetof(BlockQ4_K, scales), scmn[r]);
+    }
+    const __m512i dm = _mm512_load_si512(dm32);
+    p.d[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+    p.dmin[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+    // word k lane r: bytes 4k..4k+3 of row r's scales and minimums
+    __m512i word[4];
+    Transpose16x4(scmn[0], 16, word);
+    const __m512i byte = _mm512_set1_epi32(0xFF), third = _mm512_set1_epi32(0xFF0000);
+    for (int j = 0; j < 8; ++j) {
+      p.sc[s][j] = _mm512_and_si512(_mm512_srli_epi32(word[j / 4], 8 * (j % 4)), byte);
+    }
+    for (int h = 0; h < 2; ++h) {  // minimums 4h..4h+3 as pairs (m, m') = m | m' << 16
+      const __m512i v = word[2 + h];
+      p.mn[s][2 * h] = _mm512_or_si512(_mm512_and_si512(v, byte),
+                                       _mm512_and_si512(_mm512_slli_epi32(v, 8), third));
+      p.mn[s][2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 16), byte),
+                                           _mm512_and_si512(_mm512_srli_epi32(v, 8), third));
+    }
+    // Bytes 32c..32c+31 of qs: low nibbles sub-block 2c, high ones 2c + 1.
+    constexpr int kQs = offsetof(BlockQ4_K, qs);
+    for (int c = 0; c < 4; ++c) {
+      __m512i q[8];
+      Transpose16x4(blk + kQs + 32 * c, stride, q);
+      Transpose16x4(blk + kQs + 32 * c + 16, stride, q + 4);
+      for (int k = 0; k < 8; ++k) {
+        p.w[s][2 * c][k] = _mm512_and_si512(q[k], low4);
+        p.w[s][2 * c + 1][k] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
+      }
+    }
+  }
+}
+
+// T tokens (1 or 2, sharing each weight load) against one repacked chunk:
+// super-block s of the chunk is the row's super-block b0 + s; acc: the
+// tokens' eight accumulators of 16 rows.
+template <int T>
+HWY_INLINE void VTokensK4(const VPackK4& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
+  static_assert(T == 1 || T == 2);
+  for (int s = 0; s < nsb; ++s) {
+    __m512i isum[T], msum[T];
+    for (int t = 0; t < T; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      for (int t = 0; t < T; ++t) {
+        const __m512i sj = BlockSum<VQ4_1>(p.w[s][j], a[t][s].qs + 32 * j, 0);
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj, p.sc[s][j]));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& x = a[t][s];
+      alignas(16) int32_t pairs[4];
+      PairSums(x, pairs);
+      for (int i = 0; i < 4; ++i) {
+        msum[t] = _mm512_dpwssd_epi32(msum[t], p.mn[s][i], _mm512_set1_epi32(pairs[i]));
+      }
+      const __m512 da = _mm512_set1_ps(x.d);
+      __m512& g = acc[t].g[(b0 + s) % 8];
+      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(p.d[s], da), g);
+      g = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(p.dmin[s], da), g);
+    }
+  }
+}
+
+// One q4_K row against T tokens in super-block-sum order, eight super-blocks
+// at a time: per super-block and token, eight vpdpbusd give each sub-block's
+// partial sums, reduced to a vector of the 8 exact sums and scaled (vpmulld);
+// the minimums against the token's sub-block sums likewise; the eight
+// super-blocks' vectors reduce to I_b and M_b in lane b, lane j of the
+// accumulator being acc[b % 8].
+template <int T>
+void TileQ4KSum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ4_K*>(wrow);
+  const int64_t nsb = n / kQKK;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g0 = 0; g0 < nsb; g0 += 8) {
+    const int m = nsb - g0 < 8 ? static_cast<int>(nsb - g0) : 8;
+    const auto lanes = static_cast<__mmask8>((1u << m) - 1);
+    alignas(32) float dw[8] = {}, dminw[8] = {}, da[T][8] = {};
+    __m256i scaled[T][8], mins[T][8];  // per token and super-block: 8 lanes to sum
+    for (int j = 0; j < 8; ++j) {
+      if (j >= m) {
+        for (int t = 0; t < T; ++t) scaled[t][j] = mins[t][j] = _mm256_setzero_si256();
+        continue;
+      }
+      const BlockQ4_K& w = wb[g0 + j];
+      __m256i sc, mn;
+      K4ScalesMins(w.scales, &sc, &mn);
+      dw[j] = F16(w.d);
+      dminw[j] = F16(w.dmin);
+      __m256i lv[8];  // sub-block k's 32 levels
+      for (int c = 0; c < 4; ++c) {
+        const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+        lv[2 * c] = _mm256_and_si256(bits, low4);
+        lv[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+      }
+      for (int t = 0; t < T; ++t) {
+        const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[g0 + j];
+        __m256i p[8];
+        for (int k = 0; k < 8; ++k) {
+          p[k] = _mm256_dpbusd_epi32(
+              _mm256_setzero_si256(), lv[k],
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * k)));
+        }
+        scaled[t][j] = _mm256_mullo_epi32(Reduce8(p), sc);
+        const __m256i sums = _mm256_madd_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), ones16);
+        mins[t][j] = _mm256_mullo_epi32(sums, mn);
+        da[t][j] = a.d;
+      }
+    }
+    const __m256 dwv = _mm256_load_ps(dw), dminv = _mm256_load_ps(dminw);
+    for (int t = 0; t < T; ++t) {
+      const __m256 dav = _mm256_load_ps(da[t]);
+      const __m256 iv = _mm256_cvtepi32_ps(Reduce8(scaled[t]));
+      const __m256 mv = _mm256_cvtepi32_ps(Reduce8(mins[t]));
+      acc[t] = _mm256_mask3_fmadd_ps(iv, _mm256_mul_ps(dwv, dav), acc[t], lanes);
+      acc[t] = _mm256_mask3_fnmadd_ps(mv, _mm256_mul_ps(dminv, dav), acc[t], lanes);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
+}
+
+// q6_K, the same order without minimums: per super-block b and (row, token)
+// I_b = sum_g sc_g x (exact sum of group g's 16 products of stored levels
+// 0..63 - 32 x the token's group sum), acc[b % 8] = fma(float(I_b), d_w x
+// d_a, acc[b % 8]) (|I_b| < 2^31: 16 x 127 x (16 x 63 x 128 + 32 x 2048)).
+
+// The 256 stored levels (0..63) of a q6_K block in element order, as eight
+// vectors of 32 (ggml's layout: element 128h + 32k + l from ql, qh of h).
+HWY_INLINE void Q6Levels(const BlockQ6_K& w, __m256i lv[8]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
+    const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+    const auto high = [&](int shift) {
+      return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+    };
+    lv[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0));
+    lv[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
+    lv[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
+    lv[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
+  }
+}
+
+// One q6_K row against T tokens in super-block-sum order, eight super-blocks
+// at a time (lane j of the accumulator being acc[b % 8]).
+template <int T>
+void TileQ6KSum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  const auto* wb = reinterpret_cast<const BlockQ6_K*>(wrow);
+  const int64_t nsb = n / kQKK;
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g0 = 0; g0 < nsb; g0 += 8) {
+    const int m = nsb - g0 < 8 ? static_cast<int>(nsb - g0) : 8;
+    const auto lanes = static_cast<__mmask8>((1u << m) - 1);
+    alignas(32) float dw[8] = {}, da[T][8] = {};
+    __m256i sums[T][8];  // per token and super-block: 8 lanes summing to I_b
+    for (int j = 0; j < 8; ++j) {
+      if (j >= m) {
+        for (int t = 0; t < T; ++t) sums[t][j] = _mm256_setzero_si256();
+        continue;
+      }
+      const BlockQ6_K& w = wb[g0 + j];
+      dw[j] = F16(w.d);
+      __m256i lv[8];
+      Q6Levels(w, lv);
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
+      const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+      // scv[k]: lanes 0-3 the scale of group 2k, lanes 4-7 of group 2k + 1
+      __m256i scv[8];
+      const __m256i s_lo = _mm256_cvtepi8_epi32(sc8);
+      const __m256i s_hi = _mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8));
+      for (int k = 0; k < 8; ++k) {
+        const int g = 2 * (k % 4);
+        scv[k] = _mm256_permutevar8x32_epi32(
+            k < 4 ? s_lo : s_hi, _mm256_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1));
+      }
+      for (int t = 0; t < T; ++t) {
+        const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[g0 + j];
+        __m256i v = _mm256_setzero_si256();
+        for (int k = 0; k < 8; ++k) {
+          const __m256i p = _mm256_dpbusd_epi32(
+              _mm256_setzero_si256(), lv[k],
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * k)));
+          v = _mm256_add_epi32(v, _mm256_mullo_epi32(p, scv[k]));
+        }
+        // - 32 x sum_g sc_g x (the token's group sum)
+        const __m256i off =
+            _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), sc16);
+        sums[t][j] = _mm256_sub_epi32(v, _mm256_slli_epi32(off, 5));
+        da[t][j] = a.d;
+      }
+    }
+    const __m256 dwv = _mm256_load_ps(dw);
+    for (int t = 0; t < T; ++t) {
+      const __m256 iv = _mm256_cvtepi32_ps(Reduce8(sums[t]));
+      acc[t] = _mm256_mask3_fmadd_ps(iv, _mm256_mul_ps(dwv, _mm256_load_ps(da[t])), acc[t], lanes);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
+}
+
+// One repacked chunk of 16 rows x kKChunk q6_K super-blocks.
+struct alignas(64) VPackK6 {
+  __m512i w[kKChunk][8][8];  // [super-block][32 elements k][4 of them]: lane r, row r's levels
+  __m512i sc[kKChunk][16];   // lane r: group g's scale
+  __m512 d[kKChunk];
+};
+
+HWY_INLINE void RepackK6(const uint8_t* w, int64_t stride, int nsb, VPackK6& p, const uint8_t* pf,
+                         int64_t pf0, int64_t pf1) {
+  for (int s = 0; s < nsb; ++s) {
+    PrefetchSlice(pf, pf0, pf1, s, nsb);
+    const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(BlockQ6_K));
+    alignas(64) uint8_t lv[kVRows][kQKK];
+    alignas(64) int32_t d32[kVRows];
+    alignas(64) int8_t sc[kVRows][16];
+    for (int r = 0; r < kVRows; ++r) {
+      const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk + r * stride);
+      __m256i v[8];
+      Q6Levels(b, v);
+      for (int k = 0; k < 8; ++k)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r] + 32 * k), v[k]);
+      d32[r] = b.d;
+      std::memcpy(sc[r], b.scales, 16);
+    }
+    p.d[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(d32)));
+    __m512i word[4];  // word q lane r: scales 4q..4q+3 of row r
+    Transpose16x4(reinterpret_cast<const uint8_t*>(sc[0]), 16, word);
+    for (int g = 0; g < 16; ++g) {
+      // sign-extend byte g % 4 of the word
+      p.sc[s][g] = _mm512_srai_epi32(_mm512_slli_epi32(word[g / 4], 24 - 8 * (g % 4)), 24);
+    }
+    for (int k = 0; k < 8; ++k) {
+      Transpose16x4(lv[0] + 32 * k, kQKK, p.w[s][k]);
+      Transpose16x4(lv[0] + 32 * k + 16, kQKK, p.w[s][k] + 4);
+    }
+  }
+}
+
+// The exact sum of a 16-element group's products for 16 rows, from
+// -32 x the token's group sum: four vpdpbusd.
+HWY_INLINE __m512i GroupSum16(const __m512i* w, const int8_t* x, int32_t init) {
+  __m512i acc = _mm512_set1_epi32(init);
+  for (int k = 0; k < 4; ++k) {
+    int32_t v;
+    std::memcpy(&v, x + 4 * k, 4);
+    acc = _mm512_dpbusd_epi32(acc, w[k], _mm512_set1_epi32(v));
+  }
+  return acc;
+}
+
+template <int T>
+HWY_INLINE void VTokensK6(const VPackK6& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
+  static_assert(T == 1 || T == 2);
+  for (int s = 0; s < nsb; ++s) {
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int k = 0; k < 8; ++k) {
+      for (int t = 0; t < T; ++t) {
+        const BlockQ8_K& x = a[t][s];
+        const __m512i lo = GroupSum16(p.w[s][k], x.qs + 32 * k, -32 * x.bsums[2 * k]);
+        const __m512i hi = GroupSum16(p.w[s][k] + 4, x.qs + 32 * k + 16, -32 * x.bsums[2 * k + 1]);
+        isum[t] =
+            _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(lo, p.sc[s][2 * k]),
+                                                       _mm512_mullo_epi32(hi, p.sc[s][2 * k + 1])));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      __m512& g = acc[t].g[(b0 + s) % 8];
+      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                          _mm512_mul_ps(p.d[s], _mm512_set1_ps(a[t][s].d)), g);
+    }
+  }
+}
+
+// y[t * y_stride + r] for rows [r0, r1) (a multiple of 16 apart) and all
+// n_tok tokens; act: BlockQ8_K rows of act_bytes each. B: BlockQ4_K or
+// BlockQ6_K.
+template <class B>
+void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
+                 int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                 int64_t y_stride) {
+  const int nsb = static_cast<int>(cols / kQKK);
+  constexpr bool kSix = std::is_same_v<B, BlockQ6_K>;
+  std::conditional_t<kSix, VPackK6, VPackK4> pack;
+  VAcc acc[kKToks];
+  for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
+    const bool ahead = rb + 2 * kVRows <= r1;
+    const uint8_t* next = wd + (rb + kVRows) * row_bytes;
+    const int64_t lines = kVRows * row_bytes / 64;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kKToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kKToks ? n_tok - t0 : kKToks);
+      for (int t = 0; t < nt; ++t) {
+        for (__m512& g : acc[t].g) g = _mm512_setzero_ps();
+      }
+      for (int c0 = 0; c0 < nsb; c0 += kKChunk) {
+        const int nb = nsb - c0 < kKChunk ? nsb - c0 : kKChunk;
+        // The next row block's share of this chunk, fetched while repacking
+        // for the first token group.
+        const int64_t share0 = lines * c0 / nsb, share1 = lines * (c0 + nb) / nsb;
+        const uint8_t* w0 = wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B));
+        const int64_t pf1 = ahead && t0 == 0 ? share1 : share0;
+        if constexpr (kSix) {
+          RepackK6(w0, row_bytes, nb, pack, next, share0, pf1);
+        } else {
+          RepackK4(w0, row_bytes, nb, pack, next, share0, pf1);
+        }
+        const BlockQ8_K* a[kKToks];
+        for (int t = 0; t < nt; ++t) {
+          a[t] = reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0;
+        }
+        for (int t = 0; t < nt; t += 2) {
+          if constexpr (kSix) {
+            if (t + 2 <= nt) {
+              VTokensK6<2>(pack, nb, a + t, c0, acc + t);
+            } else {
+              VTokensK6<1>(pack, nb, a + t, c0, acc + t);
+            }
+          } else if (t + 2 <= nt) {
+            VTokensK4<2>(pack, nb, a + t, c0, acc + t);
+          } else {
+            VTokensK4<1>(pack, nb, a + t, c0, acc + t);
+          }
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        const __m512* g = acc[t].g;
+        const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
+        const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
+        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, _mm512_add_ps(even, odd));
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) of q4_K or q6_K rounded down to whole 16-row blocks by
+// MatmulVnniK; returns the first row it did not do (r0 for other types).
+inline int64_t MatmulVnniKRows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
+                               const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
+                               int64_t r1, float* y, int64_t y_stride) {
+  const int64_t end = r0 + (r1 - r0) / kVRows * kVRows;
+  if (end == r0 || cols < kQKK) return r0;
+  if (type == DType::kQ4_K) {
+    MatmulVnniK<BlockQ4_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+  } else if (type == DType::kQ6_K) {
+    MatmulVnniK<BlockQ6_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+  } else {
+    return r0;
+  }
+  return end;
+}
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+SNUG_END_VNNI
+HWY_AFTER_NAMESPACE();
+
+#endif  // SNUG_X86_VNNI512
+#endif  // include guard
