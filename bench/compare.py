@@ -5,7 +5,9 @@ processing of --pp tokens, then --tg generated tokens (greedy, end-of-text
 ignored). llama.cpp runs at both flash-attention settings; each metric's
 ratio is taken against the setting that did better on it (both are in the
 JSON). Samples come in A B B A order: a pair is snug, llama.cpp without and
-with flash attention, and the next pair the reverse, after one warm-up pair,
+with flash attention (and ik_llama.cpp, the fastest CPU fork, where
+.venv-ik holds PyPI's ik-llama-cpp-python built from source), and the next
+pair the reverse, after one warm-up pair,
 because this machine's speed drifts over minutes; ratios are per pair.
 
 llama.cpp's peak RSS is its process's VmHWM less the VmRSS the interpreter
@@ -76,6 +78,71 @@ print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_to
 """
 
 
+# ik_llama.cpp (PyPI ik-llama-cpp-python, built from source with native CPU
+# flags into its own environment) through its C API, run-time repacking on,
+# flash attention on (that fork's CPU default); reported like LLAMA_CHILD.
+IK_CHILD = r"""
+import ctypes, json, sys, time
+import numpy as np
+from ik_llama_cpp import _ctypes_api as C
+from ik_llama_cpp._internals import make_batch_range, make_batch_single
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+model, threads, pp, tg, prompt_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ids = [int(x) for x in open(prompt_file).read().split()]
+before = status("VmRSS")
+C.llama_backend_init()
+mp = C.llama_model_default_params()
+mp.repack_tensors = True
+mp.flash_attn = True
+m = C.llama_model_load_from_file(model.encode(), mp)
+assert m, "ik_llama.cpp could not load the model"
+cp = C.llama_context_default_params()
+cp.n_ctx, cp.n_batch, cp.n_ubatch = pp + tg + 8, pp, pp
+cp.n_threads = cp.n_threads_batch = threads
+cp.flash_attn = True
+ctx = C.llama_init_from_model(m, cp)
+n_vocab = C.llama_vocab_n_tokens(C.llama_model_get_vocab(m))
+last = lambda: np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+t0 = time.perf_counter()
+b = make_batch_range(ids, pos_start=0, logits_last=True)
+assert C.llama_decode(ctx, b) == 0
+C.llama_batch_free(b)
+t1 = time.perf_counter()
+tok = int(np.argmax(last()))
+ttft = time.perf_counter() - t0
+out = []
+t2 = time.perf_counter()
+for i in range(tg):
+    out.append(tok)
+    b = make_batch_single(tok, len(ids) + i)
+    assert C.llama_decode(ctx, b) == 0
+    C.llama_batch_free(b)
+    tok = int(np.argmax(last()))
+t3 = time.perf_counter()
+hwm = status("VmHWM")
+info = C._lib.llama_print_system_info
+info.restype = ctypes.c_char_p
+print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
+                  "time_to_first_token": ttft, "peak_rss_bytes": hwm - before, "process_peak_rss_bytes": hwm,
+                  "interpreter_rss_bytes": before, "token_ids": out, "system_info": info().decode()}))
+"""
+
+
+def ik_sample(args, threads, prompt_file):
+    cmd = [str(args.ik_python), "-c", IK_CHILD, str(args.model), str(threads), str(args.pp), str(args.tg),
+           str(prompt_file)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def snug_sample(args, threads, prompt_file):
     cmd = [str(args.snug), "run", str(args.model), "--json", "--no-chat", "--temp", "0", "--ignore-eos",
            "-n", str(args.tg), "-t", str(threads), "-b", str(args.pp), "--ctx", str(args.pp + args.tg + 8),
@@ -127,18 +194,21 @@ def kv_bytes_per_token(model, context):
     return value(f"{arch}.block_count") * 2 * kv_heads * head_dim * 2 * context
 
 
-def memory_bandwidth(max_threads):
-    """GB/s per thread count from build/bench/membw (None when not built)."""
+def memory_bandwidth(max_threads, runs=3):
+    """GB/s per thread count from build/bench/membw, the best of `runs` (this
+    shared machine's bandwidth varies by 1.5x from minute to minute; the best
+    is the ceiling). None when not built."""
     tool = ROOT / "build" / "bench" / "membw"
     if not tool.exists():
         return None
-    out = subprocess.run([str(tool), str(max_threads)], capture_output=True, text=True, check=True).stdout
     bw = {}
-    for line in out.split():
-        if line.startswith("threads="):
-            n = int(line.split("=")[1])
-        elif line.startswith("gbps="):
-            bw[n] = float(line.split("=")[1])
+    for _ in range(runs):
+        out = subprocess.run([str(tool), str(max_threads)], capture_output=True, text=True, check=True).stdout
+        for line in out.split():
+            if line.startswith("threads="):
+                n = int(line.split("=")[1])
+            elif line.startswith("gbps="):
+                bw[n] = max(bw.get(n, 0.0), float(line.split("=")[1]))
     return bw
 
 
@@ -156,7 +226,12 @@ def main():
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--ik-python", type=Path, default=ROOT / ".venv-ik" / "bin" / "python",
+                    help="interpreter with ik-llama-cpp-python installed (skipped when absent)")
     args = ap.parse_args()
+    if not args.ik_python.exists():
+        print(f"{args.ik_python} not found: ik_llama.cpp left out", file=sys.stderr)
+        args.ik_python = None
     models = args.model or [DEFAULT_MODEL]
     thread_list = [int(t) for t in args.threads.split(",")]
     bandwidth = memory_bandwidth(max(thread_list)) or {}
@@ -179,21 +254,29 @@ def run_model(args, thread_list, bandwidth):
     out = {"model": str(args.model), "weight_bytes_per_token": weights, "kv_bytes_per_token": kv, "results": []}
     print(f"\nmodel {args.model.name}, pp {args.pp}, tg {args.tg}, {args.pairs} interleaved pairs after a warm-up")
     for threads in thread_list:
-        snug_s, fa_s = [], {False: [], True: []}
+        snug_s, fa_s, ik_s = [], {False: [], True: []}, []
         loads = []
         for i in range(args.pairs + 1):
             load = os.getloadavg()[0]
-            order = ["snug", False, True] if i % 2 == 0 else [True, False, "snug"]
+            order = ["snug", False, True] + (["ik"] if args.ik_python else [])
+            if i % 2:
+                order.reverse()
             got = {}
             for who in order:
-                got[who] = snug_sample(args, threads, prompt_file) if who == "snug" else \
-                    llama_sample(args, threads, prompt_file, who)
+                if who == "snug":
+                    got[who] = snug_sample(args, threads, prompt_file)
+                elif who == "ik":
+                    got[who] = ik_sample(args, threads, prompt_file)
+                else:
+                    got[who] = llama_sample(args, threads, prompt_file, who)
             if i == 0:
                 continue  # warm-up: page cache, CPU frequency
             loads.append(load)
             snug_s.append(got["snug"])
             fa_s[False].append(got[False])
             fa_s[True].append(got[True])
+            if "ik" in got:
+                ik_s.append(got["ik"])
         # Which code made the figures: snug's dispatched target and kernels,
         # llama.cpp's compiled CPU features.
         row = {"threads": threads, "snug_simd_target": snug_s[0]["simd_target"],
@@ -224,6 +307,13 @@ def run_model(args, thread_list, bandwidth):
             row[f"snug_{name}_samples"] = a
             row[f"llama_fa_off_{name}_samples"] = per_setting[False]
             row[f"llama_fa_on_{name}_samples"] = per_setting[True]
+            if ik_s:
+                c = [x[key] for x in ik_s]
+                row[f"ik_{name}"] = summary(c)
+                row[f"ik_{name}_ratio"] = statistics.median([x / y for x, y in zip(a, c)])
+                row[f"ik_{name}_samples"] = c
+        if ik_s:
+            row["ik_system_info"] = ik_s[0]["system_info"]
         if threads in bandwidth:
             ceiling = bandwidth[threads] * 1e9 / per_token
             row["roofline_gen_tokens_per_second"] = ceiling
@@ -253,6 +343,12 @@ def print_row(r):
         fmt = lambda d: f"{d['median']*scale:9.2f} ({d['min']*scale:.2f}-{d['max']*scale:.2f})"
         fa = "on " if r[f"llama_{name}_flash_attn"] else "off"
         print(f"  {name:4} {unit:6}  {fmt(s):32} {fmt(l):27} {fa}  {r[f'{name}_ratio']:.2f}x")
+    if "ik_pp" in r:
+        print("  ik_llama.cpp (run-time repacking, flash attention on):")
+        for name, unit, scale in [("pp", "tok/s", 1), ("gen", "tok/s", 1), ("ttft", "s", 1), ("rss", "MiB", 1 / 2**20)]:
+            d = r[f"ik_{name}"]
+            print(f"  {name:4} {unit:6}  {d['median']*scale:9.2f} ({d['min']*scale:.2f}-{d['max']*scale:.2f})"
+                  f"   snug / ik_llama.cpp {r[f'ik_{name}_ratio']:.2f}x")
 
 
 def cpu_name():

@@ -351,6 +351,7 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   // (the same arithmetic per format, so the same bits whichever runs a row).
   if (n_tok == 1) {
     r0 = MatmulVnniRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
+    r0 = MatmulVnniKRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
   }
   if (r0 < r1) {
     r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,

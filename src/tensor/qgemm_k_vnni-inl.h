@@ -227,6 +227,127 @@ void TileQ4KSum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, floa
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
 }
 
+// One-row q4_K kernel for a single token: each row read once, in order, as
+// one stream. Per super-block two 64-byte loads hold its 128 bytes of
+// nibbles; four vpdpbusd against the token's activations laid out to match
+// (VRowActK) leave, in 16 lanes each, partial sums of 4 products (|p| <=
+// 7680: exact in int16), packed to int16 and multiplied by each lane's scale
+// with two vpdpwssd: 16 int32 lanes summing to I_b. The minimums take one
+// 128-bit vpdpwssd against the token's sub-block sums. Eight super-blocks'
+// sums then reduce to lanes as in TileQ4KSum, with its multiply-adds.
+inline constexpr int kVRowMaxSuper = 64;  // super-blocks per row that VRowActK holds
+
+struct alignas(64) VRowActK {
+  // Per super-block, sub-blocks in the order 0 2 1 3 4 6 5 7 (32 bytes each):
+  // what the low and high nibbles of its two 64-byte halves meet.
+  int8_t q[kVRowMaxSuper][kQKK];
+  int16_t sums[kVRowMaxSuper][8];  // the token's sum over each sub-block
+  float d[kVRowMaxSuper];
+};
+
+HWY_INLINE void PrepareRowActK(const BlockQ8_K* a, int nsb, VRowActK& x) {
+  constexpr int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (int b = 0; b < nsb; ++b) {
+    for (int i = 0; i < 8; ++i) std::memcpy(x.q[b] + 32 * i, a[b].qs + 32 * kOrder[i], 32);
+    for (int j = 0; j < 8; ++j) {
+      x.sums[b][j] = static_cast<int16_t>(a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+    }
+    x.d[b] = a[b].d;
+  }
+}
+
+// Byte indices (into a 16-byte table of scales 0-7 and minimums 0-7
+// broadcast to 64) of the int16 scale vectors for the packed pairs: for the
+// sub-blocks (0, 1, 2, 3) and (4, 5, 6, 7); odd bytes are masked to zero.
+struct K4ScaleIdx {
+  uint8_t first[64], second[64];
+};
+inline constexpr K4ScaleIdx kK4ScaleIdx = [] {
+  K4ScaleIdx x{};
+  for (int i = 0; i < 32; ++i) {  // int16 lane i: 128-bit lane L = i / 8, half (i % 8) / 4
+    const int lane = i / 8, half = (i % 8) / 4;
+    const int sub = 2 * (lane / 2) + half;  // packs_epi32(v0, v1): v0 first in each 128-bit lane
+    x.first[2 * i] = static_cast<uint8_t>(sub);
+    x.second[2 * i] = static_cast<uint8_t>(4 + sub);
+  }
+  return x;
+}();
+
+HWY_INLINE void VRowSuperK4(const BlockQ4_K& w, const VRowActK& x, int b, __m256i* isum,
+                            __m128i* msum) {
+  alignas(16) uint8_t scmn[16];
+  K4ScalesMins(w.scales, scmn);
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(scmn)));
+  constexpr __mmask64 kEven = 0x5555555555555555ull;
+  const __m512i s01 =
+      _mm512_maskz_permutexvar_epi8(kEven, _mm512_load_si512(kK4ScaleIdx.first), table);
+  const __m512i s23 =
+      _mm512_maskz_permutexvar_epi8(kEven, _mm512_load_si512(kK4ScaleIdx.second), table);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i q0 = _mm512_loadu_si512(w.qs), q1 = _mm512_loadu_si512(w.qs + 64);
+  const int8_t* a = x.q[b];
+  const auto dot = [&](__m512i lv, int at) {
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), lv, _mm512_load_si512(a + at));
+  };
+  const __m512i v0 = dot(_mm512_and_si512(q0, low4), 0);
+  const __m512i v1 = dot(_mm512_and_si512(_mm512_srli_epi16(q0, 4), low4), 64);
+  const __m512i v2 = dot(_mm512_and_si512(q1, low4), 128);
+  const __m512i v3 = dot(_mm512_and_si512(_mm512_srli_epi16(q1, 4), low4), 192);
+  __m512i i32 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_packs_epi32(v0, v1), s01);
+  i32 = _mm512_dpwssd_epi32(i32, _mm512_packs_epi32(v2, v3), s23);
+  *isum = _mm256_add_epi32(_mm512_castsi512_si256(i32), _mm512_extracti64x4_epi64(i32, 1));
+  const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(_mm512_castsi512_si128(table), 8));
+  *msum = _mm_dpwssd_epi32(_mm_setzero_si128(), mins,
+                           _mm_load_si128(reinterpret_cast<const __m128i*>(x.sums[b])));
+}
+
+// y[r] for rows [r0, r1), one token, by VRowSuperK4.
+HWY_NOINLINE inline void VRowSumK4(const uint8_t* wd, int64_t row_bytes, int nsb, const VRowActK& x,
+                                   int64_t r0, int64_t r1, float* y) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* wb = reinterpret_cast<const BlockQ4_K*>(wd + r * row_bytes);
+    __m256 acc = _mm256_setzero_ps();
+    for (int g0 = 0; g0 < nsb; g0 += 8) {
+      const int m = nsb - g0 < 8 ? nsb - g0 : 8;
+      const auto lanes = static_cast<__mmask8>((1u << m) - 1);
+      __m256i is[8], ms[8];
+      alignas(32) float dw[8] = {}, dminw[8] = {}, da[8] = {};
+      for (int j = 0; j < 8; ++j) {
+        if (j >= m) {
+          is[j] = ms[j] = _mm256_setzero_si256();
+          continue;
+        }
+        __m128i mx;
+        VRowSuperK4(wb[g0 + j], x, g0 + j, &is[j], &mx);
+        ms[j] = _mm256_zextsi128_si256(mx);
+        dw[j] = F16(wb[g0 + j].d);
+        dminw[j] = F16(wb[g0 + j].dmin);
+        da[j] = x.d[g0 + j];
+      }
+      const __m256 dav = _mm256_load_ps(da);
+      const __m256 iv = _mm256_cvtepi32_ps(Reduce8(is));
+      const __m256 mv = _mm256_cvtepi32_ps(Reduce8(ms));
+      acc = _mm256_mask3_fmadd_ps(iv, _mm256_mul_ps(_mm256_load_ps(dw), dav), acc, lanes);
+      acc = _mm256_mask3_fnmadd_ps(mv, _mm256_mul_ps(_mm256_load_ps(dminw), dav), acc, lanes);
+    }
+    y[r] = Hsum(acc);
+  }
+}
+
+// One token's rows [r0, r1) of q4_K by VRowSumK4; returns r1, or r0 when it
+// does not take the product (another type, or a row longer than VRowActK).
+HWY_NOINLINE inline int64_t MatmulVnniKRowSum(DType type, const uint8_t* wd, int64_t row_bytes,
+                                              int64_t cols, const uint8_t* act, int64_t r0,
+                                              int64_t r1, float* y) {
+  const int64_t nsb = cols / kQKK;
+  if (type != DType::kQ4_K || nsb == 0 || nsb > kVRowMaxSuper || r0 == r1) return r0;
+  VRowActK x;
+  PrepareRowActK(reinterpret_cast<const BlockQ8_K*>(act), static_cast<int>(nsb), x);
+  VRowSumK4(wd, row_bytes, static_cast<int>(nsb), x, r0, r1, y);
+  return r1;
+}
+
 // q6_K, the same order without minimums: per super-block b and (row, token)
 // I_b = sum_g sc_g x (exact sum of group g's 16 products of stored levels
 // 0..63 - 32 x the token's group sum), acc[b % 8] = fma(float(I_b), d_w x
