@@ -259,7 +259,7 @@ HWY_INLINE void PrepareRowActK(const BlockQ8_K* a, int nsb, VRowActK& x) {
 // Byte indices (into a 16-byte table of scales 0-7 and minimums 0-7
 // broadcast to 64) of the int16 scale vectors for the packed pairs: for the
 // sub-blocks (0, 1, 2, 3) and (4, 5, 6, 7); odd bytes are masked to zero.
-struct K4ScaleIdx {
+struct alignas(64) K4ScaleIdx {
   uint8_t first[64], second[64];
 };
 inline constexpr K4ScaleIdx kK4ScaleIdx = [] {
