@@ -161,6 +161,7 @@ struct KGenTile {
 template <class F>
 constexpr bool BlockSumOrder() {
   return SNUG_X86_VNNI512 && (std::is_same_v<F, Avx2Q4_0> || std::is_same_v<F, Avx2Q4_1> ||
+                              std::is_same_v<F, Avx2Q5_0> || std::is_same_v<F, Avx2Q5_1> ||
                               std::is_same_v<F, Avx2Q8_0>);
 }
 template <class F>

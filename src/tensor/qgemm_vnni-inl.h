@@ -117,6 +117,7 @@ struct VQ4_0 {
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ4_0, qs);
   static constexpr bool kSparse = false;
+  static constexpr int kQh = -1;  // no fifth bits
 };
 struct VQ4_1 {
   using Block = BlockQ4_1;
@@ -125,6 +126,7 @@ struct VQ4_1 {
   static constexpr bool kMin = true;
   static constexpr int kQs = offsetof(BlockQ4_1, qs);
   static constexpr bool kSparse = false;
+  static constexpr int kQh = -1;  // no fifth bits
 };
 struct VQ8_0 {
   using Block = BlockQ8_0;
@@ -133,6 +135,27 @@ struct VQ8_0 {
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ8_0, qs);
   static constexpr bool kSparse = false;
+  static constexpr int kQh = -1;  // no fifth bits
+};
+// q5_0 and q5_1: q4_0's and q4_1's nibbles with a fifth bit each, bit j of
+// the 32-bit qh for element j (q5_0's levels q - 16).
+struct VQ5_0 {
+  using Block = BlockQ5_0;
+  static constexpr bool kQ4 = true;
+  static constexpr int kOffset = 16;
+  static constexpr bool kMin = false;
+  static constexpr int kQs = offsetof(BlockQ5_0, qs);
+  static constexpr bool kSparse = false;
+  static constexpr int kQh = offsetof(BlockQ5_0, qh);
+};
+struct VQ5_1 {
+  using Block = BlockQ5_1;
+  static constexpr bool kQ4 = true;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  static constexpr int kQs = offsetof(BlockQ5_1, qs);
+  static constexpr bool kSparse = false;
+  static constexpr int kQh = offsetof(BlockQ5_1, qh);
 };
 // snug's N:M-sparse formats (quant_blocks.h): each block expanded to the 32
 // levels of the dense block it stands for, q8_0's then flipped as VQ8_0's,
@@ -145,6 +168,7 @@ struct VQ8_0NM {
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ8_0NM, qs);
   static constexpr bool kSparse = true;
+  static constexpr int kQh = -1;  // no fifth bits
 };
 struct VQ4_0NM {
   using Block = BlockQ4_0NM;
@@ -153,6 +177,7 @@ struct VQ4_0NM {
   static constexpr bool kMin = false;
   static constexpr int kQs = offsetof(BlockQ4_0NM, qs);
   static constexpr bool kSparse = true;
+  static constexpr int kQh = -1;  // no fifth bits
 };
 
 // The 32 unsigned levels the row-block kernel takes for one sparse block,
@@ -213,6 +238,21 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
       for (int k = 0; k < 4; ++k) {
         g[k] = _mm512_and_si512(q[k], low4);
         g[k + 4] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
+      }
+      if constexpr (F::kQh >= 0) {
+        // Register k holds elements 4k..4k+3 of each row: bits 4k..4k+3 of
+        // its qh, spread to bit 4 of the four bytes by one multiply (the
+        // shifted copies 4 + 7i apart never overlap).
+        alignas(64) int32_t qh32[kVRows];
+        for (int r = 0; r < kVRows; ++r) std::memcpy(&qh32[r], blk + r * stride + F::kQh, 4);
+        const __m512i qh = _mm512_load_si512(qh32);
+        const __m512i spread = _mm512_set1_epi32(0x02040810);
+        const __m512i bit4 = _mm512_set1_epi32(0x10101010);
+        for (int k = 0; k < 8; ++k) {
+          const __m512i nib =
+              _mm512_and_si512(_mm512_srli_epi32(qh, 4 * k), _mm512_set1_epi32(0xF));
+          g[k] = _mm512_or_si512(g[k], _mm512_and_si512(_mm512_mullo_epi32(nib, spread), bit4));
+        }
       }
     }
   }
@@ -840,6 +880,12 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
       return end;
     case DType::kQ8_0:
       MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      return end;
+    case DType::kQ5_0:
+      MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      return end;
+    case DType::kQ5_1:
+      MatmulVnni<VQ5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
       return end;
     case DType::kQ8_0NM:
       MatmulVnni<VQ8_0NM>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);

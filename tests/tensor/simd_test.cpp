@@ -221,6 +221,22 @@ double exact_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols
         has_min = one;
         break;
       }
+      case DType::kQ5_0:
+      case DType::kQ5_1: {
+        const bool one = type == DType::kQ5_1;
+        const uint8_t* blk = row + b * (one ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0));
+        std::memcpy(&d, blk, 2);
+        if (one) std::memcpy(&m, blk + 2, 2);
+        uint32_t qh;
+        std::memcpy(&qh, blk + (one ? 4 : 2), 4);
+        const uint8_t* qs = blk + (one ? 8 : 6);
+        for (int j = 0; j < 16; ++j) {
+          levels[j] = ((qs[j] & 15) | ((qh >> j) & 1) << 4) - (one ? 0 : 16);
+          levels[j + 16] = ((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - (one ? 0 : 16);
+        }
+        has_min = one;
+        break;
+      }
       case DType::kQ8_0: {
         const uint8_t* blk = row + b * sizeof(BlockQ8_0);
         std::memcpy(&d, blk, 2);
@@ -339,10 +355,10 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
 // - within a target, a token's row is the same bits alone or in any batch
 //   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
 //   the tiles for the rows past the last 16);
-// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL too for q5_0
-//   and q5_1. Its q4_0, q4_1 and q8_0 take block-sum order
-//   (qgemm_vnni-inl.h): there the error against the exact product, summed
-//   over every result, is no larger than ggml's order's.
+// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL takes
+//   block-sum order for all five (qgemm_vnni-inl.h): there the error against
+//   the exact product, summed over every result, is no larger than ggml's
+//   order's.
 TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
   std::vector<int64_t> targets;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
@@ -407,18 +423,17 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
       got.push_back(std::move(all));
     }
     hwy::SetSupportedTargetsForTest(0);
-    const bool block_sum = type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
     size_t ggml = targets.size();  // a target with ggml's order, if any
     for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL || !block_sum) ggml = i;
+      if (targets[i] != HWY_AVX3_DL) ggml = i;
     }
     for (size_t i = 0; i < targets.size(); ++i) {
-      if (ggml == targets.size() || (targets[i] == HWY_AVX3_DL && block_sum)) continue;
+      if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
       ASSERT_EQ(got[i], got[ggml]) << dtype_name(type) << " " << hwy::TargetName(targets[i])
                                    << " against " << hwy::TargetName(targets[ggml]);
     }
     for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL || !block_sum || ggml == targets.size()) continue;
+      if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
       double err_sum = 0, err_ggml = 0;
       for (int64_t t = 0; t < n_tok; ++t) {
         for (int64_t r = 0; r < rows; ++r) {
