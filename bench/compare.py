@@ -242,6 +242,7 @@ def main():
         report["models"].append(run_model(args, thread_list, bandwidth))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    print("\n" + markdown(report))
 
 
 def run_model(args, thread_list, bandwidth):
@@ -327,6 +328,35 @@ def run_model(args, thread_list, bandwidth):
                   f"{100 * row['snug_gen_fraction_of_roofline']:.0f}%, llama.cpp "
                   f"{100 * row['llama_gen_fraction_of_roofline']:.0f}%")
     return out
+
+
+def markdown(report):
+    """The rows as docs/BENCHMARKS.md's table: medians, ratios snug / peer."""
+    ik = any("ik_pp" in r for m in report["models"] for r in m["results"])
+    head = ["model", "threads", "pp tok/s snug / llama.cpp", "ratio", "gen tok/s snug / llama.cpp", "ratio",
+            "peak RSS MiB snug / llama.cpp", "ratio"]
+    if ik:
+        head += ["pp / gen / RSS vs ik_llama.cpp"]
+    head += ["gen % of roofline snug / llama.cpp"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in report["models"]:
+        name = Path(m["model"]).name.replace(".gguf", "")
+        for r in m["results"]:
+            med = lambda k: r[k]["median"]
+            cells = [name, str(r["threads"]),
+                     f"{med('snug_pp'):.1f} / {med('llama_pp'):.1f}", f"**{r['pp_ratio']:.2f}**",
+                     f"{med('snug_gen'):.1f} / {med('llama_gen'):.1f}", f"**{r['gen_ratio']:.2f}**",
+                     f"{med('snug_rss') / 2**20:.0f} / {med('llama_rss') / 2**20:.0f}", f"{r['rss_ratio']:.2f}"]
+            if ik:
+                cells.append(f"{r['ik_pp_ratio']:.2f} / {r['ik_gen_ratio']:.2f} / {r['ik_rss_ratio']:.2f}"
+                             if "ik_pp" in r else "-")
+            if "roofline_gen_tokens_per_second" in r:
+                cells.append(f"{100 * r['snug_gen_fraction_of_roofline']:.0f}% / "
+                             f"{100 * r['llama_gen_fraction_of_roofline']:.0f}%")
+            else:
+                cells.append("-")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def print_row(r):

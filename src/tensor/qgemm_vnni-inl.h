@@ -663,6 +663,95 @@ HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, _
   return acc;
 }
 
+// q5_0/q5_1: eight blocks of one row (m of them when kTail) into acc, as
+// VRowGroup: three loads; two vpermt2b pick the nibbles, one vpermt2b and
+// one vpermb (blocks 6 and 7 lie past byte 128) the headers: scales, the
+// fifth-bit words' low halves (elements 0-15) and high halves (16-31), q5_1's
+// minimums. The halves become byte masks that set bit 4 of the levels.
+template <class F>
+struct VRowLayoutQ5 {
+  static constexpr int kB = sizeof(typename F::Block);
+  static constexpr int kDm = F::kMin ? 2 : 0;  // q5_1's minimum, after d
+  // nibbles of blocks 0-3 in L0:L1, 4-7 in L1:L2; headers of 0-5 in L0:L1, 6-7 in L2
+  static_assert(3 * kB + F::kQs + 16 <= 128 && 4 * kB + F::kQs >= 64 &&
+                7 * kB + F::kQs + 16 <= 192 && 5 * kB + F::kQh + 4 <= 128 && 6 * kB >= 128);
+  struct Idx {
+    uint8_t lo[64], hi[64], head[64];
+    uint64_t from_l2;  // header bytes of blocks 6 and 7 (past byte 128)
+  };
+  static constexpr Idx Make() {
+    Idx x{};
+    for (int i = 0; i < 64; ++i) {
+      x.lo[i] = static_cast<uint8_t>(kB * (i / 16) + F::kQs + i % 16);           // L0:L1
+      x.hi[i] = static_cast<uint8_t>(kB * (4 + i / 16) + F::kQs + i % 16 - 64);  // L1:L2
+      // bytes 0-15: d; 16-31: qh bytes 0-1; 32-47: qh bytes 2-3; 48-63: m
+      const int part = i / 16, k = (i % 16) / 2, e = i % 2;
+      const int off = part == 0 ? 0 : part == 1 ? F::kQh + e : part == 2 ? F::kQh + 2 + e : kDm;
+      const int at = kB * k + (part == 0 || part == 3 ? off + e : off);
+      x.head[i] = static_cast<uint8_t>(at < 128 ? at : at - 128);
+      if (at >= 128) x.from_l2 |= uint64_t{1} << i;
+    }
+    return x;
+  }
+  alignas(64) static constexpr Idx kIdx = Make();
+};
+
+template <class F, bool kTail>
+HWY_INLINE __m256 VRowGroupQ5(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
+  using L = VRowLayoutQ5<F>;
+  __m512i l0, l1, l2;
+  if constexpr (kTail) {
+    const int bytes = m * L::kB;
+    const auto mask = [&](int at) {
+      const int k = bytes - at < 0 ? 0 : (bytes - at > 64 ? 64 : bytes - at);
+      return static_cast<__mmask64>(_bzhi_u64(~0ull, static_cast<unsigned>(k)));
+    };
+    l0 = _mm512_maskz_loadu_epi8(mask(0), p);
+    l1 = _mm512_maskz_loadu_epi8(mask(64), p + 64);
+    l2 = _mm512_maskz_loadu_epi8(mask(128), p + 128);
+  } else {
+    l0 = _mm512_loadu_si512(p);
+    l1 = _mm512_loadu_si512(p + 64);
+    l2 = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, 8 * L::kB - 128), p + 128);
+  }
+  const __m512i head = _mm512_mask_permutexvar_epi8(
+      _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.head), l1), L::kIdx.from_l2,
+      _mm512_load_si512(L::kIdx.head), l2);
+  const __m128i e0 = _mm512_extracti32x4_epi32(head, 1), e1 = _mm512_extracti32x4_epi32(head, 2);
+  const __m512i bit4 = _mm512_set1_epi8(0x10), low4 = _mm512_set1_epi8(0x0F);
+  const auto level = [&](__m512i nib, long long fifth) {
+    return _mm512_or_si512(_mm512_and_si512(nib, low4),
+                           _mm512_maskz_mov_epi8(static_cast<__mmask64>(fifth), bit4));
+  };
+  const __m512i wlo = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.lo), l1);
+  const __m512i whi = _mm512_permutex2var_epi8(l1, _mm512_load_si512(L::kIdx.hi), l2);
+  const int8_t* q = x.q + b0 * kQK;
+  const auto act = [&](int at) { return _mm512_load_si512(q + at); };
+  __m512i v0 =
+      _mm512_dpbusd_epi32(_mm512_setzero_si512(), level(wlo, _mm_cvtsi128_si64(e0)), act(0));
+  v0 = _mm512_dpbusd_epi32(v0, level(_mm512_srli_epi16(wlo, 4), _mm_cvtsi128_si64(e1)), act(64));
+  __m512i v1 =
+      _mm512_dpbusd_epi32(_mm512_setzero_si512(), level(whi, _mm_extract_epi64(e0, 1)), act(128));
+  v1 =
+      _mm512_dpbusd_epi32(v1, level(_mm512_srli_epi16(whi, 4), _mm_extract_epi64(e1, 1)), act(192));
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+  const __m512i w = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));
+  const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, w));
+  if constexpr (F::kOffset != 0) {
+    sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
+  }
+  const __m256 dd =
+      _mm256_mul_ps(_mm256_cvtph_ps(_mm512_castsi512_si128(head)), _mm256_load_ps(x.d + b0));
+  const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
+  acc = _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
+  if constexpr (F::kMin) {
+    const __m256 mw = _mm256_cvtph_ps(_mm512_extracti32x4_epi32(head, 3));
+    acc = _mm256_mask3_fmadd_ps(mw, _mm256_load_ps(x.s + b0), acc, lanes);
+  }
+  return acc;
+}
+
 // q8_0: eight blocks of one row (m of them when kTail) into acc, as
 // VRowGroup: five loads, a pair of blocks' quants per vpermt2b, flipped to
 // unsigned (level + 128, the activations' -128 x sum added back).
@@ -811,6 +900,9 @@ HWY_NOINLINE void VRowSum(const uint8_t* wd, int64_t row_bytes, int nb, const VR
     if constexpr (F::kSparse) {
       for (int g = 0; g < full; ++g) acc = VRowGroupNM<F, false>(p, nb, 8, x, 8 * g, acc);
       if (tail) acc = VRowGroupNM<F, true>(p, nb, tail, x, 8 * full, acc);
+    } else if constexpr (F::kQh >= 0) {
+      for (int g = 0; g < full; ++g) acc = VRowGroupQ5<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
+      if (tail) acc = VRowGroupQ5<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
     } else if constexpr (F::kQ4) {
       for (int g = 0; g < full; ++g) acc = VRowGroup<F, false>(p + g * kGroup, 8, x, 8 * g, acc);
       if (tail) acc = VRowGroup<F, true>(p + full * kGroup, tail, x, 8 * full, acc);
@@ -851,6 +943,12 @@ HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int6
       return r1;
     case DType::kQ8_0:
       RowSumAs<VQ8_0>(wd, row_bytes, n, a, r0, r1, y);
+      return r1;
+    case DType::kQ5_0:
+      RowSumAs<VQ5_0>(wd, row_bytes, n, a, r0, r1, y);
+      return r1;
+    case DType::kQ5_1:
+      RowSumAs<VQ5_1>(wd, row_bytes, n, a, r0, r1, y);
       return r1;
     case DType::kQ8_0NM:
       RowSumAs<VQ8_0NM>(wd, row_bytes, n, a, r0, r1, y);
