@@ -34,12 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# Runs llama.cpp in a child process and reports like `snug run --json`.
-LLAMA_CHILD = r"""
-import json, sys, time
+# The peers run in child processes (their own interpreter: ik_llama.cpp has
+# its own environment). A child is CHILD_HEAD, the peer's part, which imports
+# its bindings, takes `before` (VmRSS), loads the model and defines
+# prefill(ids), step(tok, pos), logits() and system_info, then CHILD_TAIL, which times them and reports like
+# `snug run --json`. argv: model, threads, pp, tg, prompt file, flash (0/1).
+CHILD_HEAD = r"""
+import ctypes, json, sys, time
 import numpy as np
-from llama_cpp import Llama
-import llama_cpp
 
 
 def status(key):
@@ -52,93 +54,78 @@ def status(key):
 model, threads, pp, tg, prompt_file, flash = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
                                                sys.argv[5], sys.argv[6] == "1")
 ids = [int(x) for x in open(prompt_file).read().split()]
-before = status("VmRSS")
-llm = Llama(model_path=model, n_ctx=pp + tg + 8, n_batch=pp, n_ubatch=pp, n_threads=threads,
-            n_threads_batch=threads, flash_attn=flash, verbose=False)
-llm.reset()
-t0 = time.perf_counter()
-llm.eval(ids)
-t1 = time.perf_counter()
-out = []
-last = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-tok = int(np.argmax(last()))
-ttft = time.perf_counter() - t0
-t2 = time.perf_counter()
-for _ in range(tg):
-    out.append(tok)
-    llm.eval([tok])
-    tok = int(np.argmax(last()))
-t3 = time.perf_counter()
-hwm = status("VmHWM")
-sysinfo = llama_cpp.llama_print_system_info().decode()
-print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
-                  "time_to_first_token": ttft, "peak_rss_bytes": hwm - before, "process_peak_rss_bytes": hwm,
-                  "interpreter_rss_bytes": before, "token_ids": out, "system_info": sysinfo,
-                  "flash_attn": flash}))
 """
-
-
-# ik_llama.cpp (PyPI ik-llama-cpp-python, built from source with native CPU
-# flags into its own environment) through its C API, run-time repacking on,
-# flash attention on (that fork's CPU default); reported like LLAMA_CHILD.
-IK_CHILD = r"""
-import ctypes, json, sys, time
-import numpy as np
-from ik_llama_cpp import _ctypes_api as C
-from ik_llama_cpp._internals import make_batch_range, make_batch_single
-
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-model, threads, pp, tg, prompt_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-ids = [int(x) for x in open(prompt_file).read().split()]
-before = status("VmRSS")
-C.llama_backend_init()
-mp = C.llama_model_default_params()
-mp.repack_tensors = True
-mp.flash_attn = True
-m = C.llama_model_load_from_file(model.encode(), mp)
-assert m, "ik_llama.cpp could not load the model"
-cp = C.llama_context_default_params()
-cp.n_ctx, cp.n_batch, cp.n_ubatch = pp + tg + 8, pp, pp
-cp.n_threads = cp.n_threads_batch = threads
-cp.flash_attn = True
-ctx = C.llama_init_from_model(m, cp)
-n_vocab = C.llama_vocab_n_tokens(C.llama_model_get_vocab(m))
-last = lambda: np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+CHILD_TAIL = r"""
 t0 = time.perf_counter()
-b = make_batch_range(ids, pos_start=0, logits_last=True)
-assert C.llama_decode(ctx, b) == 0
-C.llama_batch_free(b)
+prefill(ids)
 t1 = time.perf_counter()
-tok = int(np.argmax(last()))
+tok = int(np.argmax(logits()))
 ttft = time.perf_counter() - t0
 out = []
 t2 = time.perf_counter()
 for i in range(tg):
     out.append(tok)
-    b = make_batch_single(tok, len(ids) + i)
-    assert C.llama_decode(ctx, b) == 0
-    C.llama_batch_free(b)
-    tok = int(np.argmax(last()))
+    step(tok, len(ids) + i)
+    tok = int(np.argmax(logits()))
 t3 = time.perf_counter()
 hwm = status("VmHWM")
-info = C._lib.llama_print_system_info
-info.restype = ctypes.c_char_p
 print(json.dumps({"prompt_tokens_per_second": len(ids) / (t1 - t0), "generate_tokens_per_second": tg / (t3 - t2),
                   "time_to_first_token": ttft, "peak_rss_bytes": hwm - before, "process_peak_rss_bytes": hwm,
-                  "interpreter_rss_bytes": before, "token_ids": out, "system_info": info().decode()}))
+                  "interpreter_rss_bytes": before, "token_ids": out, "system_info": system_info,
+                  "flash_attn": flash}))
+"""
+
+# llama.cpp through llama-cpp-python.
+LLAMA_PART = r"""
+import llama_cpp
+before = status("VmRSS")  # the interpreter with the bindings imported, the library mapped
+llm = llama_cpp.Llama(model_path=model, n_ctx=pp + tg + 8, n_batch=pp, n_ubatch=pp, n_threads=threads,
+                      n_threads_batch=threads, flash_attn=flash, verbose=False)
+llm.reset()
+prefill = lambda ids: llm.eval(ids)
+step = lambda tok, pos: llm.eval([tok])
+logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+system_info = llama_cpp.llama_print_system_info().decode()
+"""
+
+# ik_llama.cpp (PyPI ik-llama-cpp-python, built from source with native CPU
+# flags into its own environment) through its C API, run-time repacking on,
+# flash attention as asked (bench/compare asks for on, that fork's CPU default).
+IK_PART = r"""
+from ik_llama_cpp import _ctypes_api as C
+from ik_llama_cpp._internals import make_batch_range, make_batch_single
+before = status("VmRSS")
+C.llama_backend_init()
+mp = C.llama_model_default_params()
+mp.repack_tensors = True
+mp.flash_attn = flash
+m = C.llama_model_load_from_file(model.encode(), mp)
+assert m, "ik_llama.cpp could not load the model"
+cp = C.llama_context_default_params()
+cp.n_ctx, cp.n_batch, cp.n_ubatch = pp + tg + 8, pp, pp
+cp.n_threads = cp.n_threads_batch = threads
+cp.flash_attn = flash
+ctx = C.llama_init_from_model(m, cp)
+n_vocab = C.llama_vocab_n_tokens(C.llama_model_get_vocab(m))
+
+
+def decode(batch):
+    assert C.llama_decode(ctx, batch) == 0
+    C.llama_batch_free(batch)
+
+
+prefill = lambda ids: decode(make_batch_range(ids, pos_start=0, logits_last=True))
+step = lambda tok, pos: decode(make_batch_single(tok, pos))
+logits = lambda: np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+info = C._lib.llama_print_system_info
+info.restype = ctypes.c_char_p
+system_info = info().decode()
 """
 
 
-def ik_sample(args, threads, prompt_file):
-    cmd = [str(args.ik_python), "-c", IK_CHILD, str(args.model), str(threads), str(args.pp), str(args.tg),
-           str(prompt_file)]
+def child_sample(python, part, args, threads, prompt_file, flash):
+    cmd = [str(python), "-c", CHILD_HEAD + part + CHILD_TAIL, str(args.model), str(threads), str(args.pp),
+           str(args.tg), str(prompt_file), "1" if flash else "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -151,13 +138,6 @@ def snug_sample(args, threads, prompt_file):
     j = json.loads(out)
     j["time_to_first_token"] = j["prompt_seconds"]
     return j
-
-
-def llama_sample(args, threads, prompt_file, flash):
-    cmd = [sys.executable, "-c", LLAMA_CHILD, str(args.model), str(threads), str(args.pp), str(args.tg),
-           str(prompt_file), "1" if flash else "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def prompt_ids(model, n):
@@ -267,9 +247,9 @@ def run_model(args, thread_list, bandwidth):
                 if who == "snug":
                     got[who] = snug_sample(args, threads, prompt_file)
                 elif who == "ik":
-                    got[who] = ik_sample(args, threads, prompt_file)
+                    got[who] = child_sample(args.ik_python, IK_PART, args, threads, prompt_file, True)
                 else:
-                    got[who] = llama_sample(args, threads, prompt_file, who)
+                    got[who] = child_sample(sys.executable, LLAMA_PART, args, threads, prompt_file, who)
             if i == 0:
                 continue  # warm-up: page cache, CPU frequency
             loads.append(load)

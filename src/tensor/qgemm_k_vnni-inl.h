@@ -91,9 +91,11 @@ HWY_INLINE void K4ScalesMins(const uint8_t* packed, __m256i* sc, __m256i* mn) {
   *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
 
-// Repacks super-blocks [0, nsb) of 16 rows starting at w (row stride `stride`).
-HWY_INLINE void RepackK4(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, const uint8_t* pf,
-                         int64_t pf0, int64_t pf1) {
+// Repacks q4_K super-blocks [0, nsb) of 16 rows starting at w (row stride
+// `stride`); with one pass, the next row block's lines [pf0, pf1) are
+// prefetched on the way.
+HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, const uint8_t* pf,
+                        int64_t pf0, int64_t pf1) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int s = 0; s < nsb; ++s) {
     PrefetchSlice(pf, pf0, pf1, s, nsb);
@@ -135,11 +137,11 @@ HWY_INLINE void RepackK4(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, 
   }
 }
 
-// T tokens (1 or 2, sharing each weight load) against one repacked chunk:
+// T tokens (1 or 2, sharing each weight load) against one repacked q4_K chunk:
 // super-block s of the chunk is the row's super-block b0 + s; acc: the
 // tokens' eight accumulators of 16 rows.
 template <int T>
-HWY_INLINE void VTokensK4(const VPackK4& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
+HWY_INLINE void VTokensK(const VPackK4& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
   static_assert(T == 1 || T == 2);
   for (int s = 0; s < nsb; ++s) {
     __m512i isum[T], msum[T];
@@ -436,8 +438,9 @@ struct alignas(64) VPackK6 {
   __m512 d[kKChunk];
 };
 
-HWY_INLINE void RepackK6(const uint8_t* w, int64_t stride, int nsb, VPackK6& p, const uint8_t* pf,
-                         int64_t pf0, int64_t pf1) {
+// RepackK for q6_K: levels decoded per row, then transposed as q4_K's.
+HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK6& p, const uint8_t* pf,
+                        int64_t pf0, int64_t pf1) {
   for (int s = 0; s < nsb; ++s) {
     PrefetchSlice(pf, pf0, pf1, s, nsb);
     const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(BlockQ6_K));
@@ -479,8 +482,10 @@ HWY_INLINE __m512i GroupSum16(const __m512i* w, const int8_t* x, int32_t init) {
   return acc;
 }
 
+// VTokensK for q6_K: per group of 16, four vpdpbusd from -32 x the token's
+// group sum, scaled by vpmulld.
 template <int T>
-HWY_INLINE void VTokensK6(const VPackK6& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
+HWY_INLINE void VTokensK(const VPackK6& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
   static_assert(T == 1 || T == 2);
   for (int s = 0; s < nsb; ++s) {
     __m512i isum[T];
@@ -511,8 +516,7 @@ void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
                  int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride) {
   const int nsb = static_cast<int>(cols / kQKK);
-  constexpr bool kSix = std::is_same_v<B, BlockQ6_K>;
-  std::conditional_t<kSix, VPackK6, VPackK4> pack;
+  std::conditional_t<std::is_same_v<B, BlockQ6_K>, VPackK6, VPackK4> pack;  // picks the overloads
   VAcc acc[kKToks];
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
     const bool ahead = rb + 2 * kVRows <= r1;
@@ -530,35 +534,20 @@ void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
         const int64_t share0 = lines * c0 / nsb, share1 = lines * (c0 + nb) / nsb;
         const uint8_t* w0 = wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B));
         const int64_t pf1 = ahead && t0 == 0 ? share1 : share0;
-        if constexpr (kSix) {
-          RepackK6(w0, row_bytes, nb, pack, next, share0, pf1);
-        } else {
-          RepackK4(w0, row_bytes, nb, pack, next, share0, pf1);
-        }
+        RepackK(w0, row_bytes, nb, pack, next, share0, pf1);
         const BlockQ8_K* a[kKToks];
         for (int t = 0; t < nt; ++t) {
           a[t] = reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0;
         }
         for (int t = 0; t < nt; t += 2) {
-          if constexpr (kSix) {
-            if (t + 2 <= nt) {
-              VTokensK6<2>(pack, nb, a + t, c0, acc + t);
-            } else {
-              VTokensK6<1>(pack, nb, a + t, c0, acc + t);
-            }
-          } else if (t + 2 <= nt) {
-            VTokensK4<2>(pack, nb, a + t, c0, acc + t);
+          if (t + 2 <= nt) {
+            VTokensK<2>(pack, nb, a + t, c0, acc + t);
           } else {
-            VTokensK4<1>(pack, nb, a + t, c0, acc + t);
+            VTokensK<1>(pack, nb, a + t, c0, acc + t);
           }
         }
       }
-      for (int t = 0; t < nt; ++t) {
-        const __m512* g = acc[t].g;
-        const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
-        const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
-        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, _mm512_add_ps(even, odd));
-      }
+      for (int t = 0; t < nt; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, VAccSum(acc[t]));
     }
   }
 }

@@ -67,6 +67,14 @@ struct alignas(64) VAcc {
   __m512 g[8];
 };
 
+// The 16 rows' results: ((g0+g4)+(g2+g6)) + ((g1+g5)+(g3+g7)), Hsum's tree.
+HWY_INLINE __m512 VAccSum(const VAcc& a) {
+  const __m512* g = a.g;
+  const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
+  const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
+  return _mm512_add_ps(even, odd);
+}
+
 // out[k] lane r = 32-bit word k of the 16 bytes at base + r * stride.
 HWY_INLINE void Transpose16x4(const uint8_t* base, int64_t stride, __m512i out[4]) {
   __m512i z[4];  // z[g], 128-bit lane L: row 4L + g
@@ -473,12 +481,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           }
         }
       }
-      for (int t = 0; t < nt; ++t) {
-        const __m512* g = acc[t].g;
-        const __m512 even = _mm512_add_ps(_mm512_add_ps(g[0], g[4]), _mm512_add_ps(g[2], g[6]));
-        const __m512 odd = _mm512_add_ps(_mm512_add_ps(g[1], g[5]), _mm512_add_ps(g[3], g[7]));
-        _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, _mm512_add_ps(even, odd));
-      }
+      for (int t = 0; t < nt; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, VAccSum(acc[t]));
     }
   }
 }
@@ -612,38 +615,37 @@ struct VRowLayout {
   alignas(64) static constexpr Idx kIdx = Make();
 };
 
-// Eight blocks of one row (m of them when kTail) into acc; b0: their first block.
+// Mask of a 64-byte load at byte `at` of a span of `bytes` (0 to 64 bytes of it).
+HWY_INLINE __mmask64 SpanMask(int bytes, int at) {
+  const int n = bytes - at < 0 ? 0 : (bytes - at > 64 ? 64 : bytes - at);
+  return static_cast<__mmask64>(_bzhi_u64(~0ull, static_cast<unsigned>(n)));
+}
+
+// The three 64-byte loads that hold eight blocks of kB <= 24 bytes (m of
+// them when kTail; zeros past them).
+template <int kB, bool kTail>
+HWY_INLINE void LoadGroup(const uint8_t* p, int m, __m512i& l0, __m512i& l1, __m512i& l2) {
+  static_assert(8 * kB <= 192);
+  const int bytes = kTail ? m * kB : 8 * kB;
+  l0 = kTail ? _mm512_maskz_loadu_epi8(SpanMask(bytes, 0), p) : _mm512_loadu_si512(p);
+  l1 = kTail ? _mm512_maskz_loadu_epi8(SpanMask(bytes, 64), p + 64) : _mm512_loadu_si512(p + 64);
+  l2 = _mm512_maskz_loadu_epi8(SpanMask(bytes, 128), p + 128);
+}
+
+// The block sums and multiply-adds of VRowGroup and VRowGroupQ5: the
+// unsigned levels of blocks 0-3's elements 0-15 (lo0) and 16-31 (hi0) and of
+// blocks 4-7's (lo1, hi1) against the token's activations laid out to match;
+// dw: the eight weight scales, mw: the minimums (q4_1, q5_1).
 template <class F, bool kTail>
-HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
-  using L = VRowLayout<F>;
-  __m512i l0, l1, l2, s1;
-  if constexpr (kTail) {
-    const int bytes = m * L::kB;
-    const auto mask = [&](int at) {
-      const int n = bytes - at < 0 ? 0 : (bytes - at > 64 ? 64 : bytes - at);
-      return static_cast<__mmask64>(_bzhi_u64(~0ull, static_cast<unsigned>(n)));
-    };
-    l0 = _mm512_maskz_loadu_epi8(mask(0), p);
-    l1 = _mm512_maskz_loadu_epi8(mask(64), p + 64);
-    l2 = _mm512_maskz_loadu_epi8(mask(128), p + 128);
-    s1 = L::kS1 == 64 ? l1 : _mm512_maskz_loadu_epi8(mask(L::kS1), p + L::kS1);
-  } else {
-    l0 = _mm512_loadu_si512(p);
-    l1 = _mm512_loadu_si512(p + 64);
-    l2 = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, 8 * L::kB - 128), p + 128);
-    s1 = L::kS1 == 64 ? l1 : _mm512_loadu_si512(p + L::kS1);
-  }
-  const __m512i wlo = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.lo), l1);
-  const __m512i whi = _mm512_permutex2var_epi8(l1, _mm512_load_si512(L::kIdx.hi), l2);
-  const __m512i dm = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.dm), s1);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
+HWY_INLINE __m256 VRowBlockSums(__m512i lo0, __m512i hi0, __m512i lo1, __m512i hi1, __m256 dw,
+                                __m256 mw, int m, const VRowAct& x, int b0, __m256 acc) {
   const int8_t* q = x.q + b0 * kQK;
   const auto act = [&](int at) { return _mm512_load_si512(q + at); };
   // 128-bit lane k of v0 (v1): the four partial sums of block k (k + 4).
-  __m512i v0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(wlo, low4), act(0));
-  v0 = _mm512_dpbusd_epi32(v0, _mm512_and_si512(_mm512_srli_epi16(wlo, 4), low4), act(64));
-  __m512i v1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(whi, low4), act(128));
-  v1 = _mm512_dpbusd_epi32(v1, _mm512_and_si512(_mm512_srli_epi16(whi, 4), low4), act(192));
+  __m512i v0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo0, act(0));
+  v0 = _mm512_dpbusd_epi32(v0, hi0, act(64));
+  __m512i v1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo1, act(128));
+  v1 = _mm512_dpbusd_epi32(v1, hi1, act(192));
   // Lane k: [a0+a2, a1+a3, b0+b2, b1+b3], then [A, A, B, B]; pick A0-3, B0-3.
   const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
   const __m512i w = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));
@@ -652,15 +654,33 @@ HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, _
   if constexpr (F::kOffset != 0) {
     sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
   }
-  const __m512 dmf = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
-  const __m256 dd = _mm256_mul_ps(_mm512_castps512_ps256(dmf), _mm256_load_ps(x.d + b0));
+  const __m256 dd = _mm256_mul_ps(dw, _mm256_load_ps(x.d + b0));
   const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
   acc = _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
-  if constexpr (F::kMin) {
-    acc =
-        _mm256_mask3_fmadd_ps(_mm512_extractf32x8_ps(dmf, 1), _mm256_load_ps(x.s + b0), acc, lanes);
-  }
+  if constexpr (F::kMin) acc = _mm256_mask3_fmadd_ps(mw, _mm256_load_ps(x.s + b0), acc, lanes);
   return acc;
+}
+
+// Eight blocks of one row (m of them when kTail) into acc; b0: their first block.
+template <class F, bool kTail>
+HWY_INLINE __m256 VRowGroup(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
+  using L = VRowLayout<F>;
+  __m512i l0, l1, l2;
+  LoadGroup<L::kB, kTail>(p, m, l0, l1, l2);
+  const __m512i s1 = L::kS1 == 64 ? l1
+                     : kTail      ? _mm512_maskz_loadu_epi8(SpanMask(m * L::kB, L::kS1), p + L::kS1)
+                                  : _mm512_loadu_si512(p + L::kS1);
+  const __m512i wlo = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.lo), l1);
+  const __m512i whi = _mm512_permutex2var_epi8(l1, _mm512_load_si512(L::kIdx.hi), l2);
+  const __m512i dm = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.dm), s1);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const auto nib = [&](__m512i v, int shift) {
+    return _mm512_and_si512(_mm512_srli_epi16(v, shift), low4);
+  };
+  const __m512 dmf = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
+  return VRowBlockSums<F, kTail>(nib(wlo, 0), nib(wlo, 4), nib(whi, 0), nib(whi, 4),
+                                 _mm512_castps512_ps256(dmf), _mm512_extractf32x8_ps(dmf, 1), m, x,
+                                 b0, acc);
 }
 
 // q5_0/q5_1: eight blocks of one row (m of them when kTail) into acc, as
@@ -700,56 +720,23 @@ template <class F, bool kTail>
 HWY_INLINE __m256 VRowGroupQ5(const uint8_t* p, int m, const VRowAct& x, int b0, __m256 acc) {
   using L = VRowLayoutQ5<F>;
   __m512i l0, l1, l2;
-  if constexpr (kTail) {
-    const int bytes = m * L::kB;
-    const auto mask = [&](int at) {
-      const int k = bytes - at < 0 ? 0 : (bytes - at > 64 ? 64 : bytes - at);
-      return static_cast<__mmask64>(_bzhi_u64(~0ull, static_cast<unsigned>(k)));
-    };
-    l0 = _mm512_maskz_loadu_epi8(mask(0), p);
-    l1 = _mm512_maskz_loadu_epi8(mask(64), p + 64);
-    l2 = _mm512_maskz_loadu_epi8(mask(128), p + 128);
-  } else {
-    l0 = _mm512_loadu_si512(p);
-    l1 = _mm512_loadu_si512(p + 64);
-    l2 = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, 8 * L::kB - 128), p + 128);
-  }
+  LoadGroup<L::kB, kTail>(p, m, l0, l1, l2);
   const __m512i head = _mm512_mask_permutexvar_epi8(
       _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.head), l1), L::kIdx.from_l2,
       _mm512_load_si512(L::kIdx.head), l2);
   const __m128i e0 = _mm512_extracti32x4_epi32(head, 1), e1 = _mm512_extracti32x4_epi32(head, 2);
   const __m512i bit4 = _mm512_set1_epi8(0x10), low4 = _mm512_set1_epi8(0x0F);
-  const auto level = [&](__m512i nib, long long fifth) {
-    return _mm512_or_si512(_mm512_and_si512(nib, low4),
+  const auto level = [&](__m512i v, int shift, long long fifth) {
+    return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, shift), low4),
                            _mm512_maskz_mov_epi8(static_cast<__mmask64>(fifth), bit4));
   };
   const __m512i wlo = _mm512_permutex2var_epi8(l0, _mm512_load_si512(L::kIdx.lo), l1);
   const __m512i whi = _mm512_permutex2var_epi8(l1, _mm512_load_si512(L::kIdx.hi), l2);
-  const int8_t* q = x.q + b0 * kQK;
-  const auto act = [&](int at) { return _mm512_load_si512(q + at); };
-  __m512i v0 =
-      _mm512_dpbusd_epi32(_mm512_setzero_si512(), level(wlo, _mm_cvtsi128_si64(e0)), act(0));
-  v0 = _mm512_dpbusd_epi32(v0, level(_mm512_srli_epi16(wlo, 4), _mm_cvtsi128_si64(e1)), act(64));
-  __m512i v1 =
-      _mm512_dpbusd_epi32(_mm512_setzero_si512(), level(whi, _mm_extract_epi64(e0, 1)), act(128));
-  v1 =
-      _mm512_dpbusd_epi32(v1, level(_mm512_srli_epi16(whi, 4), _mm_extract_epi64(e1, 1)), act(192));
-  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
-  const __m512i w = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, _MM_PERM_CDAB));
-  const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, w));
-  if constexpr (F::kOffset != 0) {
-    sums = _mm256_add_epi32(sums, _mm256_load_si256(reinterpret_cast<const __m256i*>(x.c + b0)));
-  }
-  const __m256 dd =
-      _mm256_mul_ps(_mm256_cvtph_ps(_mm512_castsi512_si128(head)), _mm256_load_ps(x.d + b0));
-  const __mmask8 lanes = kTail ? static_cast<__mmask8>((1u << m) - 1) : 0xFF;
-  acc = _mm256_mask3_fmadd_ps(_mm256_cvtepi32_ps(sums), dd, acc, lanes);
-  if constexpr (F::kMin) {
-    const __m256 mw = _mm256_cvtph_ps(_mm512_extracti32x4_epi32(head, 3));
-    acc = _mm256_mask3_fmadd_ps(mw, _mm256_load_ps(x.s + b0), acc, lanes);
-  }
-  return acc;
+  return VRowBlockSums<F, kTail>(
+      level(wlo, 0, _mm_cvtsi128_si64(e0)), level(wlo, 4, _mm_cvtsi128_si64(e1)),
+      level(whi, 0, _mm_extract_epi64(e0, 1)), level(whi, 4, _mm_extract_epi64(e1, 1)),
+      _mm256_cvtph_ps(_mm512_castsi512_si128(head)),
+      _mm256_cvtph_ps(_mm512_extracti32x4_epi32(head, 3)), m, x, b0, acc);
 }
 
 // q8_0: eight blocks of one row (m of them when kTail) into acc, as

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -348,6 +349,82 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
   }
 }
 
+// The targets the cross-target tests compare: AVX2, AVX3 and AVX3_DL where
+// this CPU runs them. One target (an AVX2-only CPU) still checks rows that
+// start mid-block against whole-matrix calls; below AVX2, the portable
+// kernels do.
+std::vector<int64_t> x86_targets() {
+  std::vector<int64_t> targets;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+    if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
+  }
+  if (targets.empty()) targets = hwy::SupportedAndGeneratedTargets();
+  return targets;
+}
+
+// For w (53 rows) against n_tok tokens of act bytes each at qx, on every
+// x86_targets() target:
+// - a token's row is the same bits alone, in batches of 2 and 3, in the
+//   whole batch, and for rows 3..50 (blocks that start mid-matrix);
+// - AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's results
+//   (`order`) summed over every (row, token) are no further from exact(r, t)
+//   than theirs.
+void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_tok,
+                   const std::function<double(int64_t, int64_t)>& exact, const char* order) {
+  const std::vector<int64_t> targets = x86_targets();
+  const int64_t rows = w.rows;
+  std::vector<std::vector<float>> got;  // per target: all n_tok tokens at once
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    const std::string name = std::string(dtype_name(w.type)) + " " + hwy::TargetName(target);
+    std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
+    matmul_rows(w, qx, n_tok, 0, rows, all.data(), rows);
+    for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+      for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
+        std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
+        matmul_rows(w, qx + t0 * act, nt, 0, rows, y.data(), rows);
+        std::vector<float> part(y.size(), -1.f);
+        matmul_rows(w, qx + t0 * act, nt, 3, 51, part.data(), rows);
+        for (int64_t t = 0; t < nt; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(y[t * rows + r], all[(t0 + t) * rows + r])
+                << name << ": token " << t0 + t << " row " << r << " in a batch of " << nt
+                << " against " << n_tok;
+            if (r >= 3 && r < 51) {
+              ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << name;
+            }
+          }
+        }
+      }
+    }
+    got.push_back(std::move(all));
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  size_t ggml = targets.size();  // a target with ggml's order, if any
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] != HWY_AVX3_DL) ggml = i;
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
+    ASSERT_EQ(got[i], got[ggml]) << dtype_name(w.type) << " " << hwy::TargetName(targets[i])
+                                 << " against " << hwy::TargetName(targets[ggml]);
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
+    double err_sum = 0, err_ggml = 0;
+    for (int64_t t = 0; t < n_tok; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const double e = exact(r, t);
+        err_sum += std::fabs(got[i][t * rows + r] - e);
+        err_ggml += std::fabs(got[ggml][t * rows + r] - e);
+      }
+    }
+    EXPECT_LE(err_sum, err_ggml) << dtype_name(w.type) << ": " << order << "'s error " << err_sum
+                                 << ", ggml order's " << err_ggml;
+    EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
+  }
+}
+
 // The 32-element formats on every x86 target from AVX2 up, with raw blocks
 // holding every level the format can (q8_0's -128 included) and activations
 // at +-127, 1 to 35 tokens (pairs, a lone token, a second group of 16), rows
@@ -360,13 +437,6 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
 //   the exact product, summed over every result, is no larger than ggml's
 //   order's.
 TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
-  std::vector<int64_t> targets;
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
-    if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
-  }
-  // One target (an AVX2-only CPU) still checks rows that start mid-block
-  // against whole-matrix calls; below AVX2, the portable kernels do.
-  if (targets.empty()) targets = hwy::SupportedAndGeneratedTargets();
   std::mt19937 rng(7);
   const auto byte = [&] { return static_cast<uint8_t>(rng() & 0xFF); };
   const auto scale = [&] {  // f16 in [2^-14, 2^-4): normal, never inf or NaN
@@ -395,58 +465,12 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
       a.d = std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
       a.s = a.d * static_cast<float>(sum);
     }
-    std::vector<std::vector<float>> got;  // per target: all n_tok tokens at once
-    for (int64_t target : targets) {
-      hwy::SetSupportedTargetsForTest(target);
-      const std::string name = std::string(dtype_name(type)) + " " + hwy::TargetName(target);
-      std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
-      matmul_rows(w, qx.data(), n_tok, 0, rows, all.data(), rows);
-      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
-        for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
-          std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
-          const BlockQ8A* a = qx.data() + t0 * (cols / 32);
-          matmul_rows(w, a, nt, 0, rows, y.data(), rows);
-          std::vector<float> part(y.size(), -1.f);  // rows 3..50: blocks start mid-matrix
-          matmul_rows(w, a, nt, 3, 51, part.data(), rows);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t r = 0; r < rows; ++r) {
-              ASSERT_EQ(y[t * rows + r], all[(t0 + t) * rows + r])
-                  << name << ": token " << t0 + t << " row " << r << " in a batch of " << nt
-                  << " against " << n_tok;
-              if (r >= 3 && r < 51) {
-                ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << name;
-              }
-            }
-          }
-        }
-      }
-      got.push_back(std::move(all));
-    }
-    hwy::SetSupportedTargetsForTest(0);
-    size_t ggml = targets.size();  // a target with ggml's order, if any
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL) ggml = i;
-    }
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
-      ASSERT_EQ(got[i], got[ggml]) << dtype_name(type) << " " << hwy::TargetName(targets[i])
-                                   << " against " << hwy::TargetName(targets[ggml]);
-    }
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
-      double err_sum = 0, err_ggml = 0;
-      for (int64_t t = 0; t < n_tok; ++t) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const double exact =
-              exact_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
-          err_sum += std::fabs(got[i][t * rows + r] - exact);
-          err_ggml += std::fabs(got[ggml][t * rows + r] - exact);
-        }
-      }
-      EXPECT_LE(err_sum, err_ggml) << dtype_name(type) << ": block-sum order's error " << err_sum
-                                   << ", ggml order's " << err_ggml;
-      EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
-    }
+    const auto exact = [&](int64_t r, int64_t t) {
+      return exact_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
+    };
+    ASSERT_NO_FATAL_FAILURE(check_targets(w, reinterpret_cast<const uint8_t*>(qx.data()),
+                                          sizeof(BlockQ8A) * (cols / 32), n_tok, exact,
+                                          "block-sum order"));
   }
 }
 
@@ -485,11 +509,6 @@ double exact_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols)
 // AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's results are
 // no further from the exact products than theirs.
 TEST(SimdX86, KFormatsOnEveryTarget) {
-  std::vector<int64_t> targets;
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
-    if (t == HWY_AVX2 || t == HWY_AVX3 || t == HWY_AVX3_DL) targets.push_back(t);
-  }
-  if (targets.empty()) targets = hwy::SupportedAndGeneratedTargets();
   const int64_t rows = 53, cols = 2304, n_tok = 35;  // 9 super-blocks: a short chunk and group
   for (DType type : {DType::kQ4_K, DType::kQ6_K}) {
     const size_t rb = *row_bytes(type, cols);
@@ -503,53 +522,12 @@ TEST(SimdX86, KFormatsOnEveryTarget) {
     std::vector<uint8_t> qx(matmul_scratch_bytes(type, cols, n_tok));
     ref::quantize_activations(type, x.data(), cols, cols, n_tok, qx.data());
     const size_t act = matmul_scratch_bytes(type, cols, 1);
-    std::vector<std::vector<float>> got;
-    for (int64_t target : targets) {
-      hwy::SetSupportedTargetsForTest(target);
-      const std::string name = std::string(dtype_name(type)) + " " + hwy::TargetName(target);
-      std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
-      matmul_rows(w, qx.data(), n_tok, 0, rows, all.data(), rows);
-      for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
-        for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
-          std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
-          matmul_rows(w, qx.data() + t0 * act, nt, 0, rows, y.data(), rows);
-          std::vector<float> part(y.size(), -1.f);
-          matmul_rows(w, qx.data() + t0 * act, nt, 3, 51, part.data(), rows);
-          for (int64_t t = 0; t < nt; ++t) {
-            for (int64_t r = 0; r < rows; ++r) {
-              ASSERT_EQ(y[t * rows + r], all[(t0 + t) * rows + r])
-                  << name << ": token " << t0 + t << " row " << r << " in a batch of " << nt;
-              if (r >= 3 && r < 51) ASSERT_EQ(part[t * rows + r], y[t * rows + r]) << name;
-            }
-          }
-        }
-      }
-      got.push_back(std::move(all));
-    }
-    hwy::SetSupportedTargetsForTest(0);
-    size_t ggml = targets.size();
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL) ggml = i;
-    }
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
-      ASSERT_EQ(got[i], got[ggml]) << dtype_name(type) << " " << hwy::TargetName(targets[i]);
-    }
-    for (size_t i = 0; i < targets.size(); ++i) {
-      if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
-      double err_sum = 0, err_ggml = 0;
-      for (int64_t t = 0; t < n_tok; ++t) {
-        const auto* a = reinterpret_cast<const BlockQ8_K*>(qx.data() + t * act);
-        for (int64_t r = 0; r < rows; ++r) {
-          const double exact = exact_k(type, wq.data() + r * rb, a, cols);
-          err_sum += std::fabs(got[i][t * rows + r] - exact);
-          err_ggml += std::fabs(got[ggml][t * rows + r] - exact);
-        }
-      }
-      EXPECT_LE(err_sum, err_ggml) << dtype_name(type) << ": super-block-sum order's error "
-                                   << err_sum << ", ggml order's " << err_ggml;
-      EXPECT_GT(err_ggml, 0.0) << "the orders' results cannot be told apart";
-    }
+    const auto exact = [&](int64_t r, int64_t t) {
+      return exact_k(type, wq.data() + r * rb,
+                     reinterpret_cast<const BlockQ8_K*>(qx.data() + t * act), cols);
+    };
+    ASSERT_NO_FATAL_FAILURE(
+        check_targets(w, qx.data(), act, n_tok, exact, "super-block-sum order"));
   }
 }
 
