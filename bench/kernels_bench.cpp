@@ -57,7 +57,7 @@ constexpr DType kTypes[] = {DType::kF32,  DType::kF16,    DType::kBF16,  DType::
                             DType::kQ6_K, DType::kQ8_0NM, DType::kQ4_0NM};
 
 void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool reference,
-               int64_t target) {
+               int64_t target, bool packed) {
   hwy::SetSupportedTargetsForTest(target);
   const size_t rb = *row_bytes(type, sh.cols);
   std::vector<uint8_t> w(rb * sh.rows);
@@ -69,7 +69,15 @@ void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool r
   std::vector<uint8_t> qx(matmul_scratch_bytes(type, sh.cols, n_tok));
   quantize_activations(type, x.data(), sh.cols, sh.cols, n_tok, qx.data());
   std::vector<float> y(sh.rows * n_tok);
-  const MatView mv{type, w.data(), sh.rows, sh.cols, rb};
+  MatView mv{type, w.data(), sh.rows, sh.cols, rb};
+  // The packed form (MatView::packed), where the target takes one.
+  std::vector<uint8_t> pk;
+  if (packed) {
+    pk.resize(static_cast<size_t>(matmul_packed_bytes(mv)) + 64);
+    void* at = pk.data() + (64 - reinterpret_cast<uintptr_t>(pk.data()) % 64) % 64;
+    matmul_pack(mv, at);
+    mv.packed = at;
+  }
   for (auto _ : st) {
     if (reference) {
       ref::matmul_rows(mv, qx.data(), n_tok, 0, sh.rows, y.data(), sh.rows);
@@ -123,12 +131,21 @@ void register_all() {
                                  std::to_string(n_tok);
         for (int64_t target : bench_targets()) {
           benchmark::RegisterBenchmark((name + "/" + hwy::TargetName(target)).c_str(), BM_Matmul, t,
-                                       sh, n_tok, false, target)
+                                       sh, n_tok, false, target, false)
               ->Unit(benchmark::kMicrosecond);
+          hwy::SetSupportedTargetsForTest(target);
+          const bool packs = matmul_packed_bytes(
+                                 MatView{t, nullptr, sh.rows, sh.cols, *row_bytes(t, sh.cols)}) > 0;
+          hwy::SetSupportedTargetsForTest(0);
+          if (packs) {
+            benchmark::RegisterBenchmark((name + "/" + hwy::TargetName(target) + "/packed").c_str(),
+                                         BM_Matmul, t, sh, n_tok, false, target, true)
+                ->Unit(benchmark::kMicrosecond);
+          }
         }
         if (n_tok == 1 && sh.rows <= 2048) {
           benchmark::RegisterBenchmark((name + "/scalar_ref").c_str(), BM_Matmul, t, sh, n_tok,
-                                       true, int64_t{0})
+                                       true, int64_t{0}, false)
               ->Unit(benchmark::kMicrosecond);
         }
       }

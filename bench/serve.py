@@ -214,6 +214,8 @@ class Server:
                     "--max-seqs", str(max_seqs), "--queue", str(max(256, max_seqs)), "--threads", str(args.threads)]
         if args.memory:
             self.cmd += ["--memory", args.memory]
+        if args.repack:
+            self.cmd += ["--repack"]
         self.log = []
         self.port = None
         self._ready = threading.Event()
@@ -548,6 +550,8 @@ def snug_plan(args, parallel, ctx, max_seqs):
            "--batch", str(args.batch_tokens), "--threads", str(args.threads)]
     if args.memory:
         cmd += ["--memory", args.memory]
+    if args.repack:
+        cmd += ["--repack"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     try:
         j = json.loads(r.stdout)
@@ -849,6 +853,8 @@ def main():
     ap.add_argument("--batch-tokens", type=int, default=256, help="snug --batch-tokens; llama.cpp n_batch = n_ubatch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", help="snug --memory (default: snug's own)")
+    ap.add_argument("--repack", action="store_true",
+                    help="snug --repack: the matrices packed once at load in private memory")
     ap.add_argument("--kv-unified", action="store_true", help="llama.cpp: one KV stream shared by all sequences")
     ap.add_argument("--admission-ctx", type=int, default=4096,
                     help="KV tokens of the second server that measures admission (0: skip)")
@@ -879,7 +885,8 @@ def main():
         "schema": "snug.bench.serve/1",
         "params": {"model": str(args.model), "concurrency": conc, "max_tokens": args.max_tokens, "ctx": args.ctx,
                    "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
-                   "threads": args.threads, "memory": args.memory, "llama_n_ctx": pool_tokens,
+                   "threads": args.threads, "memory": args.memory, "repack": args.repack,
+                   "llama_n_ctx": pool_tokens,
                    "kv_unified": args.kv_unified, "prompt_tokens": [len(p["ids"]) for p in prompts]},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": os.getloadavg()},
         "results": [],

@@ -70,6 +70,14 @@ void MappedFile::advise_willneed(uint64_t offset, uint64_t length) const {
   ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_WILLNEED);
 }
 
+void MappedFile::release(uint64_t offset, uint64_t length) const {
+  if (!data_ || offset >= size_) return;
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = (offset + page - 1) / page * page;
+  const uint64_t end = std::min(size_, offset + length) / page * page;
+  if (start < end) ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_DONTNEED);
+}
+
 void MappedFile::populate() const {
   if (!data_) return;
 #ifndef MADV_POPULATE_READ

@@ -37,6 +37,10 @@ class MappedFile {
   // that the first pass over it takes no page faults. The pages are the page
   // cache's, shared with every process mapping the file.
   void populate() const;
+  // Unmaps this process's pages lying wholly inside [offset, offset + length)
+  // (MADV_DONTNEED): its RSS drops, the page cache keeps them, and a later
+  // read maps them again from the file.
+  void release(uint64_t offset, uint64_t length) const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -109,7 +109,7 @@ Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
   SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(f.model));
   // Mapping the file takes no memory; parsing touches only the header's pages.
   SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
-  SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file));
+  SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file, f.repack));
   if (!pm.footprint.runnable) return make_error("'", path, "': ", pm.footprint.runnable_note);
   auto fitted = plan::fit(pm.footprint, {shape, pm.budget_choice.bytes});
   if (!fitted.ok()) return explain_budget(fitted.take_error(), pm.budget_choice);
@@ -141,7 +141,7 @@ Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
              format_bytes(m.predicted_peak_rss));
   pm.budget = std::make_unique<memory::Budget>(pm.budget_choice.bytes);
   SNUG_ASSIGN_OR_RETURN(pm.base, reserve_base(pm));
-  SNUG_ASSIGN_OR_RETURN(pm.lm, load_model_file(std::move(file), ledger));
+  SNUG_ASSIGN_OR_RETURN(pm.lm, load_model_file(std::move(file), ledger, f.repack));
   return pm;
 }
 

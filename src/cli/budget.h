@@ -46,6 +46,7 @@ struct PlanFlags {
   std::string kv_type = "f16";  // --kv-type: K and V
   std::string k_type;           // --k-type, --v-type: override --kv-type when given
   std::string v_type;
+  bool repack = false;  // --repack: Model::repack after loading, and planned so
   // Bytes the caller reserves from the same budget beside the engine (the HTTP
   // server's bound), by context length; non-decreasing in it. Empty: none.
   std::function<uint64_t(int32_t n_ctx)> beside;

@@ -29,7 +29,10 @@ struct LoadedModel {
 
 Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger);
 // The same for a file already opened (and planned) by the caller.
-Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger);
+// repack: Model::repack after loading (--repack), saying what it packed.
+Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger, bool repack = false);
+// --repack's help text, one for every command that has it.
+extern const char* const kRepackHelp;
 
 // Planned bytes per ledger category and the predicted peak RSS, for the report.
 struct PlannedMemory {

@@ -15,6 +15,7 @@ void GenFlags::add_to(CLI::App& app) {
                                  "machine or its cgroup allows, minus 10% headroom)")
                       ->check(memory_size_validator());
   add_kv_type_options(app, &kv_type, &k_type, &v_type);
+  app.add_flag("--repack", repack, kRepackHelp);
   app.add_option("-b,--batch", batch, "prompt tokens per forward pass")->check(CLI::PositiveNumber);
   app.add_option("-t,--threads", threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
@@ -46,6 +47,7 @@ PlanFlags GenFlags::plan_flags() const {
   p.kv_type = kv_type;
   p.k_type = k_type;
   p.v_type = v_type;
+  p.repack = repack;
   return p;
 }
 

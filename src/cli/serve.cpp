@@ -202,7 +202,7 @@ Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<Mode
                           printable(o.path, 200), " and ", printable(path, 200), ")");
     }
     SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
-    SNUG_ASSIGN_OR_RETURN(plan::ModelFootprint fp, plan::plan_model(file));
+    SNUG_ASSIGN_OR_RETURN(plan::ModelFootprint fp, plan::plan_model(file, f.engine.repack));
     if (!fp.runnable) {
       if (!mf.from_directory) return make_error("'", printable(path, 200), "': ", fp.runnable_note);
       log_warn("--models: skipping '{}': {}", printable(path, 200), fp.runnable_note);
@@ -341,10 +341,11 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
     }
     engine::SchedulerOptions so = f.engine.scheduler_options(p.shape);
     so.tenant_kv_blocks = tenant_shares(http.keys(), p.session);
-    spec.load = [path = p.path, so, &ledger]() -> Result<engine::LoadedInstance> {
+    spec.load = [path = p.path, so, &ledger,
+                 repack = f.engine.repack]() -> Result<engine::LoadedInstance> {
       auto inst = std::make_shared<ServedModelInstance>();
       SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
-      SNUG_ASSIGN_OR_RETURN(inst->lm, load_model_file(std::move(file), &ledger));
+      SNUG_ASSIGN_OR_RETURN(inst->lm, load_model_file(std::move(file), &ledger, repack));
       SNUG_ASSIGN_OR_RETURN(
           inst->scheduler,
           engine::Scheduler::create(*inst->lm.model, *inst->lm.tokenizer, so, &ledger));
@@ -352,7 +353,9 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
           text::ChatPrompter::create(*inst->lm.tokenizer, inst->lm.model->config().arch_name);
       if (!prompts.ok()) return make_error("chat template: ", prompts.error().message);
       inst->prompts.emplace(std::move(prompts.value()));
-      if (const MappedFile* map = inst->lm.model->file().mapping()) map->populate();
+      // (A packed model read its matrices while packing and let their pages go.)
+      const MappedFile* map = inst->lm.model->file().mapping();
+      if (map != nullptr && inst->lm.model->packed_bytes() == 0) map->populate();
       engine::LoadedInstance out;
       out.scheduler = inst->scheduler.get();
       out.prompts = &*inst->prompts;
@@ -490,7 +493,9 @@ int serve_main(const ServeFlags& f) {
   // Map every weight page now, while /health still says loading, so that the
   // first request does not pay the page faults of a whole pass over the model.
   const auto populate_start = std::chrono::steady_clock::now();
-  if (const MappedFile* map = lm.model->file().mapping()) map->populate();
+  // (A packed model read its matrices while packing and let their pages go.)
+  const MappedFile* map = lm.model->file().mapping();
+  if (map != nullptr && lm.model->packed_bytes() == 0) map->populate();
   const double populate_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - populate_start).count();
 

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace snug::model {
 
@@ -20,6 +21,42 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
   SNUG_ASSIGN_OR_RETURN(m->weights_, bind_weights(m->file_, m->config_));
   m->mapped_charge_ = memory::Charge(ledger, memory::Category::kWeightsMapped, m->weights_.bytes);
   return m;
+}
+
+Result<uint64_t> Model::repack(memory::Ledger* ledger) {
+  const MappedFile* map = file_.mapping();
+  uint64_t packed = resident_charge_.bytes(), released = 0;
+  auto one = [&](tensor::MatView& v) -> Status {
+    if (v.packed != nullptr) return ok_status();
+    const int64_t n = tensor::matmul_packed_bytes(v);
+    if (n <= 0) return ok_status();
+    const auto bytes = static_cast<uint64_t>(n);
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (p == nullptr) return make_error("repacking the weights: cannot allocate ", bytes, " bytes");
+    packed_.emplace_back(p);
+    tensor::matmul_pack(v, p);
+    v.packed = p;
+    packed += bytes;
+    const uint64_t rows_bytes = static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
+    released += rows_bytes;
+    if (map != nullptr) {
+      map->release(static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - map->data()),
+                   rows_bytes);
+    }
+    return ok_status();
+  };
+  for (auto& L : weights_.layers) {
+    for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) {
+      SNUG_RETURN_IF_ERROR(one(*v));
+    }
+  }
+  SNUG_RETURN_IF_ERROR(one(weights_.output));
+  const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());
+  mapped_charge_.reset();
+  mapped_charge_ = memory::Charge(ledger, memory::Category::kWeightsMapped, mapped);
+  resident_charge_.reset();
+  resident_charge_ = memory::Charge(ledger, memory::Category::kWeightsResident, packed);
+  return packed;
 }
 
 std::vector<tensor::DType> Model::matrix_types() const {

@@ -3,6 +3,7 @@
 // tokens from many sequences.
 #pragma once
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,12 +89,29 @@ class Model {
   // edited weights (SparseGPT's pruned layers feeding the next).
   Status replace_matrix(int32_t layer, MatRole role, const tensor::MatView& view);
 
+  // Gives every matrix the dispatched kernels take in a packed form
+  // (tensor::matmul_pack) a private packed copy, as many bytes as its rows in
+  // the file, and lets the mapping's pages of those rows go (they are read
+  // again only for the rows of tokens looked up in a tied embedding table).
+  // The ledger moves the bytes from weights (mapped) to weights (resident).
+  // The products then read one stream per 16 rows instead of repacking the
+  // weights on every call: faster at any batch size, but the copy is this
+  // process's own (memory rule 1's shared pages no longer serve it). A no-op
+  // on targets without a packed form. Returns the bytes packed.
+  Result<uint64_t> repack(memory::Ledger* ledger);
+  uint64_t packed_bytes() const { return resident_charge_.bytes(); }
+
  private:
   Model() = default;
   gguf::File file_;
   ModelConfig config_;
   Weights weights_;
   memory::Charge mapped_charge_;
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::vector<std::unique_ptr<void, FreeDeleter>> packed_;
+  memory::Charge resident_charge_;
 };
 
 // The decoder graph every supported family takes (decoder.cpp), built from

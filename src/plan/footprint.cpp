@@ -1,9 +1,12 @@
 #include "plan/footprint.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <string>
 
 #include "base/checked.h"
+#include "tensor/kernels.h"
 #include "text/tokenizer.h"
 
 namespace snug::plan {
@@ -101,7 +104,7 @@ std::vector<tensor::DType> matrix_types(const gguf::File& file, const model::Mod
   return types;
 }
 
-Result<ModelFootprint> plan_model(const gguf::File& file) {
+Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
   ModelFootprint fp;
   SNUG_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
   if (model::arch_supported(arch)) {
@@ -132,6 +135,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
     fp.file_bytes = std::max(fp.file_bytes, *end);
   }
 
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   std::vector<std::string> names = bound_tensor_names(fp.config);
   const size_t n_required = names.size();
   for (std::string& name : optional_tensor_names(fp.config)) names.push_back(std::move(name));
@@ -157,6 +161,28 @@ Result<ModelFootprint> plan_model(const gguf::File& file) {
     fp.weights_mapped = *total;
     const bool untied_embd = name == "token_embd.weight" && !fp.config.tied_output;
     if (!untied_embd) fp.weights_touched += t->bytes;
+    // Model::repack: the matrices the products take packed (an untied
+    // embedding table is only looked up).
+    if (repack && !untied_embd && t->n_dims == 2) {
+      const tensor::MatView v{
+          t->type, nullptr, t->rows(), t->ne[0],
+          static_cast<size_t>(t->bytes / std::max<uint64_t>(static_cast<uint64_t>(t->rows()), 1))};
+      if (const int64_t packed = tensor::matmul_packed_bytes(v); packed > 0) {
+        const uint64_t rows_bytes = static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
+        // Only the pages wholly inside the packed rows are let go; a page
+        // they share with a neighbour stays mapped.
+        const uint64_t start = file.data_offset() + t->offset, end = start + rows_bytes;
+        const uint64_t inner0 = (start + page - 1) / page * page, inner1 = end / page * page;
+        const uint64_t kept =
+            inner1 > inner0 ? (inner0 > start ? page : 0) + (end > inner1 ? page : 0) : rows_bytes;
+        it->mapped_bytes -= rows_bytes;
+        it->resident_bytes += static_cast<uint64_t>(packed);
+        fp.weights_mapped -= rows_bytes;
+        fp.weights_touched = fp.weights_touched - rows_bytes + std::min(kept, rows_bytes);
+        fp.weights_resident += static_cast<uint64_t>(packed);
+        fp.repack_transient = std::max(fp.repack_transient, t->bytes);
+      }
+    }
     // A matrix re-quantized to q4_0 (norms and odd widths stay as they are).
     auto q4 = t->n_dims == 2 ? tensor::row_bytes(tensor::DType::kQ4_0, t->ne[0]) : std::nullopt;
     auto q4_total = q4 ? checked_mul(*q4, static_cast<uint64_t>(t->rows())) : std::nullopt;

@@ -39,7 +39,10 @@ struct ModelFootprint {
   uint64_t header_index_bytes = 0;
   std::vector<WeightTypeBytes> weights_by_type;  // sorted by bytes, largest first
   uint64_t weights_mapped = 0;    // bytes of the tensors the model binds (ledger: weights (mapped))
-  uint64_t weights_resident = 0;  // private copies (none yet: every kernel reads the file's format)
+  uint64_t weights_resident = 0;  // private copies: the packed matrices of --repack
+  // With --repack: the largest matrix, whose file pages and packed copy are
+  // both held while it is packed (at load, before the KV cache exists).
+  uint64_t repack_transient = 0;
   // Mapped bytes one forward pass touches, so they count in the peak RSS: all
   // bound tensors except an untied token embedding table, of which a step reads
   // only the rows of its tokens.
@@ -55,7 +58,9 @@ struct ModelFootprint {
 // Plans `file` (opened with or without its tensor data). Errors name the key
 // or tensor at fault: missing hyper-parameters, absurd dimensions, a sum of
 // sizes that overflows 64 bits.
-Result<ModelFootprint> plan_model(const gguf::File& file);
+// repack: as Model::repack will leave it on this machine's kernels (the
+// packed rows of each matrix resident instead of mapped and touched).
+Result<ModelFootprint> plan_model(const gguf::File& file, bool repack = false);
 
 // The distinct types of the weight matrices of a Llama-layout file
 // (token_embd or output, and the seven matrices of every block): the input of

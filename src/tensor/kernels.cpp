@@ -116,6 +116,14 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
   simd::matmul_rows(w, qx, n_tok, r0, r1, y, y_stride);
 }
 
+int64_t matmul_packed_bytes(const MatView& w) {
+  return simd::matmul_packed_bytes(w);
+}
+void matmul_pack(const MatView& w, void* out) {
+  SNUG_CHECK(reinterpret_cast<uintptr_t>(out) % 64 == 0);
+  simd::matmul_pack(w, out);
+}
+
 namespace {
 
 // Below this many tokens the conversion runs on the calling thread: waking the

@@ -23,6 +23,10 @@ struct MatView {
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_bytes = 0;
+  // Optional: the same matrix in the row-block kernel's packed form
+  // (matmul_pack), which products of several tokens read instead of
+  // repacking the weights each time; null: none.
+  const void* packed = nullptr;
 };
 
 // ---- conversions --------------------------------------------------------
@@ -82,6 +86,14 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
                           void* scratch);
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride);
+
+// The packed form of a matrix (MatView::packed) for the dispatched target's
+// row-block kernel: its size in bytes, 0 where that target or the type takes
+// none (only AVX512-VNNI's q4_0, q4_1 and q8_0 do); and the packing, into
+// matmul_packed_bytes(w) bytes at out, 64-byte aligned. A packed matrix gives
+// the same bits as the matrix it came from.
+int64_t matmul_packed_bytes(const MatView& w);
+void matmul_pack(const MatView& w, void* out);
 
 // ---- what runs on this CPU -----------------------------------------------
 // The Highway target that dynamic dispatch picks for the kernels on this CPU

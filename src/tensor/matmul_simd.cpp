@@ -347,16 +347,20 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   const auto* act = static_cast<const uint8_t*>(qx);
   const auto* wd = static_cast<const uint8_t*>(w.data);
 #if SNUG_X86_VNNI512
-  // One token of q4_0/q4_1 by the one-row block-sum kernel; whole 16-row
+  // One token of q4_0/q4_1/q8_0 by the one-row block-sum kernel; whole 16-row
   // blocks of q4_0/q4_1/q8_0 by the row-block kernel; the rest by the tiles
   // (the same arithmetic per format, so the same bits whichever runs a row).
-  if (n_tok == 1) {
+  // A packed matrix (MatView::packed) goes to the row-block kernel at any
+  // batch size: one stream per 16 rows, nothing to repack.
+  const bool packed = w.packed != nullptr && r0 % 16 == 0;
+  if (n_tok == 1 && !packed) {
     r0 = MatmulVnniRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
     r0 = MatmulVnniKRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
   }
   if (r0 < r1) {
     r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
-                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride,
+                        packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
   }
   // q4_K and q6_K: several tokens by the row-block kernel, one or two by the
   // tiles (each row read as one stream), all in super-block-sum order.
@@ -380,6 +384,25 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   }
 }
 
+int64_t MatmulPackedBytes(const MatView& w) {
+#if SNUG_X86_VNNI512
+  return VnniPackedBytes(w.type, w.rows, w.cols);
+#else
+  (void)w;
+  return 0;
+#endif
+}
+
+void MatmulPack(const MatView& w, void* out) {
+#if SNUG_X86_VNNI512
+  PackVnniRows(w.type, static_cast<const uint8_t*>(w.data), static_cast<int64_t>(w.row_bytes),
+               w.cols, w.rows, static_cast<uint8_t*>(out));
+#else
+  (void)w;
+  (void)out;
+#endif
+}
+
 }  // namespace snug::tensor::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -388,6 +411,15 @@ namespace snug::tensor::simd {
 
 HWY_EXPORT(MatmulRows);
 HWY_EXPORT(MatmulKernel);
+HWY_EXPORT(MatmulPackedBytes);
+HWY_EXPORT(MatmulPack);
+
+int64_t matmul_packed_bytes(const MatView& w) {
+  return HWY_DYNAMIC_DISPATCH(MatmulPackedBytes)(w);
+}
+void matmul_pack(const MatView& w, void* out) {
+  HWY_DYNAMIC_DISPATCH(MatmulPack)(w, out);
+}
 
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride) {

@@ -17,11 +17,14 @@
 // Row-block kernel: sixteen weight rows sit in the sixteen int32 lanes of a
 // zmm register, so one vpdpbusd does four multiply-adds for each of 16 rows
 // against one token's broadcast activation bytes. A weight block of 16 rows is
-// repacked once per pass (unpacked to unsigned int8 and transposed so that
-// group k of all 16 rows is one register) into a chunk on the stack; the
-// tokens then read it from L1, two at a time. Offset formats (q4_0 levels
-// q - 8, q8_0 stored here as level + 128) start each sum at -offset x the sum
-// of the token's activations, which keeps it exact.
+// repacked once per pass (transposed so that group k of all 16 rows is one
+// register; q4_0's and q4_1's nibbles stay packed until the tokens' pass
+// splits them) into a chunk on the stack; the tokens then read it from L1,
+// two at a time. A matrix packed once at load (MatView::packed, PackVnni)
+// holds these chunks for every 16 rows in as many bytes as the file's rows,
+// and the kernel reads them in place at any number of tokens. Offset formats
+// (q4_0 levels q - 8, q8_0 stored here as level + 128) start each sum at
+// -offset x the sum of the token's activations, which keeps it exact.
 //
 // One-row kernel (VRowSum): see there. Tile kernel (TileQ32Sum): the block's
 // 8 partial sums from one 256-bit vpdpbusd, eight blocks reduced into one
@@ -55,12 +58,33 @@ inline constexpr int kVRows = 16;   // weight rows per register (int32 lanes)
 inline constexpr int kVChunk = 16;  // weight blocks repacked at a time
 inline constexpr int kVToks = 16;   // tokens whose accumulators one pass keeps
 
-// One repacked chunk of 16 rows x kVChunk blocks.
+// One repacked chunk of 16 rows x kVChunk blocks. A block's levels take 8
+// registers, lane r of register k holding row r's unsigned levels 4k..4k+3;
+// q4_0's and q4_1's take 4, lane r of register k holding the bytes 4k..4k+3
+// of row r's packed nibbles (levels 4k..4k+3 low, 16+4k..16+4k+3 high), which
+// VTokensSum splits (VRegs).
 struct alignas(64) VPack {
-  __m512i w[kVChunk][8];  // lane r: unsigned levels 4k..4k+3 of row r's block (k = index)
-  __m512 d[kVChunk];      // weight scales
-  __m512 m[kVChunk];      // weight minimums (q4_1)
+  __m512i w[kVChunk * 8];  // block b's registers from b x VRegs<F>()
+  __m256i d[kVChunk];      // weight scales (f16, lane r: row r)
+  __m256i m[kVChunk];      // weight minimums (q4_1, f16)
 };
+
+// Registers per repacked block: 4 where the nibbles are kept packed.
+template <class F>
+constexpr int VRegs() {
+  return F::kQ4 && F::kQh < 0 ? 4 : 8;
+}
+
+// Where VTokensSum reads a chunk's repacked blocks: a VPack on the stack, or
+// a row group of a matrix packed once at load (PackVnni).
+struct VPackView {
+  const __m512i* w;
+  const __m256i* d;
+  const __m256i* m;
+};
+HWY_INLINE VPackView ViewOf(const VPack& p) {
+  return {p.w, p.d, p.m};
+}
 
 // A token's state between chunks: the eight accumulators (block % 8) of 16 rows.
 struct alignas(64) VAcc {
@@ -230,10 +254,9 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
     alignas(64) int32_t dm32[kVRows];
     for (int r = 0; r < kVRows; ++r) std::memcpy(&dm32[r], blk + r * stride, 4);
     const __m512i dm = _mm512_load_si512(dm32);
-    p.d[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
-    if constexpr (F::kMin)
-      p.m[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
-    __m512i* g = p.w[b];
+    p.d[b] = _mm512_cvtepi32_epi16(dm);
+    if constexpr (F::kMin) p.m[b] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16));
+    __m512i* g = p.w + b * VRegs<F>();
     if constexpr (std::is_same_v<F, VQ8_0>) {
       Transpose16x4(blk + F::kQs, stride, g);
       Transpose16x4(blk + F::kQs + 16, stride, g + 4);
@@ -243,6 +266,10 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
       // Element j < 16 is the low nibble of qs[j], element j + 16 its high one.
       __m512i q[4];
       Transpose16x4(blk + F::kQs, stride, q);
+      if constexpr (VRegs<F>() == 4) {
+        for (int k = 0; k < 4; ++k) g[k] = q[k];
+        continue;
+      }
       for (int k = 0; k < 4; ++k) {
         g[k] = _mm512_and_si512(q[k], low4);
         g[k + 4] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
@@ -286,8 +313,8 @@ HWY_INLINE void RepackNm(const uint8_t* w, int64_t stride, int64_t nblocks, int 
       _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r]),
                          NmLevels<F>(row + 2 * nblocks + 4 * gb, row + 6 * nblocks + kKept * gb));
     }
-    p.d[b] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(d32)));
-    __m512i* g = p.w[b];
+    p.d[b] = _mm512_cvtepi32_epi16(_mm512_load_si512(d32));
+    __m512i* g = p.w + b * 8;
     Transpose16x4(lv[0], kQK, g);
     Transpose16x4(lv[0] + 16, kQK, g + 4);
   }
@@ -318,11 +345,12 @@ HWY_INLINE __m512i BlockSum(const __m512i* w, const int8_t* x, int32_t init) {
 // multiple of 8 blocks, so b % 8 is the row's). The accumulators are named
 // variables: as arrays, GCC 12 kept some in memory.
 template <class F, int T>
-HWY_NOINLINE void VTokensSum(const VPack& p, int nb, const BlockQ8A* const* a,
+HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* a,
                              const int32_t* const* co, bool first, VAcc* acc) {
   static_assert(T == 1 || T == 2);
   static_assert(kVChunk % 8 == 0);
   constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7;
   __m512 s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, s1_7;
 #define SNUG_VLOAD(t, j)                                               \
@@ -347,23 +375,33 @@ HWY_NOINLINE void VTokensSum(const VPack& p, int nb, const BlockQ8A* const* a,
   SNUG_VLOAD(1, 7);
 #undef SNUG_VLOAD
   for (int b = 0; b < nb; b += 8) {
-#define SNUG_VBLOCK(j)                                                                            \
-  do {                                                                                            \
-    const int bj = b + (j);                                                                       \
-    if (bj >= nb) break;                                                                          \
-    const BlockQ8A& x0 = a[0][bj];                                                                \
-    const __m512 d0 = _mm512_mul_ps(p.d[bj], _mm512_set1_ps(x0.d));                               \
-    s0_##j = _mm512_fmadd_ps(                                                                     \
-        _mm512_cvtepi32_ps(BlockSum<F>(p.w[bj], x0.qs, F::kOffset ? co[0][bj] : 0)), d0, s0_##j); \
-    if constexpr (F::kMin) s0_##j = _mm512_fmadd_ps(p.m[bj], _mm512_set1_ps(x0.s), s0_##j);       \
-    if constexpr (T == 2) {                                                                       \
-      const BlockQ8A& x1 = a[t1][bj];                                                             \
-      const __m512 d1 = _mm512_mul_ps(p.d[bj], _mm512_set1_ps(x1.d));                             \
-      s1_##j = _mm512_fmadd_ps(                                                                   \
-          _mm512_cvtepi32_ps(BlockSum<F>(p.w[bj], x1.qs, F::kOffset ? co[t1][bj] : 0)), d1,       \
-          s1_##j);                                                                                \
-      if constexpr (F::kMin) s1_##j = _mm512_fmadd_ps(p.m[bj], _mm512_set1_ps(x1.s), s1_##j);     \
-    }                                                                                             \
+#define SNUG_VBLOCK(j)                                                                          \
+  do {                                                                                          \
+    const int bj = b + (j);                                                                     \
+    if (bj >= nb) break;                                                                        \
+    const __m512i* wb = p.w + bj * VRegs<F>();                                                  \
+    __m512i wu[8];                                                                              \
+    if constexpr (VRegs<F>() == 4) {                                                            \
+      for (int k = 0; k < 4; ++k) {                                                             \
+        wu[k] = _mm512_and_si512(wb[k], low4);                                                  \
+        wu[k + 4] = _mm512_and_si512(_mm512_srli_epi32(wb[k], 4), low4);                        \
+      }                                                                                         \
+      wb = wu;                                                                                  \
+    }                                                                                           \
+    const __m512 dw = _mm512_cvtph_ps(p.d[bj]);                                                 \
+    const __m512 mw = F::kMin ? _mm512_cvtph_ps(p.m[bj]) : dw;                                  \
+    const BlockQ8A& x0 = a[0][bj];                                                              \
+    const __m512 d0 = _mm512_mul_ps(dw, _mm512_set1_ps(x0.d));                                  \
+    s0_##j = _mm512_fmadd_ps(                                                                   \
+        _mm512_cvtepi32_ps(BlockSum<F>(wb, x0.qs, F::kOffset ? co[0][bj] : 0)), d0, s0_##j);    \
+    if constexpr (F::kMin) s0_##j = _mm512_fmadd_ps(mw, _mm512_set1_ps(x0.s), s0_##j);          \
+    if constexpr (T == 2) {                                                                     \
+      const BlockQ8A& x1 = a[t1][bj];                                                           \
+      const __m512 d1 = _mm512_mul_ps(dw, _mm512_set1_ps(x1.d));                                \
+      s1_##j = _mm512_fmadd_ps(                                                                 \
+          _mm512_cvtepi32_ps(BlockSum<F>(wb, x1.qs, F::kOffset ? co[t1][bj] : 0)), d1, s1_##j); \
+      if constexpr (F::kMin) s1_##j = _mm512_fmadd_ps(mw, _mm512_set1_ps(x1.s), s1_##j);        \
+    }                                                                                           \
   } while (0)
     SNUG_VBLOCK(0);
     SNUG_VBLOCK(1);
@@ -400,13 +438,51 @@ HWY_NOINLINE void VTokensSum(const VPack& p, int nb, const BlockQ8A* const* a,
 #undef SNUG_VSTORE
 }
 
+// A matrix packed once for the row-block kernel (PackVnni): per group of 16
+// rows, the repacked registers of every block, then the blocks' f16 scales,
+// then (q4_1) their f16 minimums, padded to 64 bytes: what Repack leaves in a
+// VPack, for the whole row, in as many bytes as the 16 rows take in the file
+// (but for that padding).
+template <class F>
+constexpr int64_t PackedGroupBytes(int64_t nblocks) {
+  return (nblocks * (64 * VRegs<F>() + 32 * (F::kMin ? 2 : 1)) + 63) / 64 * 64;
+}
+template <class F>
+HWY_INLINE VPackView PackedView(const uint8_t* group, int64_t nblocks, int c0) {
+  const auto* w = reinterpret_cast<const __m512i*>(group);
+  const auto* d = reinterpret_cast<const __m256i*>(group + nblocks * 64 * VRegs<F>());
+  return {w + c0 * VRegs<F>(), d + c0, F::kMin ? d + nblocks + c0 : nullptr};
+}
+// Packs the whole 16-row groups of the matrix into out (64-byte aligned).
+template <class F>
+void PackVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, int64_t rows, uint8_t* out) {
+  const int nblocks = static_cast<int>(cols / kQK);
+  VPack pack;
+  for (int64_t g = 0; g < rows / kVRows; ++g) {
+    uint8_t* grp = out + g * PackedGroupBytes<F>(nblocks);
+    auto* w = reinterpret_cast<__m512i*>(grp);
+    auto* d = reinterpret_cast<__m256i*>(grp + nblocks * 64 * VRegs<F>());
+    for (int c0 = 0; c0 < nblocks; c0 += kVChunk) {
+      const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
+      Repack<F>(wd + g * kVRows * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
+                row_bytes, nb, pack, nullptr, 0, 0);
+      std::memcpy(w + c0 * VRegs<F>(), pack.w, sizeof(pack.w[0]) * nb * VRegs<F>());
+      std::memcpy(d + c0, pack.d, sizeof(pack.d[0]) * nb);
+      if constexpr (F::kMin) std::memcpy(d + nblocks + c0, pack.m, sizeof(pack.m[0]) * nb);
+    }
+  }
+}
+
 // y[t * y_stride + r] for rows [r0, r1) (a multiple of 16 apart) and all
-// n_tok tokens; act: BlockQ8A rows of act_bytes each.
+// n_tok tokens; act: BlockQ8A rows of act_bytes each. packed: the matrix's
+// PackVnni form, read instead of repacking when r0 starts a group; the rows
+// are then one stream per group, asked for a group ahead as the file's are.
 template <class F>
 void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                 int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                int64_t y_stride) {
+                int64_t y_stride, const uint8_t* packed = nullptr) {
   const int nblocks = static_cast<int>(cols / kQK);
+  if (r0 % kVRows != 0) packed = nullptr;
   VPack pack;
   VAcc acc[kVToks];
   // Offset formats: -offset x the sum of each block's activations, for every
@@ -435,8 +511,10 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     // first token group's repacking asks for it, a slice per block (at once,
     // the prefetches would stall on full miss buffers).
     const bool ahead = rb + 2 * kVRows <= r1;
-    const uint8_t* next = wd + (rb + kVRows) * row_bytes;
-    const int64_t lines = kVRows * row_bytes / 64;
+    const int64_t group_bytes = PackedGroupBytes<F>(nblocks);
+    const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + 1) * group_bytes
+                                            : wd + (rb + kVRows) * row_bytes;
+    const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
     for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
       const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
       for (int c0 = 0; c0 < nblocks; c0 += kVChunk) {
@@ -447,7 +525,10 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const bool prefetch = ahead && t0 == 0;
         const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
         const int64_t pf1 = prefetch && passes == 1 ? share1 : share0;
-        if constexpr (F::kSparse) {
+        VPackView view = ViewOf(pack);
+        if (packed != nullptr) {
+          view = PackedView<F>(packed + rb / kVRows * group_bytes, nblocks, c0);
+        } else if constexpr (F::kSparse) {
           RepackNm<F>(wd + rb * row_bytes, row_bytes, nblocks, c0, nb, pack, next, share0, pf1);
         } else {
           Repack<F>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
@@ -468,11 +549,11 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         }
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
           if (t + 2 <= nt) {
-            VTokensSum<F, 2>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t);
           } else {
-            VTokensSum<F, 1>(pack, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensSum<F, 1>(view, nb, a + t, co + t, c0 == 0, acc + t);
           }
-          if (prefetch && passes > 1) {
+          if (prefetch && (passes > 1 || packed != nullptr)) {
             const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
             const int64_t l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
             for (int64_t l = l0; l < l1; ++l) {
@@ -953,18 +1034,18 @@ HWY_NOINLINE inline int64_t MatmulVnniRowSum(DType type, const uint8_t* wd, int6
 HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_t row_bytes,
                                            int64_t cols, const uint8_t* act, int64_t act_bytes,
                                            int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                                           int64_t y_stride) {
+                                           int64_t y_stride, const uint8_t* packed) {
   const int64_t end = r0 + (r1 - r0) / kVRows * kVRows;
   if (end == r0 || cols < kQK) return r0;
   switch (type) {
     case DType::kQ4_0:
-      MatmulVnni<VQ4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      MatmulVnni<VQ4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ4_1:
-      MatmulVnni<VQ4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      MatmulVnni<VQ4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ8_0:
-      MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ5_0:
       MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
@@ -980,6 +1061,35 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
       return end;
     default:
       return r0;
+  }
+}
+
+// Bytes PackVnni writes for a rows x cols matrix of `type`, 0 where the
+// row-block kernel takes no packed form.
+HWY_NOINLINE inline int64_t VnniPackedBytes(DType type, int64_t rows, int64_t cols) {
+  const int64_t groups = rows / kVRows, nblocks = cols / kQK;
+  switch (type) {
+    case DType::kQ4_0:
+      return groups * PackedGroupBytes<VQ4_0>(nblocks);
+    case DType::kQ4_1:
+      return groups * PackedGroupBytes<VQ4_1>(nblocks);
+    case DType::kQ8_0:
+      return groups * PackedGroupBytes<VQ8_0>(nblocks);
+    default:
+      return 0;
+  }
+}
+HWY_NOINLINE inline void PackVnniRows(DType type, const uint8_t* wd, int64_t row_bytes,
+                                      int64_t cols, int64_t rows, uint8_t* out) {
+  switch (type) {
+    case DType::kQ4_0:
+      return PackVnni<VQ4_0>(wd, row_bytes, cols, rows, out);
+    case DType::kQ4_1:
+      return PackVnni<VQ4_1>(wd, row_bytes, cols, rows, out);
+    case DType::kQ8_0:
+      return PackVnni<VQ8_0>(wd, row_bytes, cols, rows, out);
+    default:
+      return;
   }
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "tensor/kernels.h"
 #include "tiny_model.h"
 
 namespace snug::model {
@@ -159,6 +160,46 @@ TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
     EXPECT_LT(max_diff(one.data(), all.data() + i * V, V), 1e-4f) << "position " << i;
   }
   EXPECT_EQ(a.cache.length(0), static_cast<int32_t>(toks.size()));
+}
+
+// Model::repack: the same logits bit for bit, for a prompt and one token at a
+// time, and the ledger moves the packed rows' bytes from mapped to resident.
+// (On a CPU whose kernels take no packed form it packs nothing and changes
+// nothing.)
+TEST(Model, RepackedWeightsGiveTheSameLogits) {
+  for (tensor::DType t : {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ8_0}) {
+    TinyModelSpec spec;
+    spec.matrix_type = t;
+    Rig a(spec), b(spec);
+    const uint64_t mapped = b.ledger.current(memory::Category::kWeightsMapped);
+    auto packed = b.model->repack(&b.ledger);
+    ASSERT_TRUE(packed.ok()) << packed.error().message;
+    uint64_t want_packed = 0, packed_rows = 0;
+    const Weights& w = a.model->weights();
+    auto add = [&](const tensor::MatView& v) {
+      const int64_t n = tensor::matmul_packed_bytes(v);
+      if (n <= 0) return;
+      want_packed += static_cast<uint64_t>(n);
+      packed_rows += static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
+    };
+    for (const auto& L : w.layers) {
+      for (const auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) add(*v);
+    }
+    add(w.output);
+    EXPECT_EQ(*packed, want_packed) << tensor::dtype_name(t);
+    EXPECT_EQ(b.model->packed_bytes(), want_packed);
+    EXPECT_EQ(b.ledger.current(memory::Category::kWeightsResident), want_packed);
+    EXPECT_EQ(b.ledger.current(memory::Category::kWeightsMapped), mapped - packed_rows);
+    EXPECT_EQ(*b.model->repack(&b.ledger), want_packed) << "a second repack packs nothing more";
+    EXPECT_EQ(b.ledger.current(memory::Category::kWeightsResident), want_packed);
+
+    const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};
+    const kv::SeqId sa = a.cache.create_sequence(), sb = b.cache.create_sequence();
+    EXPECT_EQ(a.feed(sa, toks), b.feed(sb, toks)) << tensor::dtype_name(t) << " prompt";
+    for (int32_t tok : {3, 77, 150}) {
+      EXPECT_EQ(a.feed(sa, {tok}), b.feed(sb, {tok})) << tensor::dtype_name(t) << " token " << tok;
+    }
+  }
 }
 
 TEST(Model, RaggedBatchOfTwoSequencesEqualsSeparateRuns) {
