@@ -50,6 +50,7 @@ constexpr Shape kShapes[] = {
     {"wide", 2048, 2048},
     {"wide", 8192, 2048},
     {"wide", 2048, 8192},
+    {"wide", 49152, 2048},  // its tied output head: beyond any last-level cache
 };
 constexpr DType kTypes[] = {DType::kF32,  DType::kF16,    DType::kBF16,  DType::kQ4_0,
                             DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,  DType::kQ8_0,

@@ -24,6 +24,10 @@ Result<Buffer> Buffer::allocate(uint64_t bytes, Ledger* ledger, Category categor
   return b;
 }
 
+void Buffer::advise_huge_pages() const {
+  if (mapped_ > 0) ::madvise(data_, mapped_, MADV_HUGEPAGE);
+}
+
 Status Buffer::commit() {
   if (size_ == 0) return ok_status();
 #ifndef MADV_POPULATE_WRITE

@@ -26,6 +26,10 @@ class Buffer {
   // work, and the peak RSS is what the plan predicted. Fails (ENOMEM) without
   // side effects beyond the pages already committed.
   Status commit();
+  // Asks for transparent huge pages over the buffer (MADV_HUGEPAGE), for one
+  // that is streamed whole: fewer TLB misses. Where the kernel has none, or
+  // allows them only at its own choosing, nothing changes.
+  void advise_huge_pages() const;
 
   uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }

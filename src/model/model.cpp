@@ -1,7 +1,6 @@
 #include "model/model.h"
 
 #include <algorithm>
-#include <cstdlib>
 
 namespace snug::model {
 
@@ -24,33 +23,44 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
 }
 
 Result<uint64_t> Model::repack(memory::Ledger* ledger) {
-  const MappedFile* map = file_.mapping();
-  uint64_t packed = resident_charge_.bytes(), released = 0;
-  auto one = [&](tensor::MatView& v) -> Status {
-    if (v.packed != nullptr) return ok_status();
-    const int64_t n = tensor::matmul_packed_bytes(v);
-    if (n <= 0) return ok_status();
-    const auto bytes = static_cast<uint64_t>(n);
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (p == nullptr) return make_error("repacking the weights: cannot allocate ", bytes, " bytes");
-    packed_.emplace_back(p);
-    tensor::matmul_pack(v, p);
-    v.packed = p;
-    packed += bytes;
-    const uint64_t rows_bytes = static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
-    released += rows_bytes;
-    if (map != nullptr) {
-      map->release(static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - map->data()),
-                   rows_bytes);
-    }
-    return ok_status();
+  // The matrices still to pack, and one buffer for all of them (each at a
+  // 64-byte offset), on huge pages where the kernel has them: the products
+  // stream it, and 4 KiB pages cost a TLB miss every 4 KiB.
+  std::vector<tensor::MatView*> todo;
+  uint64_t total = 0;
+  auto consider = [&](tensor::MatView& v) {
+    const int64_t n = v.packed == nullptr ? tensor::matmul_packed_bytes(v) : 0;
+    if (n <= 0) return;
+    todo.push_back(&v);
+    total += (static_cast<uint64_t>(n) + 63) / 64 * 64;
   };
   for (auto& L : weights_.layers) {
-    for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) {
-      SNUG_RETURN_IF_ERROR(one(*v));
+    for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) consider(*v);
+  }
+  consider(weights_.output);
+  if (todo.empty()) return resident_charge_.bytes();
+  SNUG_ASSIGN_OR_RETURN(
+      memory::Buffer buf,
+      memory::Buffer::allocate(total, nullptr, memory::Category::kWeightsResident));
+  buf.advise_huge_pages();
+  const MappedFile* map = file_.mapping();
+  uint64_t packed = resident_charge_.bytes(), released = 0, at = 0;
+  for (tensor::MatView* v : todo) {
+    const auto bytes = static_cast<uint64_t>(tensor::matmul_packed_bytes(*v));
+    tensor::matmul_pack(*v, buf.data() + at);
+    v->packed = buf.data() + at;
+    at += (bytes + 63) / 64 * 64;
+    packed += bytes;
+    // The file's pages of the packed rows go as soon as they are packed, so
+    // that loading holds at most one matrix twice.
+    const uint64_t rows_bytes = static_cast<uint64_t>(v->rows / 16 * 16) * v->row_bytes;
+    released += rows_bytes;
+    if (map != nullptr) {
+      map->release(static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data()),
+                   rows_bytes);
     }
   }
-  SNUG_RETURN_IF_ERROR(one(weights_.output));
+  packed_.push_back(std::move(buf));
   const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());
   mapped_charge_.reset();
   mapped_charge_ = memory::Charge(ledger, memory::Category::kWeightsMapped, mapped);

@@ -3,7 +3,6 @@
 // tokens from many sequences.
 #pragma once
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "base/thread_pool.h"
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
+#include "memory/buffer.h"
 #include "memory/ledger.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -107,10 +107,7 @@ class Model {
   ModelConfig config_;
   Weights weights_;
   memory::Charge mapped_charge_;
-  struct FreeDeleter {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::vector<std::unique_ptr<void, FreeDeleter>> packed_;
+  std::vector<memory::Buffer> packed_;  // Model::repack's copies
   memory::Charge resident_charge_;
 };
 

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "base/checked.h"
@@ -104,6 +106,23 @@ std::vector<tensor::DType> matrix_types(const gguf::File& file, const model::Mod
   return types;
 }
 
+namespace {
+
+// The transparent huge page size where madvise(MADV_HUGEPAGE) gets them
+// (enabled "always" or "madvise"), else 0.
+uint64_t transparent_huge_page_bytes() {
+  std::ifstream enabled("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode((std::istreambuf_iterator<char>(enabled)), std::istreambuf_iterator<char>());
+  if (mode.find("[always]") == std::string::npos && mode.find("[madvise]") == std::string::npos)
+    return 0;
+  std::ifstream size("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+  uint64_t bytes = 0;
+  size >> bytes;
+  return bytes;
+}
+
+}  // namespace
+
 Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
   ModelFootprint fp;
   SNUG_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
@@ -136,6 +155,9 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
   }
 
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // Model::repack asks for transparent huge pages: where the kernel grants
+  // them, the page being filled can run one huge page ahead of the packing.
+  const uint64_t huge_page = repack ? transparent_huge_page_bytes() : 0;
   std::vector<std::string> names = bound_tensor_names(fp.config);
   const size_t n_required = names.size();
   for (std::string& name : optional_tensor_names(fp.config)) names.push_back(std::move(name));
@@ -180,7 +202,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
         fp.weights_mapped -= rows_bytes;
         fp.weights_touched = fp.weights_touched - rows_bytes + std::min(kept, rows_bytes);
         fp.weights_resident += static_cast<uint64_t>(packed);
-        fp.repack_transient = std::max(fp.repack_transient, t->bytes);
+        fp.repack_transient = std::max(fp.repack_transient, t->bytes + huge_page);
       }
     }
     // A matrix re-quantized to q4_0 (norms and odd widths stay as they are).

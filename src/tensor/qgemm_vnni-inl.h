@@ -57,6 +57,9 @@ namespace snug::tensor::HWY_NAMESPACE {
 inline constexpr int kVRows = 16;   // weight rows per register (int32 lanes)
 inline constexpr int kVChunk = 16;  // weight blocks repacked at a time
 inline constexpr int kVToks = 16;   // tokens whose accumulators one pass keeps
+// How many 16-row groups ahead a packed matrix is asked for: one group
+// (18-34 KiB for a 2048-wide row) is too little lead from DRAM.
+inline constexpr int64_t kPackedAhead = 2;
 
 // One repacked chunk of 16 rows x kVChunk blocks. A block's levels take 8
 // registers, lane r of register k holding row r's unsigned levels 4k..4k+3;
@@ -238,6 +241,14 @@ HWY_INLINE void PrefetchSlice(const uint8_t* pf, int64_t pf0, int64_t pf1, int b
   }
 }
 
+// PrefetchSlice into L2 only: a packed matrix's next groups, which the L1
+// miss buffers could not hold while the current group streams in.
+HWY_INLINE void PrefetchSliceL2(const uint8_t* pf, int64_t pf0, int64_t pf1, int b, int nb) {
+  for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T1);
+  }
+}
+
 // Repacks blocks [0, nb) of 16 rows starting at w (row stride `stride`).
 template <class F>
 // With one pass over the chunk (a single token), the prefetch of the next
@@ -346,7 +357,8 @@ HWY_INLINE __m512i BlockSum(const __m512i* w, const int8_t* x, int32_t init) {
 // variables: as arrays, GCC 12 kept some in memory.
 template <class F, int T>
 HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* a,
-                             const int32_t* const* co, bool first, VAcc* acc) {
+                             const int32_t* const* co, bool first, VAcc* acc,
+                             const uint8_t* pf = nullptr, int64_t pf0 = 0, int64_t pf1 = 0) {
   static_assert(T == 1 || T == 2);
   static_assert(kVChunk % 8 == 0);
   constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
@@ -379,6 +391,7 @@ HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* 
   do {                                                                                          \
     const int bj = b + (j);                                                                     \
     if (bj >= nb) break;                                                                        \
+    if (pf != nullptr) PrefetchSliceL2(pf, pf0, pf1, bj, nb);                                   \
     const __m512i* wb = p.w + bj * VRegs<F>();                                                  \
     __m512i wu[8];                                                                              \
     if constexpr (VRegs<F>() == 4) {                                                            \
@@ -510,9 +523,12 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     // interleaved streams, which the hardware prefetchers follow poorly; the
     // first token group's repacking asks for it, a slice per block (at once,
     // the prefetches would stall on full miss buffers).
-    const bool ahead = rb + 2 * kVRows <= r1;
+    // A packed matrix's groups are contiguous: the pass over one asks for the
+    // one after the next, into L2 (kPackedAhead).
+    const int64_t ahead_groups = packed != nullptr ? kPackedAhead : 1;
+    const bool ahead = rb + (1 + ahead_groups) * kVRows <= r1;
     const int64_t group_bytes = PackedGroupBytes<F>(nblocks);
-    const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + 1) * group_bytes
+    const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
                                             : wd + (rb + kVRows) * row_bytes;
     const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
     for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
@@ -548,12 +564,14 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           }
         }
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
+          // Packed: the first pass asks for its chunk's share, spread over its blocks.
+          const uint8_t* pf = prefetch && packed != nullptr && i == 0 ? next : nullptr;
           if (t + 2 <= nt) {
-            VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           } else {
-            VTokensSum<F, 1>(view, nb, a + t, co + t, c0 == 0, acc + t);
+            VTokensSum<F, 1>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           }
-          if (prefetch && (passes > 1 || packed != nullptr)) {
+          if (prefetch && passes > 1 && packed == nullptr) {
             const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
             const int64_t l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
             for (int64_t l = l0; l < l1; ++l) {
