@@ -134,6 +134,8 @@ def snug_sample(args, threads, prompt_file):
     cmd = [str(args.snug), "run", str(args.model), "--json", "--no-chat", "--temp", "0", "--ignore-eos",
            "-n", str(args.tg), "-t", str(threads), "-b", str(args.pp), "--ctx", str(args.pp + args.tg + 8),
            "--token-ids-file", str(prompt_file)]
+    if args.repack:
+        cmd.append("--repack")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     j = json.loads(out)
     j["time_to_first_token"] = j["prompt_seconds"]
@@ -206,6 +208,9 @@ def main():
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--repack", action="store_true",
+                    help="snug --repack: its matrices packed once at load (llama.cpp and ik_llama.cpp "
+                         "repack theirs at load too)")
     ap.add_argument("--ik-python", type=Path, default=ROOT / ".venv-ik" / "bin" / "python",
                     help="interpreter with ik-llama-cpp-python installed (skipped when absent)")
     args = ap.parse_args()
@@ -216,6 +221,7 @@ def main():
     thread_list = [int(t) for t in args.threads.split(",")]
     bandwidth = memory_bandwidth(max(thread_list)) or {}
     report = {"pp_tokens": args.pp, "tg_tokens": args.tg, "pairs": args.pairs, "cpu": cpu_name(),
+              "snug_repack": args.repack,
               "memory_bandwidth_gbps": bandwidth, "models": []}
     for model in models:
         args.model = model

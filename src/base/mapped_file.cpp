@@ -78,6 +78,10 @@ void MappedFile::release(uint64_t offset, uint64_t length) const {
   if (start < end) ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_DONTNEED);
 }
 
+void MappedFile::advise_small_pages() const {
+  if (data_) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_NOHUGEPAGE);
+}
+
 void MappedFile::populate() const {
   if (!data_) return;
 #ifndef MADV_POPULATE_READ

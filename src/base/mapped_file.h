@@ -41,6 +41,10 @@ class MappedFile {
   // (MADV_DONTNEED): its RSS drops, the page cache keeps them, and a later
   // read maps them again from the file.
   void release(uint64_t offset, uint64_t length) const;
+  // Asks that the file's pages be mapped 4 KiB at a time (MADV_NOHUGEPAGE):
+  // where the page cache holds the file in large folios, one read would
+  // otherwise map a whole 2 MiB of it again, released ranges included.
+  void advise_small_pages() const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -44,6 +44,7 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
       memory::Buffer::allocate(total, nullptr, memory::Category::kWeightsResident));
   buf.advise_huge_pages();
   const MappedFile* map = file_.mapping();
+  if (map != nullptr) map->advise_small_pages();
   uint64_t packed = resident_charge_.bytes(), released = 0, at = 0;
   for (tensor::MatView* v : todo) {
     const auto bytes = static_cast<uint64_t>(tensor::matmul_packed_bytes(*v));

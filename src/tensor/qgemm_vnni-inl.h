@@ -523,9 +523,11 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     // interleaved streams, which the hardware prefetchers follow poorly; the
     // first token group's repacking asks for it, a slice per block (at once,
     // the prefetches would stall on full miss buffers).
-    // A packed matrix's groups are contiguous: the pass over one asks for the
-    // one after the next, into L2 (kPackedAhead).
-    const int64_t ahead_groups = packed != nullptr ? kPackedAhead : 1;
+    // A packed matrix's groups are contiguous. With one pass over a group (one
+    // or two tokens) the pass asks for the group after next, into L2
+    // (kPackedAhead); with several, each pass a slice of the next, as above.
+    const bool stream = packed != nullptr && n_tok <= 2;
+    const int64_t ahead_groups = stream ? kPackedAhead : 1;
     const bool ahead = rb + (1 + ahead_groups) * kVRows <= r1;
     const int64_t group_bytes = PackedGroupBytes<F>(nblocks);
     const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
@@ -564,14 +566,13 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           }
         }
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          // Packed: the first pass asks for its chunk's share, spread over its blocks.
-          const uint8_t* pf = prefetch && packed != nullptr && i == 0 ? next : nullptr;
+          const uint8_t* pf = prefetch && stream ? next : nullptr;
           if (t + 2 <= nt) {
             VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           } else {
             VTokensSum<F, 1>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           }
-          if (prefetch && passes > 1 && packed == nullptr) {
+          if (prefetch && passes > 1) {
             const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
             const int64_t l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
             for (int64_t l = l0; l < l1; ++l) {
