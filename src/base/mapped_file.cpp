@@ -70,12 +70,17 @@ void MappedFile::advise_willneed(uint64_t offset, uint64_t length) const {
   ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_WILLNEED);
 }
 
+PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page) {
+  const uint64_t begin = (offset + page - 1) / page * page, end = (offset + length) / page * page;
+  return begin < end ? PageSpan{begin, end} : PageSpan{begin, begin};
+}
+
 void MappedFile::release(uint64_t offset, uint64_t length) const {
   if (!data_ || offset >= size_) return;
-  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  const uint64_t start = (offset + page - 1) / page * page;
-  const uint64_t end = std::min(size_, offset + length) / page * page;
-  if (start < end) ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_DONTNEED);
+  const PageSpan s = whole_pages(offset, std::min(size_ - offset, length),
+                                 static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+  if (s.begin < s.end)
+    ::madvise(const_cast<uint8_t*>(data_) + s.begin, s.end - s.begin, MADV_DONTNEED);
 }
 
 void MappedFile::advise_small_pages() const {

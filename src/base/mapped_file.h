@@ -12,6 +12,13 @@
 
 namespace snug {
 
+// The pages of `page` bytes lying wholly inside [offset, offset + length):
+// [begin, end), empty (begin == end) where there is none.
+struct PageSpan {
+  uint64_t begin = 0, end = 0;
+};
+PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page);
+
 class MappedFile {
  public:
   // Fails with a one-line error for a missing file, a directory, an unreadable
@@ -38,8 +45,8 @@ class MappedFile {
   // cache's, shared with every process mapping the file.
   void populate() const;
   // Unmaps this process's pages lying wholly inside [offset, offset + length)
-  // (MADV_DONTNEED): its RSS drops, the page cache keeps them, and a later
-  // read maps them again from the file.
+  // (whole_pages; MADV_DONTNEED): its RSS drops, the page cache keeps them,
+  // and a later read maps them again from the file.
   void release(uint64_t offset, uint64_t length) const;
   // Asks that the file's pages be mapped 4 KiB at a time (MADV_NOHUGEPAGE):
   // where the page cache holds the file in large folios, one read would

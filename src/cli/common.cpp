@@ -69,6 +69,11 @@ const char* const kRepackHelp =
     "shared with other processes through the page cache (AVX512-VNNI CPUs; elsewhere it does "
     "nothing)";
 
+void populate_weights(const model::Model& m) {
+  const MappedFile* map = m.file().mapping();
+  if (map != nullptr && m.packed_bytes() == 0) map->populate();
+}
+
 Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger, bool repack) {
   LoadedModel lm;
   SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::from_file(std::move(file), ledger));

@@ -33,6 +33,10 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger);
 Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger, bool repack = false);
 // --repack's help text, one for every command that has it.
 extern const char* const kRepackHelp;
+// Maps every weight page of a loaded model now (MappedFile::populate), so the
+// first request pays no page faults; nothing for a model --repack packed,
+// which read its matrices while packing and let their pages go.
+void populate_weights(const model::Model& m);
 
 // Planned bytes per ledger category and the predicted peak RSS, for the report.
 struct PlannedMemory {

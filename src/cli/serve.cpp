@@ -353,9 +353,7 @@ int serve_models(const ServeFlags& f, server::HttpServer& http, memory::Ledger& 
           text::ChatPrompter::create(*inst->lm.tokenizer, inst->lm.model->config().arch_name);
       if (!prompts.ok()) return make_error("chat template: ", prompts.error().message);
       inst->prompts.emplace(std::move(prompts.value()));
-      // (A packed model read its matrices while packing and let their pages go.)
-      const MappedFile* map = inst->lm.model->file().mapping();
-      if (map != nullptr && inst->lm.model->packed_bytes() == 0) map->populate();
+      populate_weights(*inst->lm.model);
       engine::LoadedInstance out;
       out.scheduler = inst->scheduler.get();
       out.prompts = &*inst->prompts;
@@ -493,9 +491,7 @@ int serve_main(const ServeFlags& f) {
   // Map every weight page now, while /health still says loading, so that the
   // first request does not pay the page faults of a whole pass over the model.
   const auto populate_start = std::chrono::steady_clock::now();
-  // (A packed model read its matrices while packing and let their pages go.)
-  const MappedFile* map = lm.model->file().mapping();
-  if (map != nullptr && lm.model->packed_bytes() == 0) map->populate();
+  populate_weights(*lm.model);
   const double populate_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - populate_start).count();
 

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace snug::model {
 
@@ -23,15 +24,15 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
 }
 
 Result<uint64_t> Model::repack(memory::Ledger* ledger) {
-  // The matrices still to pack, and one buffer for all of them (each at a
-  // 64-byte offset), on huge pages where the kernel has them: the products
-  // stream it, and 4 KiB pages cost a TLB miss every 4 KiB.
-  std::vector<tensor::MatView*> todo;
+  // The matrices still to pack with their sizes, and one buffer for all of
+  // them (each at a 64-byte offset), on huge pages where the kernel has
+  // them: the products stream it, and 4 KiB pages cost a TLB miss each.
+  std::vector<std::pair<tensor::MatView*, uint64_t>> todo;
   uint64_t total = 0;
   auto consider = [&](tensor::MatView& v) {
     const int64_t n = v.packed == nullptr ? tensor::matmul_packed_bytes(v) : 0;
     if (n <= 0) return;
-    todo.push_back(&v);
+    todo.emplace_back(&v, static_cast<uint64_t>(n));
     total += (static_cast<uint64_t>(n) + 63) / 64 * 64;
   };
   for (auto& L : weights_.layers) {
@@ -46,15 +47,15 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   const MappedFile* map = file_.mapping();
   if (map != nullptr) map->advise_small_pages();
   uint64_t packed = resident_charge_.bytes(), released = 0, at = 0;
-  for (tensor::MatView* v : todo) {
-    const auto bytes = static_cast<uint64_t>(tensor::matmul_packed_bytes(*v));
+  for (auto [v, bytes] : todo) {
     tensor::matmul_pack(*v, buf.data() + at);
     v->packed = buf.data() + at;
     at += (bytes + 63) / 64 * 64;
     packed += bytes;
     // The file's pages of the packed rows go as soon as they are packed, so
     // that loading holds at most one matrix twice.
-    const uint64_t rows_bytes = static_cast<uint64_t>(v->rows / 16 * 16) * v->row_bytes;
+    const uint64_t rows_bytes =
+        static_cast<uint64_t>(tensor::matmul_packed_rows(*v)) * v->row_bytes;
     released += rows_bytes;
     if (map != nullptr) {
       map->release(static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data()),

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/checked.h"
+#include "base/mapped_file.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
 
@@ -190,13 +191,15 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
           t->type, nullptr, t->rows(), t->ne[0],
           static_cast<size_t>(t->bytes / std::max<uint64_t>(static_cast<uint64_t>(t->rows()), 1))};
       if (const int64_t packed = tensor::matmul_packed_bytes(v); packed > 0) {
-        const uint64_t rows_bytes = static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
+        const uint64_t rows_bytes =
+            static_cast<uint64_t>(tensor::matmul_packed_rows(v)) * v.row_bytes;
         // Only the pages wholly inside the packed rows are let go; a page
         // they share with a neighbour stays mapped.
         const uint64_t start = file.data_offset() + t->offset, end = start + rows_bytes;
-        const uint64_t inner0 = (start + page - 1) / page * page, inner1 = end / page * page;
-        const uint64_t kept =
-            inner1 > inner0 ? (inner0 > start ? page : 0) + (end > inner1 ? page : 0) : rows_bytes;
+        const PageSpan let_go = whole_pages(start, rows_bytes, page);
+        const uint64_t kept = let_go.begin < let_go.end ? (let_go.begin > start ? page : 0) +
+                                                              (end > let_go.end ? page : 0)
+                                                        : rows_bytes;
         it->mapped_bytes -= rows_bytes;
         it->resident_bytes += static_cast<uint64_t>(packed);
         fp.weights_mapped -= rows_bytes;

@@ -117,7 +117,12 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 }
 
 int64_t matmul_packed_bytes(const MatView& w) {
-  return simd::matmul_packed_bytes(w);
+  int64_t rows = 0;
+  return simd::matmul_packed_bytes(w, &rows);
+}
+int64_t matmul_packed_rows(const MatView& w) {
+  int64_t rows = 0;
+  return simd::matmul_packed_bytes(w, &rows) > 0 ? rows : 0;
 }
 void matmul_pack(const MatView& w, void* out) {
   SNUG_CHECK(reinterpret_cast<uintptr_t>(out) % 64 == 0);

@@ -24,8 +24,8 @@ struct MatView {
   int64_t cols = 0;
   size_t row_bytes = 0;
   // Optional: the same matrix in the row-block kernel's packed form
-  // (matmul_pack), which products of several tokens read instead of
-  // repacking the weights each time; null: none.
+  // (matmul_pack), which products of any number of tokens read in place of
+  // the file layout's rows it covers; null: none.
   const void* packed = nullptr;
 };
 
@@ -94,6 +94,9 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 // the same bits as the matrix it came from.
 int64_t matmul_packed_bytes(const MatView& w);
 void matmul_pack(const MatView& w, void* out);
+// The leading rows the packed form covers (whole groups of the kernel's
+// rows), 0 where there is none; the products read the rest from w.data.
+int64_t matmul_packed_rows(const MatView& w);
 
 // ---- what runs on this CPU -----------------------------------------------
 // The Highway target that dynamic dispatch picks for the kernels on this CPU

@@ -14,7 +14,7 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
                           void* scratch);
 void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride);
-int64_t matmul_packed_bytes(const MatView& w);
+int64_t matmul_packed_bytes(const MatView& w, int64_t* packed_rows);
 void matmul_pack(const MatView& w, void* out);
 
 // One row of BlockQ8A activations (the 32-element formats' activation type).

@@ -384,11 +384,12 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   }
 }
 
-int64_t MatmulPackedBytes(const MatView& w) {
+int64_t MatmulPackedBytes(const MatView& w, int64_t* packed_rows) {
 #if SNUG_X86_VNNI512
-  return VnniPackedBytes(w.type, w.rows, w.cols);
+  return VnniPackedBytes(w.type, w.rows, w.cols, packed_rows);
 #else
   (void)w;
+  *packed_rows = 0;
   return 0;
 #endif
 }
@@ -414,8 +415,8 @@ HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(MatmulPackedBytes);
 HWY_EXPORT(MatmulPack);
 
-int64_t matmul_packed_bytes(const MatView& w) {
-  return HWY_DYNAMIC_DISPATCH(MatmulPackedBytes)(w);
+int64_t matmul_packed_bytes(const MatView& w, int64_t* packed_rows) {
+  return HWY_DYNAMIC_DISPATCH(MatmulPackedBytes)(w, packed_rows);
 }
 void matmul_pack(const MatView& w, void* out) {
   HWY_DYNAMIC_DISPATCH(MatmulPack)(w, out);

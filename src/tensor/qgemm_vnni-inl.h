@@ -234,18 +234,14 @@ HWY_INLINE __m256i NmLevels(const uint8_t* mask, const uint8_t* qs) {
   }
 }
 
-// Prefetches this block's slice of the lines [pf0, pf1) (of nb blocks).
+// Prefetches this block's slice of the lines [pf0, pf1) (of nb blocks), into
+// L1 (kHint _MM_HINT_T0) or L2 only (_MM_HINT_T1: a packed matrix's next
+// groups, which the L1 miss buffers could not hold while the current group
+// streams in).
+template <int kHint = _MM_HINT_T0>
 HWY_INLINE void PrefetchSlice(const uint8_t* pf, int64_t pf0, int64_t pf1, int b, int nb) {
   for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T0);
-  }
-}
-
-// PrefetchSlice into L2 only: a packed matrix's next groups, which the L1
-// miss buffers could not hold while the current group streams in.
-HWY_INLINE void PrefetchSliceL2(const uint8_t* pf, int64_t pf0, int64_t pf1, int b, int nb) {
-  for (int64_t l = pf0 + (pf1 - pf0) * b / nb; l < pf0 + (pf1 - pf0) * (b + 1) / nb; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * l), static_cast<_mm_hint>(kHint));
   }
 }
 
@@ -391,7 +387,7 @@ HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* 
   do {                                                                                          \
     const int bj = b + (j);                                                                     \
     if (bj >= nb) break;                                                                        \
-    if (pf != nullptr) PrefetchSliceL2(pf, pf0, pf1, bj, nb);                                   \
+    if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, bj, nb);                        \
     const __m512i* wb = p.w + bj * VRegs<F>();                                                  \
     __m512i wu[8];                                                                              \
     if constexpr (VRegs<F>() == 4) {                                                            \
@@ -565,8 +561,8 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
             }
           }
         }
+        const uint8_t* pf = prefetch && stream ? next : nullptr;  // in the pass, into L2
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          const uint8_t* pf = prefetch && stream ? next : nullptr;
           if (t + 2 <= nt) {
             VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           } else {
@@ -1084,9 +1080,12 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
 }
 
 // Bytes PackVnni writes for a rows x cols matrix of `type`, 0 where the
-// row-block kernel takes no packed form.
-HWY_NOINLINE inline int64_t VnniPackedBytes(DType type, int64_t rows, int64_t cols) {
+// row-block kernel takes no packed form; *packed_rows: the rows it covers.
+HWY_NOINLINE inline int64_t VnniPackedBytes(DType type, int64_t rows, int64_t cols,
+                                            int64_t* packed_rows) {
   const int64_t groups = rows / kVRows, nblocks = cols / kQK;
+  *packed_rows =
+      type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0 ? groups * kVRows : 0;
   switch (type) {
     case DType::kQ4_0:
       return groups * PackedGroupBytes<VQ4_0>(nblocks);

@@ -34,11 +34,7 @@ using testing::random_values;
 
 constexpr DType kKvTypes[] = {DType::kF16, DType::kQ8_0, DType::kQ4_0};
 
-class AttentionFlash : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
-};
+class AttentionFlash : public testing::PerTarget {};
 
 // n rows of dim floats stored in `type`, paged in blocks of bt rows.
 struct Paged {
@@ -216,9 +212,7 @@ TEST_P(AttentionFlash, QuantizeKvRowFollowsGgmlCpu) {
   EXPECT_LE(differ, n / 100);
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, AttentionFlash,
-                         ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
+SNUG_INSTANTIATE_TARGETS(AttentionFlash);
 
 }  // namespace
 }  // namespace snug::tensor

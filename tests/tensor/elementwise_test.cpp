@@ -20,11 +20,7 @@ namespace {
 
 using testing::random_values;
 
-class ElementwiseDispatched : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
-};
+class ElementwiseDispatched : public testing::PerTarget {};
 
 // Whole vectors of 8 and 16 lanes, and tails of every length the kernels split off.
 constexpr int64_t kSizes[] = {1, 7, 8, 64, 577, 2048};
@@ -121,9 +117,7 @@ TEST_P(ElementwiseDispatched, RopeApplyIsItsScalarTwin) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, ElementwiseDispatched,
-                         ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
+SNUG_INSTANTIATE_TARGETS(ElementwiseDispatched);
 
 }  // namespace
 }  // namespace snug::tensor

@@ -112,11 +112,7 @@ TEST(NmSparse, ExpandsToTheDenseBlock) {
   EXPECT_FALSE(detail::nm_compress(full, &s));
 }
 
-class NmSimd : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
-};
+class NmSimd : public testing::PerTarget {};
 
 // Sparse and dense products of the same pruned matrix are the same bits for
 // 1 token (the one-row kernel), several (row-block and tile kernels), any
@@ -196,10 +192,7 @@ TEST_P(NmSimd, DamagedMasksStayInBounds) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, NmSimd, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         [](const ::testing::TestParamInfo<int64_t>& info) {
-                           return std::string(hwy::TargetName(info.param));
-                         });
+SNUG_INSTANTIATE_TARGETS(NmSimd);
 
 }  // namespace
 }  // namespace snug::tensor

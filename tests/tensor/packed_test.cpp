@@ -40,11 +40,7 @@ bool packs_on_this_target(DType t) {
          kernel.find("avx512vnni") != std::string::npos;
 }
 
-class Packed : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
-};
+class Packed : public testing::PerTarget {};
 
 TEST_P(Packed, SameBitsAsTheFileLayout) {
   ThreadPool pool(2);
@@ -113,10 +109,7 @@ TEST_P(Packed, SameBitsAsTheFileLayout) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, Packed, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         [](const ::testing::TestParamInfo<int64_t>& info) {
-                           return std::string(hwy::TargetName(info.param));
-                         });
+SNUG_INSTANTIATE_TARGETS(Packed);
 
 }  // namespace
 }  // namespace snug::tensor

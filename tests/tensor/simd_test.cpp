@@ -32,11 +32,7 @@ namespace {
 
 using testing::random_values;
 
-class Simd : public ::testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
-};
+class Simd : public testing::PerTarget {};
 
 struct Case {
   DType type;
@@ -533,8 +529,7 @@ TEST(SimdX86, KFormatsOnEveryTarget) {
 
 #endif  // HWY_ARCH_X86
 
-INSTANTIATE_TEST_SUITE_P(Targets, Simd, ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         [](const auto& info) { return std::string(hwy::TargetName(info.param)); });
+SNUG_INSTANTIATE_TARGETS(Simd);
 
 }  // namespace
 }  // namespace snug::tensor

@@ -4,7 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
 
 #include "tensor/dtype.h"
 #include "tensor/kernels.h"
@@ -37,4 +41,22 @@ inline std::vector<uint8_t> quantized(DType t, const std::vector<float>& x) {
   return q;
 }
 
+// A test run once for every Highway target this build has and this CPU
+// runs, with dispatch limited to that target while it runs; instantiated by
+// SNUG_INSTANTIATE_TARGETS(Suite) for a suite `class Suite : public PerTarget {}`.
+class PerTarget : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+};
+
+inline std::string target_param_name(const ::testing::TestParamInfo<int64_t>& info) {
+  return hwy::TargetName(info.param);
+}
+
 }  // namespace snug::tensor::testing
+
+#define SNUG_INSTANTIATE_TARGETS(Suite)                                              \
+  INSTANTIATE_TEST_SUITE_P(Targets, Suite,                                           \
+                           ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()), \
+                           ::snug::tensor::testing::target_param_name)
