@@ -363,10 +363,12 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
                         packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
   }
   // q4_K and q6_K: several tokens by the row-block kernel, one or two by the
-  // tiles (each row read as one stream), all in super-block-sum order.
-  if (n_tok >= kKRowBlockTokens) {
+  // tiles (each row read as one stream), all in super-block-sum order; a
+  // packed matrix by the row-block kernel at any number.
+  if (n_tok >= kKRowBlockTokens || packed) {
     r0 = MatmulVnniKRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
-                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride,
+                         packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
   }
 #endif
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
@@ -386,7 +388,8 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
 
 int64_t MatmulPackedBytes(const MatView& w, int64_t* packed_rows) {
 #if SNUG_X86_VNNI512
-  return VnniPackedBytes(w.type, w.rows, w.cols, packed_rows);
+  const int64_t k = VnniKPackedBytes(w.type, w.rows, w.cols, packed_rows);
+  return k > 0 ? k : VnniPackedBytes(w.type, w.rows, w.cols, packed_rows);
 #else
   (void)w;
   *packed_rows = 0;
@@ -398,6 +401,8 @@ void MatmulPack(const MatView& w, void* out) {
 #if SNUG_X86_VNNI512
   PackVnniRows(w.type, static_cast<const uint8_t*>(w.data), static_cast<int64_t>(w.row_bytes),
                w.cols, w.rows, static_cast<uint8_t*>(out));
+  PackVnniKRows(w.type, static_cast<const uint8_t*>(w.data), static_cast<int64_t>(w.row_bytes),
+                w.cols, w.rows, static_cast<uint8_t*>(out));
 #else
   (void)w;
   (void)out;

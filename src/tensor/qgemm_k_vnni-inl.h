@@ -20,6 +20,13 @@
 // minimums as lanes); per token and sub-block, eight vpdpbusd give the 16
 // rows' exact sums, one vpmulld scales them; the minimum terms take four
 // vpdpwssd on (m_2i, m_2i+1) pairs against the token's pair of sub-block sums.
+//
+// Packed matrices (MatView::packed, PackVnniK): per 16-row group and
+// super-block, the file's bytes of the 16 rows transposed into registers
+// (PackedK4, PackedK6), in as many bytes as the file. The repack from the
+// file builds the same record on the way, so one ExpandK serves both; one
+// or two tokens read a packed group straight into registers (VStreamK), a
+// single stream asking for the group after next into L2.
 #if defined(SNUG_TENSOR_QGEMM_K_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
@@ -91,50 +98,101 @@ HWY_INLINE void K4ScalesMins(const uint8_t* packed, __m256i* sc, __m256i* mn) {
   *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
 
+// A q4_K matrix packed once for the row-block kernel (MatView::packed): per
+// group of 16 rows, per super-block, the rows' 144 bytes each transposed into
+// 36 registers, in as many bytes as the file. RepackK builds the same record
+// on the way from the file layout, so both take one ExpandK.
+struct alignas(64) PackedK4 {
+  __m512i q[32];  // register 8c + k, lane r: bytes 32c + 4k..32c + 4k + 3 of row r's qs
+  __m512i sm[3];  // register i, lane r: bytes 4i..4i + 3 of row r's packed scales and minimums
+  __m512i dm;     // lane r: row r's d | dmin << 16 (f16)
+};
+static_assert(sizeof(PackedK4) == kVRows * sizeof(BlockQ4_K));
+
+HWY_INLINE void PackSuperK(const uint8_t* blk, int64_t stride, PackedK4& p) {
+  alignas(64) int32_t dm32[kVRows];
+  for (int r = 0; r < kVRows; ++r) std::memcpy(&dm32[r], blk + r * stride, 4);  // d, dmin
+  p.dm = _mm512_load_si512(dm32);
+  __m512i word[4];  // 16 bytes from the scales: their 12 and 4 of qs
+  Transpose16x4(blk + offsetof(BlockQ4_K, scales), stride, word);
+  for (int i = 0; i < 3; ++i) p.sm[i] = word[i];
+  constexpr int kQs = offsetof(BlockQ4_K, qs);
+  for (int c = 0; c < 4; ++c) {
+    Transpose16x4(blk + kQs + 32 * c, stride, p.q + 8 * c);
+    Transpose16x4(blk + kQs + 32 * c + 16, stride, p.q + 8 * c + 4);
+  }
+}
+
+// The scales, minimums (paired as int16 (m_2i, m_2i+1) for vpdpwssd) and f16
+// d, dmin of a packed q4_K record: K4ScalesMins's rearrangement on 16 rows at
+// once.
+HWY_INLINE void DecodeK4(const PackedK4& src, __m512i sc[8], __m512i mn[4], __m512* d,
+                         __m512* dmin) {
+  const __m512i low6 = _mm512_set1_epi32(0x3f3f3f3f), nib = _mm512_set1_epi32(0x0f0f0f0f);
+  const __m512i low2 = _mm512_set1_epi32(0x03030303);
+  const __m512i u0 = src.sm[0], u1 = src.sm[1], u2 = src.sm[2];
+  const __m512i sc03 = _mm512_and_si512(u0, low6);
+  const __m512i sc47 =
+      _mm512_or_si512(_mm512_and_si512(u2, nib),
+                      _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), low2), 4));
+  const __m512i mn03 = _mm512_and_si512(u1, low6);
+  const __m512i mn47 =
+      _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), nib),
+                      _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), low2), 4));
+  const __m512i byte = _mm512_set1_epi32(0xFF), third = _mm512_set1_epi32(0xFF0000);
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = _mm512_and_si512(_mm512_srli_epi32(j < 4 ? sc03 : sc47, 8 * (j % 4)), byte);
+  }
+  for (int h = 0; h < 2; ++h) {  // minimums 4h..4h+3 as pairs (m, m') = m | m' << 16
+    const __m512i v = h == 0 ? mn03 : mn47;
+    mn[2 * h] = _mm512_or_si512(_mm512_and_si512(v, byte),
+                                _mm512_and_si512(_mm512_slli_epi32(v, 8), third));
+    mn[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 16), byte),
+                                    _mm512_and_si512(_mm512_srli_epi32(v, 8), third));
+  }
+  *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(src.dm));
+  *dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(src.dm, 16)));
+}
+
+// Super-block s of a VPackK4 from its packed record: bytes 32c..32c+31 of qs
+// hold sub-block 2c's levels in their low nibbles and 2c + 1's in the high
+// ones.
+HWY_INLINE void ExpandK(const PackedK4& src, VPackK4& p, int s) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int c = 0; c < 4; ++c) {
+    for (int k = 0; k < 8; ++k) {
+      const __m512i q = src.q[8 * c + k];
+      p.w[s][2 * c][k] = _mm512_and_si512(q, low4);
+      p.w[s][2 * c + 1][k] = _mm512_and_si512(_mm512_srli_epi32(q, 4), low4);
+    }
+  }
+  DecodeK4(src, p.sc[s], p.mn[s], &p.d[s], &p.dmin[s]);
+}
+
 // Repacks q4_K super-blocks [0, nsb) of 16 rows starting at w (row stride
 // `stride`); with one pass, the next row block's lines [pf0, pf1) are
 // prefetched on the way.
 HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, const uint8_t* pf,
                         int64_t pf0, int64_t pf1) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int s = 0; s < nsb; ++s) {
     PrefetchSlice(pf, pf0, pf1, s, nsb);
-    const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(BlockQ4_K));
-    alignas(64) int32_t dm32[kVRows];
-    alignas(64) uint8_t scmn[kVRows][16];  // per row: its 8 scales, then its 8 minimums
-    for (int r = 0; r < kVRows; ++r) {
-      std::memcpy(&dm32[r], blk + r * stride, 4);  // d, dmin
-      K4ScalesMins(blk + r * stride + offsetof(BlockQ4_K, scales), scmn[r]);
-    }
-    const __m512i dm = _mm512_load_si512(dm32);
-    p.d[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
-    p.dmin[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
-    // word k lane r: bytes 4k..4k+3 of row r's scales and minimums
-    __m512i word[4];
-    Transpose16x4(scmn[0], 16, word);
-    const __m512i byte = _mm512_set1_epi32(0xFF), third = _mm512_set1_epi32(0xFF0000);
-    for (int j = 0; j < 8; ++j) {
-      p.sc[s][j] = _mm512_and_si512(_mm512_srli_epi32(word[j / 4], 8 * (j % 4)), byte);
-    }
-    for (int h = 0; h < 2; ++h) {  // minimums 4h..4h+3 as pairs (m, m') = m | m' << 16
-      const __m512i v = word[2 + h];
-      p.mn[s][2 * h] = _mm512_or_si512(_mm512_and_si512(v, byte),
-                                       _mm512_and_si512(_mm512_slli_epi32(v, 8), third));
-      p.mn[s][2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 16), byte),
-                                           _mm512_and_si512(_mm512_srli_epi32(v, 8), third));
-    }
-    // Bytes 32c..32c+31 of qs: low nibbles sub-block 2c, high ones 2c + 1.
-    constexpr int kQs = offsetof(BlockQ4_K, qs);
-    for (int c = 0; c < 4; ++c) {
-      __m512i q[8];
-      Transpose16x4(blk + kQs + 32 * c, stride, q);
-      Transpose16x4(blk + kQs + 32 * c + 16, stride, q + 4);
-      for (int k = 0; k < 8; ++k) {
-        p.w[s][2 * c][k] = _mm512_and_si512(q[k], low4);
-        p.w[s][2 * c + 1][k] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
-      }
-    }
+    PackedK4 rec;
+    PackSuperK(w + s * static_cast<int64_t>(sizeof(BlockQ4_K)), stride, rec);
+    ExpandK(rec, p, s);
   }
+}
+
+// Token x's minimum terms against 16 rows of a super-block, then its
+// multiply-adds into g from I_b (isum).
+HWY_INLINE void FinishK4(__m512i isum, const __m512i mn[4], __m512 d, __m512 dmin,
+                         const BlockQ8_K& x, __m512& g) {
+  alignas(16) int32_t pairs[4];
+  PairSums(x, pairs);
+  __m512i msum = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) msum = _mm512_dpwssd_epi32(msum, mn[i], _mm512_set1_epi32(pairs[i]));
+  const __m512 da = _mm512_set1_ps(x.d);
+  g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, da), g);
+  g = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, da), g);
 }
 
 // T tokens (1 or 2, sharing each weight load) against one repacked q4_K chunk:
@@ -144,8 +202,8 @@ template <int T>
 HWY_INLINE void VTokensK(const VPackK4& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
   static_assert(T == 1 || T == 2);
   for (int s = 0; s < nsb; ++s) {
-    __m512i isum[T], msum[T];
-    for (int t = 0; t < T; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
       for (int t = 0; t < T; ++t) {
         const __m512i sj = BlockSum<VQ4_1>(p.w[s][j], a[t][s].qs + 32 * j, 0);
@@ -153,17 +211,43 @@ HWY_INLINE void VTokensK(const VPackK4& p, int nsb, const BlockQ8_K* const* a, i
       }
     }
     for (int t = 0; t < T; ++t) {
-      const BlockQ8_K& x = a[t][s];
-      alignas(16) int32_t pairs[4];
-      PairSums(x, pairs);
-      for (int i = 0; i < 4; ++i) {
-        msum[t] = _mm512_dpwssd_epi32(msum[t], p.mn[s][i], _mm512_set1_epi32(pairs[i]));
-      }
-      const __m512 da = _mm512_set1_ps(x.d);
-      __m512& g = acc[t].g[(b0 + s) % 8];
-      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(p.d[s], da), g);
-      g = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(p.dmin[s], da), g);
+      FinishK4(isum[t], p.mn[s], p.d[s], p.dmin[s], a[t][s], acc[t].g[(b0 + s) % 8]);
     }
+  }
+}
+
+// VTokensK straight from a packed group's nsb records, for the one pass that
+// one or two tokens make: the nibbles split and the scales decoded in
+// registers, nothing stored; the lines [pf0, pf1) of pf are asked for into L2
+// on the way.
+template <int T>
+HWY_NOINLINE void VStreamK(const PackedK4* rec, int nsb, const BlockQ8_K* const* a, VAcc* acc,
+                           const uint8_t* pf, int64_t pf0, int64_t pf1) {
+  static_assert(T == 1 || T == 2);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int s = 0; s < nsb; ++s) {
+    const PackedK4& p = rec[s];
+    __m512i sc[8], mn[4];
+    __m512 d, dmin;
+    DecodeK4(p, sc, mn, &d, &dmin);
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, 4 * s + c, 4 * nsb);
+      __m512i lo[8], hi[8];
+      for (int k = 0; k < 8; ++k) {
+        lo[k] = _mm512_and_si512(p.q[8 * c + k], low4);
+        hi[k] = _mm512_and_si512(_mm512_srli_epi32(p.q[8 * c + k], 4), low4);
+      }
+      for (int t = 0; t < T; ++t) {
+        const int8_t* x = a[t][s].qs + 64 * c;
+        isum[t] =
+            _mm512_add_epi32(isum[t], _mm512_mullo_epi32(BlockSum<VQ4_1>(lo, x, 0), sc[2 * c]));
+        isum[t] = _mm512_add_epi32(
+            isum[t], _mm512_mullo_epi32(BlockSum<VQ4_1>(hi, x + 32, 0), sc[2 * c + 1]));
+      }
+    }
+    for (int t = 0; t < T; ++t) FinishK4(isum[t], mn, d, dmin, a[t][s], acc[t].g[s % 8]);
   }
 }
 
@@ -438,34 +522,134 @@ struct alignas(64) VPackK6 {
   __m512 d[kKChunk];
 };
 
-// RepackK for q6_K: levels decoded per row, then transposed as q4_K's.
+// A q6_K super-block of 16 rows packed (MatView::packed): the ql, qh and
+// scale bytes transposed, 52 registers; a group's f16 scales d follow its
+// last super-block, one 256-bit vector each (lane r: row r), and the group is
+// padded to 64 bytes.
+struct alignas(64) PackedK6 {
+  __m512i ql[2][2][8];  // [h][half][q], lane r: bytes 64h + 32 half + 4q..+3 of row r's ql
+  __m512i qh[2][8];     // [h][q], lane r: bytes 32h + 4q..+3 of row r's qh
+  __m512i sc[4];        // register i, lane r: row r's scales 4i..4i + 3 (int8)
+};
+
+HWY_INLINE void PackSuperK(const uint8_t* blk, int64_t stride, PackedK6& p, __m256i* d) {
+  alignas(64) int32_t d32[kVRows];
+  for (int r = 0; r < kVRows; ++r) {
+    uint16_t v;
+    std::memcpy(&v, blk + r * stride + offsetof(BlockQ6_K, d), 2);
+    d32[r] = v;
+  }
+  *d = _mm512_cvtepi32_epi16(_mm512_load_si512(d32));
+  const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
+  const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
+  for (int h = 0; h < 2; ++h) {
+    for (int half = 0; half < 2; ++half) {
+      Transpose16x4(ql + 64 * h + 32 * half, stride, p.ql[h][half]);
+      Transpose16x4(ql + 64 * h + 32 * half + 16, stride, p.ql[h][half] + 4);
+    }
+    Transpose16x4(qh + 32 * h, stride, p.qh[h]);
+    Transpose16x4(qh + 32 * h + 16, stride, p.qh[h] + 4);
+  }
+  Transpose16x4(blk + offsetof(BlockQ6_K, scales), stride, p.sc);
+}
+
+// Sub-block 4h + k's levels (0..63) of a packed q6_K record, lane r of
+// register q holding row r's levels 4q..4q+3: element 128h + 32k + l is
+// ql[64h + 32(k & 1) + l]'s nibble k / 2 with bits 2k, 2k + 1 of
+// qh[32h + l] above it (Q6Levels's rule, on 16 rows at once).
+HWY_INLINE void K6Levels(const PackedK6& src, int h, int k, __m512i out[8]) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), high2 = _mm512_set1_epi8(0x30);
+  for (int q = 0; q < 8; ++q) {
+    const __m512i ql = src.ql[h][k & 1][q], qh = src.qh[h][q];
+    const __m512i lo = _mm512_and_si512(k < 2 ? ql : _mm512_srli_epi32(ql, 4), low4);
+    __m512i hi = qh;  // bits 2k, 2k + 1 to bits 4, 5
+    if (k == 0) hi = _mm512_slli_epi32(qh, 4);
+    if (k == 1) hi = _mm512_slli_epi32(qh, 2);
+    if (k == 3) hi = _mm512_srli_epi32(qh, 2);
+    out[q] = _mm512_or_si512(lo, _mm512_and_si512(hi, high2));
+  }
+}
+
+// The 16 group scales of a packed q6_K record, sign-extended to int32 lanes.
+HWY_INLINE void K6Scales(const PackedK6& src, __m512i sc[16]) {
+  for (int g = 0; g < 16; ++g) {
+    sc[g] = _mm512_srai_epi32(_mm512_slli_epi32(src.sc[g / 4], 24 - 8 * (g % 4)), 24);
+  }
+}
+
+// Super-block s of a VPackK6 from its packed record.
+HWY_INLINE void ExpandK(const PackedK6& src, __m256i d, VPackK6& p, int s) {
+  for (int h = 0; h < 2; ++h) {
+    for (int k = 0; k < 4; ++k) K6Levels(src, h, k, p.w[s][4 * h + k]);
+  }
+  K6Scales(src, p.sc[s]);
+  p.d[s] = _mm512_cvtph_ps(d);
+}
+
+// RepackK for q6_K: each super-block packed, then expanded.
 HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK6& p, const uint8_t* pf,
                         int64_t pf0, int64_t pf1) {
   for (int s = 0; s < nsb; ++s) {
     PrefetchSlice(pf, pf0, pf1, s, nsb);
-    const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(BlockQ6_K));
-    alignas(64) uint8_t lv[kVRows][kQKK];
-    alignas(64) int32_t d32[kVRows];
-    alignas(64) int8_t sc[kVRows][16];
-    for (int r = 0; r < kVRows; ++r) {
-      const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk + r * stride);
-      __m256i v[8];
-      Q6Levels(b, v);
-      for (int k = 0; k < 8; ++k)
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lv[r] + 32 * k), v[k]);
-      d32[r] = b.d;
-      std::memcpy(sc[r], b.scales, 16);
+    PackedK6 rec;
+    __m256i d;
+    PackSuperK(w + s * static_cast<int64_t>(sizeof(BlockQ6_K)), stride, rec, &d);
+    ExpandK(rec, d, p, s);
+  }
+}
+
+// Bytes of one packed 16-row group of nsb super-blocks.
+template <class B>
+constexpr int64_t PackedGroupBytesK(int64_t nsb) {
+  if constexpr (std::is_same_v<B, BlockQ4_K>) {
+    return nsb * static_cast<int64_t>(sizeof(PackedK4));
+  } else {
+    return (nsb * static_cast<int64_t>(sizeof(PackedK6) + sizeof(__m256i)) + 63) / 64 * 64;
+  }
+}
+
+// Super-blocks [c0, c0 + nb) of a packed group expanded into the chunk, for
+// the passes of several tokens; the lines [pf0, pf1) of pf are asked for on
+// the way.
+HWY_INLINE void ExpandPacked(const uint8_t* group, int nsb, int c0, int nb, VPackK4& p,
+                             const uint8_t* pf, int64_t pf0, int64_t pf1) {
+  (void)nsb;
+  const auto* rec = reinterpret_cast<const PackedK4*>(group) + c0;
+  for (int s = 0; s < nb; ++s) {
+    PrefetchSlice(pf, pf0, pf1, s, nb);
+    ExpandK(rec[s], p, s);
+  }
+}
+HWY_INLINE void ExpandPacked(const uint8_t* group, int nsb, int c0, int nb, VPackK6& p,
+                             const uint8_t* pf, int64_t pf0, int64_t pf1) {
+  const auto* rec = reinterpret_cast<const PackedK6*>(group) + c0;
+  const auto* d = reinterpret_cast<const __m256i*>(group + nsb * sizeof(PackedK6)) + c0;
+  for (int s = 0; s < nb; ++s) {
+    PrefetchSlice(pf, pf0, pf1, s, nb);
+    ExpandK(rec[s], _mm256_load_si256(d + s), p, s);
+  }
+}
+
+// Packs the whole 16-row groups of a q4_K or q6_K matrix into out (64-byte
+// aligned).
+template <class B>
+void PackVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, int64_t rows, uint8_t* out) {
+  const int64_t nsb = cols / kQKK;
+  for (int64_t g = 0; g < rows / kVRows; ++g) {
+    uint8_t* grp = out + g * PackedGroupBytesK<B>(nsb);
+    const uint8_t* w = wd + g * kVRows * row_bytes;
+    for (int64_t s = 0; s < nsb; ++s) {
+      const uint8_t* blk = w + s * static_cast<int64_t>(sizeof(B));
+      if constexpr (std::is_same_v<B, BlockQ4_K>) {
+        PackSuperK(blk, row_bytes, reinterpret_cast<PackedK4*>(grp)[s]);
+      } else {
+        auto* d = reinterpret_cast<__m256i*>(grp + nsb * sizeof(PackedK6));
+        PackSuperK(blk, row_bytes, reinterpret_cast<PackedK6*>(grp)[s], &d[s]);
+      }
     }
-    p.d[s] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(d32)));
-    __m512i word[4];  // word q lane r: scales 4q..4q+3 of row r
-    Transpose16x4(reinterpret_cast<const uint8_t*>(sc[0]), 16, word);
-    for (int g = 0; g < 16; ++g) {
-      // sign-extend byte g % 4 of the word
-      p.sc[s][g] = _mm512_srai_epi32(_mm512_slli_epi32(word[g / 4], 24 - 8 * (g % 4)), 24);
-    }
-    for (int k = 0; k < 8; ++k) {
-      Transpose16x4(lv[0] + 32 * k, kQKK, p.w[s][k]);
-      Transpose16x4(lv[0] + 32 * k + 16, kQKK, p.w[s][k] + 4);
+    if constexpr (std::is_same_v<B, BlockQ6_K>) {
+      const int64_t used = nsb * static_cast<int64_t>(sizeof(PackedK6) + sizeof(__m256i));
+      std::memset(grp + used, 0, static_cast<size_t>(PackedGroupBytesK<B>(nsb) - used));
     }
   }
 }
@@ -508,20 +692,90 @@ HWY_INLINE void VTokensK(const VPackK6& p, int nsb, const BlockQ8_K* const* a, i
   }
 }
 
+// VStreamK for q6_K: a packed group's nsb records and their f16 scales d.
+template <int T>
+HWY_NOINLINE void VStreamK(const PackedK6* rec, const __m256i* d, int nsb,
+                           const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf0,
+                           int64_t pf1) {
+  static_assert(T == 1 || T == 2);
+  for (int s = 0; s < nsb; ++s) {
+    __m512i sc[16];
+    K6Scales(rec[s], sc);
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, 8 * s + j, 8 * nsb);
+      __m512i lv[8];
+      K6Levels(rec[s], j / 4, j % 4, lv);
+      for (int t = 0; t < T; ++t) {
+        const BlockQ8_K& x = a[t][s];
+        const __m512i lo = GroupSum16(lv, x.qs + 32 * j, -32 * x.bsums[2 * j]);
+        const __m512i hi = GroupSum16(lv + 4, x.qs + 32 * j + 16, -32 * x.bsums[2 * j + 1]);
+        isum[t] =
+            _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[2 * j]),
+                                                       _mm512_mullo_epi32(hi, sc[2 * j + 1])));
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(d + s));
+    for (int t = 0; t < T; ++t) {
+      __m512& g = acc[t].g[s % 8];
+      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(a[t][s].d)),
+                          g);
+    }
+  }
+}
+
+// One pass of one or two tokens over packed group `group` (VStreamK).
+template <int T>
+HWY_INLINE void StreamGroup(const VPackK4*, const uint8_t* group, int nsb,
+                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf1) {
+  VStreamK<T>(reinterpret_cast<const PackedK4*>(group), nsb, a, acc, pf, 0, pf1);
+}
+template <int T>
+HWY_INLINE void StreamGroup(const VPackK6*, const uint8_t* group, int nsb,
+                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf1) {
+  VStreamK<T>(reinterpret_cast<const PackedK6*>(group),
+              reinterpret_cast<const __m256i*>(group + nsb * sizeof(PackedK6)), nsb, a, acc, pf, 0,
+              pf1);
+}
+
 // y[t * y_stride + r] for rows [r0, r1) (a multiple of 16 apart) and all
 // n_tok tokens; act: BlockQ8_K rows of act_bytes each. B: BlockQ4_K or
-// BlockQ6_K.
+// BlockQ6_K. packed: the matrix's PackVnniK form, expanded instead of the
+// file's rows when r0 starts a group; one pass over it (one or two tokens)
+// asks for the group after next into L2, as MatmulVnni does.
 template <class B>
 void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                  int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                 int64_t y_stride) {
+                 int64_t y_stride, const uint8_t* packed) {
   const int nsb = static_cast<int>(cols / kQKK);
+  if (r0 % kVRows != 0) packed = nullptr;
   std::conditional_t<std::is_same_v<B, BlockQ6_K>, VPackK6, VPackK4> pack;  // picks the overloads
   VAcc acc[kKToks];
+  const bool stream = packed != nullptr && n_tok <= 2;
+  const int64_t ahead_groups = stream ? kPackedAhead : 1;
+  const int64_t group_bytes = PackedGroupBytesK<B>(nsb);
+  const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
-    const bool ahead = rb + 2 * kVRows <= r1;
-    const uint8_t* next = wd + (rb + kVRows) * row_bytes;
-    const int64_t lines = kVRows * row_bytes / 64;
+    const bool ahead = rb + (1 + ahead_groups) * kVRows <= r1;
+    const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
+                                            : wd + (rb + kVRows) * row_bytes;
+    if (stream) {  // one pass over the packed group, in registers
+      const BlockQ8_K* a[2];
+      for (int t = 0; t < n_tok; ++t) {
+        a[t] = reinterpret_cast<const BlockQ8_K*>(act + t * act_bytes);
+        for (__m512& g : acc[t].g) g = _mm512_setzero_ps();
+      }
+      const uint8_t* group = packed + rb / kVRows * group_bytes;
+      const uint8_t* pf = ahead ? next : nullptr;
+      if (n_tok == 2) {
+        StreamGroup<2>(&pack, group, nsb, a, acc, pf, lines);
+      } else {
+        StreamGroup<1>(&pack, group, nsb, a, acc, pf, lines);
+      }
+      for (int t = 0; t < n_tok; ++t) _mm512_storeu_ps(y + t * y_stride + rb, VAccSum(acc[t]));
+      continue;
+    }
     for (int64_t t0 = 0; t0 < n_tok; t0 += kKToks) {
       const int nt = static_cast<int>(n_tok - t0 < kKToks ? n_tok - t0 : kKToks);
       for (int t = 0; t < nt; ++t) {
@@ -532,9 +786,13 @@ void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
         // The next row block's share of this chunk, fetched while repacking
         // for the first token group.
         const int64_t share0 = lines * c0 / nsb, share1 = lines * (c0 + nb) / nsb;
-        const uint8_t* w0 = wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B));
         const int64_t pf1 = ahead && t0 == 0 ? share1 : share0;
-        RepackK(w0, row_bytes, nb, pack, next, share0, pf1);
+        if (packed != nullptr) {
+          ExpandPacked(packed + rb / kVRows * group_bytes, nsb, c0, nb, pack, next, share0, pf1);
+        } else {
+          RepackK(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B)), row_bytes, nb, pack,
+                  next, share0, pf1);
+        }
         const BlockQ8_K* a[kKToks];
         for (int t = 0; t < nt; ++t) {
           a[t] = reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0;
@@ -556,17 +814,35 @@ void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
 // MatmulVnniK; returns the first row it did not do (r0 for other types).
 inline int64_t MatmulVnniKRows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
                                const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
-                               int64_t r1, float* y, int64_t y_stride) {
+                               int64_t r1, float* y, int64_t y_stride, const uint8_t* packed) {
   const int64_t end = r0 + (r1 - r0) / kVRows * kVRows;
   if (end == r0 || cols < kQKK) return r0;
   if (type == DType::kQ4_K) {
-    MatmulVnniK<BlockQ4_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+    MatmulVnniK<BlockQ4_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride,
+                           packed);
   } else if (type == DType::kQ6_K) {
-    MatmulVnniK<BlockQ6_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+    MatmulVnniK<BlockQ6_K>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride,
+                           packed);
   } else {
     return r0;
   }
   return end;
+}
+
+// Bytes PackVnniK writes for a rows x cols q4_K or q6_K matrix (0 for other
+// types, or a row shorter than a super-block); *packed_rows: the rows covered.
+inline int64_t VnniKPackedBytes(DType type, int64_t rows, int64_t cols, int64_t* packed_rows) {
+  const int64_t groups = rows / kVRows, nsb = cols / kQKK;
+  int64_t bytes = 0;
+  if (type == DType::kQ4_K) bytes = groups * PackedGroupBytesK<BlockQ4_K>(nsb);
+  if (type == DType::kQ6_K) bytes = groups * PackedGroupBytesK<BlockQ6_K>(nsb);
+  *packed_rows = bytes > 0 ? groups * kVRows : 0;
+  return bytes;
+}
+inline void PackVnniKRows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
+                          int64_t rows, uint8_t* out) {
+  if (type == DType::kQ4_K) PackVnniK<BlockQ4_K>(wd, row_bytes, cols, rows, out);
+  if (type == DType::kQ6_K) PackVnniK<BlockQ6_K>(wd, row_bytes, cols, rows, out);
 }
 
 }  // namespace snug::tensor::HWY_NAMESPACE

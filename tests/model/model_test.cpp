@@ -167,9 +167,14 @@ TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
 // (On a CPU whose kernels take no packed form it packs nothing and changes
 // nothing.)
 TEST(Model, RepackedWeightsGiveTheSameLogits) {
-  for (tensor::DType t : {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ8_0}) {
+  for (tensor::DType t : {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ8_0,
+                          tensor::DType::kQ4_K, tensor::DType::kQ6_K}) {
     TinyModelSpec spec;
     spec.matrix_type = t;
+    if (tensor::info(t).block_size == 256) {  // rows of whole super-blocks
+      spec.n_embd = 256;
+      spec.n_ff = 512;
+    }
     Rig a(spec), b(spec);
     const uint64_t mapped = b.ledger.current(memory::Category::kWeightsMapped);
     auto packed = b.model->repack(&b.ledger);
@@ -187,6 +192,9 @@ TEST(Model, RepackedWeightsGiveTheSameLogits) {
     }
     add(w.output);
     EXPECT_EQ(*packed, want_packed) << tensor::dtype_name(t);
+    if (std::string(tensor::matmul_kernel(t)).find("avx512vnni") != std::string::npos) {
+      EXPECT_GT(want_packed, 0u) << tensor::dtype_name(t) << " packs on " << tensor::simd_target();
+    }
     EXPECT_EQ(b.model->packed_bytes(), want_packed);
     EXPECT_EQ(b.ledger.current(memory::Category::kWeightsResident), want_packed);
     EXPECT_EQ(b.ledger.current(memory::Category::kWeightsMapped), mapped - packed_rows);

@@ -1,5 +1,6 @@
 // The packed form of a matrix (MatView::packed, matmul_pack): on targets
-// whose row-block kernel takes one (AVX512-VNNI's q4_0, q4_1 and q8_0) it
+// whose row-block kernel takes one (AVX512-VNNI's q4_0, q4_1, q8_0, q4_K and
+// q6_K) it
 // holds as many bytes as the packed rows in the file, and products that read
 // it give the bits of the matrix it came from for one token (where the
 // unpacked matrix takes the one-row kernel), several, any row range and
@@ -36,7 +37,8 @@ std::vector<uint8_t> quantized_rows(DType t, const std::vector<float>& x, int64_
 
 bool packs_on_this_target(DType t) {
   const std::string kernel = matmul_kernel(t);
-  return (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0) &&
+  return (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0 || t == DType::kQ4_K ||
+          t == DType::kQ6_K) &&
          kernel.find("avx512vnni") != std::string::npos;
 }
 
@@ -48,9 +50,13 @@ TEST_P(Packed, SameBitsAsTheFileLayout) {
     int64_t rows, cols;
   };
   // Whole 16-row groups and a tail; 1 to 37 blocks a row (more than the
-  // 16-block chunk, and odd counts whose groups are padded to 64 bytes).
-  const Shape shapes[] = {{37, 1184}, {16, 32}, {48, 96}, {19, 608}, {5, 224}};
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ5_0, DType::kQ4_K}) {
+  // 16-block chunk, and odd counts whose groups are padded to 64 bytes); 1 to
+  // 9 super-blocks of the K formats (odd counts: a chunk of 2 cut short,
+  // q6_K's groups padded).
+  const Shape shapes[] = {{37, 1184}, {16, 32},  {48, 96},  {19, 608}, {5, 224},
+                          {37, 2304}, {16, 256}, {35, 768}, {7, 512}};
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ5_0, DType::kQ4_K,
+                  DType::kQ6_K, DType::kQ5_K}) {
     for (Shape sh : shapes) {
       if (sh.cols % info(t).block_size != 0) continue;
       const auto x = random_values(sh.rows * sh.cols, 11 + static_cast<uint32_t>(sh.cols));
