@@ -64,7 +64,7 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
 }
 
 const char* const kRepackHelp =
-    "pack the q4_0/q4_1/q8_0 matrices once at load into the matrix kernel's layout, in private "
+    "pack the q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q6_K matrices once at load into the matrix kernel's layout, in private "
     "memory of the same size: faster products at every batch size, but the weights are no longer "
     "shared with other processes through the page cache (AVX512-VNNI CPUs; elsewhere it does "
     "nothing)";

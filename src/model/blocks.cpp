@@ -57,12 +57,22 @@ void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace
            ThreadPool& pool, bool tokens) {
   const int64_t E = c.n_embd;
   const auto n_sets = static_cast<int64_t>(c.rope_sets.size());
+  // A tied table packed for the output head (Model::repack) is read from the
+  // packed copy: the file's pages of its rows were let go, and looking a row
+  // up there would map them (and their neighbours) again.
+  const bool packed = w.output.packed != nullptr && w.output.data == w.token_embd.data;
+  const int64_t packed_rows = packed ? tensor::matmul_packed_rows(w.output) : 0;
   per_token(pool, batch.size(), [&](int32_t t) {
     if (tokens) {
-      const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
-                        static_cast<size_t>(batch.tokens[t]) * w.token_embd.row_bytes;
+      const int32_t tok = batch.tokens[t];
       float* x = ws.x + t * E;
-      tensor::dequantize_row(w.token_embd.type, row, x, E);
+      if (tok < packed_rows) {
+        tensor::matmul_packed_dequantize_row(w.output, tok, x);
+      } else {
+        const auto* row = static_cast<const uint8_t*>(w.token_embd.data) +
+                          static_cast<size_t>(tok) * w.token_embd.row_bytes;
+        tensor::dequantize_row(w.token_embd.type, row, x, E);
+      }
       if (c.embd_scale != 1.f) {
         for (int64_t i = 0; i < E; ++i) x[i] *= c.embd_scale;
       }

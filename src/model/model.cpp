@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <unistd.h>
+
 namespace snug::model {
 
 int32_t Batch::n_logits() const {
@@ -47,20 +49,33 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   const MappedFile* map = file_.mapping();
   if (map != nullptr) map->advise_small_pages();
   uint64_t packed = resident_charge_.bytes(), released = 0, at = 0;
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   for (auto [v, bytes] : todo) {
-    tensor::matmul_pack(*v, buf.data() + at);
+    // Packed a slice of rows at a time, each slice's file pages let go as
+    // soon as it is packed (with the page it shares with the slice before),
+    // so that loading holds one slice twice, not one matrix (Gemma 3's
+    // output is 170 MiB).
+    const int64_t rows = tensor::matmul_packed_rows(*v), step = tensor::matmul_pack_slice_rows(*v);
+    const uint64_t start =
+        map != nullptr ? static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data())
+                       : 0;
+    uint64_t from = start;  // the file's bytes not yet let go
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+      tensor::MatView head = *v, part = *v;
+      head.rows = r0;
+      part.rows = std::min(step, rows - r0);
+      part.data = static_cast<const uint8_t*>(v->data) + r0 * static_cast<int64_t>(v->row_bytes);
+      tensor::matmul_pack(part, buf.data() + at + tensor::matmul_packed_bytes(head));
+      if (map != nullptr) {
+        const uint64_t end = start + static_cast<uint64_t>(r0 + part.rows) * v->row_bytes;
+        map->release(from, end - from);
+        from = std::max(from, end / page * page);
+      }
+    }
     v->packed = buf.data() + at;
     at += (bytes + 63) / 64 * 64;
     packed += bytes;
-    // The file's pages of the packed rows go as soon as they are packed, so
-    // that loading holds at most one matrix twice.
-    const uint64_t rows_bytes =
-        static_cast<uint64_t>(tensor::matmul_packed_rows(*v)) * v->row_bytes;
-    released += rows_bytes;
-    if (map != nullptr) {
-      map->release(static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data()),
-                   rows_bytes);
-    }
+    released += static_cast<uint64_t>(rows) * v->row_bytes;
   }
   packed_.push_back(std::move(buf));
   const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());

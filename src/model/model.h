@@ -91,8 +91,9 @@ class Model {
 
   // Gives every matrix the dispatched kernels take in a packed form
   // (tensor::matmul_pack) a private packed copy, as many bytes as its rows in
-  // the file, and lets the mapping's pages of those rows go (they are read
-  // again only for the rows of tokens looked up in a tied embedding table).
+  // the file, and lets the mapping's pages of those rows go, a slice of rows
+  // at a time (a tied embedding table's lookups then read the packed copy,
+  // tensor::matmul_packed_dequantize_row).
   // The ledger moves the bytes from weights (mapped) to weights (resident).
   // The products then read one stream per 16 rows instead of repacking the
   // weights on every call: faster at any batch size, but the copy is this

@@ -205,7 +205,10 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
         fp.weights_mapped -= rows_bytes;
         fp.weights_touched = fp.weights_touched - rows_bytes + std::min(kept, rows_bytes);
         fp.weights_resident += static_cast<uint64_t>(packed);
-        fp.repack_transient = std::max(fp.repack_transient, t->bytes + huge_page);
+        // Packing holds one slice of rows twice (and a huge page being filled).
+        const uint64_t slice =
+            static_cast<uint64_t>(tensor::matmul_pack_slice_rows(v)) * v.row_bytes;
+        fp.repack_transient = std::max(fp.repack_transient, std::min(slice, t->bytes) + huge_page);
       }
     }
     // A matrix re-quantized to q4_0 (norms and odd widths stay as they are).

@@ -118,7 +118,7 @@ Result<MemoryPlan> plan_memory(const ModelFootprint& fp, const SessionShape& sha
     if (!t) return make_error("the plan's total overflows a 64-bit byte count");
     total = *t;
   }
-  // Repacking at load holds one matrix twice, before the tokenizer, the KV
+  // Repacking at load holds one slice of a matrix twice, before the tokenizer, the KV
   // cache and the workspace exist.
   m.predicted_peak_rss =
       std::max(total, total - m.kv - m.workspace - m.engine - m.tokenizer + fp.repack_transient);

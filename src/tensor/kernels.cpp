@@ -124,6 +124,38 @@ int64_t matmul_packed_rows(const MatView& w) {
   int64_t rows = 0;
   return simd::matmul_packed_bytes(w, &rows) > 0 ? rows : 0;
 }
+int64_t matmul_pack_slice_rows(const MatView& w) {
+  const int64_t all = matmul_packed_rows(w);
+  if (all == 0) return 0;
+  MatView slice = w;
+  slice.rows = std::min<int64_t>(
+      all, std::max<int64_t>(
+               1, static_cast<int64_t>(kPackSliceBytes / std::max<size_t>(w.row_bytes, 1))));
+  const int64_t rows = matmul_packed_rows(slice);  // whole groups
+  if (rows > 0) return rows;
+  for (int64_t r = 1; r <= all; ++r) {  // a slice shorter than a group: one group
+    slice.rows = r;
+    if (matmul_packed_rows(slice) == r) return r;
+  }
+  return all;
+}
+void matmul_unpack_row(const MatView& w, int64_t r, void* row) {
+  SNUG_CHECK(w.packed != nullptr && r >= 0 && r < matmul_packed_rows(w));
+  simd::matmul_unpack_row(w, r, 0, w.cols / info(w.type).block_size, row);
+}
+void matmul_packed_dequantize_row(const MatView& w, int64_t r, float* out) {
+  SNUG_CHECK(w.packed != nullptr && r >= 0 && r < matmul_packed_rows(w));
+  // A few blocks at a time through a buffer on the stack.
+  const DTypeInfo& ti = info(w.type);
+  const int64_t nblocks = w.cols / ti.block_size;
+  alignas(64) uint8_t buf[4096];
+  const int64_t per = std::max<int64_t>(1, static_cast<int64_t>(sizeof(buf) / ti.block_bytes));
+  for (int64_t b0 = 0; b0 < nblocks; b0 += per) {
+    const int64_t b1 = std::min(nblocks, b0 + per);
+    simd::matmul_unpack_row(w, r, b0, b1, buf);
+    dequantize_row(w.type, buf, out + b0 * ti.block_size, (b1 - b0) * ti.block_size);
+  }
+}
 void matmul_pack(const MatView& w, void* out) {
   SNUG_CHECK(reinterpret_cast<uintptr_t>(out) % 64 == 0);
   simd::matmul_pack(w, out);

@@ -89,7 +89,8 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 
 // The packed form of a matrix (MatView::packed) for the dispatched target's
 // row-block kernel: its size in bytes, 0 where that target or the type takes
-// none (only AVX512-VNNI's q4_0, q4_1 and q8_0 do); and the packing, into
+// none (only AVX512-VNNI's q4_0, q4_1, q5_0, q5_1, q8_0, q4_K and q6_K do);
+// and the packing, into
 // matmul_packed_bytes(w) bytes at out, 64-byte aligned. A packed matrix gives
 // the same bits as the matrix it came from.
 int64_t matmul_packed_bytes(const MatView& w);
@@ -97,6 +98,19 @@ void matmul_pack(const MatView& w, void* out);
 // The leading rows the packed form covers (whole groups of the kernel's
 // rows), 0 where there is none; the products read the rest from w.data.
 int64_t matmul_packed_rows(const MatView& w);
+// Rows a loader packs at a time (Model::repack, and the plan's load-time
+// peak): whole groups of about kPackSliceBytes of the file's rows, at least
+// one group; 0 where w takes no packed form. A slice of rows [r0, r0 + n)
+// packs, as the MatView of those rows, to the bytes at matmul_packed_bytes
+// of the first r0 rows.
+inline constexpr uint64_t kPackSliceBytes = uint64_t{4} << 20;
+int64_t matmul_pack_slice_rows(const MatView& w);
+// Row r (< matmul_packed_rows(w)) of a packed matrix (w.packed, made by
+// matmul_pack for the dispatched target) read back from the packed form: its
+// bytes in the file's layout, or its values. A tied embedding table's lookups
+// take this once the file's pages of its rows are let go (Model::repack).
+void matmul_unpack_row(const MatView& w, int64_t r, void* row);
+void matmul_packed_dequantize_row(const MatView& w, int64_t r, float* out);
 
 // ---- what runs on this CPU -----------------------------------------------
 // The Highway target that dynamic dispatch picks for the kernels on this CPU

@@ -16,6 +16,7 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
                  int64_t y_stride);
 int64_t matmul_packed_bytes(const MatView& w, int64_t* packed_rows);
 void matmul_pack(const MatView& w, void* out);
+void matmul_unpack_row(const MatView& w, int64_t r, int64_t b0, int64_t b1, void* out);
 
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);

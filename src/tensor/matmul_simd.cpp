@@ -409,6 +409,20 @@ void MatmulPack(const MatView& w, void* out) {
 #endif
 }
 
+void MatmulUnpackRow(const MatView& w, int64_t r, int64_t b0, int64_t b1, void* out) {
+#if SNUG_X86_VNNI512
+  const auto* p = static_cast<const uint8_t*>(w.packed);
+  UnpackVnniRow(w.type, p, w.cols, r, b0, b1, static_cast<uint8_t*>(out));
+  UnpackVnniKRow(w.type, p, w.cols, r, b0, b1, static_cast<uint8_t*>(out));
+#else
+  (void)w;
+  (void)r;
+  (void)b0;
+  (void)b1;
+  (void)out;
+#endif
+}
+
 }  // namespace snug::tensor::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -419,6 +433,11 @@ HWY_EXPORT(MatmulRows);
 HWY_EXPORT(MatmulKernel);
 HWY_EXPORT(MatmulPackedBytes);
 HWY_EXPORT(MatmulPack);
+HWY_EXPORT(MatmulUnpackRow);
+
+void matmul_unpack_row(const MatView& w, int64_t r, int64_t b0, int64_t b1, void* out) {
+  HWY_DYNAMIC_DISPATCH(MatmulUnpackRow)(w, r, b0, b1, out);
+}
 
 int64_t matmul_packed_bytes(const MatView& w, int64_t* packed_rows) {
   return HWY_DYNAMIC_DISPATCH(MatmulPackedBytes)(w, packed_rows);

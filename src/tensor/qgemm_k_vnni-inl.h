@@ -839,6 +839,42 @@ inline int64_t VnniKPackedBytes(DType type, int64_t rows, int64_t cols, int64_t*
   *packed_rows = bytes > 0 ? groups * kVRows : 0;
   return bytes;
 }
+// Super-blocks [b0, b1) of row r of a packed q4_K or q6_K matrix back in the
+// file's layout, at out: byte i of lane r % 16 of each register.
+template <class B>
+void UnpackVnniK(const uint8_t* packed, int64_t nsb, int64_t r, int64_t b0, int64_t b1,
+                 uint8_t* out) {
+  const uint8_t* grp = packed + r / kVRows * PackedGroupBytesK<B>(nsb);
+  const int lane = static_cast<int>(r % kVRows);
+  // Bytes 4i..4i+3 of the row's part from `regs` registers of 64 bytes.
+  const auto gather = [&](const void* regs, int n_bytes, uint8_t* to) {
+    const auto* src = static_cast<const uint8_t*>(regs);
+    for (int j = 0; j < n_bytes; ++j) to[j] = src[64 * (j / 4) + 4 * lane + j % 4];
+  };
+  for (int64_t s = b0; s < b1; ++s) {
+    auto& blk = *reinterpret_cast<B*>(out + (s - b0) * static_cast<int64_t>(sizeof(B)));
+    if constexpr (std::is_same_v<B, BlockQ4_K>) {
+      const PackedK4& p = reinterpret_cast<const PackedK4*>(grp)[s];
+      std::memcpy(&blk.d, reinterpret_cast<const uint8_t*>(&p.dm) + 4 * lane, 2);
+      std::memcpy(&blk.dmin, reinterpret_cast<const uint8_t*>(&p.dm) + 4 * lane + 2, 2);
+      gather(p.sm, 12, blk.scales);
+      for (int c = 0; c < 4; ++c) gather(p.q + 8 * c, 32, blk.qs + 32 * c);
+    } else {
+      const PackedK6& p = reinterpret_cast<const PackedK6*>(grp)[s];
+      for (int h = 0; h < 2; ++h) {
+        for (int half = 0; half < 2; ++half) gather(p.ql[h][half], 32, blk.ql + 64 * h + 32 * half);
+        gather(p.qh[h], 32, blk.qh + 32 * h);
+      }
+      gather(p.sc, 16, reinterpret_cast<uint8_t*>(blk.scales));
+      std::memcpy(&blk.d, grp + nsb * sizeof(PackedK6) + s * 32 + 2 * lane, 2);
+    }
+  }
+}
+inline void UnpackVnniKRow(DType type, const uint8_t* packed, int64_t cols, int64_t r, int64_t b0,
+                           int64_t b1, uint8_t* out) {
+  if (type == DType::kQ4_K) UnpackVnniK<BlockQ4_K>(packed, cols / kQKK, r, b0, b1, out);
+  if (type == DType::kQ6_K) UnpackVnniK<BlockQ6_K>(packed, cols / kQKK, r, b0, b1, out);
+}
 inline void PackVnniKRows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
                           int64_t rows, uint8_t* out) {
   if (type == DType::kQ4_K) PackVnniK<BlockQ4_K>(wd, row_bytes, cols, rows, out);

@@ -65,17 +65,27 @@ inline constexpr int64_t kPackedAhead = 2;
 // registers, lane r of register k holding row r's unsigned levels 4k..4k+3;
 // q4_0's and q4_1's take 4, lane r of register k holding the bytes 4k..4k+3
 // of row r's packed nibbles (levels 4k..4k+3 low, 16+4k..16+4k+3 high), which
-// VTokensSum splits (VRegs).
+// VTokensSum splits (VRegs); q5_0's and q5_1's those 4 and their fifth bits
+// as eight byte masks (FifthBitMasks).
 struct alignas(64) VPack {
-  __m512i w[kVChunk * 8];  // block b's registers from b x VRegs<F>()
+  __m512i w[kVChunk * 8];  // block b's registers from b x StackRegs<F>()
   __m256i d[kVChunk];      // weight scales (f16, lane r: row r)
   __m256i m[kVChunk];      // weight minimums (q4_1, f16)
 };
 
-// Registers per repacked block: 4 where the nibbles are kept packed.
+// Registers per block of a packed matrix (PackVnni): 4 where the nibbles are
+// kept packed, and a fifth for q5_0's and q5_1's fifth bits (FifthBitMasks).
 template <class F>
 constexpr int VRegs() {
-  return F::kQ4 && F::kQh < 0 ? 4 : 8;
+  if constexpr (F::kQ4) return F::kQh < 0 ? 4 : 5;
+  return 8;
+}
+// And per block of a VPack on the stack: q5_0's and q5_1's levels whole
+// there, since several tokens' passes read each chunk (splitting them in
+// every pass cost 20-30% of a prompt's products).
+template <class F>
+constexpr int StackRegs() {
+  return F::kQh >= 0 ? 8 : VRegs<F>();
 }
 
 // Where VTokensSum reads a chunk's repacked blocks: a VPack on the stack, or
@@ -245,6 +255,71 @@ HWY_INLINE void PrefetchSlice(const uint8_t* pf, int64_t pf0, int64_t pf1, int b
   }
 }
 
+// q5_0's and q5_1's fifth bits for 16 rows (qh lane r: row r's 32 bits, bit
+// j for element j) as eight 64-bit byte masks in one register: mask k's bit
+// 4r + i is element 4k + i's bit of row r, the byte of level register k that
+// takes +16 (VTokensSum). One vpshufbitqmb each: byte j of the control picks
+// bit 32 x (row r = j / 4 odd) + 4k + j % 4 of its 64-bit lane.
+struct alignas(64) FifthBitIdx {
+  uint8_t k[8][64];
+};
+inline constexpr FifthBitIdx kFifthBitIdx = [] {
+  FifthBitIdx x{};
+  for (int k = 0; k < 8; ++k) {
+    for (int j = 0; j < 64; ++j)
+      x.k[k][j] = static_cast<uint8_t>(32 * ((j / 4) % 2) + 4 * k + j % 4);
+  }
+  return x;
+}();
+HWY_INLINE __m512i FifthBitMasks(__m512i qh) {
+  alignas(64) uint64_t m[8];
+  for (int k = 0; k < 8; ++k) {
+    m[k] = _mm512_bitshuffle_epi64_mask(qh, _mm512_load_si512(kFifthBitIdx.k[k]));
+  }
+  return _mm512_load_si512(m);
+}
+
+// A block's levels for 16 rows in a packed matrix's form (VRegs<F>()
+// registers) from the file's rows at blk (row stride `stride`).
+template <class F>
+HWY_INLINE void RawBlock(const uint8_t* blk, int64_t stride, __m512i* g) {
+  if constexpr (std::is_same_v<F, VQ8_0>) {
+    Transpose16x4(blk + F::kQs, stride, g);
+    Transpose16x4(blk + F::kQs + 16, stride, g + 4);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int k = 0; k < 8; ++k) g[k] = _mm512_xor_si512(g[k], flip);
+  } else {
+    // Element j < 16 is the low nibble of qs[j], element j + 16 its high
+    // one; SplitLevels splits them.
+    Transpose16x4(blk + F::kQs, stride, g);
+    if constexpr (F::kQh >= 0) {
+      alignas(64) int32_t qh32[kVRows];
+      for (int r = 0; r < kVRows; ++r) std::memcpy(&qh32[r], blk + r * stride + F::kQh, 4);
+      g[4] = FifthBitMasks(_mm512_load_si512(qh32));
+    }
+  }
+}
+
+// The 8 level registers of a block kept as nibbles (kRegs 4), or as nibbles
+// and q5's fifth-bit masks (kRegs 5): level register k, lane r, holds row r's
+// levels 4k..4k+3.
+template <int kRegs>
+HWY_INLINE void SplitLevels(const __m512i* raw, __m512i* out) {
+  static_assert(kRegs == 4 || kRegs == 5);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int k = 0; k < 4; ++k) {
+    out[k] = _mm512_and_si512(raw[k], low4);
+    out[k + 4] = _mm512_and_si512(_mm512_srli_epi32(raw[k], 4), low4);
+  }
+  if constexpr (kRegs == 5) {
+    for (int k = 0; k < 8; ++k) {
+      uint64_t fifth;
+      std::memcpy(&fifth, reinterpret_cast<const uint8_t*>(raw + 4) + 8 * k, 8);
+      out[k] = _mm512_mask_add_epi8(out[k], fifth, out[k], _mm512_set1_epi8(16));
+    }
+  }
+}
+
 // Repacks blocks [0, nb) of 16 rows starting at w (row stride `stride`).
 template <class F>
 // With one pass over the chunk (a single token), the prefetch of the next
@@ -252,7 +327,6 @@ template <class F>
 HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const uint8_t* pf,
                        int64_t pf0, int64_t pf1) {
   constexpr int64_t kBytes = sizeof(typename F::Block);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int b = 0; b < nb; ++b) {
     PrefetchSlice(pf, pf0, pf1, b, nb);
     const uint8_t* blk = w + b * kBytes;
@@ -263,39 +337,13 @@ HWY_INLINE void Repack(const uint8_t* w, int64_t stride, int nb, VPack& p, const
     const __m512i dm = _mm512_load_si512(dm32);
     p.d[b] = _mm512_cvtepi32_epi16(dm);
     if constexpr (F::kMin) p.m[b] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16));
-    __m512i* g = p.w + b * VRegs<F>();
-    if constexpr (std::is_same_v<F, VQ8_0>) {
-      Transpose16x4(blk + F::kQs, stride, g);
-      Transpose16x4(blk + F::kQs + 16, stride, g + 4);
-      const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-      for (int k = 0; k < 8; ++k) g[k] = _mm512_xor_si512(g[k], flip);
+    __m512i* g = p.w + b * StackRegs<F>();
+    if constexpr (StackRegs<F>() == VRegs<F>()) {
+      RawBlock<F>(blk, stride, g);
     } else {
-      // Element j < 16 is the low nibble of qs[j], element j + 16 its high one.
-      __m512i q[4];
-      Transpose16x4(blk + F::kQs, stride, q);
-      if constexpr (VRegs<F>() == 4) {
-        for (int k = 0; k < 4; ++k) g[k] = q[k];
-        continue;
-      }
-      for (int k = 0; k < 4; ++k) {
-        g[k] = _mm512_and_si512(q[k], low4);
-        g[k + 4] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
-      }
-      if constexpr (F::kQh >= 0) {
-        // Register k holds elements 4k..4k+3 of each row: bits 4k..4k+3 of
-        // its qh, spread to bit 4 of the four bytes by one multiply (the
-        // shifted copies 4 + 7i apart never overlap).
-        alignas(64) int32_t qh32[kVRows];
-        for (int r = 0; r < kVRows; ++r) std::memcpy(&qh32[r], blk + r * stride + F::kQh, 4);
-        const __m512i qh = _mm512_load_si512(qh32);
-        const __m512i spread = _mm512_set1_epi32(0x02040810);
-        const __m512i bit4 = _mm512_set1_epi32(0x10101010);
-        for (int k = 0; k < 8; ++k) {
-          const __m512i nib =
-              _mm512_and_si512(_mm512_srli_epi32(qh, 4 * k), _mm512_set1_epi32(0xF));
-          g[k] = _mm512_or_si512(g[k], _mm512_and_si512(_mm512_mullo_epi32(nib, spread), bit4));
-        }
-      }
+      __m512i raw[VRegs<F>()];
+      RawBlock<F>(blk, stride, raw);
+      SplitLevels<VRegs<F>()>(raw, g);
     }
   }
 }
@@ -351,14 +399,13 @@ HWY_INLINE __m512i BlockSum(const __m512i* w, const int8_t* x, int32_t init) {
 // activations. first: the chunk is the row's first (the chunk starts at a
 // multiple of 8 blocks, so b % 8 is the row's). The accumulators are named
 // variables: as arrays, GCC 12 kept some in memory.
-template <class F, int T>
+template <class F, int T, int kRegs = StackRegs<F>()>
 HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* a,
                              const int32_t* const* co, bool first, VAcc* acc,
                              const uint8_t* pf = nullptr, int64_t pf0 = 0, int64_t pf1 = 0) {
   static_assert(T == 1 || T == 2);
   static_assert(kVChunk % 8 == 0);
   constexpr int t1 = T - 1;  // the second token, or the first again when T = 1
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 s0_0, s0_1, s0_2, s0_3, s0_4, s0_5, s0_6, s0_7;
   __m512 s1_0, s1_1, s1_2, s1_3, s1_4, s1_5, s1_6, s1_7;
 #define SNUG_VLOAD(t, j)                                               \
@@ -388,13 +435,10 @@ HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* 
     const int bj = b + (j);                                                                     \
     if (bj >= nb) break;                                                                        \
     if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, bj, nb);                        \
-    const __m512i* wb = p.w + bj * VRegs<F>();                                                  \
+    const __m512i* wb = p.w + bj * kRegs;                                                       \
     __m512i wu[8];                                                                              \
-    if constexpr (VRegs<F>() == 4) {                                                            \
-      for (int k = 0; k < 4; ++k) {                                                             \
-        wu[k] = _mm512_and_si512(wb[k], low4);                                                  \
-        wu[k + 4] = _mm512_and_si512(_mm512_srli_epi32(wb[k], 4), low4);                        \
-      }                                                                                         \
+    if constexpr (kRegs < 8) {                                                                  \
+      SplitLevels<kRegs>(wb, wu);                                                               \
       wb = wu;                                                                                  \
     }                                                                                           \
     const __m512 dw = _mm512_cvtph_ps(p.d[bj]);                                                 \
@@ -475,9 +519,48 @@ void PackVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, int64_t rows, 
       const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
       Repack<F>(wd + g * kVRows * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
                 row_bytes, nb, pack, nullptr, 0, 0);
-      std::memcpy(w + c0 * VRegs<F>(), pack.w, sizeof(pack.w[0]) * nb * VRegs<F>());
+      if constexpr (StackRegs<F>() == VRegs<F>()) {
+        std::memcpy(w + c0 * VRegs<F>(), pack.w, sizeof(pack.w[0]) * nb * VRegs<F>());
+      } else {
+        for (int b = 0; b < nb; ++b) {
+          RawBlock<F>(wd + g * kVRows * row_bytes +
+                          (c0 + b) * static_cast<int64_t>(sizeof(typename F::Block)),
+                      row_bytes, w + (c0 + b) * VRegs<F>());
+        }
+      }
       std::memcpy(d + c0, pack.d, sizeof(pack.d[0]) * nb);
       if constexpr (F::kMin) std::memcpy(d + nblocks + c0, pack.m, sizeof(pack.m[0]) * nb);
+    }
+  }
+}
+
+// Blocks [b0, b1) of row r of a packed matrix back in the file's layout, at
+// out: byte i of lane r % 16 of each of the row's registers (PackVnni).
+template <class F>
+void UnpackVnni(const uint8_t* packed, int64_t nblocks, int64_t r, int64_t b0, int64_t b1,
+                uint8_t* out) {
+  using Block = typename F::Block;
+  const uint8_t* grp = packed + r / kVRows * PackedGroupBytes<F>(nblocks);
+  const int lane = static_cast<int>(r % kVRows);
+  const uint8_t* d = grp + nblocks * 64 * VRegs<F>();
+  for (int64_t b = b0; b < b1; ++b) {
+    uint8_t* blk = out + (b - b0) * static_cast<int64_t>(sizeof(Block));
+    const uint8_t* regs = grp + b * 64 * VRegs<F>();
+    std::memcpy(blk, d + b * 32 + 2 * lane, 2);
+    if constexpr (F::kMin) std::memcpy(blk + 2, d + nblocks * 32 + b * 32 + 2 * lane, 2);
+    constexpr int kLevelBytes = F::kQ4 ? 16 : 32;  // register j / 4, byte j % 4
+    for (int j = 0; j < kLevelBytes; ++j) {
+      const uint8_t v = regs[64 * (j / 4) + 4 * lane + j % 4];
+      blk[F::kQs + j] = F::kOffset == 128 ? static_cast<uint8_t>(v ^ 0x80) : v;
+    }
+    if constexpr (F::kQh >= 0) {  // element 4k + i's fifth bit: bit 4 lane + i of mask k
+      uint32_t qh = 0;
+      for (int k = 0; k < 8; ++k) {
+        uint64_t mask;
+        std::memcpy(&mask, regs + 64 * 4 + 8 * k, 8);
+        qh |= static_cast<uint32_t>((mask >> (4 * lane)) & 0xF) << (4 * k);
+      }
+      std::memcpy(blk + F::kQh, &qh, 4);
     }
   }
 }
@@ -540,8 +623,19 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
         const int64_t pf1 = prefetch && passes == 1 ? share1 : share0;
         VPackView view = ViewOf(pack);
+        // A packed chunk is read in place, but for q5's levels when several
+        // passes follow: split once here (StackRegs).
+        bool raw = false;
         if (packed != nullptr) {
           view = PackedView<F>(packed + rb / kVRows * group_bytes, nblocks, c0);
+          raw = StackRegs<F>() == VRegs<F>() || passes == 1;
+          if (!raw) {
+            for (int b = 0; b < nb; ++b) {
+              SplitLevels<VRegs<F>() < 8 ? VRegs<F>() : 4>(view.w + b * VRegs<F>(),
+                                                           pack.w + b * StackRegs<F>());
+            }
+            view.w = pack.w;
+          }
         } else if constexpr (F::kSparse) {
           RepackNm<F>(wd + rb * row_bytes, row_bytes, nblocks, c0, nb, pack, next, share0, pf1);
         } else {
@@ -563,7 +657,15 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         }
         const uint8_t* pf = prefetch && stream ? next : nullptr;  // in the pass, into L2
         for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          if (t + 2 <= nt) {
+          if (raw && StackRegs<F>() != VRegs<F>()) {
+            if (t + 2 <= nt) {
+              VTokensSum<F, 2, VRegs<F>()>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0,
+                                           share1);
+            } else {
+              VTokensSum<F, 1, VRegs<F>()>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0,
+                                           share1);
+            }
+          } else if (t + 2 <= nt) {
             VTokensSum<F, 2>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
           } else {
             VTokensSum<F, 1>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
@@ -1063,10 +1165,10 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
       MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ5_0:
-      MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ5_1:
-      MatmulVnni<VQ5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
+      MatmulVnni<VQ5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
       return end;
     case DType::kQ8_0NM:
       MatmulVnni<VQ8_0NM>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);
@@ -1084,11 +1186,17 @@ HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_
 HWY_NOINLINE inline int64_t VnniPackedBytes(DType type, int64_t rows, int64_t cols,
                                             int64_t* packed_rows) {
   const int64_t groups = rows / kVRows, nblocks = cols / kQK;
-  *packed_rows =
-      type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0 ? groups * kVRows : 0;
+  *packed_rows = type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0 ||
+                         type == DType::kQ5_0 || type == DType::kQ5_1
+                     ? groups * kVRows
+                     : 0;
   switch (type) {
     case DType::kQ4_0:
       return groups * PackedGroupBytes<VQ4_0>(nblocks);
+    case DType::kQ5_0:
+      return groups * PackedGroupBytes<VQ5_0>(nblocks);
+    case DType::kQ5_1:
+      return groups * PackedGroupBytes<VQ5_1>(nblocks);
     case DType::kQ4_1:
       return groups * PackedGroupBytes<VQ4_1>(nblocks);
     case DType::kQ8_0:
@@ -1097,11 +1205,33 @@ HWY_NOINLINE inline int64_t VnniPackedBytes(DType type, int64_t rows, int64_t co
       return 0;
   }
 }
+HWY_NOINLINE inline void UnpackVnniRow(DType type, const uint8_t* packed, int64_t cols, int64_t r,
+                                       int64_t b0, int64_t b1, uint8_t* out) {
+  const int64_t nblocks = cols / kQK;
+  switch (type) {
+    case DType::kQ4_0:
+      return UnpackVnni<VQ4_0>(packed, nblocks, r, b0, b1, out);
+    case DType::kQ4_1:
+      return UnpackVnni<VQ4_1>(packed, nblocks, r, b0, b1, out);
+    case DType::kQ5_0:
+      return UnpackVnni<VQ5_0>(packed, nblocks, r, b0, b1, out);
+    case DType::kQ5_1:
+      return UnpackVnni<VQ5_1>(packed, nblocks, r, b0, b1, out);
+    case DType::kQ8_0:
+      return UnpackVnni<VQ8_0>(packed, nblocks, r, b0, b1, out);
+    default:
+      return;
+  }
+}
 HWY_NOINLINE inline void PackVnniRows(DType type, const uint8_t* wd, int64_t row_bytes,
                                       int64_t cols, int64_t rows, uint8_t* out) {
   switch (type) {
     case DType::kQ4_0:
       return PackVnni<VQ4_0>(wd, row_bytes, cols, rows, out);
+    case DType::kQ5_0:
+      return PackVnni<VQ5_0>(wd, row_bytes, cols, rows, out);
+    case DType::kQ5_1:
+      return PackVnni<VQ5_1>(wd, row_bytes, cols, rows, out);
     case DType::kQ4_1:
       return PackVnni<VQ4_1>(wd, row_bytes, cols, rows, out);
     case DType::kQ8_0:

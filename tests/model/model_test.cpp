@@ -167,8 +167,9 @@ TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
 // (On a CPU whose kernels take no packed form it packs nothing and changes
 // nothing.)
 TEST(Model, RepackedWeightsGiveTheSameLogits) {
-  for (tensor::DType t : {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ8_0,
-                          tensor::DType::kQ4_K, tensor::DType::kQ6_K}) {
+  for (tensor::DType t :
+       {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ5_0, tensor::DType::kQ5_1,
+        tensor::DType::kQ8_0, tensor::DType::kQ4_K, tensor::DType::kQ6_K}) {
     TinyModelSpec spec;
     spec.matrix_type = t;
     if (tensor::info(t).block_size == 256) {  // rows of whole super-blocks

@@ -1,12 +1,13 @@
 // The packed form of a matrix (MatView::packed, matmul_pack): on targets
-// whose row-block kernel takes one (AVX512-VNNI's q4_0, q4_1, q8_0, q4_K and
-// q6_K) it
+// whose row-block kernel takes one (AVX512-VNNI's q4_0, q4_1, q5_0, q5_1,
+// q8_0, q4_K and q6_K) it
 // holds as many bytes as the packed rows in the file, and products that read
 // it give the bits of the matrix it came from for one token (where the
 // unpacked matrix takes the one-row kernel), several, any row range and
 // through the pool; every other target and type takes no packed form and
 // ignores one made for the best target.
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,8 +38,8 @@ std::vector<uint8_t> quantized_rows(DType t, const std::vector<float>& x, int64_
 
 bool packs_on_this_target(DType t) {
   const std::string kernel = matmul_kernel(t);
-  return (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0 || t == DType::kQ4_K ||
-          t == DType::kQ6_K) &&
+  return (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0 || t == DType::kQ5_0 ||
+          t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ6_K) &&
          kernel.find("avx512vnni") != std::string::npos;
 }
 
@@ -55,8 +56,8 @@ TEST_P(Packed, SameBitsAsTheFileLayout) {
   // q6_K's groups padded).
   const Shape shapes[] = {{37, 1184}, {16, 32},  {48, 96},  {19, 608}, {5, 224},
                           {37, 2304}, {16, 256}, {35, 768}, {7, 512}};
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ5_0, DType::kQ4_K,
-                  DType::kQ6_K, DType::kQ5_K}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ5_0, DType::kQ5_1,
+                  DType::kQ4_K, DType::kQ6_K, DType::kQ5_K}) {
     for (Shape sh : shapes) {
       if (sh.cols % info(t).block_size != 0) continue;
       const auto x = random_values(sh.rows * sh.cols, 11 + static_cast<uint32_t>(sh.cols));
@@ -86,6 +87,19 @@ TEST_P(Packed, SameBitsAsTheFileLayout) {
       if (best_bytes == 0) continue;
       MatView wp = w;
       wp.packed = buf.get();
+      if (bytes > 0) {
+        // Every packed row reads back as the file's bytes and values.
+        std::vector<uint8_t> row(w.row_bytes);
+        std::vector<float> got(sh.cols), want(sh.cols);
+        for (int64_t r = 0; r < matmul_packed_rows(w); ++r) {
+          matmul_unpack_row(wp, r, row.data());
+          ASSERT_EQ(0, std::memcmp(row.data(), q.data() + r * w.row_bytes, w.row_bytes))
+              << what << " row " << r;
+          matmul_packed_dequantize_row(wp, r, got.data());
+          dequantize_row(t, q.data() + r * w.row_bytes, want.data(), sh.cols);
+          ASSERT_EQ(got, want) << what << " row " << r;
+        }
+      }
       for (int64_t n_tok : {1, 2, 3, 17}) {
         const auto a = random_values(sh.cols * n_tok, 5 + static_cast<uint32_t>(n_tok));
         std::vector<uint8_t> qx(matmul_scratch_bytes(t, sh.cols, n_tok));
