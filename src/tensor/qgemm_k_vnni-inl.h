@@ -561,12 +561,13 @@ HWY_INLINE void K6Levels(const PackedK6& src, int h, int k, __m512i out[8]) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), high2 = _mm512_set1_epi8(0x30);
   for (int q = 0; q < 8; ++q) {
     const __m512i ql = src.ql[h][k & 1][q], qh = src.qh[h][q];
-    const __m512i lo = _mm512_and_si512(k < 2 ? ql : _mm512_srli_epi32(ql, 4), low4);
     __m512i hi = qh;  // bits 2k, 2k + 1 to bits 4, 5
     if (k == 0) hi = _mm512_slli_epi32(qh, 4);
     if (k == 1) hi = _mm512_slli_epi32(qh, 2);
     if (k == 3) hi = _mm512_srli_epi32(qh, 2);
-    out[q] = _mm512_or_si512(lo, _mm512_and_si512(hi, high2));
+    // (nibble & 0x0F) | (hi & 0x30), the first in one vpternlogd (0xEC: a & c | b)
+    out[q] = _mm512_ternarylogic_epi32(k < 2 ? ql : _mm512_srli_epi32(ql, 4),
+                                       _mm512_and_si512(hi, high2), low4, 0xEC);
   }
 }
 
