@@ -24,6 +24,7 @@
 #include "tensor/qdot_generic-inl.h"
 #include "tensor/qgemm_k_vnni-inl.h"
 #include "tensor/qgemm_vnni-inl.h"
+#include "tensor/qrow_vnni-inl.h"
 #include "tensor/simd_x86.h"
 
 HWY_BEFORE_NAMESPACE();
