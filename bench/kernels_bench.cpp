@@ -17,6 +17,7 @@
 #include <benchmark/benchmark.h>
 #include <hwy/targets.h>
 
+#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
 
@@ -122,7 +123,60 @@ void BM_Dequantize(benchmark::State& st, DType type) {
       benchmark::Counter(static_cast<double>(st.iterations()) * n, benchmark::Counter::kIsRate);
 }
 
+// A decode step's attention over a paged f16 KV cache at SmolLM2-135M's
+// shape (30 layers, 3 KV heads of 3 query heads each, head size 64): for each
+// of n_seq sequences, layer and KV head, attention_f16_heads over n_pos
+// positions whose 16-row blocks lie shuffled over one pool. 16 sequences of
+// 256 positions are 94 MB of K and V (beyond any last-level cache), one is
+// 6 MB (in it). Counter kv_bytes/s: K and V bytes read per second.
+void BM_AttentionStep(benchmark::State& st, int64_t n_seq, int64_t n_pos) {
+  constexpr int64_t kLayers = 30, kKvHeads = 3, kGroup = 3, kDim = 64, kBt = 16;
+  const int64_t items = n_seq * kLayers * kKvHeads, nb = (n_pos + kBt - 1) / kBt;
+  const int64_t blocks = items * nb * 2;  // K and V
+  std::vector<uint16_t> pool(static_cast<size_t>(blocks * kBt * kDim));
+  const auto f = values(kBt * kDim * 64, 4);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = detail::f32_to_f16(f[i % f.size()]);
+  std::vector<int64_t> order(static_cast<size_t>(blocks));
+  uint32_t s = 5;
+  for (int64_t i = 0; i < blocks; ++i) order[static_cast<size_t>(i)] = i;
+  for (int64_t i = blocks - 1; i > 0; --i) {  // Fisher-Yates with an LCG
+    s = s * 1664525u + 1013904223u;
+    std::swap(order[static_cast<size_t>(i)], order[(s >> 8) % static_cast<uint32_t>(i + 1)]);
+  }
+  std::vector<const uint16_t*> table(static_cast<size_t>(blocks));
+  for (int64_t i = 0; i < blocks; ++i) {
+    table[static_cast<size_t>(i)] = pool.data() + order[static_cast<size_t>(i)] * kBt * kDim;
+  }
+  const auto q = values(kGroup * kDim, 6);
+  std::vector<float> out(kGroup * kDim);
+  std::vector<float> scratch(
+      static_cast<size_t>(attention_heads_scratch_floats(n_pos, kGroup, kDim, kDim)));
+  for (auto _ : st) {
+    for (int64_t it = 0; it < items; ++it) {
+      const PagedRows k{table.data() + 2 * it * nb, kBt, kDim, 0};
+      const PagedRows v{table.data() + (2 * it + 1) * nb, kBt, kDim, 0};
+      attention_f16_heads(q.data(), kGroup, k, v, n_pos, kDim, kDim, 0.125f, SumOrder::kVecDot,
+                          out.data(), scratch.data());
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["kv_bytes/s"] =
+      benchmark::Counter(static_cast<double>(st.iterations()) * static_cast<double>(items) *
+                             static_cast<double>(n_pos) * kDim * 2 * 2,
+                         benchmark::Counter::kIsRate);
+}
+
 void register_all() {
+  for (int64_t n_seq : {1, 16}) {
+    for (int64_t n_pos : {64, 256, 1024}) {
+      if (n_seq * n_pos > 4096) continue;
+      benchmark::RegisterBenchmark(
+          ("attention/smollm2/seqs" + std::to_string(n_seq) + "/pos" + std::to_string(n_pos))
+              .c_str(),
+          BM_AttentionStep, n_seq, n_pos)
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
   for (DType t : kTypes) {
     for (const Shape& sh : kShapes) {
       if (sh.cols % info(t).block_size != 0) continue;

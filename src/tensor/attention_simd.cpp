@@ -229,34 +229,135 @@ HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
     __builtin_prefetch(static_cast<const char*>(p) + i, 0, kLocality);
 }
 
-// p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n). A
-// sequence's rows of one KV head are short runs (a block's 16 rows) scattered
-// over the pool, which the hardware prefetchers do not follow from one to
-// the next: each row asks for its counterpart in the next block's K, and for
-// its own V row, which the value pass reads next.
+// Two rows' dot products with HC heads (lane-wise, the 16-column chunks
+// fused in order), as the first step of _mm512_reduce_add_ps on both at once:
+// lanes 0-7 of w[h] are a's lanes i + (i + 8), lanes 8-15 are b's.
+template <int HC, int DK>
+HWY_INLINE void ScorePair(const uint16_t* ra, const uint16_t* rb, const float* q, int64_t dk_run,
+                          __m512* w) {
+  const int64_t dk = DK > 0 ? DK : dk_run;
+  __m512 a[HC], b[HC];
+  for (int h = 0; h < HC; ++h) a[h] = b[h] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < dk; c += 16) {
+    const __m512 ka = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + c)));
+    const __m512 kb = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + c)));
+    for (int h = 0; h < HC; ++h) {
+      const __m512 qh = _mm512_loadu_ps(q + h * dk + c);
+      a[h] = _mm512_fmadd_ps(ka, qh, a[h]);
+      b[h] = _mm512_fmadd_ps(kb, qh, b[h]);
+    }
+  }
+  for (int h = 0; h < HC; ++h) {
+    w[h] = _mm512_add_ps(_mm512_shuffle_f32x4(a[h], b[h], 0x44),
+                         _mm512_shuffle_f32x4(a[h], b[h], 0xEE));
+  }
+}
+
+// Four rows: 128-bit lane r holds row r's four partial sums, the pairs
+// (j, j + 4) of ScorePair's lanes added (reduce_add's second step).
+template <int HC, int DK>
+HWY_INLINE void ScoreQuad(const uint16_t* const* rows, const float* q, int64_t dk, __m512* x) {
+  __m512 w0[HC], w1[HC];
+  ScorePair<HC, DK>(rows[0], rows[1], q, dk, w0);
+  ScorePair<HC, DK>(rows[2], rows[3], q, dk, w1);
+  for (int h = 0; h < HC; ++h) {
+    x[h] = _mm512_add_ps(_mm512_shuffle_f32x4(w0[h], w1[h], 0x88),
+                         _mm512_shuffle_f32x4(w0[h], w1[h], 0xDD));
+  }
+}
+
+// Eight rows: element 2i + e of 128-bit lane r is row 4i + r's pair sum
+// (e, e + 2) of its quad lane (reduce_add's third step).
+template <int HC, int DK>
+HWY_INLINE void ScoreOctet(const uint16_t* const* rows, const float* q, int64_t dk, __m512* u) {
+  __m512 x0[HC], x1[HC];
+  ScoreQuad<HC, DK>(rows, q, dk, x0);
+  ScoreQuad<HC, DK>(rows + 4, q, dk, x1);
+  for (int h = 0; h < HC; ++h) {
+    u[h] =
+        _mm512_add_ps(_mm512_shuffle_ps(x0[h], x1[h], 0x44), _mm512_shuffle_ps(x0[h], x1[h], 0xEE));
+  }
+}
+
+// Lane l of the result is the row whose sum ScoreRows leaves in element
+// 4 (l % 4) + l / 4.
+inline constexpr int32_t kScoreOrder[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+
+// The dot products of 16 rows with HC heads, lane l of f[h] for rows[l]: each
+// the sum _mm512_reduce_add_ps gives, its four steps taken on 16 rows at once
+// (the same pairs in the same order, so the same bits) instead of 60
+// shuffles and adds per row.
+template <int HC, int DK>
+HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t dk, __m512* f) {
+  __m512 u0[HC], u1[HC];
+  ScoreOctet<HC, DK>(rows, q, dk, u0);
+  ScoreOctet<HC, DK>(rows + 8, q, dk, u1);
+  const __m512i order = _mm512_loadu_si512(kScoreOrder);
+  for (int h = 0; h < HC; ++h) {
+    const __m512 t =
+        _mm512_add_ps(_mm512_shuffle_ps(u0[h], u1[h], 0x88), _mm512_shuffle_ps(u0[h], u1[h], 0xDD));
+    f[h] = _mm512_permutexvar_ps(order, t);
+  }
+}
+
+// Rows ahead of the one being scored that K and V ask for, into L2: a
+// sequence's rows of one KV head are short runs (a block's 16 rows)
+// scattered over the pool, which the hardware prefetchers do not follow
+// from one to the next.
+constexpr int64_t kScoreAhead = 32;
+
+// p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n),
+// 16 positions at a time (the last chunk's missing rows repeat its last
+// row and are not stored). V's rows, which the value pass reads next, are
+// asked for on the way.
+template <int HC, int DK>
+void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
+                  float scale, float* p, int64_t stride) {
+  // (block, row) of a position, stepped one position at a time.
+  struct Cursor {
+    int64_t b, j;
+    void step(int64_t bt) {
+      if (++j == bt) ++b, j = 0;
+    }
+  };
+  const int64_t bt = k.block_tokens;
+  Cursor cur{k.first / bt, k.first % bt}, ahead = cur;
+  for (int64_t t = 0; t < kScoreAhead && t < n; ++t, ahead.step(bt)) {
+    PrefetchBytes<2>(k.blocks[ahead.b] + ahead.j * k.row_elems, 2 * k.row_elems);
+  }
+  const __m512 sc = _mm512_set1_ps(scale);
+  for (int64_t t0 = 0; t0 < n; t0 += 16) {
+    const int64_t m = n - t0 < 16 ? n - t0 : 16;
+    const uint16_t* rows[16];
+    for (int64_t i = 0; i < m; ++i, cur.step(bt)) {
+      rows[i] = k.blocks[cur.b] + cur.j * k.row_elems;
+      PrefetchBytes<2>(v.blocks[cur.b] + cur.j * v.row_elems, 2 * v.row_elems);
+      if (t0 + kScoreAhead + i < n) {
+        PrefetchBytes<2>(k.blocks[ahead.b] + ahead.j * k.row_elems, 2 * k.row_elems);
+        ahead.step(bt);
+      }
+    }
+    for (int64_t i = m; i < 16; ++i) rows[i] = rows[m - 1];
+    __m512 f[HC];
+    ScoreRows<HC, DK>(rows, q, dk, f);
+    const auto mask = static_cast<__mmask16>((1u << m) - 1);
+    for (int h = 0; h < HC; ++h) {
+      _mm512_mask_storeu_ps(p + h * stride + t0, mask, _mm512_mul_ps(f[h], sc));
+    }
+  }
+}
+
+// HeadScoresDk with the head sizes of common models unrolled.
 template <int HC>
 void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                 float scale, float* p, int64_t stride) {
-  const int64_t bt = k.block_tokens;
-  for (int64_t b = 0, t = 0; t < n; ++b) {
-    const int64_t j0 = b == 0 ? k.first : 0;  // a window starts inside its first block
-    const uint16_t* kr = k.blocks[b] + j0 * k.row_elems;
-    const uint16_t* vr = v.blocks[b] + j0 * v.row_elems;
-    const uint16_t* kn = t + bt - j0 < n ? k.blocks[b + 1] : nullptr;
-    for (int64_t j = j0; j < bt && t < n; ++j, ++t, kr += k.row_elems, vr += v.row_elems) {
-      if (kn != nullptr) PrefetchBytes<3>(kn + j * k.row_elems, 2 * k.row_elems);
-      PrefetchBytes<2>(vr, 2 * v.row_elems);
-      __m512 s[HC];
-      for (int h = 0; h < HC; ++h) s[h] = _mm512_setzero_ps();
-      for (int64_t c = 0; c < dk; c += 16) {
-        const __m512 kc =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + c)));
-        for (int h = 0; h < HC; ++h) {
-          s[h] = _mm512_fmadd_ps(kc, _mm512_loadu_ps(q + h * dk + c), s[h]);
-        }
-      }
-      for (int h = 0; h < HC; ++h) p[h * stride + t] = _mm512_reduce_add_ps(s[h]) * scale;
-    }
+  switch (dk) {
+    case 64:
+      return HeadScoresDk<HC, 64>(q, dk, k, v, n, scale, p, stride);
+    case 128:
+      return HeadScoresDk<HC, 128>(q, dk, k, v, n, scale, p, stride);
+    default:
+      return HeadScoresDk<HC, 0>(q, dk, k, v, n, scale, p, stride);
   }
 }
 
