@@ -15,18 +15,21 @@
 // to float and subtracts the minimum terms apart at the end: more roundings.
 //
 // Row-block kernel: as qgemm_vnni-inl.h's, sixteen rows in the int32 lanes of
-// a zmm register. Two super-blocks of 16 rows are repacked at a time (levels
-// transposed so that 4 elements of all 16 rows are one register, scales and
-// minimums as lanes); per token and sub-block, eight vpdpbusd give the 16
-// rows' exact sums, one vpmulld scales them; the minimum terms take four
-// vpdpwssd on (m_2i, m_2i+1) pairs against the token's pair of sub-block sums.
+// a zmm register. Per 16-row group and super-block, the file's bytes of the
+// 16 rows are transposed into registers (PackedK4, PackedK6: levels of 4
+// elements of all 16 rows per register, scales and minimums as lanes), in as
+// many bytes as the file. Up to eight tokens share each record (VStreamK):
+// its nibbles are split and its scales decoded in registers once for all of
+// them; per token and sub-block, eight vpdpbusd give the 16 rows' exact
+// sums, one vpmulld scales them; the minimum terms take four vpdpwssd on
+// (m_2i, m_2i+1) pairs against the token's pair of sub-block sums. (Expanding
+// the levels into a stack copy and running two tokens over it, as before,
+// was 30-50% slower: a load of weights and a broadcast per vpdpbusd.)
 //
-// Packed matrices (MatView::packed, PackVnniK): per 16-row group and
-// super-block, the file's bytes of the 16 rows transposed into registers
-// (PackedK4, PackedK6), in as many bytes as the file. The repack from the
-// file builds the same record on the way, so one ExpandK serves both; one
-// or two tokens read a packed group straight into registers (VStreamK), a
-// single stream asking for the group after next into L2.
+// Packed matrices (MatView::packed, PackVnniK) keep these records for the
+// whole matrix, read in place; the file layout packs four super-blocks of a
+// group at a time on the stack. One or two tokens over a packed group ask
+// for the group after next into L2.
 #if defined(SNUG_TENSOR_QGEMM_K_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_K_VNNI_INL_H_
@@ -53,16 +56,9 @@ HWY_BEFORE_NAMESPACE();
 SNUG_BEGIN_VNNI
 namespace snug::tensor::HWY_NAMESPACE {
 
-inline constexpr int kKChunk = 2;  // super-blocks repacked at a time
-inline constexpr int kKToks = 64;  // tokens whose accumulators one pass keeps
-
-// One repacked chunk of 16 rows x kKChunk q4_K super-blocks.
-struct alignas(64) VPackK4 {
-  __m512i w[kKChunk][8][8];  // [super-block][sub-block][k]: lane r, levels 4k..4k+3 of row r
-  __m512i sc[kKChunk][8];    // lane r: sub-block j's scale
-  __m512i mn[kKChunk][4];    // lane r: int16 pair (m_2i, m_2i+1)
-  __m512 d[kKChunk], dmin[kKChunk];
-};
+inline constexpr int kKChunk = 4;       // super-blocks of the file packed at a time
+inline constexpr int kKToks = 64;       // tokens whose accumulators one pass keeps
+inline constexpr int kKStreamToks = 8;  // tokens one VStreamK pass takes in registers
 
 // The 8 sub-block sums of one q8_K block as 4 int16 pairs (s_2i, s_2i+1)
 // in int32 words (each |s| <= 32 x 128 fits).
@@ -154,34 +150,6 @@ HWY_INLINE void DecodeK4(const PackedK4& src, __m512i sc[8], __m512i mn[4], __m5
   *dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(src.dm, 16)));
 }
 
-// Super-block s of a VPackK4 from its packed record: bytes 32c..32c+31 of qs
-// hold sub-block 2c's levels in their low nibbles and 2c + 1's in the high
-// ones.
-HWY_INLINE void ExpandK(const PackedK4& src, VPackK4& p, int s) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  for (int c = 0; c < 4; ++c) {
-    for (int k = 0; k < 8; ++k) {
-      const __m512i q = src.q[8 * c + k];
-      p.w[s][2 * c][k] = _mm512_and_si512(q, low4);
-      p.w[s][2 * c + 1][k] = _mm512_and_si512(_mm512_srli_epi32(q, 4), low4);
-    }
-  }
-  DecodeK4(src, p.sc[s], p.mn[s], &p.d[s], &p.dmin[s]);
-}
-
-// Repacks q4_K super-blocks [0, nsb) of 16 rows starting at w (row stride
-// `stride`); with one pass, the next row block's lines [pf0, pf1) are
-// prefetched on the way.
-HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK4& p, const uint8_t* pf,
-                        int64_t pf0, int64_t pf1) {
-  for (int s = 0; s < nsb; ++s) {
-    PrefetchSlice(pf, pf0, pf1, s, nsb);
-    PackedK4 rec;
-    PackSuperK(w + s * static_cast<int64_t>(sizeof(BlockQ4_K)), stride, rec);
-    ExpandK(rec, p, s);
-  }
-}
-
 // Token x's minimum terms against 16 rows of a super-block, then its
 // multiply-adds into g from I_b (isum).
 HWY_INLINE void FinishK4(__m512i isum, const __m512i mn[4], __m512 d, __m512 dmin,
@@ -195,35 +163,15 @@ HWY_INLINE void FinishK4(__m512i isum, const __m512i mn[4], __m512 d, __m512 dmi
   g = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, da), g);
 }
 
-// T tokens (1 or 2, sharing each weight load) against one repacked q4_K chunk:
-// super-block s of the chunk is the row's super-block b0 + s; acc: the
-// tokens' eight accumulators of 16 rows.
-template <int T>
-HWY_INLINE void VTokensK(const VPackK4& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
-  static_assert(T == 1 || T == 2);
-  for (int s = 0; s < nsb; ++s) {
-    __m512i isum[T];
-    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
-    for (int j = 0; j < 8; ++j) {
-      for (int t = 0; t < T; ++t) {
-        const __m512i sj = BlockSum<VQ4_1>(p.w[s][j], a[t][s].qs + 32 * j, 0);
-        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj, p.sc[s][j]));
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      FinishK4(isum[t], p.mn[s], p.d[s], p.dmin[s], a[t][s], acc[t].g[(b0 + s) % 8]);
-    }
-  }
-}
-
-// VTokensK straight from a packed group's nsb records, for the one pass that
-// one or two tokens make: the nibbles split and the scales decoded in
-// registers, nothing stored; the lines [pf0, pf1) of pf are asked for into L2
-// on the way.
+// T tokens (up to 8, sharing each record's loads, nibble splits and scale
+// decoding) against nsb packed q4_K records of 16 rows: record s is the
+// rows' super-block b0 + s, a[t][s] token t's activations of it; acc: the
+// tokens' eight accumulators. The lines [pf0, pf1) of pf are asked for into
+// L2 on the way.
 template <int T>
 HWY_NOINLINE void VStreamK(const PackedK4* rec, int nsb, const BlockQ8_K* const* a, VAcc* acc,
-                           const uint8_t* pf, int64_t pf0, int64_t pf1) {
-  static_assert(T == 1 || T == 2);
+                           const uint8_t* pf, int64_t pf0, int64_t pf1, int b0) {
+  static_assert(T >= 1 && T <= kKStreamToks);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int s = 0; s < nsb; ++s) {
     const PackedK4& p = rec[s];
@@ -247,7 +195,7 @@ HWY_NOINLINE void VStreamK(const PackedK4* rec, int nsb, const BlockQ8_K* const*
             isum[t], _mm512_mullo_epi32(BlockSum<VQ4_1>(hi, x + 32, 0), sc[2 * c + 1]));
       }
     }
-    for (int t = 0; t < T; ++t) FinishK4(isum[t], mn, d, dmin, a[t][s], acc[t].g[s % 8]);
+    for (int t = 0; t < T; ++t) FinishK4(isum[t], mn, d, dmin, a[t][s], acc[t].g[(b0 + s) % 8]);
   }
 }
 
@@ -515,13 +463,6 @@ void TileQ6KSum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, floa
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
 }
 
-// One repacked chunk of 16 rows x kKChunk q6_K super-blocks.
-struct alignas(64) VPackK6 {
-  __m512i w[kKChunk][8][8];  // [super-block][32 elements k][4 of them]: lane r, row r's levels
-  __m512i sc[kKChunk][16];   // lane r: group g's scale
-  __m512 d[kKChunk];
-};
-
 // A q6_K super-block of 16 rows packed (MatView::packed): the ql, qh and
 // scale bytes transposed, 52 registers; a group's f16 scales d follow its
 // last super-block, one 256-bit vector each (lane r: row r), and the group is
@@ -578,27 +519,6 @@ HWY_INLINE void K6Scales(const PackedK6& src, __m512i sc[16]) {
   }
 }
 
-// Super-block s of a VPackK6 from its packed record.
-HWY_INLINE void ExpandK(const PackedK6& src, __m256i d, VPackK6& p, int s) {
-  for (int h = 0; h < 2; ++h) {
-    for (int k = 0; k < 4; ++k) K6Levels(src, h, k, p.w[s][4 * h + k]);
-  }
-  K6Scales(src, p.sc[s]);
-  p.d[s] = _mm512_cvtph_ps(d);
-}
-
-// RepackK for q6_K: each super-block packed, then expanded.
-HWY_INLINE void RepackK(const uint8_t* w, int64_t stride, int nsb, VPackK6& p, const uint8_t* pf,
-                        int64_t pf0, int64_t pf1) {
-  for (int s = 0; s < nsb; ++s) {
-    PrefetchSlice(pf, pf0, pf1, s, nsb);
-    PackedK6 rec;
-    __m256i d;
-    PackSuperK(w + s * static_cast<int64_t>(sizeof(BlockQ6_K)), stride, rec, &d);
-    ExpandK(rec, d, p, s);
-  }
-}
-
 // Bytes of one packed 16-row group of nsb super-blocks.
 template <class B>
 constexpr int64_t PackedGroupBytesK(int64_t nsb) {
@@ -606,28 +526,6 @@ constexpr int64_t PackedGroupBytesK(int64_t nsb) {
     return nsb * static_cast<int64_t>(sizeof(PackedK4));
   } else {
     return (nsb * static_cast<int64_t>(sizeof(PackedK6) + sizeof(__m256i)) + 63) / 64 * 64;
-  }
-}
-
-// Super-blocks [c0, c0 + nb) of a packed group expanded into the chunk, for
-// the passes of several tokens; the lines [pf0, pf1) of pf are asked for on
-// the way.
-HWY_INLINE void ExpandPacked(const uint8_t* group, int nsb, int c0, int nb, VPackK4& p,
-                             const uint8_t* pf, int64_t pf0, int64_t pf1) {
-  (void)nsb;
-  const auto* rec = reinterpret_cast<const PackedK4*>(group) + c0;
-  for (int s = 0; s < nb; ++s) {
-    PrefetchSlice(pf, pf0, pf1, s, nb);
-    ExpandK(rec[s], p, s);
-  }
-}
-HWY_INLINE void ExpandPacked(const uint8_t* group, int nsb, int c0, int nb, VPackK6& p,
-                             const uint8_t* pf, int64_t pf0, int64_t pf1) {
-  const auto* rec = reinterpret_cast<const PackedK6*>(group) + c0;
-  const auto* d = reinterpret_cast<const __m256i*>(group + nsb * sizeof(PackedK6)) + c0;
-  for (int s = 0; s < nb; ++s) {
-    PrefetchSlice(pf, pf0, pf1, s, nb);
-    ExpandK(rec[s], _mm256_load_si256(d + s), p, s);
   }
 }
 
@@ -667,38 +565,14 @@ HWY_INLINE __m512i GroupSum16(const __m512i* w, const int8_t* x, int32_t init) {
   return acc;
 }
 
-// VTokensK for q6_K: per group of 16, four vpdpbusd from -32 x the token's
-// group sum, scaled by vpmulld.
-template <int T>
-HWY_INLINE void VTokensK(const VPackK6& p, int nsb, const BlockQ8_K* const* a, int b0, VAcc* acc) {
-  static_assert(T == 1 || T == 2);
-  for (int s = 0; s < nsb; ++s) {
-    __m512i isum[T];
-    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 8; ++k) {
-      for (int t = 0; t < T; ++t) {
-        const BlockQ8_K& x = a[t][s];
-        const __m512i lo = GroupSum16(p.w[s][k], x.qs + 32 * k, -32 * x.bsums[2 * k]);
-        const __m512i hi = GroupSum16(p.w[s][k] + 4, x.qs + 32 * k + 16, -32 * x.bsums[2 * k + 1]);
-        isum[t] =
-            _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(lo, p.sc[s][2 * k]),
-                                                       _mm512_mullo_epi32(hi, p.sc[s][2 * k + 1])));
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      __m512& g = acc[t].g[(b0 + s) % 8];
-      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
-                          _mm512_mul_ps(p.d[s], _mm512_set1_ps(a[t][s].d)), g);
-    }
-  }
-}
-
-// VStreamK for q6_K: a packed group's nsb records and their f16 scales d.
+// VStreamK for q6_K records and their f16 scales d: per group of 16
+// elements, four vpdpbusd from -32 x the token's group sum, scaled by
+// vpmulld.
 template <int T>
 HWY_NOINLINE void VStreamK(const PackedK6* rec, const __m256i* d, int nsb,
                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf0,
-                           int64_t pf1) {
-  static_assert(T == 1 || T == 2);
+                           int64_t pf1, int b0) {
+  static_assert(T >= 1 && T <= kKStreamToks);
   for (int s = 0; s < nsb; ++s) {
     __m512i sc[16];
     K6Scales(rec[s], sc);
@@ -719,90 +593,109 @@ HWY_NOINLINE void VStreamK(const PackedK6* rec, const __m256i* d, int nsb,
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(d + s));
     for (int t = 0; t < T; ++t) {
-      __m512& g = acc[t].g[s % 8];
+      __m512& g = acc[t].g[(b0 + s) % 8];
       g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(a[t][s].d)),
                           g);
     }
   }
 }
 
-// One pass of one or two tokens over packed group `group` (VStreamK).
+// VStreamK over records [at, at + nb) of a packed group of nsb records, the
+// rows' super-blocks [b0, b0 + nb).
 template <int T>
-HWY_INLINE void StreamGroup(const VPackK4*, const uint8_t* group, int nsb,
-                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf1) {
-  VStreamK<T>(reinterpret_cast<const PackedK4*>(group), nsb, a, acc, pf, 0, pf1);
+HWY_INLINE void StreamGroup(const BlockQ4_K*, const uint8_t* group, int nsb, int at, int nb, int b0,
+                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf0,
+                            int64_t pf1) {
+  (void)nsb;
+  VStreamK<T>(reinterpret_cast<const PackedK4*>(group) + at, nb, a, acc, pf, pf0, pf1, b0);
 }
 template <int T>
-HWY_INLINE void StreamGroup(const VPackK6*, const uint8_t* group, int nsb,
-                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf1) {
-  VStreamK<T>(reinterpret_cast<const PackedK6*>(group),
-              reinterpret_cast<const __m256i*>(group + nsb * sizeof(PackedK6)), nsb, a, acc, pf, 0,
-              pf1);
+HWY_INLINE void StreamGroup(const BlockQ6_K*, const uint8_t* group, int nsb, int at, int nb, int b0,
+                            const BlockQ8_K* const* a, VAcc* acc, const uint8_t* pf, int64_t pf0,
+                            int64_t pf1) {
+  VStreamK<T>(reinterpret_cast<const PackedK6*>(group) + at,
+              reinterpret_cast<const __m256i*>(group + nsb * sizeof(PackedK6)) + at, nb, a, acc, pf,
+              pf0, pf1, b0);
 }
 
 // y[t * y_stride + r] for rows [r0, r1) (a multiple of 16 apart) and all
 // n_tok tokens; act: BlockQ8_K rows of act_bytes each. B: BlockQ4_K or
-// BlockQ6_K. packed: the matrix's PackVnniK form, expanded instead of the
-// file's rows when r0 starts a group; one pass over it (one or two tokens)
-// asks for the group after next into L2, as MatmulVnni does.
+// BlockQ6_K. Per 16-row group, tokens kKToks at a time, four at a time in
+// registers (VStreamK) over the group's packed records: packed, the
+// matrix's PackVnniK form, read in place when r0 starts a group; otherwise
+// kKChunk super-blocks of the file's rows packed on the stack at a time.
+// One pass over a packed group (one or two tokens) asks for the group after
+// next into L2, as MatmulVnni does; the others, for the next group.
 template <class B>
 void MatmulVnniK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                  int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                  int64_t y_stride, const uint8_t* packed) {
   const int nsb = static_cast<int>(cols / kQKK);
   if (r0 % kVRows != 0) packed = nullptr;
-  std::conditional_t<std::is_same_v<B, BlockQ6_K>, VPackK6, VPackK4> pack;  // picks the overloads
+  alignas(64) uint8_t chunk[PackedGroupBytesK<B>(kKChunk)];
   VAcc acc[kKToks];
   const bool stream = packed != nullptr && n_tok <= 2;
   const int64_t ahead_groups = stream ? kPackedAhead : 1;
   const int64_t group_bytes = PackedGroupBytesK<B>(nsb);
   const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
+  const int step = packed != nullptr ? nsb : kKChunk;
   for (int64_t rb = r0; rb + kVRows <= r1; rb += kVRows) {
     const bool ahead = rb + (1 + ahead_groups) * kVRows <= r1;
     const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
                                             : wd + (rb + kVRows) * row_bytes;
-    if (stream) {  // one pass over the packed group, in registers
-      const BlockQ8_K* a[2];
-      for (int t = 0; t < n_tok; ++t) {
-        a[t] = reinterpret_cast<const BlockQ8_K*>(act + t * act_bytes);
-        for (__m512& g : acc[t].g) g = _mm512_setzero_ps();
-      }
-      const uint8_t* group = packed + rb / kVRows * group_bytes;
-      const uint8_t* pf = ahead ? next : nullptr;
-      if (n_tok == 2) {
-        StreamGroup<2>(&pack, group, nsb, a, acc, pf, lines);
-      } else {
-        StreamGroup<1>(&pack, group, nsb, a, acc, pf, lines);
-      }
-      for (int t = 0; t < n_tok; ++t) _mm512_storeu_ps(y + t * y_stride + rb, VAccSum(acc[t]));
-      continue;
-    }
     for (int64_t t0 = 0; t0 < n_tok; t0 += kKToks) {
       const int nt = static_cast<int>(n_tok - t0 < kKToks ? n_tok - t0 : kKToks);
       for (int t = 0; t < nt; ++t) {
         for (__m512& g : acc[t].g) g = _mm512_setzero_ps();
       }
-      for (int c0 = 0; c0 < nsb; c0 += kKChunk) {
-        const int nb = nsb - c0 < kKChunk ? nsb - c0 : kKChunk;
-        // The next row block's share of this chunk, fetched while repacking
-        // for the first token group.
-        const int64_t share0 = lines * c0 / nsb, share1 = lines * (c0 + nb) / nsb;
-        const int64_t pf1 = ahead && t0 == 0 ? share1 : share0;
-        if (packed != nullptr) {
-          ExpandPacked(packed + rb / kVRows * group_bytes, nsb, c0, nb, pack, next, share0, pf1);
-        } else {
-          RepackK(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B)), row_bytes, nb, pack,
-                  next, share0, pf1);
+      for (int c0 = 0; c0 < nsb; c0 += step) {
+        const int nb = nsb - c0 < step ? nsb - c0 : step;
+        // The next group's share of this chunk, asked for with the first
+        // token group.
+        const int64_t share0 = lines * c0 / nsb;
+        const int64_t share1 = ahead && t0 == 0 ? lines * (c0 + nb) / nsb : share0;
+        const uint8_t* group = packed + rb / kVRows * group_bytes;
+        int group_nsb = nsb, at = c0;
+        if (packed == nullptr) {
+          PrefetchSlice(next, share0, share1, 0, 1);
+          PackVnniK<B>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(B)), row_bytes,
+                       nb * kQKK, kVRows, chunk);
+          group = chunk, group_nsb = nb, at = 0;
         }
         const BlockQ8_K* a[kKToks];
         for (int t = 0; t < nt; ++t) {
           a[t] = reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0;
         }
-        for (int t = 0; t < nt; t += 2) {
-          if (t + 2 <= nt) {
-            VTokensK<2>(pack, nb, a + t, c0, acc + t);
-          } else {
-            VTokensK<1>(pack, nb, a + t, c0, acc + t);
+        for (int t = 0; t < nt; t += kKStreamToks) {
+          const uint8_t* pf = packed != nullptr && t == 0 ? next : nullptr;
+          const B* tag = nullptr;
+          const auto pass = [&]<int T>() {
+            StreamGroup<T>(tag, group, group_nsb, at, nb, c0, a + t, acc + t, pf, share0, share1);
+          };
+          switch (nt - t < kKStreamToks ? nt - t : kKStreamToks) {
+            case 1:
+              pass.template operator()<1>();
+              break;
+            case 2:
+              pass.template operator()<2>();
+              break;
+            case 3:
+              pass.template operator()<3>();
+              break;
+            case 4:
+              pass.template operator()<4>();
+              break;
+            case 5:
+              pass.template operator()<5>();
+              break;
+            case 6:
+              pass.template operator()<6>();
+              break;
+            case 7:
+              pass.template operator()<7>();
+              break;
+            default:
+              pass.template operator()<8>();
           }
         }
       }
