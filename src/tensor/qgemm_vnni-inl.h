@@ -497,6 +497,41 @@ HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* 
 #undef SNUG_VSTORE
 }
 
+// VTokensSum for T = 3..kVWideToks tokens: each block's registers loaded
+// (and split) once for all of them, and the tokens' accumulators kept in acc
+// (memory) instead of registers: the same fmas in the same order, so the
+// same bits. With two tokens a pass, a weight load and an activation
+// broadcast went with every vpdpbusd.
+inline constexpr int kVWideToks = 8;
+template <class F, int T, int kRegs>
+HWY_NOINLINE void VTokensWide(const VPackView& p, int nb, const BlockQ8A* const* a,
+                              const int32_t* const* co, bool first, VAcc* acc, const uint8_t* pf,
+                              int64_t pf0, int64_t pf1) {
+  static_assert(T >= 3 && T <= kVWideToks && kRegs < 8);
+  static_assert(kVChunk % 8 == 0);
+  if (first) {
+    for (int t = 0; t < T; ++t) {
+      for (__m512& g : acc[t].g) g = _mm512_setzero_ps();
+    }
+  }
+  for (int b = 0; b < nb; ++b) {
+    PrefetchSlice(pf, pf0, pf1, b, nb);
+    __m512i wb[8];
+    SplitLevels<kRegs>(p.w + b * kRegs, wb);
+    const __m512 dw = _mm512_cvtph_ps(p.d[b]);
+    const __m512 mw = F::kMin ? _mm512_cvtph_ps(p.m[b]) : dw;
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8A& x = a[t][b];
+      const __m512 dt = _mm512_mul_ps(dw, _mm512_set1_ps(x.d));
+      __m512 g = acc[t].g[b % 8];
+      g = _mm512_fmadd_ps(_mm512_cvtepi32_ps(BlockSum<F>(wb, x.qs, F::kOffset ? co[t][b] : 0)), dt,
+                          g);
+      if constexpr (F::kMin) g = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s), g);
+      acc[t].g[b % 8] = g;
+    }
+  }
+}
+
 // A matrix packed once for the row-block kernel (PackVnni): per group of 16
 // rows, the repacked registers of every block, then the blocks' f16 scales,
 // then (q4_1) their f16 minimums, padded to 64 bytes: what Repack leaves in a
@@ -613,26 +648,20 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
         // The next row block's share of this chunk: prefetched while
         // repacking when one pass follows, else a slice after each pass.
-        const int passes = (nt + 1) / 2;
+        // Tokens a pass takes: up to kVWideToks where a block's levels are
+        // split from packed nibbles (once for all of them), else two.
+        const int kWide = (packed != nullptr ? VRegs<F>() : StackRegs<F>()) < 8 ? kVWideToks : 2;
+        const int passes = (nt + kWide - 1) / kWide;
         const bool prefetch = ahead && t0 == 0;
         const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
-        const int64_t pf1 = prefetch && passes == 1 ? share1 : share0;
+        // A packed chunk read in place has no repacking to carry the prefetch.
+        const bool slices = prefetch && (passes > 1 || (packed != nullptr && !stream));
+        const int64_t pf1 = prefetch && !slices ? share1 : share0;
         VPackView view = ViewOf(pack);
-        // A packed chunk is read in place (in_place), but for q5's levels
-        // when several passes follow: those are split once here (StackRegs).
-        bool in_place = false;
-        if (packed != nullptr) {
+        // A packed chunk is read in place.
+        const bool in_place = packed != nullptr;
+        if (in_place) {
           view = PackedView<F>(packed + rb / kVRows * group_bytes, nblocks, c0);
-          in_place = true;
-          if constexpr (StackRegs<F>() != VRegs<F>()) {
-            if (passes > 1) {
-              for (int b = 0; b < nb; ++b) {
-                SplitLevels<VRegs<F>()>(view.w + b * VRegs<F>(), pack.w + b * StackRegs<F>());
-              }
-              view.w = pack.w;
-              in_place = false;
-            }
-          }
         } else if constexpr (F::kSparse) {
           RepackNm<F>(wd + rb * row_bytes, row_bytes, nblocks, c0, nb, pack, next, share0, pf1);
         } else {
@@ -653,27 +682,52 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           }
         }
         const uint8_t* pf = prefetch && stream ? next : nullptr;  // in the pass, into L2
-        // One pass of two tokens (or the last one) over the chunk, its blocks
+        // One pass of up to kVWideToks tokens over the chunk, its blocks
         // kRegs registers each.
-        const auto pass = [&]<int kRegs>(int t) {
-          if (t + 2 <= nt) {
-            VTokensSum<F, 2, kRegs>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
-          } else {
-            VTokensSum<F, 1, kRegs>(view, nb, a + t, co + t, c0 == 0, acc + t, pf, share0, share1);
-          }
-        };
-        for (int i = 0, t = 0; i < passes; ++i, t += 2) {
-          if (in_place) {
-            pass.template operator()<VRegs<F>()>(t);
-          } else {
-            pass.template operator()<StackRegs<F>()>(t);
-          }
-          if (prefetch && passes > 1) {
-            const int64_t l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
-            const int64_t l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
-            for (int64_t l = l0; l < l1; ++l) {
-              _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), _MM_HINT_T0);
+        const auto pass = [&]<int kRegs>(int t, int64_t l0, int64_t l1) {
+          const bool first = c0 == 0;
+          const int n = nt - t < kWide ? nt - t : kWide;
+          if constexpr (kRegs < 8) {
+            switch (n) {
+              case 3:
+                return VTokensWide<F, 3, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              case 4:
+                return VTokensWide<F, 4, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              case 5:
+                return VTokensWide<F, 5, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              case 6:
+                return VTokensWide<F, 6, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              case 7:
+                return VTokensWide<F, 7, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              case 8:
+                return VTokensWide<F, 8, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
+                                                l1);
+              default:
+                break;
             }
+          }
+          if (n == 2) {
+            VTokensSum<F, 2, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
+          } else {
+            VTokensSum<F, 1, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
+          }
+          if (l0 < l1) PrefetchSlice(next, l0, l1, 0, 1);
+        };
+        for (int i = 0, t = 0; i < passes; ++i, t += kWide) {
+          int64_t l0 = 0, l1 = 0;  // the next row block's slice that this pass asks for
+          if (slices) {
+            l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
+            l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
+          }
+          if (in_place) {
+            pass.template operator()<VRegs<F>()>(t, l0, l1);
+          } else {
+            pass.template operator()<StackRegs<F>()>(t, l0, l1);
           }
         }
       }
