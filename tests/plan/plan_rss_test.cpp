@@ -17,7 +17,7 @@ using testing::run_measured;
 
 // The bound, from docs/BENCHMARKS.md (bench/plan_accuracy): on SmolLM2 the worst
 // recorded error is 0.12%, 0.15 MiB. A tiny model's peak is mostly the process
-// itself (binary, libraries, runtime: the 5.5 MiB constant of docs/PLAN.md,
+// itself (binary, libraries, runtime: the 6.25 MiB constant of docs/PLAN.md,
 // measured with one toolchain, libc and CPU), which another machine moves by
 // some hundreds of KiB (0.7 MiB under the prediction on an AVX-512 EPYC, Debian
 // 12). 2 MiB holds that and still fails when a category goes uncounted or
