@@ -141,7 +141,8 @@ void BM_AttentionStep(benchmark::State& st, int64_t n_seq, int64_t n_pos) {
   for (int64_t i = 0; i < blocks; ++i) order[static_cast<size_t>(i)] = i;
   for (int64_t i = blocks - 1; i > 0; --i) {  // Fisher-Yates with an LCG
     s = s * 1664525u + 1013904223u;
-    std::swap(order[static_cast<size_t>(i)], order[(s >> 8) % static_cast<uint32_t>(i + 1)]);
+    const auto j = static_cast<size_t>(uint64_t{s >> 8} % static_cast<uint64_t>(i + 1));
+    std::swap(order[static_cast<size_t>(i)], order[j]);
   }
   std::vector<const uint16_t*> table(static_cast<size_t>(blocks));
   for (int64_t i = 0; i < blocks; ++i) {
