@@ -20,7 +20,8 @@
 // repacked once per pass (transposed so that group k of all 16 rows is one
 // register; q4_0's and q4_1's nibbles stay packed until the tokens' pass
 // splits them) into a chunk on the stack; the tokens then read it from L1,
-// two at a time. A matrix packed once at load (MatView::packed, PackVnni)
+// up to eight at a time where a block's nibbles are split (VTokensWide: the
+// split shared), else two (VTokensSum). A matrix packed once at load (MatView::packed, PackVnni)
 // holds these chunks for every 16 rows in as many bytes as the file's rows,
 // and the kernel reads them in place at any number of tokens. Offset formats
 // (q4_0 levels q - 8, q8_0 stored here as level + 128) start each sum at
