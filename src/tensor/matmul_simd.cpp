@@ -22,6 +22,7 @@
 #include "tensor/nm_expand-inl.h"
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
+#include "tensor/qgemm_avx2-inl.h"
 #include "tensor/qgemm_k_vnni-inl.h"
 #include "tensor/qgemm_vnni-inl.h"
 #include "tensor/qrow_vnni-inl.h"
@@ -371,6 +372,12 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
                          static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride,
                          packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
   }
+#elif SNUG_X86_AVX2
+  // Several tokens of the 32-element formats by the eight-row kernel in
+  // ggml's order (the tiles' bits), the rows past the last whole eight and
+  // smaller batches by the tiles.
+  r0 = MatmulAvx2Rows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                      static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
 #endif
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int64_t re = rb + kRowBlock < r1 ? rb + kRowBlock : r1;

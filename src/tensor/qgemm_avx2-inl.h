@@ -1,0 +1,225 @@
+// q4_0, q4_1, q5_0, q5_1 and q8_0 against several tokens on AVX2 without
+// AVX512-VNNI, in ggml's order, so with the same bits as the one-row tile
+// (qdot_avx2-inl.h's TileQ32Avx2) and llama.cpp's AVX2 vec_dot.
+//
+// ggml's order, per (row, token): lane k of an 8-float accumulator takes, for
+// every block in turn, fma(float(S_bk), d_w x d_a, acc_k), where S_bk is the
+// exact int32 sum of the block's products 4k..4k+3; the row's result is
+// ((acc0+acc4)+(acc2+acc6)) + ((acc1+acc5)+(acc3+acc7)) plus, for the formats
+// with a minimum, the sum over blocks of m_w x s_a.
+//
+// The tile spends a vpmaddubsw, a vpmaddwd, a conversion, a multiply-add, the
+// scale's multiply and broadcast on every (block, row, token). Here eight
+// rows sit in the eight int32 lanes of a register instead: lane r of
+// accumulator k is row r's acc_k. A block of eight rows is transposed once
+// (register k = the four levels 4k..4k+3 of each row) into a chunk on the
+// stack, and each token then takes four or five instructions per register for
+// eight rows: its four activation bytes broadcast, vpmaddubsw, vpmaddwd,
+// conversion, multiply-add (signed formats: vpsignb moves the weight's sign
+// onto the activation, as ggml does, so the bytes multiplied are |w| and
+// sign(a, w)). The scale is one multiply per block for the eight rows.
+#if defined(SNUG_TENSOR_QGEMM_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SNUG_TENSOR_QGEMM_AVX2_INL_H_
+#undef SNUG_TENSOR_QGEMM_AVX2_INL_H_
+#else
+#define SNUG_TENSOR_QGEMM_AVX2_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include "tensor/simd_x86.h"
+
+#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "tensor/dtype.h"
+#include "tensor/qdot_avx2-inl.h"
+#include "tensor/quant_blocks.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace snug::tensor::HWY_NAMESPACE {
+
+inline constexpr int kARows = 8;    // weight rows per register (int32 lanes)
+inline constexpr int kAChunk = 16;  // blocks transposed at a time
+inline constexpr int kAToks = 32;   // tokens whose accumulators one pass keeps
+// Fewest tokens for which the row-block kernel takes whole groups of eight
+// rows (the tiles keep the rest and smaller batches).
+inline constexpr int64_t kARowBlockTokens = 8;
+// How many groups of eight rows ahead the rows are asked for.
+inline constexpr int64_t kAAhead = 2;
+
+// Registers per block in a chunk: the unsigned levels, and for the signed
+// formats their absolute values beside the signed levels.
+template <class F>
+constexpr int ARegs() {
+  return F::kSigned ? 16 : 8;
+}
+
+struct alignas(32) APack {
+  __m256i w[kAChunk * 16];
+  __m256 d[kAChunk];  // weight scales, lane r: row r
+  __m256 m[kAChunk];  // weight minimums (unsigned formats)
+};
+
+// Transposes eight rows of eight int32: r[k] lane i becomes r[i] lane k.
+HWY_INLINE void Transpose8x8(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 4h..4h+3
+    const __m256i* s = t + 4 * h;
+    u[4 * h + 0] = _mm256_unpacklo_epi64(s[0], s[2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(s[0], s[2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(s[1], s[3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(s[1], s[3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+    r[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+  }
+}
+
+// Blocks [0, nb) of eight rows (w: row 0's first block) into p.
+template <class F>
+HWY_INLINE void RepackA(const uint8_t* w, int64_t row_bytes, int nb, APack& p) {
+  using Block = typename F::Block;
+  for (int b = 0; b < nb; ++b) {
+    __m256i r[kARows];
+    alignas(16) uint16_t dh[kARows], mh[kARows];
+    for (int i = 0; i < kARows; ++i) {
+      const uint8_t* blk = w + i * row_bytes + b * static_cast<int64_t>(sizeof(Block));
+      r[i] = F::Levels(*reinterpret_cast<const Block*>(blk));
+      std::memcpy(&dh[i], blk, 2);
+      if constexpr (!F::kSigned) std::memcpy(&mh[i], blk + 2, 2);
+    }
+    Transpose8x8(r);
+    __m256i* out = p.w + b * ARegs<F>();
+    for (int k = 0; k < 8; ++k) {
+      if constexpr (F::kSigned) {
+        out[2 * k] = _mm256_sign_epi8(r[k], r[k]);
+        out[2 * k + 1] = r[k];
+      } else {
+        out[k] = r[k];
+      }
+    }
+    p.d[b] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+    if constexpr (!F::kSigned) {
+      p.m[b] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(mh)));
+    }
+  }
+}
+
+// One token over blocks [0, nb) of a chunk: acc[8] (lane r: row r's acc_k)
+// and bias (lane r: row r's sum of m_w x s_a) updated in memory.
+template <class F>
+HWY_INLINE void TokenA(const APack& p, int nb, const BlockQ8A* a, __m256* acc, __m256* bias) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 s[8];
+  for (int k = 0; k < 8; ++k) s[k] = acc[k];
+  __m256 bs = *bias;
+  for (int b = 0; b < nb; ++b) {
+    const __m256 sc = _mm256_mul_ps(p.d[b], _mm256_broadcast_ss(&a[b].d));
+    if constexpr (!F::kSigned) {
+      bs = _mm256_add_ps(bs, _mm256_mul_ps(p.m[b], _mm256_broadcast_ss(&a[b].s)));
+    }
+    const __m256i* w = p.w + b * ARegs<F>();
+    for (int k = 0; k < 8; ++k) {
+      int32_t q4;
+      std::memcpy(&q4, a[b].qs + 4 * k, 4);
+      __m256i av = _mm256_set1_epi32(q4);
+      __m256i wu;
+      if constexpr (F::kSigned) {
+        wu = w[2 * k];
+        av = _mm256_sign_epi8(av, w[2 * k + 1]);
+      } else {
+        wu = w[k];
+      }
+      const __m256i sum = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, av), ones);
+      s[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sc, s[k]);
+    }
+  }
+  for (int k = 0; k < 8; ++k) acc[k] = s[k];
+  *bias = bs;
+}
+
+// y[t * y_stride + r] for the whole groups of eight rows from r0 on, below
+// r1, and all n_tok tokens; act: BlockQ8A rows of act_bytes each. Returns
+// the first row not computed.
+template <class F>
+int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
+                int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                int64_t y_stride) {
+  const int nblocks = static_cast<int>(cols / kQK);
+  APack pack;
+  alignas(32) __m256 acc[kAToks][8];
+  alignas(32) __m256 bias[kAToks];
+  int64_t rb = r0;
+  for (; rb + kARows <= r1; rb += kARows) {
+    const uint8_t* w = wd + rb * row_bytes;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
+      for (int t = 0; t < nt; ++t) {
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
+        bias[t] = _mm256_setzero_ps();
+      }
+      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
+        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
+        // Eight interleaved row streams, which the hardware prefetchers
+        // follow poorly from DRAM: the first token group asks for the same
+        // chunk of the rows kAAhead groups on.
+        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
+          const int64_t bs = sizeof(typename F::Block);
+          for (int i = 0; i < kARows; ++i) {
+            const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + c0 * bs;
+            for (int64_t o = 0; o < nb * bs; o += 64)
+              _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
+          }
+        }
+        RepackA<F>(w + c0 * static_cast<int64_t>(sizeof(typename F::Block)), row_bytes, nb, pack);
+        for (int t = 0; t < nt; ++t) {
+          const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
+          TokenA<F>(pack, nb, a, acc[t], &bias[t]);
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        const __m256* v = acc[t];
+        const __m256 sum =
+            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
+                          _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
+        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, _mm256_add_ps(sum, bias[t]));
+      }
+    }
+  }
+  return rb;
+}
+
+// MatmulA for the formats it takes; other formats compute nothing (r0).
+inline int64_t MatmulAvx2Rows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
+                              const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
+                              int64_t r1, float* y, int64_t y_stride) {
+  if (n_tok < kARowBlockTokens) return r0;
+  switch (type) {
+    case DType::kQ4_0:
+      return MatmulA<Avx2Q4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+    case DType::kQ4_1:
+      return MatmulA<Avx2Q4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+    case DType::kQ5_0:
+      return MatmulA<Avx2Q5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+    case DType::kQ5_1:
+      return MatmulA<Avx2Q5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+    case DType::kQ8_0:
+      return MatmulA<Avx2Q8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+    default:
+      return r0;
+  }
+}
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#endif  // include guard toggle
