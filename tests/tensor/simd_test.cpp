@@ -375,7 +375,7 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
     const std::string name = std::string(dtype_name(w.type)) + " " + hwy::TargetName(target);
     std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
     matmul_rows(w, qx, n_tok, 0, rows, all.data(), rows);
-    for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+    for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{8}}) {
       for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
         std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
         matmul_rows(w, qx + t0 * act, nt, 0, rows, y.data(), rows);
@@ -427,7 +427,9 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
 // that start mid-block:
 // - within a target, a token's row is the same bits alone or in any batch
 //   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
-//   the tiles for the rows past the last 16);
+//   the tiles for the rows past the last 16; on AVX2 and AVX3: the tiles
+//   below eight tokens, the eight-row kernel of qgemm_avx2-inl.h from eight
+//   on, from any first row, in token groups of 32);
 // - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL takes
 //   block-sum order for all five (qgemm_vnni-inl.h): there the error against
 //   the exact product, summed over every result, is no larger than ggml's
