@@ -154,9 +154,10 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
                 int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                 int64_t y_stride) {
   const int nblocks = static_cast<int>(cols / kQK);
+  constexpr int64_t kBlockBytes = sizeof(typename F::Block);
   APack pack;
-  alignas(32) __m256 acc[kAToks][8];
-  alignas(32) __m256 bias[kAToks];
+  __m256 acc[kAToks][8];
+  __m256 bias[kAToks];  // zero for the signed formats, added as the tile adds its 0
   int64_t rb = r0;
   for (; rb + kARows <= r1; rb += kARows) {
     const uint8_t* w = wd + rb * row_bytes;
@@ -172,14 +173,13 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         // follow poorly from DRAM: the first token group asks for the same
         // chunk of the rows kAAhead groups on.
         if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          const int64_t bs = sizeof(typename F::Block);
           for (int i = 0; i < kARows; ++i) {
-            const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + c0 * bs;
-            for (int64_t o = 0; o < nb * bs; o += 64)
+            const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + c0 * kBlockBytes;
+            for (int64_t o = 0; o < nb * kBlockBytes; o += 64)
               _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
           }
         }
-        RepackA<F>(w + c0 * static_cast<int64_t>(sizeof(typename F::Block)), row_bytes, nb, pack);
+        RepackA<F>(w + c0 * kBlockBytes, row_bytes, nb, pack);
         for (int t = 0; t < nt; ++t) {
           const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
           TokenA<F>(pack, nb, a, acc[t], &bias[t]);
