@@ -171,8 +171,15 @@ def test_chat_and_memory_bar(browser, tmp_path):
                       what="two models in the bar")
         assert sorted(n for n, _ in segs) == sorted([MODEL.stem, "smollm2-q8_0"]), segs
         assert all(w > 20 for _, w in segs), segs
-        states = d.js("[...document.querySelectorAll('#models tbody tr')].map(r => r.children[1].textContent)")
-        assert states == ["loaded", "loaded"], states
+        # The page polls /v1/memory once a second, and a small model can load and answer
+        # between two polls: the snapshot that first shows both models may still say
+        # "loading" for the second. Wait for the next ones rather than read one.
+        states_js = "[...document.querySelectorAll('#models tbody tr')].map(r => r.children[1].textContent)"
+        try:
+            d.wait(f"JSON.stringify({states_js}) === JSON.stringify(['loaded', 'loaded'])", timeout=10,
+                   what="both models loaded in the table")
+        except AssertionError:
+            raise AssertionError(f"model states: {d.js(states_js)}") from None
         shot = base64.b64decode(d.call("Page.captureScreenshot", format="png")["data"])
         out = Path(os.environ.get("SNUG_WEB_SCREENSHOT", tmp_path / "web.png"))
         out.write_bytes(shot)
