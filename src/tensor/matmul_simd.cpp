@@ -23,6 +23,7 @@
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/qdot_generic-inl.h"
 #include "tensor/qgemm_avx2-inl.h"
+#include "tensor/qgemm_k_avx2-inl.h"
 #include "tensor/qgemm_k_vnni-inl.h"
 #include "tensor/qgemm_vnni-inl.h"
 #include "tensor/qrow_vnni-inl.h"
@@ -186,15 +187,17 @@ struct Q32K {
     }
   };
 };
+// q4_K and q6_K in super-block-sum order on every target from AVX2 up
+// (qgemm_k_vnni-inl.h where AVX512-VNNI is usable, else qgemm_k_avx2-inl.h):
+// the same bits on all of them.
 template <int T>
 struct Q4KK {
-  // q4_K in super-block-sum order where AVX512-VNNI is usable (qgemm_k_vnni-inl.h)
-  static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-blocksum" : "avx2-int8";
+  static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-blocksum" : "avx2-blocksum";
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
 #if SNUG_X86_VNNI512
     TileQ4KSum<T>(w, n, a, o);
 #else
-    TileQ45KAvx2<BlockQ4_K, false, T>(w, n, a, o);
+    TileQ4KSumAvx2<T>(w, n, a, o);
 #endif
   }
 };
@@ -207,12 +210,12 @@ struct Q5KK {
 };
 template <int T>
 struct Q6KK {
-  static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-blocksum" : "avx2-int8";
+  static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-blocksum" : "avx2-blocksum";
   static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
 #if SNUG_X86_VNNI512
     TileQ6KSum<T>(w, n, a, o);
 #else
-    TileQ6KAvx2<T>(w, n, a, o);
+    TileQ6KSumAvx2<T>(w, n, a, o);
 #endif
   }
 };
@@ -374,10 +377,13 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   }
 #elif SNUG_X86_AVX2
   // Several tokens of the 32-element formats by the eight-row kernel in
-  // ggml's order (the tiles' bits), the rows past the last whole eight and
-  // smaller batches by the tiles.
+  // ggml's order, of q4_K and q6_K by the eight-row kernel in super-block-sum
+  // order (the tiles' bits either way); the rows past the last whole eight
+  // and smaller batches by the tiles.
   r0 = MatmulAvx2Rows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                       static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  r0 = MatmulAvx2KRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                       static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
 #endif
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int64_t re = rb + kRowBlock < r1 ? rb + kRowBlock : r1;

@@ -22,6 +22,8 @@
 #if SNUG_X86_AVX2
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "tensor/quant_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -59,6 +61,59 @@ HWY_INLINE __m256i FifthBits(const uint8_t* qh) {
   const __m256i mask = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
   const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask);
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// Lane j = the sum of p[j]'s 8 lanes (exact).
+HWY_INLINE __m256i Reduce8(const __m256i* p) {
+  const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]);
+  const __m256i h23 = _mm256_hadd_epi32(p[2], p[3]);
+  const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]);
+  const __m256i h67 = _mm256_hadd_epi32(p[6], p[7]);
+  const __m256i k0 = _mm256_hadd_epi32(h01, h23);  // p0..p3: lanes 0-3 | lanes 4-7
+  const __m256i k1 = _mm256_hadd_epi32(h45, h67);  // p4..p7
+  return _mm256_add_epi32(_mm256_permute2x128_si256(k0, k1, 0x20),
+                          _mm256_permute2x128_si256(k0, k1, 0x31));
+}
+
+// The 8 scales and then the 8 minimums of a q4_K block's 12 packed bytes
+// (the words rearranged as ggml's kernels do; k4_scale_min's values).
+HWY_INLINE void K4ScalesMins(const uint8_t* packed, uint8_t out[16]) {
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins03 = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins03;
+  u[0] &= kLow6;
+  std::memcpy(out, u, 16);
+}
+
+// The same as int32 lanes.
+HWY_INLINE void K4ScalesMins(const uint8_t* packed, __m256i* sc, __m256i* mn) {
+  alignas(16) uint8_t b[16];
+  K4ScalesMins(packed, b);
+  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+  *sc = _mm256_cvtepu8_epi32(v);
+  *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+}
+
+// The 256 stored levels (0..63) of a q6_K block in element order, as eight
+// vectors of 32 (ggml's layout: element 128h + 32k + l from ql, qh of h).
+HWY_INLINE void Q6Levels(const BlockQ6_K& w, __m256i lv[8]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
+    const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
+    const auto high = [&](int shift) {
+      return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+    };
+    lv[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0));
+    lv[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
+    lv[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
+    lv[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
+  }
 }
 
 // Weight rules of the 32-element formats: unsigned levels (or signed for
@@ -160,8 +215,9 @@ HWY_INLINE __m256i HighBit(__m256i qh, int bit) {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-// q4_K (kFive = false) and q5_K (kFive = true): 8 groups of 32 with 6-bit
-// scales and mins.
+// q5_K (kFive = true; q4_K with kFive = false, which snug now runs in
+// super-block-sum order, qgemm_k_avx2-inl.h): 8 groups of 32 with 6-bit
+// scales and mins, in ggml's order.
 template <class Block, bool kFive, int T>
 void TileQ45KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
   const auto* wb = reinterpret_cast<const Block*>(wrow);
@@ -205,63 +261,6 @@ void TileQ45KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, fl
       for (int g = 0; g < 8; ++g) msum += mn[g] * (a.bsums[2 * g] + a.bsums[2 * g + 1]);
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a.d), acc[t]);
       bias[t] += dmin * a.d * static_cast<float>(msum);
-    }
-  }
-  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];
-}
-
-// q6_K: 16 groups of 16 with int8 scales; levels are stored +32, and the
-// offset is removed with the activation group sums.
-template <int T>
-void TileQ6KAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
-  const auto* wb = reinterpret_cast<const BlockQ6_K*>(wrow);
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
-  __m256 acc[T];
-  float bias[T];
-  for (int t = 0; t < T; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    bias[t] = 0;
-  }
-  for (int64_t b = 0; b < n / kQKK; ++b) {
-    const BlockQ6_K& w = wb[b];
-    const float d = F16(w.d);
-    __m256i isum[T];
-    for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
-      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
-      __m256i q[4];
-      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, low4),
-                             _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
-      q[1] =
-          _mm256_or_si256(_mm256_and_si256(ql1, low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), low2), 4));
-      q[2] =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), low2), 4));
-      q[3] =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), low2), 4));
-      for (int k = 0; k < 4; ++k) {
-        const int g = 8 * h + 2 * k;  // groups g (elements 0..15) and g + 1
-        const __m256i s =
-            _mm256_set_m128i(_mm_set1_epi16(w.scales[g + 1]), _mm_set1_epi16(w.scales[g]));
-        for (int t = 0; t < T; ++t) {
-          const int8_t* aq = reinterpret_cast<const BlockQ8_K*>(acts[t])[b].qs + 128 * h + 32 * k;
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq));
-          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], av), s);
-          isum[t] = _mm256_add_epi32(isum[t], p);
-        }
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[b];
-      int32_t off = 0;
-      for (int g = 0; g < 16; ++g) off += w.scales[g] * a.bsums[g];
-      const float da = d * a.d;
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(da), acc[t]);
-      bias[t] += da * static_cast<float>(32 * off);
     }
   }
   for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]) - bias[t];

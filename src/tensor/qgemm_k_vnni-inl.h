@@ -71,29 +71,6 @@ HWY_INLINE void PairSums(const BlockQ8_K& a, int32_t out[4]) {
   }
 }
 
-// The 8 scales and then the 8 minimums of a q4_K block's 12 packed bytes
-// (the words rearranged as ggml's kernels do; k4_scale_min's values).
-HWY_INLINE void K4ScalesMins(const uint8_t* packed, uint8_t out[16]) {
-  uint32_t u[4];
-  std::memcpy(u, packed, 12);
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
-  const uint32_t mins03 = u[1] & kLow6;
-  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
-  u[2] = mins03;
-  u[0] &= kLow6;
-  std::memcpy(out, u, 16);
-}
-
-// The same as int32 lanes.
-HWY_INLINE void K4ScalesMins(const uint8_t* packed, __m256i* sc, __m256i* mn) {
-  alignas(16) uint8_t b[16];
-  K4ScalesMins(packed, b);
-  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(b));
-  *sc = _mm256_cvtepu8_epi32(v);
-  *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
-}
-
 // A q4_K matrix packed once for the row-block kernel (MatView::packed): per
 // group of 16 rows, per super-block, the rows' 144 bytes each transposed into
 // 36 registers, in as many bytes as the file. RepackK builds the same record
@@ -386,24 +363,6 @@ HWY_NOINLINE inline int64_t MatmulVnniKRowSum(DType type, const uint8_t* wd, int
 // I_b = sum_g sc_g x (exact sum of group g's 16 products of stored levels
 // 0..63 - 32 x the token's group sum), acc[b % 8] = fma(float(I_b), d_w x
 // d_a, acc[b % 8]) (|I_b| < 2^31: 16 x 127 x (16 x 63 x 128 + 32 x 2048)).
-
-// The 256 stored levels (0..63) of a q6_K block in element order, as eight
-// vectors of 32 (ggml's layout: element 128h + 32k + l from ql, qh of h).
-HWY_INLINE void Q6Levels(const BlockQ6_K& w, __m256i lv[8]) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h));
-    const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 64 * h + 32));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh + 32 * h));
-    const auto high = [&](int shift) {
-      return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
-    };
-    lv[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0));
-    lv[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2));
-    lv[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4));
-    lv[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6));
-  }
-}
 
 // One q6_K row against T tokens in super-block-sum order, eight super-blocks
 // at a time (lane j of the accumulator being acc[b % 8]).

@@ -39,6 +39,7 @@
 
 #include <hwy/highway.h>
 
+#include "tensor/qdot_avx2-inl.h"
 #include "tensor/simd_x86.h"
 
 #if SNUG_X86_VNNI512
@@ -141,18 +142,6 @@ HWY_INLINE int32_t HsumI32(__m256i v) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return _mm_cvtsi128_si32(s);
-}
-
-// Lane j = the sum of p[j]'s 8 lanes (exact).
-HWY_INLINE __m256i Reduce8(const __m256i* p) {
-  const __m256i h01 = _mm256_hadd_epi32(p[0], p[1]);
-  const __m256i h23 = _mm256_hadd_epi32(p[2], p[3]);
-  const __m256i h45 = _mm256_hadd_epi32(p[4], p[5]);
-  const __m256i h67 = _mm256_hadd_epi32(p[6], p[7]);
-  const __m256i k0 = _mm256_hadd_epi32(h01, h23);  // p0..p3: lanes 0-3 | lanes 4-7
-  const __m256i k1 = _mm256_hadd_epi32(h45, h67);  // p4..p7
-  return _mm256_add_epi32(_mm256_permute2x128_si256(k0, k1, 0x20),
-                          _mm256_permute2x128_si256(k0, k1, 0x31));
 }
 
 // Where a format keeps its parts, and how its levels are made.

@@ -9,7 +9,9 @@
 //   reordered into SIMD lanes). Activation quantization must be bit-exact.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -362,11 +364,14 @@ std::vector<int64_t> x86_targets() {
 // x86_targets() target:
 // - a token's row is the same bits alone, in batches of 2 and 3, in the
 //   whole batch, and for rows 3..50 (blocks that start mid-matrix);
-// - AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's results
-//   (`order`) summed over every (row, token) are no further from exact(r, t)
-//   than theirs.
+// - with `bits` (formats that take one order on every target): every
+//   target's result is bits(r, t), bit for bit;
+// - without: AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's
+//   results (`order`) summed over every (row, token) are no further from
+//   exact(r, t) than theirs.
 void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_tok,
-                   const std::function<double(int64_t, int64_t)>& exact, const char* order) {
+                   const std::function<double(int64_t, int64_t)>& exact, const char* order,
+                   const std::function<float(int64_t, int64_t)>& bits = nullptr) {
   const std::vector<int64_t> targets = x86_targets();
   const int64_t rows = w.rows;
   std::vector<std::vector<float>> got;  // per target: all n_tok tokens at once
@@ -396,6 +401,19 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
     got.push_back(std::move(all));
   }
   hwy::SetSupportedTargetsForTest(0);
+  if (bits) {
+    for (size_t i = 0; i < targets.size(); ++i) {
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = bits(r, t);
+          ASSERT_EQ(got[i][t * rows + r], want)
+              << dtype_name(w.type) << " " << hwy::TargetName(targets[i]) << " row " << r
+              << " token " << t << ": not " << order << " (exact " << exact(r, t) << ")";
+        }
+      }
+    }
+    return;
+  }
   size_t ggml = targets.size();  // a target with ggml's order, if any
   for (size_t i = 0; i < targets.size(); ++i) {
     if (targets[i] != HWY_AVX3_DL) ggml = i;
@@ -500,32 +518,119 @@ double exact_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols)
   return sum;
 }
 
-// q4_K and q6_K, which take super-block-sum order on AVX3_DL (a row-block
-// kernel for 3 tokens and more, tiles for fewer and for the rows past the
-// last 16): on every target a token's row is the same alone, in batches of
-// 2 and 3 and in the whole batch, and for a row range starting mid-matrix;
-// AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's results are
-// no further from the exact products than theirs.
+// Super-block-sum order (qgemm_k_vnni-inl.h, qgemm_k_avx2-inl.h) in scalar
+// code: per super-block b the exact integers I_b = sum_g scale_g x (group g's
+// integer dot) and M_b = sum_g min_g x (the token's group sum);
+// acc[b % 8] = fma(float(I_b), d_w d_a, acc[b % 8]), then
+// fma(-float(M_b), dmin_w d_a, acc[b % 8]); the accumulators summed as
+// ((0+4)+(2+6))+((1+5)+(3+7)).
+float sbsum_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols) {
+  float acc[8] = {};
+  for (int64_t b = 0; b < cols / kQKK; ++b) {
+    detail::KBlockInts k{};
+    if (type == DType::kQ4_K) {
+      detail::unpack_k(reinterpret_cast<const BlockQ4_K*>(row)[b], &k);
+    } else {
+      detail::unpack_k(reinterpret_cast<const BlockQ6_K*>(row)[b], &k);
+    }
+    int64_t dot = 0, mins = 0;
+    for (int g = 0; g < kQKK / k.group; ++g) {
+      int64_t gd = 0, gs = 0;
+      for (int e = g * k.group; e < (g + 1) * k.group; ++e) {
+        gd += int64_t{k.q[e]} * a[b].qs[e];
+        gs += a[b].qs[e];
+      }
+      dot += k.scale[g] * gd;
+      mins += k.min[g] * gs;
+    }
+    EXPECT_LT(std::abs(dot), int64_t{1} << 31);
+    float& s = acc[b % 8];
+    s = std::fma(static_cast<float>(dot), k.d * a[b].d, s);
+    if (type == DType::kQ4_K) s = std::fma(-static_cast<float>(mins), k.dmin * a[b].d, s);
+  }
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+// q4_K and q6_K take super-block-sum order on every target from AVX2 up
+// (AVX3_DL: a row-block kernel for 3 tokens and more, tiles for fewer and
+// for the rows past the last 16; AVX2 and AVX3: an eight-row kernel from 4
+// tokens, tiles for fewer and for the rows past the last eight): on every
+// target a token's row is the same alone, in batches of 2, 3 and 8 and in
+// the whole batch, and for a row range starting mid-matrix, and it is
+// sbsum_k's value bit for bit. Two inputs: quantized random values, and raw
+// blocks with every level the format holds, all-maximum sub-blocks against
+// all -128 and all +127 activations (the int16 sums' extremes: q4_K's
+// eight-register sums reach -30720, q6_K's two-register sums -32256).
 TEST(SimdX86, KFormatsOnEveryTarget) {
   const int64_t rows = 53, cols = 2304, n_tok = 35;  // 9 super-blocks: a short chunk and group
-  for (DType type : {DType::kQ4_K, DType::kQ6_K}) {
-    const size_t rb = *row_bytes(type, cols);
-    const auto wf = random_values(rows * cols, 71);
-    std::vector<uint8_t> wq(rb * rows);
-    for (int64_t r = 0; r < rows; ++r) {
-      quantize_row(type, wf.data() + r * cols, wq.data() + r * rb, cols);
+  for (const bool raw : {false, true}) {
+    for (DType type : {DType::kQ4_K, DType::kQ6_K}) {
+      const size_t rb = *row_bytes(type, cols);
+      std::vector<uint8_t> wq(rb * rows);
+      std::vector<uint8_t> qx(matmul_scratch_bytes(type, cols, n_tok));
+      const size_t act = matmul_scratch_bytes(type, cols, 1);
+      if (!raw) {
+        const auto wf = random_values(rows * cols, 71);
+        for (int64_t r = 0; r < rows; ++r) {
+          quantize_row(type, wf.data() + r * cols, wq.data() + r * rb, cols);
+        }
+        const auto x = random_values(cols * n_tok, 73);
+        ref::quantize_activations(type, x.data(), cols, cols, n_tok, qx.data());
+      } else {
+        std::mt19937 rng(79);
+        for (uint8_t& b : wq) b = static_cast<uint8_t>(rng() & 0xFF);
+        const size_t bsz = type == DType::kQ4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ6_K);
+        for (size_t off = 0; off < wq.size(); off += bsz) {
+          // f16 scales in [2^-14, 2^-4): normal, never inf or NaN
+          const auto half = [&] {
+            return static_cast<uint16_t>(((rng() % 10) + 1) << 10 | (rng() & 0x3FF));
+          };
+          if (rng() % 4 == 0) {  // every level at its maximum, every scale too
+            if (type == DType::kQ4_K) {
+              std::memset(wq.data() + off + offsetof(BlockQ4_K, scales), 0xFF, 12 + 128);
+            } else {
+              std::memset(wq.data() + off, 0xFF, 128 + 64);
+              std::memset(wq.data() + off + offsetof(BlockQ6_K, scales), 0x80, 16);  // -128
+            }
+          }
+          const uint16_t d = half(), dmin = half();
+          if (type == DType::kQ4_K) {
+            std::memcpy(wq.data() + off, &d, 2);
+            std::memcpy(wq.data() + off + 2, &dmin, 2);
+          } else {
+            std::memcpy(wq.data() + off + offsetof(BlockQ6_K, d), &d, 2);
+          }
+        }
+        for (int64_t t = 0; t < n_tok; ++t) {
+          auto* a = reinterpret_cast<BlockQ8_K*>(qx.data() + t * act);
+          for (int64_t b = 0; b < cols / kQKK; ++b) {
+            const uint32_t kind = rng() % 4;  // all -128, all +127, or random
+            for (int8_t& q : a[b].qs) {
+              q = static_cast<int8_t>(kind == 0 ? -128 : kind == 1 ? 127 : (rng() & 0xFF));
+            }
+            for (int g = 0; g < kQKK / 16; ++g) {
+              int sum = 0;
+              for (int e = 0; e < 16; ++e) sum += a[b].qs[16 * g + e];
+              a[b].bsums[g] = static_cast<int16_t>(sum);
+            }
+            a[b].d = std::ldexp(static_cast<float>(rng() % 1000 + 1), -12);
+          }
+        }
+      }
+      const MatView w{type, wq.data(), rows, cols, rb};
+      const auto at = [&](int64_t t) {
+        return reinterpret_cast<const BlockQ8_K*>(qx.data() + t * act);
+      };
+      const auto exact = [&](int64_t r, int64_t t) {
+        return exact_k(type, wq.data() + r * rb, at(t), cols);
+      };
+      const auto bits = [&](int64_t r, int64_t t) {
+        return sbsum_k(type, wq.data() + r * rb, at(t), cols);
+      };
+      SCOPED_TRACE(raw ? "raw blocks" : "quantized values");
+      ASSERT_NO_FATAL_FAILURE(
+          check_targets(w, qx.data(), act, n_tok, exact, "super-block-sum order", bits));
     }
-    const MatView w{type, wq.data(), rows, cols, rb};
-    const auto x = random_values(cols * n_tok, 73);
-    std::vector<uint8_t> qx(matmul_scratch_bytes(type, cols, n_tok));
-    ref::quantize_activations(type, x.data(), cols, cols, n_tok, qx.data());
-    const size_t act = matmul_scratch_bytes(type, cols, 1);
-    const auto exact = [&](int64_t r, int64_t t) {
-      return exact_k(type, wq.data() + r * rb,
-                     reinterpret_cast<const BlockQ8_K*>(qx.data() + t * act), cols);
-    };
-    ASSERT_NO_FATAL_FAILURE(
-        check_targets(w, qx.data(), act, n_tok, exact, "super-block-sum order"));
   }
 }
 
