@@ -19,7 +19,8 @@
 // super-block of eight rows is transposed once per pass (register k of a
 // sub-block: its levels 4k..4k+3 in every row; scales and minimums decoded as
 // int16 lane pairs), and each token then takes, per register, a broadcast of
-// four activation bytes and a vpmaddubsw. A sub-block's products stay in
+// four activation bytes and a vpmaddubsw; two (q4_K) or four (q6_K) tokens
+// share each load of a weight register. A sub-block's products stay in
 // int16 until its scale is applied (q4_K: eight registers, |sum| <= 8 x 2 x
 // 15 x 128 = 30720; q6_K: two, <= 2 x 2 x 63 x 128 = 32256), then one
 // vpmaddwd per sub-block. The old tiles spent a vpmaddwd per register, decoded
@@ -205,6 +206,7 @@ HWY_INLINE __m256i Bcast4(const int8_t* x) {
 // q4_K: eight rows' super-blocks [0, kAKChunk) of a chunk.
 struct AK4 {
   using Block = BlockQ4_K;
+  static constexpr int kTokens = 2;  // tokens that share each load of a weight register
   struct alignas(32) Pack {
     __m256i q[kAKChunk][64];  // [8j + k] lane r: levels 4k..4k+3 of sub-block j of row r
     __m256i sc[kAKChunk][8];  // [j] lane r: row r's scale of sub-block j, twice as int16
@@ -261,41 +263,53 @@ struct AK4 {
     }
   }
 
-  // One token against super-block s of the chunk: *acc (lane r: row r's
-  // acc[b % 8]) updated.
-  static HWY_INLINE void Token(const Pack& p, int s, const BlockQ8_K& a, __m256* acc) {
+  // N tokens a[0..N) against super-block s of the chunk: *acc[n] (lane r:
+  // row r's acc[b % 8] for token n) updated. Each weight register is loaded
+  // once for the N tokens.
+  template <int N>
+  static HWY_INLINE void Tokens(const Pack& p, int s, const BlockQ8_K* const* a, __m256** acc) {
     const __m256i* q = p.q[s];
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[N];
+    for (int n = 0; n < N; ++n) isum[n] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
-      const int8_t* x = a.qs + 32 * j;
-      __m256i s16 = _mm256_maddubs_epi16(q[8 * j], Bcast4(x));
+      __m256i s16[N];
+      for (int n = 0; n < N; ++n)
+        s16[n] = _mm256_maddubs_epi16(q[8 * j], Bcast4(a[n]->qs + 32 * j));
       for (int k = 1; k < 8; ++k) {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[8 * j + k], Bcast4(x + 4 * k)));
+        const __m256i w = q[8 * j + k];
+        for (int n = 0; n < N; ++n) {
+          s16[n] =
+              _mm256_add_epi16(s16[n], _mm256_maddubs_epi16(w, Bcast4(a[n]->qs + 32 * j + 4 * k)));
+        }
       }
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, p.sc[s][j]));
+      for (int n = 0; n < N; ++n) {
+        isum[n] = _mm256_add_epi32(isum[n], _mm256_madd_epi16(s16[n], p.sc[s][j]));
+      }
     }
-    // The token's sub-block sums as int16 pairs: dword 0 (s_0, s_1), 1 (s_2,
-    // s_3), 4 (s_4, s_5), 5 (s_6, s_7) (each |s| <= 32 x 128).
-    const __m256i subs = _mm256_madd_epi16(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), _mm256_set1_epi16(1));
-    const __m256i pairs = _mm256_packs_epi32(subs, subs);
-    __m256i msum =
-        _mm256_madd_epi16(p.mn[s][0], _mm256_permutevar8x32_epi32(pairs, _mm256_set1_epi32(0)));
-    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(p.mn[s][1], _mm256_permutevar8x32_epi32(
-                                                                    pairs, _mm256_set1_epi32(1))));
-    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(p.mn[s][2], _mm256_permutevar8x32_epi32(
-                                                                    pairs, _mm256_set1_epi32(4))));
-    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(p.mn[s][3], _mm256_permutevar8x32_epi32(
-                                                                    pairs, _mm256_set1_epi32(5))));
-    const __m256 da = _mm256_set1_ps(a.d);
-    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(p.d[s], da), *acc);
-    *acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(p.dmin[s], da), v);
+    for (int n = 0; n < N; ++n) {
+      // The token's sub-block sums as int16 pairs: dword 0 (s_0, s_1), 1
+      // (s_2, s_3), 4 (s_4, s_5), 5 (s_6, s_7) (each |s| <= 32 x 128).
+      const __m256i subs = _mm256_madd_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n]->bsums)), _mm256_set1_epi16(1));
+      const __m256i pairs = _mm256_packs_epi32(subs, subs);
+      __m256i msum = _mm256_setzero_si256();
+      for (int i = 0; i < 4; ++i) {
+        const __m256i pair =
+            _mm256_permutevar8x32_epi32(pairs, _mm256_set1_epi32(i % 2 + 4 * (i / 2)));
+        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(p.mn[s][i], pair));
+      }
+      const __m256 da = _mm256_set1_ps(a[n]->d);
+      const __m256 v =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[n]), _mm256_mul_ps(p.d[s], da), *acc[n]);
+      *acc[n] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(p.dmin[s], da), v);
+    }
   }
 };
 
 // q6_K: eight rows' super-blocks [0, kAKChunk) of a chunk.
 struct AK6 {
   using Block = BlockQ6_K;
+  static constexpr int kTokens = 4;
   struct alignas(32) Pack {
     __m256i q[kAKChunk][64];   // [8k + m] lane r: levels 32k + 4m..32k + 4m + 3 of row r
     __m256i sc[kAKChunk][16];  // [g] lane r: row r's scale of group g, twice as int16
@@ -343,30 +357,35 @@ struct AK6 {
     p.d[s] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
   }
 
-  static HWY_INLINE void Token(const Pack& p, int s, const BlockQ8_K& a, __m256* acc) {
+  template <int N>
+  static HWY_INLINE void Tokens(const Pack& p, int s, const BlockQ8_K* const* a, __m256** acc) {
     const __m256i* q = p.q[s];
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[N];
+    for (int n = 0; n < N; ++n) isum[n] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
       const __m256i* w = q + 8 * (g / 2) + 4 * (g % 2);
-      const int8_t* x = a.qs + 16 * g;
-      const __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], Bcast4(x)),
-                                          _mm256_maddubs_epi16(w[1], Bcast4(x + 4)));
-      const __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2], Bcast4(x + 8)),
-                                          _mm256_maddubs_epi16(w[3], Bcast4(x + 12)));
-      isum = _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_madd_epi16(s0, p.sc[s][g]),
-                                                     _mm256_madd_epi16(s1, p.sc[s][g])));
+      for (int h = 0; h < 2; ++h) {  // two registers' sums in int16, then the scale
+        for (int n = 0; n < N; ++n) {
+          const int8_t* x = a[n]->qs + 16 * g + 8 * h;
+          const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(w[2 * h], Bcast4(x)),
+                                               _mm256_maddubs_epi16(w[2 * h + 1], Bcast4(x + 4)));
+          isum[n] = _mm256_add_epi32(isum[n], _mm256_madd_epi16(s16, p.sc[s][g]));
+        }
+      }
     }
-    // - 32 x sum_g sc_g x (the token's group sum): dword i of bsums is the
-    // pair (bsum_2i, bsum_2i+1)
-    __m256i off = _mm256_setzero_si256();
-    for (int i = 0; i < 8; ++i) {
-      int32_t pair;
-      std::memcpy(&pair, a.bsums + 2 * i, 4);
-      off = _mm256_add_epi32(off, _mm256_madd_epi16(p.sp[s][i], _mm256_set1_epi32(pair)));
+    for (int n = 0; n < N; ++n) {
+      // - 32 x sum_g sc_g x (the token's group sum): dword i of bsums is the
+      // pair (bsum_2i, bsum_2i+1)
+      __m256i off = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i) {
+        int32_t pair;
+        std::memcpy(&pair, a[n]->bsums + 2 * i, 4);
+        off = _mm256_add_epi32(off, _mm256_madd_epi16(p.sp[s][i], _mm256_set1_epi32(pair)));
+      }
+      const __m256i iv = _mm256_sub_epi32(isum[n], _mm256_slli_epi32(off, 5));
+      *acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv),
+                                _mm256_mul_ps(p.d[s], _mm256_set1_ps(a[n]->d)), *acc[n]);
     }
-    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(off, 5));
-    *acc =
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(p.d[s], _mm256_set1_ps(a.d)), *acc);
   }
 };
 
@@ -401,9 +420,26 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
           }
         }
         for (int s = 0; s < nb; ++s) K::Repack(w + (c0 + s) * kBlockBytes, row_bytes, pack, s);
-        for (int t = 0; t < nt; ++t) {
-          const auto* a = reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0;
-          for (int s = 0; s < nb; ++s) K::Token(pack, s, a[s], &acc[t][(c0 + s) % 8]);
+        const auto token = [&](int t, int s) {
+          return reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0 + s;
+        };
+        for (int s = 0; s < nb; ++s) {
+          const int b8 = (c0 + s) % 8;
+          int t = 0;
+          for (; t + K::kTokens <= nt; t += K::kTokens) {
+            const BlockQ8_K* a[K::kTokens];
+            __m256* o[K::kTokens];
+            for (int n = 0; n < K::kTokens; ++n) {
+              a[n] = token(t + n, s);
+              o[n] = &acc[t + n][b8];
+            }
+            K::template Tokens<K::kTokens>(pack, s, a, o);
+          }
+          for (; t < nt; ++t) {
+            const BlockQ8_K* a[1] = {token(t, s)};
+            __m256* o[1] = {&acc[t][b8]};
+            K::template Tokens<1>(pack, s, a, o);
+          }
         }
       }
       for (int t = 0; t < nt; ++t) {
