@@ -51,8 +51,6 @@
 HWY_BEFORE_NAMESPACE();
 namespace snug::tensor::HWY_NAMESPACE {
 
-// Fewest tokens for which q4_K and q6_K take the eight-row kernel.
-inline constexpr int64_t kAKRowBlockTokens = 4;
 inline constexpr int kAKChunk = 2;  // super-blocks of eight rows transposed at a time
 
 // vpshufb mask taking, in every dword, byte b0 of that dword to byte p and
@@ -207,6 +205,9 @@ HWY_INLINE __m256i Bcast4(const int8_t* x) {
 struct AK4 {
   using Block = BlockQ4_K;
   static constexpr int kTokens = 2;  // tokens that share each load of a weight register
+  // Fewest tokens that take the eight-row kernel (Zen 3, 640x2048, 2 tokens:
+  // 64 us against the tiles' 95-131).
+  static constexpr int64_t kMinTokens = 2;
   struct alignas(32) Pack {
     __m256i q[kAKChunk][64];  // [8j + k] lane r: levels 4k..4k+3 of sub-block j of row r
     __m256i sc[kAKChunk][8];  // [j] lane r: row r's scale of sub-block j, twice as int16
@@ -310,6 +311,9 @@ struct AK4 {
 struct AK6 {
   using Block = BlockQ6_K;
   static constexpr int kTokens = 4;
+  // (2 tokens: 131 us against the tiles' 104-129; 8192x2048 streamed from
+  // DRAM, 2 tokens 2.9 ms against 1.8.)
+  static constexpr int64_t kMinTokens = 4;
   struct alignas(32) Pack {
     __m256i q[kAKChunk][64];   // [8k + m] lane r: levels 32k + 4m..32k + 4m + 3 of row r
     __m256i sc[kAKChunk][16];  // [g] lane r: row r's scale of group g, twice as int16
@@ -454,16 +458,17 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
   return rb;
 }
 
-// MatmulAK for q4_K and q6_K from kAKRowBlockTokens tokens on; other formats
+// MatmulAK for q4_K and q6_K from K::kMinTokens tokens on; other formats
 // and fewer tokens compute nothing (r0).
 inline int64_t MatmulAvx2KRows(DType type, const uint8_t* wd, int64_t row_bytes, int64_t cols,
                                const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
                                int64_t r1, float* y, int64_t y_stride) {
-  if (n_tok < kAKRowBlockTokens) return r0;
   switch (type) {
     case DType::kQ4_K:
+      if (n_tok < AK4::kMinTokens) return r0;
       return MatmulAK<AK4>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
     case DType::kQ6_K:
+      if (n_tok < AK6::kMinTokens) return r0;
       return MatmulAK<AK6>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
     default:
       return r0;

@@ -553,8 +553,9 @@ float sbsum_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols) 
 
 // q4_K and q6_K take super-block-sum order on every target from AVX2 up
 // (AVX3_DL: a row-block kernel for 3 tokens and more, tiles for fewer and
-// for the rows past the last 16; AVX2 and AVX3: an eight-row kernel from 4
-// tokens, tiles for fewer and for the rows past the last eight): on every
+// for the rows past the last 16; AVX2 and AVX3: an eight-row kernel from 2
+// tokens of q4_K and 4 of q6_K, tiles for fewer and for the rows past the
+// last eight): on every
 // target a token's row is the same alone, in batches of 2, 3 and 8 and in
 // the whole batch, and for a row range starting mid-matrix, and it is
 // sbsum_k's value bit for bit. Two inputs: quantized random values, and raw
