@@ -10,9 +10,10 @@
 // both exact integers; acc[b % 8] = fma(float(I_b), d_w x d_a, acc[b % 8]),
 // then acc[b % 8] = fnma(float(M_b), dmin_w x d_a, acc[b % 8]); the result is
 // ((acc0+acc4)+(acc2+acc6)) + ((acc1+acc5)+(acc3+acc7)), as the 32-element
-// formats' block-sum order (qgemm_vnni-inl.h). ggml's AVX2 kernel (snug's
-// AVX2 and AVX3 targets) converts eight partial integer sums per super-block
-// to float and subtracts the minimum terms apart at the end: more roundings.
+// formats' block-sum order (qgemm_vnni-inl.h). ggml's AVX2 kernel converts
+// eight partial integer sums per super-block to float and subtracts the
+// minimum terms apart at the end: more roundings. snug's AVX2 and AVX3
+// targets take this order too (qgemm_k_avx2-inl.h), with the same bits.
 //
 // Row-block kernel: as qgemm_vnni-inl.h's, sixteen rows in the int32 lanes of
 // a zmm register. Per 16-row group and super-block, the file's bytes of the
