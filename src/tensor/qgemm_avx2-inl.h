@@ -83,6 +83,32 @@ HWY_INLINE void Transpose8x8(__m256i r[8]) {
   }
 }
 
+// Four activation bytes in every dword.
+HWY_INLINE __m256i Bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Eight interleaved row streams, which the hardware prefetchers follow
+// poorly from DRAM: bytes [off, off + bytes) of the eight rows kAAhead groups
+// after the group at w, asked for by the first token group of a pass.
+HWY_INLINE void PrefetchRowsAhead(const uint8_t* w, int64_t row_bytes, int64_t off, int64_t bytes) {
+  for (int i = 0; i < kARows; ++i) {
+    const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + off;
+    for (int64_t o = 0; o < bytes; o += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
+    }
+  }
+}
+
+// ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7)) lane by lane: Hsum's tree for eight
+// rows at once.
+HWY_INLINE __m256 SumTree8(const __m256* v) {
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
+                       _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
+}
+
 // Blocks [0, nb) of eight rows (w: row 0's first block) into p.
 template <class F>
 HWY_INLINE void RepackA(const uint8_t* w, int64_t row_bytes, int nb, APack& p) {
@@ -128,9 +154,7 @@ HWY_INLINE void TokenA(const APack& p, int nb, const BlockQ8A* a, __m256* acc, _
     }
     const __m256i* w = p.w + b * ARegs<F>();
     for (int k = 0; k < 8; ++k) {
-      int32_t q4;
-      std::memcpy(&q4, a[b].qs + 4 * k, 4);
-      __m256i av = _mm256_set1_epi32(q4);
+      __m256i av = Bcast4(a[b].qs + 4 * k);
       __m256i wu;
       if constexpr (F::kSigned) {
         wu = w[2 * k];
@@ -169,15 +193,8 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       }
       for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
         const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
-        // Eight interleaved row streams, which the hardware prefetchers
-        // follow poorly from DRAM: the first token group asks for the same
-        // chunk of the rows kAAhead groups on.
         if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          for (int i = 0; i < kARows; ++i) {
-            const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + c0 * kBlockBytes;
-            for (int64_t o = 0; o < nb * kBlockBytes; o += 64)
-              _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
-          }
+          PrefetchRowsAhead(w, row_bytes, c0 * kBlockBytes, nb * kBlockBytes);
         }
         RepackA<F>(w + c0 * kBlockBytes, row_bytes, nb, pack);
         for (int t = 0; t < nt; ++t) {
@@ -186,11 +203,7 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         }
       }
       for (int t = 0; t < nt; ++t) {
-        const __m256* v = acc[t];
-        const __m256 sum =
-            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
-                          _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
-        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, _mm256_add_ps(sum, bias[t]));
+        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, _mm256_add_ps(SumTree8(acc[t]), bias[t]));
       }
     }
   }

@@ -70,6 +70,18 @@ HWY_INLINE __m256i DwordPick(int b0, int b1, int p) {
 // ---------------------------------------------------------------------------
 // Tiles.
 
+// A super-block's 256 levels (lv[k]: elements 32k..32k+31) against a token's
+// activations x, each register's pair sums times its int16 scales scv[k]:
+// eight int32 lanes summing to the scaled integer dot (before any offset).
+HWY_INLINE __m256i ScaledSums(const __m256i lv[8], const __m256i scv[8], const int8_t* x) {
+  __m256i s = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * k));
+    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(lv[k], av), scv[k]));
+  }
+  return s;
+}
+
 // One q4_K row against T tokens, eight super-blocks at a time: per
 // super-block and token a vector of eight int32 lanes summing to I_b and one
 // summing to M_b; Reduce8 puts the eight super-blocks' sums in lanes b % 8.
@@ -112,12 +124,7 @@ void TileQ4KSumAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, 
       }
       for (int t = 0; t < T; ++t) {
         const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[g0 + j];
-        __m256i s = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * k));
-          s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(lv[k], av), scv[k]));
-        }
-        isum[t][j] = s;
+        isum[t][j] = ScaledSums(lv, scv, a.qs);
         msum[t][j] =
             _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), mn2);
         da[t][j] = a.d;
@@ -170,11 +177,7 @@ void TileQ6KSumAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, 
       }
       for (int t = 0; t < T; ++t) {
         const BlockQ8_K& a = reinterpret_cast<const BlockQ8_K*>(acts[t])[g0 + j];
-        __m256i v = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * k));
-          v = _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(lv[k], av), scv[k]));
-        }
+        const __m256i v = ScaledSums(lv, scv, a.qs);
         // - 32 x sum_g sc_g x (the token's group sum)
         const __m256i off =
             _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)), sc16);
@@ -193,13 +196,6 @@ void TileQ6KSumAvx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, 
 
 // ---------------------------------------------------------------------------
 // Eight-row kernel.
-
-// Four activation bytes in every dword.
-HWY_INLINE __m256i Bcast4(const int8_t* x) {
-  int32_t v;
-  std::memcpy(&v, x, 4);
-  return _mm256_set1_epi32(v);
-}
 
 // q4_K: eight rows' super-blocks [0, kAKChunk) of a chunk.
 struct AK4 {
@@ -414,14 +410,8 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
       }
       for (int c0 = 0; c0 < nsb; c0 += kAKChunk) {
         const int nb = nsb - c0 < kAKChunk ? nsb - c0 : kAKChunk;
-        // As MatmulA: the first token group asks for the same chunk of the
-        // rows kAAhead groups on.
         if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          for (int i = 0; i < kARows; ++i) {
-            const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + c0 * kBlockBytes;
-            for (int64_t o = 0; o < nb * kBlockBytes; o += 64)
-              _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
-          }
+          PrefetchRowsAhead(w, row_bytes, c0 * kBlockBytes, nb * kBlockBytes);
         }
         for (int s = 0; s < nb; ++s) K::Repack(w + (c0 + s) * kBlockBytes, row_bytes, pack, s);
         const auto token = [&](int t, int s) {
@@ -446,13 +436,7 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
           }
         }
       }
-      for (int t = 0; t < nt; ++t) {
-        const __m256* v = acc[t];
-        const __m256 sum =
-            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v[0], v[4]), _mm256_add_ps(v[2], v[6])),
-                          _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
-        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, sum);
-      }
+      for (int t = 0; t < nt; ++t) _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, SumTree8(acc[t]));
     }
   }
   return rb;

@@ -490,30 +490,41 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
   }
 }
 
+// Super-block b of a q4_K/q6_K row against its token's q8_K block, exactly:
+// dot = sum_g scale_g x (integer dot of group g), mins = sum_g min_g x (the
+// token's group sum), with the block's d and dmin.
+struct KSums {
+  int64_t dot = 0, mins = 0;
+  float d = 0, dmin = 0;
+};
+KSums k_sums(DType type, const uint8_t* row, const BlockQ8_K& a, int64_t b) {
+  detail::KBlockInts k{};
+  if (type == DType::kQ4_K) {
+    detail::unpack_k(reinterpret_cast<const BlockQ4_K*>(row)[b], &k);
+  } else {
+    detail::unpack_k(reinterpret_cast<const BlockQ6_K*>(row)[b], &k);
+  }
+  KSums out{0, 0, k.d, k.dmin};
+  for (int g = 0; g < kQKK / k.group; ++g) {
+    int64_t gd = 0, gs = 0;
+    for (int e = g * k.group; e < (g + 1) * k.group; ++e) {
+      gd += int64_t{k.q[e]} * a.qs[e];
+      gs += a.qs[e];
+    }
+    out.dot += k.scale[g] * gd;
+    out.mins += k.min[g] * gs;
+  }
+  return out;
+}
+
 // Exact value of a q4_K/q6_K row against one token's q8_K row, in double:
-// per super-block d_w d_a sum_g scale_g (integer dot of group g) - dmin_w d_a
-// sum_g min_g (the token's group sum).
+// per super-block d_w d_a dot - dmin_w d_a mins (k_sums).
 double exact_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols) {
   double sum = 0;
   for (int64_t b = 0; b < cols / kQKK; ++b) {
-    detail::KBlockInts k{};
-    if (type == DType::kQ4_K) {
-      detail::unpack_k(reinterpret_cast<const BlockQ4_K*>(row)[b], &k);
-    } else {
-      detail::unpack_k(reinterpret_cast<const BlockQ6_K*>(row)[b], &k);
-    }
-    int64_t dot = 0, mins = 0;
-    for (int g = 0; g < kQKK / k.group; ++g) {
-      int64_t gd = 0, gs = 0;
-      for (int e = g * k.group; e < (g + 1) * k.group; ++e) {
-        gd += int64_t{k.q[e]} * a[b].qs[e];
-        gs += a[b].qs[e];
-      }
-      dot += k.scale[g] * gd;
-      mins += k.min[g] * gs;
-    }
-    sum += double{k.d} * a[b].d * static_cast<double>(dot) -
-           double{k.dmin} * a[b].d * static_cast<double>(mins);
+    const KSums k = k_sums(type, row, a[b], b);
+    sum += double{k.d} * a[b].d * static_cast<double>(k.dot) -
+           double{k.dmin} * a[b].d * static_cast<double>(k.mins);
   }
   return sum;
 }
@@ -527,26 +538,11 @@ double exact_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols)
 float sbsum_k(DType type, const uint8_t* row, const BlockQ8_K* a, int64_t cols) {
   float acc[8] = {};
   for (int64_t b = 0; b < cols / kQKK; ++b) {
-    detail::KBlockInts k{};
-    if (type == DType::kQ4_K) {
-      detail::unpack_k(reinterpret_cast<const BlockQ4_K*>(row)[b], &k);
-    } else {
-      detail::unpack_k(reinterpret_cast<const BlockQ6_K*>(row)[b], &k);
-    }
-    int64_t dot = 0, mins = 0;
-    for (int g = 0; g < kQKK / k.group; ++g) {
-      int64_t gd = 0, gs = 0;
-      for (int e = g * k.group; e < (g + 1) * k.group; ++e) {
-        gd += int64_t{k.q[e]} * a[b].qs[e];
-        gs += a[b].qs[e];
-      }
-      dot += k.scale[g] * gd;
-      mins += k.min[g] * gs;
-    }
-    EXPECT_LT(std::abs(dot), int64_t{1} << 31);
+    const KSums k = k_sums(type, row, a[b], b);
+    EXPECT_LT(std::abs(k.dot), int64_t{1} << 31);
     float& s = acc[b % 8];
-    s = std::fma(static_cast<float>(dot), k.d * a[b].d, s);
-    if (type == DType::kQ4_K) s = std::fma(-static_cast<float>(mins), k.dmin * a[b].d, s);
+    s = std::fma(static_cast<float>(k.dot), k.d * a[b].d, s);
+    if (type == DType::kQ4_K) s = std::fma(-static_cast<float>(k.mins), k.dmin * a[b].d, s);
   }
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
