@@ -26,6 +26,7 @@
 #include "tensor/qgemm_k_avx2-inl.h"
 #include "tensor/qgemm_k_vnni-inl.h"
 #include "tensor/qgemm_vnni-inl.h"
+#include "tensor/qrow_avx2-inl.h"
 #include "tensor/qrow_vnni-inl.h"
 #include "tensor/simd_x86.h"
 
@@ -382,6 +383,8 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   // and smaller batches by the tiles.
   r0 = MatmulAvx2Rows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                       static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  r0 = MatmulAvx2FewRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
   r0 = MatmulAvx2KRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
 #endif

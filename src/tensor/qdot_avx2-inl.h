@@ -24,6 +24,7 @@
 
 #include <cstring>
 
+#include "tensor/dtype.h"
 #include "tensor/quant_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -153,6 +154,31 @@ struct Avx2Q8_0 {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
   }
 };
+
+// fn(F{}) with the format struct of a 32-element weight type; false (and no
+// call) for the other types.
+template <class Fn>
+HWY_INLINE bool WithQ32Format(DType type, const Fn& fn) {
+  switch (type) {
+    case DType::kQ4_0:
+      fn(Avx2Q4_0{});
+      return true;
+    case DType::kQ4_1:
+      fn(Avx2Q4_1{});
+      return true;
+    case DType::kQ5_0:
+      fn(Avx2Q5_0{});
+      return true;
+    case DType::kQ5_1:
+      fn(Avx2Q5_1{});
+      return true;
+    case DType::kQ8_0:
+      fn(Avx2Q8_0{});
+      return true;
+    default:
+      return false;
+  }
+}
 
 // [d, m] of a weight block as floats in lanes 0 and 1 (every 32-element block
 // starts with its f16 scale; the formats with a min store it next, for the

@@ -215,20 +215,11 @@ inline int64_t MatmulAvx2Rows(DType type, const uint8_t* wd, int64_t row_bytes, 
                               const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
                               int64_t r1, float* y, int64_t y_stride) {
   if (n_tok < kARowBlockTokens) return r0;
-  switch (type) {
-    case DType::kQ4_0:
-      return MatmulA<Avx2Q4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
-    case DType::kQ4_1:
-      return MatmulA<Avx2Q4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
-    case DType::kQ5_0:
-      return MatmulA<Avx2Q5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
-    case DType::kQ5_1:
-      return MatmulA<Avx2Q5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
-    case DType::kQ8_0:
-      return MatmulA<Avx2Q8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
-    default:
-      return r0;
-  }
+  int64_t done = r0;
+  WithQ32Format(type, [&](auto f) {
+    done = MatmulA<decltype(f)>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+  });
+  return done;
 }
 
 }  // namespace snug::tensor::HWY_NAMESPACE

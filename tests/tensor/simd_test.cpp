@@ -196,62 +196,92 @@ TEST_P(Simd, ThreadedMatmulIsDeterministic) {
 }
 
 #if HWY_ARCH_X86
+// Block b of a 32-element format's row: its signed levels, f16 scale and
+// (formats with a minimum) f16 minimum.
+struct Q32Block {
+  int levels[32];
+  uint16_t d = 0, m = 0;
+  bool has_min = false;
+};
+Q32Block q32_block(DType type, const uint8_t* row, int64_t b) {
+  Q32Block k;
+  switch (type) {
+    case DType::kQ4_0:
+    case DType::kQ4_1: {
+      const bool one = type == DType::kQ4_1;
+      const uint8_t* blk = row + b * (one ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
+      std::memcpy(&k.d, blk, 2);
+      if (one) std::memcpy(&k.m, blk + 2, 2);
+      const uint8_t* qs = blk + (one ? 4 : 2);
+      for (int j = 0; j < 16; ++j) {
+        k.levels[j] = (qs[j] & 15) - (one ? 0 : 8);
+        k.levels[j + 16] = (qs[j] >> 4) - (one ? 0 : 8);
+      }
+      k.has_min = one;
+      break;
+    }
+    case DType::kQ5_0:
+    case DType::kQ5_1: {
+      const bool one = type == DType::kQ5_1;
+      const uint8_t* blk = row + b * (one ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0));
+      std::memcpy(&k.d, blk, 2);
+      if (one) std::memcpy(&k.m, blk + 2, 2);
+      uint32_t qh;
+      std::memcpy(&qh, blk + (one ? 4 : 2), 4);
+      const uint8_t* qs = blk + (one ? 8 : 6);
+      for (int j = 0; j < 16; ++j) {
+        k.levels[j] = ((qs[j] & 15) | ((qh >> j) & 1) << 4) - (one ? 0 : 16);
+        k.levels[j + 16] = ((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - (one ? 0 : 16);
+      }
+      k.has_min = one;
+      break;
+    }
+    case DType::kQ8_0: {
+      const uint8_t* blk = row + b * sizeof(BlockQ8_0);
+      std::memcpy(&k.d, blk, 2);
+      for (int j = 0; j < 32; ++j) k.levels[j] = static_cast<int8_t>(blk[2 + j]);
+      break;
+    }
+    default:
+      ADD_FAILURE() << "q32_block: " << dtype_name(type);
+      std::fill(std::begin(k.levels), std::end(k.levels), 0);
+  }
+  return k;
+}
+
 // Exact value of the quantized product a kernel computes for one (row,
 // token) of a 32-element format: sum over blocks of d_w * d_a * (integer dot of
 // the levels) + m_w * s_a (formats with a minimum), in double.
 double exact_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols) {
   double sum = 0;
   for (int64_t b = 0; b < cols / 32; ++b) {
-    int levels[32];
-    uint16_t d = 0, m = 0;
-    bool has_min = false;
-    switch (type) {
-      case DType::kQ4_0:
-      case DType::kQ4_1: {
-        const bool one = type == DType::kQ4_1;
-        const uint8_t* blk = row + b * (one ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0));
-        std::memcpy(&d, blk, 2);
-        if (one) std::memcpy(&m, blk + 2, 2);
-        const uint8_t* qs = blk + (one ? 4 : 2);
-        for (int j = 0; j < 16; ++j) {
-          levels[j] = (qs[j] & 15) - (one ? 0 : 8);
-          levels[j + 16] = (qs[j] >> 4) - (one ? 0 : 8);
-        }
-        has_min = one;
-        break;
-      }
-      case DType::kQ5_0:
-      case DType::kQ5_1: {
-        const bool one = type == DType::kQ5_1;
-        const uint8_t* blk = row + b * (one ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0));
-        std::memcpy(&d, blk, 2);
-        if (one) std::memcpy(&m, blk + 2, 2);
-        uint32_t qh;
-        std::memcpy(&qh, blk + (one ? 4 : 2), 4);
-        const uint8_t* qs = blk + (one ? 8 : 6);
-        for (int j = 0; j < 16; ++j) {
-          levels[j] = ((qs[j] & 15) | ((qh >> j) & 1) << 4) - (one ? 0 : 16);
-          levels[j + 16] = ((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - (one ? 0 : 16);
-        }
-        has_min = one;
-        break;
-      }
-      case DType::kQ8_0: {
-        const uint8_t* blk = row + b * sizeof(BlockQ8_0);
-        std::memcpy(&d, blk, 2);
-        for (int j = 0; j < 32; ++j) levels[j] = static_cast<int8_t>(blk[2 + j]);
-        break;
-      }
-      default:
-        ADD_FAILURE() << "exact_q32: " << dtype_name(type);
-        return 0;
-    }
+    const Q32Block k = q32_block(type, row, b);
     int64_t dot = 0;
-    for (int j = 0; j < 32; ++j) dot += int64_t{levels[j]} * a[b].qs[j];
-    sum += double{detail::f16_to_f32(d)} * a[b].d * static_cast<double>(dot);
-    if (has_min) sum += double{detail::f16_to_f32(m)} * a[b].s;
+    for (int j = 0; j < 32; ++j) dot += int64_t{k.levels[j]} * a[b].qs[j];
+    sum += double{detail::f16_to_f32(k.d)} * a[b].d * static_cast<double>(dot);
+    if (k.has_min) sum += double{detail::f16_to_f32(k.m)} * a[b].s;
   }
   return sum;
+}
+
+// ggml's AVX2 order (ggml_vec_dot_q4_0_q8_0 and its siblings) in scalar
+// code: lane k of eight accumulators takes, block by block,
+// fma(float(levels 4k..4k+3 . activations 4k..4k+3), d_w x d_a, acc_k); the
+// lanes are summed as ((0+4)+(2+6))+((1+5)+(3+7)), and the formats with a
+// minimum add the sum, block by block, of m_w x s_a.
+float ggml_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols) {
+  float acc[8] = {}, bias = 0;
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const Q32Block k = q32_block(type, row, b);
+    const float dd = detail::f16_to_f32(k.d) * a[b].d;
+    for (int lane = 0; lane < 8; ++lane) {
+      int32_t s = 0;
+      for (int j = 4 * lane; j < 4 * lane + 4; ++j) s += k.levels[j] * a[b].qs[j];
+      acc[lane] = std::fma(static_cast<float>(s), dd, acc[lane]);
+    }
+    if (k.has_min) bias += detail::f16_to_f32(k.m) * a[b].s;
+  }
+  return (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + bias;
 }
 
 // attention_f16_heads for every head count up to 7 (one or two passes of up
@@ -366,12 +396,13 @@ std::vector<int64_t> x86_targets() {
 //   whole batch, and for rows 3..50 (blocks that start mid-matrix);
 // - with `bits` (formats that take one order on every target): every
 //   target's result is bits(r, t), bit for bit;
-// - without: AVX2 and AVX3 give the same bits (ggml's order), and AVX3_DL's
-//   results (`order`) summed over every (row, token) are no further from
-//   exact(r, t) than theirs.
+// - without: AVX2 and AVX3 give ggml(r, t), ggml's order, bit for bit, and
+//   AVX3_DL's results (`order`) summed over every (row, token) are no
+//   further from exact(r, t) than theirs.
 void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_tok,
                    const std::function<double(int64_t, int64_t)>& exact, const char* order,
-                   const std::function<float(int64_t, int64_t)>& bits = nullptr) {
+                   const std::function<float(int64_t, int64_t)>& bits,
+                   const std::function<float(int64_t, int64_t)>& ggml = nullptr) {
   const std::vector<int64_t> targets = x86_targets();
   const int64_t rows = w.rows;
   std::vector<std::vector<float>> got;  // per target: all n_tok tokens at once
@@ -414,23 +445,27 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
     }
     return;
   }
-  size_t ggml = targets.size();  // a target with ggml's order, if any
+  ASSERT_TRUE(static_cast<bool>(ggml)) << "check_targets: neither bits nor ggml";
+  size_t ggml_target = targets.size();  // a target with ggml's order, if any
   for (size_t i = 0; i < targets.size(); ++i) {
-    if (targets[i] != HWY_AVX3_DL) ggml = i;
+    if (targets[i] == HWY_AVX3_DL) continue;
+    ggml_target = i;
+    for (int64_t t = 0; t < n_tok; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_EQ(got[i][t * rows + r], ggml(r, t))
+            << dtype_name(w.type) << " " << hwy::TargetName(targets[i]) << " row " << r << " token "
+            << t << ": not ggml's order (exact " << exact(r, t) << ")";
+      }
+    }
   }
   for (size_t i = 0; i < targets.size(); ++i) {
-    if (ggml == targets.size() || targets[i] == HWY_AVX3_DL) continue;
-    ASSERT_EQ(got[i], got[ggml]) << dtype_name(w.type) << " " << hwy::TargetName(targets[i])
-                                 << " against " << hwy::TargetName(targets[ggml]);
-  }
-  for (size_t i = 0; i < targets.size(); ++i) {
-    if (targets[i] != HWY_AVX3_DL || ggml == targets.size()) continue;
+    if (targets[i] != HWY_AVX3_DL || ggml_target == targets.size()) continue;
     double err_sum = 0, err_ggml = 0;
     for (int64_t t = 0; t < n_tok; ++t) {
       for (int64_t r = 0; r < rows; ++r) {
         const double e = exact(r, t);
         err_sum += std::fabs(got[i][t * rows + r] - e);
-        err_ggml += std::fabs(got[ggml][t * rows + r] - e);
+        err_ggml += std::fabs(got[ggml_target][t * rows + r] - e);
       }
     }
     EXPECT_LE(err_sum, err_ggml) << dtype_name(w.type) << ": " << order << "'s error " << err_sum
@@ -445,10 +480,11 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
 // that start mid-block:
 // - within a target, a token's row is the same bits alone or in any batch
 //   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
-//   the tiles for the rows past the last 16; on AVX2 and AVX3: the tiles
-//   below eight tokens, the eight-row kernel of qgemm_avx2-inl.h from eight
-//   on, from any first row, in token groups of 32);
-// - AVX2 and AVX3 give the same bits (ggml's order); AVX3_DL takes
+//   the tiles for the rows past the last 16; on AVX2 and AVX3: the
+//   four-row kernel of qrow_avx2-inl.h below eight tokens, in token pairs,
+//   the eight-row kernel of qgemm_avx2-inl.h from eight on, from any first
+//   row, in token groups of 32, the tiles for the rows past the last group);
+// - AVX2 and AVX3 give ggml's order bit for bit (ggml_q32); AVX3_DL takes
 //   block-sum order for all five (qgemm_vnni-inl.h): there the error against
 //   the exact product, summed over every result, is no larger than ggml's
 //   order's.
@@ -484,9 +520,12 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
     const auto exact = [&](int64_t r, int64_t t) {
       return exact_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
     };
+    const auto ggml = [&](int64_t r, int64_t t) {
+      return ggml_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
+    };
     ASSERT_NO_FATAL_FAILURE(check_targets(w, reinterpret_cast<const uint8_t*>(qx.data()),
                                           sizeof(BlockQ8A) * (cols / 32), n_tok, exact,
-                                          "block-sum order"));
+                                          "block-sum order", nullptr, ggml));
   }
 }
 
