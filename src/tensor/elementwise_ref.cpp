@@ -54,12 +54,10 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = n8; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
 }
 
-namespace {
-
-// ggml_table_gelu_f16: GELU of every f16 value, rounded to f16. ggml's
-// `0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x)))`, built
-// as GNU C with FMA available, contracts the inner `1 + (a*x)*x` to one fma.
-const uint16_t* gelu_table() {
+// ggml's `0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x)))`,
+// built as GNU C with FMA available, contracts the inner `1 + (a*x)*x` to one
+// fma.
+const uint16_t* gelu_f16_table() {
   static const std::vector<uint16_t> table = [] {
     std::vector<uint16_t> t(1u << 16);
     constexpr float kCoefA = 0.044715f;
@@ -74,10 +72,8 @@ const uint16_t* gelu_table() {
   return table.data();
 }
 
-}  // namespace
-
 void gelu_mul(float* gate, const float* up, int64_t n) {
-  const uint16_t* table = gelu_table();
+  const uint16_t* table = gelu_f16_table();
   for (int64_t i = 0; i < n; ++i) {
     const float x = gate[i];
     if (x <= -10.0f) {

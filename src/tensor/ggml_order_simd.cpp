@@ -14,6 +14,7 @@
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
+#include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/quant_common.h"
@@ -180,6 +181,28 @@ void SiluMulGgml(float* gate, const float* up, int64_t n) {
 #endif
   // ggml's tail (n % 8 elements) uses libm's expf.
   for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
+}
+
+// ref::gelu_mul with ggml's table (ref::gelu_f16_table) at `table`.
+void GeluMulGgml(float* gate, const float* up, int64_t n, const uint16_t* table) {
+  int64_t i = 0;
+#ifdef SNUG_GGML_AVX2
+  const __m256 lo = _mm256_set1_ps(-10.f), hi = _mm256_set1_ps(10.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    alignas(16) uint16_t h[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(h), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    for (uint16_t& v : h) v = table[v];
+    __m256 g = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+    g = _mm256_blendv_ps(g, x, _mm256_cmp_ps(x, hi, _CMP_GE_OQ));
+    const __m256 y = _mm256_mul_ps(g, _mm256_loadu_ps(up + i));
+    // 0 at or below -10, whatever up holds (ggml stores 0.0f there).
+    _mm256_storeu_ps(gate + i, _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LE_OQ), y));
+  }
+#else
+  (void)table;
+#endif
+  ref::gelu_mul(gate + i, up + i, n - i);
 }
 
 float RoundF16(float x) {
@@ -368,6 +391,7 @@ HWY_EXPORT(DotF16Ordered);
 HWY_EXPORT(FmaF16);
 HWY_EXPORT(ExpSumGgml);
 HWY_EXPORT(SiluMulGgml);
+HWY_EXPORT(GeluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
 HWY_EXPORT(QuantizeQ8A);
 HWY_EXPORT(RowF32ToF16);
@@ -409,6 +433,9 @@ double exp_sum_ggml(float* x, int64_t n, float max) {
 namespace simd {
 void silu_mul(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulGgml)(gate, up, n);
+}
+void gelu_mul(float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(GeluMulGgml)(gate, up, n, ref::gelu_f16_table());
 }
 }  // namespace simd
 

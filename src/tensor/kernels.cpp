@@ -252,7 +252,7 @@ void silu_mul(float* gate, const float* up, int64_t n) {
 }
 // ggml's geglu is a scalar table lookup on every target.
 void gelu_mul(float* gate, const float* up, int64_t n) {
-  ref::gelu_mul(gate, up, n);
+  simd::gelu_mul(gate, up, n);
 }
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,
           float freq_scale, RopeMode mode) {

@@ -37,7 +37,13 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void silu_mul(float* gate, const float* up, int64_t n);
+// gate[i] = GELU(gate[i]) x up[i] as ggml's geglu with GGML_GELU_FP16: 0 at
+// or below -10, gate[i] x up[i] at or above 10, else the table's value at
+// gate[i] rounded to f16.
 void gelu_mul(float* gate, const float* up, int64_t n);
+// ggml_table_gelu_f16: GELU of every f16 value (indexed by its bits), rounded
+// to f16. Built on first use (128 KiB), then shared.
+const uint16_t* gelu_f16_table();
 void rope_cache(int64_t pos, int64_t rot_dim, float freq_base, float freq_scale, float* cs);
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 void rope(float* x, int64_t head_dim, int64_t rot_dim, int64_t pos, float freq_base,

@@ -21,6 +21,8 @@ void matmul_unpack_row(const MatView& w, int64_t r, int64_t b0, int64_t b1, void
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);
 void silu_mul(float* gate, const float* up, int64_t n);
+// ref::gelu_mul's bits (the f16 rounding by F16C, the table lookup scalar).
+void gelu_mul(float* gate, const float* up, int64_t n);
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode);
 // y[i] = detail::f32_to_f16(x[i]), the same bits.
 void row_f32_to_f16(const float* x, uint16_t* y, int64_t n);

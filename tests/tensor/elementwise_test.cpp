@@ -1,5 +1,5 @@
 // Element-wise kernels against straightforward double-precision formulas.
-// silu_mul and rope_apply are Highway-dispatched: on every target the CPU
+// silu_mul, gelu_mul and rope_apply are Highway-dispatched: on every target the CPU
 // supports they must give the bits of their scalar twins (ref::). rms_norm
 // runs the scalar code on every target (ggml sums its squares in double, in
 // order), so it is checked once.
@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
 #include "test_util.h"
@@ -40,6 +41,45 @@ TEST(Elementwise, RmsNorm) {
       EXPECT_EQ(inplace[i], y[i]);
     }
   }
+}
+
+// Every f16 value, the midpoints between neighbours (where rounding to f16
+// ties) and the floats either side of them, the +-10 bounds and beyond, the
+// infinities: the bits of the scalar twin (any NaN for a NaN).
+TEST_P(ElementwiseDispatched, GeluMulIsItsScalarTwin) {
+  std::vector<float> g;
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float v = detail::f16_to_f32(static_cast<uint16_t>(h));
+    const float next = detail::f16_to_f32(static_cast<uint16_t>(h + 1));
+    g.push_back(v);
+    if ((h & 0x7C00) != 0x7C00 && ((h + 1) & 0x7C00) != 0x7C00) {
+      const float mid = static_cast<float>((static_cast<double>(v) + next) / 2);
+      g.insert(g.end(), {mid, std::nextafter(mid, -1e30f), std::nextafter(mid, 1e30f)});
+    }
+  }
+  for (float v : {-10.f, 10.f, std::nextafter(-10.f, 0.f), std::nextafter(10.f, 0.f), -1e30f, 1e30f,
+                  -INFINITY, INFINITY}) {
+    g.push_back(v);
+  }
+  const int64_t n = static_cast<int64_t>(g.size());
+  auto up = random_values(n, 6);
+  up[1] = INFINITY;  // g[1] is the smallest positive subnormal: a finite product
+  std::vector<float> s = g, sr = g;
+  gelu_mul(s.data(), up.data(), n);
+  ref::gelu_mul(sr.data(), up.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(sr[i])) {
+      EXPECT_TRUE(std::isnan(s[i])) << i << ": gelu(" << g[i] << ")";
+      continue;
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(s[i]), std::bit_cast<uint32_t>(sr[i]))
+        << i << ": gelu(" << g[i] << ") x " << up[i] << " = " << s[i] << " vs scalar " << sr[i];
+  }
+  // Below -10 the result is 0 whatever up holds.
+  std::vector<float> low = {-11.f, -11.f, -11.f, -11.f, -11.f, -11.f, -11.f, -11.f, -11.f};
+  const std::vector<float> wild = {INFINITY, -INFINITY, NAN, 1.f, 2.f, 3.f, 4.f, 5.f, NAN};
+  gelu_mul(low.data(), wild.data(), 9);
+  for (float v : low) EXPECT_EQ(std::bit_cast<uint32_t>(v), 0u);
 }
 
 TEST_P(ElementwiseDispatched, SiluMulIsItsScalarTwin) {
