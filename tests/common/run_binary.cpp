@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 namespace snug::testing {
@@ -17,12 +19,38 @@ std::string slurp(const std::filesystem::path& p) {
   return ss.str();
 }
 
+// The scratch folders this process made, removed when it exits (each gtest
+// case runs in a process of its own under ctest) unless SNUG_KEEP_TEST_FILES
+// is set: thousands of runs otherwise leave thousands of folders behind.
+class ScratchFolders {
+ public:
+  ~ScratchFolders() {
+    if (std::getenv("SNUG_KEEP_TEST_FILES") != nullptr) return;
+    std::error_code ec;
+    for (const std::filesystem::path& d : made_) std::filesystem::remove_all(d, ec);
+  }
+  void add(const std::filesystem::path& d) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    made_.insert(d);
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<std::filesystem::path> made_;
+};
+
+ScratchFolders& scratch_folders() {
+  static ScratchFolders folders;
+  return folders;
+}
+
 }  // namespace
 
 std::filesystem::path scratch_dir(const std::string& tag) {
   std::filesystem::path d =
       std::filesystem::temp_directory_path() / ("snug_" + tag + "_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
+  scratch_folders().add(d);
   return d;
 }
 

@@ -15,7 +15,8 @@ struct RunResult {
   std::string err;  // stderr
 };
 
-// A folder under the temp directory for this process and `tag`.
+// A folder under the temp directory for this process and `tag`, removed with
+// its files when the process exits (kept if SNUG_KEEP_TEST_FILES is set).
 std::filesystem::path scratch_dir(const std::string& tag);
 // Runs `binary args` through the shell with `input` on stdin.
 RunResult run_binary(const std::string& binary, const std::string& args, const std::string& tag,

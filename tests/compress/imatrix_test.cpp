@@ -30,9 +30,7 @@ namespace fs = std::filesystem;
 using tensor::DType;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_imatrix_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return testing::scratch_dir("imatrix_test");
 }
 
 testing::TinyModelSpec wide_spec(int layers = 2) {

@@ -25,6 +25,7 @@
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "run_binary.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
 #include "tiny_model.h"
@@ -36,9 +37,7 @@ namespace fs = std::filesystem;
 using tensor::DType;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_prune_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return testing::scratch_dir("prune_test");
 }
 
 std::vector<float> random_row(int64_t n, uint32_t seed) {

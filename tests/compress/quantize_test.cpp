@@ -14,6 +14,7 @@
 #include "compress/quantize.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "run_binary.h"
 #include "temp_files.h"
 #include "tensor/kernels.h"
 #include "tiny_model.h"
@@ -25,9 +26,7 @@ namespace fs = std::filesystem;
 using tensor::DType;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_quantize_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return testing::scratch_dir("quantize_test");
 }
 
 // n_embd 256 so that every K format applies without fallback.

@@ -11,6 +11,7 @@
 
 #include "gguf/gguf.h"
 #include "required_file.h"
+#include "run_binary.h"
 #include "temp_files.h"
 
 namespace snug::gguf {
@@ -112,9 +113,7 @@ TEST(Gguf, EveryTruncationIsAnErrorNotACrash) {
 TEST(Gguf, ConcurrentWritersOfOnePathAllSucceed) {
   // A directory of its own: ctest runs the other writer tests in parallel, and
   // WriteIsAtomic removes its directory when done.
-  auto dir = std::filesystem::temp_directory_path() /
-             ("snug_gguf_concurrent_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const auto dir = testing::scratch_dir("gguf_concurrent");
   const std::string path = (dir / "shared.gguf").string();
   Writer w;
   w.set_u32("k", 7);

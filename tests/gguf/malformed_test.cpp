@@ -22,6 +22,7 @@
 #include "malformed_cases.h"
 #include "memory/ledger.h"
 #include "model/model.h"
+#include "run_binary.h"
 #include "text/tokenizer.h"
 
 #ifndef SNUG_SANITIZE
@@ -85,9 +86,7 @@ constexpr int64_t kPlannerNames = 5 << 20;
 constexpr size_t kRegressionFiles = 91;
 
 fs::path temp_dir() {
-  fs::path d = fs::temp_directory_path() / ("snug_malformed_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return testing::scratch_dir("malformed");
 }
 
 std::string write_file(const std::string& name, const std::vector<uint8_t>& bytes) {

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "run_binary.h"
+
 namespace snug::testing {
 namespace {
 
@@ -23,8 +25,7 @@ std::string slurp(const fs::path& p) {
 }  // namespace
 
 MeasuredRun run_measured(const std::string& cmd) {
-  const fs::path d = fs::temp_directory_path() / ("snug_measured_" + std::to_string(::getpid()));
-  fs::create_directories(d);
+  const fs::path d = scratch_dir("measured");
   const std::string full = cmd + " >" + (d / "out").string() + " 2>" + (d / "err").string();
   MeasuredRun r;
   const pid_t pid = ::fork();
