@@ -117,42 +117,52 @@ HWY_INLINE void Q6Levels(const BlockQ6_K& w, __m256i lv[8]) {
   }
 }
 
-// Weight rules of the 32-element formats: unsigned levels (or signed for
-// q8_0), the scale, and the coefficient of the activation's scaled sum s.
+// Weight rules of the 32-element formats: the stored levels (unsigned, or
+// signed for q8_0), log2 of the offset o that the signed 4- and 5-bit formats
+// subtract from them (0: none), the levels multiplied (stored - o), the scale,
+// and the coefficient of the activation's scaled sum s.
 struct Avx2Q4_0 {
   using Block = BlockQ4_0;
   // Signed levels q - 8, as ggml's q4_0 x q8_0 kernel: no activation sum needed.
   static constexpr bool kSigned = true;
-  static __m256i Levels(const Block& b) {
-    return _mm256_sub_epi8(Nibbles32(b.qs), _mm256_set1_epi8(8));
-  }
+  static constexpr int kOffsetLog2 = 3;
+  static __m256i Stored(const Block& b) { return Nibbles32(b.qs); }
+  static __m256i Levels(const Block& b) { return _mm256_sub_epi8(Stored(b), _mm256_set1_epi8(8)); }
 };
 struct Avx2Q4_1 {
   using Block = BlockQ4_1;
   static constexpr bool kSigned = false;
-  static __m256i Levels(const Block& b) { return Nibbles32(b.qs); }
+  static constexpr int kOffsetLog2 = 0;
+  static __m256i Stored(const Block& b) { return Nibbles32(b.qs); }
+  static __m256i Levels(const Block& b) { return Stored(b); }
 };
 struct Avx2Q5_0 {
   using Block = BlockQ5_0;
   // Signed levels q - 16, as ggml's q5_0 x q8_0 kernel.
   static constexpr bool kSigned = true;
-  static __m256i Levels(const Block& b) {
-    return _mm256_sub_epi8(_mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh)), _mm256_set1_epi8(16));
+  static constexpr int kOffsetLog2 = 4;
+  static __m256i Stored(const Block& b) {
+    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
   }
+  static __m256i Levels(const Block& b) { return _mm256_sub_epi8(Stored(b), _mm256_set1_epi8(16)); }
 };
 struct Avx2Q5_1 {
   using Block = BlockQ5_1;
   static constexpr bool kSigned = false;
-  static __m256i Levels(const Block& b) {
+  static constexpr int kOffsetLog2 = 0;
+  static __m256i Stored(const Block& b) {
     return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
   }
+  static __m256i Levels(const Block& b) { return Stored(b); }
 };
 struct Avx2Q8_0 {
   using Block = BlockQ8_0;
   static constexpr bool kSigned = true;
-  static __m256i Levels(const Block& b) {
+  static constexpr int kOffsetLog2 = 0;
+  static __m256i Stored(const Block& b) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
   }
+  static __m256i Levels(const Block& b) { return Stored(b); }
 };
 
 // fn(F{}) with the format struct of a 32-element weight type; false (and no

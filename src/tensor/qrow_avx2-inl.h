@@ -27,8 +27,6 @@
 #if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
 #include <immintrin.h>
 
-#include <type_traits>
-
 #include "tensor/dtype.h"
 #include "tensor/qdot_avx2-inl.h"
 #include "tensor/quant_blocks.h"
@@ -42,39 +40,6 @@ inline constexpr int64_t kRAhead = 2;  // groups of rows ahead that are prefetch
 // and more).
 inline constexpr int64_t kRMaxTokens = 7;
 
-// The stored levels as unsigned bytes, and log2 of the offset o that makes
-// them signed (0: unsigned format, -1: q8_0, stored signed).
-template <class F>
-struct RowLevels;
-template <>
-struct RowLevels<Avx2Q4_0> {
-  static constexpr int kOffsetLog2 = 3;
-  static __m256i Get(const BlockQ4_0& b) { return Nibbles32(b.qs); }
-};
-template <>
-struct RowLevels<Avx2Q4_1> {
-  static constexpr int kOffsetLog2 = 0;
-  static __m256i Get(const BlockQ4_1& b) { return Nibbles32(b.qs); }
-};
-template <>
-struct RowLevels<Avx2Q5_0> {
-  static constexpr int kOffsetLog2 = 4;
-  static __m256i Get(const BlockQ5_0& b) {
-    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
-  }
-};
-template <>
-struct RowLevels<Avx2Q5_1> {
-  static constexpr int kOffsetLog2 = 0;
-  static __m256i Get(const BlockQ5_1& b) {
-    return _mm256_or_si256(Nibbles32(b.qs), FifthBits(b.qh));
-  }
-};
-template <>
-struct RowLevels<Avx2Q8_0> {
-  static constexpr int kOffsetLog2 = -1;
-};
-
 // Rows [0, R) from w (row_bytes apart) against T tokens' BlockQ8A rows
 // (act_bytes apart): y[t * y_stride + r]. Rows follow each other in memory,
 // so the one-row tile reads the matrix as one stream, which the hardware
@@ -87,7 +52,8 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
                         int64_t act_bytes, float* y, int64_t y_stride, const uint8_t* pf,
                         const uint8_t* pf_end) {
   using Block = typename F::Block;
-  using L = RowLevels<F>;
+  // q8_0: stored signed, so ggml's vpsignb pair; the others: stored unsigned.
+  constexpr bool kStoredSigned = F::kSigned && F::kOffsetLog2 == 0;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R][T];
   __m128 bias[R][T];  // lane 1 sums m x s (formats with a minimum)
@@ -110,28 +76,23 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
     for (int t = 0; t < T; ++t) {
       av[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
       as[t] = ActScaleSum(a[t][b]);
-      if constexpr (L::kOffsetLog2 > 0) {
+      if constexpr (F::kOffsetLog2 > 0) {
         const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av[t]), ones);
-        corr[t] = _mm256_slli_epi32(s, L::kOffsetLog2);
+        corr[t] = _mm256_slli_epi32(s, F::kOffsetLog2);
       }
     }
     for (int r = 0; r < R; ++r) {
       const Block& blk = reinterpret_cast<const Block*>(w + r * row_bytes)[b];
       const __m128 dm = ScaleMin(&blk);
-      __m256i u, q;
-      if constexpr (L::kOffsetLog2 < 0) {
-        q = F::Levels(blk);
-        u = _mm256_sign_epi8(q, q);
-      } else {
-        u = L::Get(blk);
-      }
+      const __m256i q = F::Stored(blk);
+      const __m256i u = kStoredSigned ? _mm256_sign_epi8(q, q) : q;
       for (int t = 0; t < T; ++t) {
         __m256i sum;
-        if constexpr (L::kOffsetLog2 < 0) {
+        if constexpr (kStoredSigned) {
           sum = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(av[t], q)), ones);
         } else {
           sum = _mm256_madd_epi16(_mm256_maddubs_epi16(u, av[t]), ones);
-          if constexpr (L::kOffsetLog2 > 0) sum = _mm256_sub_epi32(sum, corr[t]);
+          if constexpr (F::kOffsetLog2 > 0) sum = _mm256_sub_epi32(sum, corr[t]);
         }
         const __m128 prod = _mm_mul_ps(dm, as[t]);  // [d x a.d, m x a.s]
         acc[r][t] =
@@ -147,42 +108,41 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
   }
 }
 
-// Rows [r0, r1) against n_tok tokens: kRRows rows at a time, tokens in
-// pairs over each group of rows, the last rows one at a time.
+// Rows [0, R) from w against n_tok tokens, in pairs; [pf, pf_end) asked for
+// during the first pair (the later pairs find the rows in L1).
+template <class F, int R>
+HWY_INLINE void RowsQ32Tokens(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                              int64_t act_bytes, int64_t n_tok, float* y, int64_t y_stride,
+                              const uint8_t* pf, const uint8_t* pf_end) {
+  int64_t t = 0;
+  for (; t + 2 <= n_tok; t += 2) {
+    RowsQ32<F, R, 2>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
+                     pf, pf_end);
+    pf = pf_end;
+  }
+  if (t < n_tok) {
+    RowsQ32<F, R, 1>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
+                     pf, pf_end);
+  }
+}
+
+// Rows [r0, r1) against n_tok tokens: kRRows rows at a time, each group
+// asking for the group kRAhead on (or what is left of the range before r1),
+// the last rows one at a time.
 template <class F>
 int64_t RowsQ32Range(const uint8_t* wd, int64_t row_bytes, int64_t nb, const uint8_t* act,
                      int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                      int64_t y_stride) {
   int64_t r = r0;
   for (; r + kRRows <= r1; r += kRRows) {
-    // The group kRAhead on, or what is left of the range before r1, asked
-    // for during the first pair of tokens; the later pairs find the group's
-    // rows in L1.
     const int64_t p0 = r + kRAhead * kRRows < r1 ? r + kRAhead * kRRows : r1;
     const int64_t p1 = p0 + kRRows < r1 ? p0 + kRRows : r1;
-    const uint8_t* pf = wd + p0 * row_bytes;
-    const uint8_t* pf_end = wd + p1 * row_bytes;
-    int64_t t = 0;
-    for (; t + 2 <= n_tok; t += 2) {
-      RowsQ32<F, kRRows, 2>(wd + r * row_bytes, row_bytes, nb, act + t * act_bytes, act_bytes,
-                            y + t * y_stride + r, y_stride, pf, pf_end);
-      pf = pf_end;
-    }
-    if (t < n_tok) {
-      RowsQ32<F, kRRows, 1>(wd + r * row_bytes, row_bytes, nb, act + t * act_bytes, act_bytes,
-                            y + t * y_stride + r, y_stride, pf, pf_end);
-    }
+    RowsQ32Tokens<F, kRRows>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r,
+                             y_stride, wd + p0 * row_bytes, wd + p1 * row_bytes);
   }
   for (; r < r1; ++r) {
-    int64_t t = 0;
-    for (; t + 2 <= n_tok; t += 2) {
-      RowsQ32<F, 1, 2>(wd + r * row_bytes, row_bytes, nb, act + t * act_bytes, act_bytes,
-                       y + t * y_stride + r, y_stride, nullptr, nullptr);
-    }
-    if (t < n_tok) {
-      RowsQ32<F, 1, 1>(wd + r * row_bytes, row_bytes, nb, act + t * act_bytes, act_bytes,
-                       y + t * y_stride + r, y_stride, nullptr, nullptr);
-    }
+    RowsQ32Tokens<F, 1>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
+                        nullptr, nullptr);
   }
   return r1;
 }
