@@ -17,6 +17,7 @@
 
 #include <hwy/highway.h>
 
+#include "tensor/nm_expand-inl.h"  // every target: it toggles with HWY_TARGET_TOGGLE
 #include "tensor/simd_x86.h"
 
 #if SNUG_X86_AVX2
@@ -198,6 +199,87 @@ HWY_INLINE __m128 ScaleMin(const void* block) {
   std::memcpy(&dm, block, 4);
   return _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
 }
+
+#if !SNUG_X86_VNNI512
+// The multi-row kernels (qrow_avx2-inl.h, qgemm_avx2-inl.h) read block b of a
+// row of nb blocks through its format's row view: the f16 scale and min bits
+// (low and high half), [d, m] as floats (ScaleMin's lanes), the stored levels
+// and the levels. A dense row is an array of the format's blocks.
+template <class F>
+struct Avx2DenseRow : F {
+  using Block = typename F::Block;
+  static const Block& At(const uint8_t* row, int64_t b) {
+    return reinterpret_cast<const Block*>(row)[b];
+  }
+  static uint32_t ScaleMinBitsAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
+    uint32_t dm;
+    std::memcpy(&dm, &At(row, b), 4);
+    return dm;
+  }
+  static __m128 ScaleMinAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
+    return ScaleMin(&At(row, b));
+  }
+  static __m256i StoredAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
+    return F::Stored(At(row, b));
+  }
+  static __m256i LevelsAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
+    return F::Levels(At(row, b));
+  }
+};
+
+// The N:M-sparse q8_0 and q4_0 (quant_blocks.h: a row holds its nb scales,
+// then its nb masks, then the kept levels): each block is expanded in
+// registers (nm_expand-inl.h) to the dense block's levels, which the dense
+// format's arithmetic then takes, so the results are the dense type's bits
+// and half the level bytes are read.
+struct Avx2NmRow {
+  // Both take the signed levels (dropped: 0) as q8_0 does; q4_0's lane sums
+  // are the same integers however its levels are offset.
+  static constexpr bool kSigned = true;
+  static constexpr int kOffsetLog2 = 0;
+  static uint32_t ScaleMinBitsAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
+    uint16_t d;
+    std::memcpy(&d, row + 2 * b, 2);
+    return d;
+  }
+  static __m128 ScaleMinAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(ScaleMinBitsAt(row, nb, b))));
+  }
+};
+struct Avx2Q8_0Nm : Avx2NmRow {
+  static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ8(row + 6 * nb + 16 * b));
+  }
+  static __m256i StoredAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return LevelsAt(row, nb, b);
+  }
+};
+struct Avx2Q4_0Nm : Avx2NmRow {
+  // Levels - 8 in [-8, 7]; a dropped element is 0.
+  static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ4(row + 6 * nb + 8 * b));
+  }
+  static __m256i StoredAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return LevelsAt(row, nb, b);
+  }
+};
+
+// fn(F{}) with the row view of a 32-element weight type, dense or N:M-sparse;
+// false (and no call) for the other types.
+template <class Fn>
+HWY_INLINE bool WithQ32RowFormat(DType type, const Fn& fn) {
+  switch (type) {
+    case DType::kQ8_0NM:
+      fn(Avx2Q8_0Nm{});
+      return true;
+    case DType::kQ4_0NM:
+      fn(Avx2Q4_0Nm{});
+      return true;
+    default:
+      return WithQ32Format(type, [&](auto f) { fn(Avx2DenseRow<decltype(f)>{}); });
+  }
+}
+#endif  // !SNUG_X86_VNNI512
 
 // [d, s] of an activation block in lanes 0 and 1.
 HWY_INLINE __m128 ActScaleSum(const BlockQ8A& a) {

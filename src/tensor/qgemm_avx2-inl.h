@@ -1,6 +1,7 @@
-// q4_0, q4_1, q5_0, q5_1 and q8_0 against several tokens on AVX2 without
-// AVX512-VNNI, in ggml's order, so with the same bits as the one-row tile
-// (qdot_avx2-inl.h's TileQ32Avx2) and llama.cpp's AVX2 vec_dot.
+// q4_0, q4_1, q5_0, q5_1, q8_0 and the N:M-sparse q8_0 and q4_0 against
+// several tokens on AVX2 without AVX512-VNNI, in ggml's order, so with the
+// same bits as the one-row tile (qdot_avx2-inl.h's TileQ32Avx2) and
+// llama.cpp's AVX2 vec_dot (the sparse types: the dense type's bits).
 //
 // ggml's order, per (row, token): lane k of an 8-float accumulator takes, for
 // every block in turn, fma(float(S_bk), d_w x d_a, acc_k), where S_bk is the
@@ -109,18 +110,19 @@ HWY_INLINE __m256 SumTree8(const __m256* v) {
                        _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
 }
 
-// Blocks [0, nb) of eight rows (w: row 0's first block) into p.
+// Blocks [c0, c0 + nb) of eight rows of nblocks blocks (w: row 0) into p.
 template <class F>
-HWY_INLINE void RepackA(const uint8_t* w, int64_t row_bytes, int nb, APack& p) {
-  using Block = typename F::Block;
+HWY_INLINE void RepackA(const uint8_t* w, int64_t row_bytes, int64_t nblocks, int64_t c0, int nb,
+                        APack& p) {
   for (int b = 0; b < nb; ++b) {
     __m256i r[kARows];
     alignas(16) uint16_t dh[kARows], mh[kARows];
     for (int i = 0; i < kARows; ++i) {
-      const uint8_t* blk = w + i * row_bytes + b * static_cast<int64_t>(sizeof(Block));
-      r[i] = F::Levels(*reinterpret_cast<const Block*>(blk));
-      std::memcpy(&dh[i], blk, 2);
-      if constexpr (!F::kSigned) std::memcpy(&mh[i], blk + 2, 2);
+      const uint8_t* row = w + i * row_bytes;
+      r[i] = F::LevelsAt(row, nblocks, c0 + b);
+      const uint32_t dm = F::ScaleMinBitsAt(row, nblocks, c0 + b);
+      dh[i] = static_cast<uint16_t>(dm);
+      if constexpr (!F::kSigned) mh[i] = static_cast<uint16_t>(dm >> 16);
     }
     Transpose8x8(r);
     __m256i* out = p.w + b * ARegs<F>();
@@ -178,7 +180,9 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
                 int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                 int64_t y_stride) {
   const int nblocks = static_cast<int>(cols / kQK);
-  constexpr int64_t kBlockBytes = sizeof(typename F::Block);
+  // Bytes a block takes on average, for the prefetch (an N:M-sparse row keeps
+  // its parts by kind: asking for a chunk's share of the row covers the row).
+  const int64_t block_bytes = row_bytes / nblocks;
   APack pack;
   __m256 acc[kAToks][8];
   __m256 bias[kAToks];  // zero for the signed formats, added as the tile adds its 0
@@ -194,9 +198,9 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
         const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
         if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          PrefetchRowsAhead(w, row_bytes, c0 * kBlockBytes, nb * kBlockBytes);
+          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
         }
-        RepackA<F>(w + c0 * kBlockBytes, row_bytes, nb, pack);
+        RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
         for (int t = 0; t < nt; ++t) {
           const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
           TokenA<F>(pack, nb, a, acc[t], &bias[t]);
@@ -216,7 +220,7 @@ inline int64_t MatmulAvx2Rows(DType type, const uint8_t* wd, int64_t row_bytes, 
                               int64_t r1, float* y, int64_t y_stride) {
   if (n_tok < kARowBlockTokens) return r0;
   int64_t done = r0;
-  WithQ32Format(type, [&](auto f) {
+  WithQ32RowFormat(type, [&](auto f) {
     done = MatmulA<decltype(f)>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
   });
   return done;

@@ -1,7 +1,8 @@
-// A few tokens of q4_0, q4_1, q5_0, q5_1 and q8_0 on AVX2 without
-// AVX512-VNNI, several rows at a time, in ggml's order: the bits of the
-// one-row tile (qdot_avx2-inl.h's TileQ32Avx2) and of llama.cpp's AVX2
-// vec_dot, so the llama.cpp-identity formats keep their identity.
+// A few tokens of q4_0, q4_1, q5_0, q5_1, q8_0 and the N:M-sparse q8_0 and
+// q4_0 on AVX2 without AVX512-VNNI, several rows at a time, in ggml's order:
+// the bits of the one-row tile (qdot_avx2-inl.h's TileQ32Avx2) and of
+// llama.cpp's AVX2 vec_dot, so the llama.cpp-identity formats keep their
+// identity (the sparse types: the dense type's bits).
 //
 // The tile is bound by its accumulator: one multiply-add per block of a row,
 // each waiting for the last (4 cycles on Zen 3), and a row of 64 blocks is
@@ -51,7 +52,6 @@ template <class F, int R, int T>
 HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
                         int64_t act_bytes, float* y, int64_t y_stride, const uint8_t* pf,
                         const uint8_t* pf_end) {
-  using Block = typename F::Block;
   // q8_0: stored signed, so ggml's vpsignb pair; the others: stored unsigned.
   constexpr bool kStoredSigned = F::kSigned && F::kOffsetLog2 == 0;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -82,9 +82,8 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
       }
     }
     for (int r = 0; r < R; ++r) {
-      const Block& blk = reinterpret_cast<const Block*>(w + r * row_bytes)[b];
-      const __m128 dm = ScaleMin(&blk);
-      const __m256i q = F::Stored(blk);
+      const __m128 dm = F::ScaleMinAt(w + r * row_bytes, nb, b);
+      const __m256i q = F::StoredAt(w + r * row_bytes, nb, b);
       const __m256i u = kStoredSigned ? _mm256_sign_epi8(q, q) : q;
       for (int t = 0; t < T; ++t) {
         __m256i sum;
@@ -154,7 +153,7 @@ inline int64_t MatmulAvx2FewRows(DType type, const uint8_t* wd, int64_t row_byte
                                  int64_t r1, float* y, int64_t y_stride) {
   if (n_tok < 1 || n_tok > kRMaxTokens) return r0;
   int64_t done = r0;
-  WithQ32Format(type, [&](auto f) {
+  WithQ32RowFormat(type, [&](auto f) {
     done = RowsQ32Range<decltype(f)>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r0, r1, y,
                                      y_stride);
   });
