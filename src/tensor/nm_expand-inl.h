@@ -1,9 +1,10 @@
 // N:M-sparse rows (quant_blocks.h's BlockQ8_0NM / BlockQ4_0NM) expanded to
-// the dense blocks they stand for, per target: vpexpandb on AVX3_DL, a
-// 256-entry shuffle table with vpshufb on the other x86 targets from AVX2
-// up, nm_sparse.h's scalar loop below. The kernels that do not read sparse
-// blocks directly (qgemm_vnni-inl.h does) expand a row with this and run the
-// dense type's kernel on it: the same arithmetic, so the same bits.
+// the dense blocks they stand for, per target: vpexpandb on AVX3_DL, tables
+// of vpshufb controls on the other x86 targets from AVX2 up, nm_sparse.h's
+// scalar loop below. The AVX2 multi-row kernels expand block by block in
+// registers (qdot_avx2-inl.h's Avx2Q8_0Nm); the tiles expand a row with
+// ExpandNmRow and run the dense type's kernel on it: the same arithmetic, so
+// the same bits.
 //
 // A mask byte without exactly 4 bits set (a damaged or hostile file) gives
 // meaningless values, never a read outside the block.
@@ -31,7 +32,8 @@
 HWY_BEFORE_NAMESPACE();
 namespace snug::tensor::HWY_NAMESPACE {
 
-#if SNUG_X86_AVX2 && HWY_TARGET > HWY_AVX3_DL
+#if SNUG_X86_AVX2
+#if HWY_TARGET > HWY_AVX3_DL
 // vpshufb controls for mask byte i (0..3) of a block, 256 entries each: byte p
 // of entry m is 4 i + the rank of bit p among m's set bits (the kept element
 // it takes: mask byte i's ranks start at 4 i when every byte has 4 bits set)
@@ -67,6 +69,11 @@ HWY_INLINE __m256i NmExpandBytes(const uint8_t* mask, __m256i kept) {
   const __m256i ctrl = _mm256_inserti128_si256(_mm256_castsi128_si256(half(0)), half(2), 1);
   return _mm256_shuffle_epi8(kept, ctrl);
 }
+#else
+HWY_INLINE __m256i NmExpandBytes(const uint8_t* mask, __m256i kept) {
+  return _mm256_maskz_expand_epi8(detail::nm_mask(mask), kept);
+}
+#endif
 
 // A block's 16 kept q8_0 levels (stored + 128) as signed bytes in both lanes.
 HWY_INLINE __m256i NmKeptQ8(const uint8_t* qs) {
@@ -97,33 +104,16 @@ HWY_INLINE void ExpandNmRow(DType t, const uint8_t* src, uint8_t* dst, int64_t n
   if (t == DType::kQ8_0NM) {
     for (int64_t i = 0; i < nb; ++i, dst += sizeof(BlockQ8_0)) {
       std::memcpy(dst, d + 2 * i, 2);
-#if HWY_TARGET <= HWY_AVX3_DL
-      // Kept levels are stored + 128.
-      const __m128i kept =
-          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16 * i)),
-                        _mm_set1_epi8(static_cast<char>(0x80)));
-      const __m256i q =
-          _mm256_maskz_expand_epi8(detail::nm_mask(mask + 4 * i), _mm256_zextsi128_si256(kept));
-#else
       const __m256i q = NmExpandBytes(mask + 4 * i, NmKeptQ8(qs + 16 * i));
-#endif
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2), q);
     }
     return;
   }
   for (int64_t i = 0; i < nb; ++i, dst += sizeof(BlockQ4_0)) {
     std::memcpy(dst, d + 2 * i, 2);
-#if HWY_TARGET <= HWY_AVX3_DL
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * i));
-    const __m128i lv =
-        _mm_and_si128(_mm_unpacklo_epi64(q, _mm_srli_epi16(q, 4)), _mm_set1_epi8(0x0F));
-    const __m256i e = _mm256_mask_expand_epi8(_mm256_set1_epi8(8), detail::nm_mask(mask + 4 * i),
-                                              _mm256_zextsi128_si256(lv));
-#else
     // Dropped elements are level 8 (zero): expand level - 8, then add 8 back.
     const __m256i e =
         _mm256_add_epi8(NmExpandBytes(mask + 4 * i, NmKeptQ4(qs + 8 * i)), _mm256_set1_epi8(8));
-#endif
     const __m128i lo = _mm256_castsi256_si128(e), hi = _mm256_extracti128_si256(e, 1);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2), _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
   }
