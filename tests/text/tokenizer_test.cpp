@@ -137,7 +137,7 @@ TEST(Bpe, LongRepeatedWordIsNotQuadratic) {
     }
     return best;
   };
-  const double small = best_seconds(1 << 17), large = best_seconds(1 << 20);
+  [[maybe_unused]] const double small = best_seconds(1 << 17), large = best_seconds(1 << 20);
 #if defined(NDEBUG) && !defined(SNUG_SANITIZE)  // timing holds for optimized builds only
   EXPECT_LT(large, 40 * small + 0.1) << "128 KiB: " << small << " s, 1 MiB: " << large << " s";
 #endif
