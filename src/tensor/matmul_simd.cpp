@@ -46,10 +46,12 @@ constexpr int kTokTile = 4;
 constexpr int kTokTileWide = kTokTile;
 constexpr int kTokTileNarrow = 4;
 constexpr int64_t kRowBlock = 16;
+#if SNUG_X86_VNNI512
 // Fewest tokens for which q4_K and q6_K take the row-block kernel on
 // AVX512-VNNI (q4_K 2048x8192 on Zen 4: 2 tokens 830 us by the tiles, 870 by
 // the row-block kernel; 4 tokens 1584 and 1048).
-[[maybe_unused]] constexpr int64_t kKRowBlockTokens = 3;
+constexpr int64_t kKRowBlockTokens = 3;
+#endif
 // Weight loaders for the float formats: N elements starting at i as f32.
 struct LoadF32 {
   template <class D>

@@ -194,17 +194,20 @@ HWY_INLINE bool WithQ32Format(DType type, const Fn& fn) {
 // [d, m] of a weight block as floats in lanes 0 and 1 (every 32-element block
 // starts with its f16 scale; the formats with a min store it next, for the
 // others lane 1 is unused).
+HWY_INLINE __m128 ScaleMinOf(uint32_t dm) {
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));
+}
 HWY_INLINE __m128 ScaleMin(const void* block) {
-  int32_t dm;
+  uint32_t dm;
   std::memcpy(&dm, block, 4);
-  return _mm_cvtph_ps(_mm_cvtsi32_si128(dm));
+  return ScaleMinOf(dm);
 }
 
 #if !SNUG_X86_VNNI512
 // The multi-row kernels (qrow_avx2-inl.h, qgemm_avx2-inl.h) read block b of a
 // row of nb blocks through its format's row view: the f16 scale and min bits
-// (low and high half), [d, m] as floats (ScaleMin's lanes), the stored levels
-// and the levels. A dense row is an array of the format's blocks.
+// (low and high half; ScaleMinOf makes floats of them), the stored levels and
+// the levels. A dense row is an array of the format's blocks.
 template <class F>
 struct Avx2DenseRow : F {
   using Block = typename F::Block;
@@ -215,9 +218,6 @@ struct Avx2DenseRow : F {
     uint32_t dm;
     std::memcpy(&dm, &At(row, b), 4);
     return dm;
-  }
-  static __m128 ScaleMinAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
-    return ScaleMin(&At(row, b));
   }
   static __m256i StoredAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
     return F::Stored(At(row, b));
@@ -232,9 +232,11 @@ struct Avx2DenseRow : F {
 // registers (nm_expand-inl.h) to the dense block's levels, which the dense
 // format's arithmetic then takes, so the results are the dense type's bits
 // and half the level bytes are read.
+template <class Self>
 struct Avx2NmRow {
-  // Both take the signed levels (dropped: 0) as q8_0 does; q4_0's lane sums
-  // are the same integers however its levels are offset.
+  // Both take the signed levels (dropped: 0) as q8_0 does, so the stored
+  // levels are the levels; q4_0's lane sums are the same integers however
+  // its levels are offset.
   static constexpr bool kSigned = true;
   static constexpr int kOffsetLog2 = 0;
   static uint32_t ScaleMinBitsAt(const uint8_t* row, int64_t /*nb*/, int64_t b) {
@@ -242,25 +244,19 @@ struct Avx2NmRow {
     std::memcpy(&d, row + 2 * b, 2);
     return d;
   }
-  static __m128 ScaleMinAt(const uint8_t* row, int64_t nb, int64_t b) {
-    return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(ScaleMinBitsAt(row, nb, b))));
+  static __m256i StoredAt(const uint8_t* row, int64_t nb, int64_t b) {
+    return Self::LevelsAt(row, nb, b);
   }
 };
-struct Avx2Q8_0Nm : Avx2NmRow {
+struct Avx2Q8_0Nm : Avx2NmRow<Avx2Q8_0Nm> {
   static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
     return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ8(row + 6 * nb + 16 * b));
   }
-  static __m256i StoredAt(const uint8_t* row, int64_t nb, int64_t b) {
-    return LevelsAt(row, nb, b);
-  }
 };
-struct Avx2Q4_0Nm : Avx2NmRow {
+struct Avx2Q4_0Nm : Avx2NmRow<Avx2Q4_0Nm> {
   // Levels - 8 in [-8, 7]; a dropped element is 0.
   static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
     return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ4(row + 6 * nb + 8 * b));
-  }
-  static __m256i StoredAt(const uint8_t* row, int64_t nb, int64_t b) {
-    return LevelsAt(row, nb, b);
   }
 };
 

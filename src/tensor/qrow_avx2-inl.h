@@ -82,7 +82,7 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
       }
     }
     for (int r = 0; r < R; ++r) {
-      const __m128 dm = F::ScaleMinAt(w + r * row_bytes, nb, b);
+      const __m128 dm = ScaleMinOf(F::ScaleMinBitsAt(w + r * row_bytes, nb, b));
       const __m256i q = F::StoredAt(w + r * row_bytes, nb, b);
       const __m256i u = kStoredSigned ? _mm256_sign_epi8(q, q) : q;
       for (int t = 0; t < T; ++t) {
