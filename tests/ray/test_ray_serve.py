@@ -14,6 +14,7 @@ hits show it); killing the replica processes of one node while requests run
 loses none silently (each is answered or fails cleanly), and the replicas come
 back with new processes."""
 import concurrent.futures
+import http.client
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,9 +54,24 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get(url):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
+def get(url, patience_s=60.0):
+    """GET url as JSON. A connection the proxy drops or refuses is asked again
+    for up to patience_s: the proxy is an actor too, and on a loaded machine
+    Serve's controller may restart it when a health check is late (seen once
+    in CI, mid scale-down: RemoteDisconnected). Each retry is printed, so the
+    log shows it; an HTTP error status is never retried."""
+    deadline = time.time() + patience_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+            if time.time() > deadline:
+                raise
+            print(f"GET {url}: {type(e).__name__} ({e}); asking again")
+            time.sleep(1)
 
 
 @pytest.fixture(scope="module")
