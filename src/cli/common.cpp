@@ -64,7 +64,8 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
 }
 
 const char* const kRepackHelp =
-    "pack the q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q6_K matrices once at load into the matrix kernel's layout, in private "
+    "pack the q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q6_K matrices once at load into the matrix kernel's "
+    "layout, in private "
     "memory of the same size: faster products at every batch size, but the weights are no longer "
     "shared with other processes through the page cache (AVX512-VNNI CPUs; elsewhere it does "
     "nothing)";
@@ -140,8 +141,15 @@ std::map<std::string, std::string> matmul_kernels(const model::Model& m) {
   std::map<std::string, std::string> out;
   auto add = [&](const tensor::MatView& v) {
     if (v.data == nullptr) return;
-    const char* k = tensor::matmul_kernel(v.type);
-    out[std::string(tensor::dtype_name(v.type))] = k != nullptr ? k : "none";
+    const char* k = tensor::matmul_kernel(v);
+    const std::string name = k != nullptr ? k : "none";
+    std::string& have = out[std::string(tensor::dtype_name(v.type))];
+    // Matrices of one type may take different kernels by shape: both named.
+    if (have.empty()) {
+      have = name;
+    } else if (("+" + have + "+").find("+" + name + "+") == std::string::npos) {
+      have += "+" + name;
+    }
   };
   const model::Weights& w = m.weights();
   add(w.output);

@@ -121,6 +121,11 @@ const char* simd_target();
 // weights) or "generic" (portable integer dots, for targets without x86 int8
 // instructions); nullptr for a type with no matmul kernel.
 const char* matmul_kernel(DType w);
+// The implementation for matrix w, where its shape matters: on AVX2 and AVX3
+// a q4_0 (or N:M-sparse q4_0) matrix of whole groups of eight rows takes
+// llama.cpp's order for the q4_0 matrices it repacks, "avx2-int8-repack-order"
+// ("avx2-int8-nm-repack-order"); otherwise matmul_kernel(w.type).
+const char* matmul_kernel(const MatView& w);
 // Restricts dispatch to the named target and those below it ("AVX2" on an
 // AVX-512 CPU runs the AVX2 kernels), for the whole process: comparing the
 // code paths of one machine, or reproducing another machine's arithmetic.

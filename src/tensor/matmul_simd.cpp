@@ -28,6 +28,7 @@
 #include "tensor/qgemm_vnni-inl.h"
 #include "tensor/qrow_avx2-inl.h"
 #include "tensor/qrow_vnni-inl.h"
+#include "tensor/qseq_avx2-inl.h"
 #include "tensor/simd_x86.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -345,6 +346,15 @@ const char* MatmulKernel(DType t) {
   return TilesFor(t).name;
 }
 
+const char* MatmulKernelOf(const MatView& w) {
+#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+  if (Avx2RepackOrder(w.type, w.rows)) {
+    return w.type == DType::kQ4_0 ? "avx2-int8-repack-order" : "avx2-int8-nm-repack-order";
+  }
+#endif
+  return TilesFor(w.type).name;
+}
+
 void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                 int64_t y_stride) {
   const Tiles tl = TilesFor(w.type);
@@ -379,6 +389,12 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
                          packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
   }
 #elif SNUG_X86_AVX2
+  // q4_0 matrices of whole groups of eight rows: llama.cpp's repack order at
+  // any batch size (qseq_avx2-inl.h), every row of them.
+  if (MatmulAvx2Repack(w.type, w.rows, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                       static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride)) {
+    return;
+  }
   // Several tokens of the 32-element formats by the eight-row kernel in
   // ggml's order, of q4_K and q6_K by the eight-row kernel in super-block-sum
   // order (the tiles' bits either way); the rows past the last whole eight
@@ -450,6 +466,7 @@ namespace snug::tensor::simd {
 
 HWY_EXPORT(MatmulRows);
 HWY_EXPORT(MatmulKernel);
+HWY_EXPORT(MatmulKernelOf);
 HWY_EXPORT(MatmulPackedBytes);
 HWY_EXPORT(MatmulPack);
 HWY_EXPORT(MatmulUnpackRow);
@@ -491,6 +508,10 @@ namespace snug::tensor {
 const char* matmul_kernel(DType w) {
   using namespace simd;  // NOLINT(google-build-using-namespace): the dispatch table
   return HWY_DYNAMIC_DISPATCH(MatmulKernel)(w);
+}
+const char* matmul_kernel(const MatView& w) {
+  using namespace simd;  // NOLINT(google-build-using-namespace): the dispatch table
+  return HWY_DYNAMIC_DISPATCH(MatmulKernelOf)(w);
 }
 }  // namespace snug::tensor
 #endif  // HWY_ONCE

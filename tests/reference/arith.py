@@ -9,12 +9,16 @@ AVX2 target, llama.cpp built with AVX2 and without any AVX-512 extension.
 Everywhere else the tests assert bounds and the float64 oracle
 (test_oracle_reference.py) answers which of the two is more accurate.
 
-llama.cpp also repacks some weight types at load (on AVX2: q4_0, q4_K and
-iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
-those in its own order. snug keeps one mapped copy and follows ggml's plain
-kernels, so identity is asserted against llama.cpp loaded the way its
-`--no-repack` flag loads it (load_without_repacking): Gemma 3 270M's q4_K
-matrices otherwise take other sums and its greedy runs part after ~10 tokens.
+llama.cpp also repacks some weight types at load (on AVX2: q4_0, the K-quants
+and iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
+those in its own order. snug keeps one mapped copy; on AVX2 its q4_0 kernels
+take the repacked order for the matrices llama.cpp repacks (whole groups of 8
+rows: tensor/qseq_avx2-inl.h), and its q4_1 and q8_0 kernels ggml's plain
+order, for types llama.cpp does not repack on x86. So identity is asserted
+against llama.cpp loaded as it loads by default. load_without_repacking
+(llama.cpp's --no-repack) gives the same arithmetic for q4_1 and q8_0 files;
+there a q4_0 matrix would take ggml's plain order, which snug keeps only for
+q4_0 matrices of other shapes.
 """
 import json
 import subprocess
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 
 # The one snug target whose kernels are written to ggml's AVX2 summation order.
 IDENTITY_TARGET = "AVX2"
-# The weight formats whose AVX2 kernels follow ggml's operation for operation.
+# The weight formats whose AVX2 kernels follow llama.cpp's operation for
+# operation (q4_0: its repacked order where it repacks, else ggml's).
 # The others (the K-quants, q5_0, ...) sum their integer products in snug's
 # own order: measured on Gemma 3 270M's q4_K attn_output against llama.cpp's
 # ggml_vec_dot_q4_K_q8_K on the same activations, 40% of rows differ by an

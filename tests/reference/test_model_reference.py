@@ -1,13 +1,13 @@
 """snug against llama.cpp (llama-cpp-python) on the same GGUF files: SmolLM2
-(llama) and Gemma 3 270M (gemma3).
+(llama) as fetched (Q4_1) and requantized to Q4_0 by `snug quantize`, and
+Gemma 3 270M (gemma3).
 
 Prompts must tokenize identically on every machine. Where both take the same
 arithmetic (arith.py: snug on Highway's AVX2 target, llama.cpp built for AVX2
-without AVX-512 and loaded without repacking, and weight formats whose snug
-kernels follow ggml's order: SmolLM2 Q4_1, not Gemma 3's K-quants), greedy
-continuations agree token for token and over a
-512-token text the top-1 token agrees at >= 99% of positions with a bounded
-logit difference. Elsewhere their sums differ in order, near-ties resolve
+without AVX-512 and loaded as it loads by default, and weight formats whose
+snug kernels follow llama.cpp's: SmolLM2 Q4_1 and Q4_0, not Gemma 3's
+K-quants), greedy continuations agree token for token and the logits of a
+512-token text (one batch) are the same bits. Elsewhere their sums differ in order, near-ties resolve
 differently and a greedy continuation diverges after the first one; the bounds
 below then check that the two stay close, and test_oracle_reference.py decides
 which is more accurate.
@@ -27,7 +27,7 @@ SNUG = os.environ.get("SNUG_BIN", str(ROOT / "build" / "snug"))
 EVAL_TOOL = os.environ.get("SNUG_EVAL_TOOL", str(ROOT / "build" / "tests" / "reference" / "eval_tool"))
 SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3 = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
-MODELS = {"smollm2": SMOLLM2, "gemma3": GEMMA3}
+MODELS = {"smollm2": SMOLLM2, "smollm2_q4_0": None, "gemma3": GEMMA3}  # None: written below
 THREADS = 2
 N_GREEDY = 64
 
@@ -48,12 +48,26 @@ CHAT_PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def smollm2_q4_0(tmp_path_factory):
+    """SmolLM2 requantized to Q4_0: every q4_0 matrix has whole groups of
+    eight rows, so llama.cpp repacks it at load on AVX2 and snug's AVX2
+    kernels take that order (qseq_avx2-inl.h); the output stays q8_0."""
+    out = tmp_path_factory.mktemp("q4_0") / "smollm2-q4_0.gguf"
+    subprocess.run([SNUG, "quantize", str(SMOLLM2), str(out), "Q4_0"], check=True,
+                   capture_output=True, timeout=600)
+    return out
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def ref(request):
-    llm = arith.load_without_repacking(llama_cpp, model_path=str(MODELS[request.param]), n_ctx=1024,
-                                       n_batch=512, n_threads=THREADS, logits_all=False,
-                                       verbose=False)
-    llm.snug_model = MODELS[request.param]
+    path = MODELS[request.param] or request.getfixturevalue(request.param)
+    # As llama.cpp loads by default: repacking on. snug follows its repacked
+    # order for q4_0 and its plain kernels for q4_1 and q8_0, which it never
+    # repacks on x86.
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_threads=THREADS,
+                          logits_all=False, verbose=False)
+    llm.snug_model = path
     return llm
 
 
@@ -140,9 +154,13 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def test_logits_over_512_tokens(tmp_path, arithmetic):
+@pytest.mark.parametrize("name", ["smollm2", "smollm2_q4_0"])
+def test_logits_over_512_tokens(tmp_path, arithmetic, request, name):
+    """One 512-token batch through both (the q4_0 file: snug's eight-row
+    kernel against llama.cpp's repacked GEMM)."""
+    model = MODELS[name] or request.getfixturevalue(name)
     text = (ROOT / "tests" / "data" / "reference.txt").read_bytes()
-    llm = llama_cpp.Llama(model_path=str(SMOLLM2), n_ctx=1024, n_batch=512, n_threads=THREADS,
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=1024, n_batch=512, n_threads=THREADS,
                           logits_all=True, verbose=False)
     ids = llm.tokenize(text, add_bos=True, special=False)[:512]
     assert len(ids) == 512
@@ -150,7 +168,7 @@ def test_logits_over_512_tokens(tmp_path, arithmetic):
     llm.eval(ids)
     want = np.array(llm.scores[: len(ids)], dtype=np.float32)
     out = tmp_path / "logits.f32"
-    subprocess.run([EVAL_TOOL, str(SMOLLM2), str(out), str(THREADS)], input=" ".join(map(str, ids)),
+    subprocess.run([EVAL_TOOL, str(model), str(out), str(THREADS)], input=" ".join(map(str, ids)),
                    text=True, check=True, timeout=300)
     got = np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
     assert got.shape == want.shape
@@ -159,16 +177,16 @@ def test_logits_over_512_tokens(tmp_path, arithmetic):
     mean_diff = float(np.mean(np.abs(got - want)))
     lp_want = log_softmax(want)
     kl = float(np.mean(np.sum(np.exp(lp_want) * (lp_want - log_softmax(got)), axis=1)))
-    print(f"\ntop-1 agreement {top_agree:.4f}, max |logit diff| {max_diff:.4f}, "
+    print(f"\ntop-1 agreement {top_agree:.4f}, max |logit diff| {max_diff:.4g}, "
           f"mean {mean_diff:.5f}, mean KL(llama.cpp || snug) {kl:.6f}")
     (ROOT / "build").mkdir(exist_ok=True)
-    (ROOT / "build" / "reference_logits.json").write_text(
+    (ROOT / "build" / f"reference_logits_{name}.json").write_text(
         json.dumps({"arithmetic": arithmetic.line(), "top1_agreement": top_agree,
                     "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": mean_diff,
                     "mean_kl_llama_snug": kl}))
     if arithmetic.same:
-        assert top_agree >= 0.99
-        assert max_diff < 1.0
+        # The same operations in the same order: the same bits.
+        assert max_diff == 0.0, f"same arithmetic, yet logits differ by up to {max_diff:g}"
     else:
         assert top_agree >= arith.DIFF_TOP1
         assert kl < arith.DIFF_MEAN_KL

@@ -117,14 +117,17 @@ class NmSimd : public testing::PerTarget {};
 // Sparse and dense products of the same pruned matrix are the same bits for
 // 1 token (the one-row kernel), several (row-block and tile kernels), any
 // row range and through the pool: one row block and a tail, columns that are
-// not a multiple of the eight-block group.
+// not a multiple of the eight-block group, and (16 and 40 rows) q4_0 matrices
+// of whole groups of eight rows, which AVX2 multiplies in llama.cpp's
+// repacked order (qseq_avx2-inl.h), sparse or dense.
 TEST_P(NmSimd, SameBitsAsTheDenseType) {
   ThreadPool pool(2);
   struct Shape {
     int64_t rows, cols;
   };
   for (auto [n, m] : {std::pair{2, 4}, std::pair{4, 8}}) {
-    for (Shape sh : {Shape{37, 1184}, Shape{5, 224}, Shape{16, 32}, Shape{19, 608}}) {
+    for (Shape sh :
+         {Shape{37, 1184}, Shape{5, 224}, Shape{16, 32}, Shape{19, 608}, Shape{40, 608}}) {
       const auto x = pruned(sh.rows, sh.cols, n, m, 7 + static_cast<uint32_t>(sh.cols));
       for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
         const DType st = *nm_sparse_type(dt);

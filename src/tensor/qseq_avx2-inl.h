@@ -1,0 +1,248 @@
+// q4_0 and the N:M-sparse q4_0 on AVX2 without AVX512-VNNI, for matrices whose
+// row count is a multiple of eight, in the order llama.cpp multiplies the q4_0
+// matrices it repacks at load on an AVX2 CPU (ggml_gemv_q4_0_8x8_q8_0 for one
+// token, ggml_gemm_q4_0_8x8_q8_0 for groups of four; both sum alike).
+//
+// Repack order, per (row, token): one float accumulator from +0, and for
+// every block b in turn
+//   acc = fma(float(S_b), d_w x d_a, acc),
+// S_b the exact int32 sum of the block's 32 products (levels q - 8 against the
+// activation's bytes) and d_w x d_a rounded to float. The result is acc.
+//
+// llama.cpp repacks every q4_0 matrix whose row count is a multiple of eight
+// (unless run with --no-repack), so on AVX2 these are the bits of its default
+// run; it keeps the plain kernel, ggml's order, for the other q4_0 matrices,
+// and so does snug (qrow_avx2-inl.h, qgemm_avx2-inl.h). Which order a matrix
+// takes depends on its shape only, never on the batch or the thread's rows, so
+// a (row, token) has the same bits in any batch (Avx2RepackOrder).
+//
+// It is also cheaper than ggml's order: one conversion and multiply-add per
+// block instead of eight. Eight-row kernel (8 tokens and more): the rows'
+// blocks transposed as qgemm_avx2-inl.h's RepackA does, each token's eight
+// vpmaddubsw of a block summed in int16 (|levels| <= 8 against |bytes| <= 127:
+// at most 16 x 8 x 127 = 16256 a lane), one vpmaddwd, one conversion and one
+// multiply-add for eight rows. Four-row kernel (1 to 7 tokens): each row's
+// block as ggml's plain kernel reads it, the stored nibbles unsigned against
+// the activation bytes and corrected by 8 x the token's four-byte sums, the four
+// rows' lane sums folded by vphaddd into one vector of four block sums.
+#if defined(SNUG_TENSOR_QSEQ_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SNUG_TENSOR_QSEQ_AVX2_INL_H_
+#undef SNUG_TENSOR_QSEQ_AVX2_INL_H_
+#else
+#define SNUG_TENSOR_QSEQ_AVX2_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include "tensor/simd_x86.h"
+
+#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "tensor/dtype.h"
+#include "tensor/qdot_avx2-inl.h"
+#include "tensor/qgemm_avx2-inl.h"
+#include "tensor/qrow_avx2-inl.h"
+#include "tensor/quant_blocks.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace snug::tensor::HWY_NAMESPACE {
+
+// Whether a matrix of this type and row count takes the repack order here.
+HWY_INLINE bool Avx2RepackOrder(DType type, int64_t rows) {
+  return (type == DType::kQ4_0 || type == DType::kQ4_0NM) && rows % 8 == 0;
+}
+
+// One token over blocks [0, nb) of a chunk of eight rows (RepackA's signed
+// layout: |levels| and levels per register): acc, lane r = row r, updated.
+template <class F>
+HWY_INLINE void TokenSeq(const APack& p, int nb, const BlockQ8A* a, __m256* acc) {
+  static_assert(F::kSigned, "the repack order takes the signed levels");
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 s = *acc;
+  for (int b = 0; b < nb; ++b) {
+    const __m256 sc = _mm256_mul_ps(p.d[b], _mm256_broadcast_ss(&a[b].d));
+    const __m256i* w = p.w + b * ARegs<F>();
+    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k += 2) {
+      lo = _mm256_add_epi16(
+          lo,
+          _mm256_maddubs_epi16(w[2 * k], _mm256_sign_epi8(Bcast4(a[b].qs + 4 * k), w[2 * k + 1])));
+      hi = _mm256_add_epi16(
+          hi, _mm256_maddubs_epi16(w[2 * k + 2],
+                                   _mm256_sign_epi8(Bcast4(a[b].qs + 4 * k + 4), w[2 * k + 3])));
+    }
+    const __m256i sum = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones);
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sc, s);
+  }
+  *acc = s;
+}
+
+// y[t * y_stride + r] for the whole groups of eight rows from r0 on, below r1,
+// and all n_tok tokens (MatmulA's passes and prefetch). Returns the first row
+// not computed.
+template <class F>
+int64_t MatmulSeq8(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
+                   int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                   int64_t y_stride) {
+  const int nblocks = static_cast<int>(cols / kQK);
+  const int64_t block_bytes = row_bytes / nblocks;
+  APack pack;
+  __m256 acc[kAToks];
+  int64_t rb = r0;
+  for (; rb + kARows <= r1; rb += kARows) {
+    const uint8_t* w = wd + rb * row_bytes;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
+      for (int t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
+      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
+        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
+        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
+          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
+        }
+        RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
+        for (int t = 0; t < nt; ++t) {
+          const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
+          TokenSeq<F>(pack, nb, a, &acc[t]);
+        }
+      }
+      for (int t = 0; t < nt; ++t) _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, acc[t]);
+    }
+  }
+  return rb;
+}
+
+// Rows [0, R) (R = 4 or 1) from w against T tokens: y[t * y_stride + r].
+// [pf, pf_end) is asked for, a block's share at each block (RowsQ32's reason).
+template <class F, int R, int T>
+HWY_INLINE void RowsSeq(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                        int64_t act_bytes, float* y, int64_t y_stride, const uint8_t* pf,
+                        const uint8_t* pf_end) {
+  static_assert(R == 4 || R == 1, "four rows or one");
+  // Dense q4_0: the stored nibbles, unsigned, and the offset subtracted from
+  // the lane sums; the sparse rows: signed levels and ggml's vpsignb pair.
+  constexpr bool kUnsigned = F::kOffsetLog2 > 0;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m128 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
+  const BlockQ8A* a[T];
+  for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
+  const int64_t pf_step = ((pf_end - pf) / nb + 63) & ~int64_t{63};
+  for (int64_t b = 0; b < nb; ++b) {
+    for (const uint8_t* e = pf + pf_step; pf < e && pf < pf_end; pf += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+    }
+    __m256i av[T], corr[T];
+    for (int t = 0; t < T; ++t) {
+      av[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
+      if constexpr (kUnsigned) {
+        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av[t]), ones);
+        corr[t] = _mm256_slli_epi32(s, F::kOffsetLog2);
+      }
+    }
+    // The rows' f16 scales, lane r: row r.
+    uint64_t dbits = 0;
+    for (int r = 0; r < R; ++r) {
+      dbits |= uint64_t{F::ScaleMinBitsAt(w + r * row_bytes, nb, b) & 0xFFFFu} << (16 * r);
+    }
+    const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(dbits)));
+    __m256i q[R], u[R];
+    for (int r = 0; r < R; ++r) {
+      q[r] =
+          kUnsigned ? F::StoredAt(w + r * row_bytes, nb, b) : F::LevelsAt(w + r * row_bytes, nb, b);
+      u[r] = kUnsigned ? q[r] : _mm256_sign_epi8(q[r], q[r]);
+    }
+    for (int t = 0; t < T; ++t) {
+      __m256i v[R];
+      for (int r = 0; r < R; ++r) {
+        const __m256i x = kUnsigned ? av[t] : _mm256_sign_epi8(av[t], q[r]);
+        v[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(u[r], x), ones);
+        if constexpr (kUnsigned) v[r] = _mm256_sub_epi32(v[r], corr[t]);
+      }
+      __m128i s;
+      if constexpr (R == 4) {
+        const __m256i h =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+      } else {
+        s = _mm_add_epi32(_mm256_castsi256_si128(v[0]), _mm256_extracti128_si256(v[0], 1));
+        s = _mm_hadd_epi32(s, s);
+        s = _mm_hadd_epi32(s, s);
+      }
+      const __m128 sc = _mm_mul_ps(dw, _mm_set1_ps(a[t][b].d));
+      acc[t] = R == 4 ? _mm_fmadd_ps(_mm_cvtepi32_ps(s), sc, acc[t])
+                      : _mm_fmadd_ss(_mm_cvtepi32_ps(s), sc, acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    if constexpr (R == 4) {
+      _mm_storeu_ps(y + t * y_stride, acc[t]);
+    } else {
+      y[t * y_stride] = _mm_cvtss_f32(acc[t]);
+    }
+  }
+}
+
+// Rows [0, R) against n_tok tokens, in pairs (RowsQ32Tokens' passes).
+template <class F, int R>
+HWY_INLINE void RowsSeqTokens(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                              int64_t act_bytes, int64_t n_tok, float* y, int64_t y_stride,
+                              const uint8_t* pf, const uint8_t* pf_end) {
+  int64_t t = 0;
+  for (; t + 2 <= n_tok; t += 2) {
+    RowsSeq<F, R, 2>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
+                     pf, pf_end);
+    pf = pf_end;
+  }
+  if (t < n_tok) {
+    RowsSeq<F, R, 1>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
+                     pf, pf_end);
+  }
+}
+
+// Rows [r0, r1) of a repack-order matrix against n_tok tokens: the eight-row
+// kernel from kARowBlockTokens tokens on, four rows at a time below that and
+// for the rows past its last whole eight, one at a time for the last few.
+template <class F>
+void MatmulSeqRange(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
+                    int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t y_stride) {
+  const int64_t nb = cols / kQK;
+  int64_t r = r0;
+  if (n_tok >= kARowBlockTokens) {
+    r = MatmulSeq8<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+  }
+  for (; r + 4 <= r1; r += 4) {
+    const int64_t p0 = r + kRAhead * 4 < r1 ? r + kRAhead * 4 : r1;
+    const int64_t p1 = p0 + 4 < r1 ? p0 + 4 : r1;
+    RowsSeqTokens<F, 4>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
+                        wd + p0 * row_bytes, wd + p1 * row_bytes);
+  }
+  for (; r < r1; ++r) {
+    RowsSeqTokens<F, 1>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
+                        nullptr, nullptr);
+  }
+}
+
+// Rows [r0, r1) of a matrix that takes the repack order (Avx2RepackOrder),
+// all of them; false (nothing computed) for the others.
+inline bool MatmulAvx2Repack(DType type, int64_t rows, const uint8_t* wd, int64_t row_bytes,
+                             int64_t cols, const uint8_t* act, int64_t act_bytes, int64_t n_tok,
+                             int64_t r0, int64_t r1, float* y, int64_t y_stride) {
+  if (!Avx2RepackOrder(type, rows)) return false;
+  if (type == DType::kQ4_0) {
+    MatmulSeqRange<Avx2DenseRow<Avx2Q4_0>>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y,
+                                           y_stride);
+  } else {
+    MatmulSeqRange<Avx2Q4_0Nm>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+  }
+  return true;
+}
+
+}  // namespace snug::tensor::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#endif  // include guard toggle
