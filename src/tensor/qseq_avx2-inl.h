@@ -18,13 +18,16 @@
 //
 // It is also cheaper than ggml's order: one conversion and multiply-add per
 // block instead of eight. Eight-row kernel (8 tokens and more): the rows'
-// blocks transposed as qgemm_avx2-inl.h's RepackA does, each token's eight
-// vpmaddubsw of a block summed in int16 (|levels| <= 8 against |bytes| <= 127:
-// at most 16 x 8 x 127 = 16256 a lane), one vpmaddwd, one conversion and one
-// multiply-add for eight rows. Four-row kernel (1 to 7 tokens): each row's
-// block as ggml's plain kernel reads it, the stored nibbles unsigned against
-// the activation bytes and corrected by 8 x the token's four-byte sums, the four
-// rows' lane sums folded by vphaddd into one vector of four block sums.
+// blocks transposed as qgemm_avx2-inl.h's RepackA does, but as unsigned levels
+// (0..15), so no vpsignb: each token's eight vpmaddubsw of a block summed in
+// int16 (at most 16 x 15 x 127 = 30480 a lane), one vpmaddwd, less 8 x the sum
+// of the token's 32 bytes (a table computed once per call and token), one
+// conversion and one multiply-add for eight rows. Tokens go in groups whose
+// table fits the stack, each group over every row. Four-row kernel (1 to 7
+// tokens): each row's block as ggml's plain kernel reads it, the stored
+// nibbles unsigned against the activation bytes and corrected by 8 x the
+// token's four-byte sums, the four rows' lane sums folded by vphaddd into one
+// vector of four block sums.
 #if defined(SNUG_TENSOR_QSEQ_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QSEQ_AVX2_INL_H_
 #undef SNUG_TENSOR_QSEQ_AVX2_INL_H_
@@ -39,6 +42,7 @@
 #if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "tensor/dtype.h"
@@ -55,63 +59,124 @@ HWY_INLINE bool Avx2RepackOrder(DType type, int64_t rows) {
   return (type == DType::kQ4_0 || type == DType::kQ4_0NM) && rows % 8 == 0;
 }
 
-// One token over blocks [0, nb) of a chunk of eight rows (RepackA's signed
-// layout: |levels| and levels per register): acc, lane r = row r, updated.
+// The int16 entries of the eight-row kernel's table of offset corrections,
+// on the stack (64 KiB): tokens per group x blocks per row.
+inline constexpr int64_t kSeqTable = 32768;
+
+// A chunk of eight rows: register k of block b holds levels 4k..4k+3 of
+// each row, offset to unsigned (q4_0's stored nibbles, 0..15).
+struct alignas(32) SeqPack {
+  __m256i w[kAChunk * 8];
+  __m256 d[kAChunk];  // weight scales, lane r: row r
+};
+
+// The unsigned levels of a block: dense q4_0 stores them; the sparse rows give
+// signed levels, 8 added.
 template <class F>
-HWY_INLINE void TokenSeq(const APack& p, int nb, const BlockQ8A* a, __m256* acc) {
-  static_assert(F::kSigned, "the repack order takes the signed levels");
+HWY_INLINE __m256i UnsignedLevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
+  if constexpr (F::kOffsetLog2 == 3) {
+    return F::StoredAt(row, nb, b);
+  } else {
+    return _mm256_add_epi8(F::LevelsAt(row, nb, b), _mm256_set1_epi8(8));
+  }
+}
+
+// Blocks [c0, c0 + nb) of eight rows of nblocks blocks (w: row 0) into p.
+template <class F>
+HWY_INLINE void RepackSeq(const uint8_t* w, int64_t row_bytes, int64_t nblocks, int64_t c0, int nb,
+                          SeqPack& p) {
+  for (int b = 0; b < nb; ++b) {
+    __m256i r[kARows];
+    alignas(16) uint16_t dh[kARows];
+    for (int i = 0; i < kARows; ++i) {
+      const uint8_t* row = w + i * row_bytes;
+      r[i] = UnsignedLevelsAt<F>(row, nblocks, c0 + b);
+      dh[i] = static_cast<uint16_t>(F::ScaleMinBitsAt(row, nblocks, c0 + b));
+    }
+    Transpose8x8(r);
+    for (int k = 0; k < 8; ++k) p.w[b * 8 + k] = r[k];
+    p.d[b] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+  }
+}
+
+// 8 x the sum of each block's 32 activation bytes, for blocks [0, nb) of a.
+HWY_INLINE void OffsetSums(const BlockQ8A* a, int64_t nb, int16_t* out) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, av), ones16);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_hadd_epi32(h, h);
+    h = _mm_hadd_epi32(h, h);
+    out[b] = static_cast<int16_t>(8 * _mm_cvtsi128_si32(h));  // |8 x 32 x 127| < 2^15
+  }
+}
+
+// One token over blocks [0, nb) of a chunk: acc, lane r = row r, updated.
+// corr: the token's OffsetSums for the chunk's blocks. Each register's
+// vpmaddubsw (unsigned levels against the activation bytes) is summed in
+// int16: at most 16 x 15 x 127 = 30480 a lane.
+HWY_INLINE void TokenSeq(const SeqPack& p, int nb, const BlockQ8A* a, const int16_t* corr,
+                         __m256* acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 s = *acc;
   for (int b = 0; b < nb; ++b) {
     const __m256 sc = _mm256_mul_ps(p.d[b], _mm256_broadcast_ss(&a[b].d));
-    const __m256i* w = p.w + b * ARegs<F>();
-    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-    for (int k = 0; k < 8; k += 2) {
-      lo = _mm256_add_epi16(
-          lo,
-          _mm256_maddubs_epi16(w[2 * k], _mm256_sign_epi8(Bcast4(a[b].qs + 4 * k), w[2 * k + 1])));
-      hi = _mm256_add_epi16(
-          hi, _mm256_maddubs_epi16(w[2 * k + 2],
-                                   _mm256_sign_epi8(Bcast4(a[b].qs + 4 * k + 4), w[2 * k + 3])));
+    const __m256i* w = p.w + b * 8;
+    __m256i lo = _mm256_maddubs_epi16(w[0], Bcast4(a[b].qs));
+    __m256i hi = _mm256_maddubs_epi16(w[1], Bcast4(a[b].qs + 4));
+    for (int k = 2; k < 8; k += 2) {
+      lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(w[k], Bcast4(a[b].qs + 4 * k)));
+      hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(w[k + 1], Bcast4(a[b].qs + 4 * k + 4)));
     }
-    const __m256i sum = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones);
+    const __m256i sum = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones),
+                                         _mm256_set1_epi32(corr[b]));
     s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), sc, s);
   }
   *acc = s;
 }
 
 // y[t * y_stride + r] for the whole groups of eight rows from r0 on, below r1,
-// and all n_tok tokens (MatmulA's passes and prefetch). Returns the first row
-// not computed.
+// and all n_tok tokens: tokens in groups whose offset corrections fit the
+// table, each group over every row (so each token's sums are computed once a
+// call), the rows' blocks repacked a chunk at a time. Returns the first row
+// not computed (r0 for rows too long for the table).
 template <class F>
 int64_t MatmulSeq8(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                    int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                    int64_t y_stride) {
-  const int nblocks = static_cast<int>(cols / kQK);
+  const int64_t nblocks = cols / kQK;
+  if (nblocks > kSeqTable) return r0;
   const int64_t block_bytes = row_bytes / nblocks;
-  APack pack;
+  const int64_t group = std::min<int64_t>(kAToks, kSeqTable / nblocks);
+  const int64_t r_end = r0 + (r1 - r0) / kARows * kARows;
+  SeqPack pack;
+  int16_t corr[kSeqTable];
   __m256 acc[kAToks];
-  int64_t rb = r0;
-  for (; rb + kARows <= r1; rb += kARows) {
-    const uint8_t* w = wd + rb * row_bytes;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
-      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
+  for (int64_t t0 = 0; t0 < n_tok; t0 += group) {
+    const int nt = static_cast<int>(std::min(group, n_tok - t0));
+    for (int t = 0; t < nt; ++t) {
+      OffsetSums(reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes), nblocks,
+                 corr + t * nblocks);
+    }
+    for (int64_t rb = r0; rb < r_end; rb += kARows) {
+      const uint8_t* w = wd + rb * row_bytes;
       for (int t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
-      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
-        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
-        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
+      for (int64_t c0 = 0; c0 < nblocks; c0 += kAChunk) {
+        const int nb = static_cast<int>(std::min<int64_t>(kAChunk, nblocks - c0));
+        if (rb + (1 + kAAhead) * kARows <= r_end) {
           PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
         }
-        RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
+        RepackSeq<F>(w, row_bytes, nblocks, c0, nb, pack);
         for (int t = 0; t < nt; ++t) {
           const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
-          TokenSeq<F>(pack, nb, a, &acc[t]);
+          TokenSeq(pack, nb, a, corr + t * nblocks + c0, &acc[t]);
         }
       }
       for (int t = 0; t < nt; ++t) _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, acc[t]);
     }
   }
-  return rb;
+  return r_end;
 }
 
 // Rows [0, R) (R = 4 or 1) from w against T tokens: y[t * y_stride + r].
