@@ -50,12 +50,14 @@ CHAT_PROMPTS = [
 
 @pytest.fixture(scope="module")
 def smollm2_q4_0(tmp_path_factory):
-    """SmolLM2 requantized to Q4_0: every q4_0 matrix has whole groups of
-    eight rows, so llama.cpp repacks it at load on AVX2 and snug's AVX2
-    kernels take that order (qseq_avx2-inl.h); the output stays q8_0."""
+    """SmolLM2 requantized to Q4_0, its tied token embedding (the output
+    matrix) too: every matrix has whole groups of eight rows, so llama.cpp
+    repacks each at load on AVX2 (the output as well: it multiplies a
+    duplicate of the embedding) and snug's AVX2 kernels take that order
+    (qseq_avx2-inl.h)."""
     out = tmp_path_factory.mktemp("q4_0") / "smollm2-q4_0.gguf"
-    subprocess.run([SNUG, "quantize", str(SMOLLM2), str(out), "Q4_0"], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run([SNUG, "quantize", str(SMOLLM2), str(out), "Q4_0", "--keep",
+                    "token_embd.weight=q4_0"], check=True, capture_output=True, timeout=600)
     return out
 
 
