@@ -47,13 +47,15 @@ def cluster():
     plan = replica_bytes(str(MODEL), CTX, PARALLEL)
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "memory": plan // 2, "node_ip_address": "127.0.0.1"})
-    for _ in range(2):
-        c.add_node(num_cpus=1, memory=plan * 3 // 2, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield plan
-    ray.shutdown()
-    c.shutdown()
+    try:  # the cluster goes down however the setup or the tests end
+        for _ in range(2):
+            c.add_node(num_cpus=1, memory=plan * 3 // 2, node_ip_address="127.0.0.1")
+        ray.init(address=c.address, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield plan
+    finally:
+        ray.shutdown()
+        c.shutdown()
 
 
 def read(out):

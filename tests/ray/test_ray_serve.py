@@ -91,38 +91,46 @@ def deployment():
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "memory": nodes["head"], "node_ip_address": "127.0.0.1",
         "resources": {"head": 1}})
-    cluster.add_node(num_cpus=2, memory=nodes["one"], node_ip_address="127.0.0.1",
-                     resources={"one": 1})
-    cluster.add_node(num_cpus=2, memory=nodes["two"], node_ip_address="127.0.0.1",
-                     resources={"two": 1})
-    cluster.add_node(num_cpus=1, memory=nodes["three"], node_ip_address="127.0.0.1",
-                     resources={"three": 1})
-    ray.init(address=cluster.address, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"models": [{"path": str(MODEL), "replicas": 2},
-                                    {"path": str(q8), "replicas": 1}],
-                         "ctx": CTX, "parallel": PARALLEL, "threads": 1,
-                         "scale_interval_s": 1.0}), blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
+    # Whatever fails from here on, the cluster goes down with the fixture: a
+    # setup that fails midway (CI once: the proxy killed at serve.start) must
+    # not leave four nodes running beside the next test.
+    try:
+        cluster.add_node(num_cpus=2, memory=nodes["one"], node_ip_address="127.0.0.1",
+                         resources={"one": 1})
+        cluster.add_node(num_cpus=2, memory=nodes["two"], node_ip_address="127.0.0.1",
+                         resources={"two": 1})
+        cluster.add_node(num_cpus=1, memory=nodes["three"], node_ip_address="127.0.0.1",
+                         resources={"three": 1})
+        ray.init(address=cluster.address, log_to_driver=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"models": [{"path": str(MODEL), "replicas": 2},
+                                        {"path": str(q8), "replicas": 1}],
+                             "ctx": CTX, "parallel": PARALLEL, "threads": 1,
+                             "scale_interval_s": 1.0}), blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                if all(r["ready"] for m in get(url + "/v1/replicas")["models"].values()
+                       for r in m["replicas"]):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("the replicas were not ready in 240 s")
+        names = {n["NodeID"]: next(k for k in nodes if n["Resources"].get(k))
+                 for n in ray.nodes() if n["Alive"]}
+        yield {"url": url, "plan": plan, "nodes": nodes, "node_names": names, "q8": q8}
+    finally:
         try:
-            if all(r["ready"] for m in get(url + "/v1/replicas")["models"].values()
-                   for r in m["replicas"]):
-                break
-        except OSError:
-            pass
-        time.sleep(1)
-    else:
-        pytest.fail("the replicas were not ready in 240 s")
-    names = {n["NodeID"]: next(k for k in nodes if n["Resources"].get(k)) for n in ray.nodes()
-             if n["Alive"]}
-    yield {"url": url, "plan": plan, "nodes": nodes, "node_names": names, "q8": q8}
-    serve.shutdown()
-    ray.shutdown()
-    cluster.shutdown()
-    tmp.cleanup()
+            serve.shutdown()
+        except Exception as e:  # noqa: BLE001 - Serve may never have started
+            print(f"serve.shutdown: {type(e).__name__}: {e}")
+        ray.shutdown()
+        cluster.shutdown()
+        tmp.cleanup()
 
 
 def replicas(d):
