@@ -107,41 +107,54 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
   }
 }
 
-// Rows [0, R) from w against n_tok tokens, in pairs; [pf, pf_end) asked for
-// during the first pair (the later pairs find the rows in L1).
-template <class F, int R>
-HWY_INLINE void RowsQ32Tokens(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
-                              int64_t act_bytes, int64_t n_tok, float* y, int64_t y_stride,
-                              const uint8_t* pf, const uint8_t* pf_end) {
+// The row kernel RowsQ32<F, R, T> as RowsTokens and RowsRange take one: a
+// type whose Rows<R, T> computes rows [0, R) against T tokens.
+template <class F>
+struct Q32Rows {
+  template <int R, int T>
+  static HWY_INLINE void Rows(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                              int64_t act_bytes, float* y, int64_t y_stride, const uint8_t* pf,
+                              const uint8_t* pf_end) {
+    RowsQ32<F, R, T>(w, row_bytes, nb, act, act_bytes, y, y_stride, pf, pf_end);
+  }
+};
+
+// Rows [0, R) from w against n_tok tokens through the row kernel K, in pairs;
+// [pf, pf_end) asked for during the first pair (the later pairs find the rows
+// in L1).
+template <class K, int R>
+HWY_INLINE void RowsTokens(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                           int64_t act_bytes, int64_t n_tok, float* y, int64_t y_stride,
+                           const uint8_t* pf, const uint8_t* pf_end) {
   int64_t t = 0;
   for (; t + 2 <= n_tok; t += 2) {
-    RowsQ32<F, R, 2>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
-                     pf, pf_end);
+    K::template Rows<R, 2>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride,
+                           y_stride, pf, pf_end);
     pf = pf_end;
   }
   if (t < n_tok) {
-    RowsQ32<F, R, 1>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
-                     pf, pf_end);
+    K::template Rows<R, 1>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride,
+                           y_stride, pf, pf_end);
   }
 }
 
-// Rows [r0, r1) against n_tok tokens: kRRows rows at a time, each group
-// asking for the group kRAhead on (or what is left of the range before r1),
-// the last rows one at a time.
-template <class F>
-int64_t RowsQ32Range(const uint8_t* wd, int64_t row_bytes, int64_t nb, const uint8_t* act,
-                     int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                     int64_t y_stride) {
+// Rows [r0, r1) against n_tok tokens through the row kernel K: kRRows rows at
+// a time, each group asking for the group kRAhead on (or what is left of the
+// range before r1), the last rows one at a time.
+template <class K>
+int64_t RowsRange(const uint8_t* wd, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                  int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t y_stride) {
   int64_t r = r0;
   for (; r + kRRows <= r1; r += kRRows) {
     const int64_t p0 = r + kRAhead * kRRows < r1 ? r + kRAhead * kRRows : r1;
     const int64_t p1 = p0 + kRRows < r1 ? p0 + kRRows : r1;
-    RowsQ32Tokens<F, kRRows>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r,
-                             y_stride, wd + p0 * row_bytes, wd + p1 * row_bytes);
+    RowsTokens<K, kRRows>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
+                          wd + p0 * row_bytes, wd + p1 * row_bytes);
   }
   for (; r < r1; ++r) {
-    RowsQ32Tokens<F, 1>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
-                        nullptr, nullptr);
+    RowsTokens<K, 1>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
+                     nullptr, nullptr);
   }
   return r1;
 }
@@ -154,8 +167,8 @@ inline int64_t MatmulAvx2FewRows(DType type, const uint8_t* wd, int64_t row_byte
   if (n_tok < 1 || n_tok > kRMaxTokens) return r0;
   int64_t done = r0;
   WithQ32RowFormat(type, [&](auto f) {
-    done = RowsQ32Range<decltype(f)>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r0, r1, y,
-                                     y_stride);
+    done = RowsRange<Q32Rows<decltype(f)>>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r0, r1,
+                                           y, y_stride);
   });
   return done;
 }

@@ -250,45 +250,30 @@ HWY_INLINE void RowsSeq(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
   }
 }
 
-// Rows [0, R) against n_tok tokens, in pairs (RowsQ32Tokens' passes).
-template <class F, int R>
-HWY_INLINE void RowsSeqTokens(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
-                              int64_t act_bytes, int64_t n_tok, float* y, int64_t y_stride,
-                              const uint8_t* pf, const uint8_t* pf_end) {
-  int64_t t = 0;
-  for (; t + 2 <= n_tok; t += 2) {
-    RowsSeq<F, R, 2>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
-                     pf, pf_end);
-    pf = pf_end;
+// RowsSeq as the row kernel qrow_avx2-inl.h's RowsRange takes.
+template <class F>
+struct SeqRows {
+  template <int R, int T>
+  static HWY_INLINE void Rows(const uint8_t* w, int64_t row_bytes, int64_t nb, const uint8_t* act,
+                              int64_t act_bytes, float* y, int64_t y_stride, const uint8_t* pf,
+                              const uint8_t* pf_end) {
+    RowsSeq<F, R, T>(w, row_bytes, nb, act, act_bytes, y, y_stride, pf, pf_end);
   }
-  if (t < n_tok) {
-    RowsSeq<F, R, 1>(w, row_bytes, nb, act + t * act_bytes, act_bytes, y + t * y_stride, y_stride,
-                     pf, pf_end);
-  }
-}
+};
 
 // Rows [r0, r1) of a repack-order matrix against n_tok tokens: the eight-row
-// kernel from kARowBlockTokens tokens on, four rows at a time below that and
-// for the rows past its last whole eight, one at a time for the last few.
+// kernel from kARowBlockTokens tokens on; four rows at a time below that and
+// for the rows past its last whole eight, one at a time for the last few
+// (RowsRange's passes).
 template <class F>
 void MatmulSeqRange(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                     int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                     int64_t y_stride) {
-  const int64_t nb = cols / kQK;
   int64_t r = r0;
   if (n_tok >= kARowBlockTokens) {
     r = MatmulSeq8<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
   }
-  for (; r + 4 <= r1; r += 4) {
-    const int64_t p0 = r + kRAhead * 4 < r1 ? r + kRAhead * 4 : r1;
-    const int64_t p1 = p0 + 4 < r1 ? p0 + 4 : r1;
-    RowsSeqTokens<F, 4>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
-                        wd + p0 * row_bytes, wd + p1 * row_bytes);
-  }
-  for (; r < r1; ++r) {
-    RowsSeqTokens<F, 1>(wd + r * row_bytes, row_bytes, nb, act, act_bytes, n_tok, y + r, y_stride,
-                        nullptr, nullptr);
-  }
+  RowsRange<SeqRows<F>>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r, r1, y, y_stride);
 }
 
 // Rows [r0, r1) of a matrix that takes the repack order (Avx2RepackOrder),
