@@ -34,6 +34,7 @@ CHUNKS = 6
 
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
+import gguf_fast  # noqa: E402  (tests/reference: GGUFReader without its per-element header cost)
 if not SMOLLM2.exists():
     pytest.skip("SmolLM2 not fetched (scripts/fetch-models)", allow_module_level=True)
 
@@ -64,7 +65,7 @@ def imatrix(tmp_path_factory):
 
 def read_imatrix(path):
     """name -> importance per column, normalised as llama-quantize does (f32 sums / count)."""
-    r = gguf.GGUFReader(str(path))
+    r = gguf_fast.Reader(str(path))
     tensors = {t.name: np.asarray(t.data, dtype=np.float32).ravel() for t in r.tensors}
     out = {}
     for name, sums in tensors.items():
@@ -83,7 +84,7 @@ def test_imatrix_file_layout(imatrix):
     assert int(fields["imatrix.chunk_count"].parts[-1][0]) == CHUNKS
     assert int(fields["imatrix.chunk_size"].parts[-1][0]) == 512
     ds = fields["imatrix.datasets"]
-    assert str(bytes(ds.parts[ds.data[0]]), "utf-8") == str(CALIBRATION)
+    assert ds.contents(0) == str(CALIBRATION)
     # Every matrix of the 30 decoder blocks; no output.weight (SmolLM2 ties it to token_embd,
     # which llama-imatrix does not record either).
     stems = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
@@ -143,9 +144,9 @@ def test_weighted_formats_match_ggml_quantize_chunk(imatrix, tmp_path):
     run(SNUG, "quantize", SMOLLM2, out, "Q8_0", "--imatrix", imatrix, "-t", THREADS, *keep)
 
     weights, _ = read_imatrix(imatrix)
-    src = {t.name: t for t in gguf.GGUFReader(str(SMOLLM2)).tensors}
+    src = {t.name: t for t in gguf_fast.Reader(str(SMOLLM2)).tensors}
     checked = {}
-    for t in gguf.GGUFReader(str(out)).tensors:
+    for t in gguf_fast.Reader(str(out)).tensors:
         if t.name not in want:
             continue
         qtype = want[t.name]
@@ -171,7 +172,7 @@ def test_weighted_rows_match_ggml_quantize_chunk(imatrix):
         pytest.skip("dequant_tool / weighted_quant_tool not built")
     lib = ggml_base()
     weights, _ = read_imatrix(imatrix)
-    src = {t.name: t for t in gguf.GGUFReader(str(SMOLLM2)).tensors}
+    src = {t.name: t for t in gguf_fast.Reader(str(SMOLLM2)).tensors}
     rng = np.random.default_rng(5)
     checked = 0
     for qtype in K_TYPES + SMALL_TYPES:
@@ -220,7 +221,7 @@ def test_same_tensors_as_llama_quantize_with_imatrix(imatrix, tmp_path, qtype):
     run(SNUG, "quantize", SMOLLM2, ours, qtype, "--imatrix", imatrix, "-t", THREADS)
     weights, _ = read_imatrix(imatrix)
     llama_quantize(theirs, qtype, weights)
-    a, b = gguf.GGUFReader(str(ours)), gguf.GGUFReader(str(theirs))
+    a, b = gguf_fast.Reader(str(ours)), gguf_fast.Reader(str(theirs))
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     for x, y in zip(a.tensors, b.tensors):
         assert x.tensor_type == y.tensor_type, f"{x.name}: snug {x.tensor_type.name}, llama.cpp {y.tensor_type.name}"

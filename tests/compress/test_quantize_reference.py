@@ -33,6 +33,7 @@ N_GREEDY = 32
 
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
+import gguf_fast  # noqa: E402  (tests/reference: GGUFReader without its per-element header cost)
 if not SMOLLM2.exists() or not GEMMA3.exists():
     pytest.skip("models not fetched (scripts/fetch-models)", allow_module_level=True)
 
@@ -71,7 +72,7 @@ def test_same_tensors_as_llama_quantize(tmp_path, src, qtype):
     ours, theirs = tmp_path / "snug.gguf", tmp_path / "llama.gguf"
     snug_quantize(ours, qtype, src=src)
     llama_quantize(theirs, qtype, src=src)
-    a, b = gguf.GGUFReader(str(ours)), gguf.GGUFReader(str(theirs))
+    a, b = gguf_fast.Reader(str(ours)), gguf_fast.Reader(str(theirs))
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     for x, y in zip(a.tensors, b.tensors):
         assert x.tensor_type == y.tensor_type, f"{x.name}: snug {x.tensor_type.name}, llama.cpp {y.tensor_type.name}"
@@ -154,7 +155,7 @@ def test_gguf_package_dequantizes_snug_blocks(tmp_path):
     path = tmp_path / "mixed.gguf"
     snug_quantize(path, "Q8_0", *[a for k in KEEP for a in ("--keep", k)])
     seen = set()
-    for t in gguf.GGUFReader(str(path)).tensors:
+    for t in gguf_fast.Reader(str(path)).tensors:
         if t.tensor_type.name in seen or len(t.shape) < 2:
             continue
         seen.add(t.tensor_type.name)

@@ -81,9 +81,9 @@ def models_dir(tmp_path_factory):
 def as_architecture(path, arch):
     """The GGUF at `path` with general.architecture and its "llama." keys renamed to
     `arch` (five letters, so every length and offset stays as it was)."""
-    import gguf
+    import gguf_fast
     data = path.read_bytes()
-    end = gguf.GGUFReader(str(path)).data_offset  # the header: keys and tensor infos
+    end = gguf_fast.Reader(str(path)).data_offset  # the header: keys and tensor infos
     header = data[:end].replace(b"llama.", arch + b".")
     value = (5).to_bytes(8, "little") + b"llama"
     at = header.index(value, header.index(b"general.architecture"))

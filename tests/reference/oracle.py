@@ -33,10 +33,10 @@ class Weights:
     every product widens them to float64."""
 
     def __init__(self, path: Path):
-        import gguf
+        import gguf_fast
         from gguf.quants import dequantize
 
-        r = gguf.GGUFReader(str(path))
+        r = gguf_fast.Reader(str(path))
         arch = self.arch = _field(r, "general.architecture")
         if arch not in ("llama", "gemma3"):
             raise ValueError(f"oracle covers llama and gemma3, not {arch!r}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
+import gguf_fast  # noqa: E402  (tests/reference: GGUFReader without its per-element header cost)
 from gguf import GGMLQuantizationType as T  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
@@ -61,7 +62,7 @@ def real_tensors():
         path = ROOT / "models" / name
         if not path.exists():
             continue
-        reader = gguf.GGUFReader(str(path))
+        reader = gguf_fast.Reader(str(path))
         seen = {}
         for t in reader.tensors:
             if t.tensor_type not in NAMES or int(t.n_elements) > MAX_ELEMENTS:

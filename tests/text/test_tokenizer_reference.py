@@ -256,8 +256,8 @@ def test_chat_templates_match_jinja2(tool):
     templates = EDGE_TEMPLATES + [GEMMA3_TEMPLATE]
     smollm = MODELS["smollm2"]
     if smollm.exists():
-        import gguf
-        reader = gguf.GGUFReader(str(smollm))
+        import gguf_fast
+        reader = gguf_fast.Reader(str(smollm))
         field = reader.fields["tokenizer.chat_template"]
         templates.append(bytes(field.parts[field.data[0]]).decode())
     requests, expected = [], []
