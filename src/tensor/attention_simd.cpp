@@ -466,10 +466,8 @@ void AttentionF16Heads(const float* q, int64_t nh, const PagedRows& k, const Pag
     return;
   }
 #endif
-  const SumOrder order = gemm ? SumOrder::kGemm : SumOrder::kVecDot;
-  for (int64_t h = 0; h < nh; ++h) {
-    attention_f16_ggml(q + h * dk, k, v, n, dk, dv, scale, order, out + h * dv, scratch);
-  }
+  attention_f16_ggml_heads(q, nh, k, v, n, dk, dv, scale,
+                           gemm ? SumOrder::kGemm : SumOrder::kVecDot, out, scratch);
 }
 
 const char* AttentionKernel(DType kv) {
@@ -506,7 +504,7 @@ const char* attention_kernel(DType kv) {
 }
 
 int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv) {
-  return std::max(attention_scratch_floats(n, dk, dv),
+  return std::max(attention_ggml_heads_scratch_floats(n, nh, dk, dv),
                   std::min<int64_t>(nh, 4) * ((n + 15) / 16 * 16));
 }
 

@@ -9,6 +9,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -273,6 +274,218 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
   FoldSlots(acc, slots, dv, out);
 }
 
+#ifdef SNUG_GGML_AVX2
+// AttentionF16Ggml for C query heads that share one K and V head, with the
+// same bits head by head: each K row and each V row is loaded and widened
+// once for all C heads, and the value sums of a slot are carried in
+// registers over its positions (t, t + slots, ...) instead of read and
+// written back at every position. Every dot product and every slot sum
+// takes the same operations in the same order as AttentionF16Ggml.
+// Needs dk % 32 == 0 and dv % 16 == 0; scratch as attention_f16_ggml_heads.
+// Asks for an f16 row of `elems` elements into L2.
+HWY_INLINE void PrefetchRow(const uint16_t* row, int64_t elems) {
+  for (int64_t i = 0; i < 2 * elems; i += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(row) + i, 0, 2);
+}
+
+// One K row's dot products with C f16-rounded queries (qh, qn floats
+// apart), up to the horizontal sum: gemm, DotF16Ordered's GEMM order (one
+// accumulator); else ggml_vec_dot_f16's (accumulators j = 0..3 over
+// 32-element steps, then (a0 + a2) + (a1 + a3); the pairs are added as they
+// finish, so two accumulators per head are live).
+template <int C>
+HWY_INLINE void ScoreLanes(const uint16_t* kr, const float* qh, int64_t qn, int64_t dk, bool gemm,
+                           __m256* out) {
+  if (gemm) {
+    for (int h = 0; h < C; ++h) out[h] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < dk; i += 8) {
+      const __m256 kv = LoadF16x8(kr + i);
+      for (int h = 0; h < C; ++h)
+        out[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * qn + i), out[h]);
+    }
+    return;
+  }
+  __m256 s02[C], s13[C];
+  for (int j0 = 0; j0 < 2; ++j0) {
+    for (int j = j0; j < 4; j += 2) {
+      __m256 a[C];
+      for (__m256& x : a) x = _mm256_setzero_ps();
+      for (int64_t i = 8 * j; i < dk; i += 32) {
+        const __m256 kv = LoadF16x8(kr + i);
+        for (int h = 0; h < C; ++h)
+          a[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * qn + i), a[h]);
+      }
+      __m256* dst = j0 == 0 ? s02 : s13;
+      for (int h = 0; h < C; ++h) dst[h] = j < 2 ? a[h] : _mm256_add_ps(dst[h], a[h]);
+    }
+  }
+  for (int h = 0; h < C; ++h) out[h] = _mm256_add_ps(s02[h], s13[h]);
+}
+
+// The horizontal sum that finishes ScoreLanes: both orders first add the
+// halves (u = lo + hi); then gemm, tinyBLAS's (u0 + u2) + (u1 + u3); else
+// ggml's two horizontal adds, (u0 + u1) + (u2 + u3).
+HWY_INLINE float Reduce1(__m256 a, bool gemm) {
+  if (gemm) return Hsum8(a);
+  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 t1 = _mm_hadd_ps(t0, t0);
+  return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
+// Reduce1 of eight vectors at once, lane i for a[i]: the same additions of
+// the same operands, done on two positions per register (u of positions
+// 2i, 2i + 1 in one), then three horizontal adds for all eight.
+HWY_INLINE __m256 Reduce8(const __m256* a, bool gemm) {
+  __m256 u[4];
+  for (int i = 0; i < 4; ++i) {
+    u[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                         _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+    if (gemm) u[i] = _mm256_permute_ps(u[i], _MM_SHUFFLE(3, 1, 2, 0));  // u0 u2 u1 u3
+  }
+  const __m256 r = _mm256_hadd_ps(_mm256_hadd_ps(u[0], u[1]), _mm256_hadd_ps(u[2], u[3]));
+  return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+template <int C>
+void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
+                               int64_t dk, int64_t dv, float scale, bool gemm, float* out,
+                               float* scratch) {
+  const int slots = gemm ? 8 : 32;
+  const int64_t pn = (n + 7) / 8 * 8, qn = dk;
+  float* p = scratch;        // [C][pn]
+  float* qh = p + C * pn;    // [C][dk]
+  float* acc = qh + C * qn;  // [C][slots][dv]
+  // [pn] V row pointers, found once (the value pass visits each row dv / 16 times).
+  auto** vrows = reinterpret_cast<const uint16_t**>(acc + static_cast<int64_t>(C) * slots * dv);
+  for (int h = 0; h < C; ++h) {
+    for (int64_t i = 0; i < dk; ++i) qh[h * qn + i] = RoundF16(q[h * dk + i]);
+  }
+  const int64_t bt = k.block_tokens;
+  float mx[C];
+  for (float& m : mx) m = -INFINITY;
+  // (block, row) cursors over K, V and the K rows asked for ahead: a
+  // sequence's rows of one head are short runs (a block's rows) scattered
+  // over the pool, which the hardware prefetchers do not follow from one to
+  // the next. K is asked for kAhead positions early, each V row as its K row
+  // is scored (the value pass reads it next), both into L2.
+  struct Cursor {
+    int64_t b, j;
+    void step(int64_t rows) {
+      if (++j == rows) ++b, j = 0;
+    }
+  };
+  constexpr int64_t kAhead = 32;
+  Cursor kc{k.first / bt, k.first % bt}, vc{v.first / bt, v.first % bt}, ahead = kc;
+  for (int64_t t = 0; t < kAhead && t < n; ++t, ahead.step(bt)) {
+    PrefetchRow(k.blocks[ahead.b] + ahead.j * k.row_elems, k.row_elems);
+  }
+  int64_t next = kAhead;  // the position `ahead` points at
+  auto rows = [&](int64_t t) {
+    const uint16_t* vr = v.blocks[vc.b] + vc.j * v.row_elems;
+    const uint16_t* kr = k.blocks[kc.b] + kc.j * k.row_elems;
+    vrows[t] = vr;
+    PrefetchRow(vr, v.row_elems);
+    if (next < n) {
+      PrefetchRow(k.blocks[ahead.b] + ahead.j * k.row_elems, k.row_elems);
+      ahead.step(bt);
+      ++next;
+    }
+    kc.step(bt);
+    vc.step(bt);
+    return kr;
+  };
+  // Eight positions at a time, their sums finished together (Reduce8).
+  int64_t pos = 0;
+  for (; pos + 8 <= n; pos += 8) {
+    __m256 lanes[C][8];
+    for (int i = 0; i < 8; ++i) {
+      __m256 a[C];
+      ScoreLanes<C>(rows(pos + i), qh, qn, dk, gemm, a);
+      for (int h = 0; h < C; ++h) lanes[h][i] = a[h];
+    }
+    for (int h = 0; h < C; ++h) {
+      float* ph = p + h * pn + pos;
+      _mm256_storeu_ps(ph, _mm256_mul_ps(Reduce8(lanes[h], gemm), _mm256_set1_ps(scale)));
+      for (int i = 0; i < 8; ++i) mx[h] = ph[i] > mx[h] ? ph[i] : mx[h];
+    }
+  }
+  for (; pos < n; ++pos) {
+    __m256 a[C];
+    ScoreLanes<C>(rows(pos), qh, qn, dk, gemm, a);
+    for (int h = 0; h < C; ++h) {
+      const float x = Reduce1(a[h], gemm) * scale;
+      p[h * pn + pos] = x;
+      mx[h] = x > mx[h] ? x : mx[h];
+    }
+  }
+  for (int h = 0; h < C; ++h) {
+    float* ph = p + h * pn;
+    const auto inv = static_cast<float>(1.0 / ExpSumGgml(ph, n, mx[h]));
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {  // RoundF16(ph[t] * inv), eight at a time
+      const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(ph + t), _mm256_set1_ps(inv));
+      _mm256_storeu_ps(ph + t, _mm256_cvtph_ps(_mm256_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; t < n; ++t) ph[t] = RoundF16(ph[t] * inv);
+  }
+  // Slot sl's sums over its positions, 16 columns at a time, in registers.
+  for (int64_t c = 0; c < dv; c += 16) {
+    for (int sl = 0; sl < slots; ++sl) {
+      __m256 a[C][2];
+      for (auto& x : a) x[0] = x[1] = _mm256_setzero_ps();
+      for (int64_t t = sl; t < n; t += slots) {
+        const uint16_t* vr = vrows[t] + c;
+        const __m256 v0 = LoadF16x8(vr), v1 = LoadF16x8(vr + 8);
+        for (int h = 0; h < C; ++h) {
+          const __m256 w = _mm256_broadcast_ss(p + h * pn + t);
+          a[h][0] = _mm256_fmadd_ps(v0, w, a[h][0]);
+          a[h][1] = _mm256_fmadd_ps(v1, w, a[h][1]);
+        }
+      }
+      for (int h = 0; h < C; ++h) {
+        float* row = acc + (static_cast<int64_t>(h) * slots + sl) * dv + c;
+        _mm256_storeu_ps(row, a[h][0]);
+        _mm256_storeu_ps(row + 8, a[h][1]);
+      }
+    }
+  }
+  for (int h = 0; h < C; ++h) {
+    FoldSlots(acc + static_cast<int64_t>(h) * slots * dv, slots, dv, out + h * dv);
+  }
+}
+#endif
+
+void AttentionF16GgmlHeads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                           int64_t n, int64_t dk, int64_t dv, float scale, bool gemm, float* out,
+                           float* scratch) {
+#ifdef SNUG_GGML_AVX2
+  if (dk % 32 == 0 && dv % 16 == 0) {
+    for (int64_t h = 0; h < nh;) {
+      const int64_t c = std::min<int64_t>(nh - h, 4);
+      const float* qh = q + h * dk;
+      float* oh = out + h * dv;
+      switch (c) {
+        case 1:
+          AttentionF16GgmlHeadsAvx2<1>(qh, k, v, n, dk, dv, scale, gemm, oh, scratch);
+          break;
+        case 2:
+          AttentionF16GgmlHeadsAvx2<2>(qh, k, v, n, dk, dv, scale, gemm, oh, scratch);
+          break;
+        case 3:
+          AttentionF16GgmlHeadsAvx2<3>(qh, k, v, n, dk, dv, scale, gemm, oh, scratch);
+          break;
+        default:
+          AttentionF16GgmlHeadsAvx2<4>(qh, k, v, n, dk, dv, scale, gemm, oh, scratch);
+      }
+      h += c;
+    }
+    return;
+  }
+#endif
+  for (int64_t h = 0; h < nh; ++h)
+    AttentionF16Ggml(q + h * dk, k, v, n, dk, dv, scale, gemm, out + h * dv, scratch);
+}
+
 // ref::rope_apply's arithmetic lane by lane: x0' = fma(x0, c, -(x1 * s)),
 // x1' = fma(x0, s, x1 * c), so the same bits on every target.
 void RopeApply(float* x, int64_t rot_dim, const float* cs, bool neox) {
@@ -393,6 +606,7 @@ HWY_EXPORT(ExpSumGgml);
 HWY_EXPORT(SiluMulGgml);
 HWY_EXPORT(GeluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
+HWY_EXPORT(AttentionF16GgmlHeads);
 HWY_EXPORT(QuantizeQ8A);
 HWY_EXPORT(RowF32ToF16);
 HWY_EXPORT(RopeApply);
@@ -418,6 +632,21 @@ void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, 
                         float* scratch) {
   HWY_DYNAMIC_DISPATCH(AttentionF16Ggml)
   (q, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
+}
+
+int64_t attention_ggml_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv) {
+  const int64_t c = std::min<int64_t>(nh, 4);
+  const int64_t pn = (n + 7) / 8 * 8;
+  return std::max(
+      attention_scratch_floats(n, dk, dv),
+      c * (pn + dk + 32 * dv) + pn * static_cast<int64_t>(sizeof(void*) / sizeof(float)));
+}
+
+void attention_f16_ggml_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                              int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order,
+                              float* out, float* scratch) {
+  HWY_DYNAMIC_DISPATCH(AttentionF16GgmlHeads)
+  (q, nh, k, v, n, dk, dv, scale, order == SumOrder::kGemm, out, scratch);
 }
 
 float dot_f16_ordered(const uint16_t* a, const float* b, int64_t n, SumOrder order) {

@@ -185,6 +185,16 @@ void attention_f16_ggml(const float* q, const PagedRows& k, const PagedRows& v, 
                         int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
                         float* scratch);
 
+// attention_f16_ggml for the nh query heads q[h * dk ...] sharing one K and V
+// head, into out[h * dv ...]: the same bits head by head, with each K and V
+// row read once for up to four heads (AVX2 and up, dk % 32 == 0 and
+// dv % 16 == 0; head by head elsewhere). Scratch:
+// attention_ggml_heads_scratch_floats(n, nh, dk, dv).
+int64_t attention_ggml_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv);
+void attention_f16_ggml_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
+                              int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order,
+                              float* out, float* scratch);
+
 // Floats of scratch attention_f16_heads needs for nh heads over n positions.
 int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv);
 // attention_f16_ggml for the nh query heads q[h * dk ...] that share one f16
@@ -194,7 +204,7 @@ int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_
 // dot products of the f32 query, the values are summed in f32 with the
 // unnormalised weights and divided once, and `order` does not matter, so a
 // token's attention is the same arithmetic in a prompt and in generation.
-// Elsewhere it is attention_f16_ggml per head.
+// Elsewhere it is attention_f16_ggml_heads.
 void attention_f16_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
                          int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order, float* out,
                          float* scratch);
