@@ -75,6 +75,50 @@ HWY_INLINE __m256 Exp8(__m256 x) {
               _mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
               _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
 }
+
+// One K row's dot products with C f16-rounded queries (qh, dk floats
+// apart), up to the horizontal sum: gemm, DotF16Ordered's GEMM order (one
+// accumulator); else ggml_vec_dot_f16's (accumulators j = 0..3 over
+// 32-element steps, then (a0 + a2) + (a1 + a3); the pairs are added as they
+// finish, so two accumulators per head are live).
+template <int C>
+HWY_INLINE void ScoreLanes(const uint16_t* kr, const float* qh, int64_t dk, bool gemm,
+                           __m256* out) {
+  if (gemm) {
+    for (int h = 0; h < C; ++h) out[h] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < dk; i += 8) {
+      const __m256 kv = LoadF16x8(kr + i);
+      for (int h = 0; h < C; ++h)
+        out[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * dk + i), out[h]);
+    }
+    return;
+  }
+  __m256 s02[C], s13[C];
+  for (int j0 = 0; j0 < 2; ++j0) {
+    for (int j = j0; j < 4; j += 2) {
+      __m256 a[C];
+      for (__m256& x : a) x = _mm256_setzero_ps();
+      for (int64_t i = 8 * j; i < dk; i += 32) {
+        const __m256 kv = LoadF16x8(kr + i);
+        for (int h = 0; h < C; ++h)
+          a[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * dk + i), a[h]);
+      }
+      __m256* dst = j0 == 0 ? s02 : s13;
+      for (int h = 0; h < C; ++h) dst[h] = j < 2 ? a[h] : _mm256_add_ps(dst[h], a[h]);
+    }
+  }
+  for (int h = 0; h < C; ++h) out[h] = _mm256_add_ps(s02[h], s13[h]);
+}
+
+// The horizontal sum that finishes ScoreLanes: both orders first add the
+// halves (u = lo + hi); then gemm, tinyBLAS's (u0 + u2) + (u1 + u3); else
+// ggml's two horizontal adds, (u0 + u1) + (u2 + u3).
+HWY_INLINE float Reduce1(__m256 a, bool gemm) {
+  if (gemm) return Hsum8(a);
+  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 t1 = _mm_hadd_ps(t0, t0);
+  return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
 #endif
 
 float F16(uint16_t h) {
@@ -90,10 +134,9 @@ float Hsum8Scalar(const float* l) {
 float DotF16Ordered(const uint16_t* a, const float* b, int64_t n, bool gemm) {
   if (gemm && n % 8 == 0) {
 #ifdef SNUG_GGML_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8)
-      acc = _mm256_fmadd_ps(LoadF16x8(a + i), _mm256_loadu_ps(b + i), acc);
-    return Hsum8(acc);
+    __m256 acc;
+    ScoreLanes<1>(a, b, n, true, &acc);
+    return Reduce1(acc, true);
 #else
     float acc[8] = {};
     for (int64_t i = 0; i < n; i += 8) {
@@ -105,18 +148,9 @@ float DotF16Ordered(const uint16_t* a, const float* b, int64_t n, bool gemm) {
   const int64_t np = n - n % 32;
   float r;
 #ifdef SNUG_GGML_AVX2
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                   _mm256_setzero_ps()};
-  for (int64_t i = 0; i < np; i += 32) {
-    for (int j = 0; j < 4; ++j)
-      acc[j] = _mm256_fmadd_ps(LoadF16x8(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
-  }
-  acc[0] = _mm256_add_ps(acc[0], acc[2]);
-  acc[1] = _mm256_add_ps(acc[1], acc[3]);
-  acc[0] = _mm256_add_ps(acc[0], acc[1]);
-  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(acc[0]), _mm256_extractf128_ps(acc[0], 1));
-  const __m128 t1 = _mm_hadd_ps(t0, t0);
-  r = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+  __m256 acc;
+  ScoreLanes<1>(a, b, np, false, &acc);
+  r = Reduce1(acc, false);
 #else
   float s[32] = {};
   for (int64_t i = 0; i < np; i += 32) {
@@ -288,50 +322,6 @@ HWY_INLINE void PrefetchRow(const uint16_t* row, int64_t elems) {
     __builtin_prefetch(reinterpret_cast<const char*>(row) + i, 0, 2);
 }
 
-// One K row's dot products with C f16-rounded queries (qh, qn floats
-// apart), up to the horizontal sum: gemm, DotF16Ordered's GEMM order (one
-// accumulator); else ggml_vec_dot_f16's (accumulators j = 0..3 over
-// 32-element steps, then (a0 + a2) + (a1 + a3); the pairs are added as they
-// finish, so two accumulators per head are live).
-template <int C>
-HWY_INLINE void ScoreLanes(const uint16_t* kr, const float* qh, int64_t qn, int64_t dk, bool gemm,
-                           __m256* out) {
-  if (gemm) {
-    for (int h = 0; h < C; ++h) out[h] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < dk; i += 8) {
-      const __m256 kv = LoadF16x8(kr + i);
-      for (int h = 0; h < C; ++h)
-        out[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * qn + i), out[h]);
-    }
-    return;
-  }
-  __m256 s02[C], s13[C];
-  for (int j0 = 0; j0 < 2; ++j0) {
-    for (int j = j0; j < 4; j += 2) {
-      __m256 a[C];
-      for (__m256& x : a) x = _mm256_setzero_ps();
-      for (int64_t i = 8 * j; i < dk; i += 32) {
-        const __m256 kv = LoadF16x8(kr + i);
-        for (int h = 0; h < C; ++h)
-          a[h] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(qh + h * qn + i), a[h]);
-      }
-      __m256* dst = j0 == 0 ? s02 : s13;
-      for (int h = 0; h < C; ++h) dst[h] = j < 2 ? a[h] : _mm256_add_ps(dst[h], a[h]);
-    }
-  }
-  for (int h = 0; h < C; ++h) out[h] = _mm256_add_ps(s02[h], s13[h]);
-}
-
-// The horizontal sum that finishes ScoreLanes: both orders first add the
-// halves (u = lo + hi); then gemm, tinyBLAS's (u0 + u2) + (u1 + u3); else
-// ggml's two horizontal adds, (u0 + u1) + (u2 + u3).
-HWY_INLINE float Reduce1(__m256 a, bool gemm) {
-  if (gemm) return Hsum8(a);
-  const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  const __m128 t1 = _mm_hadd_ps(t0, t0);
-  return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
-}
-
 // Reduce1 of eight vectors at once, lane i for a[i]: the same additions of
 // the same operands, done on two positions per register (u of positions
 // 2i, 2i + 1 in one), then three horizontal adds for all eight.
@@ -351,14 +341,14 @@ void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRo
                                int64_t dk, int64_t dv, float scale, bool gemm, float* out,
                                float* scratch) {
   const int slots = gemm ? 8 : 32;
-  const int64_t pn = (n + 7) / 8 * 8, qn = dk;
+  const int64_t pn = (n + 7) / 8 * 8;
   float* p = scratch;        // [C][pn]
   float* qh = p + C * pn;    // [C][dk]
-  float* acc = qh + C * qn;  // [C][slots][dv]
+  float* acc = qh + C * dk;  // [C][slots][dv]
   // [pn] V row pointers, found once (the value pass visits each row dv / 16 times).
   auto** vrows = reinterpret_cast<const uint16_t**>(acc + static_cast<int64_t>(C) * slots * dv);
   for (int h = 0; h < C; ++h) {
-    for (int64_t i = 0; i < dk; ++i) qh[h * qn + i] = RoundF16(q[h * dk + i]);
+    for (int64_t i = 0; i < dk; ++i) qh[h * dk + i] = RoundF16(q[h * dk + i]);
   }
   const int64_t bt = k.block_tokens;
   float mx[C];
@@ -379,16 +369,14 @@ void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRo
   for (int64_t t = 0; t < kAhead && t < n; ++t, ahead.step(bt)) {
     PrefetchRow(k.blocks[ahead.b] + ahead.j * k.row_elems, k.row_elems);
   }
-  int64_t next = kAhead;  // the position `ahead` points at
-  auto rows = [&](int64_t t) {
+  auto rows = [&](int64_t t) {  // t: the position kc and vc point at
     const uint16_t* vr = v.blocks[vc.b] + vc.j * v.row_elems;
     const uint16_t* kr = k.blocks[kc.b] + kc.j * k.row_elems;
     vrows[t] = vr;
     PrefetchRow(vr, v.row_elems);
-    if (next < n) {
+    if (t + kAhead < n) {  // ahead points at t + kAhead
       PrefetchRow(k.blocks[ahead.b] + ahead.j * k.row_elems, k.row_elems);
       ahead.step(bt);
-      ++next;
     }
     kc.step(bt);
     vc.step(bt);
@@ -400,7 +388,7 @@ void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRo
     __m256 lanes[C][8];
     for (int i = 0; i < 8; ++i) {
       __m256 a[C];
-      ScoreLanes<C>(rows(pos + i), qh, qn, dk, gemm, a);
+      ScoreLanes<C>(rows(pos + i), qh, dk, gemm, a);
       for (int h = 0; h < C; ++h) lanes[h][i] = a[h];
     }
     for (int h = 0; h < C; ++h) {
@@ -411,7 +399,7 @@ void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRo
   }
   for (; pos < n; ++pos) {
     __m256 a[C];
-    ScoreLanes<C>(rows(pos), qh, qn, dk, gemm, a);
+    ScoreLanes<C>(rows(pos), qh, dk, gemm, a);
     for (int h = 0; h < C; ++h) {
       const float x = Reduce1(a[h], gemm) * scale;
       p[h * pn + pos] = x;
