@@ -261,10 +261,157 @@ struct SeqRows {
   }
 };
 
+// Dense q4_0, one to seven tokens, eight rows at a time and two blocks per
+// register (block b in the low 128 bits, b + 1 in the high). A row's two
+// blocks come from one 16-byte load and one insert; their low nibbles
+// (elements 0..15 of each) and high nibbles (16..31) each meet the token's
+// bytes laid out the same way (PairedAct), so no nibble is moved across
+// lanes. Each row's two vpmaddubsw add up in int16 (four products a lane,
+// at most 4 x 15 x 128), and three levels of vphaddw and a vpmaddwd fold
+// eight rows into two registers of exact block sums (16 products a lane at
+// the last int16 level: at most 30720), where the four-row kernel spends a
+// vpmaddwd, a subtraction and a quarter of three vphaddd on every row. The
+// offset, 8 x the block's byte sum, is subtracted once per eight rows; then
+// one conversion and one multiply-add per block for the eight rows, block b
+// before b + 1: the repack order's float steps, so its bits.
+
+// Most (token, block pair) entries of the offset table (on the stack, 56 KiB).
+inline constexpr int64_t kPairTable = 1792;
+
+// A token's bytes of blocks b and b + 1 (b for both past the row's end):
+// elements 0..15 of each (lo) and 16..31 (hi), block b in the low half.
+struct PairedAct {
+  __m256i lo, hi;
+};
+HWY_INLINE PairedAct PairAct(const BlockQ8A* a, int64_t b, int64_t b1) {
+  const auto* q0 = reinterpret_cast<const __m128i*>(a[b].qs);
+  const auto* q1 = reinterpret_cast<const __m128i*>(a[b1].qs);
+  return {_mm256_loadu2_m128i(q1, q0), _mm256_loadu2_m128i(q1 + 1, q0 + 1)};
+}
+
+// Offsets of a token's block pairs: lanes 0-3 8 x the byte sum of block 2p,
+// lanes 4-7 that of block 2p + 1 (2p for both past the end).
+HWY_INLINE void PairOffsets(const BlockQ8A* a, int64_t nb, __m256i* out) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; b += 2) {
+    const PairedAct p = PairAct(a, b, b + 1 < nb ? b + 1 : b);
+    const __m256i s16 =
+        _mm256_add_epi16(_mm256_maddubs_epi16(ones8, p.lo), _mm256_maddubs_epi16(ones8, p.hi));
+    __m256i s = _mm256_madd_epi16(s16, ones16);  // four partial sums a half
+    s = _mm256_hadd_epi32(s, s);
+    s = _mm256_hadd_epi32(s, s);  // every lane of a half: the half's block sum
+    out[b / 2] = _mm256_slli_epi32(s, 3);
+  }
+}
+
+// f16 scales of blocks b and b1 of eight rows as floats, lane r: row r.
+HWY_INLINE void Q4_0Scales8(const uint8_t* w, int64_t row_bytes, int64_t b, int64_t b1, __m256* d0,
+                            __m256* d1) {
+  uint64_t s0[2] = {0, 0}, s1[2] = {0, 0};
+  for (int r = 0; r < kARows; ++r) {
+    const auto* blk = reinterpret_cast<const BlockQ4_0*>(w + r * row_bytes);
+    s0[r / 4] |= uint64_t{blk[b].d} << (16 * (r % 4));
+    s1[r / 4] |= uint64_t{blk[b1].d} << (16 * (r % 4));
+  }
+  *d0 = _mm256_cvtph_ps(_mm_set_epi64x(static_cast<int64_t>(s0[1]), static_cast<int64_t>(s0[0])));
+  *d1 = _mm256_cvtph_ps(_mm_set_epi64x(static_cast<int64_t>(s1[1]), static_cast<int64_t>(s1[0])));
+}
+
+// Eight rows from w against T tokens (a[t], their offsets off[t]):
+// y[t * y_stride + r]. [pf, pf_end) asked for, a block pair's share at each.
+template <int T>
+HWY_INLINE void Q4_0Rows8(const uint8_t* w, int64_t row_bytes, int64_t nb, const BlockQ8A* const* a,
+                          const __m256i* const* off, float* y, int64_t y_stride, const uint8_t* pf,
+                          const uint8_t* pf_end) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t pf_step = ((pf_end - pf) / ((nb + 1) / 2) + 63) & ~int64_t{63};
+  for (int64_t b = 0; b < nb; b += 2) {
+    for (const uint8_t* e = pf + pf_step; pf < e && pf < pf_end; pf += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+    }
+    const bool pair = b + 1 < nb;
+    const int64_t b1 = pair ? b + 1 : b;
+    PairedAct x[T];
+    for (int t = 0; t < T; ++t) x[t] = PairAct(a[t], b, b1);
+    __m256i half[2][T];  // rows 4h..4h+3: [block b's sums | block b1's]
+    for (int h = 0; h < 2; ++h) {
+      __m256i quad[2][T];
+      for (int j = 0; j < 2; ++j) {
+        __m256i v[2][T];
+        for (int i = 0; i < 2; ++i) {
+          const auto* blk = reinterpret_cast<const BlockQ4_0*>(w + (4 * h + 2 * j + i) * row_bytes);
+          const __m256i q = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk[b1].qs),
+                                                reinterpret_cast<const __m128i*>(blk[b].qs));
+          const __m256i lo = _mm256_and_si256(q, low4);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+          for (int t = 0; t < T; ++t) {
+            v[i][t] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x[t].lo),
+                                       _mm256_maddubs_epi16(hi, x[t].hi));
+          }
+        }
+        for (int t = 0; t < T; ++t) quad[j][t] = _mm256_hadd_epi16(v[0][t], v[1][t]);
+      }
+      for (int t = 0; t < T; ++t) {
+        half[h][t] = _mm256_sub_epi32(
+            _mm256_madd_epi16(_mm256_hadd_epi16(quad[0][t], quad[1][t]), ones), off[t][b / 2]);
+      }
+    }
+    __m256 d0, d1;
+    Q4_0Scales8(w, row_bytes, b, b1, &d0, &d1);
+    for (int t = 0; t < T; ++t) {
+      const __m256 s0 = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(half[0][t], half[1][t], 0x20));
+      acc[t] = _mm256_fmadd_ps(s0, _mm256_mul_ps(d0, _mm256_set1_ps(a[t][b].d)), acc[t]);
+      if (pair) {
+        const __m256 s1 =
+            _mm256_cvtepi32_ps(_mm256_permute2x128_si256(half[0][t], half[1][t], 0x31));
+        acc[t] = _mm256_fmadd_ps(s1, _mm256_mul_ps(d1, _mm256_set1_ps(a[t][b1].d)), acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(y + t * y_stride, acc[t]);
+}
+
+// Whole groups of eight rows from r0 on, below r1, of a dense q4_0 matrix
+// against 1..7 tokens (Q4_0Rows8, tokens in pairs); each group asks for the
+// one kAAhead groups on. Returns the first row not computed (r0 where the
+// offset table would not fit).
+inline int64_t MatmulQ4_0Few8(const uint8_t* wd, int64_t row_bytes, int64_t cols,
+                              const uint8_t* act, int64_t act_bytes, int64_t n_tok, int64_t r0,
+                              int64_t r1, float* y, int64_t y_stride) {
+  const int64_t nb = cols / kQK, pairs = (nb + 1) / 2;
+  if (n_tok > kRMaxTokens || n_tok * pairs > kPairTable) return r0;
+  __m256i table[kPairTable];
+  const BlockQ8A* a[kRMaxTokens];
+  const __m256i* off[kRMaxTokens];
+  for (int64_t t = 0; t < n_tok; ++t) {
+    a[t] = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
+    off[t] = table + t * pairs;
+    PairOffsets(a[t], nb, table + t * pairs);
+  }
+  const int64_t r_end = r0 + (r1 - r0) / kARows * kARows;
+  for (int64_t r = r0; r < r_end; r += kARows) {
+    const uint8_t* w = wd + r * row_bytes;
+    const int64_t p0 = std::min(r + kAAhead * kARows, r_end);
+    const uint8_t* pf = wd + p0 * row_bytes;
+    const uint8_t* pf_end = wd + std::min(p0 + kARows, r_end) * row_bytes;
+    int64_t t = 0;
+    for (; t + 2 <= n_tok; t += 2) {
+      Q4_0Rows8<2>(w, row_bytes, nb, a + t, off + t, y + t * y_stride + r, y_stride, pf, pf_end);
+      pf = pf_end;
+    }
+    if (t < n_tok) {
+      Q4_0Rows8<1>(w, row_bytes, nb, a + t, off + t, y + t * y_stride + r, y_stride, pf, pf_end);
+    }
+  }
+  return r_end;
+}
+
 // Rows [r0, r1) of a repack-order matrix against n_tok tokens: the eight-row
-// kernel from kARowBlockTokens tokens on; four rows at a time below that and
-// for the rows past its last whole eight, one at a time for the last few
-// (RowsRange's passes).
+// kernel from kARowBlockTokens tokens on, below that the paired-block kernel
+// for dense q4_0's whole groups of eight; four rows at a time for the rest,
+// one at a time for the last few (RowsRange's passes).
 template <class F>
 void MatmulSeqRange(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                     int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
@@ -272,6 +419,8 @@ void MatmulSeqRange(const uint8_t* wd, int64_t row_bytes, int64_t cols, const ui
   int64_t r = r0;
   if (n_tok >= kARowBlockTokens) {
     r = MatmulSeq8<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+  } else if constexpr (F::kOffsetLog2 == 3) {
+    r = MatmulQ4_0Few8(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
   }
   RowsRange<SeqRows<F>>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r, r1, y, y_stride);
 }
