@@ -309,13 +309,6 @@ void AttentionF16Ggml(const float* q, const PagedRows& k, const PagedRows& v, in
 }
 
 #ifdef SNUG_GGML_AVX2
-// AttentionF16Ggml for C query heads that share one K and V head, with the
-// same bits head by head: each K row and each V row is loaded and widened
-// once for all C heads, and the value sums of a slot are carried in
-// registers over its positions (t, t + slots, ...) instead of read and
-// written back at every position. Every dot product and every slot sum
-// takes the same operations in the same order as AttentionF16Ggml.
-// Needs dk % 32 == 0 and dv % 16 == 0; scratch as attention_f16_ggml_heads.
 // Asks for an f16 row of `elems` elements into L2.
 HWY_INLINE void PrefetchRow(const uint16_t* row, int64_t elems) {
   for (int64_t i = 0; i < 2 * elems; i += 64)
@@ -336,6 +329,13 @@ HWY_INLINE __m256 Reduce8(const __m256* a, bool gemm) {
   return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// AttentionF16Ggml for C query heads that share one K and V head, with the
+// same bits head by head: each K row and each V row is loaded and widened
+// once for all C heads, and the value sums of a slot are carried in
+// registers over its positions (t, t + slots, ...) instead of read and
+// written back at every position. Every dot product and every slot sum
+// takes the same operations in the same order as AttentionF16Ggml.
+// Needs dk % 32 == 0 and dv % 16 == 0; scratch as attention_f16_ggml_heads.
 template <int C>
 void AttentionF16GgmlHeadsAvx2(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
                                int64_t dk, int64_t dv, float scale, bool gemm, float* out,

@@ -41,6 +41,24 @@ inline constexpr int64_t kRAhead = 2;  // groups of rows ahead that are prefetch
 // and more).
 inline constexpr int64_t kRMaxTokens = 7;
 
+// Bytes [p, end) asked for over `steps` steps of a kernel's loop, an equal
+// share in whole lines at each Step().
+class SpreadPrefetch {
+ public:
+  SpreadPrefetch(const uint8_t* p, const uint8_t* end, int64_t steps)
+      : p_(p), end_(end), share_(((end - p) / steps + 63) & ~int64_t{63}) {}
+  HWY_INLINE void Step() {
+    for (const uint8_t* e = p_ + share_; p_ < e && p_ < end_; p_ += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(p_), _MM_HINT_T0);
+    }
+  }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+  int64_t share_;
+};
+
 // Rows [0, R) from w (row_bytes apart) against T tokens' BlockQ8A rows
 // (act_bytes apart): y[t * y_stride + r]. Rows follow each other in memory,
 // so the one-row tile reads the matrix as one stream, which the hardware
@@ -65,12 +83,9 @@ HWY_INLINE void RowsQ32(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
   }
   const BlockQ8A* a[T];
   for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
-  // Bytes to ask for per block, in whole lines.
-  const int64_t pf_step = ((pf_end - pf) / nb + 63) & ~int64_t{63};
+  SpreadPrefetch ahead(pf, pf_end, nb);
   for (int64_t b = 0; b < nb; ++b) {
-    for (const uint8_t* e = pf + pf_step; pf < e && pf < pf_end; pf += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
-    }
+    ahead.Step();
     __m256i av[T], corr[T];
     __m128 as[T];
     for (int t = 0; t < T; ++t) {

@@ -194,11 +194,9 @@ HWY_INLINE void RowsSeq(const uint8_t* w, int64_t row_bytes, int64_t nb, const u
   for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const BlockQ8A* a[T];
   for (int t = 0; t < T; ++t) a[t] = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
-  const int64_t pf_step = ((pf_end - pf) / nb + 63) & ~int64_t{63};
+  SpreadPrefetch ahead(pf, pf_end, nb);
   for (int64_t b = 0; b < nb; ++b) {
-    for (const uint8_t* e = pf + pf_step; pf < e && pf < pf_end; pf += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
-    }
+    ahead.Step();
     __m256i av[T], corr[T];
     for (int t = 0; t < T; ++t) {
       av[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].qs));
@@ -326,11 +324,9 @@ HWY_INLINE void Q4_0Rows8(const uint8_t* w, int64_t row_bytes, int64_t nb, const
   const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  const int64_t pf_step = ((pf_end - pf) / ((nb + 1) / 2) + 63) & ~int64_t{63};
+  SpreadPrefetch ahead(pf, pf_end, (nb + 1) / 2);
   for (int64_t b = 0; b < nb; b += 2) {
-    for (const uint8_t* e = pf + pf_step; pf < e && pf < pf_end; pf += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
-    }
+    ahead.Step();
     const bool pair = b + 1 < nb;
     const int64_t b1 = pair ? b + 1 : b;
     PairedAct x[T];
@@ -387,8 +383,9 @@ inline int64_t MatmulQ4_0Few8(const uint8_t* wd, int64_t row_bytes, int64_t cols
   const __m256i* off[kRMaxTokens];
   for (int64_t t = 0; t < n_tok; ++t) {
     a[t] = reinterpret_cast<const BlockQ8A*>(act + t * act_bytes);
-    off[t] = table + t * pairs;
-    PairOffsets(a[t], nb, table + t * pairs);
+    __m256i* o = table + t * pairs;
+    PairOffsets(a[t], nb, o);
+    off[t] = o;
   }
   const int64_t r_end = r0 + (r1 - r0) / kARows * kARows;
   for (int64_t r = r0; r < r_end; r += kARows) {
