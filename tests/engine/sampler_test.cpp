@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 
 #include "engine/sampler.h"
 
@@ -11,6 +14,37 @@ TEST(Sampler, GreedyPicksArgmax) {
   std::vector<float> l = {0.1f, 3.f, 2.f, -1.f};
   Sampler s({.temperature = 0.f}, 4);
   EXPECT_EQ(s.sample(l.data(), {}), 1);
+}
+
+// argmax's vector scan against the scalar rule it replaces (first index of
+// the largest; NaN never chosen unless first; -0 and +0 equal), over lengths
+// around the 16-wide steps, with ties, NaN, infinities and signed zeros.
+TEST(Sampler, ArgmaxMatchesTheScalarRule) {
+  const auto scalar = [](const std::vector<float>& l) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < static_cast<int32_t>(l.size()); ++i) {
+      if (l[static_cast<size_t>(i)] > l[static_cast<size_t>(best)]) best = i;
+    }
+    return best;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::uniform_int_distribution<int> kind(0, 19);
+  for (int n : {1, 2, 15, 16, 17, 31, 32, 33, 100, 49152}) {
+    for (int rep = 0; rep < 40; ++rep) {
+      std::vector<float> l(static_cast<size_t>(n));
+      for (float& v : l) {
+        const int k = kind(rng);
+        v = k == 0 ? nan : k == 1 ? -inf : k == 2 ? -0.f : k == 3 ? 0.f : float(small(rng));
+      }
+      if (rep % 4 == 1) l[static_cast<size_t>(n - 1)] = inf;
+      if (rep % 4 == 2) l[0] = nan;
+      if (rep % 4 == 3) std::fill(l.begin(), l.end(), rep % 8 == 3 ? -0.f : nan);
+      ASSERT_EQ(argmax(l.data(), n), scalar(l)) << "n " << n << " rep " << rep;
+    }
+  }
 }
 
 TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
