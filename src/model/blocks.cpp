@@ -94,11 +94,13 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
   const int64_t E = set.mats[0].cols;
   const bool fuse = set.shared && T >= kParallelTokens;
   const size_t act = tensor::matmul_scratch_bytes(type, E, 1);
-  per_token(pool, T, [&](int32_t t) {
-    tensor::rms_norm(ws.x + t * E, norm_w, ws.xb + t * E, E, eps);
+  per_token_range(pool, T, [&](int32_t b, int32_t e) {
+    tensor::rms_norm_rows(ws.x + b * E, norm_w, ws.xb + b * E, E, e - b, eps);
     if (fuse) {
-      tensor::quantize_activations(type, ws.xb + t * E, E, E, 1,
-                                   static_cast<char*>(ws.quant) + t * act);
+      for (int32_t t = b; t < e; ++t) {
+        tensor::quantize_activations(type, ws.xb + t * E, E, E, 1,
+                                     static_cast<char*>(ws.quant) + t * act);
+      }
     }
   });
   if (!fuse) {

@@ -37,6 +37,22 @@ void per_token(ThreadPool& pool, int32_t T, F&& f) {
   });
 }
 
+// f(b, e) for consecutive token ranges covering the batch: the pool's
+// threads one range each for batches of kParallelTokens or more, else one
+// range on this thread.
+template <class F>
+void per_token_range(ThreadPool& pool, int32_t T, F&& f) {
+  if (T < kParallelTokens) {
+    f(0, T);
+    return;
+  }
+  pool.run([&](int tid, int nth) {
+    for_each_chunk(T, 1, tid, nth, [&](int64_t b, int64_t e) {
+      f(static_cast<int32_t>(b), static_cast<int32_t>(e));
+    });
+  });
+}
+
 // One matrix product of a sub-layer: out[t * stride ...] = w . input row t.
 struct Projection {
   MatRole role;

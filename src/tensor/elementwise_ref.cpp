@@ -39,12 +39,42 @@ float exp_ggml(float x) {
 
 namespace snug::tensor::ref {
 
-void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
-  double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
+namespace {
+// y = (x * scale) * weight from the row's sum of squares ss.
+void rms_scale(const float* x, double ss, const float* weight, float* y, int64_t n, float eps) {
   const auto mean = static_cast<float>(ss / static_cast<double>(n));
   const float scale = 1.0f / std::sqrt(mean + eps);
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * weight[i];
+}
+}  // namespace
+
+void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
+  rms_scale(x, ss, weight, y, n, eps);
+}
+
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
+                   float eps) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* x0 = x + r * n;
+    const float* x1 = x0 + n;
+    const float* x2 = x1 + n;
+    const float* x3 = x2 + n;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      s0 += static_cast<double>(x0[i] * x0[i]);
+      s1 += static_cast<double>(x1[i] * x1[i]);
+      s2 += static_cast<double>(x2[i] * x2[i]);
+      s3 += static_cast<double>(x3[i] * x3[i]);
+    }
+    rms_scale(x0, s0, weight, y + r * n, n, eps);
+    rms_scale(x1, s1, weight, y + (r + 1) * n, n, eps);
+    rms_scale(x2, s2, weight, y + (r + 2) * n, n, eps);
+    rms_scale(x3, s3, weight, y + (r + 3) * n, n, eps);
+  }
+  for (; r < rows; ++r) rms_norm(x + r * n, weight, y + r * n, n, eps);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {

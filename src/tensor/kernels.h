@@ -148,6 +148,12 @@ float exp_ggml(float x);
 // y = (x * (1 / sqrt(mean(x^2) + eps))) * weight, mean summed in double and
 // rounded to float as ggml's rms_norm followed by mul; y may alias x.
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
+// rms_norm of `rows` consecutive rows of n (row r at x + r * n, y + r * n),
+// four rows' sums interleaved so that their double additions overlap instead
+// of waiting on one another: each row is summed and scaled exactly as
+// rms_norm does it.
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
+                   float eps);
 // gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp_ggml(-x)) (ggml's swiglu)
 void silu_mul(float* gate, const float* up, int64_t n);
 // gate[i] = gelu(gate[i]) * up[i] as llama.cpp's CPU geglu computes it: the

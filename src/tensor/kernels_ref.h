@@ -36,6 +36,8 @@ void matmul_rows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, in
                  int64_t y_stride);
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps);
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
+                   float eps);
 void silu_mul(float* gate, const float* up, int64_t n);
 // gate[i] = GELU(gate[i]) x up[i] as ggml's geglu with GGML_GELU_FP16: 0 at
 // or below -10, gate[i] x up[i] at or above 10, else the table's value at

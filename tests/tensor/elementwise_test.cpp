@@ -43,6 +43,29 @@ TEST(Elementwise, RmsNorm) {
   }
 }
 
+// Rows normalised together (their sums interleaved): each row the bits of
+// rms_norm on it alone, in place or not, for row counts around the groups of
+// four.
+TEST(Elementwise, RmsNormRowsIsRmsNormPerRow) {
+  for (int64_t n : kSizes) {
+    for (int64_t rows : {1, 3, 4, 5, 8, 11}) {
+      const auto x = random_values(n * rows, 3), w = random_values(n, 4);
+      std::vector<float> y(static_cast<size_t>(n * rows)), inplace = x;
+      rms_norm_rows(x.data(), w.data(), y.data(), n, rows, 1e-5f);
+      rms_norm_rows(inplace.data(), w.data(), inplace.data(), n, rows, 1e-5f);
+      std::vector<float> one(static_cast<size_t>(n));
+      for (int64_t r = 0; r < rows; ++r) {
+        rms_norm(x.data() + r * n, w.data(), one.data(), n, 1e-5f);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(y[r * n + i]), std::bit_cast<uint32_t>(one[i]))
+              << n << " " << rows << " " << r << " " << i;
+          ASSERT_EQ(std::bit_cast<uint32_t>(inplace[r * n + i]), std::bit_cast<uint32_t>(one[i]));
+        }
+      }
+    }
+  }
+}
+
 // Every f16 value, the midpoints between neighbours (where rounding to f16
 // ties) and the floats either side of them, the +-10 bounds and beyond, the
 // infinities: the bits of the scalar twin (any NaN for a NaN).
