@@ -11,9 +11,9 @@ namespace snug::engine {
 
 // The first index of the largest logit, NaN never chosen (as the scalar loop
 // `if (l[i] > l[best]) best = i` from best = 0 gives): the maximum in
-// vectors, then the first index that equals it. A 49152-logit vocabulary is
-// scanned in about 4 us instead of a compare chain's 30 for every sequence
-// of every step.
+// vectors, then the first index that equals it. It runs for every sequence
+// of every step (a 49152-logit vocabulary: the compare chain was 1.5% of a
+// 16-stream step, on one thread while the pool's others waited).
 int32_t argmax(const float* logits, int32_t n) {
   if (n <= 0 || std::isnan(logits[0])) return 0;
   float mx = logits[0];

@@ -21,22 +21,6 @@ namespace snug::model::blocks {
 // barrier (a few microseconds) costs more than it saves.
 constexpr int32_t kParallelTokens = 4;
 
-// f(t) for every token of the batch: across the pool for batches of
-// kParallelTokens or more, else on this thread. Each token's work is the same
-// arithmetic on either path.
-template <class F>
-void per_token(ThreadPool& pool, int32_t T, F&& f) {
-  if (T < kParallelTokens) {
-    for (int32_t t = 0; t < T; ++t) f(t);
-    return;
-  }
-  pool.run([&](int tid, int nth) {
-    for_each_chunk(T, 1, tid, nth, [&](int64_t b, int64_t e) {
-      for (auto t = static_cast<int32_t>(b); t < e; ++t) f(t);
-    });
-  });
-}
-
 // f(b, e) for consecutive token ranges covering the batch: the pool's
 // threads one range each for batches of kParallelTokens or more, else one
 // range on this thread.
@@ -50,6 +34,15 @@ void per_token_range(ThreadPool& pool, int32_t T, F&& f) {
     for_each_chunk(T, 1, tid, nth, [&](int64_t b, int64_t e) {
       f(static_cast<int32_t>(b), static_cast<int32_t>(e));
     });
+  });
+}
+
+// f(t) for every token of the batch, over per_token_range's ranges. Each
+// token's work is the same arithmetic on either path.
+template <class F>
+void per_token(ThreadPool& pool, int32_t T, F&& f) {
+  per_token_range(pool, T, [&](int32_t b, int32_t e) {
+    for (int32_t t = b; t < e; ++t) f(t);
   });
 }
 
