@@ -384,16 +384,7 @@ void TileQ6KSum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, floa
         continue;
       }
       const BlockQ6_K& w = wb[g0 + j];
-      {
-        // The super-block eight on (past the row's end: the next row's) is
-        // asked for, as on AVX2 (TileQ6KSumAvx2): the hardware prefetchers
-        // keep poorly ahead of a stream of 210-byte blocks. (An address, not
-        // a pointer: it may lie past the matrix.)
-        const uintptr_t ahead = reinterpret_cast<uintptr_t>(&w) + 8 * sizeof(BlockQ6_K);
-        for (size_t o = 0; o < sizeof(BlockQ6_K); o += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + o), _MM_HINT_T0);
-        }
-      }
+      PrefetchQ6KAhead(w);
       dw[j] = F16(w.d);
       __m256i lv[8];
       Q6Levels(w, lv);

@@ -45,9 +45,11 @@
 #if SNUG_X86_VNNI512
 #include <immintrin.h>
 
+#include <array>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "tensor/dtype.h"
 #include "tensor/quant_blocks.h"
@@ -310,6 +312,19 @@ HWY_INLINE void SplitLevels(const __m512i* raw, __m512i* out) {
   }
 }
 
+// A block's 8 level registers from its kRegs stored ones: split (kRegs 4
+// or 5) or copied (kRegs 8) into `out`, so that a pass over several tokens
+// holds them in registers (read through p.w, they were loaded again for
+// every token: the accumulators' stores may alias them).
+template <int kRegs>
+HWY_INLINE void LevelRegs(const __m512i* stored, __m512i* out) {
+  if constexpr (kRegs < 8) {
+    SplitLevels<kRegs>(stored, out);
+  } else {
+    for (int k = 0; k < 8; ++k) out[k] = stored[k];
+  }
+}
+
 // A block's f16 scales (and q4_1's/q5_1's minimums) for 16 rows, lane r:
 // row r's. Every block starts with its scale, the minimum after it. (Scalar
 // loads: on Zen 4 they beat vpgatherdd.)
@@ -431,12 +446,8 @@ HWY_NOINLINE void VTokensSum(const VPackView& p, int nb, const BlockQ8A* const* 
     const int bj = b + (j);                                                                     \
     if (bj >= nb) break;                                                                        \
     if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, bj, nb);                        \
-    const __m512i* wb = p.w + bj * kRegs;                                                       \
-    __m512i wu[8];                                                                              \
-    if constexpr (kRegs < 8) {                                                                  \
-      SplitLevels<kRegs>(wb, wu);                                                               \
-      wb = wu;                                                                                  \
-    }                                                                                           \
+    __m512i wb[8];                                                                              \
+    LevelRegs<kRegs>(p.w + bj * kRegs, wb);                                                     \
     const __m512 dw = _mm512_cvtph_ps(p.d[bj]);                                                 \
     const __m512 mw = F::kMin ? _mm512_cvtph_ps(p.m[bj]) : dw;                                  \
     const BlockQ8A& x0 = a[0][bj];                                                              \
@@ -509,11 +520,7 @@ HWY_NOINLINE void VTokensWide(const VPackView& p, int nb, const BlockQ8A* const*
   for (int b = 0; b < nb; ++b) {
     PrefetchSlice(pf, pf0, pf1, b, nb);
     __m512i wb[8];
-    if constexpr (kRegs < 8) {
-      SplitLevels<kRegs>(p.w + b * kRegs, wb);
-    } else {
-      for (int k = 0; k < 8; ++k) wb[k] = p.w[b * 8 + k];
-    }
+    LevelRegs<kRegs>(p.w + b * kRegs, wb);
     const __m512 dw = _mm512_cvtph_ps(p.d[b]);
     const __m512 mw = F::kMin ? _mm512_cvtph_ps(p.m[b]) : dw;
     for (int t = 0; t < T; ++t) {
@@ -526,6 +533,18 @@ HWY_NOINLINE void VTokensWide(const VPackView& p, int nb, const BlockQ8A* const*
       acc[t].g[b % 8] = g;
     }
   }
+}
+
+// VTokensWide for n = 3..kVWideToks tokens, n known at run time.
+template <class F, int kRegs>
+HWY_INLINE void VTokensWideN(int n, const VPackView& p, int nb, const BlockQ8A* const* a,
+                             const int32_t* const* co, bool first, VAcc* acc, const uint8_t* pf,
+                             int64_t pf0, int64_t pf1) {
+  static constexpr auto kPasses = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array{&VTokensWide<F, I + 3, kRegs>...};
+  }
+  (std::make_integer_sequence<int, kVWideToks - 2>{});
+  kPasses[n - 3](p, nb, a, co, first, acc, pf, pf0, pf1);
 }
 
 // A matrix packed once for the row-block kernel (PackVnni): per group of 16
@@ -644,8 +663,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
         // The next row block's share of this chunk: prefetched while
         // repacking when one pass follows, else a slice after each pass.
-        constexpr int kWide = kVWideToks;  // tokens a pass takes
-        const int passes = (nt + kWide - 1) / kWide;
+        const int passes = (nt + kVWideToks - 1) / kVWideToks;
         const bool prefetch = ahead && t0 == 0;
         const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
         // A packed chunk read in place has no repacking to carry the prefetch.
@@ -680,28 +698,9 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
         // kRegs registers each.
         const auto pass = [&]<int kRegs>(int t, int64_t l0, int64_t l1) {
           const bool first = c0 == 0;
-          const int n = nt - t < kWide ? nt - t : kWide;
-          switch (n) {
-            case 3:
-              return VTokensWide<F, 3, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            case 4:
-              return VTokensWide<F, 4, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            case 5:
-              return VTokensWide<F, 5, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            case 6:
-              return VTokensWide<F, 6, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            case 7:
-              return VTokensWide<F, 7, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            case 8:
-              return VTokensWide<F, 8, kRegs>(view, nb, a + t, co + t, first, acc + t, next, l0,
-                                              l1);
-            default:
-              break;
+          const int n = nt - t < kVWideToks ? nt - t : kVWideToks;
+          if (n >= 3) {
+            return VTokensWideN<F, kRegs>(n, view, nb, a + t, co + t, first, acc + t, next, l0, l1);
           }
           if (n == 2) {
             VTokensSum<F, 2, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
@@ -710,7 +709,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
           }
           if (l0 < l1) PrefetchSlice(next, l0, l1, 0, 1);
         };
-        for (int i = 0, t = 0; i < passes; ++i, t += kWide) {
+        for (int i = 0, t = 0; i < passes; ++i, t += kVWideToks) {
           int64_t l0 = 0, l1 = 0;  // the next row block's slice that this pass asks for
           if (slices) {
             l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
