@@ -12,7 +12,9 @@
 //   cosine similarity of the residual stream before and after it.
 // Every layer loses the same number of channels and groups (the file's
 // feed_forward_length and head counts stay single numbers), each layer the
-// ones that score lowest in it; the lowest-influence layers go whole.
+// ones that score lowest in it; the lowest-influence layers go whole. With
+// the refit (refit_structured), which head groups go is chosen again per
+// layer, by greedy Optimal Brain Surgeon removal on that layer's inputs.
 #pragma once
 
 #include <cstdint>
@@ -78,11 +80,24 @@ struct StructuredRefit {
 // matrices, one layer's Hessians and the calibration streams).
 uint64_t refit_structured_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks);
 
-// Refits the plan's layers over the calibration text; `m` ends up pointing at
+// The `keep` units (each `width` consecutive columns, sorted) of W (rows x n,
+// f32, row-major) that greedy Optimal Brain Surgeon removal leaves, with
+// H = sum x x^T (n x n, f64) of W's inputs: one unit at a time, the one whose
+// removal adds the least output error tr(W_U ([H^-1]_UU)^-1 W_U^T) when the
+// other columns compensate by least squares, then W and H^-1 updated as if
+// it were gone (ZipLM, Kurtic et al. 2023, does this for structures). Fails
+// with one line when the damped H is not positive definite.
+Result<std::vector<int32_t>> obs_keep_units(const std::vector<float>& w, int64_t rows, int64_t n,
+                                            const std::vector<double>& h, int64_t width,
+                                            int64_t keep);
+
+// Refits the plan's layers over the calibration text, each layer's head
+// groups first chosen again by obs_keep_units on its inputs (the plan's count
+// kept, its groups replaced); `m` ends up pointing at
 // the refitted matrices (kept alive by the result). Fails with one line when
 // the text is shorter than one chunk or a damped Hessian is not positive
 // definite.
-Result<StructuredRefit> refit_structured(model::Model& m, const StructuredPlan& plan,
+Result<StructuredRefit> refit_structured(model::Model& m, StructuredPlan& plan,
                                          std::span<const int32_t> tokens, int32_t bos,
                                          int32_t n_ctx, int32_t max_chunks, int32_t n_threads,
                                          memory::Ledger* ledger);

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <Eigen/Dense>
 
 #include <algorithm>
 #include <cmath>
@@ -145,7 +146,7 @@ std::vector<float> logits_over(const std::string& path, const std::vector<int32_
   const kv::SeqId s = cache->create_sequence();
   for (int32_t i = 0; i < 64; ++i) b.add(tokens[static_cast<size_t>(i)], s, true);
   EXPECT_TRUE((*m)->forward(b, *cache, *ws, pool).ok());
-  const size_t n = static_cast<size_t>(64 * (*m)->config().n_vocab);
+  const size_t n = 64 * static_cast<size_t>((*m)->config().n_vocab);
   return std::vector<float>(ws->logits, ws->logits + n);
 }
 
@@ -289,7 +290,7 @@ TEST(Prune, WandaNeedsActivationsForTheSameModel) {
 TEST(Prune, BadOptionsWriteNothing) {
   const std::string in = testing::write_tiny_model("prune_bad.gguf", q8_spec());
   const std::string out = (temp_dir() / "never.gguf").string();
-  auto refused = [&](PruneOptions o, const char* what) {
+  auto refused = [&](const PruneOptions& o, const char* what) {
     auto r = prune_file(in, out, o);
     EXPECT_FALSE(r.ok()) << what;
     if (!r.ok()) {
@@ -568,6 +569,115 @@ TEST(Structured, PlanKeepsTheHighestScores) {
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.error().message.find("differ by position"), std::string::npos);
   EXPECT_TRUE(plan_structured(c, s, {0.25, 0.5, 0}).ok());
+}
+
+namespace obs {
+// H = sum x x^T over `samples` of inputs drawn by `draw` (n wide).
+template <class F>
+std::vector<double> hessian(int64_t n, int samples, F draw) {
+  std::vector<double> h(static_cast<size_t>(n * n), 0.0);
+  std::vector<double> x(static_cast<size_t>(n));
+  for (int s = 0; s < samples; ++s) {
+    draw(s, x.data());
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b)
+        h[static_cast<size_t>(a * n + b)] += x[static_cast<size_t>(a)] * x[static_cast<size_t>(b)];
+  }
+  return h;
+}
+}  // namespace obs
+
+// Greedy OBS removal on inputs where a per-unit score is wrong: columns 0
+// and 1 carry the same signal with large weights, column 2 an independent one
+// with smaller weights. ||W_j|| x RMS(x_j) would drop column 2; with least
+// squares compensating, dropping 0 or 1 costs nothing, so OBS keeps 2. With
+// units of two columns it drops the duplicated pair's partner in the same
+// way, and on random inputs its choice of one unit out of four is the one
+// a brute-force least-squares search finds best. Bad shapes are refused.
+TEST(Structured, ObsRemovesWhatTheOthersCanRebuild) {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> nd;
+  std::vector<double> z(400), y(400);
+  for (auto& v : z) v = nd(rng);
+  for (auto& v : y) v = nd(rng);
+  const auto h3 = obs::hessian(3, 400, [&](int s, double* x) {
+    x[0] = x[1] = z[static_cast<size_t>(s)];
+    x[2] = y[static_cast<size_t>(s)];
+  });
+  // 2 rows x 3. Scores: 5, 5 and 1.8; removing column 2 costs 3.25 x 404,
+  // removing 0 with 1 compensating about 25 x 8 (the 1% damping's share).
+  const std::vector<float> w3 = {4, 4, 1.5F, -3, -3, 1};
+  auto k = obs_keep_units(w3, 2, 3, h3, 1, 2);
+  ASSERT_TRUE(k.ok()) << k.error().message;
+  ASSERT_EQ(k->size(), 2u);
+  EXPECT_EQ((*k)[1], 2);
+
+  // Units of two columns: (0,1) and (2,3); columns 2 and 3 copy 0 and 1.
+  std::vector<double> u(800);
+  for (auto& v : u) v = nd(rng);
+  const auto h4 = obs::hessian(4, 400, [&](int s, double* x) {
+    x[0] = x[2] = u[2 * static_cast<size_t>(s)];
+    x[1] = x[3] = u[2 * static_cast<size_t>(s) + 1];
+  });
+  const std::vector<float> w4 = {5, 1, 1, 0.5F};  // unit 0 scores far higher
+  auto g = obs_keep_units(w4, 1, 4, h4, 2, 1);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(*g, (std::vector<int32_t>{0}));  // unit 1 rebuilt from unit 0, error ~0
+
+  // Random: the unit whose removal leaves the least least-squares error.
+  const int64_t n = 8, rows = 3;
+  std::vector<double> a(static_cast<size_t>(n * n));
+  for (auto& v : a) v = nd(rng);  // correlated inputs x = A e
+  std::vector<double> e(static_cast<size_t>(n));
+  const auto h8 = obs::hessian(n, 500, [&](int, double* x) {
+    for (auto& v : e) v = nd(rng);
+    for (int64_t i = 0; i < n; ++i) {
+      x[i] = 0;
+      for (int64_t j = 0; j < n; ++j)
+        x[i] += a[static_cast<size_t>(i * n + j)] * e[static_cast<size_t>(j)];
+    }
+  });
+  std::vector<float> w8(static_cast<size_t>(rows * n));
+  for (auto& v : w8) v = static_cast<float>(nd(rng));
+  // The oracle: error of W x - W' x_K, minimised over W', is
+  // tr(W_R (H_RR - H_RK H_KK^-1 H_KR) W_R^T) with the same damping as OBS.
+  std::vector<double> hd = h8;
+  double diag = 0;
+  for (int64_t i = 0; i < n; ++i) diag += hd[static_cast<size_t>(i * n + i)];
+  for (int64_t i = 0; i < n; ++i) hd[static_cast<size_t>(i * n + i)] += 0.01 * diag / n;
+  const auto lsq_error = [&](int gone) {
+    Eigen::MatrixXd H = Eigen::Map<Eigen::MatrixXd>(hd.data(), n, n);
+    std::vector<int> kk, rr;
+    for (int i = 0; i < n; ++i) (i / 2 == gone ? rr : kk).push_back(i);
+    Eigen::MatrixXd hkk(kk.size(), kk.size()), hkr(kk.size(), rr.size()), hrr(rr.size(), rr.size());
+    for (size_t i = 0; i < kk.size(); ++i) {
+      for (size_t j = 0; j < kk.size(); ++j) hkk(i, j) = H(kk[i], kk[j]);
+      for (size_t j = 0; j < rr.size(); ++j) hkr(i, j) = H(kk[i], rr[j]);
+    }
+    for (size_t i = 0; i < rr.size(); ++i)
+      for (size_t j = 0; j < rr.size(); ++j) hrr(i, j) = H(rr[i], rr[j]);
+    const Eigen::MatrixXd schur = hrr - hkr.transpose() * hkk.llt().solve(hkr);
+    double err = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      Eigen::VectorXd wr(rr.size());
+      for (size_t j = 0; j < rr.size(); ++j) wr(j) = w8[static_cast<size_t>(r * n + rr[j])];
+      err += wr.dot(schur * wr);
+    }
+    return err;
+  };
+  int oracle = 0;
+  for (int gone = 1; gone < 4; ++gone)
+    if (lsq_error(gone) < lsq_error(oracle)) oracle = gone;
+  auto r = obs_keep_units(w8, rows, n, h8, 2, 3);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  std::vector<int32_t> want;
+  for (int32_t i = 0; i < 4; ++i)
+    if (i != oracle) want.push_back(i);
+  EXPECT_EQ(*r, want);
+
+  EXPECT_FALSE(obs_keep_units(w8, rows, n, h8, 3, 1).ok());  // width does not divide n
+  EXPECT_FALSE(obs_keep_units(w8, rows, n, h8, 2, 5).ok());  // more kept than there are
+  EXPECT_FALSE(obs_keep_units(w3, 2, 3, h8, 1, 2).ok());     // H of the wrong size
 }
 
 // The command line on a tiny three-layer model: the output has the new
