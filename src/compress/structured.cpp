@@ -160,6 +160,11 @@ Result<std::vector<int32_t>> obs_keep_units(const std::vector<float>& w, int64_t
       static_cast<int64_t>(w.size()) != rows * n || static_cast<int64_t>(h.size()) != n * n)
     return make_error("obs_keep_units: shapes do not agree");
   const int64_t units = n / width;
+  std::vector<int32_t> kept;
+  if (keep == units) {  // nothing goes: no inverse to take (a cut without heads=)
+    for (int64_t u = 0; u < units; ++u) kept.push_back(static_cast<int32_t>(u));
+    return kept;
+  }
   SNUG_ASSIGN_OR_RETURN(MatD hinv, damped_inverse(h, n));
   MatD W = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
                w.data(), rows, n)
@@ -189,7 +194,6 @@ Result<std::vector<int32_t>> obs_keep_units(const std::vector<float>& w, int64_t
     hinv.noalias() -= h_u * rows_u;
     alive[static_cast<size_t>(gone)] = 0;
   }
-  std::vector<int32_t> kept;
   for (int64_t u = 0; u < units; ++u)
     if (alive[static_cast<size_t>(u)]) kept.push_back(static_cast<int32_t>(u));
   return kept;

@@ -675,6 +675,9 @@ TEST(Structured, ObsRemovesWhatTheOthersCanRebuild) {
     if (i != oracle) want.push_back(i);
   EXPECT_EQ(*r, want);
 
+  auto all = obs_keep_units(w8, rows, n, h8, 2, 4);  // nothing to remove
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(*all, (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_FALSE(obs_keep_units(w8, rows, n, h8, 3, 1).ok());  // width does not divide n
   EXPECT_FALSE(obs_keep_units(w8, rows, n, h8, 2, 5).ok());  // more kept than there are
   EXPECT_FALSE(obs_keep_units(w3, 2, 3, h8, 1, 2).ok());     // H of the wrong size
