@@ -151,7 +151,7 @@ Result<MatD> damped_inverse(const std::vector<double>& h, int64_t n) {
 }  // namespace
 
 // obs_keep_units (structured.h). A score per unit from the uncut model
-// misses what compensation recovers: two channels that carry the same signal
+// misses what compensation recovers: two units that carry the same signal
 // both score high, and either can go.
 Result<std::vector<int32_t>> obs_keep_units(const std::vector<float>& w, int64_t rows, int64_t n,
                                             const std::vector<double>& h, int64_t width,
@@ -175,14 +175,10 @@ Result<std::vector<int32_t>> obs_keep_units(const std::vector<float>& w, int64_t
     double best = std::numeric_limits<double>::infinity();
     for (int64_t u = 0; u < units; ++u) {
       if (!alive[static_cast<size_t>(u)]) continue;
-      double err;
-      if (width == 1) {
-        err = W.col(u).squaredNorm() / hinv(u, u);
-      } else {
-        Eigen::LLT<MatD> llt(hinv.block(u * width, u * width, width, width));
-        if (llt.info() != Eigen::Success) continue;
-        err = llt.matrixL().solve(W.middleCols(u * width, width).transpose()).squaredNorm();
-      }
+      Eigen::LLT<MatD> llt(hinv.block(u * width, u * width, width, width));
+      if (llt.info() != Eigen::Success) continue;
+      const double err =
+          llt.matrixL().solve(W.middleCols(u * width, width).transpose()).squaredNorm();
       if (err < best) best = err, gone = u;
     }
     if (gone < 0) return make_error("a refit's Hessian is not positive definite even damped");
