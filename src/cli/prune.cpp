@@ -76,7 +76,8 @@ int structured_main(const Flags& f) {
                           std::vector<double>(static_cast<size_t>(c.n_kv_heads)));
   if (auto p = compress::plan_structured(c, shape_only, *cut); !p.ok()) return fail(p.error());
   auto scores = compress::structured_scores(*lm->model, tokens, tok.add_bos() ? tok.bos() : -1,
-                                            f.calib_ctx, f.calib_chunks, threads, &ledger);
+                                            f.calib_ctx, f.calib_chunks, threads, &ledger,
+                                            /*about_mean=*/!f.no_refit);
   if (!scores.ok()) return fail(make_error("calibration: ", scores.error().message));
   auto plan = compress::plan_structured(c, *scores, *cut);
   if (!plan.ok()) return fail(plan.error());

@@ -228,7 +228,7 @@ int input_of(model::MatRole role) {
   return -1;
 }
 
-void HessianCollector::observe(int32_t l, model::MatRole role, const float* x, int32_t rows,
+void HessianCollector::observe(int32_t l, model::MatRole role, const float* x, int32_t n_rows,
                                int64_t n) {
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -238,13 +238,21 @@ void HessianCollector::observe(int32_t l, model::MatRole role, const float* x, i
       role == model::MatRole::kUp)
     return;
   auto& acc = h[static_cast<size_t>(g)];
+  auto& s = sum[static_cast<size_t>(g)];
   if (acc.empty()) {
     acc.assign(static_cast<size_t>(n * n), 0.0);
+    s.assign(static_cast<size_t>(n), 0.0);
     cols[static_cast<size_t>(g)] = n;
+    rows[static_cast<size_t>(g)] = 0;
+  }
+  rows[static_cast<size_t>(g)] += n_rows;
+  for (int32_t r = 0; r < n_rows; ++r) {
+    const float* row = x + static_cast<int64_t>(r) * n;
+    for (int64_t j = 0; j < n; ++j) s[static_cast<size_t>(j)] += row[j];
   }
   // Only the lower triangle (a symmetric rank-k update, half the work of
   // the full product); finish() mirrors it.
-  const Eigen::Map<const MatF> X(x, rows, n);
+  const Eigen::Map<const MatF> X(x, n_rows, n);
   g_.assign(static_cast<size_t>(n * n), 0.f);
   Eigen::Map<MatF> G(g_.data(), n, n);
   G.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
@@ -263,6 +271,7 @@ void HessianCollector::finish() {
 
 void HessianCollector::clear() {
   for (auto& m : h) m.clear();
+  for (auto& m : sum) m.clear();
 }
 
 }  // namespace snug::compress

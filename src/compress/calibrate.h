@@ -56,11 +56,14 @@ Result<Imatrix> collect_imatrix(const model::Model& m, std::span<const int32_t> 
 int input_of(model::MatRole role);
 
 // Sums x x^T (in double) over the rows reaching each input of one layer:
-// the Hessians of least-squares fits of that layer's matrices.
+// the Hessians of least-squares fits of that layer's matrices; and x itself,
+// with the count of rows, for fits that take a constant term too.
 class HessianCollector : public model::ActivationObserver {
  public:
-  int32_t layer = -1;                    // the layer observed
-  std::array<std::vector<double>, 4> h;  // [input_of]: cols x cols, row-major
+  int32_t layer = -1;                      // the layer observed
+  std::array<std::vector<double>, 4> h;    // [input_of]: cols x cols, row-major
+  std::array<std::vector<double>, 4> sum;  // [input_of]: cols
+  std::array<int64_t, 4> rows{};           // [input_of]: rows summed
   std::array<int64_t, 4> cols{};
 
   void observe(int32_t l, model::MatRole role, const float* x, int32_t rows, int64_t n) override;

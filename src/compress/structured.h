@@ -4,8 +4,10 @@
 // smaller dimensions that llama.cpp loads too.
 //
 // Scores come from one calibration run:
-// - a feed-forward channel j of a layer: ||W_down[:, j]|| x the RMS of the
-//   down projection's input j (what the channel adds to the residual stream);
+// - a feed-forward channel j of a layer: ||W_down[:, j]|| x the standard
+//   deviation of the down projection's input j (what the channel adds to the
+//   residual stream beyond its mean, which the refit's output bias keeps: the
+//   fluctuation of FLAP, An et al. 2024);
 // - a head group: the same over the attention output's input columns of its
 //   query heads, summed in squares;
 // - a layer: its block influence (Men et al. 2024, ShortGPT), 1 - the mean
@@ -14,7 +16,8 @@
 // feed_forward_length and head counts stay single numbers), each layer the
 // ones that score lowest in it; the lowest-influence layers go whole. With
 // the refit (refit_structured), which head groups go is chosen again per
-// layer, by greedy Optimal Brain Surgeon removal on that layer's inputs.
+// layer, by greedy Optimal Brain Surgeon removal on that layer's inputs
+// (about their mean), and the cut layers get output biases.
 #pragma once
 
 #include <cstdint>
@@ -45,9 +48,14 @@ struct StructuredScores {
   std::vector<double> influence;           // [layer]
 };
 
+// about_mean: channels and head groups scored by their inputs' spread about
+// the mean (standard deviation) rather than their RMS, for a cut that the
+// refit follows (its output bias keeps the mean; without it a channel with a
+// large steady input is not cheap to lose).
 Result<StructuredScores> structured_scores(const model::Model& m, std::span<const int32_t> tokens,
                                            int32_t bos, int32_t n_ctx, int32_t max_chunks,
-                                           int32_t n_threads, memory::Ledger* ledger);
+                                           int32_t n_threads, memory::Ledger* ledger,
+                                           bool about_mean = false);
 
 // What stays: sorted indices into the original model.
 struct StructuredPlan {
@@ -65,16 +73,38 @@ Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const Struct
 
 // The layers that read removed units, refitted: per original layer, the
 // attention output and the down projection in f32 (rows x the original
-// columns, the removed columns zero), each the least-squares fit of the
-// original matrix's output from the kept columns' inputs, W'_K = W_K +
-// W_R H_RK (H_KK + damping)^-1, with H = sum x x^T over the calibration text
-// as the pruned layers before it produce it (as SparseGPT: layer by layer,
-// the model pointed at the refitted matrices before its streams move on).
-// Empty for a layer that goes.
+// columns, the removed columns zero), each with an output bias (n_embd):
+// the least-squares fit of the original matrix's output from the kept
+// columns' inputs and a constant, W'_K = W_K + W_R C_RK (C_KK + damping)^-1
+// with C = sum (x - m)(x - m)^T, and b = W m - W' m, m the inputs' mean, over
+// the calibration text as the pruned layers before it produce it (as
+// SparseGPT: layer by layer, the model pointed at the refitted matrices
+// before its streams move on). The bias takes what the removed units gave on
+// average (an attention head that mostly looks at the first token gives
+// nearly a constant), which the kept columns could only imitate. Empty for a
+// layer that goes.
 struct StructuredRefit {
   std::vector<std::vector<float>> o, down;
+  std::vector<std::vector<float>> bo, b_down;  // [n_embd] per layer
   uint64_t bytes() const;
 };
+
+// H - sum sum^T / rows: the scatter of a matrix's inputs about their mean,
+// from H = sum x x^T and sum = sum x over `rows` rows (H unchanged when
+// rows <= 0).
+std::vector<double> centred_scatter(const std::vector<double>& h, const std::vector<double>& sum,
+                                    int64_t rows);
+
+// W (rows x n, f32, row-major) refitted to the kept columns with an output
+// bias: the least-squares fit of W x from the kept columns and a constant
+// over the calibration rows, with the kept columns' part damped as
+// refit_structured damps it. c: centred_scatter of the inputs; sum, count:
+// their column sums and rows. Removed columns become zero; `bias` (rows)
+// is W m - W' m, m the inputs' mean.
+Status refit_columns_with_bias(std::vector<float>& w, int64_t rows, int64_t n,
+                               const std::vector<double>& c, const std::vector<double>& sum,
+                               int64_t count, const std::vector<int64_t>& keep,
+                               std::vector<float>& bias);
 
 // Working memory refit_structured takes for the model (the refitted
 // matrices, one layer's Hessians and the calibration streams).

@@ -82,10 +82,11 @@ void attention_output(const ModelConfig& c, const LayerWeights& L, int32_t l, in
 void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T, Workspace& ws,
               ThreadPool& pool);
 
-// ws.x += ws.xb, first normalising ws.xb with `post_norm` when it is not null
-// (Gemma's post-attention and post-feed-forward norms).
-void add_residual(const ModelConfig& c, const float* post_norm, int32_t T, Workspace& ws,
-                  ThreadPool& pool);
+// ws.x += ws.xb (+ `bias`, added to each row first, as ggml adds a
+// projection's bias to its output), first normalising ws.xb with `post_norm`
+// when it is not null (Gemma's post-attention and post-feed-forward norms).
+void add_residual(const ModelConfig& c, const float* bias, const float* post_norm, int32_t T,
+                  Workspace& ws, ThreadPool& pool);
 
 // Final norm and output head for the tokens that want logits, into ws.logits.
 void logits(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace& ws,

@@ -25,11 +25,11 @@ void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch,
                           {MatRole::kV, L.wv, ws.v, VD}});
     blocks::attention(c, L, l, batch, cache, ws, pool);
     blocks::attention_output(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.post_attn_norm, T, ws, pool);
+    blocks::add_residual(c, L.bo, L.post_attn_norm, T, ws, pool);
     blocks::norm_project(pool, ws, l, T, L.ffn_norm, c.rms_eps,
                          {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
     blocks::ffn_down(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.post_ffn_norm, T, ws, pool);
+    blocks::add_residual(c, L.b_down, L.post_ffn_norm, T, ws, pool);
   }
   if (last == c.n_layers) blocks::logits(c, w, batch, ws, pool);
 }

@@ -188,6 +188,20 @@ Status Model::replace_matrix(int32_t layer, MatRole role, const tensor::MatView&
   return ok_status();
 }
 
+Status Model::replace_bias(int32_t layer, MatRole role, const float* bias) {
+  if (layer < 0 || layer >= config_.n_layers)
+    return make_error("layer ", layer, " of ", config_.n_layers);
+  LayerWeights& L = weights_.layers[static_cast<size_t>(layer)];
+  if (role == MatRole::kO) {
+    L.bo = bias;
+  } else if (role == MatRole::kDown) {
+    L.b_down = bias;
+  } else {
+    return make_error("only the attention output and the down projection take an output bias");
+  }
+  return ok_status();
+}
+
 Status Model::forward_layers(const Batch& batch, kv::KvCache& cache, Workspace& ws,
                              ThreadPool& pool, int32_t first, int32_t last) const {
   if (first < 0 || last > config_.n_layers || first > last)

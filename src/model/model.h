@@ -88,6 +88,10 @@ class Model {
   // shape and outlive the model's use of it: a tool running the model with
   // edited weights (SparseGPT's pruned layers feeding the next).
   Status replace_matrix(int32_t layer, MatRole role, const tensor::MatView& view);
+  // Points the output bias after the attention output (kO) or the down
+  // projection (kDown) of `layer` at `bias` (n_embd floats the caller keeps
+  // alive; null: none).
+  Status replace_bias(int32_t layer, MatRole role, const float* bias);
 
   // Gives every matrix the dispatched kernels take in a packed form
   // (tensor::matmul_pack) a private packed copy, as many bytes as its rows in

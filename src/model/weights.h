@@ -31,6 +31,10 @@ struct LayerWeights {
   const float* bq = nullptr;  // [n_heads * head_dim_k]
   const float* bk = nullptr;  // [n_kv_heads * head_dim_k]
   const float* bv = nullptr;  // [n_kv_heads * head_dim_v]
+  // Output biases: llama.cpp's optional attn_output.bias and ffn_down.bias,
+  // which a structured cut writes for what the removed units gave on average.
+  const float* bo = nullptr;      // [n_embd]
+  const float* b_down = nullptr;  // [n_embd]
 };
 
 struct Weights {

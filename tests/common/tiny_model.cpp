@@ -228,6 +228,12 @@ gguf::Writer build_tiny_model(const TinyModelSpec& s) {
             pack(tensor::DType::kF32, random_floats(rng, 1, rows, 0.5f), 1, rows));
       }
     }
+    if (s.output_biases) {
+      for (const char* name : {"attn_output.bias", "ffn_down.bias"}) {
+        add(p + name, tensor::DType::kF32, {s.n_embd},
+            pack(tensor::DType::kF32, random_floats(rng, 1, s.n_embd, 0.5f), 1, s.n_embd));
+      }
+    }
     if (gemma) {
       add(p + "post_attention_norm.weight", tensor::DType::kF32, {s.n_embd},
           norm_weights(rng, s.n_embd));

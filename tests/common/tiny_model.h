@@ -39,6 +39,9 @@ struct TinyModelSpec {
   // Or "gemma3" (q/k norms, post-norms, sliding window), "qwen2" (q/k/v biases), "qwen3" (q/k
   // norms).
   std::string architecture = "llama";
+  // attn_output.bias and ffn_down.bias, which llama.cpp's llama graph adds when a file has them
+  // (snug's structured cuts write them).
+  bool output_biases = false;
   int32_t sliding_window = 8;  // gemma3.attention.sliding_window (gemma3 only; 0: absent)
   float rope_base = 10000.f;   // <arch>.rope.freq_base
   // Rope scaling keys, written when set: rope.scaling.type ("linear", "yarn"), .factor,

@@ -683,6 +683,80 @@ TEST(Structured, ObsRemovesWhatTheOthersCanRebuild) {
   EXPECT_FALSE(obs_keep_units(w3, 2, 3, h8, 1, 2).ok());     // H of the wrong size
 }
 
+// The refit with an output bias: a removed input that is constant goes into
+// the bias exactly (the kept columns untouched); a random case equals
+// least squares over the kept inputs and a constant, with the kept part
+// damped, solved from the rows themselves rather than from their centred
+// scatter.
+TEST(Structured, RefitBiasTakesWhatTheRemovedColumnsGaveOnAverage) {
+  std::mt19937 rng(11);
+  std::normal_distribution<double> nd;
+  const int64_t n = 6, rows = 3, N = 300;
+  Eigen::MatrixXd X(N, n);
+  for (int64_t t = 0; t < N; ++t) {
+    for (int64_t j = 0; j < n; ++j) X(t, j) = nd(rng) + (j % 3 == 0 ? 2.0 : 0.0);
+    X(t, 5) = 3.0;  // a constant input
+  }
+  // (A random mix of the first inputs also leans on the constant's means.)
+  for (int64_t t = 0; t < N; ++t) X(t, 4) = 0.5 * X(t, 0) - X(t, 1) + 0.2 * nd(rng);
+  const auto stats = [&](std::vector<double>& h, std::vector<double>& sum) {
+    h.assign(static_cast<size_t>(n * n), 0.0);
+    sum.assign(static_cast<size_t>(n), 0.0);
+    for (int64_t a = 0; a < n; ++a) {
+      sum[static_cast<size_t>(a)] = X.col(a).sum();
+      for (int64_t b = 0; b < n; ++b) h[static_cast<size_t>(a * n + b)] = X.col(a).dot(X.col(b));
+    }
+  };
+  std::vector<double> h, sum;
+  stats(h, sum);
+  const std::vector<double> c = centred_scatter(h, sum, N);
+  std::vector<float> w0(static_cast<size_t>(rows * n));
+  for (auto& v : w0) v = static_cast<float>(nd(rng));
+
+  // Only the constant goes: the bias is W[:, 5] x 3, nothing else moves.
+  {
+    std::vector<float> w = w0, bias;
+    ASSERT_TRUE(refit_columns_with_bias(w, rows, n, c, sum, N, {0, 1, 2, 3, 4}, bias).ok());
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_NEAR(bias[static_cast<size_t>(r)], 3.0 * w0[static_cast<size_t>(r * n + 5)], 1e-4);
+      EXPECT_EQ(w[static_cast<size_t>(r * n + 5)], 0.f);
+      for (int64_t j = 0; j < 5; ++j)
+        EXPECT_NEAR(w[static_cast<size_t>(r * n + j)], w0[static_cast<size_t>(r * n + j)], 1e-4);
+    }
+  }
+  // Columns 1, 4 and 5 go: the oracle solves the damped normal equations of
+  // [X_K, 1] against the removed part W_R x_R.
+  const std::vector<int64_t> keep = {0, 2, 3}, gone = {1, 4, 5};
+  std::vector<float> w = w0, bias;
+  ASSERT_TRUE(refit_columns_with_bias(w, rows, n, c, sum, N, keep, bias).ok());
+  const auto k = static_cast<int64_t>(keep.size());
+  Eigen::MatrixXd A(N, k + 1);
+  for (int64_t a = 0; a < k; ++a) A.col(a) = X.col(keep[static_cast<size_t>(a)]);
+  A.col(k).setOnes();
+  Eigen::MatrixXd ckk(k, k);
+  for (int64_t a = 0; a < k; ++a)
+    for (int64_t b = 0; b < k; ++b)
+      ckk(a, b) =
+          c[static_cast<size_t>(keep[static_cast<size_t>(a)] * n + keep[static_cast<size_t>(b)])];
+  Eigen::MatrixXd M = A.transpose() * A;
+  M.topLeftCorner(k, k).diagonal().array() += 0.01 * ckk.diagonal().mean();
+  for (int64_t r = 0; r < rows; ++r) {
+    Eigen::VectorXd target = Eigen::VectorXd::Zero(N);
+    for (int64_t j : gone) target += double{w0[static_cast<size_t>(r * n + j)]} * X.col(j);
+    const Eigen::VectorXd sol = M.ldlt().solve(A.transpose() * target);
+    for (int64_t a = 0; a < k; ++a) {
+      const auto j = static_cast<size_t>(r * n + keep[static_cast<size_t>(a)]);
+      EXPECT_NEAR(w[j], w0[j] + sol(a), 1e-4)
+          << "row " << r << " column " << keep[static_cast<size_t>(a)];
+    }
+    EXPECT_NEAR(bias[static_cast<size_t>(r)], sol(k), 1e-4) << "row " << r;
+    for (int64_t j : gone) EXPECT_EQ(w[static_cast<size_t>(r * n + j)], 0.f);
+  }
+  std::vector<float> b2;
+  EXPECT_FALSE(refit_columns_with_bias(w, rows, n + 1, c, sum, N, keep, b2).ok());  // shapes
+  EXPECT_FALSE(refit_columns_with_bias(w, rows, n, c, sum, 0, keep, b2).ok());      // no rows
+}
+
 // The command line on a tiny three-layer model: the output has the new
 // shape in its metadata and tensors, every kept row of a row-cut matrix is
 // one of the input's rows unchanged, snug loads and runs it; bad cuts and
@@ -800,6 +874,22 @@ TEST(Structured, RefitBringsTheCutModelCloser) {
   const double d_without = distance(logits_over(without, eval), dense);
   std::printf("logit distance to the uncut model: refit %.4g, cut alone %.4g\n", d_with, d_without);
   EXPECT_LT(d_with, d_without);
+  // The refit writes an output bias after every kept layer's attention
+  // output and down projection, as F32 vectors llama.cpp reads; the cut
+  // alone writes none.
+  auto refit_file = gguf::File::open(with);
+  auto cut_file = gguf::File::open(without);
+  ASSERT_TRUE(refit_file.ok() && cut_file.ok());
+  for (int l = 0; l < spec.n_layers; ++l) {
+    for (const char* stem : {"attn_output", "ffn_down"}) {
+      const std::string name = "blk." + std::to_string(l) + "." + stem + ".bias";
+      const gguf::TensorInfo* t = refit_file->find_tensor(name);
+      ASSERT_NE(t, nullptr) << name;
+      EXPECT_EQ(t->type, tensor::DType::kF32);
+      EXPECT_EQ(t->ne[0], spec.n_embd);
+      EXPECT_EQ(cut_file->find_tensor(name), nullptr) << name;
+    }
+  }
   EXPECT_NE(std::system((std::string(SNUG_BIN) + " prune " + in + " " +
                          (temp_dir() / "x.gguf").string() + " --no-refit 2>/dev/null")
                             .c_str()),

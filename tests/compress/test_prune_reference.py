@@ -58,6 +58,18 @@ def structured(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def refitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "refitted.gguf"
+    # With the refit (16 chunks: 8192 rows for the 1536-wide down projection):
+    # every kept layer gets attn_output.bias and ffn_down.bias, which
+    # llama.cpp's llama graph adds after those projections.
+    proc = run("prune", SMOLLM2, out, "--structured", "ffn=0.125,heads=0.34", "--calib", CALIB,
+               "--calib-chunks", 16, "-t", THREADS)
+    print(proc.stderr.strip())
+    return out
+
+
+@pytest.fixture(scope="module")
 def unstructured(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune") / "mag-0.25.gguf"
     run("prune", SMOLLM2, out, "--method", "magnitude", "--sparsity", "0.25", "--type", "q8_0")
@@ -112,6 +124,16 @@ def test_structured_cut_loads_in_llama_cpp_with_its_new_shape(structured, arithm
     assert md["llama.attention.head_count_kv"] == "2"
     assert llama_cpp.llama_model_n_layer(llm.model) == 28
     assert llama_cpp.llama_model_n_head(llm.model) == 6
+
+
+def test_refitted_cut_with_output_biases_agrees_with_llama_cpp(refitted, arithmetic, tmp_path):
+    import gguf
+    names = {t.name for t in gguf.GGUFReader(str(refitted)).tensors}
+    for l in range(30):
+        assert f"blk.{l}.attn_output.bias" in names
+        assert f"blk.{l}.ffn_down.bias" in names
+    llm = check_agreement(refitted, arithmetic, tmp_path)
+    assert llm.metadata["llama.feed_forward_length"] == "1344"  # 1536 - 192
 
 
 def test_unstructured_file_loads_in_llama_cpp(unstructured, arithmetic, tmp_path):

@@ -39,9 +39,11 @@ namespace {
 using testing::ScalarModel;
 using testing::TinyModelSpec;
 
-TinyModelSpec oracle_spec(tensor::DType weights, const char* arch = "llama") {
+TinyModelSpec oracle_spec(tensor::DType weights, const char* arch = "llama",
+                          bool output_biases = false) {
   TinyModelSpec s;
   s.architecture = arch;
+  s.output_biases = output_biases;
   if (s.architecture == "gemma3") {
     // Layers 0-4 and 6 attend over the last 8 positions, layer 5 over all:
     // sequences of 27-40 tokens leave most keys outside the window.
@@ -152,6 +154,7 @@ struct OracleCase {
   tensor::DType kv;
   double bound;
   const char* arch = "llama";
+  bool output_biases = false;  // attn_output.bias and ffn_down.bias
 };
 
 void PrintTo(const OracleCase& c, std::ostream* os) {
@@ -162,7 +165,7 @@ class ForwardOracle : public ::testing::TestWithParam<OracleCase> {};
 
 TEST_P(ForwardOracle, LogitsOfEveryPositionMatchTheScalarForward) {
   const OracleCase& c = GetParam();
-  OracleRun run = run_ragged(oracle_spec(c.weights, c.arch), c.kv);
+  OracleRun run = run_ragged(oracle_spec(c.weights, c.arch, c.output_biases), c.kv);
   const size_t V = static_cast<size_t>(run.oracle.n_vocab);
   double worst = 0;
   for (size_t s = 0; s < run.tokens.size(); ++s) {
@@ -187,6 +190,8 @@ INSTANTIATE_TEST_SUITE_P(
         OracleCase{"gemma3_q8_0_q8_0kv", tensor::DType::kQ8_0, tensor::DType::kQ8_0, 6e-2,
                    "gemma3"},
         OracleCase{"qwen2_f32_f16kv", tensor::DType::kF32, tensor::DType::kF16, 2e-3, "qwen2"},
+        OracleCase{"llama_output_biases_q4_1_f16kv", tensor::DType::kQ4_1, tensor::DType::kF16,
+                   6e-2, "llama", true},
         OracleCase{"qwen3_q4_1_f16kv", tensor::DType::kQ4_1, tensor::DType::kF16, 6e-2, "qwen3"}),
     [](const ::testing::TestParamInfo<OracleCase>& i) { return std::string(i.param.name); });
 
@@ -198,6 +203,18 @@ TEST(ForwardOracle, WrongRopeModeIsFarOutsideTheBound) {
       V);
   std::printf("NEOX rotation against NORM logits: %.2e\n", e);
   EXPECT_GT(e, 0.2);
+}
+
+// The output biases matter: against an oracle that drops them, the logits
+// of a model that has them are far off.
+TEST(ForwardOracle, OutputBiasesAreFarOutsideTheBoundWhenLeftOut) {
+  OracleRun run = run_ragged(oracle_spec(tensor::DType::kF32, "llama", true), tensor::DType::kF16);
+  const size_t V = static_cast<size_t>(run.oracle.n_vocab);
+  for (auto& L : run.oracle.layers) L.bo.clear(), L.b_down.clear();
+  const double e =
+      worst_relative_error(run.logits[0], testing::scalar_forward(run.oracle, run.tokens[0]), V);
+  std::printf("output biases left out: %.2e\n", e);
+  EXPECT_GT(e, 0.1);
 }
 
 // The sliding window matters: against an oracle that lets the local layers

@@ -144,6 +144,12 @@ Result<ScalarModel> load_scalar_model(const gguf::File& f) {
       SNUG_ASSIGN_OR_RETURN(L.bk, read_matrix(f, p + "attn_k.bias", 1, KD));
       SNUG_ASSIGN_OR_RETURN(L.bv, read_matrix(f, p + "attn_v.bias", 1, KD));
     }
+    if (f.find_tensor(p + "attn_output.bias") != nullptr) {
+      SNUG_ASSIGN_OR_RETURN(L.bo, read_matrix(f, p + "attn_output.bias", 1, E));
+    }
+    if (f.find_tensor(p + "ffn_down.bias") != nullptr) {
+      SNUG_ASSIGN_OR_RETURN(L.b_down, read_matrix(f, p + "ffn_down.bias", 1, E));
+    }
     if (m.gemma3) {
       SNUG_ASSIGN_OR_RETURN(L.post_attn_norm,
                             read_matrix(f, p + "post_attention_norm.weight", 1, E));
@@ -211,6 +217,7 @@ std::vector<double> scalar_forward(const ScalarModel& m, const std::vector<int32
         }
       }
       Vec o = matvec(L.wo, att);
+      for (size_t i = 0; i < L.bo.size(); ++i) o[i] += L.bo[i];
       if (m.gemma3) o = rms_norm(o, L.post_attn_norm, m.rms_eps);
       for (size_t i = 0; i < E; ++i) x[t][i] += o[i];
     }
@@ -221,6 +228,7 @@ std::vector<double> scalar_forward(const ScalarModel& m, const std::vector<int32
       for (size_t i = 0; i < g.size(); ++i)
         g[i] = (m.gemma3 ? gelu_tanh(g[i]) : g[i] / (1.0 + std::exp(-g[i]))) * u[i];
       Vec d = matvec(L.down, g);
+      for (size_t i = 0; i < L.b_down.size(); ++i) d[i] += L.b_down[i];
       if (m.gemma3) d = rms_norm(d, L.post_ffn_norm, m.rms_eps);
       for (size_t i = 0; i < E; ++i) x[t][i] += d[i];
     }

@@ -30,6 +30,7 @@ struct ScalarModel {
     std::vector<double> q_norm, k_norm;                 // qwen3, gemma3 (else empty)
     std::vector<double> post_attn_norm, post_ffn_norm;  // gemma3
     std::vector<double> bq, bk, bv;                     // where the file has them
+    std::vector<double> bo, b_down;                     // where the file has them
   };
   std::vector<double> token_embd;  // [n_vocab][n_embd]
   std::vector<double> output_norm;
