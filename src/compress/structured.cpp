@@ -398,10 +398,13 @@ uint64_t StructuredRefit::bytes() const {
 uint64_t refit_structured_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks) {
   const auto e = static_cast<uint64_t>(c.n_embd), f = static_cast<uint64_t>(c.n_ff),
              o = static_cast<uint64_t>(c.n_heads) * static_cast<uint64_t>(c.head_dim_v);
-  const uint64_t matrices = static_cast<uint64_t>(c.n_layers) * e * (f + o) * sizeof(float);
-  // The sums, then the larger of the solver's copy and what OBS holds for the
-  // attention output (the inverse with its factor, W in f64 and a product).
-  const uint64_t hessians = 8 * (f * f + o * o) + 8 * std::max(f * f, 2 * o * o + 2 * e * o);
+  // The refitted matrices and their output biases.
+  const uint64_t matrices = static_cast<uint64_t>(c.n_layers) * e * (f + o + 2) * sizeof(float);
+  // The sums (x x^T and x), the centred copy of one of them, then the larger
+  // of the solver's copy and what OBS holds for the attention output (the
+  // inverse with its factor, W in f64 and a product).
+  const uint64_t hessians = 8 * (f * f + o * o) + 8 * (f + o + 2 * e) + 8 * std::max(f * f, o * o) +
+                            8 * std::max(f * f, 2 * o * o + 2 * e * o);
   return matrices + hessians + LayerStreams::stream_bytes(c, n_ctx, chunks);
 }
 
