@@ -7,7 +7,7 @@
 // - a feed-forward channel j of a layer: ||W_down[:, j]|| x the standard
 //   deviation of the down projection's input j (what the channel adds to the
 //   residual stream beyond its mean, which the refit's output bias keeps: the
-//   fluctuation of FLAP, An et al. 2024);
+//   fluctuation of FLAP, An et al. 2024; the RMS for a cut without the refit);
 // - a head group: the same over the attention output's input columns of its
 //   query heads, summed in squares;
 // - a layer: its block influence (Men et al. 2024, ShortGPT), 1 - the mean
