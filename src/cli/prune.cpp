@@ -77,7 +77,7 @@ int structured_main(const Flags& f) {
   if (auto p = compress::plan_structured(c, shape_only, *cut); !p.ok()) return fail(p.error());
   auto scores = compress::structured_scores(*lm->model, tokens, tok.add_bos() ? tok.bos() : -1,
                                             f.calib_ctx, f.calib_chunks, threads, &ledger,
-                                            /*about_mean=*/!f.no_refit);
+                                            /*about_mean=*/!f.no_refit && c.output_biases);
   if (!scores.ok()) return fail(make_error("calibration: ", scores.error().message));
   auto plan = compress::plan_structured(c, *scores, *cut);
   if (!plan.ok()) return fail(plan.error());

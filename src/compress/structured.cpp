@@ -323,12 +323,11 @@ Result<StructuredScores> structured_scores(const model::Model& m, std::span<cons
     if (about_mean) {  // sums of squares about the mean
       const double nr =
           static_cast<double>(std::max<int64_t>(sums.rows[static_cast<size_t>(l)], 1));
-      for (size_t j = 0; j < xd.size(); ++j)
-        xd[j] = std::max(0.0, xd[j] - sums.down_sum[static_cast<size_t>(l)][j] *
-                                          sums.down_sum[static_cast<size_t>(l)][j] / nr);
-      for (size_t j = 0; j < xo.size(); ++j)
-        xo[j] = std::max(0.0, xo[j] - sums.o_sum[static_cast<size_t>(l)][j] *
-                                          sums.o_sum[static_cast<size_t>(l)][j] / nr);
+      const auto centre = [&](std::vector<double>& sq, const std::vector<double>& x) {
+        for (size_t j = 0; j < sq.size(); ++j) sq[j] = std::max(0.0, sq[j] - x[j] * x[j] / nr);
+      };
+      centre(xd, sums.down_sum[static_cast<size_t>(l)]);
+      centre(xo, sums.o_sum[static_cast<size_t>(l)]);
     }
     std::vector<double> ffn(static_cast<size_t>(c.n_ff));
     for (int64_t j = 0; j < c.n_ff; ++j)
@@ -441,7 +440,10 @@ Result<StructuredRefit> refit_structured(model::Model& m, StructuredPlan& plan,
       if (hc.h[g].empty()) return make_error("the calibration run did not reach layer ", l);
       // The inputs' scatter about their mean: the refit's constant term (the
       // output bias) takes the mean, the kept columns what varies.
-      const std::vector<double> h = centred_scatter(hc.h[g], hc.sum[g], hc.rows[g]);
+      // (A family whose llama.cpp graph takes no output bias keeps the plain
+      // second moments and no constant term.)
+      const std::vector<double> h =
+          c.output_biases ? centred_scatter(hc.h[g], hc.sum[g], hc.rows[g]) : hc.h[g];
       // The plan's head-group count stays; which groups go, OBS chooses on
       // this layer's inputs. (For feed-forward channels it was no better
       // than the scores: PPL 8.81 against 8.63 at ffn=0.125, 9.91 against
@@ -455,19 +457,23 @@ Result<StructuredRefit> refit_structured(model::Model& m, StructuredPlan& plan,
       const std::vector<int64_t> keep =
           role == model::MatRole::kO ? expand(kept_heads(plan.groups[li], group), c.head_dim_v)
                                      : expand(plan.channels[li], 1);
-      std::vector<float>& bias = role == model::MatRole::kO ? out.bo[li] : out.b_down[li];
-      SNUG_RETURN_IF_ERROR(
-          refit_columns_with_bias(w, v.rows, v.cols, h, hc.sum[g], hc.rows[g], keep, bias));
-      const model::LayerWeights& L = m.weights().layers[li];
-      if (const float* had = role == model::MatRole::kO ? L.bo : L.b_down; had != nullptr) {
-        for (int64_t r = 0; r < v.rows; ++r)
-          bias[static_cast<size_t>(r)] += had[r];  // the file's own
+      if (!c.output_biases) {
+        SNUG_RETURN_IF_ERROR(refit_columns(w, v.rows, v.cols, h, keep));
+      } else {
+        std::vector<float>& bias = role == model::MatRole::kO ? out.bo[li] : out.b_down[li];
+        SNUG_RETURN_IF_ERROR(
+            refit_columns_with_bias(w, v.rows, v.cols, h, hc.sum[g], hc.rows[g], keep, bias));
+        const model::LayerWeights& L = m.weights().layers[li];
+        if (const float* had = role == model::MatRole::kO ? L.bo : L.b_down; had != nullptr) {
+          for (int64_t r = 0; r < v.rows; ++r)
+            bias[static_cast<size_t>(r)] += had[r];  // the file's own
+        }
+        SNUG_RETURN_IF_ERROR(m.replace_bias(l, role, bias.data()));
       }
       SNUG_RETURN_IF_ERROR(
           m.replace_matrix(l, role,
                            tensor::MatView{DType::kF32, w.data(), v.rows, v.cols,
                                            static_cast<size_t>(v.cols) * sizeof(float)}));
-      SNUG_RETURN_IF_ERROR(m.replace_bias(l, role, bias.data()));
     }
     // The streams move on through the pruned layer (removed columns zero).
     SNUG_RETURN_IF_ERROR(streams->run_layer(l, nullptr, /*advance=*/true));
@@ -525,9 +531,6 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
     Cut cut;
     const float* bias = nullptr;  // an f32 output bias written instead of src's data
   };
-  std::set<std::string> names;
-  for (const gguf::TensorInfo& t : file.tensors()) names.insert(t.name);
-  const std::vector<std::vector<float>> kNone;
   std::vector<Out> outs;
   StructuredSummary sum;
   for (const gguf::TensorInfo& t : file.tensors()) {
@@ -546,9 +549,8 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
       const auto& gr = plan.groups[static_cast<size_t>(l)];
       const std::vector<int32_t> heads = kept_heads(gr, group);
       const auto from = [&](const std::vector<std::vector<float>>& v) -> const float* {
-        return refit && static_cast<size_t>(l) < v.size() && !v[static_cast<size_t>(l)].empty()
-                   ? v[static_cast<size_t>(l)].data()
-                   : nullptr;
+        return refit && !v[static_cast<size_t>(l)].empty() ? v[static_cast<size_t>(l)].data()
+                                                           : nullptr;
       };
       if (rest == "attn_q.weight" || rest == "attn_q.bias") {
         o.cut = {Cut::kRows, expand(heads, c.head_dim_k)};
@@ -562,21 +564,21 @@ Result<StructuredSummary> write_structured(const std::string& in, const std::str
         o.cut = {Cut::kRows, expand(ch, 1)};
       } else if (rest == "ffn_down.weight") {
         o.cut = {Cut::kCols, expand(ch, 1), refit ? from(refit->down) : nullptr};
-      } else if (rest == "attn_output.bias" && from(refit ? refit->bo : kNone) != nullptr) {
-        o.bias = from(refit->bo);
-        o.type = DType::kF32;
-      } else if (rest == "ffn_down.bias" && from(refit ? refit->b_down : kNone) != nullptr) {
-        o.bias = from(refit->b_down);
-        o.type = DType::kF32;
       }
-      // An output bias the refit adds where the file has none goes right
-      // after its matrix.
-      const std::string stem = rest == "attn_output.weight" ? "attn_output"
-                               : rest == "ffn_down.weight"  ? "ffn_down"
-                                                            : "";
-      if (!stem.empty()) {
-        added = from(refit ? (stem == "attn_output" ? refit->bo : refit->b_down) : kNone);
-        if (names.count("blk." + std::to_string(l) + "." + stem + ".bias") != 0) added = nullptr;
+      // The refit's output bias of the attention output or the down
+      // projection: in place of the file's own, or right after the matrix
+      // where the file has none.
+      const std::string stem = rest.substr(0, rest.rfind('.'));
+      const float* bias = !refit                  ? nullptr
+                          : stem == "attn_output" ? from(refit->bo)
+                          : stem == "ffn_down"    ? from(refit->b_down)
+                                                  : nullptr;
+      if (bias != nullptr && rest == stem + ".bias") {
+        o.bias = bias;
+        o.type = DType::kF32;
+      } else if (bias != nullptr && rest == stem + ".weight" &&
+                 file.find_tensor("blk." + std::to_string(l) + "." + stem + ".bias") == nullptr) {
+        added = bias;
         added_name = "blk." + std::to_string(it->second) + "." + stem + ".bias";
       }
     }

@@ -81,8 +81,10 @@ Result<StructuredPlan> plan_structured(const model::ModelConfig& c, const Struct
 // SparseGPT: layer by layer, the model pointed at the refitted matrices
 // before its streams move on). The bias takes what the removed units gave on
 // average (an attention head that mostly looks at the first token gives
-// nearly a constant), which the kept columns could only imitate. Empty for a
-// layer that goes.
+// nearly a constant), which the kept columns could only imitate. A family
+// whose llama.cpp graph takes no output bias (ModelConfig::output_biases:
+// Gemma 3, Qwen) gets none: its fit is W_K + W_R H_RK (H_KK + damping)^-1
+// with H = sum x x^T. Empty for a layer that goes.
 struct StructuredRefit {
   std::vector<std::vector<float>> o, down;
   std::vector<std::vector<float>> bo, b_down;  // [n_embd] per layer

@@ -220,17 +220,20 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
 void add_residual(const ModelConfig& c, const float* bias, const float* post_norm, int32_t T,
                   Workspace& ws, ThreadPool& pool) {
   const int64_t E = c.n_embd;
-  if (bias != nullptr) {
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < E; ++i) ws.xb[t * E + i] += bias[i];
-  }
   if (post_norm == nullptr) {
-    for (int64_t i = 0; i < T * E; ++i) ws.x[i] += ws.xb[i];
+    if (bias == nullptr) {
+      for (int64_t i = 0; i < T * E; ++i) ws.x[i] += ws.xb[i];
+    } else {
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < E; ++i) ws.x[t * E + i] += ws.xb[t * E + i] + bias[i];
+    }
     return;
   }
   per_token(pool, T, [&](int32_t t) {
     float* y = ws.xb + t * E;
     float* x = ws.x + t * E;
+    if (bias != nullptr)
+      for (int64_t i = 0; i < E; ++i) y[i] += bias[i];
     tensor::rms_norm(y, post_norm, y, E, c.rms_eps);
     for (int64_t i = 0; i < E; ++i) x[i] += y[i];
   });

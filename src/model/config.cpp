@@ -170,6 +170,7 @@ Result<ModelConfig> read_config(const gguf::File& f) {
   c.tied_output = f.find_tensor("output.weight") == nullptr;
   switch (c.arch) {
     case Arch::kLlama:
+      c.output_biases = true;
       break;
     case Arch::kGemma3:
       SNUG_RETURN_IF_ERROR(read_gemma3(f, c));

@@ -61,6 +61,9 @@ struct ModelConfig {
   float final_softcap = 0.f;  // > 0: logits = cap * tanh(logits / cap) (Gemma's option)
   bool post_norms = false;    // RMS norms of the attention and feed-forward outputs before
                               // their residual additions (post_attention_norm, post_ffw_norm)
+  // The family's llama.cpp graph adds attn_output.bias and ffn_down.bias where a file has them
+  // (llama's does; Gemma 3's and Qwen's load neither and refuse a file that carries them).
+  bool output_biases = false;
 };
 
 // Whether snug runs files of this general.architecture, and the list of those

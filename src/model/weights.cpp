@@ -96,8 +96,10 @@ Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
     SNUG_ASSIGN_OR_RETURN(L.bq, b.optional_vector(p + "attn_q.bias", q_rows));
     SNUG_ASSIGN_OR_RETURN(L.bk, b.optional_vector(p + "attn_k.bias", k_rows));
     SNUG_ASSIGN_OR_RETURN(L.bv, b.optional_vector(p + "attn_v.bias", v_rows));
-    SNUG_ASSIGN_OR_RETURN(L.bo, b.optional_vector(p + "attn_output.bias", c.n_embd));
-    SNUG_ASSIGN_OR_RETURN(L.b_down, b.optional_vector(p + "ffn_down.bias", c.n_embd));
+    if (c.output_biases) {
+      SNUG_ASSIGN_OR_RETURN(L.bo, b.optional_vector(p + "attn_output.bias", c.n_embd));
+      SNUG_ASSIGN_OR_RETURN(L.b_down, b.optional_vector(p + "ffn_down.bias", c.n_embd));
+    }
     if (c.qk_norm) {
       SNUG_ASSIGN_OR_RETURN(L.q_norm, b.vector(p + "attn_q_norm.weight", c.head_dim_k));
       SNUG_ASSIGN_OR_RETURN(L.k_norm, b.vector(p + "attn_k_norm.weight", c.head_dim_k));
