@@ -4,6 +4,8 @@
 #include "tensor/kernels.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include <hwy/targets.h>
@@ -52,6 +54,26 @@ const char* simd_target() {
   // in and supported by the CPU.
   const int64_t usable = hwy::SupportedTargets() & HWY_TARGETS;
   return hwy::TargetName(usable & -usable);
+}
+
+namespace {
+// -1: not decided yet (read SNUG_GGML_ORDER); 0 or 1 once decided.
+std::atomic<int> g_ggml_order{-1};
+}  // namespace
+
+bool ggml_order() {
+  int v = g_ggml_order.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("SNUG_GGML_ORDER");
+    v = env != nullptr && std::string_view(env) == "1" ? 1 : 0;
+    int expected = -1;
+    if (!g_ggml_order.compare_exchange_strong(expected, v, std::memory_order_relaxed)) v = expected;
+  }
+  return v == 1;
+}
+
+void set_ggml_order(bool on) {
+  g_ggml_order.store(on ? 1 : 0, std::memory_order_relaxed);
 }
 
 Status limit_simd_target(std::string_view name) {

@@ -117,7 +117,8 @@ void matmul_packed_dequantize_row(const MatView& w, int64_t r, float* out);
 // (or the one a test forced): "AVX3_DL", "AVX3", "AVX2", "SSE4" or "EMU128".
 const char* simd_target();
 // The implementation matmul() runs for weight type w on that target:
-// "avx512vnni-int8", "avx2-int8" (x86 int8 instructions), "hwy-float" (float
+// "avx512vnni-int8", "avx2-int8" (x86 int8 instructions in ggml's order),
+// "avx2-blocksum" / "avx512vnni-blocksum" (block-sum order), "hwy-float" (float
 // weights) or "generic" (portable integer dots, for targets without x86 int8
 // instructions); nullptr for a type with no matmul kernel.
 const char* matmul_kernel(DType w);
@@ -126,6 +127,16 @@ const char* matmul_kernel(DType w);
 // llama.cpp's order for the q4_0 matrices it repacks, "avx2-int8-repack-order"
 // ("avx2-int8-nm-repack-order"); otherwise matmul_kernel(w.type).
 const char* matmul_kernel(const MatView& w);
+// Whether q4_1, q5_0, q5_1 and q8_0 (and the N:M-sparse q8_0) take ggml's
+// summation order on AVX2 and AVX3, llama.cpp's AVX2 bits, rather than the
+// block-sum order AVX3_DL takes (qsum_avx2-inl.h: fewer roundings, and a batch
+// of tokens 2-4x faster). Off unless SNUG_GGML_ORDER=1 is in the environment
+// when first asked, or set_ggml_order() says otherwise. Other targets and
+// types have one order each and ignore it.
+bool ggml_order();
+// Sets it for the whole process (tests, and tools comparing with llama.cpp).
+// Not while a matmul runs: every kernel of a forward pass must take one order.
+void set_ggml_order(bool on);
 // Restricts dispatch to the named target and those below it ("AVX2" on an
 // AVX-512 CPU runs the AVX2 kernels), for the whole process: comparing the
 // code paths of one machine, or reproducing another machine's arithmetic.

@@ -29,6 +29,7 @@
 #include "tensor/qrow_avx2-inl.h"
 #include "tensor/qrow_vnni-inl.h"
 #include "tensor/qseq_avx2-inl.h"
+#include "tensor/qsum_avx2-inl.h"
 #include "tensor/simd_x86.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -191,6 +192,19 @@ struct Q32K {
     }
   };
 };
+#if !SNUG_X86_VNNI512
+// Block-sum order on AVX2 and AVX3 (qsum_avx2-inl.h): the bits AVX3_DL gives.
+template <class F>
+struct Q32SumK {
+  template <int T>
+  struct K {
+    static constexpr const char* kName = "avx2-blocksum";
+    static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
+      TileQ32Sum<F, T>(w, n, a, o);
+    }
+  };
+};
+#endif
 // q4_K and q6_K in super-block-sum order on every target from AVX2 up
 // (qgemm_k_vnni-inl.h where AVX512-VNNI is usable, else qgemm_k_avx2-inl.h):
 // the same bits on all of them.
@@ -274,11 +288,12 @@ using Q8_0Fmt = GenQ8_0;
 // take, and on every other target: the row expanded to its dense blocks on
 // the stack, then the dense type's tile of this target, so the results are
 // the dense type's bits. kNmMaxBlocks bounds the columns (dtype.h).
-template <DType kSparse, class Dense>
+template <DType kSparse, class Dense, bool kSum = false>
 struct NmK {
   template <int T>
   struct K {
     static constexpr const char* kName = SNUG_X86_VNNI512 ? "avx512vnni-nm"
+                                         : kSum           ? "avx2-blocksum-nm"
                                          : SNUG_X86_AVX2  ? "avx2-int8-nm"
                                                           : "generic-nm";
     static void Run(const uint8_t* w, int64_t n, const uint8_t* const* a, float* o) {
@@ -291,7 +306,30 @@ struct NmK {
   };
 };
 
-constexpr Tiles TilesFor(DType t) {
+// The tiles for weight type t; with `ggml` (tensor::ggml_order()), on AVX2
+// and AVX3 the types of Avx2SumType in ggml's order rather than block-sum
+// order.
+constexpr Tiles TilesFor(DType t, bool ggml = false) {
+#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+  if (!ggml) {
+    switch (t) {
+      case DType::kQ4_1:
+        return MakeTiles<Q32SumK<Q4_1Fmt>::K, kTokTileWide>();
+      case DType::kQ5_0:
+        return MakeTiles<Q32SumK<Q5_0Fmt>::K, kTokTileWide>();
+      case DType::kQ5_1:
+        return MakeTiles<Q32SumK<Q5_1Fmt>::K, kTokTileWide>();
+      case DType::kQ8_0:
+        return MakeTiles<Q32SumK<Q8_0Fmt>::K, kTokTileWide>();
+      case DType::kQ8_0NM:
+        return MakeTiles<NmK<DType::kQ8_0NM, Q32SumK<Q8_0Fmt>, true>::K, kTokTileWide>();
+      default:
+        break;
+    }
+  }
+#else
+  (void)ggml;
+#endif
   switch (t) {
     case DType::kF32:
       return MakeTiles<FloatK<LoadF32>::K>();
@@ -343,7 +381,7 @@ static_assert(NoGenericKernel(), "a quantized format falls to the portable kerne
 #endif
 
 const char* MatmulKernel(DType t) {
-  return TilesFor(t).name;
+  return TilesFor(t, ggml_order()).name;
 }
 
 const char* MatmulKernelOf(const MatView& w) {
@@ -352,12 +390,13 @@ const char* MatmulKernelOf(const MatView& w) {
     return w.type == DType::kQ4_0 ? "avx2-int8-repack-order" : "avx2-int8-nm-repack-order";
   }
 #endif
-  return TilesFor(w.type).name;
+  return TilesFor(w.type, ggml_order()).name;
 }
 
 void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                 int64_t y_stride) {
-  const Tiles tl = TilesFor(w.type);
+  const bool ggml = ggml_order();
+  const Tiles tl = TilesFor(w.type, ggml);
   const std::array<TileFn, kTokTile>& tiles = tl.fn;
   const int tile = tl.tile;
   SNUG_CHECK(tiles[0] != nullptr);
@@ -395,14 +434,21 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride)) {
     return;
   }
-  // Several tokens of the 32-element formats by the eight-row kernel in
-  // ggml's order, of q4_K and q6_K by the eight-row kernel in super-block-sum
-  // order (the tiles' bits either way); the rows past the last whole eight
-  // and smaller batches by the tiles.
-  r0 = MatmulAvx2Rows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
-                      static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
-  r0 = MatmulAvx2FewRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
-                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  // q4_1, q5_0, q5_1 and q8_0 in block-sum order (qsum_avx2-inl.h) unless
+  // ggml's is asked for; whole groups of eight rows by its row kernels.
+  // Otherwise several tokens of the 32-element formats by the eight-row
+  // kernel in ggml's order, a few by the four-row kernel; q4_K and q6_K by
+  // the eight-row kernel in super-block-sum order (the tiles' bits every
+  // way); the rows past the last whole group by the tiles.
+  if (!ggml && Avx2SumType(w.type)) {
+    r0 = MatmulAvx2SumRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                           static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  } else {
+    r0 = MatmulAvx2Rows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+    r0 = MatmulAvx2FewRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                           static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  }
   r0 = MatmulAvx2KRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                        static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
 #endif

@@ -308,6 +308,80 @@ HWY_INLINE __m256i DotU8I8(__m256i u, __m256i v) {
 #endif
 }
 
+// Lanes of the dwords v holds (low 16 bits: d; high: m, for the formats with
+// a minimum) as floats: *d and *m.
+HWY_INLINE void ScalesMins8(__m256i v, __m256* d, __m256* m) {
+  const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+  const __m256i hi = _mm256_srli_epi32(v, 16);
+  // [d0..d3 m0..m3 | d4..d7 m4..m7] -> [d0..d7 | m0..m7]
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
+  *d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+  *m = _mm256_cvtph_ps(_mm256_extracti128_si256(packed, 1));
+}
+
+// Eight dwords, lane L from at(L) for L < m, 0 for the others: scalar loads,
+// as Zen 3's vpgatherdd costs more than the eight (RowSum1 20-40% slower with
+// it).
+template <class At>
+HWY_INLINE __m256i Dwords8(const At& at, int m) {
+  uint32_t v[8];
+  for (int l = 0; l < 8; ++l) {
+    v[l] = 0;
+    if (l < m) std::memcpy(&v[l], at(l), 4);
+  }
+  return _mm256_setr_epi32(static_cast<int>(v[0]), static_cast<int>(v[1]), static_cast<int>(v[2]),
+                           static_cast<int>(v[3]), static_cast<int>(v[4]), static_cast<int>(v[5]),
+                           static_cast<int>(v[6]), static_cast<int>(v[7]));
+}
+
+// One weight row against T tokens in block-sum order (qgemm_vnni-inl.h,
+// qsum_avx2-inl.h); F: the q4_0, q4_1, q5_0, q5_1 or q8_0 rules above. A
+// block's products in eight int32 lanes, eight blocks' reduced into one
+// vector of block sums (lane b % 8), one conversion and one multiply-add per
+// eight blocks and token. The rows past the other kernels' last whole group,
+// and the tiles behind the N:M rows.
+template <class F, int T>
+void TileQ32Sum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
+  constexpr bool kMin = !F::kSigned;
+  constexpr int kBytes = sizeof(typename F::Block);
+  constexpr int kA = sizeof(BlockQ8A);
+  const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);
+  const int64_t nb = n / kQK;
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < nb; g += 8) {
+    const int m = nb - g < 8 ? static_cast<int>(nb - g) : 8;
+    __m256i q[8];
+    for (int j = 0; j < m; ++j) q[j] = F::Levels(wb[g + j]);
+    __m256 dwv, mwv;
+    ScalesMins8(Dwords8([&](int l) { return &wb[g + l]; }, m), &dwv, &mwv);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8A* ab = reinterpret_cast<const BlockQ8A*>(acts[t]) + g;
+      __m256i p[8];
+      for (int j = 0; j < 8; ++j) {
+        if (j < m) {
+          __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[j].qs));
+          __m256i qu = q[j];
+          if constexpr (F::kSigned) {
+            av = _mm256_sign_epi8(av, q[j]);
+            qu = _mm256_sign_epi8(q[j], q[j]);
+          }
+          p[j] = DotU8I8(qu, av);
+        } else {
+          p[j] = _mm256_setzero_si256();
+        }
+      }
+      const __m256 da = _mm256_castsi256_ps(Dwords8([&](int l) { return &ab[l].d; }, m));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Reduce8(p)), _mm256_mul_ps(dwv, da), acc[t]);
+      if constexpr (kMin) {
+        const __m256 sa = _mm256_castsi256_ps(Dwords8([&](int l) { return &ab[l].s; }, m));
+        acc[t] = _mm256_fmadd_ps(mwv, sa, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
+}
+
 template <class F, int T>
 void TileQ32Avx2(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
   const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);

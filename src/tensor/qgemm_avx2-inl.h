@@ -1,7 +1,10 @@
 // q4_0, q4_1, q5_0, q5_1, q8_0 and the N:M-sparse q8_0 and q4_0 against
 // several tokens on AVX2 without AVX512-VNNI, in ggml's order, so with the
 // same bits as the one-row tile (qdot_avx2-inl.h's TileQ32Avx2) and
-// llama.cpp's AVX2 vec_dot (the sparse types: the dense type's bits).
+// llama.cpp's AVX2 vec_dot (the sparse types: the dense type's bits). q4_0
+// takes it always (where llama.cpp does not repack it, qseq_avx2-inl.h); the
+// others only with ggml's order asked for (tensor::set_ggml_order), and
+// block-sum order otherwise (qsum_avx2-inl.h, which reuses the chunk below).
 //
 // ggml's order, per (row, token): lane k of an 8-float accumulator takes, for
 // every block in turn, fma(float(S_bk), d_w x d_a, acc_k), where S_bk is the
@@ -110,6 +113,43 @@ HWY_INLINE __m256 SumTree8(const __m256* v) {
                        _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
 }
 
+// The loops of the eight-row kernels (MatmulA; MatmulSum, qsum_avx2-inl.h;
+// MatmulAK, qgemm_k_avx2-inl.h): each whole group of eight rows from r0 on,
+// below r1, against the tokens in groups of up to kAToks whose accumulators
+// acc[t][b % 8] (lane r: row r's) start at zero; per chunk of up to `chunk`
+// blocks (block_bytes each, on average) the rows kAAhead groups on asked for
+// during the first token group, then pass(w, c0, nb, t0, nt, acc), w the
+// group's first row; at the end y[(t0 + t) * y_stride + rb + r] = lane r of
+// finish(t, SumTree8(acc[t])). Returns the first row not computed.
+template <class Pass, class Finish>
+HWY_INLINE int64_t EightRowPasses(const uint8_t* wd, int64_t row_bytes, int nblocks, int chunk,
+                                  int64_t block_bytes, int64_t n_tok, int64_t r0, int64_t r1,
+                                  float* y, int64_t y_stride, const Pass& pass,
+                                  const Finish& finish) {
+  alignas(32) __m256 acc[kAToks][8];
+  int64_t rb = r0;
+  for (; rb + kARows <= r1; rb += kARows) {
+    const uint8_t* w = wd + rb * row_bytes;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
+      for (int t = 0; t < nt; ++t) {
+        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
+      }
+      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
+        const int nb = nblocks - c0 < chunk ? nblocks - c0 : chunk;
+        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
+          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
+        }
+        pass(w, c0, nb, t0, nt, acc);
+      }
+      for (int t = 0; t < nt; ++t) {
+        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, finish(t, SumTree8(acc[t])));
+      }
+    }
+  }
+  return rb;
+}
+
 // Blocks [c0, c0 + nb) of eight rows of nblocks blocks (w: row 0) into p.
 template <class F>
 HWY_INLINE void RepackA(const uint8_t* w, int64_t row_bytes, int64_t nblocks, int64_t c0, int nb,
@@ -184,34 +224,19 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   // its parts by kind: asking for a chunk's share of the row covers the row).
   const int64_t block_bytes = row_bytes / nblocks;
   APack pack;
-  __m256 acc[kAToks][8];
   __m256 bias[kAToks];  // zero for the signed formats, added as the tile adds its 0
-  int64_t rb = r0;
-  for (; rb + kARows <= r1; rb += kARows) {
-    const uint8_t* w = wd + rb * row_bytes;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
-      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
-      for (int t = 0; t < nt; ++t) {
-        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
-        bias[t] = _mm256_setzero_ps();
-      }
-      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
-        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
-        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
-        }
-        RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
-        for (int t = 0; t < nt; ++t) {
-          const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
-          TokenA<F>(pack, nb, a, acc[t], &bias[t]);
-        }
-      }
-      for (int t = 0; t < nt; ++t) {
-        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, _mm256_add_ps(SumTree8(acc[t]), bias[t]));
-      }
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+    if (c0 == 0) {
+      for (int t = 0; t < nt; ++t) bias[t] = _mm256_setzero_ps();
     }
-  }
-  return rb;
+    RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
+    for (int t = 0; t < nt; ++t) {
+      const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
+      TokenA<F>(pack, nb, a, acc[t], &bias[t]);
+    }
+  };
+  return EightRowPasses(wd, row_bytes, nblocks, kAChunk, block_bytes, n_tok, r0, r1, y, y_stride,
+                        pass, [&](int t, __m256 sum) { return _mm256_add_ps(sum, bias[t]); });
 }
 
 // MatmulA for the formats it takes; other formats compute nothing (r0).

@@ -401,47 +401,33 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
   const int nsb = static_cast<int>(cols / kQKK);
   constexpr int64_t kBlockBytes = sizeof(typename K::Block);
   typename K::Pack pack;
-  __m256 acc[kAToks][8];  // [t][b % 8] lane r: row r's acc[b % 8]
-  int64_t rb = r0;
-  for (; rb + kARows <= r1; rb += kARows) {
-    const uint8_t* w = wd + rb * row_bytes;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
-      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
-      for (int t = 0; t < nt; ++t) {
-        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
-      }
-      for (int c0 = 0; c0 < nsb; c0 += kAKChunk) {
-        const int nb = nsb - c0 < kAKChunk ? nsb - c0 : kAKChunk;
-        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          PrefetchRowsAhead(w, row_bytes, c0 * kBlockBytes, nb * kBlockBytes);
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+    for (int s = 0; s < nb; ++s) K::Repack(w + (c0 + s) * kBlockBytes, row_bytes, pack, s);
+    const auto token = [&](int t, int s) {
+      return reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0 + s;
+    };
+    for (int s = 0; s < nb; ++s) {
+      const int b8 = (c0 + s) % 8;
+      int t = 0;
+      for (; t + K::kTokens <= nt; t += K::kTokens) {
+        const BlockQ8_K* a[K::kTokens];
+        __m256* o[K::kTokens];
+        for (int n = 0; n < K::kTokens; ++n) {
+          a[n] = token(t + n, s);
+          o[n] = &acc[t + n][b8];
         }
-        for (int s = 0; s < nb; ++s) K::Repack(w + (c0 + s) * kBlockBytes, row_bytes, pack, s);
-        const auto token = [&](int t, int s) {
-          return reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0 + s;
-        };
-        for (int s = 0; s < nb; ++s) {
-          const int b8 = (c0 + s) % 8;
-          int t = 0;
-          for (; t + K::kTokens <= nt; t += K::kTokens) {
-            const BlockQ8_K* a[K::kTokens];
-            __m256* o[K::kTokens];
-            for (int n = 0; n < K::kTokens; ++n) {
-              a[n] = token(t + n, s);
-              o[n] = &acc[t + n][b8];
-            }
-            K::template Tokens<K::kTokens>(pack, s, a, o);
-          }
-          for (; t < nt; ++t) {
-            const BlockQ8_K* a[1] = {token(t, s)};
-            __m256* o[1] = {&acc[t][b8]};
-            K::template Tokens<1>(pack, s, a, o);
-          }
-        }
+        K::template Tokens<K::kTokens>(pack, s, a, o);
       }
-      for (int t = 0; t < nt; ++t) _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, SumTree8(acc[t]));
+      for (; t < nt; ++t) {
+        const BlockQ8_K* a[1] = {token(t, s)};
+        __m256* o[1] = {&acc[t][b8]};
+        K::template Tokens<1>(pack, s, a, o);
+      }
     }
-  }
-  return rb;
+  };
+  // acc[t][b % 8], lane r: row r's acc[b % 8]
+  return EightRowPasses(wd, row_bytes, nsb, kAKChunk, kBlockBytes, n_tok, r0, r1, y, y_stride, pass,
+                        [](int, __m256 sum) { return sum; });
 }
 
 // MatmulAK for q4_K and q6_K from K::kMinTokens tokens on; other formats

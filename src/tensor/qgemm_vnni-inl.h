@@ -27,9 +27,9 @@
 // 8, q8_0 stored here as level + 128) start each sum at -offset x the sum of the token's
 // activations, which keeps it exact.
 //
-// One-row kernel (VRowSum): qrow_vnni-inl.h. Tile kernel (TileQ32Sum): the block's
-// 8 partial sums from one 256-bit vpdpbusd, eight blocks reduced into one
-// vector of block sums, one multiply-add per eight blocks and token.
+// One-row kernel (VRowSum): qrow_vnni-inl.h. Tile kernel: qdot_avx2-inl.h's
+// TileQ32Sum (its block sums by one 256-bit vpdpbusd each here), shared with
+// AVX2 and AVX3.
 #if defined(SNUG_TENSOR_QGEMM_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QGEMM_VNNI_INL_H_
 #undef SNUG_TENSOR_QGEMM_VNNI_INL_H_
@@ -725,56 +725,6 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       for (int t = 0; t < nt; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, VAccSum(acc[t]));
     }
   }
-}
-
-// One weight row against T tokens in block-sum order; F: qdot_avx2-inl.h's
-// q4_0, q4_1 or q8_0 rules (unsigned levels carry a minimum).
-template <class F, int T>
-void TileQ32Sum(const uint8_t* wrow, int64_t n, const uint8_t* const* acts, float* out) {
-  constexpr bool kMin = !F::kSigned;
-  constexpr int kBytes = sizeof(typename F::Block);
-  const auto* wb = reinterpret_cast<const typename F::Block*>(wrow);
-  const int64_t nb = n / kQK;
-  // Byte offsets of 8 consecutive weight blocks and of 8 activation blocks.
-  const __m256i widx = _mm256_setr_epi32(0, kBytes, 2 * kBytes, 3 * kBytes, 4 * kBytes, 5 * kBytes,
-                                         6 * kBytes, 7 * kBytes);
-  constexpr int kA = sizeof(BlockQ8A);
-  const __m256i aidx = _mm256_setr_epi32(0, kA, 2 * kA, 3 * kA, 4 * kA, 5 * kA, 6 * kA, 7 * kA);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < nb; g += 8) {
-    const int m = nb - g < 8 ? static_cast<int>(nb - g) : 8;
-    const auto lanes = static_cast<__mmask8>((1u << m) - 1);  // blocks past the row stay 0
-    __m256i q[8], qu[8];
-    for (int j = 0; j < m; ++j) {
-      q[j] = F::Levels(wb[g + j]);
-      qu[j] = F::kSigned ? _mm256_sign_epi8(q[j], q[j]) : q[j];
-    }
-    // Every block starts with its f16 scale; q4_1's f16 minimum follows it.
-    const __m256i dm = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), lanes, widx, &wb[g], 1);
-    const __m256 dwv = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
-    const __m256 mwv = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16)));
-    for (int t = 0; t < T; ++t) {
-      const BlockQ8A* ab = reinterpret_cast<const BlockQ8A*>(acts[t]) + g;
-      __m256i p[8];
-      for (int j = 0; j < 8; ++j) {
-        if (j < m) {
-          __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[j].qs));
-          if (F::kSigned) av = _mm256_sign_epi8(av, q[j]);
-          p[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qu[j], av);
-        } else {
-          p[j] = _mm256_setzero_si256();
-        }
-      }
-      const __m256 da = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), lanes, aidx, &ab->d, 1);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Reduce8(p)), _mm256_mul_ps(dwv, da), acc[t]);
-      if constexpr (kMin) {
-        const __m256 sa = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), lanes, aidx, &ab->s, 1);
-        acc[t] = _mm256_fmadd_ps(mwv, sa, acc[t]);
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t) out[t] = Hsum(acc[t]);
 }
 
 // Rows [r0, r1) rounded down to whole 16-row blocks by MatmulVnni for the

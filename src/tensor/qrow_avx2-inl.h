@@ -2,7 +2,9 @@
 // q4_0 on AVX2 without AVX512-VNNI, several rows at a time, in ggml's order:
 // the bits of the one-row tile (qdot_avx2-inl.h's TileQ32Avx2) and of
 // llama.cpp's AVX2 vec_dot, so the llama.cpp-identity formats keep their
-// identity (the sparse types: the dense type's bits).
+// identity (the sparse types: the dense type's bits). q4_0 always; the
+// others with ggml's order asked for (tensor::set_ggml_order), else
+// qsum_avx2-inl.h's block-sum kernels.
 //
 // The tile is bound by its accumulator: one multiply-add per block of a row,
 // each waiting for the last (4 cycles on Zen 3), and a row of 64 blocks is

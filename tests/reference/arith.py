@@ -9,6 +9,12 @@ AVX2 target, llama.cpp built with AVX2 and without any AVX-512 extension.
 Everywhere else the tests assert bounds and the float64 oracle
 (test_oracle_reference.py) answers which of the two is more accurate.
 
+On AVX2 snug's q4_1, q5_0, q5_1 and q8_0 kernels take ggml's order only when
+asked (SNUG_GGML_ORDER=1, which tests/reference/CMakeLists.txt sets for the
+identity tests); by default they take block-sum order, as on AVX3_DL, and
+`run --json` names them "avx2-blocksum". Identity is asserted only where
+snug's kernels for the model's types are ggml-order ones.
+
 llama.cpp also repacks some weight types at load (on AVX2: q4_0, the K-quants
 and iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
 those in its own order. snug keeps one mapped copy; on AVX2 its q4_0 kernels
@@ -72,8 +78,17 @@ def llama_simd(system_info) -> str:
     return "no AVX2"
 
 
-def same_arithmetic(snug_target: str, system_info) -> bool:
-    return snug_target == IDENTITY_TARGET and llama_simd(system_info) == "AVX2"
+def ggml_order_kernels(kernels) -> bool:
+    """Whether snug's matmul kernels (run --json "matmul_kernels": type ->
+    kernel) all follow ggml's order: none of them in block-sum order."""
+    return not any("blocksum" in k for k in (kernels or {}).values())
+
+
+def same_arithmetic(snug_target: str, system_info, kernels=None) -> bool:
+    """kernels: snug's matmul kernels for the probe model (None: not known,
+    taken as ggml-order ones)."""
+    return (snug_target == IDENTITY_TARGET and llama_simd(system_info) == "AVX2"
+            and ggml_order_kernels(kernels))
 
 
 @dataclass(frozen=True)
@@ -94,22 +109,26 @@ class Arithmetic:
         return f"different arithmetic ({who}): identity not asserted, oracle bounds apply"
 
 
-def decide(snug_target: str, system_info) -> Arithmetic:
-    return Arithmetic(snug_target, llama_simd(system_info), same_arithmetic(snug_target, system_info))
+def decide(snug_target: str, system_info, kernels=None) -> Arithmetic:
+    return Arithmetic(snug_target, llama_simd(system_info),
+                      same_arithmetic(snug_target, system_info, kernels))
 
 
-def snug_simd_target(snug_bin, model) -> str:
-    """The target the snug binary under test dispatches to, as `run --json` reports it."""
+def snug_simd_target(snug_bin, model):
+    """The target the snug binary under test dispatches to and its matmul
+    kernels for the model, as `run --json` reports them."""
     proc = subprocess.run([str(snug_bin), "run", str(model), "--json", "--no-chat", "--temp", "0",
                            "-n", "1", "-p", "x"], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"snug run failed: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)["simd_target"]
+    got = json.loads(proc.stdout)
+    return got["simd_target"], got["matmul_kernels"]
 
 
 def probe(snug_bin, model) -> Arithmetic:
     import llama_cpp
-    return decide(snug_simd_target(snug_bin, model), llama_cpp.llama_print_system_info())
+    target, kernels = snug_simd_target(snug_bin, model)
+    return decide(target, llama_cpp.llama_print_system_info(), kernels)
 
 
 def load_without_repacking(llama_cpp, **kwargs):

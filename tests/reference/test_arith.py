@@ -34,6 +34,14 @@ def test_avx512_on_either_side_is_different_arithmetic():
     assert not arith.same_arithmetic("AVX3", AVX512_INFO)
 
 
+def test_block_sum_kernels_are_different_arithmetic():
+    ggml = {"q4_1": "avx2-int8", "q8_0": "avx2-int8"}
+    assert arith.same_arithmetic("AVX2", AVX2_INFO, ggml)
+    assert not arith.same_arithmetic("AVX2", AVX2_INFO, {"q4_1": "avx2-blocksum", "q8_0": "avx2-blocksum"})
+    assert not arith.same_arithmetic("AVX2", AVX2_INFO, {"q4_1": "avx2-int8", "q8_0": "avx2-blocksum"})
+    assert not arith.decide("AVX2", AVX2_INFO, {"q4_1": "avx2-blocksum"}).same
+
+
 def test_without_avx2_is_different_arithmetic():
     assert not arith.same_arithmetic("SSE4", NO_AVX2_INFO)
     assert not arith.same_arithmetic("AVX2", NO_AVX2_INFO)

@@ -284,6 +284,23 @@ float ggml_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols) 
   return (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + bias;
 }
 
+// Block-sum order (qgemm_vnni-inl.h, qsum_avx2-inl.h) in scalar code: the
+// block's exact integer dot S_b; acc[b % 8] = fma(float(S_b), d_w x d_a,
+// acc[b % 8]), then for the formats with a minimum acc[b % 8] = fma(m_w, s_a,
+// acc[b % 8]); the accumulators summed as ((0+4)+(2+6))+((1+5)+(3+7)).
+float blocksum_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols) {
+  float acc[8] = {};
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const Q32Block k = q32_block(type, row, b);
+    int32_t s = 0;
+    for (int j = 0; j < 32; ++j) s += k.levels[j] * a[b].qs[j];
+    float& g = acc[b % 8];
+    g = std::fma(static_cast<float>(s), detail::f16_to_f32(k.d) * a[b].d, g);
+    if (k.has_min) g = std::fma(detail::f16_to_f32(k.m), a[b].s, g);
+  }
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
 // llama.cpp's order for the q4_0 matrices it repacks on AVX2
 // (ggml_gemv_q4_0_8x8_q8_0, ggml_gemm_q4_0_8x8_q8_0) in scalar code: one
 // accumulator from +0 and, block by block, fma(float(the block's exact
@@ -505,15 +522,20 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
 // - within a target, a token's row is the same bits alone or in any batch
 //   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
 //   the tiles for the rows past the last 16; on AVX2 and AVX3: the
-//   four-row kernel of qrow_avx2-inl.h below eight tokens, in token pairs,
-//   the eight-row kernel of qgemm_avx2-inl.h from eight on, from any first
-//   row, in token groups of 32, the tiles for the rows past the last group);
-// - AVX2 and AVX3 give ggml's order bit for bit (ggml_q32), except for a
-//   q4_0 matrix of whole groups of eight rows (56 here, and the N:M-sparse
-//   q4_0 alike): there llama.cpp's repacked order (repack_q32, the
-//   kernels of qseq_avx2-inl.h); AVX3_DL takes block-sum order for all five
-//   (qgemm_vnni-inl.h): there the error against the exact product, summed
-//   over every result, is no larger than ggml's order's.
+//   few-token kernels below eight tokens (a lone token, pairs), the
+//   eight-row kernels from eight on, from any first row, in token groups of
+//   32, the tiles for the rows past the last group);
+// - q4_1, q5_0, q5_1 and q8_0 take block-sum order (blocksum_q32) bit for
+//   bit on every target (qsum_avx2-inl.h, qgemm_vnni-inl.h), and its error
+//   against the exact product, summed over every result, is no larger than
+//   ggml's order's;
+// - with ggml's order asked for (set_ggml_order), AVX2 and AVX3 give it bit
+//   for bit (ggml_q32, llama.cpp's AVX2 vec_dot) while AVX3_DL keeps
+//   block-sum order;
+// - q4_0 keeps ggml's order on AVX2 and AVX3 either way, except for a q4_0
+//   matrix of whole groups of eight rows (56 here, and the N:M-sparse q4_0
+//   alike): there llama.cpp's repacked order (repack_q32, the kernels of
+//   qseq_avx2-inl.h); AVX3_DL takes block-sum order, no less accurate.
 TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
   std::mt19937 rng(7);
   const auto byte = [&] { return static_cast<uint8_t>(rng() & 0xFF); };
@@ -559,9 +581,33 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
       return repacked ? repack_q32(type, wq.data() + r * rb, a, cols)
                       : ggml_q32(type, wq.data() + r * rb, a, cols);
     };
-    ASSERT_NO_FATAL_FAILURE(check_targets(w, reinterpret_cast<const uint8_t*>(qx.data()),
-                                          sizeof(BlockQ8A) * (cols / 32), n_tok, exact,
-                                          "block-sum order", nullptr, ggml, !repacked));
+    const auto* qxb = reinterpret_cast<const uint8_t*>(qx.data());
+    const size_t act = sizeof(BlockQ8A) * (cols / 32);
+    if (type == DType::kQ4_0) {
+      ASSERT_NO_FATAL_FAILURE(
+          check_targets(w, qxb, act, n_tok, exact, "block-sum order", nullptr, ggml, !repacked));
+    } else {
+      const auto sum = [&](int64_t r, int64_t t) {
+        return blocksum_q32(type, wq.data() + r * rb, qx.data() + t * (cols / 32), cols);
+      };
+      ASSERT_NO_FATAL_FAILURE(check_targets(w, qxb, act, n_tok, exact, "block-sum order", sum));
+      set_ggml_order(true);
+      check_targets(w, qxb, act, n_tok, exact, "block-sum order", nullptr, ggml);
+      set_ggml_order(false);
+      ASSERT_FALSE(HasFatalFailure()) << dtype_name(type) << " with ggml's order asked for";
+      double err_sum = 0, err_ggml = 0;
+      int differ = 0;
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const double e = exact(r, t);
+          err_sum += std::fabs(sum(r, t) - e);
+          err_ggml += std::fabs(ggml(r, t) - e);
+          differ += sum(r, t) != ggml(r, t);
+        }
+      }
+      EXPECT_LE(err_sum, err_ggml) << dtype_name(type);
+      EXPECT_GT(differ, rows * n_tok / 4) << dtype_name(type) << ": the orders barely differ";
+    }
     if (repacked) {
       // The two orders differ on this input, so the test tells them apart.
       int differ = 0;
