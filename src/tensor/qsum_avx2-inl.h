@@ -353,6 +353,120 @@ int64_t MatmulSum(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint
                         y_stride, pass, [](int, __m256 sum) { return sum; });
 }
 
+// ---- sixteen rows of q4_1 -------------------------------------------------
+
+// Block b of two chunks (rows 0-7 in p[0], 8-15 in p[1]) against nt tokens:
+// each activation broadcast feeds both sets' vpmaddubsw, so a token's block
+// takes eight broadcasts for sixteen rows, where BlockTokensSum takes eight
+// for eight (two 256-bit loads a cycle bound that kernel on Zen 3). The
+// block's eight packed registers do not fit beside the sixteen rows' sums,
+// so the low nibbles (groups 0-3) go first for every token, their int16 sums
+// kept in part[t], and the high ones (4-7) finish them. The sums are the
+// same exact integers in the same int16 bounds (SumGroups: eight groups of
+// q4_1), and the scaling is BlockTokensSum's, so the bits are too.
+template <class F>
+HWY_INLINE void BlockTokensSum16(const APack* p, int b, int j, const uint8_t* a0, int64_t act_bytes,
+                                 int nt, __m256 (*acc0)[8], __m256 (*acc1)[8], __m256i (*part)[2]) {
+  static_assert(RowPairs<F>(), "packed nibbles: q4_1");
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i* w0 = p[0].w + b * 4;
+  const __m256i* w1 = p[1].w + b * 4;
+  const auto act_at = [&](int t) { return reinterpret_cast<const BlockQ8A*>(a0 + t * act_bytes); };
+  {
+    __m256i u0[4], u1[4];
+    for (int k = 0; k < 4; ++k) {
+      u0[k] = _mm256_and_si256(w0[k], low4);
+      u1[k] = _mm256_and_si256(w1[k], low4);
+    }
+    for (int t = 0; t < nt; ++t) {
+      const BlockQ8A* x = act_at(t);
+      __m256i av = Bcast4(x->qs);
+      __m256i s0 = _mm256_maddubs_epi16(u0[0], av);
+      __m256i s1 = _mm256_maddubs_epi16(u1[0], av);
+      for (int k = 1; k < 4; ++k) {
+        av = Bcast4(x->qs + 4 * k);
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u0[k], av));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u1[k], av));
+      }
+      part[t][0] = s0;
+      part[t][1] = s1;
+    }
+  }
+  __m256i u0[4], u1[4];
+  for (int k = 0; k < 4; ++k) {
+    u0[k] = _mm256_and_si256(_mm256_srli_epi16(w0[k], 4), low4);
+    u1[k] = _mm256_and_si256(_mm256_srli_epi16(w1[k], 4), low4);
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int t = 0; t < nt; ++t) {
+    const BlockQ8A* x = act_at(t);
+    __m256i av = Bcast4(x->qs + 16);
+    __m256i s0 = _mm256_add_epi16(part[t][0], _mm256_maddubs_epi16(u0[0], av));
+    __m256i s1 = _mm256_add_epi16(part[t][1], _mm256_maddubs_epi16(u1[0], av));
+    for (int k = 1; k < 4; ++k) {
+      av = Bcast4(x->qs + 16 + 4 * k);
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(u0[k], av));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(u1[k], av));
+    }
+    const __m256 ad = _mm256_broadcast_ss(&x->d);
+    const __m256 as = _mm256_broadcast_ss(&x->s);
+    const __m256 v0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s0, ones)),
+                                      _mm256_mul_ps(p[0].d[b], ad), acc0[t][j]);
+    const __m256 v1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s1, ones)),
+                                      _mm256_mul_ps(p[1].d[b], ad), acc1[t][j]);
+    acc0[t][j] = _mm256_fmadd_ps(p[0].m[b], as, v0);
+    acc1[t][j] = _mm256_fmadd_ps(p[1].m[b], as, v1);
+  }
+}
+
+// MatmulSum for q4_1 sixteen rows at a time (BlockTokensSum16), the loops of
+// EightRowPasses with two sets of accumulators; a last group of eight rows
+// goes to MatmulSum. Returns the first row not computed.
+template <class F>
+int64_t MatmulSum16(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
+                    int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t y_stride) {
+  constexpr int kRows = 2 * kARows;
+  const int nblocks = static_cast<int>(cols / kQK);
+  const int64_t block_bytes = row_bytes / nblocks;
+  APack pack[2];
+  alignas(32) __m256 acc[2][kAToks][8];
+  alignas(32) __m256i part[kAToks][2];
+  int64_t rb = r0;
+  for (; rb + kRows <= r1; rb += kRows) {
+    const uint8_t* w = wd + rb * row_bytes;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
+      for (int s = 0; s < 2; ++s) {
+        for (int t = 0; t < nt; ++t) {
+          for (int k = 0; k < 8; ++k) acc[s][t][k] = _mm256_setzero_ps();
+        }
+      }
+      const uint8_t* a0 = act + t0 * act_bytes;
+      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
+        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
+        if (t0 == 0 && rb + 2 * kRows <= r1) {  // the next group's sixteen rows
+          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
+          PrefetchRowsAhead(w + kARows * row_bytes, row_bytes, c0 * block_bytes, nb * block_bytes);
+        }
+        RepackSum<F>(w, row_bytes, nblocks, c0, nb, pack[0]);
+        RepackSum<F>(w + kARows * row_bytes, row_bytes, nblocks, c0, nb, pack[1]);
+        for (int b = 0; b < nb; ++b) {
+          BlockTokensSum16<F>(pack, b, b % 8,
+                              a0 + (c0 + b) * static_cast<int64_t>(sizeof(BlockQ8A)), act_bytes, nt,
+                              acc[0], acc[1], part);
+        }
+      }
+      for (int t = 0; t < nt; ++t) {
+        for (int s = 0; s < 2; ++s) {
+          _mm256_storeu_ps(y + (t0 + t) * y_stride + rb + s * kARows, SumTree8(acc[s][t]));
+        }
+      }
+    }
+  }
+  return MatmulSum<F>(wd, row_bytes, cols, act, act_bytes, n_tok, rb, r1, y, y_stride);
+}
+
 // The block-sum kernels for rows [r0, r1) of the types Avx2SumType names:
 // eight tokens and more by MatmulSum, fewer by RowsSumRange, whole groups of
 // eight rows either way. Returns the first row not computed (r0 for the other
@@ -367,7 +481,11 @@ inline int64_t MatmulAvx2SumRows(DType type, const uint8_t* wd, int64_t row_byte
     if constexpr (MaxAbsLevel<F>() == 8) {
       return;  // q4_0 (Avx2SumType said no): not compiled
     } else if (n_tok >= kARowBlockTokens) {
-      done = MatmulSum<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+      if constexpr (RowPairs<F>()) {
+        done = MatmulSum16<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+      } else {
+        done = MatmulSum<F>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, r1, y, y_stride);
+      }
     } else {
       done = RowsSumRange<F>(wd, row_bytes, cols / kQK, act, act_bytes, n_tok, r0, r1, y, y_stride);
     }

@@ -429,7 +429,7 @@ std::vector<int64_t> x86_targets() {
   return targets;
 }
 
-// For w (53 rows) against n_tok tokens of act bytes each at qx, on every
+// For w (53 rows or more) against n_tok tokens of act bytes each at qx, on every
 // x86_targets() target:
 // - a token's row is the same bits alone, in batches of 2 and 3, in the
 //   whole batch, and for rows 3..50 (blocks that start mid-matrix);
@@ -523,8 +523,9 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
 //   (on AVX3_DL: the one-row kernel of one token, the row-block kernel and
 //   the tiles for the rows past the last 16; on AVX2 and AVX3: the
 //   few-token kernels below eight tokens (a lone token, pairs), the
-//   eight-row kernels from eight on, from any first row, in token groups of
-//   32, the tiles for the rows past the last group);
+//   eight-row kernels from eight on (q4_1: sixteen rows, then a group of
+//   eight; 61 rows hold both), from any first row, in token groups of 32,
+//   the tiles for the rows past the last group);
 // - q4_1, q5_0, q5_1 and q8_0 take block-sum order (blocksum_q32) bit for
 //   bit on every target (qsum_avx2-inl.h, qgemm_vnni-inl.h), and its error
 //   against the exact product, summed over every result, is no larger than
@@ -548,7 +549,8 @@ TEST(SimdX86, ThirtyTwoElementFormatsOnEveryTarget) {
     int64_t rows;
   };
   for (Case c : {Case{DType::kQ4_0, 53}, Case{DType::kQ4_1, 53}, Case{DType::kQ5_0, 53},
-                 Case{DType::kQ5_1, 53}, Case{DType::kQ8_0, 53}, Case{DType::kQ4_0, 56}}) {
+                 Case{DType::kQ5_1, 53}, Case{DType::kQ8_0, 53}, Case{DType::kQ4_0, 56},
+                 Case{DType::kQ4_1, 61}}) {
     const DType type = c.type;
     const int64_t rows = c.rows;
     const bool repacked = type == DType::kQ4_0 && rows % 8 == 0;
