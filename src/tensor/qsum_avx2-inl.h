@@ -33,7 +33,9 @@
 //   per group, the int16 pair sums of several groups added before one
 //   vpmaddwd (no int16 sum can overflow: SumGroups), then one conversion and
 //   one multiply-add for the eight rows. ggml's order there takes eight of
-//   each, and eight vpmaddwd.
+//   each, and eight vpmaddwd. The signed formats (|w| and w: sixteen
+//   registers) take groups 0-3 for every token, then 4-7; q4_1 takes
+//   sixteen rows per broadcast (MatmulSum16).
 #if defined(SNUG_TENSOR_QSUM_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SNUG_TENSOR_QSUM_AVX2_INL_H_
 #undef SNUG_TENSOR_QSUM_AVX2_INL_H_
@@ -326,9 +328,48 @@ HWY_INLINE void BlockTokensSum(const APack& p, int b, int j, const uint8_t* a0, 
     if constexpr (!F::kSigned) v = _mm256_fmadd_ps(m, _mm256_broadcast_ss(&a->s), v);
     acc_tj = v;
   };
-  for (int t = 0; t < nt; ++t) {
-    const auto* x = reinterpret_cast<const BlockQ8A*>(a0 + t * act_bytes);
-    update(x, sums(x), acc[t][j]);
+  if constexpr (F::kSigned) {
+    // The signed formats keep |w| and w for each group: sixteen registers,
+    // all there are, so they would be reloaded for every token (three loads
+    // a group with the broadcast). Groups 0-3 go first for every token, their
+    // exact partial sums kept (int16 where all eight groups may share one
+    // int16 sum, SumGroups, else int32), then groups 4-7 finish them: the
+    // same integers, so the same bits.
+    constexpr bool k16 = kG == 8;
+    alignas(32) __m256i part[kAToks];
+    for (int h = 0; h < 2; ++h) {
+      __m256i u[4], sg[4];
+      for (int k = 0; k < 4; ++k) {
+        u[k] = w[2 * (4 * h + k)];
+        sg[k] = w[2 * (4 * h + k) + 1];
+      }
+      for (int t = 0; t < nt; ++t) {
+        const auto* x = reinterpret_cast<const BlockQ8A*>(a0 + t * act_bytes);
+        __m256i s32 = _mm256_setzero_si256();
+        __m256i s16 = _mm256_setzero_si256();
+        for (int k = 0; k < 4; ++k) {
+          const __m256i av = _mm256_sign_epi8(Bcast4(x->qs + 4 * (4 * h + k)), sg[k]);
+          const __m256i p16 = _mm256_maddubs_epi16(u[k], av);
+          s16 = k % kG == 0 && !k16 ? p16 : _mm256_add_epi16(s16, p16);
+          if (!k16 && (k + 1) % kG == 0) {
+            const __m256i s = _mm256_madd_epi16(s16, ones);
+            s32 = k + 1 == kG ? s : _mm256_add_epi32(s32, s);
+          }
+        }
+        if (h == 0) {
+          part[t] = k16 ? s16 : s32;
+        } else if (k16) {
+          update(x, _mm256_madd_epi16(_mm256_add_epi16(part[t], s16), ones), acc[t][j]);
+        } else {
+          update(x, _mm256_add_epi32(part[t], s32), acc[t][j]);
+        }
+      }
+    }
+  } else {
+    for (int t = 0; t < nt; ++t) {
+      const auto* x = reinterpret_cast<const BlockQ8A*>(a0 + t * act_bytes);
+      update(x, sums(x), acc[t][j]);
+    }
   }
 }
 
