@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "base/check.h"
 #include "tensor/fp16.h"
@@ -214,9 +215,9 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
   }
 }
 
-// ---- f16 K and V, all the query heads of one KV head (AVX-512) ------------
+// ---- f16 K and V, all the query heads of one KV head (AVX2 and AVX-512) --
 
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#if SNUG_X86_AVX2
 // Positions whose value sums stay in registers before they are added to the
 // accumulator rows: bounds how much of V one pass over a column pair reads.
 constexpr int64_t kHeadsSpan = 256;
@@ -229,6 +230,56 @@ HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
     __builtin_prefetch(static_cast<const char*>(p) + i, 0, kLocality);
 }
 
+// The K rows of positions 0, 1, ... in turn (next()), each position's V row
+// asked for as its K row is handed out (the value pass reads it next) and
+// K's rows kAhead positions early, both into L2: a sequence's rows of one KV
+// head are short runs (a block's 16 rows) scattered over the pool, which the
+// hardware prefetchers do not follow from one to the next.
+class KeyRows {
+ public:
+  static constexpr int64_t kAhead = 32;
+  KeyRows(const PagedRows& k, const PagedRows& v, int64_t n)
+      : k_(k),
+        v_(v),
+        n_(n),
+        cur_{k.first / k.block_tokens, k.first % k.block_tokens},
+        ahead_(cur_) {
+    for (int64_t t = 0; t < kAhead && t < n; ++t) {
+      PrefetchBytes<2>(Row(k_, ahead_), 2 * k_.row_elems);
+      Step(ahead_);
+    }
+  }
+  const uint16_t* next() {
+    const uint16_t* row = Row(k_, cur_);
+    PrefetchBytes<2>(Row(v_, cur_), 2 * v_.row_elems);
+    if (t_ + kAhead < n_) {
+      PrefetchBytes<2>(Row(k_, ahead_), 2 * k_.row_elems);
+      Step(ahead_);
+    }
+    Step(cur_);
+    ++t_;
+    return row;
+  }
+
+ private:
+  struct Cursor {
+    int64_t b, j;  // block, row in it
+  };
+  static const uint16_t* Row(const PagedRows& r, const Cursor& c) {
+    return r.blocks[c.b] + c.j * r.row_elems;
+  }
+  void Step(Cursor& c) const {
+    if (++c.j == k_.block_tokens) ++c.b, c.j = 0;
+  }
+  const PagedRows& k_;
+  const PagedRows& v_;
+  int64_t n_, t_ = 0;
+  Cursor cur_, ahead_;
+};
+#endif
+
+// AVX-512: 16-lane sums, the pieces of HeadsF16 below.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
 // Two rows' dot products with HC heads (lane-wise, the 16-column chunks
 // fused in order), as the first step of _mm512_reduce_add_ps on both at once:
 // lanes 0-7 of w[h] are a's lanes i + (i + 8), lanes 8-15 are b's.
@@ -300,43 +351,18 @@ HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t d
   }
 }
 
-// Rows ahead of the one being scored that K and V ask for, into L2: a
-// sequence's rows of one KV head are short runs (a block's 16 rows)
-// scattered over the pool, which the hardware prefetchers do not follow
-// from one to the next.
-constexpr int64_t kScoreAhead = 32;
-
 // p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n),
 // 16 positions at a time (the last chunk's missing rows repeat its last
-// row and are not stored). V's rows, which the value pass reads next, are
-// asked for on the way.
+// row and are not stored).
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  // (block, row) of a position, stepped one position at a time.
-  struct Cursor {
-    int64_t b, j;
-    void step(int64_t bt) {
-      if (++j == bt) ++b, j = 0;
-    }
-  };
-  const int64_t bt = k.block_tokens;
-  Cursor cur{k.first / bt, k.first % bt}, ahead = cur;
-  for (int64_t t = 0; t < kScoreAhead && t < n; ++t, ahead.step(bt)) {
-    PrefetchBytes<2>(k.blocks[ahead.b] + ahead.j * k.row_elems, 2 * k.row_elems);
-  }
+  KeyRows keys(k, v, n);
   const __m512 sc = _mm512_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 16) {
     const int64_t m = n - t0 < 16 ? n - t0 : 16;
     const uint16_t* rows[16];
-    for (int64_t i = 0; i < m; ++i, cur.step(bt)) {
-      rows[i] = k.blocks[cur.b] + cur.j * k.row_elems;
-      PrefetchBytes<2>(v.blocks[cur.b] + cur.j * v.row_elems, 2 * v.row_elems);
-      if (t0 + kScoreAhead + i < n) {
-        PrefetchBytes<2>(k.blocks[ahead.b] + ahead.j * k.row_elems, 2 * k.row_elems);
-        ahead.step(bt);
-      }
-    }
+    for (int64_t i = 0; i < m; ++i) rows[i] = keys.next();
     for (int64_t i = m; i < 16; ++i) rows[i] = rows[m - 1];
     __m512 f[HC];
     ScoreRows<HC, DK>(rows, q, dk, f);
@@ -344,20 +370,6 @@ void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRow
     for (int h = 0; h < HC; ++h) {
       _mm512_mask_storeu_ps(p + h * stride + t0, mask, _mm512_mul_ps(f[h], sc));
     }
-  }
-}
-
-// HeadScoresDk with the head sizes of common models unrolled.
-template <int HC>
-void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
-                float scale, float* p, int64_t stride) {
-  switch (dk) {
-    case 64:
-      return HeadScoresDk<HC, 64>(q, dk, k, v, n, scale, p, stride);
-    case 128:
-      return HeadScoresDk<HC, 128>(q, dk, k, v, n, scale, p, stride);
-    default:
-      return HeadScoresDk<HC, 0>(q, dk, k, v, n, scale, p, stride);
   }
 }
 
@@ -414,6 +426,130 @@ void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const fl
   }
 }
 
+#endif
+
+// AVX2: HeadsF16's arithmetic in 256-bit registers, for block-sum order
+// (with ggml's order asked for, AVX2 keeps attention_f16_ggml_heads,
+// llama.cpp's bits). Every score and value sum takes the operations of the AVX-512
+// kernel in its order: a score's 16 partial sums are two registers of eight
+// fused over the same 16-column chunks, then reduced by the same tree
+// (s_i = a_i + a_(i+8), t_j = s_j + s_(j+4), u_k = t_k + t_(k+2), u_0 + u_1);
+// the value sums are element-wise, whatever the register width.
+#if SNUG_X86_AVX2 && !(HWY_TARGET <= HWY_AVX3)
+// s[h] lane i = a_i + a_(i+8) of row's 16-lane dot product with head h.
+template <int HC, int DK>
+HWY_INLINE void ScoreRowAvx2(const uint16_t* row, const float* q, int64_t dk_run, __m256* s) {
+  const int64_t dk = DK > 0 ? DK : dk_run;
+  __m256 lo[HC], hi[HC];
+  for (int h = 0; h < HC; ++h) lo[h] = hi[h] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < dk; c += 16) {
+    const __m256 kl = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
+    const __m256 kh =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c + 8)));
+    for (int h = 0; h < HC; ++h) {
+      lo[h] = _mm256_fmadd_ps(kl, _mm256_loadu_ps(q + h * dk + c), lo[h]);
+      hi[h] = _mm256_fmadd_ps(kh, _mm256_loadu_ps(q + h * dk + c + 8), hi[h]);
+    }
+  }
+  for (int h = 0; h < HC; ++h) s[h] = _mm256_add_ps(lo[h], hi[h]);
+}
+
+// The rest of the tree for eight rows at once, lane r for row r.
+HWY_INLINE __m256 FinishScores8(const __m256* s) {
+  __m256 u[4];
+  for (int i = 0; i < 4; ++i) {
+    // [t of row 2i | t of row 2i + 1], each half reordered to t0 t2 t1 t3.
+    const __m256 t = _mm256_add_ps(_mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x20),
+                                   _mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x31));
+    u[i] = _mm256_permute_ps(t, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  // hadd: (t0 + t2, t1 + t3) per row, then their sum: rows 0 2 4 6 | 1 3 5 7.
+  const __m256 f = _mm256_hadd_ps(_mm256_hadd_ps(u[0], u[1]), _mm256_hadd_ps(u[2], u[3]));
+  return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// p[h * stride + t] = scale x (q_h . k_t), positions [0, n), eight at a time
+// (a last short group repeats its last row, not stored).
+template <int HC, int DK>
+void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
+                  float scale, float* p, int64_t stride) {
+  KeyRows keys(k, v, n);
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int64_t t0 = 0; t0 < n; t0 += 8) {
+    const int64_t m = n - t0 < 8 ? n - t0 : 8;
+    __m256 s[HC][8];
+    for (int64_t i = 0; i < 8; ++i) {
+      if (i < m) {
+        __m256 r[HC];
+        ScoreRowAvx2<HC, DK>(keys.next(), q, dk, r);
+        for (int h = 0; h < HC; ++h) s[h][i] = r[h];
+      } else {
+        for (int h = 0; h < HC; ++h) s[h][i] = s[h][m - 1];
+      }
+    }
+    for (int h = 0; h < HC; ++h) {
+      alignas(32) float f[8];
+      _mm256_store_ps(f, _mm256_mul_ps(FinishScores8(s[h]), sc));
+      std::memcpy(p + h * stride + t0, f, sizeof(float) * static_cast<size_t>(m));
+    }
+  }
+}
+
+// acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i], i < 16,
+// positions [t0, t1), the sums in registers.
+template <int HC>
+void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
+                       const float* w, int64_t stride, float* acc) {
+  __m256 a[HC][2];
+  for (int h = 0; h < HC; ++h) {
+    for (int i = 0; i < 2; ++i) a[h][i] = _mm256_loadu_ps(acc + h * dv + c + 8 * i);
+  }
+  const int64_t bt = v.block_tokens;
+  for (int64_t t = t0; t < t1;) {
+    const int64_t b = (t + v.first) / bt;  // holds positions [b bt - first, (b + 1) bt - first)
+    const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
+    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * v.row_elems + c;
+    for (; t < end; ++t, vr += v.row_elems) {
+      const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr)));
+      const __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + 8)));
+      for (int h = 0; h < HC; ++h) {
+        const __m256 wt = _mm256_broadcast_ss(w + h * stride + t);
+        a[h][0] = _mm256_fmadd_ps(x0, wt, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(x1, wt, a[h][1]);
+      }
+    }
+  }
+  for (int h = 0; h < HC; ++h) {
+    for (int i = 0; i < 2; ++i) _mm256_storeu_ps(acc + h * dv + c + 8 * i, a[h][i]);
+  }
+}
+
+// acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1),
+// 16 columns at a time.
+template <int HC>
+void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
+                int64_t stride, float* acc) {
+  for (int64_t c = 0; c < dv; c += 16) HeadValueColsAvx2<HC>(v, t0, t1, c, dv, w, stride, acc);
+}
+
+#endif
+
+// Both: HeadsF16 from the pieces of the target.
+#if SNUG_X86_AVX2
+// HeadScoresDk with the head sizes of common models unrolled.
+template <int HC>
+void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
+                float scale, float* p, int64_t stride) {
+  switch (dk) {
+    case 64:
+      return HeadScoresDk<HC, 64>(q, dk, k, v, n, scale, p, stride);
+    case 128:
+      return HeadScoresDk<HC, 128>(q, dk, k, v, n, scale, p, stride);
+    default:
+      return HeadScoresDk<HC, 0>(q, dk, k, v, n, scale, p, stride);
+  }
+}
+
 template <int HC>
 void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
               int64_t dv, float scale, float* out, float* scratch) {
@@ -433,36 +569,42 @@ void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
     HeadValues<HC>(v, t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, dv, p, stride, out);
   }
   for (int h = 0; h < HC; ++h) {
-    const __m512 s = _mm512_set1_ps(inv[h]);
-    for (int64_t i = 0; i < dv; i += 16) {
-      _mm512_storeu_ps(out + h * dv + i, _mm512_mul_ps(_mm512_loadu_ps(out + h * dv + i), s));
-    }
+    for (int64_t i = 0; i < dv; ++i) out[h * dv + i] *= inv[h];
   }
 }
 #endif
 
+// fn(std::integral_constant<int, HC>, h) for the groups of up to four heads
+// [h, h + HC) of nh.
+template <class Fn>
+HWY_INLINE void ForHeadGroups(int64_t nh, const Fn& fn) {
+  for (int64_t h = 0; h < nh; h += 4) {
+    switch (nh - h < 4 ? nh - h : 4) {
+      case 1:
+        fn(std::integral_constant<int, 1>(), h);
+        break;
+      case 2:
+        fn(std::integral_constant<int, 2>(), h);
+        break;
+      case 3:
+        fn(std::integral_constant<int, 3>(), h);
+        break;
+      default:
+        fn(std::integral_constant<int, 4>(), h);
+    }
+  }
+}
+
 void AttentionF16Heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
                        int64_t n, int64_t dk, int64_t dv, float scale, bool gemm, float* out,
                        float* scratch) {
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-  if (dk % 16 == 0 && dv % 16 == 0) {
-    for (int64_t h = 0; h < nh; h += 4) {
-      const float* qh = q + h * dk;
-      float* oh = out + h * dv;
-      switch (nh - h < 4 ? nh - h : 4) {
-        case 1:
-          HeadsF16<1>(qh, k, v, n, dk, dv, scale, oh, scratch);
-          break;
-        case 2:
-          HeadsF16<2>(qh, k, v, n, dk, dv, scale, oh, scratch);
-          break;
-        case 3:
-          HeadsF16<3>(qh, k, v, n, dk, dv, scale, oh, scratch);
-          break;
-        default:
-          HeadsF16<4>(qh, k, v, n, dk, dv, scale, oh, scratch);
-      }
-    }
+#if SNUG_X86_AVX2
+  // AVX2 keeps llama.cpp's order when ggml's is asked for (ggml_order()).
+  const bool grouped = HWY_TARGET <= HWY_AVX3 || !ggml_order();
+  if (grouped && dk % 16 == 0 && dv % 16 == 0) {
+    ForHeadGroups(nh, [&](auto hc, int64_t h) {
+      HeadsF16<decltype(hc)::value>(q + h * dk, k, v, n, dk, dv, scale, out + h * dv, scratch);
+    });
     return;
   }
 #endif
@@ -475,6 +617,8 @@ const char* AttentionKernel(DType kv) {
     case DType::kF16:
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
       return "avx512-f16-heads";
+#elif SNUG_X86_AVX2
+      return ggml_order() ? "f16-ggml" : "avx2-f16-heads";
 #else
       return "f16-ggml";
 #endif

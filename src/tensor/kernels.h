@@ -131,8 +131,9 @@ const char* matmul_kernel(const MatView& w);
 // summation order on AVX2 and AVX3, llama.cpp's AVX2 bits, rather than the
 // block-sum order AVX3_DL takes (qsum_avx2-inl.h: fewer roundings, and a batch
 // of tokens 2-4x faster). Off unless SNUG_GGML_ORDER=1 is in the environment
-// when first asked, or set_ggml_order() says otherwise. Other targets and
-// types have one order each and ignore it.
+// when first asked, or set_ggml_order() says otherwise. On AVX2 it also
+// keeps f16 attention in llama.cpp's order (attention_f16_heads). Other
+// targets and types have one order each and ignore it.
 bool ggml_order();
 // Sets it for the whole process (tests, and tools comparing with llama.cpp).
 // Not while a matmul runs: every kernel of a forward pass must take one order.
@@ -143,8 +144,10 @@ void set_ggml_order(bool on);
 // An unknown name, or a target this CPU lacks or this build did not compile,
 // is an error naming the ones available.
 Status limit_simd_target(std::string_view name);
-// The implementation attention_flash_ggml() scores keys of KV type kv with,
-// named as matmul_kernel() names them ("f16-ggml" for f16 keys).
+// The implementation that scores keys of KV type kv, named as matmul_kernel()
+// names them: for f16, attention_f16_heads's ("avx512-f16-heads",
+// "avx2-f16-heads", or "f16-ggml" for llama.cpp's order); for q8_0 and q4_0,
+// attention_flash_ggml's.
 const char* attention_kernel(DType kv);
 
 // ---- element-wise and reductions ----------------------------------------
@@ -215,12 +218,14 @@ void attention_f16_ggml_heads(const float* q, int64_t nh, const PagedRows& k, co
 // Floats of scratch attention_f16_heads needs for nh heads over n positions.
 int64_t attention_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv);
 // attention_f16_ggml for the nh query heads q[h * dk ...] that share one f16
-// K and V head (grouped-query attention), into out[h * dv ...]. On AVX-512
-// targets, where snug does not promise llama.cpp's bits (the block-sum
-// matmul), one pass over the rows serves four heads at a time: scores are f32
-// dot products of the f32 query, the values are summed in f32 with the
-// unnormalised weights and divided once, and `order` does not matter, so a
-// token's attention is the same arithmetic in a prompt and in generation.
+// K and V head (grouped-query attention), into out[h * dv ...]. On AVX-512,
+// and on AVX2 unless ggml's order is asked for (ggml_order(): there snug
+// keeps llama.cpp's bits), for head sizes of multiples of 16, one pass over
+// the rows serves four heads at a time: scores are f32 dot products of the
+// f32 query, the values are summed in f32 with the unnormalised weights and
+// divided once, and `order` does not matter, so a token's attention is the
+// same arithmetic in a prompt and in generation. AVX2 takes AVX-512's
+// operations in its order (two registers for one), so the same bits.
 // Elsewhere it is attention_f16_ggml_heads.
 void attention_f16_heads(const float* q, int64_t nh, const PagedRows& k, const PagedRows& v,
                          int64_t n, int64_t dk, int64_t dv, float scale, SumOrder order, float* out,

@@ -13,7 +13,10 @@ On AVX2 snug's q4_1, q5_0, q5_1 and q8_0 kernels take ggml's order only when
 asked (SNUG_GGML_ORDER=1, which tests/reference/CMakeLists.txt sets for the
 identity tests); by default they take block-sum order, as on AVX3_DL, and
 `run --json` names them "avx2-blocksum". Identity is asserted only where
-snug's kernels for the model's types are ggml-order ones.
+snug's kernels for the model's types are ggml-order ones. The same flag keeps
+f16 attention in llama.cpp's order on AVX2 ("f16-ggml"); by default AVX2 takes
+the grouped f32 kernel AVX-512 takes ("avx2-f16-heads"), and `run --json`'s
+"attention_kernel" says which.
 
 llama.cpp also repacks some weight types at load (on AVX2: q4_0, the K-quants
 and iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
@@ -84,11 +87,17 @@ def ggml_order_kernels(kernels) -> bool:
     return not any("blocksum" in k for k in (kernels or {}).values())
 
 
-def same_arithmetic(snug_target: str, system_info, kernels=None) -> bool:
-    """kernels: snug's matmul kernels for the probe model (None: not known,
-    taken as ggml-order ones)."""
+def ggml_order_attention(attention) -> bool:
+    """Whether snug's attention kernel (run --json "attention_kernel") takes
+    llama.cpp's order: not one of the grouped f32 ones ("...-f16-heads")."""
+    return attention is None or not attention.endswith("f16-heads")
+
+
+def same_arithmetic(snug_target: str, system_info, kernels=None, attention=None) -> bool:
+    """kernels: snug's matmul kernels for the probe model, attention its
+    attention kernel (None: not known, taken as ggml-order ones)."""
     return (snug_target == IDENTITY_TARGET and llama_simd(system_info) == "AVX2"
-            and ggml_order_kernels(kernels))
+            and ggml_order_kernels(kernels) and ggml_order_attention(attention))
 
 
 @dataclass(frozen=True)
@@ -109,26 +118,27 @@ class Arithmetic:
         return f"different arithmetic ({who}): identity not asserted, oracle bounds apply"
 
 
-def decide(snug_target: str, system_info, kernels=None) -> Arithmetic:
+def decide(snug_target: str, system_info, kernels=None, attention=None) -> Arithmetic:
     return Arithmetic(snug_target, llama_simd(system_info),
-                      same_arithmetic(snug_target, system_info, kernels))
+                      same_arithmetic(snug_target, system_info, kernels, attention))
 
 
 def snug_simd_target(snug_bin, model):
-    """The target the snug binary under test dispatches to and its matmul
-    kernels for the model, as `run --json` reports them."""
+    """The target the snug binary under test dispatches to, its matmul
+    kernels for the model and its attention kernel, as `run --json` reports
+    them."""
     proc = subprocess.run([str(snug_bin), "run", str(model), "--json", "--no-chat", "--temp", "0",
                            "-n", "1", "-p", "x"], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"snug run failed: {proc.stderr.strip()}")
     got = json.loads(proc.stdout)
-    return got["simd_target"], got["matmul_kernels"]
+    return got["simd_target"], got["matmul_kernels"], got["attention_kernel"]
 
 
 def probe(snug_bin, model) -> Arithmetic:
     import llama_cpp
-    target, kernels = snug_simd_target(snug_bin, model)
-    return decide(target, llama_cpp.llama_print_system_info(), kernels)
+    target, kernels, attention = snug_simd_target(snug_bin, model)
+    return decide(target, llama_cpp.llama_print_system_info(), kernels, attention)
 
 
 def load_without_repacking(llama_cpp, **kwargs):

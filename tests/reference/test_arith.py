@@ -42,6 +42,14 @@ def test_block_sum_kernels_are_different_arithmetic():
     assert not arith.decide("AVX2", AVX2_INFO, {"q4_1": "avx2-blocksum"}).same
 
 
+def test_grouped_f32_attention_is_different_arithmetic():
+    ggml = {"q4_1": "avx2-int8", "q8_0": "avx2-int8"}
+    assert arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "f16-ggml")
+    assert arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "avx2-int8")  # q8_0 KV, ggml's flash order
+    assert not arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "avx2-f16-heads")
+    assert not arith.decide("AVX2", AVX2_INFO, ggml, "avx2-f16-heads").same
+
+
 def test_without_avx2_is_different_arithmetic():
     assert not arith.same_arithmetic("SSE4", NO_AVX2_INFO)
     assert not arith.same_arithmetic("AVX2", NO_AVX2_INFO)

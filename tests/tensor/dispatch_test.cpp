@@ -68,9 +68,14 @@ TEST(Dispatch, NoFormatFallsToGenericOnAvx2OrBetter) {
       const char* k = attention_kernel(kv);
       EXPECT_FALSE(is_generic(k)) << hwy::TargetName(t) << " KV " << dtype_name(kv);
     }
-    // f16 KV: all of a KV head's query heads in one pass on AVX-512, ggml's
-    // order head by head on AVX2 (where snug keeps llama.cpp's bits).
+    // f16 KV: all of a KV head's query heads in one pass, in f32, on AVX-512
+    // and on AVX2; with ggml's order asked for, AVX2 takes llama.cpp's order
+    // head by head (llama.cpp's bits) and AVX-512 keeps its kernel.
+    EXPECT_STREQ(attention_kernel(DType::kF16),
+                 t == HWY_AVX2 ? "avx2-f16-heads" : "avx512-f16-heads");
+    set_ggml_order(true);
     EXPECT_STREQ(attention_kernel(DType::kF16), t == HWY_AVX2 ? "f16-ggml" : "avx512-f16-heads");
+    set_ggml_order(false);
   }
   hwy::SetSupportedTargetsForTest(0);
 }

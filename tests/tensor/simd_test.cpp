@@ -316,6 +316,42 @@ float repack_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols
   return acc;
 }
 
+// The grouped f32 kernel's arithmetic (attention_f16_heads on AVX-512, and on
+// AVX2 in block-sum order) for one head in scalar code: a score's 16 lane
+// sums fused over 16-column chunks, reduced as _mm512_reduce_add_ps does
+// (lanes i + 8, then j + 4, k + 2, 0 + 1), times scale; exp_sum_ggml; each
+// output element the fma chain over the positions, times 1 / sum.
+std::vector<float> grouped_heads_twin(const float* q, const std::vector<float>& kf,
+                                      const std::vector<float>& vf, int64_t n, int64_t dk,
+                                      int64_t dv, float scale) {
+  std::vector<float> p(static_cast<size_t>(n));
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    float a[16] = {};
+    for (int64_t c = 0; c < dk; c += 16) {
+      for (int i = 0; i < 16; ++i)
+        a[i] = std::fma(kf[static_cast<size_t>(t * dk + c + i)], q[c + i], a[i]);
+    }
+    float s[8], u[4];
+    for (int i = 0; i < 8; ++i) s[i] = a[i] + a[i + 8];
+    for (int j = 0; j < 4; ++j) u[j] = s[j] + s[j + 4];
+    const float f = (u[0] + u[2]) + (u[1] + u[3]);
+    p[static_cast<size_t>(t)] = f * scale;
+    mx = std::max(mx, p[static_cast<size_t>(t)]);
+  }
+  const auto inv = static_cast<float>(1.0 / exp_sum_ggml(p.data(), n, mx));
+  std::vector<float> out(static_cast<size_t>(dv), 0.f);
+  for (int64_t i = 0; i < dv; ++i) {
+    for (int64_t t = 0; t < n; ++t) {
+      out[static_cast<size_t>(i)] =
+          std::fma(vf[static_cast<size_t>(t * dv + i)], p[static_cast<size_t>(t)],
+                   out[static_cast<size_t>(i)]);
+    }
+    out[static_cast<size_t>(i)] *= inv;
+  }
+  return out;
+}
+
 // attention_f16_heads for every head count up to 7 (one or two passes of up
 // to four heads), head sizes that take the AVX-512 path (multiples of 16) or
 // the per-head ggml kernel (40), and positions from 1 to past the value
@@ -324,8 +360,12 @@ float repack_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols
 //   accurate than attention_f16_ggml head by head (summed over all outputs);
 // - a head alone and in its group give the same bits, so how attend()
 //   splits a token's heads never changes a result;
-// - below AVX-512 (and for head sizes it does not take), the bits of
-//   attention_f16_ggml head by head: llama.cpp's order, four heads a pass.
+// - on AVX-512, and on AVX2 in block-sum order, for head sizes of multiples
+//   of 16: the bits of grouped_heads_twin, so the two targets agree;
+// - otherwise (ggml's order asked for, other targets, other head sizes), the
+//   bits of attention_f16_ggml head by head: llama.cpp's order, four heads a
+//   pass.
+// Both orders are run (set_ggml_order).
 TEST_P(Simd, AttentionHeadsMatchFloat64) {
   struct Dims {
     int64_t dk, dv;
@@ -370,47 +410,57 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
         const std::string at = std::string(hwy::TargetName(GetParam())) + " dk " +
                                std::to_string(dk) + " dv " + std::to_string(dv) + " heads " +
                                std::to_string(nh) + " n " + std::to_string(n);
-        const bool avx512_heads =
-            HWY_ARCH_X86 && GetParam() <= HWY_AVX3 && dk % 16 == 0 && dv % 16 == 0;
-        for (SumOrder order : {SumOrder::kVecDot, SumOrder::kGemm}) {
-          attention_f16_heads(qf.data(), nh, k, v, n, dk, dv, scale, order, got.data(),
-                              scratch.data());
-          double err_heads = 0, err_ggml = 0;
-          for (int64_t h = 0; h < nh; ++h) {
-            const float* qh = qf.data() + h * dk;
-            attention_f16_heads(qh, 1, k, v, n, dk, dv, scale, order, one.data(), scratch.data());
-            attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
-            std::vector<double> w(static_cast<size_t>(n));
-            double mx = -1e300, sum = 0;
-            for (int64_t t = 0; t < n; ++t) {
-              double dot = 0;
-              for (int64_t i = 0; i < dk; ++i)
-                dot += double{qh[i]} * kd[static_cast<size_t>(t * dk + i)];
-              w[static_cast<size_t>(t)] = dot * scale;
-              mx = std::max(mx, w[static_cast<size_t>(t)]);
-            }
-            for (double& x : w) sum += (x = std::exp(x - mx));
-            for (int64_t i = 0; i < dv; ++i) {
-              double o = 0;
+        std::vector<float> kfr(kd.begin(), kd.end()), vfr(vd.begin(), vd.end());  // f16 values
+        for (bool ggml_asked : {false, true}) {
+          set_ggml_order(ggml_asked);
+          const bool grouped = HWY_ARCH_X86 && dk % 16 == 0 && dv % 16 == 0 &&
+                               (GetParam() <= HWY_AVX3 || (GetParam() <= HWY_AVX2 && !ggml_asked));
+          for (SumOrder order : {SumOrder::kVecDot, SumOrder::kGemm}) {
+            attention_f16_heads(qf.data(), nh, k, v, n, dk, dv, scale, order, got.data(),
+                                scratch.data());
+            double err_heads = 0, err_ggml = 0;
+            for (int64_t h = 0; h < nh; ++h) {
+              const float* qh = qf.data() + h * dk;
+              attention_f16_heads(qh, 1, k, v, n, dk, dv, scale, order, one.data(), scratch.data());
+              attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
+              const std::vector<float> twin =
+                  grouped ? grouped_heads_twin(qh, kfr, vfr, n, dk, dv, scale)
+                          : std::vector<float>();
+              std::vector<double> w(static_cast<size_t>(n));
+              double mx = -1e300, sum = 0;
               for (int64_t t = 0; t < n; ++t) {
-                o += w[static_cast<size_t>(t)] / sum * vd[static_cast<size_t>(t * dv + i)];
+                double dot = 0;
+                for (int64_t i = 0; i < dk; ++i)
+                  dot += double{qh[i]} * kd[static_cast<size_t>(t * dk + i)];
+                w[static_cast<size_t>(t)] = dot * scale;
+                mx = std::max(mx, w[static_cast<size_t>(t)]);
               }
-              const float g = got[static_cast<size_t>(h * dv + i)];
-              ASSERT_EQ(g, one[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
-              if (!avx512_heads) {  // attention_f16_ggml_heads: ggml's bits, head by head
-                ASSERT_EQ(g, ggml[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+              for (double& x : w) sum += (x = std::exp(x - mx));
+              for (int64_t i = 0; i < dv; ++i) {
+                double o = 0;
+                for (int64_t t = 0; t < n; ++t) {
+                  o += w[static_cast<size_t>(t)] / sum * vd[static_cast<size_t>(t * dv + i)];
+                }
+                const float g = got[static_cast<size_t>(h * dv + i)];
+                ASSERT_EQ(g, one[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+                if (grouped) {
+                  ASSERT_EQ(g, twin[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+                } else {  // attention_f16_ggml_heads: ggml's bits, head by head
+                  ASSERT_EQ(g, ggml[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+                }
+                ASSERT_NEAR(g, o, 1e-2 * vmax) << at << " head " << h << " col " << i;
+                err_heads += std::fabs(g - o);
+                err_ggml += std::fabs(ggml[static_cast<size_t>(i)] - o);
               }
-              ASSERT_NEAR(g, o, 1e-2 * vmax) << at << " head " << h << " col " << i;
-              err_heads += std::fabs(g - o);
-              err_ggml += std::fabs(ggml[static_cast<size_t>(i)] - o);
             }
-          }
-          EXPECT_LE(err_heads, err_ggml) << at;
-          if (n == 300 && nh == 3 && dk == 64 && order == SumOrder::kVecDot) {
-            std::printf("%s: summed error %.3g (ggml's order %.3g)\n", at.c_str(), err_heads,
-                        err_ggml);
+            EXPECT_LE(err_heads, err_ggml) << at;
+            if (n == 300 && nh == 3 && dk == 64 && order == SumOrder::kVecDot) {
+              std::printf("%s%s: summed error %.3g (ggml's order %.3g)\n", at.c_str(),
+                          ggml_asked ? " (ggml's order asked for)" : "", err_heads, err_ggml);
+            }
           }
         }
+        set_ggml_order(false);
       }
     }
   }
