@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <string>
+#include <string_view>
 
 #include "base/bytes.h"
 #include "base/log.h"
@@ -132,6 +134,28 @@ void print_memory_report(const memory::Ledger& ledger, const PlannedMemory* plan
 int fail(const Error& e) {
   std::fprintf(stderr, "snug: error: %s\n", e.message.c_str());
   return kExitFailure;
+}
+
+int apply_kernel_env() {
+  if (const char* target = std::getenv("SNUG_SIMD_TARGET"); target != nullptr && *target != 0) {
+    Status st = tensor::limit_simd_target(target);
+    if (!st.ok()) {
+      std::fprintf(stderr, "snug: error: SNUG_SIMD_TARGET: %s\n", st.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  if (const char* order = std::getenv("SNUG_GGML_ORDER"); order != nullptr && *order != 0) {
+    const std::string_view v(order);
+    if (v != "0" && v != "1") {
+      std::fprintf(stderr,
+                   "snug: error: SNUG_GGML_ORDER: '%s' is neither 1 (ggml's summation order) nor "
+                   "0 (block-sum order)\n",
+                   order);
+      return kExitUsage;
+    }
+    tensor::set_ggml_order(v == "1");
+  }
+  return 0;
 }
 
 namespace {

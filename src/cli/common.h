@@ -63,4 +63,12 @@ nlohmann::json kernels_json(const model::Model& m);
 
 int fail(const Error& e);  // prints "snug: error: ..." and returns kExitFailure
 
+// The environment's say over the kernels, read before anything runs:
+// SNUG_SIMD_TARGET=AVX2 runs that Highway target's kernels and those below
+// it (to compare code paths on one machine, or reproduce another's
+// arithmetic); SNUG_GGML_ORDER=1 (0) asks for (against) ggml's summation
+// order (tensor::set_ggml_order). A bad value prints one line naming it and
+// returns kExitUsage; 0 otherwise.
+int apply_kernel_env();
+
 }  // namespace snug::cli

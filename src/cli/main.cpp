@@ -1,27 +1,17 @@
 // snug: run language models inside the memory the machine really has.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "tensor/kernels.h"
 
 namespace {
 
 int run_cli(int argc, char** argv) {
-  // SNUG_SIMD_TARGET=AVX2 runs the kernels of that Highway target and below
-  // (to compare code paths on one machine, or reproduce another's arithmetic).
-  if (const char* target = std::getenv("SNUG_SIMD_TARGET"); target != nullptr && *target != 0) {
-    snug::Status st = snug::tensor::limit_simd_target(target);
-    if (!st.ok()) {
-      std::fprintf(stderr, "snug: error: SNUG_SIMD_TARGET: %s\n", st.error().message.c_str());
-      return snug::cli::kExitUsage;
-    }
-  }
+  if (int rc = snug::cli::apply_kernel_env(); rc != 0) return rc;
   CLI::App app{"snug: run language models inside the memory you have"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every subcommand");

@@ -2,22 +2,15 @@
 // it is a program of its own). Takes the same arguments: `snug-serve serve ...`.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 
 #include "cli/batch_flags.h"
+#include "cli/common.h"
 #include "cli/serve_flags.h"
-#include "tensor/kernels.h"
 
 int main(int argc, char** argv) {
   try {
-    if (const char* target = std::getenv("SNUG_SIMD_TARGET"); target != nullptr && *target != 0) {
-      snug::Status st = snug::tensor::limit_simd_target(target);
-      if (!st.ok()) {
-        std::fprintf(stderr, "snug: error: SNUG_SIMD_TARGET: %s\n", st.error().message.c_str());
-        return snug::cli::kExitUsage;
-      }
-    }
+    if (int rc = snug::cli::apply_kernel_env(); rc != 0) return rc;
     CLI::App app{"snug-serve: the OpenAI-compatible server of `snug serve`, and `snug batch`"};
     app.require_subcommand(1);
     snug::cli::ServeFlags flags;

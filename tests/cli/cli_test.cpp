@@ -3,7 +3,8 @@
 // no signal. Classes tried: missing file, directory, empty file, not GGUF,
 // truncated GGUF, unknown tensor type, unsupported architecture, missing
 // tensor, prompt longer than the context, non-numeric and negative flags,
-// unknown subcommand, unknown --admission policy, bad token-id file.
+// unknown subcommand, unknown --admission policy, bad token-id file, bad
+// SNUG_GGML_ORDER and SNUG_SIMD_TARGET values.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -217,6 +218,31 @@ TEST(Cli, UnknownAdmissionPolicy) {
 
 TEST(Cli, UnknownSubcommand) {
   expect_one_line_error(run("frobnicate"), 2, "frobnicate");
+}
+
+// The kernel environment variables: a bad value is a usage error before
+// anything runs, in snug and in snug-serve (serve, batch) alike; 0 and 1 run.
+TEST(Cli, BadKernelEnvironment) {
+  struct Env {
+    const char* name;
+    const char* value;
+    const char* needle;
+  };
+  for (Env e : {Env{"SNUG_GGML_ORDER", "yes", "SNUG_GGML_ORDER: 'yes' is neither 1"},
+                Env{"SNUG_GGML_ORDER", "2", "SNUG_GGML_ORDER: '2'"},
+                Env{"SNUG_SIMD_TARGET", "AVX9", "SNUG_SIMD_TARGET"}}) {
+    ASSERT_EQ(setenv(e.name, e.value, 1), 0);
+    expect_one_line_error(run("run " + tiny_path() + " --no-chat -n 1 -p hi"), 2, e.needle);
+    expect_one_line_error(run("serve " + tiny_path()), 2, e.needle);
+    expect_one_line_error(run("batch " + tiny_path() + " --in a --out b"), 2, e.needle);
+    unsetenv(e.name);
+  }
+  for (const char* v : {"0", "1"}) {
+    ASSERT_EQ(setenv("SNUG_GGML_ORDER", v, 1), 0);
+    RunResult r = run("run " + tiny_path() + " --no-chat --temp 0 -n 2 -p hi");
+    unsetenv("SNUG_GGML_ORDER");
+    EXPECT_EQ(r.code, 0) << v << ": " << r.err;
+  }
 }
 
 TEST(Cli, UnknownModelName) {
