@@ -33,14 +33,13 @@ struct RunFlags {
 void print_json(const std::vector<int32_t>& prompt, const engine::GenerateResult& r,
                 const memory::Ledger& ledger, const PlannedModel& pm) {
   nlohmann::json j = kernels_json(*pm.lm.model);
-  // The attention kernel of this run's KV types: f16 K and V take
-  // attention_f16_heads, a quantized K or V the flash kernel, which scores
-  // keys of K's type (f16 keys in ggml's order).
+  // The attention kernel of this run's KV types: attention_kernel(K's type),
+  // except f16 keys beside quantized values, which the flash kernel scores
+  // in ggml's order.
   const plan::SessionShape& shape = pm.fit.plan.session.shape;
-  const bool f16 = shape.k_type == tensor::DType::kF16 && shape.v_type == tensor::DType::kF16;
-  const char* attention = f16 || shape.k_type != tensor::DType::kF16
-                              ? tensor::attention_kernel(shape.k_type)
-                              : "f16-ggml";
+  const char* attention = shape.k_type == tensor::DType::kF16 && shape.v_type != tensor::DType::kF16
+                              ? "f16-ggml"
+                              : tensor::attention_kernel(shape.k_type);
   j["attention_kernel"] = attention != nullptr ? attention : "none";
   j["context"] = pm.fit.plan.session.shape.n_ctx;
   j["context_reason"] = pm.fit.context_reason;

@@ -113,37 +113,48 @@ HWY_INLINE __m256 SumTree8(const __m256* v) {
                        _mm256_add_ps(_mm256_add_ps(v[1], v[5]), _mm256_add_ps(v[3], v[7])));
 }
 
-// The loops of the eight-row kernels (MatmulA; MatmulSum, qsum_avx2-inl.h;
-// MatmulAK, qgemm_k_avx2-inl.h): each whole group of eight rows from r0 on,
-// below r1, against the tokens in groups of up to kAToks whose accumulators
-// acc[t][b % 8] (lane r: row r's) start at zero; per chunk of up to `chunk`
-// blocks (block_bytes each, on average) the rows kAAhead groups on asked for
-// during the first token group, then pass(w, c0, nb, t0, nt, acc), w the
-// group's first row; at the end y[(t0 + t) * y_stride + rb + r] = lane r of
-// finish(t, SumTree8(acc[t])). Returns the first row not computed.
-template <class Pass, class Finish>
+// The loops of the eight-row kernels (MatmulA; MatmulSum and MatmulSum16,
+// qsum_avx2-inl.h; MatmulAK, qgemm_k_avx2-inl.h): each whole group of
+// kSets x 8 rows from r0 on, below r1, against the tokens in groups of up to
+// kAToks whose accumulators start at zero (acc[s * kAToks + t][b % 8], lane
+// r: row 8 s + r's); per chunk of up to `chunk` blocks (block_bytes each, on
+// average) the rows kAAhead eights on from each set asked for during the
+// first token group, then pass(w, c0, nb, t0, nt, acc), w the group's first
+// row; at the end y[(t0 + t) * y_stride + rb + 8 s + r] = lane r of
+// finish(t, SumTree8(acc[s * kAToks + t])). Returns the first row not
+// computed.
+template <int kSets = 1, class Pass, class Finish>
 HWY_INLINE int64_t EightRowPasses(const uint8_t* wd, int64_t row_bytes, int nblocks, int chunk,
                                   int64_t block_bytes, int64_t n_tok, int64_t r0, int64_t r1,
                                   float* y, int64_t y_stride, const Pass& pass,
                                   const Finish& finish) {
-  alignas(32) __m256 acc[kAToks][8];
+  constexpr int kRows = kSets * kARows;
+  alignas(32) __m256 acc[kSets * kAToks][8];
   int64_t rb = r0;
-  for (; rb + kARows <= r1; rb += kARows) {
+  for (; rb + kRows <= r1; rb += kRows) {
     const uint8_t* w = wd + rb * row_bytes;
     for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
       const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
-      for (int t = 0; t < nt; ++t) {
-        for (int k = 0; k < 8; ++k) acc[t][k] = _mm256_setzero_ps();
+      for (int s = 0; s < kSets; ++s) {
+        for (int t = 0; t < nt; ++t) {
+          for (int k = 0; k < 8; ++k) acc[s * kAToks + t][k] = _mm256_setzero_ps();
+        }
       }
       for (int c0 = 0; c0 < nblocks; c0 += chunk) {
         const int nb = nblocks - c0 < chunk ? nblocks - c0 : chunk;
-        if (t0 == 0 && rb + (1 + kAAhead) * kARows <= r1) {
-          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
+        if (t0 == 0 && rb + kRows + kAAhead * kARows <= r1) {
+          for (int s = 0; s < kSets; ++s) {
+            PrefetchRowsAhead(w + s * kARows * row_bytes, row_bytes, c0 * block_bytes,
+                              nb * block_bytes);
+          }
         }
         pass(w, c0, nb, t0, nt, acc);
       }
-      for (int t = 0; t < nt; ++t) {
-        _mm256_storeu_ps(y + (t0 + t) * y_stride + rb, finish(t, SumTree8(acc[t])));
+      for (int s = 0; s < kSets; ++s) {
+        for (int t = 0; t < nt; ++t) {
+          _mm256_storeu_ps(y + (t0 + t) * y_stride + rb + s * kARows,
+                           finish(t, SumTree8(acc[s * kAToks + t])));
+        }
       }
     }
   }

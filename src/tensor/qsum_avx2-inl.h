@@ -349,11 +349,10 @@ HWY_INLINE void BlockTokensSum(const APack& p, int b, int j, const uint8_t* a0, 
         __m256i s16 = _mm256_setzero_si256();
         for (int k = 0; k < 4; ++k) {
           const __m256i av = _mm256_sign_epi8(Bcast4(x->qs + 4 * (4 * h + k)), sg[k]);
-          const __m256i p16 = _mm256_maddubs_epi16(u[k], av);
-          s16 = k % kG == 0 && !k16 ? p16 : _mm256_add_epi16(s16, p16);
-          if (!k16 && (k + 1) % kG == 0) {
-            const __m256i s = _mm256_madd_epi16(s16, ones);
-            s32 = k + 1 == kG ? s : _mm256_add_epi32(s32, s);
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[k], av));
+          if (!k16 && (k + 1) % kG == 0) {  // kG groups in int16, then int32
+            s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, ones));
+            s16 = _mm256_setzero_si256();
           }
         }
         if (h == 0) {
@@ -460,51 +459,28 @@ HWY_INLINE void BlockTokensSum16(const APack* p, int b, int j, const uint8_t* a0
   }
 }
 
-// MatmulSum for q4_1 sixteen rows at a time (BlockTokensSum16), the loops of
-// EightRowPasses with two sets of accumulators; a last group of eight rows
-// goes to MatmulSum. Returns the first row not computed.
+// MatmulSum for q4_1 sixteen rows at a time (BlockTokensSum16, two sets of
+// EightRowPasses); a last group of eight rows goes to MatmulSum. Returns the
+// first row not computed.
 template <class F>
 int64_t MatmulSum16(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                     int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                     int64_t y_stride) {
-  constexpr int kRows = 2 * kARows;
   const int nblocks = static_cast<int>(cols / kQK);
-  const int64_t block_bytes = row_bytes / nblocks;
   APack pack[2];
-  alignas(32) __m256 acc[2][kAToks][8];
   alignas(32) __m256i part[kAToks][2];
-  int64_t rb = r0;
-  for (; rb + kRows <= r1; rb += kRows) {
-    const uint8_t* w = wd + rb * row_bytes;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kAToks) {
-      const int nt = static_cast<int>(n_tok - t0 < kAToks ? n_tok - t0 : kAToks);
-      for (int s = 0; s < 2; ++s) {
-        for (int t = 0; t < nt; ++t) {
-          for (int k = 0; k < 8; ++k) acc[s][t][k] = _mm256_setzero_ps();
-        }
-      }
-      const uint8_t* a0 = act + t0 * act_bytes;
-      for (int c0 = 0; c0 < nblocks; c0 += kAChunk) {
-        const int nb = nblocks - c0 < kAChunk ? nblocks - c0 : kAChunk;
-        if (t0 == 0 && rb + 2 * kRows <= r1) {  // the next group's sixteen rows
-          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
-          PrefetchRowsAhead(w + kARows * row_bytes, row_bytes, c0 * block_bytes, nb * block_bytes);
-        }
-        RepackSum<F>(w, row_bytes, nblocks, c0, nb, pack[0]);
-        RepackSum<F>(w + kARows * row_bytes, row_bytes, nblocks, c0, nb, pack[1]);
-        for (int b = 0; b < nb; ++b) {
-          BlockTokensSum16<F>(pack, b, b % 8,
-                              a0 + (c0 + b) * static_cast<int64_t>(sizeof(BlockQ8A)), act_bytes, nt,
-                              acc[0], acc[1], part);
-        }
-      }
-      for (int t = 0; t < nt; ++t) {
-        for (int s = 0; s < 2; ++s) {
-          _mm256_storeu_ps(y + (t0 + t) * y_stride + rb + s * kARows, SumTree8(acc[s][t]));
-        }
-      }
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+    RepackSum<F>(w, row_bytes, nblocks, c0, nb, pack[0]);
+    RepackSum<F>(w + kARows * row_bytes, row_bytes, nblocks, c0, nb, pack[1]);
+    const uint8_t* a0 = act + t0 * act_bytes + c0 * static_cast<int64_t>(sizeof(BlockQ8A));
+    for (int b = 0; b < nb; ++b) {
+      BlockTokensSum16<F>(pack, b, b % 8, a0 + b * static_cast<int64_t>(sizeof(BlockQ8A)),
+                          act_bytes, nt, acc, acc + kAToks, part);
     }
-  }
+  };
+  const int64_t rb =
+      EightRowPasses<2>(wd, row_bytes, nblocks, kAChunk, row_bytes / nblocks, n_tok, r0, r1, y,
+                        y_stride, pass, [](int, __m256 sum) { return sum; });
   return MatmulSum<F>(wd, row_bytes, cols, act, act_bytes, n_tok, rb, r1, y, y_stride);
 }
 
