@@ -94,17 +94,42 @@ HWY_INLINE __m256i Bcast4(const int8_t* x) {
   return _mm256_set1_epi32(v);
 }
 
-// Eight interleaved row streams, which the hardware prefetchers follow
-// poorly from DRAM: bytes [off, off + bytes) of the eight rows kAAhead groups
-// after the group at w, asked for by the first token group of a pass.
-HWY_INLINE void PrefetchRowsAhead(const uint8_t* w, int64_t row_bytes, int64_t off, int64_t bytes) {
-  for (int i = 0; i < kARows; ++i) {
-    const uint8_t* row = w + (kAAhead * kARows + i) * row_bytes + off;
-    for (int64_t o = 0; o < bytes; o += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T0);
+// The rows of a later group, which the hardware prefetchers follow poorly
+// from DRAM (eight or sixteen interleaved row streams): bytes [off, off +
+// bytes) of `rows` rows from `first` (row_bytes apart), asked for an equal
+// share of lines at each of `steps` Step()s, one per block of the pass. Asked
+// for all at once, the lines of a sixteen-row group (about a hundred) filled
+// the miss buffers and held up the products behind them: head-sized
+// matrices, whose rows come from DRAM, took 1.5x the cycles of cached ones
+// per block, token and eight rows. Default-constructed, it asks for nothing.
+class RowsAhead {
+ public:
+  RowsAhead() = default;
+  RowsAhead(const uint8_t* first, int64_t row_bytes, int rows, int64_t off, int64_t bytes,
+            int steps)
+      : row_(first + off),
+        row_bytes_(row_bytes),
+        lines_((bytes + 63) / 64),
+        left_(rows * lines_),
+        per_((left_ + steps - 1) / (steps > 0 ? steps : 1)) {}
+  HWY_INLINE void Step() {
+    for (int64_t n = per_ < left_ ? per_ : left_; n > 0; --n, --left_) {
+      _mm_prefetch(reinterpret_cast<const char*>(row_ + line_ * 64), _MM_HINT_T0);
+      if (++line_ == lines_) {
+        line_ = 0;
+        row_ += row_bytes_;
+      }
     }
   }
-}
+
+ private:
+  const uint8_t* row_ = nullptr;
+  int64_t row_bytes_ = 0;
+  int64_t lines_ = 0;
+  int64_t line_ = 0;
+  int64_t left_ = 0;
+  int64_t per_ = 0;
+};
 
 // ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7)) lane by lane: Hsum's tree for eight
 // rows at once.
@@ -118,9 +143,10 @@ HWY_INLINE __m256 SumTree8(const __m256* v) {
 // kSets x 8 rows from r0 on, below r1, against the tokens in groups of up to
 // kAToks whose accumulators start at zero (acc[s * kAToks + t][b % 8], lane
 // r: row 8 s + r's); per chunk of up to `chunk` blocks (block_bytes each, on
-// average) the rows kAAhead eights on from each set asked for during the
-// first token group, then pass(w, c0, nb, t0, nt, acc), w the group's first
-// row; at the end y[(t0 + t) * y_stride + rb + 8 s + r] = lane r of
+// average) pass(w, c0, nb, t0, nt, acc, ahead), w the group's first row,
+// which calls ahead.Step() once per block: during the first token group it
+// asks for the chunk's bytes of the kSets x 8 rows kAAhead eights on; at the
+// end y[(t0 + t) * y_stride + rb + 8 s + r] = lane r of
 // finish(t, SumTree8(acc[s * kAToks + t])). Returns the first row not
 // computed.
 template <int kSets = 1, class Pass, class Finish>
@@ -142,13 +168,12 @@ HWY_INLINE int64_t EightRowPasses(const uint8_t* wd, int64_t row_bytes, int nblo
       }
       for (int c0 = 0; c0 < nblocks; c0 += chunk) {
         const int nb = nblocks - c0 < chunk ? nblocks - c0 : chunk;
+        RowsAhead ahead;
         if (t0 == 0 && rb + kRows + kAAhead * kARows <= r1) {
-          for (int s = 0; s < kSets; ++s) {
-            PrefetchRowsAhead(w + s * kARows * row_bytes, row_bytes, c0 * block_bytes,
-                              nb * block_bytes);
-          }
+          ahead = RowsAhead(w + kAAhead * kARows * row_bytes, row_bytes, kRows, c0 * block_bytes,
+                            nb * block_bytes, nb);
         }
-        pass(w, c0, nb, t0, nt, acc);
+        pass(w, c0, nb, t0, nt, acc, ahead);
       }
       for (int s = 0; s < kSets; ++s) {
         for (int t = 0; t < nt; ++t) {
@@ -236,12 +261,19 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   const int64_t block_bytes = row_bytes / nblocks;
   APack pack;
   __m256 bias[kAToks];  // zero for the signed formats, added as the tile adds its 0
-  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8],
+                        RowsAhead& ahead) {
     if (c0 == 0) {
       for (int t = 0; t < nt; ++t) bias[t] = _mm256_setzero_ps();
     }
     RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
     for (int t = 0; t < nt; ++t) {
+      // TokenA walks the chunk's blocks for one token: nb shares over the
+      // first nb tokens (the rest when there are fewer).
+      ahead.Step();
+      if (t + 1 == nt) {
+        for (int b = nt; b < nb; ++b) ahead.Step();
+      }
       const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
       TokenA<F>(pack, nb, a, acc[t], &bias[t]);
     }

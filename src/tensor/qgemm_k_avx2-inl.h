@@ -401,12 +401,14 @@ int64_t MatmulAK(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8
   const int nsb = static_cast<int>(cols / kQKK);
   constexpr int64_t kBlockBytes = sizeof(typename K::Block);
   typename K::Pack pack;
-  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8],
+                        RowsAhead& ahead) {
     for (int s = 0; s < nb; ++s) K::Repack(w + (c0 + s) * kBlockBytes, row_bytes, pack, s);
     const auto token = [&](int t, int s) {
       return reinterpret_cast<const BlockQ8_K*>(act + (t0 + t) * act_bytes) + c0 + s;
     };
     for (int s = 0; s < nb; ++s) {
+      ahead.Step();
       const int b8 = (c0 + s) % 8;
       int t = 0;
       for (; t + K::kTokens <= nt; t += K::kTokens) {

@@ -165,7 +165,11 @@ int64_t MatmulSeq8(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uin
       for (int64_t c0 = 0; c0 < nblocks; c0 += kAChunk) {
         const int nb = static_cast<int>(std::min<int64_t>(kAChunk, nblocks - c0));
         if (rb + (1 + kAAhead) * kARows <= r_end) {
-          PrefetchRowsAhead(w, row_bytes, c0 * block_bytes, nb * block_bytes);
+          // All at once: spread over the tokens, the rows came later than
+          // the products needed them (8 to 128 tokens: 0.91-0.95x).
+          RowsAhead(w + kAAhead * kARows * row_bytes, row_bytes, kARows, c0 * block_bytes,
+                    nb * block_bytes, 1)
+              .Step();
         }
         RepackSeq<F>(w, row_bytes, nblocks, c0, nb, pack);
         for (int t = 0; t < nt; ++t) {

@@ -381,10 +381,12 @@ int64_t MatmulSum(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint
   static_assert(kAChunk % 8 == 0, "a chunk starts at a block whose index is a multiple of 8");
   const int nblocks = static_cast<int>(cols / kQK);
   APack pack;
-  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8],
+                        RowsAhead& ahead) {
     RepackSum<F>(w, row_bytes, nblocks, c0, nb, pack);
     const uint8_t* a0 = act + t0 * act_bytes + c0 * static_cast<int64_t>(sizeof(BlockQ8A));
     for (int b = 0; b < nb; ++b) {
+      ahead.Step();
       BlockTokensSum<F>(pack, b, b % 8, a0 + b * static_cast<int64_t>(sizeof(BlockQ8A)), act_bytes,
                         nt, acc);
     }
@@ -469,11 +471,13 @@ int64_t MatmulSum16(const uint8_t* wd, int64_t row_bytes, int64_t cols, const ui
   const int nblocks = static_cast<int>(cols / kQK);
   APack pack[2];
   alignas(32) __m256i part[kAToks][2];
-  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8]) {
+  const auto pass = [&](const uint8_t* w, int c0, int nb, int64_t t0, int nt, __m256(*acc)[8],
+                        RowsAhead& ahead) {
     RepackSum<F>(w, row_bytes, nblocks, c0, nb, pack[0]);
     RepackSum<F>(w + kARows * row_bytes, row_bytes, nblocks, c0, nb, pack[1]);
     const uint8_t* a0 = act + t0 * act_bytes + c0 * static_cast<int64_t>(sizeof(BlockQ8A));
     for (int b = 0; b < nb; ++b) {
+      ahead.Step();
       BlockTokensSum16<F>(pack, b, b % 8, a0 + b * static_cast<int64_t>(sizeof(BlockQ8A)),
                           act_bytes, nt, acc, acc + kAToks, part);
     }
