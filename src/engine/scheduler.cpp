@@ -80,7 +80,13 @@ void LatencyHistogram::observe(double seconds) {
 
 bool RequestStream::next(Event* out, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return false;
+  // A zero timeout only looks: condition_variable::wait_for would still make
+  // a futex call that times out at once, and snug batch's loop and the SSE
+  // pump poll every stream that way, taking a core from the step's threads.
+  if (timeout.count() <= 0 ? events_.empty()
+                           : !cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) {
+    return false;
+  }
   *out = std::move(events_.front());
   events_.pop_front();
   return true;

@@ -113,7 +113,8 @@ class RequestStream {
     std::optional<TokenEvent> token;  // exactly one of the two is set
     std::optional<Finish> finish;     // the last event
   };
-  // Waits up to `timeout` for the next event; false when none came in time.
+  // Waits up to `timeout` (zero: no wait) for the next event; false when none
+  // came in time.
   bool next(Event* out, std::chrono::milliseconds timeout);
   // Asks the scheduler to stop the request; its KV blocks are free after the
   // scheduler's next step, and a Finish with kCancelled follows.
