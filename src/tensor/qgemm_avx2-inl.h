@@ -101,19 +101,24 @@ HWY_INLINE __m256i Bcast4(const int8_t* x) {
 // for all at once, the lines of a sixteen-row group (about a hundred) filled
 // the miss buffers and held up the products behind them: head-sized
 // matrices, whose rows come from DRAM, took 1.5x the cycles of cached ones
-// per block, token and eight rows. Default-constructed, it asks for nothing.
+// per block, token and eight rows. Rest() asks for whatever is left. Default-
+// constructed, it asks for nothing.
 class RowsAhead {
  public:
   RowsAhead() = default;
   RowsAhead(const uint8_t* first, int64_t row_bytes, int rows, int64_t off, int64_t bytes,
-            int steps)
+            int steps)  // steps >= 1
       : row_(first + off),
         row_bytes_(row_bytes),
         lines_((bytes + 63) / 64),
         left_(rows * lines_),
-        per_((left_ + steps - 1) / (steps > 0 ? steps : 1)) {}
-  HWY_INLINE void Step() {
-    for (int64_t n = per_ < left_ ? per_ : left_; n > 0; --n, --left_) {
+        per_((left_ + steps - 1) / steps) {}
+  HWY_INLINE void Step() { Ask(per_); }
+  HWY_INLINE void Rest() { Ask(left_); }
+
+ private:
+  HWY_INLINE void Ask(int64_t n) {
+    for (n = n < left_ ? n : left_; n > 0; --n, --left_) {
       _mm_prefetch(reinterpret_cast<const char*>(row_ + line_ * 64), _MM_HINT_T0);
       if (++line_ == lines_) {
         line_ = 0;
@@ -122,7 +127,6 @@ class RowsAhead {
     }
   }
 
- private:
   const uint8_t* row_ = nullptr;
   int64_t row_bytes_ = 0;
   int64_t lines_ = 0;
@@ -268,11 +272,12 @@ int64_t MatmulA(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     }
     RepackA<F>(w, row_bytes, nblocks, c0, nb, pack);
     for (int t = 0; t < nt; ++t) {
-      // TokenA walks the chunk's blocks for one token: nb shares over the
-      // first nb tokens (the rest when there are fewer).
-      ahead.Step();
-      if (t + 1 == nt) {
-        for (int b = nt; b < nb; ++b) ahead.Step();
+      // TokenA walks the chunk's blocks for one token: a share per token,
+      // the rest with the last.
+      if (t + 1 < nt) {
+        ahead.Step();
+      } else {
+        ahead.Rest();
       }
       const auto* a = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
       TokenA<F>(pack, nb, a, acc[t], &bias[t]);

@@ -169,7 +169,7 @@ int64_t MatmulSeq8(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uin
           // the products needed them (8 to 128 tokens: 0.91-0.95x).
           RowsAhead(w + kAAhead * kARows * row_bytes, row_bytes, kARows, c0 * block_bytes,
                     nb * block_bytes, 1)
-              .Step();
+              .Rest();
         }
         RepackSeq<F>(w, row_bytes, nblocks, c0, nb, pack);
         for (int t = 0; t < nt; ++t) {
