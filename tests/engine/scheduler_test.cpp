@@ -26,6 +26,21 @@ using testing::Outcome;
 using namespace std::chrono_literals;
 using tensor::DType;
 
+TEST(RequestStream, AZeroTimeoutTakesWhatIsThereAndOtherwiseReturnsAtOnce) {
+  RequestStream s(7);
+  RequestStream::Event e;
+  EXPECT_FALSE(s.next(&e, 0ms));
+  s.push({TokenEvent{42, "a", 0.f, {}}, std::nullopt});
+  s.push({std::nullopt, Finish{}});
+  ASSERT_TRUE(s.next(&e, 0ms));
+  ASSERT_TRUE(e.token.has_value());
+  EXPECT_EQ(e.token->id, 42);
+  ASSERT_TRUE(s.next(&e, 0ms));
+  EXPECT_TRUE(e.finish.has_value());
+  EXPECT_FALSE(s.next(&e, 0ms));
+  EXPECT_FALSE(s.next(&e, 5ms));  // a real wait that times out
+}
+
 struct Fixture {
   memory::Ledger ledger;
   std::unique_ptr<model::Model> model;
