@@ -468,68 +468,155 @@ HWY_INLINE __m256 FinishScores8(const __m256* s) {
   return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// The same sums for rows a and b at once: each query load feeds both rows'
+// multiply-adds (twelve sums in registers for three heads, where one row at
+// a time loads the query once per row).
+template <int HC, int DK>
+HWY_INLINE void ScoreTwoRowsAvx2(const uint16_t* ra, const uint16_t* rb, const float* q,
+                                 int64_t dk_run, __m256* sa, __m256* sb) {
+  const int64_t dk = DK > 0 ? DK : dk_run;
+  __m256 la[HC], ha[HC], lb[HC], hb[HC];
+  for (int h = 0; h < HC; ++h) la[h] = ha[h] = lb[h] = hb[h] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < dk; c += 16) {
+    for (int half = 0; half < 2; ++half) {
+      const int64_t o = c + 8 * half;
+      const __m256 ka = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ra + o)));
+      const __m256 kb = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rb + o)));
+      __m256* xa = half == 0 ? la : ha;
+      __m256* xb = half == 0 ? lb : hb;
+      for (int h = 0; h < HC; ++h) {
+        const __m256 qh = _mm256_loadu_ps(q + h * dk + o);
+        xa[h] = _mm256_fmadd_ps(ka, qh, xa[h]);
+        xb[h] = _mm256_fmadd_ps(kb, qh, xb[h]);
+      }
+    }
+  }
+  for (int h = 0; h < HC; ++h) {
+    sa[h] = _mm256_add_ps(la[h], ha[h]);
+    sb[h] = _mm256_add_ps(lb[h], hb[h]);
+  }
+}
+
+// One head's rows from position t on, one at a time.
+class RowWalk {
+ public:
+  RowWalk(const PagedRows& r, int64_t t)
+      : blocks_(r.blocks),
+        bt_(r.block_tokens),
+        re_(r.row_elems),
+        b_((t + r.first) / r.block_tokens),
+        j_((t + r.first) % r.block_tokens) {}
+  const uint16_t* next() {
+    const uint16_t* row = blocks_[b_] + j_ * re_;
+    if (++j_ == bt_) ++b_, j_ = 0;
+    return row;
+  }
+
+ private:
+  const uint16_t* const* blocks_;
+  int64_t bt_, re_, b_, j_;
+};
+
 // p[h * stride + t] = scale x (q_h . k_t), positions [0, n), eight at a time
-// (a last short group repeats its last row, not stored).
+// (a last short group repeats its last row; all eight are stored, which the
+// stride, a multiple of 16, leaves room for). Up to three heads take the rows
+// two at a time (ScoreTwoRowsAvx2), four one at a time (their sixteen sums
+// fill the registers). Each position's V row is asked for as its K row is
+// read (the value pass reads it next), and K's rows kAhead positions early,
+// both into L2: a sequence's rows of one KV head are short runs (a block's
+// 16 rows) scattered over the pool, which the hardware prefetchers do not
+// follow from one to the next.
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  KeyRows keys(k, v, n);
+  constexpr int64_t kAhead = 32;
+  const int64_t k_bytes = 2 * k.row_elems, v_bytes = 2 * v.row_elems;
+  RowWalk keys(k, 0), values(v, 0), ahead(k, 0);
+  int64_t asked = 0;
+  for (; asked < kAhead && asked < n; ++asked) PrefetchBytes<2>(ahead.next(), k_bytes);
   const __m256 sc = _mm256_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 8) {
     const int64_t m = n - t0 < 8 ? n - t0 : 8;
+    const uint16_t* rows[8];
+    for (int64_t i = 0; i < m; ++i) {
+      rows[i] = keys.next();
+      PrefetchBytes<2>(values.next(), v_bytes);
+      if (asked < n) {
+        PrefetchBytes<2>(ahead.next(), k_bytes);
+        ++asked;
+      }
+    }
+    for (int64_t i = m; i < 8; ++i) rows[i] = rows[m - 1];
     __m256 s[HC][8];
-    for (int64_t i = 0; i < 8; ++i) {
-      if (i < m) {
-        __m256 r[HC];
-        ScoreRowAvx2<HC, DK>(keys.next(), q, dk, r);
-        for (int h = 0; h < HC; ++h) s[h][i] = r[h];
+    for (int i = 0; i < 8; i += 2) {
+      __m256 a[HC], b[HC];
+      if constexpr (HC <= 3) {
+        ScoreTwoRowsAvx2<HC, DK>(rows[i], rows[i + 1], q, dk, a, b);
       } else {
-        for (int h = 0; h < HC; ++h) s[h][i] = s[h][m - 1];
+        ScoreRowAvx2<HC, DK>(rows[i], q, dk, a);
+        ScoreRowAvx2<HC, DK>(rows[i + 1], q, dk, b);
+      }
+      for (int h = 0; h < HC; ++h) {
+        s[h][i] = a[h];
+        s[h][i + 1] = b[h];
       }
     }
     for (int h = 0; h < HC; ++h) {
-      alignas(32) float f[8];
-      _mm256_store_ps(f, _mm256_mul_ps(FinishScores8(s[h]), sc));
-      std::memcpy(p + h * stride + t0, f, sizeof(float) * static_cast<size_t>(m));
+      _mm256_storeu_ps(p + h * stride + t0, _mm256_mul_ps(FinishScores8(s[h]), sc));
     }
   }
 }
 
-// acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i], i < 16,
-// positions [t0, t1), the sums in registers.
-template <int HC>
+// acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i], i < 8 NC,
+// positions [t0, t1), the HC x NC sums in registers (NC even).
+template <int HC, int NC>
 void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
                        const float* w, int64_t stride, float* acc) {
-  __m256 a[HC][2];
-  for (int h = 0; h < HC; ++h) {
-    for (int i = 0; i < 2; ++i) a[h][i] = _mm256_loadu_ps(acc + h * dv + c + 8 * i);
-  }
-  const int64_t bt = v.block_tokens;
+  static_assert(NC % 2 == 0 && HC * NC <= 12, "sums, two rows' halves and a weight in registers");
+  const int64_t bt = v.block_tokens, re = v.row_elems;
   for (int64_t t = t0; t < t1;) {
     const int64_t b = (t + v.first) / bt;  // holds positions [b bt - first, (b + 1) bt - first)
     const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
-    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * v.row_elems + c;
-    for (; t < end; ++t, vr += v.row_elems) {
-      const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr)));
-      const __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + 8)));
-      for (int h = 0; h < HC; ++h) {
-        const __m256 wt = _mm256_broadcast_ss(w + h * stride + t);
-        a[h][0] = _mm256_fmadd_ps(x0, wt, a[h][0]);
-        a[h][1] = _mm256_fmadd_ps(x1, wt, a[h][1]);
+    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * re + c;
+    const float* wt0 = w + t;
+    const int64_t rows = end - t;
+    t = end;
+    // The sums live in registers for a block's rows: kept across blocks,
+    // GCC stores every one to the stack on every row.
+    __m256 a[HC][NC];
+    for (int h = 0; h < HC; ++h) {
+      for (int i = 0; i < NC; ++i) a[h][i] = _mm256_loadu_ps(acc + h * dv + c + 8 * i);
+    }
+    for (int64_t j = 0; j < rows; ++j) {
+      for (int i = 0; i < NC; i += 2) {
+        const __m256 x0 =
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + j * re + 8 * i)));
+        const __m256 x1 = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + j * re + 8 * i + 8)));
+        for (int h = 0; h < HC; ++h) {
+          const __m256 wt = _mm256_broadcast_ss(wt0 + h * stride + j);
+          a[h][i] = _mm256_fmadd_ps(x0, wt, a[h][i]);
+          a[h][i + 1] = _mm256_fmadd_ps(x1, wt, a[h][i + 1]);
+        }
       }
     }
-  }
-  for (int h = 0; h < HC; ++h) {
-    for (int i = 0; i < 2; ++i) _mm256_storeu_ps(acc + h * dv + c + 8 * i, a[h][i]);
+    for (int h = 0; h < HC; ++h) {
+      for (int i = 0; i < NC; ++i) _mm256_storeu_ps(acc + h * dv + c + 8 * i, a[h][i]);
+    }
   }
 }
 
-// acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1),
-// 16 columns at a time.
+// acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1):
+// 32 columns at a time for up to three heads (twelve sums: enough chains
+// that the multiply-adds, not their latency, set the pace), then 16.
 template <int HC>
 void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
                 int64_t stride, float* acc) {
-  for (int64_t c = 0; c < dv; c += 16) HeadValueColsAvx2<HC>(v, t0, t1, c, dv, w, stride, acc);
+  int64_t c = 0;
+  if constexpr (HC <= 3) {
+    for (; c + 32 <= dv; c += 32) HeadValueColsAvx2<HC, 4>(v, t0, t1, c, dv, w, stride, acc);
+  }
+  for (; c < dv; c += 16) HeadValueColsAvx2<HC, 2>(v, t0, t1, c, dv, w, stride, acc);
 }
 
 #endif
@@ -550,6 +637,19 @@ void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows&
   }
 }
 
+// The largest of x[0..n), eight lanes at a time (a NaN is passed over, as
+// the comparison x > max passes over it).
+HWY_INLINE float MaxScore(const float* x, int64_t n) {
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(x + t), m8);
+  const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+  const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  float mx = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+  for (; t < n; ++t) mx = x[t] > mx ? x[t] : mx;
+  return mx;
+}
+
 template <int HC>
 void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
               int64_t dv, float scale, float* out, float* scratch) {
@@ -559,8 +659,7 @@ void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
   float inv[HC];
   for (int h = 0; h < HC; ++h) {
     float* ph = p + h * stride;
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < n; ++t) mx = ph[t] > mx ? ph[t] : mx;
+    const float mx = MaxScore(ph, n);
     const double sum = exp_sum_ggml(ph, n, mx);
     inv[h] = static_cast<float>(1.0 / sum);
   }
