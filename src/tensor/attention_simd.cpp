@@ -221,6 +221,8 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
 // Positions whose value sums stay in registers before they are added to the
 // accumulator rows: bounds how much of V one pass over a column pair reads.
 constexpr int64_t kHeadsSpan = 256;
+// Positions ahead whose K (score pass) or V (value pass) rows are asked for.
+constexpr int64_t kRowsAhead = 32;
 
 // Asks for the n bytes at p, with __builtin_prefetch's locality (3: into L1,
 // 2: into L2).
@@ -408,7 +410,7 @@ void HeadValueCols(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_
 // 64 columns at a time.
 template <int HC>
 void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
-                int64_t stride, float* acc) {
+                int64_t stride, float* acc, int64_t /*n*/) {
   for (int64_t c = 0; c < dv; c += 64) {
     switch (dv - c >= 64 ? 4 : (dv - c) / 16) {
       case 1:
@@ -521,26 +523,27 @@ class RowWalk {
 // (a last short group repeats its last row; all eight are stored, which the
 // stride, a multiple of 16, leaves room for). Up to three heads take the rows
 // two at a time (ScoreTwoRowsAvx2), four one at a time (their sixteen sums
-// fill the registers). Each position's V row is asked for as its K row is
-// read (the value pass reads it next), and K's rows kAhead positions early,
-// both into L2: a sequence's rows of one KV head are short runs (a block's
-// 16 rows) scattered over the pool, which the hardware prefetchers do not
-// follow from one to the next.
+// fill the registers). K's rows are asked for kRowsAhead positions early,
+// into L2: a sequence's rows of one KV head are short runs (a block's 16
+// rows) scattered over the pool, which the hardware prefetchers do not follow
+// from one to the next. Of V, only the first kRowsAhead positions' rows: the
+// value pass asks for the rest as it goes (HeadValueColsAvx2), so that each
+// pass brings one row's bytes per position from memory, not the score pass
+// two and the value pass none.
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  constexpr int64_t kAhead = 32;
   const int64_t k_bytes = 2 * k.row_elems, v_bytes = 2 * v.row_elems;
   RowWalk keys(k, 0), values(v, 0), ahead(k, 0);
   int64_t asked = 0;
-  for (; asked < kAhead && asked < n; ++asked) PrefetchBytes<2>(ahead.next(), k_bytes);
+  for (; asked < kRowsAhead && asked < n; ++asked) PrefetchBytes<2>(ahead.next(), k_bytes);
   const __m256 sc = _mm256_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 8) {
     const int64_t m = n - t0 < 8 ? n - t0 : 8;
     const uint16_t* rows[8];
     for (int64_t i = 0; i < m; ++i) {
       rows[i] = keys.next();
-      PrefetchBytes<2>(values.next(), v_bytes);
+      if (t0 + i < kRowsAhead) PrefetchBytes<2>(values.next(), v_bytes);
       if (asked < n) {
         PrefetchBytes<2>(ahead.next(), k_bytes);
         ++asked;
@@ -568,12 +571,16 @@ void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRow
 }
 
 // acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i], i < 8 NC,
-// positions [t0, t1), the HC x NC sums in registers (NC even).
+// positions [t0, t1), the HC x NC sums in registers (NC even). With
+// ask_until > 0, each position's row asks for the whole V row kRowsAhead
+// positions on, below ask_until (the first column pass over a span).
 template <int HC, int NC>
 void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
-                       const float* w, int64_t stride, float* acc) {
+                       const float* w, int64_t stride, float* acc, int64_t ask_until) {
   static_assert(NC % 2 == 0 && HC * NC <= 12, "sums, two rows' halves and a weight in registers");
   const int64_t bt = v.block_tokens, re = v.row_elems;
+  int64_t asked = t0 + kRowsAhead;  // the next position whose row is asked for
+  RowWalk ahead(v, asked < ask_until ? asked : 0);
   for (int64_t t = t0; t < t1;) {
     const int64_t b = (t + v.first) / bt;  // holds positions [b bt - first, (b + 1) bt - first)
     const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
@@ -588,6 +595,10 @@ void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, in
       for (int i = 0; i < NC; ++i) a[h][i] = _mm256_loadu_ps(acc + h * dv + c + 8 * i);
     }
     for (int64_t j = 0; j < rows; ++j) {
+      if (asked < ask_until) {
+        PrefetchBytes<2>(ahead.next(), 2 * re);
+        ++asked;
+      }
       for (int i = 0; i < NC; i += 2) {
         const __m256 x0 =
             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + j * re + 8 * i)));
@@ -609,14 +620,19 @@ void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, in
 // acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1):
 // 32 columns at a time for up to three heads (twelve sums: enough chains
 // that the multiply-adds, not their latency, set the pace), then 16.
+// The first column pass asks for the rows ahead, up to position n.
 template <int HC>
 void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
-                int64_t stride, float* acc) {
+                int64_t stride, float* acc, int64_t n) {
   int64_t c = 0;
   if constexpr (HC <= 3) {
-    for (; c + 32 <= dv; c += 32) HeadValueColsAvx2<HC, 4>(v, t0, t1, c, dv, w, stride, acc);
+    for (; c + 32 <= dv; c += 32) {
+      HeadValueColsAvx2<HC, 4>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
+    }
   }
-  for (; c < dv; c += 16) HeadValueColsAvx2<HC, 2>(v, t0, t1, c, dv, w, stride, acc);
+  for (; c < dv; c += 16) {
+    HeadValueColsAvx2<HC, 2>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
+  }
 }
 
 #endif
@@ -665,7 +681,7 @@ void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n,
   }
   std::memset(out, 0, sizeof(float) * static_cast<size_t>(HC * dv));
   for (int64_t t0 = 0; t0 < n; t0 += kHeadsSpan) {
-    HeadValues<HC>(v, t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, dv, p, stride, out);
+    HeadValues<HC>(v, t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, dv, p, stride, out, n);
   }
   for (int h = 0; h < HC; ++h) {
     for (int64_t i = 0; i < dv; ++i) out[h * dv + i] *= inv[h];
