@@ -355,7 +355,8 @@ std::vector<float> grouped_heads_twin(const float* q, const std::vector<float>& 
 // attention_f16_heads for every head count up to 7 (one or two passes of up
 // to four heads), head sizes that take the AVX-512 path (multiples of 16) or
 // the per-head ggml kernel (40), and positions from 1 to past the value
-// pass's span of 256, over blocks of 16 rows scattered in reverse:
+// pass's span of 256, over blocks of 16 rows scattered in reverse, from the
+// first row of the first block or from row 7 (a sliding window's start):
 // - against a float64 softmax over the same f16 keys and values, no less
 //   accurate than attention_f16_ggml head by head (summed over all outputs);
 // - a head alone and in its group give the same bits, so how attend()
@@ -373,94 +374,104 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
   for (Dims dims : {Dims{64, 64}, Dims{48, 80}, Dims{40, 40}, Dims{128, 128}, Dims{96, 48}}) {
     for (int64_t nh : {1, 3, 7}) {
       for (int64_t n : {1, 5, 300}) {
-        const int64_t dk = dims.dk, dv = dims.dv, bt = 16, nb = (n + bt - 1) / bt;
-        const auto kf = random_values(n * dk, 51), vf = random_values(n * dv, 52);
-        auto qf = random_values(nh * dk, 53);
-        for (float& x : qf) x *= 4.f;  // a softmax that is not flat
-        // Block b of the pool holds rows [16 b', 16 b' + 16) for b' = nb - 1 - b.
-        std::vector<uint16_t> kpool(static_cast<size_t>(nb * bt * dk)),
-            vpool(static_cast<size_t>(nb * bt * dv));
-        std::vector<const uint16_t*> kb(static_cast<size_t>(nb)), vb(static_cast<size_t>(nb));
-        std::vector<double> kd(static_cast<size_t>(n * dk)), vd(static_cast<size_t>(n * dv));
-        for (int64_t b = 0; b < nb; ++b) {
-          kb[static_cast<size_t>(b)] = kpool.data() + (nb - 1 - b) * bt * dk;
-          vb[static_cast<size_t>(b)] = vpool.data() + (nb - 1 - b) * bt * dv;
-        }
-        for (int64_t t = 0; t < n; ++t) {
-          auto* kr = const_cast<uint16_t*>(kb[static_cast<size_t>(t / bt)]) + (t % bt) * dk;
-          auto* vr = const_cast<uint16_t*>(vb[static_cast<size_t>(t / bt)]) + (t % bt) * dv;
-          for (int64_t i = 0; i < dk; ++i) {
-            kr[i] = detail::f32_to_f16(kf[static_cast<size_t>(t * dk + i)]);
-            kd[static_cast<size_t>(t * dk + i)] = detail::f16_to_f32(kr[i]);
+        for (int32_t first : {0, 7}) {  // a window's first position mid-block
+          const int64_t dk = dims.dk, dv = dims.dv, bt = 16, nb = (first + n + bt - 1) / bt;
+          const auto kf = random_values(n * dk, 51), vf = random_values(n * dv, 52);
+          auto qf = random_values(nh * dk, 53);
+          for (float& x : qf) x *= 4.f;  // a softmax that is not flat
+          // Block b of the pool holds rows [16 b', 16 b' + 16) for b' = nb - 1 - b.
+          std::vector<uint16_t> kpool(static_cast<size_t>(nb * bt * dk)),
+              vpool(static_cast<size_t>(nb * bt * dv));
+          std::vector<const uint16_t*> kb(static_cast<size_t>(nb)), vb(static_cast<size_t>(nb));
+          std::vector<double> kd(static_cast<size_t>(n * dk)), vd(static_cast<size_t>(n * dv));
+          for (int64_t b = 0; b < nb; ++b) {
+            kb[static_cast<size_t>(b)] = kpool.data() + (nb - 1 - b) * bt * dk;
+            vb[static_cast<size_t>(b)] = vpool.data() + (nb - 1 - b) * bt * dv;
           }
-          for (int64_t i = 0; i < dv; ++i) {
-            vr[i] = detail::f32_to_f16(vf[static_cast<size_t>(t * dv + i)]);
-            vd[static_cast<size_t>(t * dv + i)] = detail::f16_to_f32(vr[i]);
+          for (int64_t t = 0; t < n; ++t) {
+            const int64_t at_row = first + t;
+            auto* kr =
+                const_cast<uint16_t*>(kb[static_cast<size_t>(at_row / bt)]) + (at_row % bt) * dk;
+            auto* vr =
+                const_cast<uint16_t*>(vb[static_cast<size_t>(at_row / bt)]) + (at_row % bt) * dv;
+            for (int64_t i = 0; i < dk; ++i) {
+              kr[i] = detail::f32_to_f16(kf[static_cast<size_t>(t * dk + i)]);
+              kd[static_cast<size_t>(t * dk + i)] = detail::f16_to_f32(kr[i]);
+            }
+            for (int64_t i = 0; i < dv; ++i) {
+              vr[i] = detail::f32_to_f16(vf[static_cast<size_t>(t * dv + i)]);
+              vd[static_cast<size_t>(t * dv + i)] = detail::f16_to_f32(vr[i]);
+            }
           }
-        }
-        double vmax = 0;  // ggml's f16 query and weights: errors of a few 1e-3 x max |v|
-        for (double x : vd) vmax = std::max(vmax, std::fabs(x));
-        const PagedRows k{kb.data(), static_cast<int32_t>(bt), dk};
-        const PagedRows v{vb.data(), static_cast<int32_t>(bt), dv};
-        const float scale = 1.f / std::sqrt(static_cast<float>(dk));
-        std::vector<float> scratch(
-            static_cast<size_t>(attention_heads_scratch_floats(n, nh, dk, dv)));
-        std::vector<float> got(static_cast<size_t>(nh * dv)), one(static_cast<size_t>(dv)),
-            ggml(static_cast<size_t>(dv));
-        const std::string at = std::string(hwy::TargetName(GetParam())) + " dk " +
-                               std::to_string(dk) + " dv " + std::to_string(dv) + " heads " +
-                               std::to_string(nh) + " n " + std::to_string(n);
-        std::vector<float> kfr(kd.begin(), kd.end()), vfr(vd.begin(), vd.end());  // f16 values
-        for (bool ggml_asked : {false, true}) {
-          set_ggml_order(ggml_asked);
-          const bool grouped = HWY_ARCH_X86 && dk % 16 == 0 && dv % 16 == 0 &&
-                               (GetParam() <= HWY_AVX3 || (GetParam() <= HWY_AVX2 && !ggml_asked));
-          for (SumOrder order : {SumOrder::kVecDot, SumOrder::kGemm}) {
-            attention_f16_heads(qf.data(), nh, k, v, n, dk, dv, scale, order, got.data(),
-                                scratch.data());
-            double err_heads = 0, err_ggml = 0;
-            for (int64_t h = 0; h < nh; ++h) {
-              const float* qh = qf.data() + h * dk;
-              attention_f16_heads(qh, 1, k, v, n, dk, dv, scale, order, one.data(), scratch.data());
-              attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
-              const std::vector<float> twin =
-                  grouped ? grouped_heads_twin(qh, kfr, vfr, n, dk, dv, scale)
-                          : std::vector<float>();
-              std::vector<double> w(static_cast<size_t>(n));
-              double mx = -1e300, sum = 0;
-              for (int64_t t = 0; t < n; ++t) {
-                double dot = 0;
-                for (int64_t i = 0; i < dk; ++i)
-                  dot += double{qh[i]} * kd[static_cast<size_t>(t * dk + i)];
-                w[static_cast<size_t>(t)] = dot * scale;
-                mx = std::max(mx, w[static_cast<size_t>(t)]);
-              }
-              for (double& x : w) sum += (x = std::exp(x - mx));
-              for (int64_t i = 0; i < dv; ++i) {
-                double o = 0;
+          double vmax = 0;  // ggml's f16 query and weights: errors of a few 1e-3 x max |v|
+          for (double x : vd) vmax = std::max(vmax, std::fabs(x));
+          const PagedRows k{kb.data(), static_cast<int32_t>(bt), dk, first};
+          const PagedRows v{vb.data(), static_cast<int32_t>(bt), dv, first};
+          const float scale = 1.f / std::sqrt(static_cast<float>(dk));
+          std::vector<float> scratch(
+              static_cast<size_t>(attention_heads_scratch_floats(n, nh, dk, dv)));
+          std::vector<float> got(static_cast<size_t>(nh * dv)), one(static_cast<size_t>(dv)),
+              ggml(static_cast<size_t>(dv));
+          const std::string at = std::string(hwy::TargetName(GetParam())) + " dk " +
+                                 std::to_string(dk) + " dv " + std::to_string(dv) + " heads " +
+                                 std::to_string(nh) + " n " + std::to_string(n) + " first " +
+                                 std::to_string(first);
+          std::vector<float> kfr(kd.begin(), kd.end()), vfr(vd.begin(), vd.end());  // f16 values
+          for (bool ggml_asked : {false, true}) {
+            set_ggml_order(ggml_asked);
+            const bool grouped =
+                HWY_ARCH_X86 && dk % 16 == 0 && dv % 16 == 0 &&
+                (GetParam() <= HWY_AVX3 || (GetParam() <= HWY_AVX2 && !ggml_asked));
+            for (SumOrder order : {SumOrder::kVecDot, SumOrder::kGemm}) {
+              attention_f16_heads(qf.data(), nh, k, v, n, dk, dv, scale, order, got.data(),
+                                  scratch.data());
+              double err_heads = 0, err_ggml = 0;
+              for (int64_t h = 0; h < nh; ++h) {
+                const float* qh = qf.data() + h * dk;
+                attention_f16_heads(qh, 1, k, v, n, dk, dv, scale, order, one.data(),
+                                    scratch.data());
+                attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
+                const std::vector<float> twin =
+                    grouped ? grouped_heads_twin(qh, kfr, vfr, n, dk, dv, scale)
+                            : std::vector<float>();
+                std::vector<double> w(static_cast<size_t>(n));
+                double mx = -1e300, sum = 0;
                 for (int64_t t = 0; t < n; ++t) {
-                  o += w[static_cast<size_t>(t)] / sum * vd[static_cast<size_t>(t * dv + i)];
+                  double dot = 0;
+                  for (int64_t i = 0; i < dk; ++i)
+                    dot += double{qh[i]} * kd[static_cast<size_t>(t * dk + i)];
+                  w[static_cast<size_t>(t)] = dot * scale;
+                  mx = std::max(mx, w[static_cast<size_t>(t)]);
                 }
-                const float g = got[static_cast<size_t>(h * dv + i)];
-                ASSERT_EQ(g, one[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
-                if (grouped) {
-                  ASSERT_EQ(g, twin[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
-                } else {  // attention_f16_ggml_heads: ggml's bits, head by head
-                  ASSERT_EQ(g, ggml[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+                for (double& x : w) sum += (x = std::exp(x - mx));
+                for (int64_t i = 0; i < dv; ++i) {
+                  double o = 0;
+                  for (int64_t t = 0; t < n; ++t) {
+                    o += w[static_cast<size_t>(t)] / sum * vd[static_cast<size_t>(t * dv + i)];
+                  }
+                  const float g = got[static_cast<size_t>(h * dv + i)];
+                  ASSERT_EQ(g, one[static_cast<size_t>(i)]) << at << " head " << h << " col " << i;
+                  if (grouped) {
+                    ASSERT_EQ(g, twin[static_cast<size_t>(i)])
+                        << at << " head " << h << " col " << i;
+                  } else {  // attention_f16_ggml_heads: ggml's bits, head by head
+                    ASSERT_EQ(g, ggml[static_cast<size_t>(i)])
+                        << at << " head " << h << " col " << i;
+                  }
+                  ASSERT_NEAR(g, o, 1e-2 * vmax) << at << " head " << h << " col " << i;
+                  err_heads += std::fabs(g - o);
+                  err_ggml += std::fabs(ggml[static_cast<size_t>(i)] - o);
                 }
-                ASSERT_NEAR(g, o, 1e-2 * vmax) << at << " head " << h << " col " << i;
-                err_heads += std::fabs(g - o);
-                err_ggml += std::fabs(ggml[static_cast<size_t>(i)] - o);
+              }
+              EXPECT_LE(err_heads, err_ggml) << at;
+              if (n == 300 && nh == 3 && dk == 64 && first == 0 && order == SumOrder::kVecDot) {
+                std::printf("%s%s: summed error %.3g (ggml's order %.3g)\n", at.c_str(),
+                            ggml_asked ? " (ggml's order asked for)" : "", err_heads, err_ggml);
               }
             }
-            EXPECT_LE(err_heads, err_ggml) << at;
-            if (n == 300 && nh == 3 && dk == 64 && order == SumOrder::kVecDot) {
-              std::printf("%s%s: summed error %.3g (ggml's order %.3g)\n", at.c_str(),
-                          ggml_asked ? " (ggml's order asked for)" : "", err_heads, err_ggml);
-            }
           }
+          set_ggml_order(false);
         }
-        set_ggml_order(false);
       }
     }
   }
