@@ -232,51 +232,54 @@ HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
     __builtin_prefetch(static_cast<const char*>(p) + i, 0, kLocality);
 }
 
-// The K rows of positions 0, 1, ... in turn (next()), each position's V row
-// asked for as its K row is handed out (the value pass reads it next) and
-// K's rows kAhead positions early, both into L2: a sequence's rows of one KV
-// head are short runs (a block's 16 rows) scattered over the pool, which the
-// hardware prefetchers do not follow from one to the next.
+// One head's rows from position t on, one at a time.
+class RowWalk {
+ public:
+  RowWalk(const PagedRows& r, int64_t t)
+      : blocks_(r.blocks),
+        bt_(r.block_tokens),
+        re_(r.row_elems),
+        b_((t + r.first) / r.block_tokens),
+        j_((t + r.first) % r.block_tokens) {}
+  const uint16_t* next() {
+    const uint16_t* row = blocks_[b_] + j_ * re_;
+    if (++j_ == bt_) ++b_, j_ = 0;
+    return row;
+  }
+
+ private:
+  const uint16_t* const* blocks_;
+  int64_t bt_, re_, b_, j_;
+};
+
+// The K rows of positions 0, 1, ... in turn (next()), K's rows asked for
+// kRowsAhead positions early and, for the positions below v_until, each
+// position's V row as its K row is handed out, all into L2: a sequence's
+// rows of one KV head are short runs (a block's 16 rows) scattered over the
+// pool, which the hardware prefetchers do not follow from one to the next.
 class KeyRows {
  public:
-  static constexpr int64_t kAhead = 32;
-  KeyRows(const PagedRows& k, const PagedRows& v, int64_t n)
-      : k_(k),
-        v_(v),
+  KeyRows(const PagedRows& k, const PagedRows& v, int64_t n, int64_t v_until)
+      : keys_(k, 0),
+        values_(v, 0),
+        ahead_(k, 0),
+        k_bytes_(2 * k.row_elems),
+        v_bytes_(2 * v.row_elems),
         n_(n),
-        cur_{k.first / k.block_tokens, k.first % k.block_tokens},
-        ahead_(cur_) {
-    for (int64_t t = 0; t < kAhead && t < n; ++t) {
-      PrefetchBytes<2>(Row(k_, ahead_), 2 * k_.row_elems);
-      Step(ahead_);
-    }
+        v_until_(v_until) {
+    for (int64_t t = 0; t < kRowsAhead && t < n; ++t) PrefetchBytes<2>(ahead_.next(), k_bytes_);
   }
   const uint16_t* next() {
-    const uint16_t* row = Row(k_, cur_);
-    PrefetchBytes<2>(Row(v_, cur_), 2 * v_.row_elems);
-    if (t_ + kAhead < n_) {
-      PrefetchBytes<2>(Row(k_, ahead_), 2 * k_.row_elems);
-      Step(ahead_);
-    }
-    Step(cur_);
+    const uint16_t* row = keys_.next();
+    if (t_ < v_until_) PrefetchBytes<2>(values_.next(), v_bytes_);
+    if (t_ + kRowsAhead < n_) PrefetchBytes<2>(ahead_.next(), k_bytes_);
     ++t_;
     return row;
   }
 
  private:
-  struct Cursor {
-    int64_t b, j;  // block, row in it
-  };
-  static const uint16_t* Row(const PagedRows& r, const Cursor& c) {
-    return r.blocks[c.b] + c.j * r.row_elems;
-  }
-  void Step(Cursor& c) const {
-    if (++c.j == k_.block_tokens) ++c.b, c.j = 0;
-  }
-  const PagedRows& k_;
-  const PagedRows& v_;
-  int64_t n_, t_ = 0;
-  Cursor cur_, ahead_;
+  RowWalk keys_, values_, ahead_;
+  int64_t k_bytes_, v_bytes_, n_, v_until_, t_ = 0;
 };
 #endif
 
@@ -359,7 +362,7 @@ HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t d
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  KeyRows keys(k, v, n);
+  KeyRows keys(k, v, n, n);  // every V row: the value pass reads it next
   const __m512 sc = _mm512_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 16) {
     const int64_t m = n - t0 < 16 ? n - t0 : 16;
@@ -499,56 +502,23 @@ HWY_INLINE void ScoreTwoRowsAvx2(const uint16_t* ra, const uint16_t* rb, const f
   }
 }
 
-// One head's rows from position t on, one at a time.
-class RowWalk {
- public:
-  RowWalk(const PagedRows& r, int64_t t)
-      : blocks_(r.blocks),
-        bt_(r.block_tokens),
-        re_(r.row_elems),
-        b_((t + r.first) / r.block_tokens),
-        j_((t + r.first) % r.block_tokens) {}
-  const uint16_t* next() {
-    const uint16_t* row = blocks_[b_] + j_ * re_;
-    if (++j_ == bt_) ++b_, j_ = 0;
-    return row;
-  }
-
- private:
-  const uint16_t* const* blocks_;
-  int64_t bt_, re_, b_, j_;
-};
-
 // p[h * stride + t] = scale x (q_h . k_t), positions [0, n), eight at a time
 // (a last short group repeats its last row; all eight are stored, which the
 // stride, a multiple of 16, leaves room for). Up to three heads take the rows
 // two at a time (ScoreTwoRowsAvx2), four one at a time (their sixteen sums
-// fill the registers). K's rows are asked for kRowsAhead positions early,
-// into L2: a sequence's rows of one KV head are short runs (a block's 16
-// rows) scattered over the pool, which the hardware prefetchers do not follow
-// from one to the next. Of V, only the first kRowsAhead positions' rows: the
-// value pass asks for the rest as it goes (HeadValueColsAvx2), so that each
-// pass brings one row's bytes per position from memory, not the score pass
-// two and the value pass none.
+// fill the registers). KeyRows asks for K's rows ahead and for V's rows of
+// the first kRowsAhead positions only: the value pass asks for the rest as it
+// goes (HeadValueColsAvx2), so that each pass brings one row's bytes per
+// position from memory, not the score pass two and the value pass none.
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  const int64_t k_bytes = 2 * k.row_elems, v_bytes = 2 * v.row_elems;
-  RowWalk keys(k, 0), values(v, 0), ahead(k, 0);
-  int64_t asked = 0;
-  for (; asked < kRowsAhead && asked < n; ++asked) PrefetchBytes<2>(ahead.next(), k_bytes);
+  KeyRows keys(k, v, n, kRowsAhead);
   const __m256 sc = _mm256_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 8) {
     const int64_t m = n - t0 < 8 ? n - t0 : 8;
     const uint16_t* rows[8];
-    for (int64_t i = 0; i < m; ++i) {
-      rows[i] = keys.next();
-      if (t0 + i < kRowsAhead) PrefetchBytes<2>(values.next(), v_bytes);
-      if (asked < n) {
-        PrefetchBytes<2>(ahead.next(), k_bytes);
-        ++asked;
-      }
-    }
+    for (int64_t i = 0; i < m; ++i) rows[i] = keys.next();
     for (int64_t i = m; i < 8; ++i) rows[i] = rows[m - 1];
     __m256 s[HC][8];
     for (int i = 0; i < 8; i += 2) {
