@@ -35,8 +35,9 @@ void head_rows(const KvCache& cache, SeqId seq, int32_t layer, int32_t kvh, int3
 int64_t attention_scratch_floats(int32_t max_ctx, int32_t group, int32_t head_dim_k,
                                  int32_t head_dim_v) {
   return pointer_floats(max_ctx) +
-         std::max(tensor::attention_heads_scratch_floats(max_ctx, group, head_dim_k, head_dim_v),
-                  tensor::attention_flash_scratch_floats(head_dim_k, head_dim_v));
+         std::max(
+             tensor::attention_heads_scratch_floats(max_ctx, group, head_dim_k, head_dim_v),
+             tensor::attention_kv_heads_scratch_floats(max_ctx, group, head_dim_k, head_dim_v));
 }
 
 void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape& shape,
@@ -73,11 +74,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
       head_rows(cache, seq, layer, kvh, b0, n_blocks, kptr, vptr);
       const tensor::PagedKvRows k{kptr, bt, lay.k_row_bytes(), lay.k_type, first};
       const tensor::PagedKvRows v{vptr, bt, lay.v_row_bytes(), lay.v_type, first};
-      for (int32_t i = h; i < he; ++i) {
-        tensor::attention_flash_ggml(q + static_cast<int64_t>(i) * shape.head_dim_k, k, v, n,
-                                     shape.head_dim_k, shape.head_dim_v, shape.scale,
-                                     out + static_cast<int64_t>(i) * shape.head_dim_v, work);
-      }
+      tensor::attention_kv_heads(qh, he - h, k, v, n, shape.head_dim_k, shape.head_dim_v,
+                                 shape.scale, oh, work);
     }
     h = he;
   }

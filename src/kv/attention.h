@@ -1,16 +1,17 @@
 // Attention of one query token over a sequence's paged keys and values.
 //
-// On AVX2 (and below) the arithmetic follows llama.cpp's CPU path operation
-// for operation, because SmolLM2-class models quantize activations to 8 bits
-// between layers: a one-ulp difference can flip a rounding and, tokens later,
-// the greedy choice. With f16 keys and values that is llama.cpp's default
-// (non-flash) attention (tensor::attention_f16_ggml), token-for-token
-// comparable with the reference. With a quantized K or V it is llama.cpp's
-// flash-attention kernel (tensor::attention_flash_ggml), the only one
-// llama.cpp has for quantized V. On AVX-512, where snug's matrix products
-// already take their own order (block sums), f16 K and V take
-// tensor::attention_f16_heads: every query head of a KV head in one pass over
-// its rows, in f32, more accurate than ggml's order.
+// Every query head of a KV head is computed in one pass over its rows
+// (grouped-query attention), in f32 on the rows as stored:
+// tensor::attention_f16_heads for f16 K and V, tensor::attention_kv_heads
+// when K or V is quantized (q8_0, q4_0), the same arithmetic on the
+// dequantized rows. On AVX2 with ggml's order asked for (SNUG_GGML_ORDER=1),
+// the arithmetic follows llama.cpp's CPU path operation for operation instead,
+// because SmolLM2-class models quantize activations to 8 bits between layers:
+// a one-ulp difference can flip a rounding and, tokens later, the greedy
+// choice. With f16 keys and values that is llama.cpp's default (non-flash)
+// attention (tensor::attention_f16_ggml); with a quantized K or V it is
+// llama.cpp's flash-attention kernel (tensor::attention_flash_ggml), the only
+// one llama.cpp has for quantized V.
 #pragma once
 
 #include <cstdint>

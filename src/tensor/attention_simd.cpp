@@ -215,7 +215,7 @@ void AttentionFlash(const float* q, const PagedKvRows& k, const PagedKvRows& v, 
   }
 }
 
-// ---- f16 K and V, all the query heads of one KV head (AVX2 and AVX-512) --
+// ---- all the query heads of one KV head (AVX2 and AVX-512) ---------------
 
 #if SNUG_X86_AVX2
 // Positions whose value sums stay in registers before they are added to the
@@ -225,30 +225,48 @@ constexpr int64_t kHeadsSpan = 256;
 constexpr int64_t kRowsAhead = 32;
 
 // Asks for the n bytes at p, with __builtin_prefetch's locality (3: into L1,
-// 2: into L2).
+// 2: into L2): every line from p's to p + n - 1's.
 template <int kLocality>
 HWY_INLINE void PrefetchBytes(const void* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64)
-    __builtin_prefetch(static_cast<const char*>(p) + i, 0, kLocality);
+  const char* c = static_cast<const char*>(p);
+  for (int64_t i = 0; i < n; i += 64) __builtin_prefetch(c + i, 0, kLocality);
+  if (n % 64 != 0) __builtin_prefetch(c + n - 1, 0, kLocality);
+}
+
+// One head's rows in elements of E (uint16_t for f16 rows, bytes for the
+// quantized ones): row t starts at blocks[(t + first) / bt] +
+// ((t + first) % bt) x stride.
+template <class E>
+struct Rows {
+  const E* const* blocks;
+  int64_t bt, stride, first;
+  int64_t bytes() const { return stride * static_cast<int64_t>(sizeof(E)); }
+};
+inline Rows<uint16_t> RowsOf(const PagedRows& r) {
+  return {r.blocks, r.block_tokens, r.row_elems, r.first};
+}
+inline Rows<uint8_t> RowsOf(const PagedKvRows& r) {
+  return {r.blocks, r.block_tokens, static_cast<int64_t>(r.row_bytes), r.first};
 }
 
 // One head's rows from position t on, one at a time.
+template <class E>
 class RowWalk {
  public:
-  RowWalk(const PagedRows& r, int64_t t)
+  RowWalk(const Rows<E>& r, int64_t t)
       : blocks_(r.blocks),
-        bt_(r.block_tokens),
-        re_(r.row_elems),
-        b_((t + r.first) / r.block_tokens),
-        j_((t + r.first) % r.block_tokens) {}
-  const uint16_t* next() {
-    const uint16_t* row = blocks_[b_] + j_ * re_;
+        bt_(r.bt),
+        re_(r.stride),
+        b_((t + r.first) / r.bt),
+        j_((t + r.first) % r.bt) {}
+  const E* next() {
+    const E* row = blocks_[b_] + j_ * re_;
     if (++j_ == bt_) ++b_, j_ = 0;
     return row;
   }
 
  private:
-  const uint16_t* const* blocks_;
+  const E* const* blocks_;
   int64_t bt_, re_, b_, j_;
 };
 
@@ -257,20 +275,21 @@ class RowWalk {
 // position's V row as its K row is handed out, all into L2: a sequence's
 // rows of one KV head are short runs (a block's 16 rows) scattered over the
 // pool, which the hardware prefetchers do not follow from one to the next.
+template <class KE, class VE>
 class KeyRows {
  public:
-  KeyRows(const PagedRows& k, const PagedRows& v, int64_t n, int64_t v_until)
+  KeyRows(const Rows<KE>& k, const Rows<VE>& v, int64_t n, int64_t v_until)
       : keys_(k, 0),
         values_(v, 0),
         ahead_(k, 0),
-        k_bytes_(2 * k.row_elems),
-        v_bytes_(2 * v.row_elems),
+        k_bytes_(k.bytes()),
+        v_bytes_(v.bytes()),
         n_(n),
         v_until_(v_until) {
     for (int64_t t = 0; t < kRowsAhead && t < n; ++t) PrefetchBytes<2>(ahead_.next(), k_bytes_);
   }
-  const uint16_t* next() {
-    const uint16_t* row = keys_.next();
+  const KE* next() {
+    const KE* row = keys_.next();
     if (t_ < v_until_) PrefetchBytes<2>(values_.next(), v_bytes_);
     if (t_ + kRowsAhead < n_) PrefetchBytes<2>(ahead_.next(), k_bytes_);
     ++t_;
@@ -278,9 +297,115 @@ class KeyRows {
   }
 
  private:
-  RowWalk keys_, values_, ahead_;
+  RowWalk<KE> keys_;
+  RowWalk<VE> values_;
+  RowWalk<KE> ahead_;
   int64_t k_bytes_, v_bytes_, n_, v_until_, t_ = 0;
 };
+
+// How the grouped kernels read a row of each KV type: eight elements from
+// column c (c % 8 == 0; a 16-column run never crosses a block) as f32, the
+// values dequantize_row gives (f16 exactly; q8_0 and q4_0 level x d, the
+// product rounded to f32). Scale(row, c) is the scale of c's block, read
+// once for the columns of a run that share it.
+// f16 rows come as f16 elements (PagedRows) or as bytes (PagedKvRows).
+template <class E>
+struct RowF16Of {
+  using Elem = E;
+  struct Scale {};
+  static HWY_INLINE Scale ScaleAt(const Elem* /*row*/, int64_t /*c*/) { return {}; }
+  static HWY_INLINE __m256 Load8(const Elem* row, int64_t c, Scale /*d*/) {
+    const auto* x = reinterpret_cast<const uint16_t*>(row) + c;
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  }
+};
+using RowF16 = RowF16Of<uint16_t>;
+template <class Block>
+HWY_INLINE __m256 BlockScale(const uint8_t* row, int64_t c) {
+  const auto* b = reinterpret_cast<const Block*>(row) + c / kQK;
+  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(b->d)));
+}
+struct RowQ8_0 {
+  using Elem = uint8_t;
+  using Scale = __m256;
+  static HWY_INLINE Scale ScaleAt(const Elem* row, int64_t c) {
+    return BlockScale<BlockQ8_0>(row, c);
+  }
+  static HWY_INLINE __m256 Load8(const Elem* row, int64_t c, Scale d) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + c / kQK;
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + c % kQK));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+  }
+};
+// q4_0: element j < 16 of a block is byte j's low nibble, 16 + j its high one.
+struct RowQ4_0 {
+  using Elem = uint8_t;
+  using Scale = __m256;
+  static HWY_INLINE Scale ScaleAt(const Elem* row, int64_t c) {
+    return BlockScale<BlockQ4_0>(row, c);
+  }
+  static HWY_INLINE __m256 Load8(const Elem* row, int64_t c, Scale d) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + c / kQK;
+    const int64_t j = c % kQK;
+    __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + j % 16));
+    if (j >= 16) x = _mm_srli_epi16(x, 4);
+    x = _mm_sub_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), d);
+  }
+};
+// fn(std::integral_constant<int, DK>()) with the head sizes of common models
+// unrolled (DK = dk), others at run time (DK = 0).
+template <class Fn>
+HWY_INLINE void WithHeadDim(int64_t dk, const Fn& fn) {
+  switch (dk) {
+    case 64:
+      return fn(std::integral_constant<int, 64>());
+    case 128:
+      return fn(std::integral_constant<int, 128>());
+    default:
+      return fn(std::integral_constant<int, 0>());
+  }
+}
+
+// The largest of x[0..n), eight lanes at a time (a NaN is passed over, as
+// the comparison x > max passes over it).
+HWY_INLINE float MaxScore(const float* x, int64_t n) {
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(x + t), m8);
+  const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+  const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  float mx = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+  for (; t < n; ++t) mx = x[t] > mx ? x[t] : mx;
+  return mx;
+}
+
+// The grouped kernels' softmax for HC heads over n positions, around a score
+// pass, scores(p, stride): p[h * stride + t] = scale x (q_h . k_t), and a
+// value pass, values(t0, t1, p, stride): out[h * dv + i] += sum over [t0, t1)
+// of p[h * stride + t] v_t[i]. The exponentials (exp_sum_ggml) replace the
+// scores in scratch; out is divided by each head's sum at the end.
+template <int HC, class Scores, class Values>
+HWY_INLINE void HeadsSoftmax(int64_t n, int64_t dv, float* out, float* scratch,
+                             const Scores& scores, const Values& values) {
+  const int64_t stride = (n + 15) / 16 * 16;
+  float* p = scratch;  // [HC][stride] scores, then their exponentials
+  scores(p, stride);
+  float inv[HC];
+  for (int h = 0; h < HC; ++h) {
+    float* ph = p + h * stride;
+    const float mx = MaxScore(ph, n);
+    const double sum = exp_sum_ggml(ph, n, mx);
+    inv[h] = static_cast<float>(1.0 / sum);
+  }
+  std::memset(out, 0, sizeof(float) * static_cast<size_t>(HC * dv));
+  for (int64_t t0 = 0; t0 < n; t0 += kHeadsSpan) {
+    values(t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, p, stride);
+  }
+  for (int h = 0; h < HC; ++h) {
+    for (int64_t i = 0; i < dv; ++i) out[h * dv + i] *= inv[h];
+  }
+}
 #endif
 
 // AVX-512: 16-lane sums, the pieces of HeadsF16 below.
@@ -362,7 +487,7 @@ HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t d
 template <int HC, int DK>
 void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
                   float scale, float* p, int64_t stride) {
-  KeyRows keys(k, v, n, n);  // every V row: the value pass reads it next
+  KeyRows<uint16_t, uint16_t> keys(RowsOf(k), RowsOf(v), n, n);  // every V row: read next
   const __m512 sc = _mm512_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 16) {
     const int64_t m = n - t0 < 16 ? n - t0 : 16;
@@ -433,24 +558,28 @@ void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const fl
 
 #endif
 
-// AVX2: HeadsF16's arithmetic in 256-bit registers, for block-sum order
-// (with ggml's order asked for, AVX2 keeps attention_f16_ggml_heads,
-// llama.cpp's bits). Every score and value sum takes the operations of the AVX-512
-// kernel in its order: a score's 16 partial sums are two registers of eight
-// fused over the same 16-column chunks, then reduced by the same tree
-// (s_i = a_i + a_(i+8), t_j = s_j + s_(j+4), u_k = t_k + t_(k+2), u_0 + u_1);
-// the value sums are element-wise, whatever the register width.
-#if SNUG_X86_AVX2 && !(HWY_TARGET <= HWY_AVX3)
+// The grouped kernels in 256-bit registers: AVX2's f16 attention in
+// block-sum order (with ggml's order asked for, AVX2 keeps
+// attention_f16_ggml_heads, llama.cpp's bits), and on every x86 target the
+// grouped attention over quantized K or V (attention_kv_heads), reading each
+// row through its format (RowF16, RowQ8_0, RowQ4_0). Every score and value
+// sum takes the operations of the AVX-512 f16 kernel in its order: a score's
+// 16 partial sums are two registers of eight fused over the same 16-column
+// chunks, then reduced by the same tree (s_i = a_i + a_(i+8), t_j = s_j +
+// s_(j+4), u_k = t_k + t_(k+2), u_0 + u_1); the value sums are element-wise,
+// whatever the register width.
+#if SNUG_X86_AVX2
 // s[h] lane i = a_i + a_(i+8) of row's 16-lane dot product with head h.
-template <int HC, int DK>
-HWY_INLINE void ScoreRowAvx2(const uint16_t* row, const float* q, int64_t dk_run, __m256* s) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScoreRowAvx2(const typename F::Elem* row, const float* q, int64_t dk_run,
+                             __m256* s) {
   const int64_t dk = DK > 0 ? DK : dk_run;
   __m256 lo[HC], hi[HC];
   for (int h = 0; h < HC; ++h) lo[h] = hi[h] = _mm256_setzero_ps();
   for (int64_t c = 0; c < dk; c += 16) {
-    const __m256 kl = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c)));
-    const __m256 kh =
-        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c + 8)));
+    const auto d = F::ScaleAt(row, c);
+    const __m256 kl = F::Load8(row, c, d);
+    const __m256 kh = F::Load8(row, c + 8, d);
     for (int h = 0; h < HC; ++h) {
       lo[h] = _mm256_fmadd_ps(kl, _mm256_loadu_ps(q + h * dk + c), lo[h]);
       hi[h] = _mm256_fmadd_ps(kh, _mm256_loadu_ps(q + h * dk + c + 8), hi[h]);
@@ -476,17 +605,19 @@ HWY_INLINE __m256 FinishScores8(const __m256* s) {
 // The same sums for rows a and b at once: each query load feeds both rows'
 // multiply-adds (twelve sums in registers for three heads, where one row at
 // a time loads the query once per row).
-template <int HC, int DK>
-HWY_INLINE void ScoreTwoRowsAvx2(const uint16_t* ra, const uint16_t* rb, const float* q,
-                                 int64_t dk_run, __m256* sa, __m256* sb) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScoreTwoRowsAvx2(const typename F::Elem* ra, const typename F::Elem* rb,
+                                 const float* q, int64_t dk_run, __m256* sa, __m256* sb) {
   const int64_t dk = DK > 0 ? DK : dk_run;
   __m256 la[HC], ha[HC], lb[HC], hb[HC];
   for (int h = 0; h < HC; ++h) la[h] = ha[h] = lb[h] = hb[h] = _mm256_setzero_ps();
   for (int64_t c = 0; c < dk; c += 16) {
+    const auto da = F::ScaleAt(ra, c);
+    const auto db = F::ScaleAt(rb, c);
     for (int half = 0; half < 2; ++half) {
       const int64_t o = c + 8 * half;
-      const __m256 ka = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ra + o)));
-      const __m256 kb = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rb + o)));
+      const __m256 ka = F::Load8(ra, o, da);
+      const __m256 kb = F::Load8(rb, o, db);
       __m256* xa = half == 0 ? la : ha;
       __m256* xb = half == 0 ? lb : hb;
       for (int h = 0; h < HC; ++h) {
@@ -510,24 +641,25 @@ HWY_INLINE void ScoreTwoRowsAvx2(const uint16_t* ra, const uint16_t* rb, const f
 // the first kRowsAhead positions only: the value pass asks for the rest as it
 // goes (HeadValueColsAvx2), so that each pass brings one row's bytes per
 // position from memory, not the score pass two and the value pass none.
-template <int HC, int DK>
-void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
-                  float scale, float* p, int64_t stride) {
-  KeyRows keys(k, v, n, kRowsAhead);
+template <class F, int HC, int DK, class VE>
+void HeadScoresAvx2(const float* q, int64_t dk, const Rows<typename F::Elem>& k, const Rows<VE>& v,
+                    int64_t n, float scale, float* p, int64_t stride) {
+  using E = typename F::Elem;
+  KeyRows<E, VE> keys(k, v, n, kRowsAhead);
   const __m256 sc = _mm256_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 8) {
     const int64_t m = n - t0 < 8 ? n - t0 : 8;
-    const uint16_t* rows[8];
+    const E* rows[8];
     for (int64_t i = 0; i < m; ++i) rows[i] = keys.next();
     for (int64_t i = m; i < 8; ++i) rows[i] = rows[m - 1];
     __m256 s[HC][8];
     for (int i = 0; i < 8; i += 2) {
       __m256 a[HC], b[HC];
       if constexpr (HC <= 3) {
-        ScoreTwoRowsAvx2<HC, DK>(rows[i], rows[i + 1], q, dk, a, b);
+        ScoreTwoRowsAvx2<F, HC, DK>(rows[i], rows[i + 1], q, dk, a, b);
       } else {
-        ScoreRowAvx2<HC, DK>(rows[i], q, dk, a);
-        ScoreRowAvx2<HC, DK>(rows[i + 1], q, dk, b);
+        ScoreRowAvx2<F, HC, DK>(rows[i], q, dk, a);
+        ScoreRowAvx2<F, HC, DK>(rows[i + 1], q, dk, b);
       }
       for (int h = 0; h < HC; ++h) {
         s[h][i] = a[h];
@@ -544,17 +676,18 @@ void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRow
 // positions [t0, t1), the HC x NC sums in registers (NC even). With
 // ask_until > 0, each position's row asks for the whole V row kRowsAhead
 // positions on, below ask_until (the first column pass over a span).
-template <int HC, int NC>
-void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
-                       const float* w, int64_t stride, float* acc, int64_t ask_until) {
+template <class F, int HC, int NC>
+void HeadValueColsAvx2(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int64_t c,
+                       int64_t dv, const float* w, int64_t stride, float* acc, int64_t ask_until) {
   static_assert(NC % 2 == 0 && HC * NC <= 12, "sums, two rows' halves and a weight in registers");
-  const int64_t bt = v.block_tokens, re = v.row_elems;
+  using E = typename F::Elem;
+  const int64_t bt = v.bt, re = v.stride;
   int64_t asked = t0 + kRowsAhead;  // the next position whose row is asked for
-  RowWalk ahead(v, asked < ask_until ? asked : 0);
+  RowWalk<E> ahead(v, asked < ask_until ? asked : 0);
   for (int64_t t = t0; t < t1;) {
     const int64_t b = (t + v.first) / bt;  // holds positions [b bt - first, (b + 1) bt - first)
     const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
-    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * re + c;
+    const E* vr = v.blocks[b] + (t + v.first - b * bt) * re;
     const float* wt0 = w + t;
     const int64_t rows = end - t;
     t = end;
@@ -566,14 +699,14 @@ void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, in
     }
     for (int64_t j = 0; j < rows; ++j) {
       if (asked < ask_until) {
-        PrefetchBytes<2>(ahead.next(), 2 * re);
+        PrefetchBytes<2>(ahead.next(), v.bytes());
         ++asked;
       }
+      const E* row = vr + j * re;
+      const auto d = F::ScaleAt(row, c);
       for (int i = 0; i < NC; i += 2) {
-        const __m256 x0 =
-            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + j * re + 8 * i)));
-        const __m256 x1 = _mm256_cvtph_ps(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + j * re + 8 * i + 8)));
+        const __m256 x0 = F::Load8(row, c + 8 * i, d);
+        const __m256 x1 = F::Load8(row, c + 8 * i + 8, d);
         for (int h = 0; h < HC; ++h) {
           const __m256 wt = _mm256_broadcast_ss(wt0 + h * stride + j);
           a[h][i] = _mm256_fmadd_ps(x0, wt, a[h][i]);
@@ -589,73 +722,57 @@ void HeadValueColsAvx2(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, in
 
 // acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1):
 // 32 columns at a time for up to three heads (twelve sums: enough chains
-// that the multiply-adds, not their latency, set the pace), then 16.
-// The first column pass asks for the rows ahead, up to position n.
-template <int HC>
-void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
-                int64_t stride, float* acc, int64_t n) {
+// that the multiply-adds, not their latency, set the pace), then 16 (so a
+// run of columns lies in one quantized block). The first column pass asks
+// for the rows ahead, up to position n.
+template <class F, int HC>
+void HeadValuesAvx2(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int64_t dv,
+                    const float* w, int64_t stride, float* acc, int64_t n) {
   int64_t c = 0;
   if constexpr (HC <= 3) {
     for (; c + 32 <= dv; c += 32) {
-      HeadValueColsAvx2<HC, 4>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
+      HeadValueColsAvx2<F, HC, 4>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
     }
   }
   for (; c < dv; c += 16) {
-    HeadValueColsAvx2<HC, 2>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
+    HeadValueColsAvx2<F, HC, 2>(v, t0, t1, c, dv, w, stride, acc, c == 0 ? n : 0);
   }
 }
 
-#endif
-
-// Both: HeadsF16 from the pieces of the target.
-#if SNUG_X86_AVX2
-// HeadScoresDk with the head sizes of common models unrolled.
-template <int HC>
-void HeadScores(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
-                float scale, float* p, int64_t stride) {
-  switch (dk) {
-    case 64:
-      return HeadScoresDk<HC, 64>(q, dk, k, v, n, scale, p, stride);
-    case 128:
-      return HeadScoresDk<HC, 128>(q, dk, k, v, n, scale, p, stride);
-    default:
-      return HeadScoresDk<HC, 0>(q, dk, k, v, n, scale, p, stride);
-  }
-}
-
-// The largest of x[0..n), eight lanes at a time (a NaN is passed over, as
-// the comparison x > max passes over it).
-HWY_INLINE float MaxScore(const float* x, int64_t n) {
-  __m256 m8 = _mm256_set1_ps(-INFINITY);
-  int64_t t = 0;
-  for (; t + 8 <= n; t += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(x + t), m8);
-  const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-  const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  float mx = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
-  for (; t < n; ++t) mx = x[t] > mx ? x[t] : mx;
-  return mx;
+// HC heads of q (dk apart) against K rows read as KF and V rows as VF, into
+// out[h * dv ...]; head sizes of multiples of 16 (32 for a quantized row).
+template <class KF, class VF, int HC>
+void HeadsAvx2(const float* q, const Rows<typename KF::Elem>& k, const Rows<typename VF::Elem>& v,
+               int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch) {
+  HeadsSoftmax<HC>(
+      n, dv, out, scratch,
+      [&](float* p, int64_t stride) {
+        WithHeadDim(dk, [&](auto d) {
+          HeadScoresAvx2<KF, HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
+        });
+      },
+      [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
+        HeadValuesAvx2<VF, HC>(v, t0, t1, dv, p, stride, out, n);
+      });
 }
 
 template <int HC>
 void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
               int64_t dv, float scale, float* out, float* scratch) {
-  const int64_t stride = (n + 15) / 16 * 16;
-  float* p = scratch;  // [HC][stride] scores, then their exponentials
-  HeadScores<HC>(q, dk, k, v, n, scale, p, stride);
-  float inv[HC];
-  for (int h = 0; h < HC; ++h) {
-    float* ph = p + h * stride;
-    const float mx = MaxScore(ph, n);
-    const double sum = exp_sum_ggml(ph, n, mx);
-    inv[h] = static_cast<float>(1.0 / sum);
-  }
-  std::memset(out, 0, sizeof(float) * static_cast<size_t>(HC * dv));
-  for (int64_t t0 = 0; t0 < n; t0 += kHeadsSpan) {
-    HeadValues<HC>(v, t0, t0 + kHeadsSpan < n ? t0 + kHeadsSpan : n, dv, p, stride, out, n);
-  }
-  for (int h = 0; h < HC; ++h) {
-    for (int64_t i = 0; i < dv; ++i) out[h * dv + i] *= inv[h];
-  }
+#if HWY_TARGET <= HWY_AVX3
+  HeadsSoftmax<HC>(
+      n, dv, out, scratch,
+      [&](float* p, int64_t stride) {
+        WithHeadDim(dk, [&](auto d) {
+          HeadScoresDk<HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
+        });
+      },
+      [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
+        HeadValues<HC>(v, t0, t1, dv, p, stride, out, n);
+      });
+#else
+  HeadsAvx2<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
+#endif
 }
 #endif
 
@@ -697,6 +814,43 @@ void AttentionF16Heads(const float* q, int64_t nh, const PagedRows& k, const Pag
                            gemm ? SumOrder::kGemm : SumOrder::kVecDot, out, scratch);
 }
 
+#if SNUG_X86_AVX2
+// fn(Row...()) for the row format of KV type t.
+template <class Fn>
+HWY_INLINE void WithRowFormat(DType t, const Fn& fn) {
+  switch (t) {
+    case DType::kF16:
+      return fn(RowF16Of<uint8_t>());
+    case DType::kQ8_0:
+      return fn(RowQ8_0());
+    case DType::kQ4_0:
+      return fn(RowQ4_0());
+    default:
+      SNUG_CHECK(false && "attention_kv_heads: not a KV type");
+  }
+}
+#endif
+
+void AttentionKvHeads(const float* q, int64_t nh, const PagedKvRows& k, const PagedKvRows& v,
+                      int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch) {
+#if SNUG_X86_AVX2
+  if (!ggml_order() && dk % 16 == 0 && dv % 16 == 0) {
+    ForHeadGroups(nh, [&](auto hc, int64_t h) {
+      WithRowFormat(k.type, [&](auto kf) {
+        WithRowFormat(v.type, [&](auto vf) {
+          HeadsAvx2<decltype(kf), decltype(vf), decltype(hc)::value>(
+              q + h * dk, RowsOf(k), RowsOf(v), n, dk, dv, scale, out + h * dv, scratch);
+        });
+      });
+    });
+    return;
+  }
+#endif
+  for (int64_t h = 0; h < nh; ++h) {
+    AttentionFlash(q + h * dk, k, v, n, dk, dv, scale, out + h * dv, scratch);
+  }
+}
+
 const char* AttentionKernel(DType kv) {
   switch (kv) {
     case DType::kF16:
@@ -709,6 +863,7 @@ const char* AttentionKernel(DType kv) {
 #endif
     case DType::kQ8_0:
     case DType::kQ4_0:
+      if (SNUG_X86_AVX2 && !ggml_order()) return "avx2-dequant-heads";
       return SNUG_X86_VNNI512 ? "avx512vnni-int8" : SNUG_X86_AVX2 ? "avx2-int8" : "generic";
     default:
       return nullptr;
@@ -727,6 +882,7 @@ namespace snug::tensor {
 HWY_EXPORT(AttentionFlash);
 HWY_EXPORT(AttentionKernel);
 HWY_EXPORT(AttentionF16Heads);
+HWY_EXPORT(AttentionKvHeads);
 
 const char* attention_kernel(DType kv) {
   return HWY_DYNAMIC_DISPATCH(AttentionKernel)(kv);
@@ -747,6 +903,19 @@ void attention_f16_heads(const float* q, int64_t nh, const PagedRows& k, const P
 int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv) {
   // The accumulator, then the query: dk floats (f16 K) or dk / 32 BlockQ8A.
   return (dv + 7) / 8 * 8 + (dk + 7) / 8 * 8;
+}
+
+int64_t attention_kv_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv) {
+  return std::max(attention_flash_scratch_floats(dk, dv),
+                  std::min<int64_t>(nh, 4) * ((n + 15) / 16 * 16));
+}
+
+void attention_kv_heads(const float* q, int64_t nh, const PagedKvRows& k, const PagedKvRows& v,
+                        int64_t n, int64_t dk, int64_t dv, float scale, float* out,
+                        float* scratch) {
+  SNUG_CHECK(dk % info(k.type).block_size == 0 && dv % info(v.type).block_size == 0);
+  SNUG_DCHECK(k.row_bytes == *row_bytes(k.type, dk) && v.row_bytes == *row_bytes(v.type, dv));
+  HWY_DYNAMIC_DISPATCH(AttentionKvHeads)(q, nh, k, v, n, dk, dv, scale, out, scratch);
 }
 
 void attention_flash_ggml(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t n,

@@ -147,7 +147,8 @@ Status limit_simd_target(std::string_view name);
 // The implementation that scores keys of KV type kv, named as matmul_kernel()
 // names them: for f16, attention_f16_heads's ("avx512-f16-heads",
 // "avx2-f16-heads", or "f16-ggml" for llama.cpp's order); for q8_0 and q4_0,
-// attention_flash_ggml's.
+// attention_kv_heads's ("avx2-dequant-heads", or with ggml's order asked
+// for attention_flash_ggml's).
 const char* attention_kernel(DType kv);
 
 // ---- element-wise and reductions ----------------------------------------
@@ -254,6 +255,20 @@ int64_t attention_flash_scratch_floats(int64_t dk, int64_t dv);
 // where llama.cpp accumulates in f16.
 void attention_flash_ggml(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t n,
                           int64_t dk, int64_t dv, float scale, float* out, float* scratch);
+
+// attention_flash_ggml's result for the nh query heads q[h * dk ...] that
+// share one K and V head of any KV types, into out[h * dv ...]. On AVX2 and
+// up, unless ggml's order is asked for (ggml_order(): there it is
+// attention_flash_ggml head by head, llama.cpp's flash arithmetic), one pass
+// over the rows serves four heads at a time with attention_f16_heads's
+// grouped arithmetic on the rows as stored (dequantize_row's f32 values):
+// the f32 query, not one quantized to q8_0, a softmax over all the scores
+// with one exp per position and head, not an online one, and each K and V
+// row read and dequantized once for the group. Scratch:
+// attention_kv_heads_scratch_floats(n, nh, dk, dv).
+int64_t attention_kv_heads_scratch_floats(int64_t n, int64_t nh, int64_t dk, int64_t dv);
+void attention_kv_heads(const float* q, int64_t nh, const PagedKvRows& k, const PagedKvRows& v,
+                        int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch);
 
 // Packs one key or value row (n elements) into the KV cache's type as
 // llama.cpp's CPU backend stores it: q8_0 with ggml's x86 quantizer (scale

@@ -14,9 +14,10 @@ asked (SNUG_GGML_ORDER=1, which tests/reference/CMakeLists.txt sets for the
 identity tests); by default they take block-sum order, as on AVX3_DL, and
 `run --json` names them "avx2-blocksum". Identity is asserted only where
 snug's kernels for the model's types are ggml-order ones. The same flag keeps
-f16 attention in llama.cpp's order on AVX2 ("f16-ggml"); by default AVX2 takes
-the grouped f32 kernel AVX-512 takes ("avx2-f16-heads"), and `run --json`'s
-"attention_kernel" says which.
+f16 attention in llama.cpp's order on AVX2 ("f16-ggml"), and q8_0/q4_0
+attention in llama.cpp's flash order ("avx2-int8"); by default AVX2 takes the
+grouped f32 kernels ("avx2-f16-heads", "avx2-dequant-heads"), and `run
+--json`'s "attention_kernel" says which.
 
 llama.cpp also repacks some weight types at load (on AVX2: q4_0, the K-quants
 and iq4_nl into 8-row interleaved tiles, a second copy of them) and multiplies
@@ -89,8 +90,8 @@ def ggml_order_kernels(kernels) -> bool:
 
 def ggml_order_attention(attention) -> bool:
     """Whether snug's attention kernel (run --json "attention_kernel") takes
-    llama.cpp's order: not one of the grouped f32 ones ("...-f16-heads")."""
-    return attention is None or not attention.endswith("f16-heads")
+    llama.cpp's order: not one of the grouped f32 ones ("...-heads")."""
+    return attention is None or not attention.endswith("-heads")
 
 
 def same_arithmetic(snug_target: str, system_info, kernels=None, attention=None) -> bool:

@@ -48,6 +48,7 @@ def test_grouped_f32_attention_is_different_arithmetic():
     assert arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "avx2-int8")  # q8_0 KV, ggml's flash order
     assert not arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "avx2-f16-heads")
     assert not arith.decide("AVX2", AVX2_INFO, ggml, "avx2-f16-heads").same
+    assert not arith.same_arithmetic("AVX2", AVX2_INFO, ggml, "avx2-dequant-heads")
 
 
 def test_without_avx2_is_different_arithmetic():

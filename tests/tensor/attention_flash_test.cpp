@@ -17,6 +17,7 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -38,26 +39,33 @@ class AttentionFlash : public testing::PerTarget {};
 
 // n rows of dim floats stored in `type`, paged in blocks of bt rows.
 struct Paged {
-  Paged(DType type, const std::vector<float>& x, int64_t n, int64_t dim, int32_t bt)
-      : stride(*row_bytes(type, dim)) {
-    const int64_t n_blocks = (n + bt - 1) / bt;
+  // Position 0 at row `first` of the first block (a window's start).
+  Paged(DType type, const std::vector<float>& x, int64_t n, int64_t dim, int32_t bt,
+        int32_t first = 0)
+      : stride(*row_bytes(type, dim)), first(first) {
+    const int64_t n_blocks = (first + n + bt - 1) / bt;
     // One allocation per block, in reverse order, so that blocks are not contiguous.
     storage.resize(static_cast<size_t>(n_blocks));
     for (int64_t b = n_blocks - 1; b >= 0; --b)
       storage[static_cast<size_t>(b)].assign(stride * static_cast<size_t>(bt), 0);
-    for (int64_t t = 0; t < n; ++t)
-      quantize_kv_row(type, x.data() + t * dim, storage[t / bt].data() + (t % bt) * stride, dim);
+    for (int64_t t = 0; t < n; ++t) quantize_kv_row(type, x.data() + t * dim, at(t), dim);
     for (auto& s : storage) blocks.push_back(s.data());
-    rows = PagedKvRows{blocks.data(), bt, stride, type};
+    rows = PagedKvRows{blocks.data(), bt, stride, type, first};
+  }
+  uint8_t* at(int64_t t) {
+    const int64_t r = first + t, bt = static_cast<int64_t>(storage[0].size() / stride);
+    return storage[static_cast<size_t>(r / bt)].data() + (r % bt) * stride;
   }
   // Row t as the kernel reads it, in f32.
   std::vector<float> row(int64_t t, int64_t dim) const {
     std::vector<float> out(static_cast<size_t>(dim));
-    const int32_t bt = rows.block_tokens;
-    ref::dequantize_row(rows.type, blocks[t / bt] + (t % bt) * stride, out.data(), dim);
+    const int64_t r = first + t, bt = rows.block_tokens;
+    ref::dequantize_row(rows.type, blocks[static_cast<size_t>(r / bt)] + (r % bt) * stride,
+                        out.data(), dim);
     return out;
   }
   size_t stride;  // bytes per row
+  int32_t first;
   std::vector<std::vector<uint8_t>> storage;
   std::vector<const uint8_t*> blocks;
   PagedKvRows rows{};
@@ -138,6 +146,95 @@ TEST_P(AttentionFlash, MatchesReferencesForEveryKvTypePair) {
                                               << dk << " n " << n << " i " << i);
             ASSERT_NEAR(out[i], stored[i], 1e-5 * vmax + 1e-6);
             ASSERT_NEAR(out[i], exact[i], tol * vmax);
+          }
+        }
+      }
+    }
+  }
+}
+
+// attention_kv_heads for every pair of KV types, 1, 3 and 7 heads (one or two
+// passes of up to four), head sizes (64, 64), (128, 128) and (32, 96), 1 to
+// 300 positions (past the value pass's span of 256) over blocks of 16 rows
+// scattered in reverse, from a block's first row or from row 7 (a window's
+// start):
+// - on AVX2 and up the bits of grouped_heads_twin over the rows as stored
+//   (dequantize_row's f32 values), so every x86 target gives the same; with
+//   ggml's order asked for, and below AVX2, attention_flash_ggml's head by
+//   head (llama.cpp's flash arithmetic);
+// - a head alone and in its group give the same bits;
+// - against a float64 softmax over the stored rows and the f32 query: within
+//   1e-4 x max |v| (f32 rounding only), and over all outputs closer than
+//   attention_flash_ggml, which rounds the query to K's dot type.
+TEST_P(AttentionFlash, KvHeadsTakeTheGroupedArithmetic) {
+  const int32_t bt = 16;
+  struct Dims {
+    int64_t dk, dv;
+  };
+  for (Dims dims : {Dims{64, 64}, Dims{128, 128}, Dims{32, 96}}) {
+    const int64_t dk = dims.dk, dv = dims.dv;
+    for (int64_t nh : {1, 3, 7}) {
+      for (int64_t n : {1, 5, 300}) {
+        for (int32_t first : {0, 7}) {
+          const auto kx = random_values(n * dk, 61, 0.f), vx = random_values(n * dv, 62, 0.f);
+          auto q = random_values(nh * dk, 63, 0.f);
+          for (float& x : q) x *= 4.f;  // a softmax that is not flat
+          const float scale = 1.f / std::sqrt(static_cast<float>(dk));
+          for (DType kt : kKvTypes) {
+            for (DType vt : kKvTypes) {
+              const Paged k(kt, kx, n, dk, bt, first), v(vt, vx, n, dv, bt, first);
+              std::vector<std::vector<float>> ks, vs;
+              std::vector<float> kf, vf;  // the stored rows in f32, row after row
+              float vmax = 0;
+              for (int64_t t = 0; t < n; ++t) {
+                ks.push_back(k.row(t, dk));
+                vs.push_back(v.row(t, dv));
+                kf.insert(kf.end(), ks.back().begin(), ks.back().end());
+                vf.insert(vf.end(), vs.back().begin(), vs.back().end());
+                for (float x : vs.back()) vmax = std::max(vmax, std::fabs(x));
+              }
+              std::vector<float> scratch(
+                  static_cast<size_t>(std::max(attention_kv_heads_scratch_floats(n, nh, dk, dv),
+                                               attention_flash_scratch_floats(dk, dv))));
+              std::vector<float> got(static_cast<size_t>(nh * dv) + 1, -7.f),
+                  one(static_cast<size_t>(dv)), flash(static_cast<size_t>(dv));
+              const std::string at = std::string(hwy::TargetName(GetParam())) + " " +
+                                     std::string(dtype_name(kt)) + "/" +
+                                     std::string(dtype_name(vt)) + " dk " + std::to_string(dk) +
+                                     " dv " + std::to_string(dv) + " heads " + std::to_string(nh) +
+                                     " n " + std::to_string(n) + " first " + std::to_string(first);
+              for (bool ggml_asked : {false, true}) {
+                set_ggml_order(ggml_asked);
+                const bool grouped = HWY_ARCH_X86 && GetParam() <= HWY_AVX2 && !ggml_asked;
+                attention_kv_heads(q.data(), nh, k.rows, v.rows, n, dk, dv, scale, got.data(),
+                                   scratch.data());
+                ASSERT_EQ(got[static_cast<size_t>(nh * dv)], -7.f) << at << ": wrote past";
+                double err_got = 0, err_flash = 0;
+                for (int64_t h = 0; h < nh; ++h) {
+                  const float* qh = q.data() + h * dk;
+                  attention_kv_heads(qh, 1, k.rows, v.rows, n, dk, dv, scale, one.data(),
+                                     scratch.data());
+                  attention_flash_ggml(qh, k.rows, v.rows, n, dk, dv, scale, flash.data(),
+                                       scratch.data());
+                  const std::vector<float> twin =
+                      grouped ? testing::grouped_heads_twin(qh, kf, vf, n, dk, dv, scale) : flash;
+                  const auto want = reference(std::vector<float>(qh, qh + dk), ks, vs, scale);
+                  for (int64_t i = 0; i < dv; ++i) {
+                    const float g = got[static_cast<size_t>(h * dv + i)];
+                    SCOPED_TRACE(::testing::Message() << at << " head " << h << " col " << i
+                                                      << (ggml_asked ? " (ggml's order)" : ""));
+                    ASSERT_EQ(g, one[static_cast<size_t>(i)]);
+                    ASSERT_EQ(g, twin[static_cast<size_t>(i)]);
+                    if (grouped) ASSERT_NEAR(g, want[static_cast<size_t>(i)], 1e-4 * vmax);
+                    err_got += std::fabs(g - want[static_cast<size_t>(i)]);
+                    err_flash +=
+                        std::fabs(flash[static_cast<size_t>(i)] - want[static_cast<size_t>(i)]);
+                  }
+                }
+                if (grouped) EXPECT_LE(err_got, err_flash) << at;
+              }
+              set_ggml_order(false);
+            }
           }
         }
       }

@@ -316,42 +316,6 @@ float repack_q32(DType type, const uint8_t* row, const BlockQ8A* a, int64_t cols
   return acc;
 }
 
-// The grouped f32 kernel's arithmetic (attention_f16_heads on AVX-512, and on
-// AVX2 in block-sum order) for one head in scalar code: a score's 16 lane
-// sums fused over 16-column chunks, reduced as _mm512_reduce_add_ps does
-// (lanes i + 8, then j + 4, k + 2, 0 + 1), times scale; exp_sum_ggml; each
-// output element the fma chain over the positions, times 1 / sum.
-std::vector<float> grouped_heads_twin(const float* q, const std::vector<float>& kf,
-                                      const std::vector<float>& vf, int64_t n, int64_t dk,
-                                      int64_t dv, float scale) {
-  std::vector<float> p(static_cast<size_t>(n));
-  float mx = -INFINITY;
-  for (int64_t t = 0; t < n; ++t) {
-    float a[16] = {};
-    for (int64_t c = 0; c < dk; c += 16) {
-      for (int i = 0; i < 16; ++i)
-        a[i] = std::fma(kf[static_cast<size_t>(t * dk + c + i)], q[c + i], a[i]);
-    }
-    float s[8], u[4];
-    for (int i = 0; i < 8; ++i) s[i] = a[i] + a[i + 8];
-    for (int j = 0; j < 4; ++j) u[j] = s[j] + s[j + 4];
-    const float f = (u[0] + u[2]) + (u[1] + u[3]);
-    p[static_cast<size_t>(t)] = f * scale;
-    mx = std::max(mx, p[static_cast<size_t>(t)]);
-  }
-  const auto inv = static_cast<float>(1.0 / exp_sum_ggml(p.data(), n, mx));
-  std::vector<float> out(static_cast<size_t>(dv), 0.f);
-  for (int64_t i = 0; i < dv; ++i) {
-    for (int64_t t = 0; t < n; ++t) {
-      out[static_cast<size_t>(i)] =
-          std::fma(vf[static_cast<size_t>(t * dv + i)], p[static_cast<size_t>(t)],
-                   out[static_cast<size_t>(i)]);
-    }
-    out[static_cast<size_t>(i)] *= inv;
-  }
-  return out;
-}
-
 // attention_f16_heads for every head count up to 7 (one or two passes of up
 // to four heads), head sizes that take the AVX-512 path (multiples of 16) or
 // the per-head ggml kernel (40), and positions from 1 to past the value
@@ -432,7 +396,7 @@ TEST_P(Simd, AttentionHeadsMatchFloat64) {
                                     scratch.data());
                 attention_f16_ggml(qh, k, v, n, dk, dv, scale, order, ggml.data(), scratch.data());
                 const std::vector<float> twin =
-                    grouped ? grouped_heads_twin(qh, kfr, vfr, n, dk, dv, scale)
+                    grouped ? testing::grouped_heads_twin(qh, kfr, vfr, n, dk, dv, scale)
                             : std::vector<float>();
                 std::vector<double> w(static_cast<size_t>(n));
                 double mx = -1e300, sum = 0;

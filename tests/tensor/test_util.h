@@ -1,6 +1,7 @@
 // Shared helpers for the tensor tests: random data and the formats under test.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -49,6 +50,42 @@ class PerTarget : public ::testing::TestWithParam<int64_t> {
   void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
   void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
 };
+
+// The grouped f32 kernel's arithmetic (attention_f16_heads on AVX-512, and on
+// AVX2 in block-sum order; attention_kv_heads on the rows as stored) for one head in scalar code: a
+// score's 16 lane sums fused over 16-column chunks, reduced as _mm512_reduce_add_ps does (lanes i +
+// 8, then j + 4, k + 2, 0 + 1), times scale; exp_sum_ggml; each output element the fma chain over
+// the positions, times 1 / sum.
+inline std::vector<float> grouped_heads_twin(const float* q, const std::vector<float>& kf,
+                                             const std::vector<float>& vf, int64_t n, int64_t dk,
+                                             int64_t dv, float scale) {
+  std::vector<float> p(static_cast<size_t>(n));
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    float a[16] = {};
+    for (int64_t c = 0; c < dk; c += 16) {
+      for (int i = 0; i < 16; ++i)
+        a[i] = std::fma(kf[static_cast<size_t>(t * dk + c + i)], q[c + i], a[i]);
+    }
+    float s[8], u[4];
+    for (int i = 0; i < 8; ++i) s[i] = a[i] + a[i + 8];
+    for (int j = 0; j < 4; ++j) u[j] = s[j] + s[j + 4];
+    const float f = (u[0] + u[2]) + (u[1] + u[3]);
+    p[static_cast<size_t>(t)] = f * scale;
+    mx = std::max(mx, p[static_cast<size_t>(t)]);
+  }
+  const auto inv = static_cast<float>(1.0 / exp_sum_ggml(p.data(), n, mx));
+  std::vector<float> out(static_cast<size_t>(dv), 0.f);
+  for (int64_t i = 0; i < dv; ++i) {
+    for (int64_t t = 0; t < n; ++t) {
+      out[static_cast<size_t>(i)] =
+          std::fma(vf[static_cast<size_t>(t * dv + i)], p[static_cast<size_t>(t)],
+                   out[static_cast<size_t>(i)]);
+    }
+    out[static_cast<size_t>(i)] *= inv;
+  }
+  return out;
+}
 
 inline std::string target_param_name(const ::testing::TestParamInfo<int64_t>& info) {
   return hwy::TargetName(info.param);
