@@ -10,6 +10,7 @@
 // n_tok = 1) and FLOP/s (2 * rows * cols * n_tok per call).
 //
 //   build-tensor/bench/kernels_bench --benchmark_filter=matmul/q4_1
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -123,19 +124,28 @@ void BM_Dequantize(benchmark::State& st, DType type) {
       benchmark::Counter(static_cast<double>(st.iterations()) * n, benchmark::Counter::kIsRate);
 }
 
-// A decode step's attention over a paged f16 KV cache at SmolLM2-135M's
-// shape (30 layers, 3 KV heads of 3 query heads each, head size 64): for each
-// of n_seq sequences, layer and KV head, attention_f16_heads over n_pos
-// positions whose 16-row blocks lie shuffled over one pool. 16 sequences of
-// 256 positions are 94 MB of K and V (beyond any last-level cache), one is
-// 6 MB (in it). Counter kv_bytes/s: K and V bytes read per second.
-void BM_AttentionStep(benchmark::State& st, int64_t n_seq, int64_t n_pos) {
+// A decode step's attention over a paged KV cache at SmolLM2-135M's shape
+// (30 layers, 3 KV heads of 3 query heads each, head size 64): for each of
+// n_seq sequences, layer and KV head, one call over n_pos positions whose
+// 16-row blocks lie shuffled over one pool. f16: attention_f16_heads; q8_0
+// and q4_0: attention_kv_heads, or with `flash` attention_flash_ggml head by
+// head (llama.cpp's flash arithmetic, what SNUG_GGML_ORDER=1 takes). 16
+// sequences of 256 positions are 94 MB of f16 K and V (beyond any last-level
+// cache), 50 MB of q8_0; one is 6 MB (in it). Counter kv_bytes/s: K and V
+// bytes read per second.
+void BM_AttentionStep(benchmark::State& st, DType kv, bool flash, int64_t n_seq, int64_t n_pos) {
   constexpr int64_t kLayers = 30, kKvHeads = 3, kGroup = 3, kDim = 64, kBt = 16;
   const int64_t items = n_seq * kLayers * kKvHeads, nb = (n_pos + kBt - 1) / kBt;
   const int64_t blocks = items * nb * 2;  // K and V
-  std::vector<uint16_t> pool(static_cast<size_t>(blocks * kBt * kDim));
+  const auto rb = static_cast<int64_t>(*row_bytes(kv, kDim));
+  const int64_t block_bytes = (kBt * rb + 63) / 64 * 64;
+  std::vector<uint16_t> pool(static_cast<size_t>(blocks * block_bytes / 2));
+  auto* bytes = reinterpret_cast<uint8_t*>(pool.data());
   const auto f = values(kBt * kDim * 64, 4);
-  for (size_t i = 0; i < pool.size(); ++i) pool[i] = detail::f32_to_f16(f[i % f.size()]);
+  for (int64_t r = 0; r < blocks * kBt; ++r) {
+    quantize_kv_row(kv, f.data() + (r % (kBt * 64)) * kDim,
+                    bytes + (r / kBt) * block_bytes + (r % kBt) * rb, kDim);
+  }
   std::vector<int64_t> order(static_cast<size_t>(blocks));
   uint32_t s = 5;
   for (int64_t i = 0; i < blocks; ++i) order[static_cast<size_t>(i)] = i;
@@ -144,38 +154,65 @@ void BM_AttentionStep(benchmark::State& st, int64_t n_seq, int64_t n_pos) {
     const auto j = static_cast<size_t>(uint64_t{s >> 8} % static_cast<uint64_t>(i + 1));
     std::swap(order[static_cast<size_t>(i)], order[j]);
   }
-  std::vector<const uint16_t*> table(static_cast<size_t>(blocks));
+  std::vector<const uint8_t*> table(static_cast<size_t>(blocks));
+  std::vector<const uint16_t*> table16(static_cast<size_t>(blocks));
   for (int64_t i = 0; i < blocks; ++i) {
-    table[static_cast<size_t>(i)] = pool.data() + order[static_cast<size_t>(i)] * kBt * kDim;
+    const int64_t at = order[static_cast<size_t>(i)] * block_bytes;
+    table[static_cast<size_t>(i)] = bytes + at;
+    table16[static_cast<size_t>(i)] = pool.data() + at / 2;
   }
   const auto q = values(kGroup * kDim, 6);
   std::vector<float> out(kGroup * kDim);
   std::vector<float> scratch(
-      static_cast<size_t>(attention_heads_scratch_floats(n_pos, kGroup, kDim, kDim)));
+      static_cast<size_t>(std::max(attention_heads_scratch_floats(n_pos, kGroup, kDim, kDim),
+                                   attention_kv_heads_scratch_floats(n_pos, kGroup, kDim, kDim))));
   for (auto _ : st) {
     for (int64_t it = 0; it < items; ++it) {
-      const PagedRows k{table.data() + 2 * it * nb, kBt, kDim, 0};
-      const PagedRows v{table.data() + (2 * it + 1) * nb, kBt, kDim, 0};
-      attention_f16_heads(q.data(), kGroup, k, v, n_pos, kDim, kDim, 0.125f, SumOrder::kVecDot,
-                          out.data(), scratch.data());
+      const size_t kb = static_cast<size_t>(2 * it * nb), vb = kb + static_cast<size_t>(nb);
+      if (kv == DType::kF16) {
+        const PagedRows k{table16.data() + kb, kBt, kDim, 0};
+        const PagedRows v{table16.data() + vb, kBt, kDim, 0};
+        attention_f16_heads(q.data(), kGroup, k, v, n_pos, kDim, kDim, 0.125f, SumOrder::kVecDot,
+                            out.data(), scratch.data());
+        continue;
+      }
+      const PagedKvRows k{table.data() + kb, kBt, static_cast<uint64_t>(rb), kv, 0};
+      const PagedKvRows v{table.data() + vb, kBt, static_cast<uint64_t>(rb), kv, 0};
+      if (flash) {
+        for (int64_t h = 0; h < kGroup; ++h) {
+          attention_flash_ggml(q.data() + h * kDim, k, v, n_pos, kDim, kDim, 0.125f,
+                               out.data() + h * kDim, scratch.data());
+        }
+      } else {
+        attention_kv_heads(q.data(), kGroup, k, v, n_pos, kDim, kDim, 0.125f, out.data(),
+                           scratch.data());
+      }
     }
     benchmark::DoNotOptimize(out.data());
   }
   st.counters["kv_bytes/s"] =
       benchmark::Counter(static_cast<double>(st.iterations()) * static_cast<double>(items) *
-                             static_cast<double>(n_pos) * kDim * 2 * 2,
+                             static_cast<double>(n_pos) * static_cast<double>(rb) * 2,
                          benchmark::Counter::kIsRate);
 }
 
 void register_all() {
-  for (int64_t n_seq : {1, 16}) {
-    for (int64_t n_pos : {64, 256, 1024}) {
-      if (n_seq * n_pos > 4096) continue;
-      benchmark::RegisterBenchmark(
-          ("attention/smollm2/seqs" + std::to_string(n_seq) + "/pos" + std::to_string(n_pos))
-              .c_str(),
-          BM_AttentionStep, n_seq, n_pos)
-          ->Unit(benchmark::kMicrosecond);
+  struct Kv {
+    DType type;
+    bool flash;
+    const char* name;  // "" for f16, the names earlier figures were recorded under
+  };
+  for (Kv kv : {Kv{DType::kF16, false, ""}, Kv{DType::kQ8_0, false, "q8_0/"},
+                Kv{DType::kQ8_0, true, "q8_0-flash/"}, Kv{DType::kQ4_0, false, "q4_0/"}}) {
+    for (int64_t n_seq : {1, 16}) {
+      for (int64_t n_pos : {64, 256, 1024}) {
+        if (n_seq * n_pos > 4096) continue;
+        benchmark::RegisterBenchmark(("attention/smollm2/" + std::string(kv.name) + "seqs" +
+                                      std::to_string(n_seq) + "/pos" + std::to_string(n_pos))
+                                         .c_str(),
+                                     BM_AttentionStep, kv.type, kv.flash, n_seq, n_pos)
+            ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
   for (DType t : kTypes) {

@@ -22,7 +22,7 @@ void head_rows(const KvCache& cache, SeqId seq, int32_t layer, int32_t kvh, int3
   const auto& table = cache.block_table(seq, cache.group_of(layer));
   const uint64_t koff = cache.k_offset(layer, kvh), voff = cache.v_offset(layer, kvh);
   for (int32_t b = 0; b < n_blocks; ++b) {
-    const int32_t block = table[static_cast<size_t>(b0 + b)];
+    const int32_t block = table[static_cast<size_t>(b0) + static_cast<size_t>(b)];
     SNUG_DCHECK(block >= 0);  // a windowed group gave back only blocks its window passed
     const uint8_t* blk = cache.block_data(block);
     kptr[b] = reinterpret_cast<const P*>(blk + koff);
