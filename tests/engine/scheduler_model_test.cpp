@@ -2,7 +2,9 @@
 // activations turn a one-ulp difference into a different token): 32 requests
 // of mixed prompt lengths served together, in small prompt chunks, and again
 // through a KV pool so small that preemption must happen, each give the
-// tokens and the bit-identical logprobs of the same request run alone.
+// tokens and the bit-identical logprobs of the same request run alone. The
+// same holds with a quantized KV cache (q8_0 keys, q4_0 values: both row
+// formats of the grouped quantized attention kernel).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -51,6 +53,29 @@ void serve_all(const model::Model& m, const text::Tokenizer& tok, const Schedule
   *preemptions = (*s)->metrics().preemptions;
 }
 
+// n requests of mixed prompt lengths (3 to 242 tokens of the reference
+// text), each with its n_gen greedy tokens run alone with these cache types.
+std::vector<Case> mixed_cases(const model::Model& m, const text::Tokenizer& tok, int n, int n_gen,
+                              tensor::DType k_type, tensor::DType v_type) {
+  std::ifstream in(SNUG_SOURCE_DIR "/tests/data/reference.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::vector<int32_t> all =
+      tok.encode(text.str(), /*add_special=*/false, /*parse_special=*/false);
+  EXPECT_GT(all.size(), 400u);
+  std::vector<Case> cases;
+  for (int i = 0; i < n && all.size() > 400u; ++i) {
+    const size_t start = static_cast<size_t>(i * 7) % 64;
+    const size_t len = 3 + static_cast<size_t>(i * 37) % 240;
+    Case c;
+    c.prompt.assign(all.begin() + static_cast<ptrdiff_t>(start),
+                    all.begin() + static_cast<ptrdiff_t>(start + len));
+    c.want = testing::alone_with_logprobs(m, c.prompt, n_gen, 512, k_type, v_type);
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
 TEST(SchedulerModel, ConcurrentChunkedAndPreemptedRequestsEqualEachAlone) {
   if (!snug::testing::have_file(kModel, "scripts/fetch-models")) return;
   memory::Ledger ledger;
@@ -58,23 +83,9 @@ TEST(SchedulerModel, ConcurrentChunkedAndPreemptedRequestsEqualEachAlone) {
   ASSERT_TRUE(m.ok()) << m.error().message;
   auto tok = text::Tokenizer::from_gguf((*m)->file());
   ASSERT_TRUE(tok.ok()) << tok.error().message;
-  std::ifstream in(SNUG_SOURCE_DIR "/tests/data/reference.txt");
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::vector<int32_t> all =
-      tok->encode(text.str(), /*add_special=*/false, /*parse_special=*/false);
-  ASSERT_GT(all.size(), 400u);
   const int n_gen = 24;
-  std::vector<Case> cases;
-  for (int i = 0; i < 32; ++i) {
-    const size_t start = static_cast<size_t>(i * 7) % 64;
-    const size_t len = 3 + static_cast<size_t>(i * 37) % 240;
-    Case c;
-    c.prompt.assign(all.begin() + static_cast<ptrdiff_t>(start),
-                    all.begin() + static_cast<ptrdiff_t>(start + len));
-    c.want = testing::alone_with_logprobs(**m, c.prompt, n_gen, 512);
-    cases.push_back(std::move(c));
-  }
+  const std::vector<Case> cases =
+      mixed_cases(**m, *tok, 32, n_gen, tensor::DType::kF16, tensor::DType::kF16);
   SchedulerOptions o;
   o.n_ctx = 512;
   o.n_parallel = 8;
@@ -94,6 +105,28 @@ TEST(SchedulerModel, ConcurrentChunkedAndPreemptedRequestsEqualEachAlone) {
   o.admission = SchedulerOptions::Admission::kReserve;
   serve_all(**m, *tok, o, cases, n_gen, &preemptions);
   EXPECT_EQ(preemptions, 0u);
+}
+
+TEST(SchedulerModel, QuantizedCacheRequestsEqualEachAloneToo) {
+  if (!snug::testing::have_file(kModel, "scripts/fetch-models")) return;
+  memory::Ledger ledger;
+  auto m = model::Model::load(kModel, &ledger);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  auto tok = text::Tokenizer::from_gguf((*m)->file());
+  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  const int n_gen = 16;
+  const std::vector<Case> cases =
+      mixed_cases(**m, *tok, 16, n_gen, tensor::DType::kQ8_0, tensor::DType::kQ4_0);
+  SchedulerOptions o;
+  o.n_ctx = 512;
+  o.n_parallel = 8;
+  o.max_seqs = 16;
+  o.batch_tokens = 80;  // prompts in chunks beside the decodes
+  o.n_threads = 2;
+  o.k_type = tensor::DType::kQ8_0;
+  o.v_type = tensor::DType::kQ4_0;
+  uint64_t preemptions = 0;
+  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
 }
 
 }  // namespace

@@ -21,10 +21,12 @@ float logprob_of(const float* logits, int32_t n, int32_t id) {
 }
 
 Alone alone_with_logprobs(const model::Model& m, const std::vector<int32_t>& prompt, int n,
-                          int32_t n_ctx) {
+                          int32_t n_ctx, tensor::DType k_type, tensor::DType v_type) {
   memory::Ledger ledger;
   SessionOptions o;
   o.n_ctx = n_ctx;
+  o.k_type = k_type;
+  o.v_type = v_type;
   o.n_threads = 1;
   auto s = Session::create(m, o, &ledger);
   EXPECT_TRUE(s.ok()) << s.error().message;

@@ -21,9 +21,11 @@ struct Alone {
 };
 
 // `prompt` then n greedy tokens through a Session of context n_ctx: the
-// prompt in one call, each generated token fed as generated.
+// prompt in one call, each generated token fed as generated; keys and values
+// cached as k_type and v_type.
 Alone alone_with_logprobs(const model::Model& m, const std::vector<int32_t>& prompt, int n,
-                          int32_t n_ctx);
+                          int32_t n_ctx, tensor::DType k_type = tensor::DType::kF16,
+                          tensor::DType v_type = tensor::DType::kF16);
 
 struct Outcome {
   std::vector<int32_t> tokens;
