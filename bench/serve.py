@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 KV_BLOCK_TOKENS = 16
 LLAMA_CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of this
+LLAMA_KV_TYPES = {"q8_0": 8, "q4_0": 2}  # ggml_type ids of the quantized KV types
 
 # Prompt lengths in tokens (before a short unique header): mostly short with a
 # few long ones, as chat and completion traffic is. Mean ~130, max 420.
@@ -216,6 +217,7 @@ class Server:
             self.cmd += ["--memory", args.memory]
         if args.repack:
             self.cmd += ["--repack"]
+        self.cmd += ["--kv-type", args.kv_type]
         self.log = []
         self.port = None
         self._ready = threading.Event()
@@ -552,6 +554,7 @@ def snug_plan(args, parallel, ctx, max_seqs):
         cmd += ["--memory", args.memory]
     if args.repack:
         cmd += ["--repack"]
+    cmd += ["--kv-type", args.kv_type]
     r = subprocess.run(cmd, capture_output=True, text=True)
     try:
         j = json.loads(r.stdout)
@@ -576,11 +579,12 @@ def plan_from_log(log):
 def snug_kernels(args):
     """snug's dispatched SIMD target and kernels (`snug run --json`)."""
     cmd = [str(args.snug), "run", str(args.model), "--json", "--no-chat", "-p", "Hello", "-n", "1", "--ctx", "64",
-           "-t", str(args.threads)]
+           "-t", str(args.threads), "--kv-type", args.kv_type]
     r = subprocess.run(cmd, capture_output=True, text=True)
     try:
         j = json.loads(r.stdout)
-        return {"simd_target": j.get("simd_target"), "matmul_kernels": j.get("matmul_kernels")}
+        return {"simd_target": j.get("simd_target"), "matmul_kernels": j.get("matmul_kernels"),
+                "attention_kernel": j.get("attention_kernel")}
     except json.JSONDecodeError:
         return {"error": r.stderr.strip()}
 
@@ -613,6 +617,9 @@ def llama_child(spec):
     cp.n_threads = spec["threads"]
     cp.n_threads_batch = spec["threads"]
     cp.kv_unified = spec["kv_unified"]
+    if spec["kv_type"] != "f16":  # llama.cpp keeps a quantized V only with flash attention
+        cp.type_k = cp.type_v = LLAMA_KV_TYPES[spec["kv_type"]]
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
     cp.no_perf = True
     ctx = L.llama_init_from_model(model, cp)
     if not ctx:
@@ -675,7 +682,8 @@ def llama_child(spec):
         token_ids += tokens
     wall = time.perf_counter() - t_all
     out = {"n_ctx": L.llama_n_ctx(ctx), "n_ctx_seq": L.llama_n_ctx_seq(ctx), "n_seq_max": L.llama_n_seq_max(ctx),
-           "n_batch": n_batch, "kv_unified": spec["kv_unified"], "flash_attn": "auto",
+           "n_batch": n_batch, "kv_unified": spec["kv_unified"],
+           "flash_attn": "auto" if spec["kv_type"] == "f16" else "on", "kv_type": spec["kv_type"],
            "generated_tokens": generated, "wall_seconds": wall, "prefill_seconds": prefill_seconds,
            "decode_seconds": decode_seconds, "ttft_samples": ttft, "step_samples": steps, "token_ids": token_ids,
            "peak_rss_bytes": vm_hwm(os.getpid()), "system_info": L.llama_print_system_info().decode().strip()}
@@ -687,7 +695,8 @@ def llama_child(spec):
 
 def llama_concurrency(args, prompts, c, n_ctx):
     spec = {"model": str(args.model), "concurrency": c, "n_ctx": n_ctx, "batch_tokens": args.batch_tokens,
-            "threads": args.threads, "kv_unified": args.kv_unified, "max_tokens": args.max_tokens,
+            "threads": args.threads, "kv_unified": args.kv_unified, "kv_type": args.kv_type,
+            "max_tokens": args.max_tokens,
             "prompts": [p["ids"] for p in prompts]}
     spec_file = ROOT / "build" / f"bench_serve_llama_{c}.json"
     spec_file.parent.mkdir(exist_ok=True)
@@ -769,7 +778,9 @@ def print_report(report):
     p = report["params"]
     print(f"model {Path(p['model']).name}; {p['max_tokens']} tokens per request, greedy, ignore_eos; threads "
           f"{p['threads']}; snug --ctx {p['ctx']} --parallel {p['parallel']} --batch-tokens {p['batch_tokens']}; "
-          f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}\n")
+          f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}; "
+          f"KV {p.get('kv_type', 'f16')} on both sides"
+          f"{', snug attention ' + m['snug_kernels']['attention_kernel'] if (m.get('snug_kernels') or {}).get('attention_kernel') else ''}\n")
     rows = report["results"]
     side = lambda row, name: row.get(name) or {}
     num = lambda x, w, f=".1f": f"{x:>{w}{f}}" if x is not None else f"{'-':>{w}}"
@@ -856,6 +867,9 @@ def main():
     ap.add_argument("--repack", action="store_true",
                     help="snug --repack: the matrices packed once at load in private memory")
     ap.add_argument("--kv-unified", action="store_true", help="llama.cpp: one KV stream shared by all sequences")
+    ap.add_argument("--kv-type", choices=sorted(LLAMA_KV_TYPES) + ["f16"], default="f16",
+                    help="keys and values on both sides (snug --kv-type; llama.cpp type_k/type_v, "
+                         "quantized with flash attention on, as llama.cpp requires)")
     ap.add_argument("--admission-ctx", type=int, default=4096,
                     help="KV tokens of the second server that measures admission (0: skip)")
     ap.add_argument("--no-snug", action="store_true", help="llama.cpp side only")
@@ -887,7 +901,7 @@ def main():
                    "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
                    "threads": args.threads, "memory": args.memory, "repack": args.repack,
                    "llama_n_ctx": pool_tokens,
-                   "kv_unified": args.kv_unified, "prompt_tokens": [len(p["ids"]) for p in prompts]},
+                   "kv_unified": args.kv_unified, "kv_type": args.kv_type, "prompt_tokens": [len(p["ids"]) for p in prompts]},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": os.getloadavg()},
         "results": [],
     }
