@@ -80,7 +80,10 @@ std::vector<float> converted_query(DType k_type, const std::vector<float>& q) {
   } else {
     std::vector<BlockQ8A> a(static_cast<size_t>(n / 32));
     ref::quantize_activation_row(DType::kQ8_0, q.data(), a.data(), n);
-    for (int64_t i = 0; i < n; ++i) out[i] = a[i / 32].d * a[i / 32].qs[i % 32];
+    for (int64_t i = 0; i < n; ++i) {
+      const BlockQ8A& b = a[static_cast<size_t>(i / 32)];
+      out[static_cast<size_t>(i)] = b.d * b.qs[i % 32];
+    }
   }
   return out;
 }
