@@ -320,39 +320,38 @@ struct RowF16Of {
   }
 };
 using RowF16 = RowF16Of<uint16_t>;
-template <class Block>
-HWY_INLINE __m256 BlockScale(const uint8_t* row, int64_t c) {
-  const auto* b = reinterpret_cast<const Block*>(row) + c / kQK;
-  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(b->d)));
-}
-struct RowQ8_0 {
+// The quantized rows: Levels::At(block, j) gives a block's int8 levels
+// j..j+7, each value level x the block's scale.
+template <class Block, class Levels>
+struct RowQuant {
   using Elem = uint8_t;
   using Scale = __m256;
   static HWY_INLINE Scale ScaleAt(const Elem* row, int64_t c) {
-    return BlockScale<BlockQ8_0>(row, c);
+    const auto* b = reinterpret_cast<const Block*>(row) + c / kQK;
+    return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<int16_t>(b->d)));
   }
   static HWY_INLINE __m256 Load8(const Elem* row, int64_t c, Scale d) {
-    const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + c / kQK;
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + c % kQK));
+    const auto* b = reinterpret_cast<const Block*>(row) + c / kQK;
+    const __m128i q = Levels::At(*b, c % kQK);
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
   }
 };
-// q4_0: element j < 16 of a block is byte j's low nibble, 16 + j its high one.
-struct RowQ4_0 {
-  using Elem = uint8_t;
-  using Scale = __m256;
-  static HWY_INLINE Scale ScaleAt(const Elem* row, int64_t c) {
-    return BlockScale<BlockQ4_0>(row, c);
-  }
-  static HWY_INLINE __m256 Load8(const Elem* row, int64_t c, Scale d) {
-    const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + c / kQK;
-    const int64_t j = c % kQK;
-    __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + j % 16));
-    if (j >= 16) x = _mm_srli_epi16(x, 4);
-    x = _mm_sub_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), d);
+struct LevelsQ8_0 {
+  static HWY_INLINE __m128i At(const BlockQ8_0& b, int64_t j) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + j));
   }
 };
+// q4_0: element j < 16 of a block is byte j's low nibble, 16 + j its high one.
+struct LevelsQ4_0 {
+  static HWY_INLINE __m128i At(const BlockQ4_0& b, int64_t j) {
+    __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + j % 16));
+    if (j >= 16) x = _mm_srli_epi16(x, 4);
+    return _mm_sub_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
+  }
+};
+using RowQ8_0 = RowQuant<BlockQ8_0, LevelsQ8_0>;
+using RowQ4_0 = RowQuant<BlockQ4_0, LevelsQ4_0>;
+
 // fn(std::integral_constant<int, DK>()) with the head sizes of common models
 // unrolled (DK = dk), others at run time (DK = 0).
 template <class Fn>

@@ -53,6 +53,37 @@ void serve_all(const model::Model& m, const text::Tokenizer& tok, const Schedule
   *preemptions = (*s)->metrics().preemptions;
 }
 
+// The model and its tokenizer, or null after a failed assertion.
+struct Loaded {
+  memory::Ledger ledger;  // outlives the model
+  std::unique_ptr<model::Model> model;
+  text::Tokenizer tok;
+};
+std::unique_ptr<Loaded> load_model() {
+  auto f = std::make_unique<Loaded>();
+  auto m = model::Model::load(kModel, &f->ledger);
+  EXPECT_TRUE(m.ok()) << m.error().message;
+  if (!m.ok()) return nullptr;
+  f->model = std::move(*m);
+  auto tok = text::Tokenizer::from_gguf(f->model->file());
+  EXPECT_TRUE(tok.ok()) << tok.error().message;
+  if (!tok.ok()) return nullptr;
+  f->tok = std::move(*tok);
+  return f;
+}
+
+// Requests in prompt chunks of 80 tokens beside the decodes, at most max_seqs
+// at once, in a pool of 8 x 512 tokens.
+SchedulerOptions chunked(int32_t max_seqs) {
+  SchedulerOptions o;
+  o.n_ctx = 512;
+  o.n_parallel = 8;
+  o.max_seqs = max_seqs;
+  o.batch_tokens = 80;
+  o.n_threads = 2;
+  return o;
+}
+
 // n requests of mixed prompt lengths (3 to 242 tokens of the reference
 // text), each with its n_gen greedy tokens run alone with these cache types.
 std::vector<Case> mixed_cases(const model::Model& m, const text::Tokenizer& tok, int n, int n_gen,
@@ -78,55 +109,39 @@ std::vector<Case> mixed_cases(const model::Model& m, const text::Tokenizer& tok,
 
 TEST(SchedulerModel, ConcurrentChunkedAndPreemptedRequestsEqualEachAlone) {
   if (!snug::testing::have_file(kModel, "scripts/fetch-models")) return;
-  memory::Ledger ledger;
-  auto m = model::Model::load(kModel, &ledger);
-  ASSERT_TRUE(m.ok()) << m.error().message;
-  auto tok = text::Tokenizer::from_gguf((*m)->file());
-  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  const std::unique_ptr<Loaded> f = load_model();
+  ASSERT_TRUE(f);
   const int n_gen = 24;
   const std::vector<Case> cases =
-      mixed_cases(**m, *tok, 32, n_gen, tensor::DType::kF16, tensor::DType::kF16);
-  SchedulerOptions o;
-  o.n_ctx = 512;
-  o.n_parallel = 8;
-  o.max_seqs = 32;
-  o.batch_tokens = 80;  // prompts in chunks beside the decodes
-  o.n_threads = 2;
+      mixed_cases(*f->model, f->tok, 32, n_gen, tensor::DType::kF16, tensor::DType::kF16);
+  SchedulerOptions o = chunked(32);
   uint64_t preemptions = 0;
-  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
+  serve_all(*f->model, f->tok, o, cases, n_gen, &preemptions);
   // A pool of 512 tokens for 32 requests of up to 266: preemption must happen.
   o.n_parallel = 1;
   o.prefix_cache = false;
   o.admission = SchedulerOptions::Admission::kPromptOnly;
-  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
+  serve_all(*f->model, f->tok, o, cases, n_gen, &preemptions);
   EXPECT_GT(preemptions, 0u);
   // Reserving admission: the same requests through the same pool wait their
   // turn instead, and are never preempted.
   o.admission = SchedulerOptions::Admission::kReserve;
-  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
+  serve_all(*f->model, f->tok, o, cases, n_gen, &preemptions);
   EXPECT_EQ(preemptions, 0u);
 }
 
 TEST(SchedulerModel, QuantizedCacheRequestsEqualEachAloneToo) {
   if (!snug::testing::have_file(kModel, "scripts/fetch-models")) return;
-  memory::Ledger ledger;
-  auto m = model::Model::load(kModel, &ledger);
-  ASSERT_TRUE(m.ok()) << m.error().message;
-  auto tok = text::Tokenizer::from_gguf((*m)->file());
-  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  const std::unique_ptr<Loaded> f = load_model();
+  ASSERT_TRUE(f);
   const int n_gen = 16;
   const std::vector<Case> cases =
-      mixed_cases(**m, *tok, 16, n_gen, tensor::DType::kQ8_0, tensor::DType::kQ4_0);
-  SchedulerOptions o;
-  o.n_ctx = 512;
-  o.n_parallel = 8;
-  o.max_seqs = 16;
-  o.batch_tokens = 80;  // prompts in chunks beside the decodes
-  o.n_threads = 2;
+      mixed_cases(*f->model, f->tok, 16, n_gen, tensor::DType::kQ8_0, tensor::DType::kQ4_0);
+  SchedulerOptions o = chunked(16);
   o.k_type = tensor::DType::kQ8_0;
   o.v_type = tensor::DType::kQ4_0;
   uint64_t preemptions = 0;
-  serve_all(**m, *tok, o, cases, n_gen, &preemptions);
+  serve_all(*f->model, f->tok, o, cases, n_gen, &preemptions);
 }
 
 }  // namespace
