@@ -18,6 +18,7 @@
 #include <benchmark/benchmark.h>
 #include <hwy/targets.h>
 
+#include "memory/buffer.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
@@ -139,8 +140,17 @@ void BM_AttentionStep(benchmark::State& st, DType kv, bool flash, int64_t n_seq,
   const int64_t blocks = items * nb * 2;  // K and V
   const auto rb = static_cast<int64_t>(*row_bytes(kv, kDim));
   const int64_t block_bytes = (kBt * rb + 63) / 64 * 64;
-  std::vector<uint16_t> pool(static_cast<size_t>(blocks * block_bytes / 2));
-  auto* bytes = reinterpret_cast<uint8_t*>(pool.data());
+  // The pool as KvCache's BlockPool allocates it: anonymous, on huge pages
+  // where the kernel grants them.
+  auto buf = memory::Buffer::allocate(static_cast<uint64_t>(blocks * block_bytes), nullptr,
+                                      memory::Category::kKvCache);
+  if (!buf) {
+    st.SkipWithError(buf.error().message.c_str());
+    return;
+  }
+  buf->advise_huge_pages();
+  uint8_t* bytes = buf->data();
+  const auto* pool16 = reinterpret_cast<const uint16_t*>(bytes);
   const auto f = values(kBt * kDim * 64, 4);
   for (int64_t r = 0; r < blocks * kBt; ++r) {
     quantize_kv_row(kv, f.data() + (r % (kBt * 64)) * kDim,
@@ -159,7 +169,7 @@ void BM_AttentionStep(benchmark::State& st, DType kv, bool flash, int64_t n_seq,
   for (int64_t i = 0; i < blocks; ++i) {
     const int64_t at = order[static_cast<size_t>(i)] * block_bytes;
     table[static_cast<size_t>(i)] = bytes + at;
-    table16[static_cast<size_t>(i)] = pool.data() + at / 2;
+    table16[static_cast<size_t>(i)] = pool16 + at / 2;
   }
   const auto q = values(kGroup * kDim, 6);
   std::vector<float> out(kGroup * kDim);

@@ -3,20 +3,37 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <utility>
 
 #include "base/bytes.h"
 
 namespace snug::memory {
 
+namespace {
+constexpr uint64_t kHugePage = uint64_t{2} << 20;  // x86-64's transparent huge page
+}  // namespace
+
 Result<Buffer> Buffer::allocate(uint64_t bytes, Ledger* ledger, Category category) {
   Buffer b;
   if (bytes == 0) return b;
   const uint64_t page = 4096;
   uint64_t mapped = (bytes + page - 1) / page * page;
-  void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // A buffer of several huge pages starts on a huge-page boundary, so that
+  // advise_huge_pages can cover all of it: map one huge page more and unmap
+  // the unaligned head and tail (address space only; nothing was touched).
+  const uint64_t slack = mapped >= 2 * kHugePage ? kHugePage : 0;
+  void* p =
+      ::mmap(nullptr, mapped + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     return make_error("cannot allocate ", format_bytes(bytes), " for ", category_name(category));
+  if (slack > 0) {
+    auto* raw = static_cast<uint8_t*>(p);
+    const uint64_t head = (kHugePage - reinterpret_cast<uintptr_t>(raw) % kHugePage) % kHugePage;
+    if (head > 0) ::munmap(raw, head);
+    if (slack - head > 0) ::munmap(raw + head + mapped, slack - head);
+    p = raw + head;
+  }
   b.data_ = static_cast<uint8_t*>(p);
   b.size_ = bytes;
   b.mapped_ = mapped;

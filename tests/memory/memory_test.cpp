@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
+#include <string>
 
 #include "memory/block_pool.h"
 #include "memory/budget.h"
@@ -48,6 +50,35 @@ TEST(Buffer, ChargedForItsLifetime) {
     buf->data()[9999] = 1;
   }
   EXPECT_EQ(l.current(Category::kScratch), 0u);
+}
+
+// The address space this process has mapped (VmSize), in bytes.
+uint64_t mapped_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmSize:", 0) == 0) return std::stoull(line.substr(7)) * 1024;
+  }
+  return 0;
+}
+
+TEST(Buffer, LargeOnesStartOnAHugePageAndMapNothingMore) {
+  constexpr uint64_t kHuge = uint64_t{2} << 20;
+  for (uint64_t bytes : {2 * kHuge, 5 * kHuge + 100, 64 * kHuge - 4096}) {
+    const uint64_t before = mapped_bytes();
+    {
+      auto buf = Buffer::allocate(bytes, nullptr, Category::kKvCache);
+      ASSERT_TRUE(buf.ok());
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(buf->data()) % kHuge, 0u) << bytes;
+      // The head and tail of the over-sized mapping were given back.
+      EXPECT_EQ(mapped_bytes() - before, (bytes + 4095) / 4096 * 4096) << bytes;
+      buf->advise_huge_pages();
+      EXPECT_EQ(buf->data()[0], 0);
+      EXPECT_EQ(buf->data()[bytes - 1], 0);
+      buf->data()[bytes - 1] = 1;
+    }
+    EXPECT_EQ(mapped_bytes(), before) << bytes;
+  }
 }
 
 TEST(Arena, TakesAlignedSlicesUntilFull) {
