@@ -72,8 +72,8 @@ void attend(const KvCache& cache, SeqId seq, int32_t layer, const AttentionShape
       auto** kptr = reinterpret_cast<const uint8_t**>(scratch);
       auto** vptr = kptr + n_blocks;
       head_rows(cache, seq, layer, kvh, b0, n_blocks, kptr, vptr);
-      const tensor::PagedKvRows k{kptr, bt, lay.k_row_bytes(), lay.k_type, first};
-      const tensor::PagedKvRows v{vptr, bt, lay.v_row_bytes(), lay.v_type, first};
+      const tensor::PagedKvRows k{kptr, bt, cache.k_row_bytes(), lay.k_type, first};
+      const tensor::PagedKvRows v{vptr, bt, cache.v_row_bytes(), lay.v_type, first};
       tensor::attention_kv_heads(qh, he - h, k, v, n, shape.head_dim_k, shape.head_dim_v,
                                  shape.scale, oh, work);
     }

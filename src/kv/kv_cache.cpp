@@ -129,9 +129,10 @@ Result<KvCache> KvCache::create(const KvLayout& layout, int32_t n_blocks, memory
   for (int32_t w : g.window) c.groups_.push_back(Group{w, {}});
   c.layer_group_ = std::move(g.layer_group);
   c.layer_slot_ = std::move(g.layer_slot);
+  c.k_row_bytes_ = layout.k_row_bytes();
+  c.v_row_bytes_ = layout.v_row_bytes();
   c.layer_bytes_ = static_cast<uint64_t>(layout.n_kv_heads) *
-                   static_cast<uint64_t>(layout.block_tokens) *
-                   (layout.k_row_bytes() + layout.v_row_bytes());
+                   static_cast<uint64_t>(layout.block_tokens) * (c.k_row_bytes_ + c.v_row_bytes_);
   const auto n = static_cast<size_t>(n_blocks);
   c.refs_.assign(n, 0);
   c.hash_.assign(n, BlockHash{});
@@ -495,15 +496,14 @@ void KvCache::truncate(SeqId seq, int32_t new_length) {
 uint64_t KvCache::k_offset(int32_t layer, int32_t kv_head) const {
   const uint64_t bt = static_cast<uint64_t>(layout_.block_tokens);
   return static_cast<uint64_t>(layer_slot_[static_cast<size_t>(layer)]) * layer_bytes_ +
-         static_cast<uint64_t>(kv_head) * bt * layout_.k_row_bytes();
+         static_cast<uint64_t>(kv_head) * bt * k_row_bytes_;
 }
 
 uint64_t KvCache::v_offset(int32_t layer, int32_t kv_head) const {
   const uint64_t bt = static_cast<uint64_t>(layout_.block_tokens);
   const uint64_t heads = static_cast<uint64_t>(layout_.n_kv_heads);
   return static_cast<uint64_t>(layer_slot_[static_cast<size_t>(layer)]) * layer_bytes_ +
-         heads * bt * layout_.k_row_bytes() +
-         static_cast<uint64_t>(kv_head) * bt * layout_.v_row_bytes();
+         heads * bt * k_row_bytes_ + static_cast<uint64_t>(kv_head) * bt * v_row_bytes_;
 }
 
 uint8_t* KvCache::k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
@@ -512,7 +512,7 @@ uint8_t* KvCache::k_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) 
   const int32_t block = t.blocks[static_cast<size_t>(pos / bt)];
   SNUG_DCHECK(block >= 0);
   return pool_.block(block) + k_offset(layer, kv_head) +
-         static_cast<uint64_t>(pos % bt) * layout_.k_row_bytes();
+         static_cast<uint64_t>(pos % bt) * k_row_bytes_;
 }
 
 uint8_t* KvCache::v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) const {
@@ -521,7 +521,7 @@ uint8_t* KvCache::v_row(SeqId seq, int32_t layer, int32_t kv_head, int32_t pos) 
   const int32_t block = t.blocks[static_cast<size_t>(pos / bt)];
   SNUG_DCHECK(block >= 0);
   return pool_.block(block) + v_offset(layer, kv_head) +
-         static_cast<uint64_t>(pos % bt) * layout_.v_row_bytes();
+         static_cast<uint64_t>(pos % bt) * v_row_bytes_;
 }
 
 }  // namespace snug::kv

@@ -177,6 +177,8 @@ class KvCache {
   int32_t held_blocks(SeqId seq) const;
   uint8_t* block_data(int32_t block) const { return pool_.block(block); }
   // Start of a head's key (value) rows inside a block of the layer's group.
+  uint64_t k_row_bytes() const { return k_row_bytes_; }  // layout().k_row_bytes(), kept
+  uint64_t v_row_bytes() const { return v_row_bytes_; }
   uint64_t k_offset(int32_t layer, int32_t kv_head) const;
   uint64_t v_offset(int32_t layer, int32_t kv_head) const;
 
@@ -225,7 +227,10 @@ class KvCache {
   std::vector<Group> groups_;
   std::vector<int32_t> layer_group_, layer_slot_;  // per layer: its group, its index there
   uint64_t layer_bytes_ = 0;                       // one layer's rows in a block
-  std::vector<int32_t> refs_;                      // per block
+  // One head's row of K and of V (layout_.k_row_bytes(), v_row_bytes(), which
+  // divide): every row address and every attention call's offsets take them.
+  uint64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
+  std::vector<int32_t> refs_;  // per block
   // Prefix cache: the hash and group of each published block.
   std::vector<BlockHash> hash_;
   std::vector<uint8_t> published_;   // per block
