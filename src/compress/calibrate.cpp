@@ -149,11 +149,10 @@ int32_t LayerStreams::chunk_count(size_t tokens, int32_t n_ctx, int32_t max_chun
   return max_chunks > 0 ? std::min(n, max_chunks) : n;
 }
 
-Result<std::unique_ptr<LayerStreams>> LayerStreams::create(const model::Model& m,
-                                                           std::span<const int32_t> tokens,
-                                                           int32_t bos, int32_t n_ctx,
-                                                           int32_t max_chunks, int32_t n_threads,
-                                                           memory::Ledger* ledger) {
+Result<std::unique_ptr<LayerStreams>> LayerStreams::create(
+    const model::Model& m, std::span<const int32_t> tokens, int32_t bos, int32_t n_ctx,
+    int32_t max_chunks, int32_t n_threads, memory::Ledger* ledger,
+    std::span<const tensor::DType> swapped_in) {
   const int32_t n = chunk_count(tokens.size(), n_ctx, max_chunks);
   if (n == 0)
     return make_error("the calibration text has ", tokens.size(), " tokens; a chunk of ", n_ctx,
@@ -169,8 +168,10 @@ Result<std::unique_ptr<LayerStreams>> LayerStreams::create(const model::Model& m
                      layout, static_cast<int32_t>(layout.sequence_blocks(n_ctx, n_ctx)), ledger));
   const model::WorkspaceShape shape{
       .max_tokens = n_ctx, .max_logits = 1, .max_ctx = n_ctx, .n_threads = std::max(1, n_threads)};
-  SNUG_ASSIGN_OR_RETURN(s->ws_, model::Workspace::create(
-                                    c, model::plan_workspace(c, m.matrix_types(), shape), ledger));
+  std::vector<tensor::DType> types = m.matrix_types();
+  types.insert(types.end(), swapped_in.begin(), swapped_in.end());
+  SNUG_ASSIGN_OR_RETURN(
+      s->ws_, model::Workspace::create(c, model::plan_workspace(c, types, shape), ledger));
   s->pool_ = std::make_unique<ThreadPool>(shape.n_threads);
   s->streams_.resize(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) SNUG_RETURN_IF_ERROR(s->pass(i, 0, 0, true, {}));

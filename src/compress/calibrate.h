@@ -79,10 +79,13 @@ class HessianCollector : public model::ActivationObserver {
 class LayerStreams {
  public:
   // Embeds every chunk. Fails when the text is shorter than one chunk.
-  static Result<std::unique_ptr<LayerStreams>> create(const model::Model& m,
-                                                      std::span<const int32_t> tokens, int32_t bos,
-                                                      int32_t n_ctx, int32_t max_chunks,
-                                                      int32_t n_threads, memory::Ledger* ledger);
+  // `swapped_in`: the matrix types the caller will put into the model's
+  // layers between runs (Model::replace_matrix), which the workspace's
+  // activation scratch must hold beside the model's own.
+  static Result<std::unique_ptr<LayerStreams>> create(
+      const model::Model& m, std::span<const int32_t> tokens, int32_t bos, int32_t n_ctx,
+      int32_t max_chunks, int32_t n_threads, memory::Ledger* ledger,
+      std::span<const tensor::DType> swapped_in = {});
   // Bytes the streams of `chunks` chunks take, for plans made before create().
   static uint64_t stream_bytes(const model::ModelConfig& c, int32_t n_ctx, int64_t chunks) {
     return static_cast<uint64_t>(chunks) * static_cast<uint64_t>(n_ctx) *

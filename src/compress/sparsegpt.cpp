@@ -160,6 +160,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
   };
   // The plan, checked before anything runs.
   uint64_t packed_bytes = 0, solver = 0, hessians = 0;
+  std::vector<tensor::DType> pruned_types;  // what replace_matrix will put in
   for (int32_t l = 0; l < c.n_layers; ++l) {
     uint64_t layer_h = 0;
     std::array<bool, 4> seen{};
@@ -169,6 +170,7 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
       const std::string name = name_of(l, role);
       if (keep(name)) continue;
       const tensor::DType to = pruned_type(v.type, prune);
+      pruned_types.push_back(to);
       auto rb = tensor::row_bytes(to, v.cols);
       if (!rb || !tensor::info(to).has_kernels)
         return make_error("tensor '", name, "' has ", v.cols, " columns, not a whole number of ",
@@ -191,9 +193,9 @@ Result<std::map<std::string, std::vector<uint8_t>>> sparsegpt_model(
         format_bytes(stream_bytes), format_bytes(hessians), format_bytes(solver),
         format_bytes(packed_bytes)));
 
-  SNUG_ASSIGN_OR_RETURN(
-      std::unique_ptr<LayerStreams> streams,
-      LayerStreams::create(m, tokens, bos, run.n_ctx, n_chunks, run.n_threads, ledger));
+  SNUG_ASSIGN_OR_RETURN(std::unique_ptr<LayerStreams> streams,
+                        LayerStreams::create(m, tokens, bos, run.n_ctx, n_chunks, run.n_threads,
+                                             ledger, pruned_types));
   ThreadPool pool(std::max(1, run.n_threads));
   std::map<std::string, std::vector<uint8_t>> out;
   HessianCollector hc;

@@ -412,8 +412,12 @@ Result<StructuredRefit> refit_structured(model::Model& m, StructuredPlan& plan,
                                          int32_t n_ctx, int32_t max_chunks, int32_t n_threads,
                                          memory::Ledger* ledger) {
   const model::ModelConfig& c = m.config();
-  SNUG_ASSIGN_OR_RETURN(std::unique_ptr<LayerStreams> streams,
-                        LayerStreams::create(m, tokens, bos, n_ctx, max_chunks, n_threads, ledger));
+  // Each refitted matrix goes back into the model as f32 before the streams
+  // move on through its layer.
+  const DType refitted[] = {DType::kF32};
+  SNUG_ASSIGN_OR_RETURN(
+      std::unique_ptr<LayerStreams> streams,
+      LayerStreams::create(m, tokens, bos, n_ctx, max_chunks, n_threads, ledger, refitted));
   StructuredRefit out;
   out.o.resize(static_cast<size_t>(c.n_layers));
   out.down.resize(static_cast<size_t>(c.n_layers));

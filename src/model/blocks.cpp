@@ -44,11 +44,12 @@ void project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T,
   const ProjectionSet set(ps);
   if (!set.shared) {
     for (const Projection& p : ps)
-      tensor::matmul(p.w, ws.xb, p.w.cols, T, p.out, p.stride, ws.quant, pool);
+      tensor::matmul(p.w, ws.xb, p.w.cols, T, p.out, p.stride, ws.quant_for(p.w.type, p.w.cols, T),
+                     pool);
     return;
   }
-  tensor::matmul_multi(set.mats, set.n, ws.xb, set.mats[0].cols, T, set.outs, set.strides, ws.quant,
-                       pool);
+  tensor::matmul_multi(set.mats, set.n, ws.xb, set.mats[0].cols, T, set.outs, set.strides,
+                       ws.quant_for(set.mats[0].type, set.mats[0].cols, T), pool);
 }
 
 }  // namespace
@@ -94,12 +95,13 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
   const int64_t E = set.mats[0].cols;
   const bool fuse = set.shared && T >= kParallelTokens;
   const size_t act = tensor::matmul_scratch_bytes(type, E, 1);
+  void* quant = fuse ? ws.quant_for(type, E, T) : nullptr;
   per_token_range(pool, T, [&](int32_t b, int32_t e) {
     tensor::rms_norm_rows(ws.x + b * E, norm_w, ws.xb + b * E, E, e - b, eps);
     if (fuse) {
       for (int32_t t = b; t < e; ++t) {
         tensor::quantize_activations(type, ws.xb + t * E, E, E, 1,
-                                     static_cast<char*>(ws.quant) + t * act);
+                                     static_cast<char*>(quant) + t * act);
       }
     }
   });
@@ -108,7 +110,7 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
     return;
   }
   for (const Projection& p : ps) observe(ws, layer, p.role, ws.xb, T, p.w.cols);
-  tensor::matmul_multi_converted(set.mats, set.n, ws.quant, T, set.outs, set.strides, pool);
+  tensor::matmul_multi_converted(set.mats, set.n, quant, T, set.outs, set.strides, pool);
 }
 
 void attention(const ModelConfig& c, const LayerWeights& L, int32_t l, const Batch& batch,
@@ -186,7 +188,7 @@ void attention_output(const ModelConfig& c, const LayerWeights& L, int32_t l, in
                       Workspace& ws, ThreadPool& pool) {
   const int64_t AD = int64_t{c.n_heads} * c.head_dim_v;
   observe(ws, l, MatRole::kO, ws.att, T, AD);
-  tensor::matmul(L.wo, ws.att, AD, T, ws.xb, c.n_embd, ws.quant, pool);
+  tensor::matmul(L.wo, ws.att, AD, T, ws.xb, c.n_embd, ws.quant_for(L.wo.type, AD, T), pool);
 }
 
 void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T, Workspace& ws,
@@ -196,6 +198,7 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
   // converted for the down projection by the thread that made it.
   const bool fuse_down = T >= kParallelTokens;
   const size_t down_act = tensor::matmul_scratch_bytes(L.down.type, F, 1);
+  void* quant = fuse_down ? ws.quant_for(L.down.type, F, T) : nullptr;
   per_token(pool, T, [&](int32_t t) {
     if (c.ffn_activation == FfnActivation::kGeluTanh) {
       tensor::gelu_mul(ws.gate + t * F, ws.up + t * F, F);
@@ -204,16 +207,16 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
     }
     if (fuse_down) {
       tensor::quantize_activations(L.down.type, ws.gate + t * F, F, F, 1,
-                                   static_cast<char*>(ws.quant) + t * down_act);
+                                   static_cast<char*>(quant) + t * down_act);
     }
   });
   observe(ws, l, MatRole::kDown, ws.gate, T, F);
   if (fuse_down) {
     float* outs[1] = {ws.xb};
     const int64_t strides[1] = {E};
-    tensor::matmul_multi_converted(&L.down, 1, ws.quant, T, outs, strides, pool);
+    tensor::matmul_multi_converted(&L.down, 1, quant, T, outs, strides, pool);
   } else {
-    tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant, pool);
+    tensor::matmul(L.down, ws.gate, F, T, ws.xb, E, ws.quant_for(L.down.type, F, T), pool);
   }
 }
 
@@ -250,7 +253,8 @@ void logits(const ModelConfig& c, const Weights& w, const Batch& batch, Workspac
   }
   observe(ws, -1, MatRole::kOutput, ws.final_x, n_out, E);
   if (n_out > 0)
-    tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab, ws.quant, pool);
+    tensor::matmul(w.output, ws.final_x, E, n_out, ws.logits, c.n_vocab,
+                   ws.quant_for(w.output.type, E, n_out), pool);
   if (c.final_softcap > 0.f) {
     // ggml: scale by 1/cap, tanh, scale by cap.
     const float inv = 1.f / c.final_softcap;

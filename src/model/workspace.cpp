@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/check.h"
 #include "kv/attention.h"
 #include "tensor/kernels.h"
 
@@ -86,6 +87,7 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.final_x = reinterpret_cast<float*>(take(f32s(L * c.n_embd)));
   w.logits = reinterpret_cast<float*>(take(f32s(L * c.n_vocab)));
   w.quant = take(plan.quant);
+  w.quant_bytes = plan.quant;
   w.scores = reinterpret_cast<float*>(take(plan.attention));
   w.scores_stride = kv::attention_scratch_floats(plan.shape.max_ctx, c.n_heads / c.n_kv_heads,
                                                  c.head_dim_k, c.head_dim_v);
@@ -93,6 +95,12 @@ Result<Workspace> Workspace::create(const ModelConfig& c, const WorkspacePlan& p
   w.rope = reinterpret_cast<float*>(
       take(f32s(T * c.rope_dim * static_cast<int64_t>(c.rope_sets.size()))));
   return w;
+}
+
+void* Workspace::quant_for(tensor::DType type, int64_t cols, int64_t n_tok) const {
+  const uint64_t need = tensor::matmul_scratch_bytes(type, cols, n_tok);
+  SNUG_CHECK(need <= quant_bytes);
+  return quant;
 }
 
 }  // namespace snug::model

@@ -65,11 +65,18 @@ struct Workspace {
   float* final_x = nullptr;  // [max_logits, n_embd]
   float* logits = nullptr;   // [max_logits, n_vocab]
   void* quant = nullptr;     // matmul activation scratch
+  uint64_t quant_bytes = 0;  // its size (WorkspacePlan::quant)
   float* scores = nullptr;   // [n_threads][kv::attention_scratch_floats(max_ctx, ...)]
   int64_t scores_stride = 0;
   int32_t* pos = nullptr;  // [max_tokens] position of each batch token
   float* rope = nullptr;   // [max_tokens][rope set][rope_dim] cos, sin per rotated pair
   ActivationObserver* observer = nullptr;  // optional, not owned
+
+  // The activation scratch for n_tok rows of `cols` columns converted for a
+  // matrix of `type`. The plan sized it for the model's matrix types; a
+  // matrix swapped in later (compress's refits) whose conversion needs more
+  // is a programmer error, stopped here rather than written past the end.
+  void* quant_for(tensor::DType type, int64_t cols, int64_t n_tok) const;
 };
 
 }  // namespace snug::model

@@ -66,6 +66,26 @@ TEST(Model, ReadsConfigAndChargesMappedWeights) {
   EXPECT_GT(r.ledger.current(memory::Category::kWeightsMapped), 0u);
 }
 
+// The activation scratch is sized for the matrix types planned; a matrix
+// swapped in later whose conversion needs more (an f32 refit in a q8_0
+// model: 4 bytes an element against 34 per 32) stops at the check instead of
+// writing past the workspace (compress's refits once did).
+TEST(Model, ActivationScratchBeyondThePlanIsStopped) {
+  Rig r;
+  const ModelConfig& c = r.model->config();
+  const int64_t cols = c.n_ff, T = r.ws.shape.max_tokens;
+  const WorkspacePlan q8 = plan_workspace(c, {tensor::DType::kQ8_0}, r.ws.shape);
+  auto ws = Workspace::create(c, q8, nullptr);
+  ASSERT_TRUE(ws.ok());
+  EXPECT_EQ(ws->quant_for(tensor::DType::kQ8_0, cols, T), ws->quant);
+  EXPECT_DEATH(ws->quant_for(tensor::DType::kF32, cols, T), "need <= quant_bytes");
+  const WorkspacePlan both =
+      plan_workspace(c, {tensor::DType::kQ8_0, tensor::DType::kF32}, r.ws.shape);
+  auto wide = Workspace::create(c, both, nullptr);
+  ASSERT_TRUE(wide.ok());
+  EXPECT_EQ(wide->quant_for(tensor::DType::kF32, cols, T), wide->quant);
+}
+
 TEST(Model, Gemma3LayersAlternateFiveWindowedToOneGlobal) {
   TinyModelSpec spec;
   spec.architecture = "gemma3";
