@@ -2,7 +2,7 @@
 same sequences together in one batch, with the same KV memory and threads.
 
   bench/serve [--model PATH] [--concurrency 1,4,16,64] [--requests N] [--max-tokens 64]
-              [--ctx 512] [--parallel P] [--batch-tokens 256] [--threads 2] [--json OUT] [--quick]
+              [--ctx 512] [--parallel P] [--batch-tokens 256] [--prefill-chunk N] [--threads 2] [--json OUT] [--quick]
 
 snug: one `snug serve MODEL --port 0` for the whole run, started with
 --parallel P (default: the largest concurrency) and --ctx N, so its paged KV
@@ -218,6 +218,8 @@ class Server:
         if args.repack:
             self.cmd += ["--repack"]
         self.cmd += ["--kv-type", args.kv_type]
+        if args.prefill_chunk:
+            self.cmd += ["--prefill-chunk", str(args.prefill_chunk)]
         self.log = []
         self.port = None
         self._ready = threading.Event()
@@ -777,7 +779,8 @@ def print_report(report):
     print(f"llama.cpp: {m['llama_system_info']}")
     p = report["params"]
     print(f"model {Path(p['model']).name}; {p['max_tokens']} tokens per request, greedy, ignore_eos; threads "
-          f"{p['threads']}; snug --ctx {p['ctx']} --parallel {p['parallel']} --batch-tokens {p['batch_tokens']}; "
+          f"{p['threads']}; snug --ctx {p['ctx']} --parallel {p['parallel']} --batch-tokens {p['batch_tokens']}"
+          f"{' --prefill-chunk ' + str(p['prefill_chunk']) if p.get('prefill_chunk') else ''}; "
           f"llama.cpp n_ctx {p['llama_n_ctx']} (same KV tokens), kv_unified {p['kv_unified']}; "
           f"KV {p.get('kv_type', 'f16')} on both sides"
           f"{', snug attention ' + m['snug_kernels']['attention_kernel'] if (m.get('snug_kernels') or {}).get('attention_kernel') else ''}\n")
@@ -862,6 +865,8 @@ def main():
     ap.add_argument("--parallel", type=int, default=0,
                     help="snug --parallel: the pool holds parallel * ctx tokens (default: the largest concurrency)")
     ap.add_argument("--batch-tokens", type=int, default=256, help="snug --batch-tokens; llama.cpp n_batch = n_ubatch")
+    ap.add_argument("--prefill-chunk", type=int, default=0,
+                    help="snug --prefill-chunk: prompt tokens a step takes beside decodes (0: what --batch-tokens leaves)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", help="snug --memory (default: snug's own)")
     ap.add_argument("--repack", action="store_true",
@@ -899,6 +904,7 @@ def main():
         "schema": "snug.bench.serve/1",
         "params": {"model": str(args.model), "concurrency": conc, "max_tokens": args.max_tokens, "ctx": args.ctx,
                    "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
+                   "prefill_chunk": args.prefill_chunk,
                    "threads": args.threads, "memory": args.memory, "repack": args.repack,
                    "llama_n_ctx": pool_tokens,
                    "kv_unified": args.kv_unified, "kv_type": args.kv_type, "prompt_tokens": [len(p["ids"]) for p in prompts]},

@@ -40,6 +40,7 @@ engine::SchedulerOptions EngineFlags::scheduler_options(const plan::SessionShape
   so.n_parallel = shape.n_parallel;
   so.max_seqs = resolved_max_seqs();
   so.batch_tokens = batch_tokens;
+  so.prefill_chunk = prefill_chunk;
   so.max_queue = queue;
   so.n_threads = shape.n_threads;
   so.k_type = shape.k_type;
@@ -65,6 +66,10 @@ void add_engine_flags(CLI::App& sub, EngineFlags* f) {
       ->check(CLI::PositiveNumber);
   sub.add_option("--batch-tokens", f->batch_tokens, "tokens per forward pass")
       ->check(CLI::PositiveNumber);
+  sub.add_option("--prefill-chunk", f->prefill_chunk,
+                 "prompt tokens a step takes while other sequences decode (default 0: what "
+                 "--batch-tokens leaves); smaller keeps their inter-token gaps short")
+      ->check(CLI::NonNegativeNumber);
   sub.add_option("--max-seqs", f->max_seqs,
                  "sequences running at once (default: 4 x --parallel, at most --batch-tokens)")
       ->check(CLI::NonNegativeNumber);

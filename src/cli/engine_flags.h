@@ -20,7 +20,8 @@ struct EngineFlags {
   int32_t ctx = 0;  // 0: the largest that fits `parallel` sequences
   int32_t parallel = 4;
   int32_t batch_tokens = 256;
-  int32_t max_seqs = 0;  // 0: 4 x parallel, at most batch_tokens
+  int32_t prefill_chunk = 0;  // 0: what batch_tokens leaves
+  int32_t max_seqs = 0;       // 0: 4 x parallel, at most batch_tokens
   int32_t queue = 64;
   int32_t threads = 0;
   std::string kv_type = "f16";

@@ -198,6 +198,8 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::Model& model,
     return make_error("batch tokens must be positive, got ", options.batch_tokens);
   if (options.max_queue < 0) return make_error("queue size must be >= 0, got ", options.max_queue);
   if (options.max_seqs < 0) return make_error("max sequences must be >= 0, got ", options.max_seqs);
+  if (options.prefill_chunk < 0)
+    return make_error("prefill chunk must be >= 0, got ", options.prefill_chunk);
   auto impl = std::make_unique<Impl>(model, tokenizer, options);
   const int threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
   plan::SessionShape shape;
@@ -661,6 +663,8 @@ bool Scheduler::Impl::step() {
       --budget;
     }
   }
+  // Beside decodes, prompts take at most prefill_chunk of what is left.
+  if (opt.prefill_chunk > 0 && !slots.empty()) budget = std::min(budget, opt.prefill_chunk);
   for (const auto& r : running) {
     const int32_t pend = r->pending();
     if (pend <= 1 || budget <= 0) continue;
@@ -708,8 +712,10 @@ bool Scheduler::Impl::step() {
     std::lock_guard<std::mutex> lock(mu);
     ++m.steps;
     for (const Slot& s : slots) {
-      if (s.r->decode[static_cast<size_t>(s.r->n_computed)] == 0 || s.n > 1)
+      if (s.r->decode[static_cast<size_t>(s.r->n_computed)] == 0 || s.n > 1) {
         m.prompt_tokens_computed += static_cast<uint64_t>(s.n);
+        ++m.prompt_chunks;
+      }
     }
   }
   const int32_t n_vocab = model.config().n_vocab;

@@ -153,8 +153,14 @@ struct SchedulerOptions {
   int32_t n_parallel = 4;  // the KV pool holds n_parallel * n_ctx tokens (snug plan --parallel)
   int32_t max_seqs = 0;    // sequences running at once; 0: 4 * n_parallel, capped by batch_tokens
   int32_t batch_tokens = 256;  // tokens per forward pass: decodes plus prompt chunks
-  int32_t max_queue = 64;      // waiting requests beyond which submit() says kQueueFull
-  int32_t n_threads = 0;       // 0: all cores the process may use
+  // Prompt tokens one step takes while other sequences decode (0: what
+  // batch_tokens leaves). A step's time grows with its prompt chunk, and every
+  // decoding sequence waits for it: a smaller chunk bounds the gap between
+  // their tokens, spreading a prompt over more steps. A prompt with nothing
+  // decoding beside it still takes all of batch_tokens.
+  int32_t prefill_chunk = 0;
+  int32_t max_queue = 64;  // waiting requests beyond which submit() says kQueueFull
+  int32_t n_threads = 0;   // 0: all cores the process may use
   tensor::DType k_type = tensor::DType::kF16;
   tensor::DType v_type = tensor::DType::kF16;
   int32_t kv_block_tokens = 16;
@@ -195,6 +201,7 @@ struct SchedulerMetrics {
   uint64_t prompt_tokens = 0;           // prompt tokens of admitted requests
   uint64_t prompt_tokens_cached = 0;    // of those, served from the prefix cache
   uint64_t prompt_tokens_computed = 0;  // prompt (and recomputed) tokens run through the model
+  uint64_t prompt_chunks = 0;           // the pieces they ran in (one per request and step)
   uint64_t generated_tokens = 0;
   uint64_t preemptions = 0;
   uint64_t steps = 0;

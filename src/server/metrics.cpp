@@ -103,6 +103,9 @@ void scheduler_metrics(std::string* out, const std::vector<Served>& sv) {
   per_model(out, "snug_prompt_tokens_computed_total", "counter",
             "Prompt and recomputed tokens run through the model.", sv,
             [](const M& m) { return m.prompt_tokens_computed; });
+  per_model(out, "snug_prompt_chunks_total", "counter",
+            "Pieces the computed prompt tokens ran in, one per request and step.", sv,
+            [](const M& m) { return m.prompt_chunks; });
   per_model(out, "snug_generated_tokens_total", "counter", "Tokens generated.", sv,
             [](const M& m) { return m.generated_tokens; });
   per_model(out, "snug_preemptions_total", "counter",

@@ -213,6 +213,45 @@ TEST(Scheduler, SlidingWindowModelStaysInvariant) {
   EXPECT_GT(preemptions, 0u) << "the pool was large enough to avoid preemption";
 }
 
+// Beside a decoding sequence, a prompt runs in pieces of at most
+// prefill_chunk tokens (each step's time, which every decoder waits for,
+// stays short), and its tokens are still those of the request alone. Alone,
+// a prompt takes all of batch_tokens.
+TEST(Scheduler, PromptBesideDecodesRunsInPrefillChunks) {
+  auto f = load(DType::kQ8_0, "sched_prefill_chunk.gguf");
+  ASSERT_TRUE(f);
+  SchedulerOptions o = small_options();
+  o.batch_tokens = 64;
+  o.prefill_chunk = 5;
+  o.prefix_cache = false;  // the second run of the prompt computes all of it again
+  auto s = Scheduler::create(*f->model, *f->tok, o, &f->ledger);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::vector<int32_t> long_prompt = make_prompt(60, 7);
+  // Alone: one piece of 60.
+  uint64_t before = (*s)->metrics().prompt_chunks;
+  Submission lone = (*s)->submit(greedy(long_prompt, 1));
+  ASSERT_TRUE(lone.stream) << lone.message;
+  Outcome first = collect(*lone.stream);
+  EXPECT_EQ((*s)->metrics().prompt_chunks - before, 1u);
+  // Beside a sequence that is decoding (its first token out, 150 to go).
+  Submission a = (*s)->submit(greedy(make_prompt(8, 1), 150));
+  ASSERT_TRUE(a.stream) << a.message;
+  RequestStream::Event ev;
+  ASSERT_TRUE(a.stream->next(&ev, std::chrono::seconds(60)));
+  ASSERT_TRUE(ev.token.has_value());
+  before = (*s)->metrics().prompt_chunks;
+  Submission b = (*s)->submit(greedy(long_prompt, 1));
+  ASSERT_TRUE(b.stream) << b.message;
+  Outcome beside = collect(*b.stream);
+  EXPECT_EQ((*s)->metrics().prompt_chunks - before, 12u);  // 60 in pieces of 5
+  a.stream->cancel();
+  collect(*a.stream);
+  EXPECT_EQ(beside.tokens, first.tokens);
+  EXPECT_EQ(beside.tokens, alone(*f, long_prompt, 1));
+  o.prefill_chunk = -1;
+  EXPECT_FALSE(Scheduler::create(*f->model, *f->tok, o, &f->ledger).ok());
+}
+
 // The pool the plan gives a sliding-window model: every position of the
 // global layers, the window and a batch of the windowed ones.
 TEST(Scheduler, SlidingWindowPoolHoldsTheWindowNotTheContext) {
