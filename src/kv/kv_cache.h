@@ -176,9 +176,9 @@ class KvCache {
   // Blocks the sequence holds in all groups.
   int32_t held_blocks(SeqId seq) const;
   uint8_t* block_data(int32_t block) const { return pool_.block(block); }
-  // Start of a head's key (value) rows inside a block of the layer's group.
   uint64_t k_row_bytes() const { return k_row_bytes_; }  // layout().k_row_bytes(), kept
   uint64_t v_row_bytes() const { return v_row_bytes_; }
+  // Start of a head's key (value) rows inside a block of the layer's group.
   uint64_t k_offset(int32_t layer, int32_t kv_head) const;
   uint64_t v_offset(int32_t layer, int32_t kv_head) const;
 

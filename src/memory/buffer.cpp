@@ -31,7 +31,7 @@ Result<Buffer> Buffer::allocate(uint64_t bytes, Ledger* ledger, Category categor
     auto* raw = static_cast<uint8_t*>(p);
     const uint64_t head = (kHugePage - reinterpret_cast<uintptr_t>(raw) % kHugePage) % kHugePage;
     if (head > 0) ::munmap(raw, head);
-    if (slack - head > 0) ::munmap(raw + head + mapped, slack - head);
+    ::munmap(raw + head + mapped, slack - head);  // head < slack: a tail is always left
     p = raw + head;
   }
   b.data_ = static_cast<uint8_t*>(p);
