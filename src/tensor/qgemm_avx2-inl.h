@@ -117,14 +117,22 @@ class RowsAhead {
   HWY_INLINE void Rest() { Ask(left_); }
 
  private:
+  // The position is walked in locals and stored once: kept in the members,
+  // GCC stored them on every line.
   HWY_INLINE void Ask(int64_t n) {
-    for (n = n < left_ ? n : left_; n > 0; --n, --left_) {
-      _mm_prefetch(reinterpret_cast<const char*>(row_ + line_ * 64), _MM_HINT_T0);
-      if (++line_ == lines_) {
-        line_ = 0;
-        row_ += row_bytes_;
+    n = n < left_ ? n : left_;
+    left_ -= n;
+    const uint8_t* row = row_;
+    int64_t line = line_;
+    for (; n > 0; --n) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + line * 64), _MM_HINT_T0);
+      if (++line == lines_) {
+        line = 0;
+        row += row_bytes_;
       }
     }
+    row_ = row;
+    line_ = line;
   }
 
   const uint8_t* row_ = nullptr;
