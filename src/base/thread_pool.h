@@ -53,16 +53,32 @@ class ThreadPool {
 // Hands out [0, n) in chunks of `chunk` to whichever thread asks next, so
 // that a thread slowed by a neighbour (a shared core, a busy hypervisor) takes
 // fewer chunks and the others do not wait for it at the end of the job.
-// Create it before run(); every thread calls drain().
+// With parts > 0 the chunks are guided: each claim takes 1/parts of what is
+// left, rounded down to a multiple of `chunk` and at least `chunk`, so the
+// first claims are large and the last ones, which the threads finish at
+// different times, small. Create it before run(); every thread calls drain().
 class WorkQueue {
  public:
-  WorkQueue(int64_t n, int64_t chunk) : n_(n), chunk_(chunk < 1 ? 1 : chunk) {}
+  WorkQueue(int64_t n, int64_t chunk, int64_t parts = 0)
+      : n_(n), chunk_(chunk < 1 ? 1 : chunk), parts_(parts < 0 ? 0 : parts) {}
 
   // Calls f(begin, end) for each chunk this thread claims, until none is left.
   template <typename F>
   void drain(F&& f) {
-    for (int64_t b; (b = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) {
-      f(b, b + chunk_ < n_ ? b + chunk_ : n_);
+    if (parts_ == 0) {
+      for (int64_t b; (b = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) {
+        f(b, b + chunk_ < n_ ? b + chunk_ : n_);
+      }
+      return;
+    }
+    int64_t b = next_.load(std::memory_order_relaxed);
+    while (b < n_) {
+      int64_t c = (n_ - b) / parts_ / chunk_ * chunk_;
+      if (c < chunk_) c = chunk_;
+      if (next_.compare_exchange_weak(b, b + c, std::memory_order_relaxed)) {
+        f(b, b + c < n_ ? b + c : n_);
+        b = next_.load(std::memory_order_relaxed);
+      }
     }
   }
 
@@ -70,6 +86,7 @@ class WorkQueue {
   alignas(64) std::atomic<int64_t> next_{0};
   int64_t n_;
   int64_t chunk_;
+  int64_t parts_;
 };
 
 // Splits [0, n) into near-equal contiguous chunks, one per thread, each a

@@ -237,19 +237,20 @@ void matmul_multi_converted(const MatView* mats, int count, const void* qx, int6
   check_shared_input(mats, count);
   // One row space over all matrices, cut into chunks of whole 16-row blocks
   // (register tiles, qgemm_vnni-inl.h's row blocks). Several tokens are
-  // compute-bound: the threads claim chunks as they go, about
-  // kChunksPerThread each, since with equal static shares a thread on a core
-  // slowed by a neighbour made the others wait at every product (16 streams:
-  // 14% of the threads' time waiting, 9% after). One token streams the
-  // weights from memory, where one contiguous share per thread measured ~5%
-  // faster.
-  constexpr int64_t kChunksPerThread = 4;
+  // compute-bound: the threads claim chunks as they go, since with equal
+  // static shares a thread on a core slowed by a neighbour made the others
+  // wait at every product (16 streams: 14% of the threads' time waiting, 9%
+  // with four fixed chunks per thread). The chunks are guided, each claim
+  // 1/(2 x threads) of the rows left down to kMinGuidedBlocks blocks, so the
+  // last ones, which one thread may wait on, are short (the head's fixed
+  // chunks were 6144 rows). One token streams the weights from memory, where
+  // one contiguous share per thread measured ~5% faster.
+  constexpr int64_t kMinGuidedBlocks = 4;  // the rows ahead a pass asks for: 2 blocks
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += mats[i].rows;
   const int64_t blocks = (total + 15) / 16;
-  const int64_t shares = n_tok == 1 ? pool.size() : pool.size() * kChunksPerThread;
-  const int64_t per = (blocks + shares - 1) / shares;
-  WorkQueue queue(total, 16 * std::max<int64_t>(per, n_tok == 1 ? 1 : 2));
+  WorkQueue queue = n_tok == 1 ? WorkQueue(total, 16 * ((blocks + pool.size() - 1) / pool.size()))
+                               : WorkQueue(total, 16 * kMinGuidedBlocks, 2 * pool.size());
   pool.run([&](int, int) {
     queue.drain([&](int64_t b, int64_t e) {
       int64_t base = 0;

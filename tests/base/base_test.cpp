@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/mapped_file.h"
@@ -81,6 +85,45 @@ TEST(ThreadPool, ChunksCoverTheRangeExactly) {
 
 // Every chunk is claimed exactly once, chunk-aligned, whichever thread is
 // faster; a thread that sleeps leaves its share to the others.
+// Guided chunks: multiples of the chunk, a share of what is left, at least
+// one chunk; every element once, and shrinking claims.
+TEST(ThreadPool, GuidedWorkQueueHandsOutShrinkingChunksOnce) {
+  for (int64_t n : {0, 1, 15, 16, 17, 1000, 49152}) {
+    for (int nth : {1, 2, 3}) {
+      for (int64_t chunk : {1, 16, 64}) {
+        ThreadPool pool(nth);
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::mutex mu;
+        std::vector<std::pair<int64_t, int64_t>> claims;
+        WorkQueue queue(n, chunk, 2 * nth);
+        pool.run([&](int, int) {
+          queue.drain([&](int64_t b, int64_t e) {
+            EXPECT_EQ(b % chunk, 0);
+            EXPECT_LT(b, e);
+            EXPECT_LE(e, n);
+            EXPECT_TRUE((e - b) % chunk == 0 || e == n);
+            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+            std::lock_guard<std::mutex> lock(mu);
+            claims.emplace_back(b, e);
+          });
+        });
+        for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+        std::sort(claims.begin(), claims.end());
+        for (size_t i = 1; i < claims.size(); ++i) {
+          const int64_t prev = claims[i - 1].second - claims[i - 1].first;
+          const int64_t cur = claims[i].second - claims[i].first;
+          EXPECT_LE(cur, prev) << "claim " << i << " of n=" << n;
+        }
+        if (n == 49152 && chunk == 64) {
+          // The first claim 1/(2 nth) of the range, the last one chunk.
+          EXPECT_EQ(claims.front().second, n / (2 * nth) / chunk * chunk);
+          EXPECT_EQ(claims.back().second - claims.back().first, chunk);
+        }
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, WorkQueueHandsOutEachChunkOnce) {
   for (int64_t n : {0, 1, 15, 16, 17, 1000}) {
     for (int nth : {1, 2, 3}) {
