@@ -228,13 +228,17 @@ TEST_P(AttentionFlash, KvHeadsTakeTheGroupedArithmetic) {
                                                       << (ggml_asked ? " (ggml's order)" : ""));
                     ASSERT_EQ(g, one[static_cast<size_t>(i)]);
                     ASSERT_EQ(g, twin[static_cast<size_t>(i)]);
-                    if (grouped) ASSERT_NEAR(g, want[static_cast<size_t>(i)], 1e-4 * vmax);
+                    if (grouped) {
+                      ASSERT_NEAR(g, want[static_cast<size_t>(i)], 1e-4 * vmax);
+                    }
                     err_got += std::fabs(g - want[static_cast<size_t>(i)]);
                     err_flash +=
                         std::fabs(flash[static_cast<size_t>(i)] - want[static_cast<size_t>(i)]);
                   }
                 }
-                if (grouped) EXPECT_LE(err_got, err_flash) << at;
+                if (grouped) {
+                  EXPECT_LE(err_got, err_flash) << at;
+                }
               }
               set_ggml_order(false);
             }
