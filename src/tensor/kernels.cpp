@@ -245,8 +245,8 @@ void matmul_multi_converted(const MatView* mats, int count, const void* qx, int6
   // last ones, which one thread may wait on, are short (the head's fixed
   // chunks were 6144 rows). One token streams the weights from memory, where
   // one contiguous share per thread measured ~5% faster.
-  // 64 rows: of a chunk's 16-row groups only the first finds its rows not
-  // yet asked for (each pass asks for the group after it, RowsAhead).
+  // 64 rows: the passes ask for the rows 16 on from theirs (RowsAhead), so
+  // only a chunk's first 16 rows come unasked.
   constexpr int64_t kMinGuidedBlocks = 4;
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += mats[i].rows;
