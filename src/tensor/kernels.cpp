@@ -76,6 +76,37 @@ void set_ggml_order(bool on) {
   g_ggml_order.store(on ? 1 : 0, std::memory_order_relaxed);
 }
 
+namespace {
+// -1: not decided yet; otherwise an OneTokenKernel other than kAuto.
+std::atomic<int> g_one_token{-1};
+
+OneTokenKernel decide_one_token_kernel() {
+  const char* env = std::getenv("SNUG_ONE_TOKEN_KERNEL");
+  if (env != nullptr && std::string_view(env) == "one-row") return OneTokenKernel::kOneRow;
+  if (env != nullptr && std::string_view(env) == "eight-rows") return OneTokenKernel::kEightRows;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_is("intel")) return OneTokenKernel::kEightRows;
+#endif
+  return OneTokenKernel::kOneRow;
+}
+}  // namespace
+
+OneTokenKernel one_token_kernel() {
+  int v = g_one_token.load(std::memory_order_relaxed);
+  if (v < 0) {
+    int expected = -1;
+    v = static_cast<int>(decide_one_token_kernel());
+    if (!g_one_token.compare_exchange_strong(expected, v, std::memory_order_relaxed)) v = expected;
+  }
+  return static_cast<OneTokenKernel>(v);
+}
+
+void set_one_token_kernel(OneTokenKernel k) {
+  g_one_token.store(k == OneTokenKernel::kAuto ? static_cast<int>(decide_one_token_kernel())
+                                               : static_cast<int>(k),
+                    std::memory_order_relaxed);
+}
+
 Status limit_simd_target(std::string_view name) {
   std::string available;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {

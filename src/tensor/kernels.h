@@ -138,6 +138,24 @@ bool ggml_order();
 // Sets it for the whole process (tests, and tools comparing with llama.cpp).
 // Not while a matmul runs: every kernel of a forward pass must take one order.
 void set_ggml_order(bool on);
+// The kernel AVX3_DL gives one token of q4_1 and q8_0 rows that are short
+// and end in a partial group of eight blocks (fewer than 32 blocks, not a
+// multiple of 8: SmolLM2's 576-wide rows have 18). kOneRow: the one-row
+// kernel (qrow_vnni-inl.h), eight blocks of a row per step, so 18 blocks take
+// 24 blocks' work and a horizontal sum per row. kEightRows: qsum_avx2-inl.h's
+// few-token kernel with vpdpbusd, eight rows in the lanes, block by block, one
+// sum tree per eight rows. Both take block-sum order: the same bits. kAuto
+// (the default): kEightRows on Intel CPUs, where it measured 1.2-1.6x faster
+// on these rows (Emerald Rapids, docs/BENCHMARKS.md; q5_0 measured 0.85x, so
+// it keeps the one-row kernel), kOneRow elsewhere (it was tuned on Zen 4);
+// SNUG_ONE_TOKEN_KERNEL=one-row or eight-rows in the environment when first
+// asked overrides it. Other targets ignore it.
+enum class OneTokenKernel { kAuto, kOneRow, kEightRows };
+// The kernel in use, never kAuto.
+OneTokenKernel one_token_kernel();
+// Sets it for the whole process (tests, benchmarks); kAuto decides again. Not
+// while a matmul runs.
+void set_one_token_kernel(OneTokenKernel k);
 // Restricts dispatch to the named target and those below it ("AVX2" on an
 // AVX-512 CPU runs the AVX2 kernels), for the whole process: comparing the
 // code paths of one machine, or reproducing another machine's arithmetic.

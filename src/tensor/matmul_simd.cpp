@@ -410,6 +410,16 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   // A packed matrix (MatView::packed) goes to the row-block kernel at any
   // batch size: one stream per 16 rows, nothing to repack.
   const bool packed = w.packed != nullptr && r0 % 16 == 0;
+  // Short rows ending in a partial group of eight blocks may take the
+  // eight-row kernel instead (one_token_kernel(): the same bits); the rows
+  // past its last group of eight go on to the one-row kernel.
+  const int64_t nb = w.cols / kQK;
+  if (n_tok == 1 && !packed && nb < 32 && nb % 8 != 0 &&
+      (w.type == DType::kQ4_1 || w.type == DType::kQ8_0) &&
+      one_token_kernel() == OneTokenKernel::kEightRows) {
+    r0 = MatmulAvx2SumRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
+                           static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride);
+  }
   if (n_tok == 1 && !packed) {
     r0 = MatmulVnniRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);
     r0 = MatmulVnniKRowSum(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act, r0, r1, y);

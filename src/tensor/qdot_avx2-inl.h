@@ -217,11 +217,12 @@ HWY_INLINE __m128 ScaleMin(const void* block) {
   return ScaleMinOf(dm);
 }
 
-#if !SNUG_X86_VNNI512
-// The multi-row kernels (qrow_avx2-inl.h, qgemm_avx2-inl.h) read block b of a
-// row of nb blocks through its format's row view: the f16 scale and min bits
-// (low and high half; ScaleMinOf makes floats of them), the stored levels and
-// the levels. A dense row is an array of the format's blocks.
+// The multi-row kernels (qrow_avx2-inl.h, qgemm_avx2-inl.h, qsum_avx2-inl.h)
+// read block b of a row of nb blocks through its format's row view: the f16
+// scale and min bits (low and high half; ScaleMinOf makes floats of them), the
+// stored levels and the levels. A dense row is an array of the format's blocks.
+// (AVX3_DL takes the dense views too: qsum_avx2-inl.h's eight-row kernel for
+// one token.)
 template <class F>
 struct Avx2DenseRow : F {
   using Block = typename F::Block;
@@ -263,12 +264,14 @@ struct Avx2NmRow {
   }
 };
 struct Avx2Q8_0Nm : Avx2NmRow<Avx2Q8_0Nm> {
+  template <int = 0>  // compiled only where called: not on AVX3_DL (WithQ32RowFormat)
   static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
     return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ8(row + 6 * nb + 16 * b));
   }
 };
 struct Avx2Q4_0Nm : Avx2NmRow<Avx2Q4_0Nm> {
   // Levels - 8 in [-8, 7]; a dropped element is 0.
+  template <int = 0>  // compiled only where called: not on AVX3_DL (WithQ32RowFormat)
   static __m256i LevelsAt(const uint8_t* row, int64_t nb, int64_t b) {
     return NmExpandBytes(row + 2 * nb + 4 * b, NmKeptQ4(row + 6 * nb + 8 * b));
   }
@@ -279,17 +282,24 @@ struct Avx2Q4_0Nm : Avx2NmRow<Avx2Q4_0Nm> {
 template <class Fn>
 HWY_INLINE bool WithQ32RowFormat(DType type, const Fn& fn) {
   switch (type) {
+#if SNUG_X86_VNNI512
+    // NmExpandBytes is compiled for Highway's target string, which cannot be
+    // inlined under SNUG_BEGIN_VNNI; AVX3_DL runs N:M rows by VRowGroupNM.
+    case DType::kQ8_0NM:
+    case DType::kQ4_0NM:
+      return false;
+#else
     case DType::kQ8_0NM:
       fn(Avx2Q8_0Nm{});
       return true;
     case DType::kQ4_0NM:
       fn(Avx2Q4_0Nm{});
       return true;
+#endif
     default:
       return WithQ32Format(type, [&](auto f) { fn(Avx2DenseRow<decltype(f)>{}); });
   }
 }
-#endif  // !SNUG_X86_VNNI512
 
 // [d, s] of an activation block in lanes 0 and 1.
 HWY_INLINE __m128 ActScaleSum(const BlockQ8A& a) {

@@ -33,7 +33,8 @@
 
 #include "tensor/simd_x86.h"
 
-#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+// AVX3_DL too: qsum_avx2-inl.h's one-token kernel takes SumTree8 from here.
+#if SNUG_X86_AVX2
 #include <immintrin.h>
 
 #include <cstring>
@@ -43,6 +44,9 @@
 #include "tensor/quant_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
+#if SNUG_X86_VNNI512
+SNUG_BEGIN_VNNI
+#endif
 namespace snug::tensor::HWY_NAMESPACE {
 
 inline constexpr int kARows = 8;    // weight rows per register (int32 lanes)
@@ -308,7 +312,10 @@ inline int64_t MatmulAvx2Rows(DType type, const uint8_t* wd, int64_t row_bytes, 
 }
 
 }  // namespace snug::tensor::HWY_NAMESPACE
+#if SNUG_X86_VNNI512
+SNUG_END_VNNI
+#endif
 HWY_AFTER_NAMESPACE();
 
-#endif  // SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#endif  // SNUG_X86_AVX2
 #endif  // include guard toggle

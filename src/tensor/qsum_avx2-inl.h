@@ -20,7 +20,8 @@
 //   eight int32 lanes, eight blocks' reduced into one vector of block sums
 //   (lane b % 8) for one conversion and one multiply-add. The rows past the
 //   last whole eight, and the tiles behind the N:M rows.
-// - the few-token kernel (RowsSum, 1 to 7 tokens): eight (row, token) pairs
+// - the few-token kernel (RowsSum, 1 to 7 tokens; on AVX3_DL, with vpdpbusd,
+//   one token of short rows, tensor::one_token_kernel): eight (row, token) pairs
 //   side by side, eight rows of a lone token or four rows of two, each
 //   block's eight product vectors reduced into one vector of their block
 //   sums (lane: the pair), then one conversion and one multiply-add for the
@@ -47,7 +48,8 @@
 
 #include "tensor/simd_x86.h"
 
-#if SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+// AVX3_DL too: RowsSum for one token (tensor::one_token_kernel).
+#if SNUG_X86_AVX2
 #include <immintrin.h>
 
 #include <cstring>
@@ -60,6 +62,9 @@
 #include "tensor/quant_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
+#if SNUG_X86_VNNI512
+SNUG_BEGIN_VNNI
+#endif
 namespace snug::tensor::HWY_NAMESPACE {
 
 // The types that take block-sum order on AVX2 and AVX3 (q4_0 keeps
@@ -515,7 +520,10 @@ inline int64_t MatmulAvx2SumRows(DType type, const uint8_t* wd, int64_t row_byte
 }
 
 }  // namespace snug::tensor::HWY_NAMESPACE
+#if SNUG_X86_VNNI512
+SNUG_END_VNNI
+#endif
 HWY_AFTER_NAMESPACE();
 
-#endif  // SNUG_X86_AVX2 && !SNUG_X86_VNNI512
+#endif  // SNUG_X86_AVX2
 #endif  // include guard toggle
