@@ -188,9 +188,15 @@ std::map<std::string, std::string> matmul_kernels(const model::Model& m) {
 std::string describe_kernels(const model::Model& m) {
   std::string s = tensor::simd_target();
   const char* sep = ": ";
-  for (const auto& [type, kernel] : matmul_kernels(m)) {
+  const auto kernels = matmul_kernels(m);
+  for (const auto& [type, kernel] : kernels) {
     s.append(sep).append(type).append(" ").append(kernel);
     sep = ", ";
+  }
+  // Speed figures name this too: it sets one stream's speed on short rows.
+  if (s.rfind("AVX3_DL", 0) == 0 && (kernels.count("q4_1") + kernels.count("q8_0")) > 0 &&
+      tensor::one_token_kernel() == tensor::OneTokenKernel::kEightRows) {
+    s.append("; one token of short q4_1/q8_0 rows: eight-row kernel");
   }
   return s;
 }
