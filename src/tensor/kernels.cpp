@@ -11,6 +11,7 @@
 #include <hwy/targets.h>
 
 #include "base/check.h"
+#include "base/log.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels_ref.h"
 #include "tensor/kernels_simd.h"
@@ -81,9 +82,13 @@ namespace {
 std::atomic<int> g_one_token{-1};
 
 OneTokenKernel decide_one_token_kernel() {
-  const char* env = std::getenv("SNUG_ONE_TOKEN_KERNEL");
-  if (env != nullptr && std::string_view(env) == "one-row") return OneTokenKernel::kOneRow;
-  if (env != nullptr && std::string_view(env) == "eight-rows") return OneTokenKernel::kEightRows;
+  if (const char* env = std::getenv("SNUG_ONE_TOKEN_KERNEL"); env != nullptr && *env != '\0') {
+    const std::string_view v(env);
+    if (v == "one-row") return OneTokenKernel::kOneRow;
+    if (v == "eight-rows") return OneTokenKernel::kEightRows;
+    log_warn("SNUG_ONE_TOKEN_KERNEL={}: expected one-row or eight-rows; the CPU's default is used",
+             v);
+  }
 #if defined(__x86_64__) && defined(__GNUC__)
   if (__builtin_cpu_is("intel")) return OneTokenKernel::kEightRows;
 #endif

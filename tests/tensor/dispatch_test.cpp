@@ -5,6 +5,7 @@
 // because the kernels were compiled for the AVX2 target alone. Targets this
 // CPU cannot run are held to the same rule at compile time (matmul_simd.cpp's
 // static_assert).
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -86,6 +87,31 @@ TEST(Dispatch, NoFormatFallsToGenericOnAvx2OrBetter) {
     set_ggml_order(false);
   }
   hwy::SetSupportedTargetsForTest(0);
+}
+
+// SNUG_ONE_TOKEN_KERNEL names the one-token kernel; any other value (a typo,
+// a kernel that does not exist) is a one-line warning and the CPU's default.
+TEST(Dispatch, OneTokenKernelFromTheEnvironment) {
+  set_one_token_kernel(OneTokenKernel::kAuto);
+  const OneTokenKernel cpu_default = one_token_kernel();
+  ASSERT_NE(cpu_default, OneTokenKernel::kAuto);
+  setenv("SNUG_ONE_TOKEN_KERNEL", "eight-rows", 1);
+  set_one_token_kernel(OneTokenKernel::kAuto);
+  EXPECT_EQ(one_token_kernel(), OneTokenKernel::kEightRows);
+  setenv("SNUG_ONE_TOKEN_KERNEL", "one-row", 1);
+  set_one_token_kernel(OneTokenKernel::kAuto);
+  EXPECT_EQ(one_token_kernel(), OneTokenKernel::kOneRow);
+  setenv("SNUG_ONE_TOKEN_KERNEL", "fast", 1);
+  testing::internal::CaptureStderr();
+  set_one_token_kernel(OneTokenKernel::kAuto);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(one_token_kernel(), cpu_default);
+  EXPECT_EQ(err,
+            "snug: warning: SNUG_ONE_TOKEN_KERNEL=fast: expected one-row or eight-rows; the CPU's "
+            "default is used\n");
+  unsetenv("SNUG_ONE_TOKEN_KERNEL");
+  set_one_token_kernel(OneTokenKernel::kAuto);
+  EXPECT_EQ(one_token_kernel(), cpu_default);
 }
 
 // Below AVX2 (SSE4 and the portable fallback, SCALAR or EMU128 by build) the
