@@ -194,7 +194,8 @@ std::string describe_kernels(const model::Model& m) {
     sep = ", ";
   }
   // Speed figures name this too: it sets one stream's speed on short rows.
-  if (s.rfind("AVX3_DL", 0) == 0 && (kernels.count("q4_1") + kernels.count("q8_0")) > 0 &&
+  if (std::string_view(tensor::simd_target()) == "AVX3_DL" &&
+      (kernels.count("q4_1") > 0 || kernels.count("q8_0") > 0) &&
       tensor::one_token_kernel() == tensor::OneTokenKernel::kEightRows) {
     s.append("; one token of short q4_1/q8_0 rows: eight-row kernel");
   }
