@@ -60,21 +60,25 @@ namespace snug::tensor::HWY_NAMESPACE {
 
 inline constexpr int kVRows = 16;   // weight rows per register (int32 lanes)
 inline constexpr int kVChunk = 16;  // weight blocks repacked at a time
-inline constexpr int kVToks = 16;   // tokens whose accumulators one pass keeps
+// Rows of up to this many blocks are repacked as one chunk: an 18-block row
+// (576 wide) in chunks of 16 and 2 spent a pass, its setup and its
+// accumulators' loads and stores, on two blocks.
+inline constexpr int kVChunkMax = 24;
+inline constexpr int kVToks = 16;  // tokens whose accumulators one pass keeps
 // How many 16-row groups ahead a packed matrix is asked for: one group
 // (18-34 KiB for a 2048-wide row) is too little lead from DRAM.
 inline constexpr int64_t kPackedAhead = 2;
 
-// One repacked chunk of 16 rows x kVChunk blocks. A block's levels take 8
+// One repacked chunk of 16 rows x up to kVChunkMax blocks. A block's levels take 8
 // registers, lane r of register k holding row r's unsigned levels 4k..4k+3;
 // q4_0's and q4_1's take 4, lane r of register k holding the bytes 4k..4k+3
 // of row r's packed nibbles (levels 4k..4k+3 low, 16+4k..16+4k+3 high), which
 // VTokensSum splits (VRegs); q5_0's and q5_1's those 4 and their fifth bits
 // as eight byte masks (FifthBitMasks).
 struct alignas(64) VPack {
-  __m512i w[kVChunk * 8];  // block b's registers from b x StackRegs<F>()
-  __m256i d[kVChunk];      // weight scales (f16, lane r: row r)
-  __m256i m[kVChunk];      // weight minimums (q4_1, f16)
+  __m512i w[kVChunkMax * 8];  // block b's registers from b x StackRegs<F>()
+  __m256i d[kVChunkMax];      // weight scales (f16, lane r: row r)
+  __m256i m[kVChunkMax];      // weight minimums (q4_1, f16)
 };
 
 // Registers per block of a packed matrix (PackVnni): 4 where the nibbles are
@@ -628,7 +632,8 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   constexpr int kCorrAll = F::kOffset ? 16384 : 1;
   const bool corr_once = n_tok * nblocks <= kCorrAll;
   alignas(32) int32_t corr_all[kCorrAll];
-  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunk];
+  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunkMax];
+  const int chunk = nblocks <= kVChunkMax ? nblocks : kVChunk;
   const auto act_sum = [](const BlockQ8A& x) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
     return -F::kOffset *
@@ -659,8 +664,8 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
     for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
       const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
-      for (int c0 = 0; c0 < nblocks; c0 += kVChunk) {
-        const int nb = nblocks - c0 < kVChunk ? nblocks - c0 : kVChunk;
+      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
+        const int nb = nblocks - c0 < chunk ? nblocks - c0 : chunk;
         // The next row block's share of this chunk: prefetched while
         // repacking when one pass follows, else a slice after each pass.
         const int passes = (nt + kVWideToks - 1) / kVWideToks;
