@@ -19,6 +19,15 @@ struct PageSpan {
 };
 PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page);
 
+// Which file a mapping holds, as fstat saw it when it was opened: the same
+// values name the same unchanged file (a file replaced or rewritten in place
+// gets a new inode or modification time).
+struct FileIdentity {
+  uint64_t device = 0, inode = 0, size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
 class MappedFile {
  public:
   // Fails with a one-line error for a missing file, a directory, an unreadable
@@ -36,6 +45,7 @@ class MappedFile {
   uint64_t size() const { return size_; }
   std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
   const std::string& path() const { return path_; }
+  const FileIdentity& identity() const { return identity_; }
 
   // Asks the kernel to read [offset, offset + length) ahead (MADV_WILLNEED).
   void advise_willneed(uint64_t offset, uint64_t length) const;
@@ -57,6 +67,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
   std::string path_;
+  FileIdentity identity_;
 };
 
 }  // namespace snug

@@ -36,6 +36,21 @@ Result<BudgetChoice> resolve_budget(const std::string& flag, bool given) {
   return b;
 }
 
+void add_repack_options(CLI::App& app, RepackFlags* f) {
+  app.add_flag("--repack", f->repack,
+               "pack the q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q6_K matrices once at load into the "
+               "matrix kernel's layout, in private memory of the same size: faster products at "
+               "every batch size, but the weights are no longer shared with other processes "
+               "through the page cache (--pack-dir keeps them shared; AVX512-VNNI CPUs, "
+               "elsewhere it does nothing)");
+  app.add_option("--pack-dir", f->pack_dir,
+                 "--repack's packed matrices in a file under DIR (created when missing), mapped "
+                 "shared: every snug process running the model with DIR reads the same pages, and "
+                 "a later start maps the file instead of packing; a file made for another model "
+                 "file or build is rebuilt. DIR must be writable only by users you trust")
+      ->type_name("DIR");
+}
+
 void add_kv_type_options(CLI::App& app, std::string* kv_type, std::string* k_type,
                          std::string* v_type) {
   app.add_option("--kv-type", *kv_type, "KV cache type of keys and values: f16, q8_0 or q4_0");
@@ -109,7 +124,7 @@ Result<PlannedModel> load_planned(const PlanFlags& f, memory::Ledger* ledger) {
   SNUG_ASSIGN_OR_RETURN(std::string path, resolve_model_path(f.model));
   // Mapping the file takes no memory; parsing touches only the header's pages.
   SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
-  SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file, f.repack));
+  SNUG_ASSIGN_OR_RETURN(pm.footprint, plan::plan_model(file, f.repack.packing()));
   if (!pm.footprint.runnable) return make_error("'", path, "': ", pm.footprint.runnable_note);
   auto fitted = plan::fit(pm.footprint, {shape, pm.budget_choice.bytes});
   if (!fitted.ok()) return explain_budget(fitted.take_error(), pm.budget_choice);

@@ -46,11 +46,14 @@ struct PlanFlags {
   std::string kv_type = "f16";  // --kv-type: K and V
   std::string k_type;           // --k-type, --v-type: override --kv-type when given
   std::string v_type;
-  bool repack = false;  // --repack: Model::repack after loading, and planned so
+  RepackFlags repack;  // --repack / --pack-dir: packed after loading, and planned so
   // Bytes the caller reserves from the same budget beside the engine (the HTTP
   // server's bound), by context length; non-decreasing in it. Empty: none.
   std::function<uint64_t(int32_t n_ctx)> beside;
 };
+
+// Adds --repack and --pack-dir bound to f.
+void add_repack_options(CLI::App& app, RepackFlags* f);
 
 // Adds --kv-type, --k-type and --v-type bound to the three strings (PlanFlags' fields).
 void add_kv_type_options(CLI::App& app, std::string* kv_type, std::string* k_type,

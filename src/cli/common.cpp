@@ -65,22 +65,35 @@ Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger) {
   return load_model_file(std::move(file), ledger);
 }
 
-const char* const kRepackHelp =
-    "pack the q4_0/q4_1/q5_0/q5_1/q8_0/q4_K/q6_K matrices once at load into the matrix kernel's "
-    "layout, in private "
-    "memory of the same size: faster products at every batch size, but the weights are no longer "
-    "shared with other processes through the page cache (AVX512-VNNI CPUs; elsewhere it does "
-    "nothing)";
-
 void populate_weights(const model::Model& m) {
+  if (const MappedFile* pack = m.pack_mapping()) return pack->populate();
   const MappedFile* map = m.file().mapping();
   if (map != nullptr && m.packed_bytes() == 0) map->populate();
 }
 
-Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger, bool repack) {
+Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger,
+                                    const RepackFlags& repack) {
   LoadedModel lm;
   SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::from_file(std::move(file), ledger));
-  if (repack) {
+  if (!repack.pack_dir.empty()) {
+    auto shared = lm.model->repack_shared(ledger, repack.pack_dir);
+    if (!shared.ok()) return make_error("--pack-dir: ", shared.error().message);
+    if (shared->bytes == 0) {
+      log_warn(
+          "--pack-dir: the {} kernels take no packed form of this model's matrices; "
+          "the weights stay mapped",
+          tensor::simd_target());
+    } else if (shared->built) {
+      log_info("--pack-dir: {} of matrices packed for the {} kernels into {}{}",
+               format_bytes(shared->bytes), tensor::simd_target(), shared->path,
+               shared->stale_reason.empty()
+                   ? ""
+                   : " (the file there was stale: " + shared->stale_reason + ")");
+    } else {
+      log_info("--pack-dir: {} of packed matrices mapped from {}", format_bytes(shared->bytes),
+               shared->path);
+    }
+  } else if (repack.repack) {
     SNUG_ASSIGN_OR_RETURN(uint64_t packed, lm.model->repack(ledger));
     if (packed > 0) {
       log_info("--repack: {} of matrices packed for the {} kernels", format_bytes(packed),
@@ -193,10 +206,13 @@ std::string describe_kernels(const model::Model& m) {
     s.append(sep).append(type).append(" ").append(kernel);
     sep = ", ";
   }
-  // Speed figures name this too: it sets one stream's speed on short rows.
-  if (std::string_view(tensor::simd_target()) == "AVX3_DL" &&
-      (kernels.count("q4_1") > 0 || kernels.count("q8_0") > 0) &&
-      tensor::one_token_kernel() == tensor::OneTokenKernel::kEightRows) {
+  // Speed figures name these too: packed matrices take the row-block kernel
+  // at any batch; the eight-row kernel sets one stream's speed on short rows.
+  if (m.packed_bytes() > 0) {
+    s.append("; matrices packed at load");
+  } else if (std::string_view(tensor::simd_target()) == "AVX3_DL" &&
+             (kernels.count("q4_1") > 0 || kernels.count("q8_0") > 0) &&
+             tensor::one_token_kernel() == tensor::OneTokenKernel::kEightRows) {
     s.append("; one token of short q4_1/q8_0 rows: eight-row kernel");
   }
   return s;

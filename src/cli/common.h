@@ -10,6 +10,7 @@
 #include "base/result.h"
 #include "memory/ledger.h"
 #include "model/model.h"
+#include "plan/footprint.h"
 #include "text/tokenizer.h"
 
 namespace snug::cli {
@@ -27,15 +28,24 @@ struct LoadedModel {
   memory::Charge tokenizer_charge;
 };
 
+// --repack and --pack-dir, for every command that loads or plans a model.
+struct RepackFlags {
+  bool repack = false;   // --repack: private packed copies (Model::repack)
+  std::string pack_dir;  // --pack-dir DIR: in a shared pack file there (Model::repack_shared)
+  plan::Packing packing() const {
+    if (!pack_dir.empty()) return plan::Packing::kShared;
+    return repack ? plan::Packing::kPrivate : plan::Packing::kNone;
+  }
+};
+
 Result<LoadedModel> load_model(const std::string& arg, memory::Ledger* ledger);
-// The same for a file already opened (and planned) by the caller.
-// repack: Model::repack after loading (--repack), saying what it packed.
-Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger, bool repack = false);
-// --repack's help text, one for every command that has it.
-extern const char* const kRepackHelp;
+// The same for a file already opened (and planned) by the caller, packed as
+// `repack` asks after loading, saying what it packed.
+Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger,
+                                    const RepackFlags& repack = {});
 // Maps every weight page of a loaded model now (MappedFile::populate), so the
-// first request pays no page faults; nothing for a model --repack packed,
-// which read its matrices while packing and let their pages go.
+// first request pays no page faults: the model file's, or where the model was
+// packed, the pack file's (a private copy was written while packing).
 void populate_weights(const model::Model& m);
 
 // Planned bytes per ledger category and the predicted peak RSS, for the report.

@@ -78,7 +78,7 @@ void add_engine_flags(CLI::App& sub, EngineFlags* f) {
   sub.add_option("-t,--threads", f->threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);
   add_kv_type_options(sub, &f->kv_type, &f->k_type, &f->v_type);
-  sub.add_flag("--repack", f->repack, kRepackHelp);
+  add_repack_options(sub, &f->repack);
   sub.add_flag("--no-prefix-cache", f->no_prefix_cache, "do not reuse cached prompt blocks");
   sub.add_option("--admission", f->admission,
                  "reserve: admit a request when what it and the running ones may grow to "

@@ -28,7 +28,7 @@ struct EngineFlags {
   std::string k_type;
   std::string v_type;
   bool no_prefix_cache = false;
-  bool repack = false;
+  RepackFlags repack;
   std::string admission = "reserve";  // reserve | prompt (engine::SchedulerOptions::Admission)
 
   // Sequences running at once, as the scheduler will resolve max_seqs.

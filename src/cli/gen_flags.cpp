@@ -15,7 +15,7 @@ void GenFlags::add_to(CLI::App& app) {
                                  "machine or its cgroup allows, minus 10% headroom)")
                       ->check(memory_size_validator());
   add_kv_type_options(app, &kv_type, &k_type, &v_type);
-  app.add_flag("--repack", repack, kRepackHelp);
+  add_repack_options(app, &repack);
   app.add_option("-b,--batch", batch, "prompt tokens per forward pass")->check(CLI::PositiveNumber);
   app.add_option("-t,--threads", threads, "threads (0: all available cores)")
       ->check(CLI::NonNegativeNumber);

@@ -27,7 +27,7 @@ struct GenFlags {
   std::vector<std::string> stop;
   engine::SamplerParams sampler;
   bool memory_report = false;
-  bool repack = false;
+  RepackFlags repack;
   bool ignore_eos = false;
   bool verbose = false;
 

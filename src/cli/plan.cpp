@@ -227,7 +227,7 @@ int plan_main(const Flags& f) {
   if (!path.ok()) return fail(path.error());
   auto file = gguf::File::open(*path, {.allow_missing_data = true});
   if (!file.ok()) return fail(file.error());
-  auto fp = plan::plan_model(*file, f.repack);
+  auto fp = plan::plan_model(*file, f.repack.packing());
   if (!fp.ok()) return fail(fp.error());
 
   std::string refusal;
@@ -283,7 +283,7 @@ Action add_plan(CLI::App& app) {
       sub->add_option("--memory", f->memory, "memory budget (default: the machine's)")
           ->check(memory_size_validator());
   sub->add_flag("--json", f->json, "one JSON object (schema: docs/PLAN.md)");
-  sub->add_flag("--repack", f->repack, kRepackHelp);
+  add_repack_options(*sub, &f->repack);
   return [f, sub]() -> int {
     if (!*sub) return -1;
     return plan_main(*f);

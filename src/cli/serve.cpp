@@ -202,7 +202,8 @@ Result<ServePlan> plan_served_models(const ServeFlags& f, const std::vector<Mode
                           printable(o.path, 200), " and ", printable(path, 200), ")");
     }
     SNUG_ASSIGN_OR_RETURN(gguf::File file, gguf::File::open(path));
-    SNUG_ASSIGN_OR_RETURN(plan::ModelFootprint fp, plan::plan_model(file, f.engine.repack));
+    SNUG_ASSIGN_OR_RETURN(plan::ModelFootprint fp,
+                          plan::plan_model(file, f.engine.repack.packing()));
     if (!fp.runnable) {
       if (!mf.from_directory) return make_error("'", printable(path, 200), "': ", fp.runnable_note);
       log_warn("--models: skipping '{}': {}", printable(path, 200), fp.runnable_note);

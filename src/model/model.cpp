@@ -1,7 +1,11 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <system_error>
 #include <utility>
+#include <vector>
 
 #include <unistd.h>
 
@@ -25,23 +29,27 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
   return m;
 }
 
-Result<uint64_t> Model::repack(memory::Ledger* ledger) {
-  // The matrices still to pack with their sizes, and one buffer for all of
-  // them (each at a 64-byte offset), on huge pages where the kernel has
-  // them: the products stream it, and 4 KiB pages cost a TLB miss each.
+std::vector<std::pair<tensor::MatView*, uint64_t>> Model::packable() {
   std::vector<std::pair<tensor::MatView*, uint64_t>> todo;
-  uint64_t total = 0;
   auto consider = [&](tensor::MatView& v) {
     const int64_t n = v.packed == nullptr ? tensor::matmul_packed_bytes(v) : 0;
-    if (n <= 0) return;
-    todo.emplace_back(&v, static_cast<uint64_t>(n));
-    total += (static_cast<uint64_t>(n) + 63) / 64 * 64;
+    if (n > 0) todo.emplace_back(&v, static_cast<uint64_t>(n));
   };
   for (auto& L : weights_.layers) {
     for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) consider(*v);
   }
   consider(weights_.output);
+  return todo;
+}
+
+Result<uint64_t> Model::repack(memory::Ledger* ledger) {
+  // The matrices still to pack with their sizes, and one buffer for all of
+  // them (each at a 64-byte offset), on huge pages where the kernel has
+  // them: the products stream it, and 4 KiB pages cost a TLB miss each.
+  const std::vector<std::pair<tensor::MatView*, uint64_t>> todo = packable();
   if (todo.empty()) return resident_charge_.bytes();
+  uint64_t total = 0;
+  for (const auto& entry : todo) total += (entry.second + 63) / 64 * 64;
   SNUG_ASSIGN_OR_RETURN(
       memory::Buffer buf,
       memory::Buffer::allocate(total, nullptr, memory::Category::kWeightsResident));
@@ -84,6 +92,170 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   resident_charge_.reset();
   resident_charge_ = memory::Charge(ledger, memory::Category::kWeightsResident, packed);
   return packed;
+}
+
+namespace {
+
+// What this build's kernels pack a fixed 32-row matrix of `type` to (its
+// bytes a fixed pseudo-random sequence), for a pack file's key: a change of
+// packed layout changes the key, so no file of the old layout is read.
+void add_layout_probe(PackKeyBuilder& kb, tensor::DType type) {
+  constexpr int64_t kRows = 32, kCols = 256;
+  const uint64_t row = tensor::row_bytes(type, kCols).value_or(0);
+  std::vector<uint8_t> data(static_cast<size_t>(row * kRows));
+  uint32_t x = 2463534242u;
+  for (uint8_t& b : data) {  // xorshift32
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<uint8_t>(x);
+  }
+  const tensor::MatView v{type, data.data(), kRows, kCols, static_cast<size_t>(row)};
+  const int64_t n = std::max<int64_t>(tensor::matmul_packed_bytes(v), 0);
+  struct alignas(64) Line {
+    uint8_t b[64];
+  };
+  std::vector<Line> out(static_cast<size_t>(n + 63) / 64);  // 64-byte aligned, as packing needs
+  if (n > 0) tensor::matmul_pack(v, out.data());
+  kb.add_layout(static_cast<uint32_t>(type), reinterpret_cast<const uint8_t*>(out.data()),
+                static_cast<size_t>(n));
+}
+
+// Maps every page of [from, to) outside the sorted ranges `skip` into this
+// process, reading a byte of each.
+void touch_pages(const MappedFile& map, uint64_t from, uint64_t to,
+                 const std::vector<std::pair<uint64_t, uint64_t>>& skip) {
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto* data = static_cast<const volatile uint8_t*>(map.data());
+  uint8_t sink = 0;
+  auto touch = [&](uint64_t a, uint64_t b) {
+    for (uint64_t off = a; off < b; off = (off / page + 1) * page) sink ^= data[off];
+  };
+  uint64_t at = from;
+  for (const auto& [begin, end] : skip) {
+    touch(at, std::min(begin, to));
+    at = std::max(at, end);
+  }
+  touch(at, to);
+  (void)sink;
+}
+
+}  // namespace
+
+Status Model::write_pack_file(const std::string& path, const PackKey& key,
+                              const std::vector<std::pair<tensor::MatView*, uint64_t>>& todo,
+                              memory::Ledger* ledger) {
+  const MappedFile* map = file_.mapping();
+  // One slice of rows is packed at a time into a private buffer, then written.
+  uint64_t slice_bytes = 0;
+  for (const auto& [v, bytes] : todo) {
+    tensor::MatView slice = *v;
+    slice.rows = tensor::matmul_pack_slice_rows(*v);
+    slice_bytes = std::max(slice_bytes, static_cast<uint64_t>(tensor::matmul_packed_bytes(slice)));
+  }
+  SNUG_ASSIGN_OR_RETURN(
+      memory::Buffer buf,
+      memory::Buffer::allocate(slice_bytes, ledger, memory::Category::kWeightsResident));
+  SNUG_ASSIGN_OR_RETURN(PackFileWriter out, PackFileWriter::create(path, key));
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  for (size_t i = 0; i < todo.size(); ++i) {
+    const tensor::MatView* v = todo[i].first;
+    const int64_t rows = tensor::matmul_packed_rows(*v), step = tensor::matmul_pack_slice_rows(*v);
+    const uint64_t start =
+        static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data());
+    uint64_t from = start;  // the model file's bytes not yet let go
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+      tensor::MatView head = *v, part = *v;
+      head.rows = r0;
+      part.rows = std::min(step, rows - r0);
+      part.data = static_cast<const uint8_t*>(v->data) + r0 * static_cast<int64_t>(v->row_bytes);
+      tensor::matmul_pack(part, buf.data());
+      const auto n = static_cast<uint64_t>(tensor::matmul_packed_bytes(part));
+      SNUG_RETURN_IF_ERROR(out.write(
+          key.offset(i) + static_cast<uint64_t>(tensor::matmul_packed_bytes(head)), buf.data(), n));
+      const uint64_t end = start + static_cast<uint64_t>(r0 + part.rows) * v->row_bytes;
+      map->release(from, end - from);
+      from = std::max(from, end / page * page);
+    }
+  }
+  return out.commit();
+}
+
+Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std::string& dir) {
+  SharedPack info;
+  if (pack_map_ || !packed_.empty()) return make_error("the model's matrices are already packed");
+  const std::vector<std::pair<tensor::MatView*, uint64_t>> todo = packable();
+  if (todo.empty()) return info;
+  const MappedFile* map = file_.mapping();
+  if (map == nullptr) return make_error("a shared pack file needs a model read from a file");
+
+  map->advise_small_pages();  // as repack: a read maps 4 KiB, not a large folio around it
+  PackKeyBuilder kb(map->identity());
+  std::vector<tensor::DType> types;
+  for (const auto& [v, bytes] : todo) {
+    if (std::find(types.begin(), types.end(), v->type) == types.end()) types.push_back(v->type);
+  }
+  for (tensor::DType t : types) add_layout_probe(kb, t);
+  for (const auto& [v, bytes] : todo) {
+    kb.add_matrix(static_cast<uint32_t>(v->type), v->rows, v->cols, v->row_bytes,
+                  static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data()), bytes);
+  }
+  const PackKey key = kb.finish();
+
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return make_error("cannot create the pack directory '", dir, "': ", ec.message());
+  info.path = pack_file_path(dir, map->path(), key);
+  std::string stale;
+  SNUG_ASSIGN_OR_RETURN(std::optional<MappedFile> pack, open_pack_file(info.path, key, &stale));
+  if (!pack) {
+    // Another process may be writing it: wait for it, then look again.
+    SNUG_ASSIGN_OR_RETURN(PackFileLock lock, PackFileLock::acquire(info.path));
+    SNUG_ASSIGN_OR_RETURN(pack, open_pack_file(info.path, key, &stale));
+    if (!pack) {
+      SNUG_RETURN_IF_ERROR(write_pack_file(info.path, key, todo, ledger));
+      info.built = true;
+      info.stale_reason = stale;
+      SNUG_ASSIGN_OR_RETURN(pack, open_pack_file(info.path, key, &stale));
+      if (!pack) return make_error("pack file '", info.path, "' changed while it was written");
+    }
+  }
+  pack_map_ = std::move(pack);
+  pack_map_->advise_small_pages();  // mapped as the model file is, 4 KiB at a time
+  // The model file's pages the forward pass still reads (past the header,
+  // outside the packed rows, but an untied embedding table's, which is only
+  // looked up) are mapped now, so that a fault on a norm later does not map
+  // the packed rows around it (fault-around: 64 KiB of cached pages per
+  // fault); then the packed rows' pages go, as repack leaves them.
+  auto rows_of = [&](const tensor::MatView& v, int64_t rows) {
+    const auto begin = static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - map->data());
+    return std::pair<uint64_t, uint64_t>(begin, begin + static_cast<uint64_t>(rows) * v.row_bytes);
+  };
+  std::vector<std::pair<uint64_t, uint64_t>> packed_rows;  // file offsets [begin, end)
+  packed_rows.reserve(todo.size());
+  for (const auto& entry : todo) {
+    packed_rows.push_back(rows_of(*entry.first, tensor::matmul_packed_rows(*entry.first)));
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> unread = packed_rows;
+  if (weights_.token_embd.data != weights_.output.data)
+    unread.push_back(rows_of(weights_.token_embd, weights_.token_embd.rows));
+  std::sort(unread.begin(), unread.end());
+  touch_pages(*map, file_.data_offset(), map->size(), unread);
+  for (const auto& [begin, end] : packed_rows) map->release(begin, end - begin);
+  uint64_t released = 0;
+  for (size_t i = 0; i < todo.size(); ++i) {
+    tensor::MatView* v = todo[i].first;
+    const auto rows = static_cast<uint64_t>(tensor::matmul_packed_rows(*v));
+    v->packed = pack_map_->data() + key.offset(i);
+    released += rows * v->row_bytes;
+    info.bytes += todo[i].second;
+  }
+  shared_pack_bytes_ = info.bytes;
+  const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());
+  mapped_charge_.reset();
+  mapped_charge_ =
+      memory::Charge(ledger, memory::Category::kWeightsMapped, mapped + pack_map_->size());
+  return info;
 }
 
 std::vector<tensor::DType> Model::matrix_types() const {

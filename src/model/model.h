@@ -4,7 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -14,6 +16,7 @@
 #include "memory/buffer.h"
 #include "memory/ledger.h"
 #include "model/config.h"
+#include "model/pack_file.h"
 #include "model/weights.h"
 #include "model/workspace.h"
 
@@ -104,7 +107,24 @@ class Model {
   // process's own (memory rule 1's shared pages no longer serve it). A no-op
   // on targets without a packed form. Returns the bytes packed.
   Result<uint64_t> repack(memory::Ledger* ledger);
-  uint64_t packed_bytes() const { return resident_charge_.bytes(); }
+  // repack's packed matrices in a file under `dir` (pack_file.h), mapped
+  // shared: built there (and `dir` created) when missing or stale, else
+  // mapped as it is. The ledger moves the packed rows' bytes from the model
+  // file to the pack file, both weights (mapped): every process with the same
+  // model and directory shares the pages. A no-op (bytes 0) on targets without
+  // a packed form; an error for a model with no file mapping, or a directory
+  // or file that cannot be made. Call it on an unpacked model, once.
+  struct SharedPack {
+    uint64_t bytes = 0;        // the matrices' packed bytes
+    std::string path;          // the pack file
+    bool built = false;        // this call wrote it
+    std::string stale_reason;  // why a file that was there was replaced ("" when none was)
+  };
+  Result<SharedPack> repack_shared(memory::Ledger* ledger, const std::string& dir);
+  // Bytes of packed matrices, private (repack) or shared (repack_shared).
+  uint64_t packed_bytes() const { return resident_charge_.bytes() + shared_pack_bytes_; }
+  // repack_shared's mapping of the pack file; null before it or without one.
+  const MappedFile* pack_mapping() const { return pack_map_ ? &*pack_map_ : nullptr; }
 
  private:
   Model() = default;
@@ -114,6 +134,15 @@ class Model {
   memory::Charge mapped_charge_;
   std::vector<memory::Buffer> packed_;  // Model::repack's copies
   memory::Charge resident_charge_;
+  std::optional<MappedFile> pack_map_;  // repack_shared's file
+  uint64_t shared_pack_bytes_ = 0;
+  // The matrices the dispatched kernels take packed and not yet packed, with their packed bytes.
+  std::vector<std::pair<tensor::MatView*, uint64_t>> packable();
+  // Writes `todo` packed to a new pack file at path (PackFileWriter), letting
+  // the model file's pages of each slice of rows go once it is written.
+  Status write_pack_file(const std::string& path, const PackKey& key,
+                         const std::vector<std::pair<tensor::MatView*, uint64_t>>& todo,
+                         memory::Ledger* ledger);
 };
 
 // The decoder graph every supported family takes (decoder.cpp), built from

@@ -9,6 +9,7 @@
 
 #include "base/checked.h"
 #include "base/mapped_file.h"
+#include "model/pack_file.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
 
@@ -124,7 +125,8 @@ uint64_t transparent_huge_page_bytes() {
 
 }  // namespace
 
-Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
+Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
+  const bool repack = packing != Packing::kNone, shared = packing == Packing::kShared;
   ModelFootprint fp;
   SNUG_ASSIGN_OR_RETURN(std::string arch, file.get_string("general.architecture"));
   if (model::arch_supported(arch)) {
@@ -158,7 +160,9 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   // Model::repack asks for transparent huge pages: where the kernel grants
   // them, the page being filled can run one huge page ahead of the packing.
-  const uint64_t huge_page = repack ? transparent_huge_page_bytes() : 0;
+  const uint64_t huge_page = packing == Packing::kPrivate ? transparent_huge_page_bytes() : 0;
+  size_t n_packed = 0;  // matrices packed, and their distinct types
+  std::vector<tensor::DType> packed_types;
   std::vector<std::string> names = bound_tensor_names(fp.config);
   const size_t n_required = names.size();
   for (std::string& name : optional_tensor_names(fp.config)) names.push_back(std::move(name));
@@ -200,14 +204,28 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
         const uint64_t kept = let_go.begin < let_go.end ? (let_go.begin > start ? page : 0) +
                                                               (end > let_go.end ? page : 0)
                                                         : rows_bytes;
+        const auto bytes = static_cast<uint64_t>(packed);
+        ++n_packed;
+        if (std::find(packed_types.begin(), packed_types.end(), t->type) == packed_types.end())
+          packed_types.push_back(t->type);
         it->mapped_bytes -= rows_bytes;
-        it->resident_bytes += static_cast<uint64_t>(packed);
         fp.weights_mapped -= rows_bytes;
         fp.weights_touched = fp.weights_touched - rows_bytes + std::min(kept, rows_bytes);
-        fp.weights_resident += static_cast<uint64_t>(packed);
-        // Packing holds one slice of rows twice (and a huge page being filled).
-        const uint64_t slice =
-            static_cast<uint64_t>(tensor::matmul_pack_slice_rows(v)) * v.row_bytes;
+        if (shared) {  // the pack file's pages, each matrix at a 64-byte offset
+          it->mapped_bytes += bytes;
+          fp.weights_mapped += (bytes + 63) / 64 * 64;
+          fp.weights_touched += (bytes + 63) / 64 * 64;
+        } else {
+          it->resident_bytes += bytes;
+          fp.weights_resident += bytes;
+        }
+        // Packing holds one slice of rows twice (and a huge page being
+        // filled); a pack file's writer, a slice's packed bytes in a buffer.
+        tensor::MatView slice_view = v;
+        slice_view.rows = tensor::matmul_pack_slice_rows(v);
+        const uint64_t slice = shared
+                                   ? static_cast<uint64_t>(tensor::matmul_packed_bytes(slice_view))
+                                   : static_cast<uint64_t>(slice_view.rows) * v.row_bytes;
         fp.repack_transient = std::max(fp.repack_transient, std::min(slice, t->bytes) + huge_page);
       }
     }
@@ -220,6 +238,11 @@ Result<ModelFootprint> plan_model(const gguf::File& file, bool repack) {
             [](const WeightTypeBytes& a, const WeightTypeBytes& b) {
               return a.mapped_bytes + a.resident_bytes > b.mapped_bytes + b.resident_bytes;
             });
+  if (shared && n_packed > 0) {  // the pack file's header, read to check its key
+    const uint64_t header = model::pack_header_bytes(packed_types.size(), n_packed);
+    fp.weights_mapped += header;
+    fp.weights_touched += header;
+  }
   fp.matrix_types = matrix_types(file, fp.config);
 
   if (!file.find("tokenizer.ggml.tokens")) {

@@ -40,8 +40,10 @@ struct ModelFootprint {
   std::vector<WeightTypeBytes> weights_by_type;  // sorted by bytes, largest first
   uint64_t weights_mapped = 0;    // bytes of the tensors the model binds (ledger: weights (mapped))
   uint64_t weights_resident = 0;  // private copies: the packed matrices of --repack
-  // With --repack: the largest matrix, whose file pages and packed copy are
-  // both held while it is packed (at load, before the KV cache exists).
+  // With --repack: the largest slice of rows, whose file pages and packed
+  // copy are both held while it is packed (at load, before the KV cache
+  // exists); with --pack-dir, the slice buffer a process that writes the
+  // pack file packs into.
   uint64_t repack_transient = 0;
   // Mapped bytes one forward pass touches, so they count in the peak RSS: all
   // bound tensors except an untied token embedding table, of which a step reads
@@ -58,9 +60,17 @@ struct ModelFootprint {
 // Plans `file` (opened with or without its tensor data). Errors name the key
 // or tensor at fault: missing hyper-parameters, absurd dimensions, a sum of
 // sizes that overflows 64 bits.
-// repack: as Model::repack will leave it on this machine's kernels (the
-// packed rows of each matrix resident instead of mapped and touched).
-Result<ModelFootprint> plan_model(const gguf::File& file, bool repack = false);
+// How the matrices the kernels take packed are held after loading.
+enum class Packing {
+  kNone,     // read in place from the model file's pages
+  kPrivate,  // Model::repack (--repack): a private copy, resident
+  kShared,   // Model::repack_shared (--pack-dir): a pack file's pages, mapped and shared
+};
+
+// packing: as Model::repack (kPrivate) or Model::repack_shared (kShared) will
+// leave it on this machine's kernels: the packed rows of each matrix resident,
+// or mapped from the pack file, instead of mapped from the model file.
+Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing = Packing::kNone);
 
 // The distinct types of the weight matrices of a Llama-layout file
 // (token_embd or output, and the seven matrices of every block): the input of

@@ -1,10 +1,16 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <initializer_list>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "model/model.h"
@@ -17,11 +23,12 @@ namespace {
 using testing::TinyModelSpec;
 
 struct Rig {
+  // path: the model read from that file (mapped), else parsed from memory.
   explicit Rig(const TinyModelSpec& spec = {}, int32_t blocks = 64, int32_t max_tokens = 32,
-               int threads = 2, int32_t max_ctx = 256)
+               int threads = 2, int32_t max_ctx = 256, const std::string& path = "")
       : pool(threads) {
-    bytes = testing::build_tiny_model(spec).to_bytes();
-    auto f = gguf::File::parse(bytes, "tiny");
+    if (path.empty()) bytes = testing::build_tiny_model(spec).to_bytes();
+    auto f = path.empty() ? gguf::File::parse(bytes, "tiny") : gguf::File::open(path);
     EXPECT_TRUE(f.ok()) << f.error().message;
     auto m = Model::from_file(std::move(f).value(), &ledger);
     EXPECT_TRUE(m.ok()) << m.error().message;
@@ -182,11 +189,9 @@ TEST(Model, BatchedPrefillEqualsOneTokenAtATime) {
   EXPECT_EQ(a.cache.length(0), static_cast<int32_t>(toks.size()));
 }
 
-// Model::repack: the same logits bit for bit, for a prompt and one token at a
-// time, and the ledger moves the packed rows' bytes from mapped to resident.
-// (On a CPU whose kernels take no packed form it packs nothing and changes
-// nothing.)
-TEST(Model, RepackedWeightsGiveTheSameLogits) {
+// The seven formats with packed forms, in a tiny model whose rows suit each.
+std::vector<TinyModelSpec> packable_specs() {
+  std::vector<TinyModelSpec> specs;
   for (tensor::DType t :
        {tensor::DType::kQ4_0, tensor::DType::kQ4_1, tensor::DType::kQ5_0, tensor::DType::kQ5_1,
         tensor::DType::kQ8_0, tensor::DType::kQ4_K, tensor::DType::kQ6_K}) {
@@ -196,22 +201,44 @@ TEST(Model, RepackedWeightsGiveTheSameLogits) {
       spec.n_embd = 256;
       spec.n_ff = 512;
     }
+    specs.push_back(spec);
+  }
+  return specs;
+}
+
+// What the dispatched kernels pack of a model: the packed bytes, and the
+// file bytes of the rows they cover.
+struct PackedCounts {
+  uint64_t bytes = 0, rows_bytes = 0;
+};
+PackedCounts packed_counts(const Weights& w) {
+  PackedCounts c;
+  auto add = [&](const tensor::MatView& v) {
+    const int64_t n = tensor::matmul_packed_bytes(v);
+    if (n <= 0) return;
+    c.bytes += static_cast<uint64_t>(n);
+    c.rows_bytes += static_cast<uint64_t>(tensor::matmul_packed_rows(v)) * v.row_bytes;
+  };
+  for (const auto& L : w.layers) {
+    for (const auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) add(*v);
+  }
+  add(w.output);
+  return c;
+}
+
+// Model::repack: the same logits bit for bit, for a prompt and one token at a
+// time, and the ledger moves the packed rows' bytes from mapped to resident.
+// (On a CPU whose kernels take no packed form it packs nothing and changes
+// nothing.)
+TEST(Model, RepackedWeightsGiveTheSameLogits) {
+  for (const TinyModelSpec& spec : packable_specs()) {
+    const tensor::DType t = spec.matrix_type;
     Rig a(spec), b(spec);
     const uint64_t mapped = b.ledger.current(memory::Category::kWeightsMapped);
     auto packed = b.model->repack(&b.ledger);
     ASSERT_TRUE(packed.ok()) << packed.error().message;
-    uint64_t want_packed = 0, packed_rows = 0;
-    const Weights& w = a.model->weights();
-    auto add = [&](const tensor::MatView& v) {
-      const int64_t n = tensor::matmul_packed_bytes(v);
-      if (n <= 0) return;
-      want_packed += static_cast<uint64_t>(n);
-      packed_rows += static_cast<uint64_t>(v.rows / 16 * 16) * v.row_bytes;
-    };
-    for (const auto& L : w.layers) {
-      for (const auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) add(*v);
-    }
-    add(w.output);
+    const PackedCounts counts = packed_counts(a.model->weights());
+    const uint64_t want_packed = counts.bytes, packed_rows = counts.rows_bytes;
     EXPECT_EQ(*packed, want_packed) << tensor::dtype_name(t);
     if (std::string(tensor::matmul_kernel(t)).find("avx512vnni") != std::string::npos) {
       EXPECT_GT(want_packed, 0u) << tensor::dtype_name(t) << " packs on " << tensor::simd_target();
@@ -229,6 +256,182 @@ TEST(Model, RepackedWeightsGiveTheSameLogits) {
       EXPECT_EQ(a.feed(sa, {tok}), b.feed(sb, {tok})) << tensor::dtype_name(t) << " token " << tok;
     }
   }
+}
+
+// A fresh directory for one test's files, removed at the end.
+struct TempDir {
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("snug_pack_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::filesystem::path path;
+};
+
+// Model::repack_shared: the first model packs into a file under the
+// directory, a second one on the same model file maps that file instead;
+// both give the mapped weights' logits bit for bit, and the ledger counts
+// the pack file as mapped, nothing resident.
+TEST(Model, SharedPackFileGivesTheSameLogitsAndIsReused) {
+  TempDir tmp;
+  for (const TinyModelSpec& spec : packable_specs()) {
+    const std::string name(tensor::dtype_name(spec.matrix_type));
+    const std::string file = (tmp.path / (name + ".gguf")).string();
+    ASSERT_TRUE(testing::build_tiny_model(spec).write(file).ok());
+    const std::string dir = (tmp.path / "packs").string();
+    Rig a(spec), b(spec, 64, 32, 2, 256, file), c(spec, 64, 32, 2, 256, file);
+    const uint64_t mapped = b.ledger.current(memory::Category::kWeightsMapped);
+    auto first = b.model->repack_shared(&b.ledger, dir);
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    auto second = c.model->repack_shared(&c.ledger, dir);
+    ASSERT_TRUE(second.ok()) << second.error().message;
+    const PackedCounts counts = packed_counts(a.model->weights());
+    const uint64_t want = counts.bytes, packed_rows = counts.rows_bytes;
+    EXPECT_EQ(first->bytes, want) << name;
+    EXPECT_EQ(second->bytes, want) << name;
+    if (want == 0) {  // a CPU whose kernels take no packed form: nothing written
+      EXPECT_FALSE(std::filesystem::exists(dir)) << name;
+      continue;
+    }
+    EXPECT_TRUE(first->built) << name;
+    EXPECT_FALSE(second->built) << name << ": the second model maps the first's file";
+    EXPECT_EQ(second->path, first->path);
+    EXPECT_TRUE(first->stale_reason.empty()) << first->stale_reason;
+    const uint64_t file_bytes = std::filesystem::file_size(first->path);
+    EXPECT_GE(file_bytes, want);
+    EXPECT_EQ(b.model->packed_bytes(), want);
+    ASSERT_NE(c.model->pack_mapping(), nullptr);
+    EXPECT_EQ(c.model->pack_mapping()->size(), file_bytes);
+    EXPECT_EQ(c.ledger.current(memory::Category::kWeightsResident), 0u);
+    EXPECT_EQ(c.ledger.current(memory::Category::kWeightsMapped),
+              mapped - packed_rows + file_bytes);
+    EXPECT_FALSE(c.model->repack_shared(&c.ledger, dir).ok()) << "packed once only";
+
+    const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};
+    const kv::SeqId sa = a.cache.create_sequence(), sb = b.cache.create_sequence(),
+                    sc = c.cache.create_sequence();
+    const auto want_logits = a.feed(sa, toks);
+    EXPECT_EQ(b.feed(sb, toks), want_logits) << name << " prompt, the builder";
+    EXPECT_EQ(c.feed(sc, toks), want_logits) << name << " prompt, the reader";
+    for (int32_t tok : {3, 77}) {
+      const auto one = a.feed(sa, {tok});
+      EXPECT_EQ(b.feed(sb, {tok}), one) << name << " token " << tok;
+      EXPECT_EQ(c.feed(sc, {tok}), one) << name << " token " << tok;
+    }
+  }
+}
+
+// Pack files that must not be read: a truncated one, one whose header is
+// not snug's, one whose key names another model (the same size, its key
+// bytes changed), and one made before the model file changed. Each is
+// rebuilt (the model's logits stay right); a directory where the file should
+// be, or a pack directory that is a file, is a one-line error.
+TEST(Model, StaleOrHostilePackFilesAreRebuiltOrRefused) {
+  TempDir tmp;
+  TinyModelSpec spec;
+  spec.matrix_type = tensor::DType::kQ4_1;
+  const std::string file = (tmp.path / "m.gguf").string();
+  ASSERT_TRUE(testing::build_tiny_model(spec).write(file).ok());
+  const std::string dir = (tmp.path / "packs").string();
+  Rig ref(spec);
+  const kv::SeqId sr = ref.cache.create_sequence();
+  const std::vector<int32_t> toks = {10, 200, 33, 256, 5};
+  const auto want = ref.feed(sr, toks);
+  std::string path;
+  {
+    Rig r(spec, 64, 32, 2, 256, file);
+    auto p = r.model->repack_shared(&r.ledger, dir);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    if (p->bytes == 0) {  // no packed form on this CPU: nothing is written
+      EXPECT_FALSE(std::filesystem::exists(dir));
+      return;
+    }
+    path = p->path;
+  }
+  const uint64_t size = std::filesystem::file_size(path);
+  auto damage_and_reload = [&](const std::function<void()>& damage, const std::string& reason) {
+    damage();
+    Rig r(spec, 64, 32, 2, 256, file);
+    auto p = r.model->repack_shared(&r.ledger, dir);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    EXPECT_TRUE(p->built) << reason;
+    EXPECT_NE(p->stale_reason.find(reason), std::string::npos) << p->stale_reason;
+    EXPECT_EQ(std::filesystem::file_size(path), size);
+    EXPECT_EQ(r.feed(r.cache.create_sequence(), toks), want) << reason;
+  };
+  auto patch = [&](uint64_t offset, const std::string& bytes) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  };
+  damage_and_reload([&] { std::filesystem::resize_file(path, size / 2); }, "size");
+  damage_and_reload([&] { patch(0, "GGUFGGUF"); }, "not a snug pack file");
+  damage_and_reload([&] { patch(40, std::string(8, '\x5a')); }, "another model file");
+  // The model file rewritten (a new modification time): a new key, a new file.
+  std::filesystem::last_write_time(
+      file, std::filesystem::last_write_time(file) + std::chrono::seconds(5));
+  {
+    Rig r(spec, 64, 32, 2, 256, file);
+    auto p = r.model->repack_shared(&r.ledger, dir);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    EXPECT_TRUE(p->built);
+    EXPECT_NE(p->path, path);
+    EXPECT_EQ(r.feed(r.cache.create_sequence(), toks), want);
+    std::filesystem::remove(p->path);
+    std::filesystem::create_directory(p->path);  // a directory where the file goes
+    Rig d(spec, 64, 32, 2, 256, file);
+    auto refused = d.model->repack_shared(&d.ledger, dir);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message.find("not a regular file"), std::string::npos)
+        << refused.error().message;
+    EXPECT_EQ(refused.error().message.find('\n'), std::string::npos);
+  }
+  Rig f(spec, 64, 32, 2, 256, file);
+  auto not_dir = f.model->repack_shared(&f.ledger, file + "/packs");  // under a regular file
+  ASSERT_FALSE(not_dir.ok());
+  EXPECT_NE(not_dir.error().message.find("cannot create the pack directory"), std::string::npos)
+      << not_dir.error().message;
+  Rig m(spec);  // parsed from memory: nothing to key a file to
+  EXPECT_FALSE(m.model->repack_shared(&m.ledger, dir).ok());
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "left behind: " << e.path();
+  }
+}
+
+// Two models packing one model file into one directory at once: the lock
+// makes one write the file and the other wait and map it.
+TEST(Model, ConcurrentPackersWriteOneFile) {
+  TempDir tmp;
+  TinyModelSpec spec;
+  spec.matrix_type = tensor::DType::kQ8_0;
+  const std::string file = (tmp.path / "m.gguf").string();
+  ASSERT_TRUE(testing::build_tiny_model(spec).write(file).ok());
+  const std::string dir = (tmp.path / "packs").string();
+  Rig a(spec, 64, 32, 1, 256, file), b(spec, 64, 32, 1, 256, file);
+  Result<Model::SharedPack> ra = make_error("not run"), rb = make_error("not run");
+  std::thread ta([&] { ra = a.model->repack_shared(&a.ledger, dir); });
+  std::thread tb([&] { rb = b.model->repack_shared(&b.ledger, dir); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.ok()) << ra.error().message;
+  ASSERT_TRUE(rb.ok()) << rb.error().message;
+  if (ra->bytes == 0) {  // no packed form on this CPU: nothing is written
+    EXPECT_FALSE(std::filesystem::exists(dir));
+    return;
+  }
+  EXPECT_NE(ra->built, rb->built) << "exactly one of them writes the file";
+  EXPECT_EQ(ra->path, rb->path);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    files += e.path().extension() == ".snugpack" ? 1 : 0;
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "left behind: " << e.path();
+  }
+  EXPECT_EQ(files, 1);
+  EXPECT_EQ(a.feed(a.cache.create_sequence(), {1, 2, 3}),
+            b.feed(b.cache.create_sequence(), {1, 2, 3}));
 }
 
 TEST(Model, RaggedBatchOfTwoSequencesEqualsSeparateRuns) {

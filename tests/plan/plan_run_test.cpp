@@ -108,6 +108,58 @@ TEST(PlanRun, RepackedRunKeepsThePredictionAndTheText) {
   }
 }
 
+// --pack-dir: the first run packs into a file there, the second maps that
+// file; both keep the plan within 1% of the peak and the mapped weights'
+// text, and the plan counts the pack file as mapped, nothing resident.
+TEST(PlanRun, PackDirRunsKeepThePredictionAndTheText) {
+  if (!have_model()) return;
+#ifdef SNUG_SANITIZE
+  GTEST_SKIP() << "sanitizer builds change the process baseline";
+#endif
+  const fs::path dir = fs::temp_directory_path() / ("snug_pack_dir_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string shape = " --json -t 1 --ctx 512";
+  const std::string prompt = " -p 'Explain what a lighthouse does.' -n 24 --temp 0";
+  const std::string pack = " --pack-dir " + dir.string();
+  Proc plan = run(snug("plan " + kModel + shape + pack));
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  Proc mapped = run(snug("run " + kModel + prompt + shape));
+  ASSERT_EQ(mapped.code, 0) << mapped.err;
+  const auto jm = nlohmann::json::parse(mapped.out);
+  const double planned = nlohmann::json::parse(plan.out)["predicted_peak_rss_bytes"].get<double>();
+  bool packs = false;
+  for (const char* which : {"first (writes the file)", "second (maps it)"}) {
+    Proc p = run(snug("run " + kModel + prompt + shape + " -v" + pack));
+    ASSERT_EQ(p.code, 0) << p.err;
+    const auto j = nlohmann::json::parse(p.out);
+    EXPECT_EQ(j["text"], jm["text"]) << which;
+    EXPECT_EQ(j["token_ids"], jm["token_ids"]) << which;
+    const double predicted = j["predicted_peak_rss_bytes"].get<double>();
+    EXPECT_EQ(predicted, planned) << which;
+    const double error = testing::rss_error(predicted, static_cast<double>(p.max_rss));
+    std::printf("--pack-dir, %s: predicted %.2f MiB, measured %.2f MiB (%+.2f%%)\n", which,
+                predicted / (1 << 20), static_cast<double>(p.max_rss) / (1 << 20), 100 * error);
+    EXPECT_LT(std::abs(error), 0.01) << which;
+    packs = j["matmul_kernels"].dump().find("avx512vnni") != std::string::npos;
+    if (!packs) {
+      EXPECT_NE(p.err.find("take no packed form"), std::string::npos) << p.err;
+    } else if (std::string(which).rfind("first", 0) == 0) {
+      EXPECT_NE(p.err.find("of matrices packed for the"), std::string::npos) << p.err;
+    } else {
+      EXPECT_NE(p.err.find("of packed matrices mapped from " + dir.string()), std::string::npos)
+          << p.err;
+    }
+  }
+  const auto weights = nlohmann::json::parse(plan.out)["weights"];
+  EXPECT_EQ(weights["resident_bytes"].get<double>(), 0.0) << plan.out;
+  int files = 0;
+  if (fs::exists(dir)) {
+    for (const auto& e : fs::directory_iterator(dir)) files += e.path().extension() == ".snugpack";
+  }
+  EXPECT_EQ(files, packs ? 1 : 0);
+  fs::remove_all(dir);
+}
+
 TEST(PlanRun, TooSmallBudgetIsRefusedBeforeLoading) {
   if (!have_model()) return;
   Proc p = run(snug("run " + kModel + " -p hi --memory 64MiB"));
