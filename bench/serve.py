@@ -217,6 +217,8 @@ class Server:
             self.cmd += ["--memory", args.memory]
         if args.repack:
             self.cmd += ["--repack"]
+        if args.pack_dir:
+            self.cmd += ["--pack-dir", str(args.pack_dir)]
         self.cmd += ["--kv-type", args.kv_type]
         if args.prefill_chunk:
             self.cmd += ["--prefill-chunk", str(args.prefill_chunk)]
@@ -556,6 +558,8 @@ def snug_plan(args, parallel, ctx, max_seqs):
         cmd += ["--memory", args.memory]
     if args.repack:
         cmd += ["--repack"]
+    if args.pack_dir:
+        cmd += ["--pack-dir", str(args.pack_dir)]
     cmd += ["--kv-type", args.kv_type]
     r = subprocess.run(cmd, capture_output=True, text=True)
     try:
@@ -871,6 +875,8 @@ def main():
     ap.add_argument("--memory", help="snug --memory (default: snug's own)")
     ap.add_argument("--repack", action="store_true",
                     help="snug --repack: the matrices packed once at load in private memory")
+    ap.add_argument("--pack-dir", type=Path,
+                    help="snug --pack-dir: the matrices packed once into a shared file there")
     ap.add_argument("--kv-unified", action="store_true", help="llama.cpp: one KV stream shared by all sequences")
     ap.add_argument("--kv-type", choices=sorted(LLAMA_KV_TYPES) + ["f16"], default="f16",
                     help="keys and values on both sides (snug --kv-type; llama.cpp type_k/type_v, "
@@ -906,6 +912,7 @@ def main():
                    "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
                    "prefill_chunk": args.prefill_chunk,
                    "threads": args.threads, "memory": args.memory, "repack": args.repack,
+                   "pack_dir": str(args.pack_dir) if args.pack_dir else None,
                    "llama_n_ctx": pool_tokens,
                    "kv_unified": args.kv_unified, "kv_type": args.kv_type, "prompt_tokens": [len(p["ids"]) for p in prompts]},
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": os.getloadavg()},
