@@ -76,9 +76,13 @@ Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger,
   LoadedModel lm;
   SNUG_ASSIGN_OR_RETURN(lm.model, model::Model::from_file(std::move(file), ledger));
   if (!repack.pack_dir.empty()) {
+    // A pack file that cannot be made (a full disk, a directory that cannot
+    // be written) leaves the model as it was: mapped, unpacked, slower, and
+    // within the same plan (the rows take the bytes their packed form would).
     auto shared = lm.model->repack_shared(ledger, repack.pack_dir);
-    if (!shared.ok()) return make_error("--pack-dir: ", shared.error().message);
-    if (shared->bytes == 0) {
+    if (!shared.ok()) {
+      log_warn("--pack-dir: {}; the weights stay mapped, unpacked", shared.error().message);
+    } else if (shared->bytes == 0) {
       log_warn(
           "--pack-dir: the {} kernels take no packed form of this model's matrices; "
           "the weights stay mapped",

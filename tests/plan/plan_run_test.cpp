@@ -150,6 +150,17 @@ TEST(PlanRun, PackDirRunsKeepThePredictionAndTheText) {
           << p.err;
     }
   }
+  // A pack directory that cannot be made (under a regular file): one warning,
+  // and the run goes on with the mapped weights.
+  Proc unmade = run(snug("run " + kModel + prompt + shape + " --pack-dir " + kModel + "/packs"));
+  ASSERT_EQ(unmade.code, 0) << unmade.err;
+  EXPECT_EQ(nlohmann::json::parse(unmade.out)["text"], jm["text"]);
+  if (packs) {
+    EXPECT_NE(unmade.err.find("cannot create the pack directory"), std::string::npos) << unmade.err;
+    EXPECT_NE(unmade.err.find("the weights stay mapped, unpacked"), std::string::npos)
+        << unmade.err;
+    EXPECT_EQ(std::count(unmade.err.begin(), unmade.err.end(), '\n'), 1) << unmade.err;
+  }
   const auto weights = nlohmann::json::parse(plan.out)["weights"];
   EXPECT_EQ(weights["resident_bytes"].get<double>(), 0.0) << plan.out;
   int files = 0;
