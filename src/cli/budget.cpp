@@ -47,7 +47,8 @@ void add_repack_options(CLI::App& app, RepackFlags* f) {
                  "--repack's packed matrices in a file under DIR (created when missing), mapped "
                  "shared: every snug process running the model with DIR reads the same pages, and "
                  "a later start maps the file instead of packing; a file made for another model "
-                 "file or build is rebuilt. DIR must be writable only by users you trust")
+                 "file or build is rebuilt, and one that cannot be written leaves the weights "
+                 "mapped, with a warning. DIR must be writable only by users you trust")
       ->type_name("DIR");
 }
 
