@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -45,6 +46,11 @@ MeasuredRun run_measured(const std::string& cmd) {
 
 double rss_error(double predicted, double measured) {
   return (predicted - measured) / measured;
+}
+
+bool rss_close(double predicted, double measured) {
+  return std::abs(rss_error(predicted, measured)) < 0.01 ||
+         std::abs(predicted - measured) < 2.5 * (1 << 20);
 }
 
 }  // namespace snug::testing

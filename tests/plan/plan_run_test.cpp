@@ -45,11 +45,14 @@ std::string snug(const std::string& args) {
 }
 
 // bench/plan_accuracy, shortened: three contexts at one thread. The bound is 1%
-// (1.2 MiB at ctx 512): docs/BENCHMARKS.md records a worst error of 0.12% over
-// ctx 512..8192 and 1..2 threads, -0.14% was measured on an AVX-512 EPYC, and
-// the two kernel figures (VmHWM, ru_maxrss) differ by up to 0.2 MiB; 1% still
-// fails when the tokenizer (3.7 MiB), the parsed header (3.2 MiB) or the
-// workspace goes uncounted. The full sweep is the slow test plan_accuracy_sweep.
+// or 2.5 MiB (testing::rss_close): docs/BENCHMARKS.md records a worst error of
+// 0.12% over ctx 512..8192 and 1..2 threads on the machine that set the
+// process constant and -0.14% on an AVX-512 EPYC; on an Intel Xeon the binary's
+// and libraries' pages put the process 1.0-2.3 MiB over the plan in some runs
+// (within 0.6% in others); the two kernel figures (VmHWM, ru_maxrss) differ by
+// up to 0.2 MiB. The bound still fails when the tokenizer (3.7 MiB), the parsed
+// header (3.2 MiB) or the workspace goes uncounted. The full sweep is the slow
+// test plan_accuracy_sweep.
 TEST(PlanRun, PredictionWithinOnePercentOfPeakRss) {
   if (!have_model()) return;
 #ifdef SNUG_SANITIZE
@@ -71,7 +74,7 @@ TEST(PlanRun, PredictionWithinOnePercentOfPeakRss) {
     std::printf("ctx %5d: predicted %.2f MiB, measured %.2f MiB (%+.2f%%)\n", ctx,
                 predicted / (1 << 20), measured / (1 << 20), 100 * error);
     EXPECT_EQ(planned, predicted) << "snug plan and snug run disagree at ctx " << ctx;
-    EXPECT_LT(std::abs(error), 0.01)
+    EXPECT_TRUE(testing::rss_close(predicted, measured))
         << "ctx " << ctx << ": predicted " << predicted << " measured " << measured;
   }
 }
@@ -100,7 +103,7 @@ TEST(PlanRun, RepackedRunKeepsThePredictionAndTheText) {
   const double error = testing::rss_error(predicted, static_cast<double>(packed.max_rss));
   std::printf("--repack: predicted %.2f MiB, measured %.2f MiB (%+.2f%%)\n", predicted / (1 << 20),
               static_cast<double>(packed.max_rss) / (1 << 20), 100 * error);
-  EXPECT_LT(std::abs(error), 0.01);
+  EXPECT_TRUE(testing::rss_close(predicted, static_cast<double>(packed.max_rss)));
   // Where the kernels pack (AVX512-VNNI), the plan says the matrices are resident.
   const auto weights = nlohmann::json::parse(plan.out)["weights"];
   if (jp["matmul_kernels"].dump().find("avx512vnni") != std::string::npos) {
@@ -139,7 +142,7 @@ TEST(PlanRun, PackDirRunsKeepThePredictionAndTheText) {
     const double error = testing::rss_error(predicted, static_cast<double>(p.max_rss));
     std::printf("--pack-dir, %s: predicted %.2f MiB, measured %.2f MiB (%+.2f%%)\n", which,
                 predicted / (1 << 20), static_cast<double>(p.max_rss) / (1 << 20), 100 * error);
-    EXPECT_LT(std::abs(error), 0.01) << which;
+    EXPECT_TRUE(testing::rss_close(predicted, static_cast<double>(p.max_rss))) << which;
     packs = j["matmul_kernels"].dump().find("avx512vnni") != std::string::npos;
     if (!packs) {
       EXPECT_NE(p.err.find("take no packed form"), std::string::npos) << p.err;
