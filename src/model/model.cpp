@@ -42,6 +42,37 @@ std::vector<std::pair<tensor::MatView*, uint64_t>> Model::packable() {
   return todo;
 }
 
+namespace {
+
+// Packs v a slice of rows at a time (matmul_pack_slice_rows): emit(part, at)
+// gets each slice's rows and where its packed bytes start within the packed
+// matrix. Once a slice is emitted, its pages of the mapped file `map` (null:
+// none) are let go, with the page it shares with the slice before, so that
+// packing holds one slice twice, not one matrix (Gemma 3's output is 170 MiB).
+template <class Emit>
+Status pack_by_slices(const tensor::MatView& v, const MappedFile* map, Emit&& emit) {
+  const int64_t rows = tensor::matmul_packed_rows(v), step = tensor::matmul_pack_slice_rows(v);
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start =
+      map != nullptr ? static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - map->data()) : 0;
+  uint64_t from = start;  // the file's bytes not yet let go
+  for (int64_t r0 = 0; r0 < rows; r0 += step) {
+    tensor::MatView head = v, part = v;
+    head.rows = r0;
+    part.rows = std::min(step, rows - r0);
+    part.data = static_cast<const uint8_t*>(v.data) + r0 * static_cast<int64_t>(v.row_bytes);
+    SNUG_RETURN_IF_ERROR(emit(part, static_cast<uint64_t>(tensor::matmul_packed_bytes(head))));
+    if (map != nullptr) {
+      const uint64_t end = start + static_cast<uint64_t>(r0 + part.rows) * v.row_bytes;
+      map->release(from, end - from);
+      from = std::max(from, end / page * page);
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   // The matrices still to pack with their sizes, and one buffer for all of
   // them (each at a 64-byte offset), on huge pages where the kernel has
@@ -57,33 +88,15 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   const MappedFile* map = file_.mapping();
   if (map != nullptr) map->advise_small_pages();
   uint64_t packed = resident_charge_.bytes(), released = 0, at = 0;
-  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   for (auto [v, bytes] : todo) {
-    // Packed a slice of rows at a time, each slice's file pages let go as
-    // soon as it is packed (with the page it shares with the slice before),
-    // so that loading holds one slice twice, not one matrix (Gemma 3's
-    // output is 170 MiB).
-    const int64_t rows = tensor::matmul_packed_rows(*v), step = tensor::matmul_pack_slice_rows(*v);
-    const uint64_t start =
-        map != nullptr ? static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data())
-                       : 0;
-    uint64_t from = start;  // the file's bytes not yet let go
-    for (int64_t r0 = 0; r0 < rows; r0 += step) {
-      tensor::MatView head = *v, part = *v;
-      head.rows = r0;
-      part.rows = std::min(step, rows - r0);
-      part.data = static_cast<const uint8_t*>(v->data) + r0 * static_cast<int64_t>(v->row_bytes);
-      tensor::matmul_pack(part, buf.data() + at + tensor::matmul_packed_bytes(head));
-      if (map != nullptr) {
-        const uint64_t end = start + static_cast<uint64_t>(r0 + part.rows) * v->row_bytes;
-        map->release(from, end - from);
-        from = std::max(from, end / page * page);
-      }
-    }
+    SNUG_RETURN_IF_ERROR(pack_by_slices(*v, map, [&](const tensor::MatView& part, uint64_t off) {
+      tensor::matmul_pack(part, buf.data() + at + off);
+      return ok_status();
+    }));
     v->packed = buf.data() + at;
     at += (bytes + 63) / 64 * 64;
     packed += bytes;
-    released += static_cast<uint64_t>(rows) * v->row_bytes;
+    released += static_cast<uint64_t>(tensor::matmul_packed_rows(*v)) * v->row_bytes;
   }
   packed_.push_back(std::move(buf));
   const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());
@@ -157,26 +170,14 @@ Status Model::write_pack_file(const std::string& path, const PackKey& key,
       memory::Buffer buf,
       memory::Buffer::allocate(slice_bytes, ledger, memory::Category::kWeightsResident));
   SNUG_ASSIGN_OR_RETURN(PackFileWriter out, PackFileWriter::create(path, key));
-  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   for (size_t i = 0; i < todo.size(); ++i) {
-    const tensor::MatView* v = todo[i].first;
-    const int64_t rows = tensor::matmul_packed_rows(*v), step = tensor::matmul_pack_slice_rows(*v);
-    const uint64_t start =
-        static_cast<uint64_t>(static_cast<const uint8_t*>(v->data) - map->data());
-    uint64_t from = start;  // the model file's bytes not yet let go
-    for (int64_t r0 = 0; r0 < rows; r0 += step) {
-      tensor::MatView head = *v, part = *v;
-      head.rows = r0;
-      part.rows = std::min(step, rows - r0);
-      part.data = static_cast<const uint8_t*>(v->data) + r0 * static_cast<int64_t>(v->row_bytes);
-      tensor::matmul_pack(part, buf.data());
-      const auto n = static_cast<uint64_t>(tensor::matmul_packed_bytes(part));
-      SNUG_RETURN_IF_ERROR(out.write(
-          key.offset(i) + static_cast<uint64_t>(tensor::matmul_packed_bytes(head)), buf.data(), n));
-      const uint64_t end = start + static_cast<uint64_t>(r0 + part.rows) * v->row_bytes;
-      map->release(from, end - from);
-      from = std::max(from, end / page * page);
-    }
+    const uint64_t at = key.offset(i);
+    SNUG_RETURN_IF_ERROR(
+        pack_by_slices(*todo[i].first, map, [&](const tensor::MatView& part, uint64_t off) {
+          tensor::matmul_pack(part, buf.data());
+          return out.write(at + off, buf.data(),
+                           static_cast<uint64_t>(tensor::matmul_packed_bytes(part)));
+        }));
   }
   return out.commit();
 }
@@ -241,13 +242,13 @@ Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std
     unread.push_back(rows_of(weights_.token_embd, weights_.token_embd.rows));
   std::sort(unread.begin(), unread.end());
   touch_pages(*map, file_.data_offset(), map->size(), unread);
-  for (const auto& [begin, end] : packed_rows) map->release(begin, end - begin);
   uint64_t released = 0;
+  for (const auto& [begin, end] : packed_rows) {
+    map->release(begin, end - begin);
+    released += end - begin;
+  }
   for (size_t i = 0; i < todo.size(); ++i) {
-    tensor::MatView* v = todo[i].first;
-    const auto rows = static_cast<uint64_t>(tensor::matmul_packed_rows(*v));
-    v->packed = pack_map_->data() + key.offset(i);
-    released += rows * v->row_bytes;
+    todo[i].first->packed = pack_map_->data() + key.offset(i);
     info.bytes += todo[i].second;
   }
   shared_pack_bytes_ = info.bytes;
