@@ -2,10 +2,10 @@
 //
 // The server is its own executable, snug-serve, beside snug: serving links
 // cpp-httplib with OpenSSL, zlib and brotli (and the prefix cache's SHA-256),
-// whose pages and start-up work add about 6 MiB to a process. In one binary
-// every `snug run` would carry them; as it is, `snug serve ...` checks its
-// flags and replaces itself with `snug-serve serve ...`, and only the server
-// pays (server::kHttpLibraryBytes in its plan).
+// whose image (7 MiB, resident in full: base/process_image.h) and start-up
+// work would otherwise be in every `snug run`. As it is, `snug serve ...`
+// checks its flags and replaces itself with `snug-serve serve ...`, and only
+// the server pays (its image in its plan, and server::kHttpLibraryBytes).
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <exception>
 
+#include "base/process_image.h"
 #include "cli/batch_flags.h"
 #include "cli/common.h"
 #include "cli/serve_flags.h"
 
 int main(int argc, char** argv) {
+  // Resident in full, so the plan counts it exactly (base/process_image.h).
+  snug::populate_process_image();
   try {
     if (int rc = snug::cli::apply_kernel_env(); rc != 0) return rc;
     CLI::App app{"snug-serve: the OpenAI-compatible server of `snug serve`, and `snug batch`"};

@@ -73,6 +73,22 @@ Status pack_by_slices(const tensor::MatView& v, const MappedFile* map, Emit&& em
 
 }  // namespace
 
+ByteRange Model::file_range(const tensor::MatView& v, int64_t rows) const {
+  const auto begin =
+      static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - file_.mapping()->data());
+  return {begin, begin + static_cast<uint64_t>(rows) * v.row_bytes};
+}
+
+PackedPages Model::packed_pages_of(
+    const std::vector<std::pair<tensor::MatView*, uint64_t>>& todo) const {
+  std::vector<ByteRange> packed;
+  packed.reserve(todo.size());
+  for (const auto& entry : todo) {
+    packed.push_back(file_range(*entry.first, tensor::matmul_packed_rows(*entry.first)));
+  }
+  return packed_pages(file_, std::move(packed), static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+}
+
 Result<uint64_t> Model::repack(memory::Ledger* ledger) {
   // The matrices still to pack with their sizes, and one buffer for all of
   // them (each at a 64-byte offset), on huge pages where the kernel has
@@ -97,6 +113,11 @@ Result<uint64_t> Model::repack(memory::Ledger* ledger) {
     at += (bytes + 63) / 64 * 64;
     packed += bytes;
     released += static_cast<uint64_t>(tensor::matmul_packed_rows(*v)) * v->row_bytes;
+  }
+  // Pages two packed neighbours share were each kept by one matrix's slices.
+  if (map != nullptr) {
+    for (const ByteRange& r : packed_pages_of(todo).released)
+      map->release(r.begin, r.end - r.begin);
   }
   packed_.push_back(std::move(buf));
   const uint64_t mapped = mapped_charge_.bytes() - std::min(released, mapped_charge_.bytes());
@@ -134,22 +155,15 @@ void add_layout_probe(PackKeyBuilder& kb, tensor::DType type) {
                 static_cast<size_t>(n));
 }
 
-// Maps every page of [from, to) outside the sorted ranges `skip` into this
-// process, reading a byte of each.
-void touch_pages(const MappedFile& map, uint64_t from, uint64_t to,
-                 const std::vector<std::pair<uint64_t, uint64_t>>& skip) {
+// Maps every page of the ranges into this process, reading a byte of each.
+void touch_pages(const MappedFile& map, const std::vector<ByteRange>& ranges) {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const auto* data = static_cast<const volatile uint8_t*>(map.data());
   uint8_t sink = 0;
-  auto touch = [&](uint64_t a, uint64_t b) {
-    for (uint64_t off = a; off < b; off = (off / page + 1) * page) sink ^= data[off];
-  };
-  uint64_t at = from;
-  for (const auto& [begin, end] : skip) {
-    touch(at, std::min(begin, to));
-    at = std::max(at, end);
+  for (const ByteRange& r : ranges) {
+    for (uint64_t off = r.begin; off < std::min(r.end, map.size()); off = (off / page + 1) * page)
+      sink ^= data[off];
   }
-  touch(at, to);
   (void)sink;
 }
 
@@ -223,29 +237,26 @@ Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std
   }
   pack_map_ = std::move(pack);
   pack_map_->advise_small_pages();  // mapped as the model file is, 4 KiB at a time
-  // The model file's pages the forward pass still reads (past the header,
-  // outside the packed rows, but an untied embedding table's, which is only
-  // looked up) are mapped now, so that a fault on a norm later does not map
-  // the packed rows around it (fault-around: 64 KiB of cached pages per
-  // fault); then the packed rows' pages go, as repack leaves them.
-  auto rows_of = [&](const tensor::MatView& v, int64_t rows) {
-    const auto begin = static_cast<uint64_t>(static_cast<const uint8_t*>(v.data) - map->data());
-    return std::pair<uint64_t, uint64_t>(begin, begin + static_cast<uint64_t>(rows) * v.row_bytes);
-  };
-  std::vector<std::pair<uint64_t, uint64_t>> packed_rows;  // file offsets [begin, end)
-  packed_rows.reserve(todo.size());
-  for (const auto& entry : todo) {
-    packed_rows.push_back(rows_of(*entry.first, tensor::matmul_packed_rows(*entry.first)));
+  // The model file's pages the forward pass still reads (all but an untied
+  // embedding table's, which is only looked up) are mapped now, so that a
+  // fault on a norm later does not map the packed rows around it
+  // (fault-around: 64 KiB of cached pages per fault); then the pages that
+  // hold only packed rows go (file_pages.h), as repack leaves them.
+  const PackedPages pages = packed_pages_of(todo);
+  std::vector<ByteRange> read;
+  const ByteRange embd = file_range(weights_.token_embd, weights_.token_embd.rows);
+  for (const ByteRange& r : pages.read) {
+    if (weights_.token_embd.data == weights_.output.data || r.end <= embd.begin ||
+        r.begin >= embd.end) {
+      read.push_back(r);
+    }
   }
-  std::vector<std::pair<uint64_t, uint64_t>> unread = packed_rows;
-  if (weights_.token_embd.data != weights_.output.data)
-    unread.push_back(rows_of(weights_.token_embd, weights_.token_embd.rows));
-  std::sort(unread.begin(), unread.end());
-  touch_pages(*map, file_.data_offset(), map->size(), unread);
+  touch_pages(*map, read);
+  for (const ByteRange& r : pages.released) map->release(r.begin, r.end - r.begin);
   uint64_t released = 0;
-  for (const auto& [begin, end] : packed_rows) {
-    map->release(begin, end - begin);
-    released += end - begin;
+  for (const auto& entry : todo) {
+    released +=
+        static_cast<uint64_t>(tensor::matmul_packed_rows(*entry.first)) * entry.first->row_bytes;
   }
   for (size_t i = 0; i < todo.size(); ++i) {
     todo[i].first->packed = pack_map_->data() + key.offset(i);

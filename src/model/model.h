@@ -16,6 +16,7 @@
 #include "memory/buffer.h"
 #include "memory/ledger.h"
 #include "model/config.h"
+#include "model/file_pages.h"
 #include "model/pack_file.h"
 #include "model/weights.h"
 #include "model/workspace.h"
@@ -138,6 +139,10 @@ class Model {
   uint64_t shared_pack_bytes_ = 0;
   // The matrices the dispatched kernels take packed and not yet packed, with their packed bytes.
   std::vector<std::pair<tensor::MatView*, uint64_t>> packable();
+  // The file bytes of `rows` rows of a matrix read from the mapping.
+  ByteRange file_range(const tensor::MatView& v, int64_t rows) const;
+  // What packing `todo`'s matrices leaves mapped and lets go (file_pages.h).
+  PackedPages packed_pages_of(const std::vector<std::pair<tensor::MatView*, uint64_t>>& todo) const;
   // Writes `todo` packed to a new pack file at path (PackFileWriter), letting
   // the model file's pages of each slice of rows go once it is written.
   Status write_pack_file(const std::string& path, const PackKey& key,

@@ -9,6 +9,7 @@
 
 #include "base/checked.h"
 #include "base/mapped_file.h"
+#include "model/file_pages.h"
 #include "model/pack_file.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
@@ -161,7 +162,8 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
   // Model::repack asks for transparent huge pages: where the kernel grants
   // them, the page being filled can run one huge page ahead of the packing.
   const uint64_t huge_page = packing == Packing::kPrivate ? transparent_huge_page_bytes() : 0;
-  size_t n_packed = 0;  // matrices packed, and their distinct types
+  std::vector<model::ByteRange> packed_rows;  // file offsets
+  size_t n_packed = 0;                        // matrices packed, and their distinct types
   std::vector<tensor::DType> packed_types;
   std::vector<std::string> names = bound_tensor_names(fp.config);
   const size_t n_required = names.size();
@@ -197,20 +199,17 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
       if (const int64_t packed = tensor::matmul_packed_bytes(v); packed > 0) {
         const uint64_t rows_bytes =
             static_cast<uint64_t>(tensor::matmul_packed_rows(v)) * v.row_bytes;
-        // Only the pages wholly inside the packed rows are let go; a page
-        // they share with a neighbour stays mapped.
-        const uint64_t start = file.data_offset() + t->offset, end = start + rows_bytes;
-        const PageSpan let_go = whole_pages(start, rows_bytes, page);
-        const uint64_t kept = let_go.begin < let_go.end ? (let_go.begin > start ? page : 0) +
-                                                              (end > let_go.end ? page : 0)
-                                                        : rows_bytes;
+        // The pages holding only packed rows are let go; a page they share
+        // with bytes still read stays mapped (counted after the loop).
+        const uint64_t start = t->offset;  // absolute
+        packed_rows.push_back({start, start + rows_bytes});
         const auto bytes = static_cast<uint64_t>(packed);
         ++n_packed;
         if (std::find(packed_types.begin(), packed_types.end(), t->type) == packed_types.end())
           packed_types.push_back(t->type);
         it->mapped_bytes -= rows_bytes;
         fp.weights_mapped -= rows_bytes;
-        fp.weights_touched = fp.weights_touched - rows_bytes + std::min(kept, rows_bytes);
+        fp.weights_touched -= rows_bytes;
         if (shared) {  // the pack file's pages, each matrix at a 64-byte offset
           it->mapped_bytes += bytes;
           fp.weights_mapped += (bytes + 63) / 64 * 64;
@@ -234,6 +233,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
     auto q4_total = q4 ? checked_mul(*q4, static_cast<uint64_t>(t->rows())) : std::nullopt;
     fp.weights_as_q4_0 += q4_total && *q4_total < t->bytes ? *q4_total : t->bytes;
   }
+  fp.weights_touched += page * model::packed_pages(file, std::move(packed_rows), page).kept_pages;
   std::sort(fp.weights_by_type.begin(), fp.weights_by_type.end(),
             [](const WeightTypeBytes& a, const WeightTypeBytes& b) {
               return a.mapped_bytes + a.resident_bytes > b.mapped_bytes + b.resident_bytes;

@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "base/checked.h"
+#include "base/process_image.h"
 
 namespace snug::plan {
 
@@ -105,7 +106,8 @@ uint64_t engine_bytes(const model::ModelConfig& c, const SessionShape& s) {
 Result<MemoryPlan> plan_memory(const ModelFootprint& fp, const SessionShape& shape) {
   MemoryPlan m;
   SNUG_ASSIGN_OR_RETURN(m.session, plan_session(fp.config, fp.matrix_types, shape));
-  m.process = kProcessBaseBytes + kPerThreadBytes * static_cast<uint64_t>(shape.n_threads);
+  m.process = process_image_bytes() + kProcessBaseBytes +
+              kPerThreadBytes * static_cast<uint64_t>(shape.n_threads);
   m.header = fp.header_bytes + fp.header_index_bytes;
   m.weights = fp.weights_touched + fp.weights_resident;
   m.tokenizer = fp.tokenizer_bytes;

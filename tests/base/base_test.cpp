@@ -6,12 +6,15 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "base/bytes.h"
 #include "base/mapped_file.h"
+#include "base/process_image.h"
 #include "base/sysmem.h"
 #include "base/thread_pool.h"
 
@@ -260,6 +263,55 @@ TEST(Sysmem, ThisProcess) {
   EXPECT_GT(pm.rss, 0u);
   EXPECT_GE(pm.peak_rss, pm.rss);
   EXPECT_TRUE(probe_memory_limits().ok());
+}
+
+TEST(ProcessImage, CountsTheReadableMappingsOfExecutableObjects) {
+  // Lines in /proc/PID/maps's format: an executable with a guard gap, a
+  // library, a mapped model (no executable mapping), anonymous memory,
+  // pseudo-files, and malformed lines.
+  const std::string maps =
+      "555555554000-555555556000 r--p 00000000 fd:01 100 /usr/bin/snug\n"
+      "555555556000-55555555a000 r-xp 00002000 fd:01 100 /usr/bin/snug\n"
+      "55555555a000-55555555b000 ---p 00006000 fd:01 100 /usr/bin/snug\n"
+      "55555555b000-55555555c000 rw-p 00006000 fd:01 100 /usr/bin/snug\n"
+      "55555555c000-55555557d000 rw-p 00000000 00:00 0 [heap]\n"
+      "7ffff7000000-7ffff7800000 r--s 00000000 fd:01 200 /models/a model.gguf\n"
+      "7ffff7a00000-7ffff7a28000 r--p 00000000 fd:01 300 /usr/lib/libc.so.6\n"
+      "7ffff7a28000-7ffff7b00000 r-xp 00028000 fd:01 300 /usr/lib/libc.so.6\n"
+      "7ffff7c00000-7ffff7c01000 r-xp 00000000 00:00 0\n"
+      "7ffff7fc1000-7ffff7fc3000 r-xp 00000000 00:00 0 [vdso]\n"
+      "garbage line\n"
+      "7ffff7fd0000-7ffff7fc0000 r-xp 00000000 fd:01 400 /backwards\n"
+      "7ffff7fd0000-7ffff7fd1000 r-xp\n";
+  const auto ranges = image_ranges(maps);
+  uint64_t total = 0;
+  for (const auto& r : ranges) total += r.end - r.begin;
+  ASSERT_EQ(ranges.size(), 5u);
+  EXPECT_EQ(total, 0x2000u + 0x4000u + 0x1000u + 0x28000u + 0xd8000u);
+  EXPECT_TRUE(image_ranges("").empty());
+}
+
+TEST(ProcessImage, PopulatedImageIsAllResident) {
+  populate_process_image();
+  const uint64_t bytes = process_image_bytes();
+  EXPECT_GT(bytes, 1u << 20);  // at least this test binary and libc
+  EXPECT_EQ(bytes, process_image_bytes());
+  // Every image mapping's Rss equals its Size in /proc/self/smaps.
+  std::ifstream in("/proc/self/smaps");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string smaps = ss.str();
+  for (const auto& r : image_ranges(smaps)) {
+    char head[64];
+    std::snprintf(head, sizeof head, "%lx-%lx ", static_cast<unsigned long>(r.begin),
+                  static_cast<unsigned long>(r.end));
+    const size_t at = smaps.find(head);
+    ASSERT_NE(at, std::string::npos) << head;
+    const size_t rss = smaps.find("\nRss:", at);
+    ASSERT_NE(rss, std::string::npos);
+    const uint64_t kb = std::stoull(smaps.substr(rss + 5, 32));
+    EXPECT_EQ(kb * 1024, r.end - r.begin) << head;
+  }
 }
 
 }  // namespace

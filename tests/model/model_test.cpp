@@ -275,6 +275,54 @@ struct TempDir {
 // directory, a second one on the same model file maps that file instead;
 // both give the mapped weights' logits bit for bit, and the ledger counts
 // the pack file as mapped, nothing resident.
+// Which of a model file's pages packing lets go (file_pages.h), on a file laid
+// out by hand at 64-byte pages: two packed neighbours share a page, a norm
+// shares one with a packed matrix, a matrix's unpacked tail rows stay read,
+// and padding belongs to nothing.
+TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
+  constexpr uint64_t kPage = 64;
+  std::vector<uint8_t> bytes;
+  for (int pad = 0;; ++pad) {  // a header that ends on a page boundary
+    gguf::Writer w;
+    w.set_alignment(32);
+    w.set_string("pad", std::string(static_cast<size_t>(pad), 'x'));
+    auto add = [&](const char* name, int64_t floats) {
+      w.add_tensor(name, tensor::DType::kF32, {floats},
+                   std::vector<uint8_t>(static_cast<size_t>(floats) * 4, 1));
+    };
+    add("a", 24);  // [0, 96): packed
+    add("b", 8);   // [96, 128): packed, shares page 1 with a
+    add("n", 4);   // [128, 144): read, shares page 2 with c
+    add("c", 40);  // [160, 320): rows [160, 256) packed, the tail read
+    bytes = w.to_bytes();
+    auto f = gguf::File::parse(bytes, "pages");
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    if (f->data_offset() % kPage == 0) break;
+  }
+  auto f = gguf::File::parse(bytes, "pages");
+  ASSERT_TRUE(f.ok());
+  const uint64_t d = f->data_offset();
+  ASSERT_EQ(f->find_tensor("c")->offset, d + 160);
+  const PackedPages p =
+      packed_pages(*f, {{d + 160, d + 256}, {d, d + 96}, {d + 96, d + 128}}, kPage);
+  auto ranges = [](const std::vector<ByteRange>& rs) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const ByteRange& r : rs) out.emplace_back(r.begin, r.end);
+    return out;
+  };
+  using R = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(ranges(p.read), (R{{0, d}, {d + 128, d + 144}, {d + 256, d + 320}}));
+  // a's pages 0 and 1 (1 holds b's rows too), b's page 1, c's page 3; c's
+  // page 2 holds the norm and stays.
+  EXPECT_EQ(ranges(p.released), (R{{d, d + 128}, {d + 64, d + 128}, {d + 192, d + 256}}));
+  EXPECT_EQ(p.kept_pages, 1u);
+  // Nothing packed: nothing let go.
+  const PackedPages none = packed_pages(*f, {}, kPage);
+  EXPECT_TRUE(none.released.empty());
+  EXPECT_EQ(none.kept_pages, 0u);
+  EXPECT_EQ(none.read.size(), 5u);
+}
+
 TEST(Model, SharedPackFileGivesTheSameLogitsAndIsReused) {
   TempDir tmp;
   for (const TinyModelSpec& spec : packable_specs()) {

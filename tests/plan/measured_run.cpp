@@ -50,7 +50,7 @@ double rss_error(double predicted, double measured) {
 
 bool rss_close(double predicted, double measured) {
   return std::abs(rss_error(predicted, measured)) < 0.01 ||
-         std::abs(predicted - measured) < 2.5 * (1 << 20);
+         std::abs(predicted - measured) < 1.0 * (1 << 20);
 }
 
 }  // namespace snug::testing

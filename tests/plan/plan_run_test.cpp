@@ -45,12 +45,10 @@ std::string snug(const std::string& args) {
 }
 
 // bench/plan_accuracy, shortened: three contexts at one thread. The bound is 1%
-// or 2.5 MiB (testing::rss_close): docs/BENCHMARKS.md records a worst error of
-// 0.12% over ctx 512..8192 and 1..2 threads on the machine that set the
-// process constant and -0.14% on an AVX-512 EPYC; on an Intel Xeon the binary's
-// and libraries' pages put the process 1.0-2.3 MiB over the plan in some runs
-// (within 0.6% in others); the two kernel figures (VmHWM, ru_maxrss) differ by
-// up to 0.2 MiB. The bound still fails when the tokenizer (3.7 MiB), the parsed
+// or 1 MiB (testing::rss_close): with the image counted at its size the worst
+// error measured +0.25% over ctx 512..8192 and 1..2 threads on an Intel Xeon
+// (docs/BENCHMARKS.md); the two kernel figures (VmHWM, ru_maxrss) differ by up
+// to 0.2 MiB. The bound still fails when the tokenizer (3.7 MiB), the parsed
 // header (3.2 MiB) or the workspace goes uncounted. The full sweep is the slow
 // test plan_accuracy_sweep.
 TEST(PlanRun, PredictionWithinOnePercentOfPeakRss) {

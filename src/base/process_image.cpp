@@ -1,0 +1,103 @@
+#include "base/process_image.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+
+namespace snug {
+namespace {
+
+#ifndef MADV_POPULATE_READ
+constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
+#endif
+
+struct MapsLine {
+  ImageRange range;
+  bool readable = false;
+  bool executable = false;
+  std::pair<std::string, uint64_t> identity;  // device, inode
+};
+
+// "begin-end perms offset dev inode [path]"; false for what is not a file mapping.
+bool parse_line(const std::string& line, MapsLine* out) {
+  std::istringstream in(line);
+  std::string span, perms, offset, dev, path;
+  uint64_t inode = 0;
+  if (!(in >> span >> perms >> offset >> dev >> inode) || perms.size() < 4 || inode == 0) {
+    return false;
+  }
+  std::getline(in >> std::ws, path);
+  if (path.empty() || path[0] == '[') return false;
+  const size_t dash = span.find('-');
+  if (dash == std::string::npos) return false;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long begin = std::strtoull(span.c_str(), &end, 16);
+  if (errno != 0 || end != span.c_str() + dash) return false;
+  const unsigned long long stop = std::strtoull(span.c_str() + dash + 1, &end, 16);
+  if (errno != 0 || *end != '\0' || stop <= begin) return false;
+  out->range = {static_cast<uintptr_t>(begin), static_cast<uintptr_t>(stop)};
+  out->readable = perms[0] == 'r';
+  out->executable = perms[2] == 'x';
+  out->identity = {dev, inode};
+  return true;
+}
+
+std::string read_self_maps() {
+  std::ifstream in("/proc/self/maps");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::vector<ImageRange> image_ranges(std::string_view maps) {
+  std::vector<MapsLine> lines;
+  std::set<std::pair<std::string, uint64_t>> objects;
+  std::istringstream in{std::string(maps)};
+  std::string text;
+  while (std::getline(in, text)) {
+    MapsLine l;
+    if (!parse_line(text, &l)) continue;
+    if (l.executable) objects.insert(l.identity);
+    lines.push_back(std::move(l));
+  }
+  std::vector<ImageRange> out;
+  for (const MapsLine& l : lines) {
+    if (l.readable && objects.count(l.identity) != 0) out.push_back(l.range);
+  }
+  return out;
+}
+
+uint64_t process_image_bytes() {
+  static const uint64_t bytes = [] {
+    uint64_t total = 0;
+    for (const ImageRange& r : image_ranges(read_self_maps())) total += r.end - r.begin;
+    return total;
+  }();
+  return bytes;
+}
+
+void populate_process_image() {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  // The ranges are addresses /proc/self/maps printed: integers by nature.
+  for (const ImageRange& r : image_ranges(read_self_maps())) {
+    auto* begin = reinterpret_cast<char*>(r.begin);  // NOLINT(performance-no-int-to-ptr)
+    if (::madvise(begin, r.end - r.begin, MADV_POPULATE_READ) == 0) continue;
+    // A kernel before 5.14 (EINVAL), or one short of memory: a read per page.
+    for (size_t off = 0; off < r.end - r.begin; off += static_cast<size_t>(page)) {
+      (void)*static_cast<const volatile char*>(begin + off);
+    }
+  }
+  (void)process_image_bytes();
+}
+
+}  // namespace snug
