@@ -88,11 +88,15 @@ Result<LoadedModel> load_model_file(gguf::File file, memory::Ledger* ledger,
           "the weights stay mapped",
           tensor::simd_target());
     } else if (shared->built) {
-      log_info("--pack-dir: {} of matrices packed for the {} kernels into {}{}",
+      log_info("--pack-dir: {} of matrices packed for the {} kernels into {}{}{}",
                format_bytes(shared->bytes), tensor::simd_target(), shared->path,
                shared->stale_reason.empty()
                    ? ""
-                   : " (the file there was stale: " + shared->stale_reason + ")");
+                   : " (the file there was stale: " + shared->stale_reason + ")",
+               shared->removed_stale == 0
+                   ? ""
+                   : fmt::format("; removed {} pack file(s) of an earlier version of the model",
+                                 shared->removed_stale));
     } else {
       log_info("--pack-dir: {} of packed matrices mapped from {}", format_bytes(shared->bytes),
                shared->path);

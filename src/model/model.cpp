@@ -205,7 +205,7 @@ Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std
   if (map == nullptr) return make_error("a shared pack file needs a model read from a file");
 
   map->advise_small_pages();  // as repack: a read maps 4 KiB, not a large folio around it
-  PackKeyBuilder kb(map->identity());
+  PackKeyBuilder kb(map->identity(), pack_model_path(map->path()));
   std::vector<tensor::DType> types;
   for (const auto& [v, bytes] : todo) {
     if (std::find(types.begin(), types.end(), v->type) == types.end()) types.push_back(v->type);
@@ -231,6 +231,7 @@ Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std
       SNUG_RETURN_IF_ERROR(write_pack_file(info.path, key, todo, ledger));
       info.built = true;
       info.stale_reason = stale;
+      info.removed_stale = remove_stale_packs(info.path, key);
       SNUG_ASSIGN_OR_RETURN(pack, open_pack_file(info.path, key, &stale));
       if (!pack) return make_error("pack file '", info.path, "' changed while it was written");
     }

@@ -120,6 +120,7 @@ class Model {
     std::string path;          // the pack file
     bool built = false;        // this call wrote it
     std::string stale_reason;  // why a file that was there was replaced ("" when none was)
+    int removed_stale = 0;     // pack files of an earlier version of the model file, removed
   };
   Result<SharedPack> repack_shared(memory::Ledger* ledger, const std::string& dir);
   // Bytes of packed matrices, private (repack) or shared (repack_shared).

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -15,7 +16,7 @@ namespace snug::model {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'N', 'U', 'G', 'P', 'A', 'C', 'K'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: the model path after the key
 constexpr uint64_t kPage = 4096;
 
 // The header's fixed part; the key's bytes follow it, then zeros to a page.
@@ -25,6 +26,7 @@ struct PackHeader {
   uint32_t n_matrices;
   uint64_t file_bytes;
   uint64_t key_bytes;
+  uint64_t path_bytes;
 };
 
 // The key's records: the model file's identity (4 x 8 bytes), each layout
@@ -39,9 +41,12 @@ std::vector<uint8_t> header_of(const PackKey& key) {
   h.n_matrices = static_cast<uint32_t>(key.matrix_bytes.size());
   h.file_bytes = key.file_bytes();
   h.key_bytes = key.bytes.size();
+  h.path_bytes = key.model_path.size();
   std::vector<uint8_t> out(key.header_bytes(), 0);
   std::memcpy(out.data(), &h, sizeof h);
   std::memcpy(out.data() + sizeof h, key.bytes.data(), key.bytes.size());
+  std::memcpy(out.data() + sizeof h + key.bytes.size(), key.model_path.data(),
+              key.model_path.size());
   return out;
 }
 
@@ -62,13 +67,19 @@ Error io_error(const char* what, const std::string& path) {
 
 }  // namespace
 
-uint64_t pack_header_bytes(size_t n_types, size_t n_matrices) {
+uint64_t pack_header_bytes(size_t n_types, size_t n_matrices, size_t path_bytes) {
   const uint64_t key = kIdentityBytes + kLayoutBytes * n_types + kMatrixBytes * n_matrices;
-  return (sizeof(PackHeader) + key + kPage - 1) / kPage * kPage;
+  return (sizeof(PackHeader) + key + path_bytes + kPage - 1) / kPage * kPage;
+}
+
+std::string pack_model_path(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(path, ec);
+  return ec ? path : p.lexically_normal().string();
 }
 
 uint64_t PackKey::header_bytes() const {
-  return (sizeof(PackHeader) + bytes.size() + kPage - 1) / kPage * kPage;
+  return (sizeof(PackHeader) + bytes.size() + model_path.size() + kPage - 1) / kPage * kPage;
 }
 
 uint64_t PackKey::file_bytes() const {
@@ -82,7 +93,8 @@ uint64_t PackKey::offset(size_t i) const {
   return at;
 }
 
-PackKeyBuilder::PackKeyBuilder(const FileIdentity& model) {
+PackKeyBuilder::PackKeyBuilder(const FileIdentity& model, std::string model_path) {
+  key_.model_path = std::move(model_path);
   for (uint64_t x : {model.device, model.inode, model.size, static_cast<uint64_t>(model.mtime_ns)})
     add_u64(x);
 }
@@ -145,6 +157,68 @@ Result<std::optional<MappedFile>> open_pack_file(const std::string& path, const 
     return std::optional<MappedFile>(std::move(map));
   }
   return std::optional<MappedFile>();
+}
+
+namespace {
+
+// The model path and identity a pack file's header records; false for a file
+// that is not a readable pack file of this format.
+bool read_pack_origin(const std::string& path, std::string* model_path, uint8_t identity[32]) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  PackHeader h{};
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            ::pread(fd, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
+            std::memcmp(h.magic, kMagic, sizeof kMagic) == 0 && h.version == kVersion &&
+            h.key_bytes >= kIdentityBytes && h.path_bytes > 0 && h.path_bytes <= 4096 &&
+            h.key_bytes <= kPage * 1024;
+  if (ok) {
+    model_path->resize(h.path_bytes);
+    ok = ::pread(fd, identity, kIdentityBytes, sizeof h) == static_cast<ssize_t>(kIdentityBytes) &&
+         ::pread(fd, model_path->data(), h.path_bytes,
+                 static_cast<off_t>(sizeof h + h.key_bytes)) == static_cast<ssize_t>(h.path_bytes);
+  }
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int remove_stale_packs(const std::string& path, const PackKey& key) {
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  const std::string name = base_name(path);
+  // <model file name>.<16 hex digits>.snugpack: the model's name is what is
+  // before the last two dots.
+  constexpr size_t kSuffix = 1 + 16 + sizeof(".snugpack") - 1;
+  if (name.size() <= kSuffix) return 0;
+  const std::string prefix = name.substr(0, name.size() - kSuffix + 1);  // "<model>."
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string other = entry.path().filename().string();
+    if (other == name || other.size() != name.size() || other.rfind(prefix, 0) != 0 ||
+        other.compare(other.size() - 9, 9, ".snugpack") != 0) {
+      continue;
+    }
+    std::string model_path;
+    uint8_t identity[kIdentityBytes];
+    if (!read_pack_origin(entry.path().string(), &model_path, identity)) continue;
+    if (model_path != key.model_path ||
+        std::memcmp(identity, key.bytes.data(), kIdentityBytes) == 0) {
+      continue;  // another model of that name, or this one packed for another layout
+    }
+    if (::unlink(entry.path().c_str()) != 0) continue;
+    ++removed;
+    // Its lock file too, unless a builder holds it.
+    const std::string lock = entry.path().string() + ".lock";
+    if (int fd = ::open(lock.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(lock.c_str());
+      ::close(fd);
+    }
+  }
+  return removed;
 }
 
 Result<PackFileLock> PackFileLock::acquire(const std::string& path) {

@@ -239,7 +239,8 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
               return a.mapped_bytes + a.resident_bytes > b.mapped_bytes + b.resident_bytes;
             });
   if (shared && n_packed > 0) {  // the pack file's header, read to check its key
-    const uint64_t header = model::pack_header_bytes(packed_types.size(), n_packed);
+    const uint64_t header = model::pack_header_bytes(packed_types.size(), n_packed,
+                                                     model::pack_model_path(file.name()).size());
     fp.weights_mapped += header;
     fp.weights_touched += header;
   }

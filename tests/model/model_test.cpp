@@ -449,6 +449,65 @@ TEST(Model, StaleOrHostilePackFilesAreRebuiltOrRefused) {
   }
 }
 
+// A pack file of a model file that has changed since is removed when the
+// new one is built; pack files of another model of the same name, of this
+// model for another layout (another snug build), and files that are not
+// pack files stay.
+TEST(Model, AnUpdatedModelLeavesNoStalePackFile) {
+  TempDir tmp;
+  TinyModelSpec spec;
+  spec.matrix_type = tensor::DType::kQ8_0;
+  std::filesystem::create_directories(tmp.path / "a");
+  std::filesystem::create_directories(tmp.path / "b");
+  const std::string file = (tmp.path / "a" / "m.gguf").string();
+  const std::string other = (tmp.path / "b" / "m.gguf").string();  // same name, another model
+  ASSERT_TRUE(testing::build_tiny_model(spec).write(file).ok());
+  ASSERT_TRUE(testing::build_tiny_model(spec).write(other).ok());
+  const std::string dir = (tmp.path / "packs").string();
+  auto pack = [&](const std::string& model) {
+    Rig r(spec, 64, 32, 2, 256, model);
+    auto p = r.model->repack_shared(&r.ledger, dir);
+    EXPECT_TRUE(p.ok()) << p.error().message;
+    return p.ok() ? *p : Model::SharedPack{};
+  };
+  const Model::SharedPack first = pack(file);
+  if (first.bytes == 0) return;  // no packed form on this CPU
+  const Model::SharedPack of_other = pack(other);
+  EXPECT_EQ(of_other.removed_stale, 0);
+  const std::string garbage = dir + "/m.gguf.fedcba9876543210.snugpack";
+  std::ofstream(garbage) << "not a pack file";
+  // The model updated in place: a new identity, a new pack file, the old one gone.
+  std::filesystem::last_write_time(
+      file, std::filesystem::last_write_time(file) + std::chrono::seconds(5));
+  const Model::SharedPack second = pack(file);
+  EXPECT_TRUE(second.built);
+  EXPECT_EQ(second.removed_stale, 1);
+  EXPECT_FALSE(std::filesystem::exists(first.path));
+  EXPECT_FALSE(std::filesystem::exists(first.path + ".lock"));
+  for (const std::string& kept : {second.path, of_other.path, garbage}) {
+    EXPECT_TRUE(std::filesystem::exists(kept)) << kept;
+  }
+  // The current model packed by "another build": its file with the first
+  // layout fingerprint changed, under another hash. Building this build's
+  // file again keeps it.
+  const std::string layout = dir + "/m.gguf.0123456789abcdef.snugpack";
+  std::filesystem::copy_file(second.path, layout);
+  {
+    std::fstream f(layout, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40 + 32 + 8);  // past the fixed header and the identity: the fingerprint
+    f.write("\x01\x02\x03\x04", 4);
+  }
+  std::filesystem::remove(second.path);
+  const Model::SharedPack third = pack(file);
+  EXPECT_TRUE(third.built);
+  EXPECT_EQ(third.removed_stale, 0);
+  EXPECT_TRUE(std::filesystem::exists(layout));
+  // Mapping the current file removes nothing.
+  const Model::SharedPack again = pack(file);
+  EXPECT_FALSE(again.built);
+  EXPECT_EQ(again.removed_stale, 0);
+}
+
 // Two models packing one model file into one directory at once: the lock
 // makes one write the file and the other wait and map it.
 TEST(Model, ConcurrentPackersWriteOneFile) {
