@@ -34,6 +34,8 @@ std::vector<ImageRange> image_ranges(std::string_view maps);
 // libraries gives the same figure in every process, so `snug plan` and
 // `snug run` agree on it byte for byte.
 uint64_t process_image_bytes();
+// What a sanitizer build counts instead (about the release snug's image).
+constexpr uint64_t kReleaseImageBytes = 12 << 20;
 
 // Makes the whole image resident (MADV_POPULATE_READ; a read per page on a
 // kernel without it, or when the kernel refuses). Called first thing in main.
