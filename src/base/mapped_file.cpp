@@ -93,15 +93,23 @@ void MappedFile::advise_small_pages() const {
 }
 
 void MappedFile::populate() const {
-  if (!data_) return;
+  if (data_) populate_read(data_, size_);
+}
+
+void populate_read(const void* data, uint64_t bytes) {
+  if (bytes == 0) return;
 #ifndef MADV_POPULATE_READ
   constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14; older headers lack it
 #endif
-  if (::madvise(const_cast<uint8_t*>(data_), size_, MADV_POPULATE_READ) == 0) return;
-  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto at = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t begin = at / page * page, end = (at + bytes + page - 1) / page * page;
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): the page holding `data`
+  auto* first = reinterpret_cast<char*>(begin);
+  if (::madvise(first, end - begin, MADV_POPULATE_READ) == 0) return;
   uint8_t sum = 0;
-  for (uint64_t off = 0; off < size_; off += page)
-    sum ^= *(static_cast<const volatile uint8_t*>(data_) + off);
+  for (uintptr_t off = 0; off < end - begin; off += page)
+    sum ^= *reinterpret_cast<const volatile uint8_t*>(first + off);
   (void)sum;
 }
 

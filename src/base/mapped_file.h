@@ -19,6 +19,11 @@ struct PageSpan {
 };
 PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page);
 
+// Maps every page that [data, data + bytes) touches into this process
+// (MADV_POPULATE_READ; a read of each page on a kernel before 5.14, or one
+// that refuses). The range must lie inside readable mappings.
+void populate_read(const void* data, uint64_t bytes);
+
 // Which file a mapping holds, as fstat saw it when it was opened: the same
 // values name the same unchanged file (a file replaced or rewritten in place
 // gets a new inode or modification time).

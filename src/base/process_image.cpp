@@ -1,8 +1,5 @@
 #include "base/process_image.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -11,12 +8,10 @@
 #include <string>
 #include <utility>
 
+#include "base/mapped_file.h"
+
 namespace snug {
 namespace {
-
-#ifndef MADV_POPULATE_READ
-constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
-#endif
 
 struct MapsLine {
   ImageRange range;
@@ -50,13 +45,6 @@ bool parse_line(const std::string& line, MapsLine* out) {
   return true;
 }
 
-std::string read_self_maps() {
-  std::ifstream in("/proc/self/maps");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 std::vector<ImageRange> image_ranges(std::string_view maps) {
@@ -77,6 +65,21 @@ std::vector<ImageRange> image_ranges(std::string_view maps) {
   return out;
 }
 
+namespace {
+
+// This process's image, read from /proc/self/maps once: it does not change.
+const std::vector<ImageRange>& self_image() {
+  static const std::vector<ImageRange> ranges = [] {
+    std::ifstream in("/proc/self/maps");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return image_ranges(ss.str());
+  }();
+  return ranges;
+}
+
+}  // namespace
+
 uint64_t process_image_bytes() {
 #ifdef SNUG_SANITIZE
   // A sanitizer build's image (100 MiB with the runtime) and its shadow
@@ -85,29 +88,19 @@ uint64_t process_image_bytes() {
   // the same to both builds.
   return kReleaseImageBytes;
 #endif
-  static const uint64_t bytes = [] {
-    uint64_t total = 0;
-    for (const ImageRange& r : image_ranges(read_self_maps())) total += r.end - r.begin;
-    return total;
-  }();
-  return bytes;
+  uint64_t total = 0;
+  for (const ImageRange& r : self_image()) total += r.end - r.begin;
+  return total;
 }
 
 void populate_process_image() {
 #ifdef SNUG_SANITIZE
   return;  // its image is not counted (process_image_bytes)
 #endif
-  const long page = ::sysconf(_SC_PAGESIZE);
-  // The ranges are addresses /proc/self/maps printed: integers by nature.
-  for (const ImageRange& r : image_ranges(read_self_maps())) {
-    auto* begin = reinterpret_cast<char*>(r.begin);  // NOLINT(performance-no-int-to-ptr)
-    if (::madvise(begin, r.end - r.begin, MADV_POPULATE_READ) == 0) continue;
-    // A kernel before 5.14 (EINVAL), or one short of memory: a read per page.
-    for (size_t off = 0; off < r.end - r.begin; off += static_cast<size_t>(page)) {
-      (void)*static_cast<const volatile char*>(begin + off);
-    }
+  for (const ImageRange& r : self_image()) {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): an address /proc/self/maps printed
+    populate_read(reinterpret_cast<const void*>(r.begin), r.end - r.begin);
   }
-  (void)process_image_bytes();
 }
 
 }  // namespace snug

@@ -155,18 +155,6 @@ void add_layout_probe(PackKeyBuilder& kb, tensor::DType type) {
                 static_cast<size_t>(n));
 }
 
-// Maps every page of the ranges into this process, reading a byte of each.
-void touch_pages(const MappedFile& map, const std::vector<ByteRange>& ranges) {
-  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  const auto* data = static_cast<const volatile uint8_t*>(map.data());
-  uint8_t sink = 0;
-  for (const ByteRange& r : ranges) {
-    for (uint64_t off = r.begin; off < std::min(r.end, map.size()); off = (off / page + 1) * page)
-      sink ^= data[off];
-  }
-  (void)sink;
-}
-
 }  // namespace
 
 Status Model::write_pack_file(const std::string& path, const PackKey& key,
@@ -252,7 +240,10 @@ Result<Model::SharedPack> Model::repack_shared(memory::Ledger* ledger, const std
       read.push_back(r);
     }
   }
-  touch_pages(*map, read);
+  for (const ByteRange& r : read) {
+    if (r.begin < map->size())
+      populate_read(map->data() + r.begin, std::min(r.end, map->size()) - r.begin);
+  }
   for (const ByteRange& r : pages.released) map->release(r.begin, r.end - r.begin);
   uint64_t released = 0;
   for (const auto& entry : todo) {
