@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/pack_file.h"
 #include "tensor/kernels.h"
 #include "tiny_model.h"
 
@@ -506,6 +507,47 @@ TEST(Model, AnUpdatedModelLeavesNoStalePackFile) {
   const Model::SharedPack again = pack(file);
   EXPECT_FALSE(again.built);
   EXPECT_EQ(again.removed_stale, 0);
+}
+
+// remove_stale_packs on pack files written directly, so that it runs on a
+// CPU without a packed form too: a file of an earlier identity of the same
+// model path goes with its lock; another path's file of the same name, this
+// identity under another layout, and a file that is not a pack file stay.
+TEST(PackFile, RemoveStalePacksTakesOnlyEarlierVersionsOfTheModel) {
+  TempDir tmp;
+  const std::string dir = (tmp.path / "packs").string();
+  std::filesystem::create_directories(dir);
+  auto key = [](const FileIdentity& id, const std::string& model, uint8_t layout) {
+    PackKeyBuilder kb(id, model);
+    const uint8_t probe[4] = {layout, 1, 2, 3};
+    kb.add_layout(2, probe, sizeof probe);
+    kb.add_matrix(2, 16, 32, 20, 4096, 320);
+    return kb.finish();
+  };
+  auto write = [&](const PackKey& k, const std::string& model) {
+    const std::string path = pack_file_path(dir, model, k);
+    auto w = PackFileWriter::create(path, k);
+    EXPECT_TRUE(w.ok()) << w.error().message;
+    if (w.ok()) EXPECT_TRUE(w->commit().ok());
+    std::ofstream(path + ".lock");
+    return path;
+  };
+  const FileIdentity old_id{1, 10, 1000, 5}, new_id{1, 10, 1000, 6}, elsewhere{1, 11, 1000, 5};
+  const std::string model = "/models/m.gguf";
+  const std::string stale = write(key(old_id, model, 0), model);
+  const std::string other = write(key(elsewhere, "/elsewhere/m.gguf", 0), "/elsewhere/m.gguf");
+  const std::string layout = write(key(new_id, model, 1), model);
+  const std::string garbage = dir + "/m.gguf.fedcba9876543210.snugpack";
+  std::ofstream(garbage) << "not a pack file";
+  const PackKey current = key(new_id, model, 0);
+  const std::string path = write(current, model);
+  EXPECT_EQ(remove_stale_packs(path, current), 1);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_FALSE(std::filesystem::exists(stale + ".lock"));
+  for (const std::string& kept : {path, other, layout, garbage}) {
+    EXPECT_TRUE(std::filesystem::exists(kept)) << kept;
+  }
+  EXPECT_EQ(remove_stale_packs(path, current), 0);
 }
 
 // Two models packing one model file into one directory at once: the lock
