@@ -105,7 +105,9 @@ class SnugReplica:
 
     async def load(self) -> Dict[str, float]:
         """Running and waiting sequences, KV blocks and prefix-cache blocks
-        looked up and hit, from the server's /metrics (summed over models)."""
+        looked up and hit, from the server's /metrics (summed over models),
+        and this actor's pid: a call queued while Ray restarted the actor is
+        answered by the new process, and the pid is how the caller tells."""
         async with self._client().get("/metrics") as r:
             text = await r.text()
         wanted = {'snug_sequences{state="running"}': "running",
@@ -123,6 +125,7 @@ class SnugReplica:
             key = re.sub(r'model="(?:[^"\\]|\\.)*",?', "", name).replace("{}", "")
             if key in wanted:
                 out[wanted[key]] += float(value)
+        out["actor_pid"] = float(os.getpid())
         return out
 
     def shutdown(self) -> Optional[int]:
@@ -161,6 +164,7 @@ class _Replica:
     blocks: Dict[str, float] = field(default_factory=dict)  # prefix hash -> last use
     load: Dict[str, float] = field(default_factory=dict)
     ready_ref: Any = None
+    pid: Optional[int] = None  # the actor process last seen ready
 
 
 _RETRYABLE = (RayActorError, aiohttp.ClientError, ConnectionError)
@@ -245,6 +249,8 @@ class SnugIngress:
                             r.info = await r.ready_ref
                         except RayError:  # died or cancelled while starting: ask again
                             r.ready_ref = r.actor.info.remote()
+                        else:
+                            self._seen(model, r)
                     elif now - r.created > self._placement_timeout_s:
                         ray.kill(r.actor, no_restart=True)
                         model.replicas.remove(r)
@@ -252,9 +258,28 @@ class SnugIngress:
                                     f"no node had {model.plan_bytes} bytes free")
                 if r.info is not None:
                     try:
-                        r.load = await asyncio.wait_for(r.actor.load.remote(), 10)
+                        load = await asyncio.wait_for(r.actor.load.remote(), 10)
                     except (RayError, asyncio.TimeoutError):
                         self._mark_failed(r)
+                        continue
+                    if int(load.pop("actor_pid", -1)) != r.pid:
+                        # Ray restarted the actor since the last round, and no
+                        # call was in flight to see it die: the listing's
+                        # pids and the prefix blocks it held are stale.
+                        self._mark_failed(r)
+                        continue
+                    r.load = load
+
+    def _seen(self, model: _Model, r: _Replica) -> None:
+        """`r` answered with its info: a new process is a new server, whose
+        prefix cache is empty."""
+        assert r.info is not None
+        pid = int(r.info["actor_pid"])
+        if r.pid is not None and pid != r.pid:
+            r.blocks.clear()
+            self._event("replica_restarted", model.cfg.name,
+                        f"actor pid {r.pid} -> {pid}, server pid {r.info['server_pid']}")
+        r.pid = pid
 
     async def _autoscale(self) -> None:
         now = time.monotonic()
