@@ -2,10 +2,11 @@
 //
 // Packing (Model::repack, Model::repack_shared) takes some matrices' rows out
 // of the file. A page that holds only packed rows, of one matrix or of two
-// neighbours, is never read again and is let go; a page the packed rows
-// share with bytes still read from the file (a norm, a matrix's unpacked
-// tail rows, the header) stays mapped. The plan counts the second kind, the
-// runtime releases the first, and both take the pages from here.
+// neighbours, or bytes of no tensor the model binds, is never read again and
+// is let go; a page the packed rows share with bytes still read from the file
+// (a norm, a matrix's unpacked tail rows, the header) stays mapped. The plan
+// counts the second kind, the runtime releases the first, and both take the
+// pages from here.
 #pragma once
 
 #include <cstdint>
@@ -21,17 +22,21 @@ struct ByteRange {
 };
 
 struct PackedPages {
-  // What a forward pass still reads from the file: the header and every
-  // tensor's bytes outside the packed rows, sorted.
+  // What a forward pass still reads from the file: the header and the bound
+  // tensors' bytes outside the packed rows, sorted.
   std::vector<ByteRange> read;
-  // Pages (page-aligned byte ranges) holding only packed rows: let go.
+  // Pages (page-aligned byte ranges, sorted, disjoint) that hold no byte
+  // still read: packed rows, padding, tensors the model does not bind. Let go.
   std::vector<ByteRange> released;
   // How many pages hold packed rows and bytes still read: kept.
   uint64_t kept_pages = 0;
 };
 
-// `packed`: the packed rows of each matrix, each starting where its tensor's
-// data starts. Padding between tensors belongs to nothing.
-PackedPages packed_pages(const gguf::File& file, std::vector<ByteRange> packed, uint64_t page);
+// `bound`: the tensors of `file` the model reads (Weights::tensors; the
+// plan, those of weight_tensor_names the file has); `packed`: the packed rows
+// of some of them, each starting where its tensor's data starts. Padding
+// between tensors, and a tensor the model does not bind, belong to nothing.
+PackedPages packed_pages(const gguf::File& file, const std::vector<const gguf::TensorInfo*>& bound,
+                         std::vector<ByteRange> packed, uint64_t page);
 
 }  // namespace snug::model

@@ -86,7 +86,8 @@ PackedPages Model::packed_pages_of(
   for (const auto& entry : todo) {
     packed.push_back(file_range(*entry.first, tensor::matmul_packed_rows(*entry.first)));
   }
-  return packed_pages(file_, std::move(packed), static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+  return packed_pages(file_, weights_.tensors, std::move(packed),
+                      static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
 }
 
 Result<uint64_t> Model::repack(memory::Ledger* ledger) {

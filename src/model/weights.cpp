@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <string>
+#include <utility>
 
 namespace snug::model {
 namespace {
@@ -25,6 +26,7 @@ class Binder {
     if (!t->data)
       return make_error("'", f_.name(), "': tensor '", name, "' has no data (header-only file)");
     bytes += t->bytes;
+    bound.push_back(t);
     return tensor::MatView{t->type, t->data, rows, cols,
                            static_cast<size_t>(*tensor::row_bytes(t->type, cols))};
   }
@@ -43,6 +45,7 @@ class Binder {
     if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0)
       return make_error("'", f_.name(), "': tensor '", name, "' is misaligned");
     bytes += t->bytes;
+    bound.push_back(t);
     return reinterpret_cast<const float*>(t->data);
   }
 
@@ -53,6 +56,7 @@ class Binder {
   }
 
   uint64_t bytes = 0;
+  std::vector<const gguf::TensorInfo*> bound;
 
  private:
   const gguf::File& f_;
@@ -110,7 +114,35 @@ Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& c) {
     }
   }
   w.bytes = b.bytes;
+  w.tensors = std::move(b.bound);
   return w;
+}
+
+WeightNames weight_tensor_names(const ModelConfig& c) {
+  WeightNames n;
+  n.required = {"token_embd.weight", "output_norm.weight"};
+  if (!c.tied_output) n.required.emplace_back("output.weight");
+  if (c.arch == Arch::kLlama) n.optional.emplace_back("rope_freqs.weight");
+  for (int32_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    for (const char* m : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                          "ffn_gate", "ffn_up", "ffn_down"})
+      n.required.push_back(p + m + ".weight");
+    for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) n.optional.push_back(p + b);
+    if (c.output_biases) {
+      n.optional.push_back(p + "attn_output.bias");
+      n.optional.push_back(p + "ffn_down.bias");
+    }
+    if (c.qk_norm) {
+      n.required.push_back(p + "attn_q_norm.weight");
+      n.required.push_back(p + "attn_k_norm.weight");
+    }
+    if (c.post_norms) {
+      n.required.push_back(p + "post_attention_norm.weight");
+      n.required.push_back(p + "post_ffw_norm.weight");
+    }
+  }
+  return n;
 }
 
 }  // namespace snug::model

@@ -3,6 +3,7 @@
 // each tensor's presence, shape and type so the forward pass can trust them.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "base/result.h"
@@ -44,7 +45,19 @@ struct Weights {
   const float* rope_freqs = nullptr;   // [rope_dim / 2] Llama 3's frequency divisors, or null
   std::vector<LayerWeights> layers;
   uint64_t bytes = 0;  // tensor data referenced, for the ledger
+  // Every tensor bound, in binding order: what a forward pass reads of the
+  // file (file_pages.h); a tensor the model does not know is never touched.
+  std::vector<const gguf::TensorInfo*> tensors;
 };
+
+// The names bind_weights binds for `config`: the tensors it refuses a file
+// without, then those it binds where the file has them. The plan counts the
+// same list (plan/footprint.cpp).
+struct WeightNames {
+  std::vector<std::string> required;
+  std::vector<std::string> optional;
+};
+WeightNames weight_tensor_names(const ModelConfig& config);
 
 Result<Weights> bind_weights(const gguf::File& file, const ModelConfig& config);
 

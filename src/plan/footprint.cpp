@@ -6,11 +6,13 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
 
 #include "base/checked.h"
 #include "base/mapped_file.h"
 #include "model/file_pages.h"
 #include "model/pack_file.h"
+#include "model/weights.h"
 #include "tensor/kernels.h"
 #include "text/tokenizer.h"
 
@@ -57,37 +59,6 @@ Result<model::ModelConfig> read_generic_config(const gguf::File& f, const std::s
   c.rope_sets = {model::RopeParams{}};
   c.layers.assign(static_cast<size_t>(c.n_layers), model::LayerConfig{});
   return c;
-}
-
-// Names of the tensors the model binds where a file has them (model/weights.cpp).
-std::vector<std::string> optional_tensor_names(const model::ModelConfig& c) {
-  std::vector<std::string> names = {"rope_freqs.weight"};
-  for (int32_t l = 0; l < c.n_layers; ++l) {
-    for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"})
-      names.push_back("blk." + std::to_string(l) + "." + b);
-  }
-  return names;
-}
-
-// Names of the tensors the model requires (model/weights.cpp), in no particular order.
-std::vector<std::string> bound_tensor_names(const model::ModelConfig& c) {
-  std::vector<std::string> names = {"token_embd.weight", "output_norm.weight"};
-  if (!c.tied_output) names.emplace_back("output.weight");
-  for (int32_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    names.push_back(p + "attn_norm.weight");
-    names.push_back(p + "ffn_norm.weight");
-    for (const char* m : kBlockMatrices) names.push_back(p + m + ".weight");
-    if (c.qk_norm) {
-      names.push_back(p + "attn_q_norm.weight");
-      names.push_back(p + "attn_k_norm.weight");
-    }
-    if (c.post_norms) {
-      names.push_back(p + "post_attention_norm.weight");
-      names.push_back(p + "post_ffw_norm.weight");
-    }
-  }
-  return names;
 }
 
 }  // namespace
@@ -165,9 +136,11 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
   std::vector<model::ByteRange> packed_rows;  // file offsets
   size_t n_packed = 0;                        // matrices packed, and their distinct types
   std::vector<tensor::DType> packed_types;
-  std::vector<std::string> names = bound_tensor_names(fp.config);
+  model::WeightNames wn = model::weight_tensor_names(fp.config);
+  std::vector<std::string> names = std::move(wn.required);
   const size_t n_required = names.size();
-  for (std::string& name : optional_tensor_names(fp.config)) names.push_back(std::move(name));
+  for (std::string& name : wn.optional) names.push_back(std::move(name));
+  std::vector<const gguf::TensorInfo*> bound;  // what Weights::tensors will hold
   for (size_t k = 0; k < names.size(); ++k) {
     const std::string& name = names[k];
     const gguf::TensorInfo* t = file.find_tensor(name);
@@ -175,6 +148,7 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
       if (!fp.runnable || k >= n_required) continue;
       return make_error("'", file.name(), "': missing tensor '", name, "'");
     }
+    bound.push_back(t);
     auto it = std::find_if(fp.weights_by_type.begin(), fp.weights_by_type.end(),
                            [&](const WeightTypeBytes& w) { return w.type == t->type; });
     if (it == fp.weights_by_type.end()) {
@@ -233,7 +207,8 @@ Result<ModelFootprint> plan_model(const gguf::File& file, Packing packing) {
     auto q4_total = q4 ? checked_mul(*q4, static_cast<uint64_t>(t->rows())) : std::nullopt;
     fp.weights_as_q4_0 += q4_total && *q4_total < t->bytes ? *q4_total : t->bytes;
   }
-  fp.weights_touched += page * model::packed_pages(file, std::move(packed_rows), page).kept_pages;
+  fp.weights_touched +=
+      page * model::packed_pages(file, bound, std::move(packed_rows), page).kept_pages;
   std::sort(fp.weights_by_type.begin(), fp.weights_by_type.end(),
             [](const WeightTypeBytes& a, const WeightTypeBytes& b) {
               return a.mapped_bytes + a.resident_bytes > b.mapped_bytes + b.resident_bytes;

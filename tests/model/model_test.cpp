@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -13,8 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include "model/config.h"
+#include "model/file_pages.h"
 #include "model/model.h"
 #include "model/pack_file.h"
+#include "model/weights.h"
 #include "tensor/kernels.h"
 #include "tiny_model.h"
 
@@ -272,14 +276,10 @@ struct TempDir {
   std::filesystem::path path;
 };
 
-// Model::repack_shared: the first model packs into a file under the
-// directory, a second one on the same model file maps that file instead;
-// both give the mapped weights' logits bit for bit, and the ledger counts
-// the pack file as mapped, nothing resident.
 // Which of a model file's pages packing lets go (file_pages.h), on a file laid
 // out by hand at 64-byte pages: two packed neighbours share a page, a norm
 // shares one with a packed matrix, a matrix's unpacked tail rows stay read,
-// and padding belongs to nothing.
+// padding belongs to nothing, and so does a tensor the model does not bind.
 TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
   constexpr uint64_t kPage = 64;
   std::vector<uint8_t> bytes;
@@ -295,6 +295,9 @@ TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
     add("b", 8);   // [96, 128): packed, shares page 1 with a
     add("n", 4);   // [128, 144): read, shares page 2 with c
     add("c", 40);  // [160, 320): rows [160, 256) packed, the tail read
+    add("u", 16);  // [320, 384): not bound
+    add("e", 24);  // [384, 480): packed, shares page 7 with f only
+    add("f", 8);   // [480, 512): not bound
     bytes = w.to_bytes();
     auto f = gguf::File::parse(bytes, "pages");
     ASSERT_TRUE(f.ok()) << f.error().message;
@@ -304,8 +307,10 @@ TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
   ASSERT_TRUE(f.ok());
   const uint64_t d = f->data_offset();
   ASSERT_EQ(f->find_tensor("c")->offset, d + 160);
-  const PackedPages p =
-      packed_pages(*f, {{d + 160, d + 256}, {d, d + 96}, {d + 96, d + 128}}, kPage);
+  std::vector<const gguf::TensorInfo*> bound;
+  for (const char* name : {"a", "b", "n", "c", "e"}) bound.push_back(f->find_tensor(name));
+  const PackedPages p = packed_pages(
+      *f, bound, {{d + 160, d + 256}, {d, d + 96}, {d + 96, d + 128}, {d + 384, d + 480}}, kPage);
   auto ranges = [](const std::vector<ByteRange>& rs) {
     std::vector<std::pair<uint64_t, uint64_t>> out;
     for (const ByteRange& r : rs) out.emplace_back(r.begin, r.end);
@@ -313,17 +318,75 @@ TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
   };
   using R = std::vector<std::pair<uint64_t, uint64_t>>;
   EXPECT_EQ(ranges(p.read), (R{{0, d}, {d + 128, d + 144}, {d + 256, d + 320}}));
-  // a's pages 0 and 1 (1 holds b's rows too), b's page 1, c's page 3; c's
-  // page 2 holds the norm and stays.
-  EXPECT_EQ(ranges(p.released), (R{{d, d + 128}, {d + 64, d + 128}, {d + 192, d + 256}}));
+  // Pages 0 and 1 hold only a's and b's rows, page 3 only c's, pages 5-7
+  // only u's, e's and f's (u and f are read by nothing); page 2 holds the
+  // norm and c's first rows, and stays.
+  EXPECT_EQ(ranges(p.released), (R{{d, d + 128}, {d + 192, d + 256}, {d + 320, d + 512}}));
   EXPECT_EQ(p.kept_pages, 1u);
-  // Nothing packed: nothing let go.
-  const PackedPages none = packed_pages(*f, {}, kPage);
-  EXPECT_TRUE(none.released.empty());
+  // f bound, e alone packed: e's page 7 stays, u's page 5 and e's page 6 go.
+  bound.push_back(f->find_tensor("f"));
+  const PackedPages with_f = packed_pages(*f, bound, {{d + 384, d + 480}}, kPage);
+  EXPECT_EQ(ranges(with_f.released), (R{{d + 320, d + 448}}));
+  EXPECT_EQ(with_f.kept_pages, 1u);
+  // Nothing packed: only the unbound u's page goes, and every bound tensor
+  // is read.
+  const PackedPages none = packed_pages(*f, bound, {}, kPage);
+  EXPECT_EQ(ranges(none.released), (R{{d + 320, d + 384}}));
   EXPECT_EQ(none.kept_pages, 0u);
-  EXPECT_EQ(none.read.size(), 5u);
+  EXPECT_EQ(ranges(none.read), (R{{0, d},
+                                  {d, d + 96},
+                                  {d + 96, d + 128},
+                                  {d + 128, d + 144},
+                                  {d + 160, d + 320},
+                                  {d + 384, d + 480},
+                                  {d + 480, d + 512}}));
 }
 
+// weight_tensor_names, which the plan counts, names exactly what
+// bind_weights binds, for every family and option, and a tensor no family
+// reads is in neither.
+TEST(Weights, TheNamedTensorsAreTheBoundOnes) {
+  std::vector<TinyModelSpec> specs(6);
+  specs[1].output_biases = true;
+  specs[1].rope_freqs = true;
+  specs[1].tied_output = false;
+  specs[2].architecture = "gemma3";
+  specs[3].architecture = "qwen2";
+  specs[4].architecture = "qwen3";
+  specs[5].architecture = "qwen2";
+  specs[5].output_biases = true;  // written, but llama.cpp's qwen2 graph adds none
+  for (const TinyModelSpec& spec : specs) {
+    gguf::Writer w = testing::build_tiny_model(spec);
+    w.add_tensor("mm.vision.weight", tensor::DType::kF32, {64}, std::vector<uint8_t>(64 * 4, 0));
+    const std::vector<uint8_t> bytes = w.to_bytes();
+    auto f = gguf::File::parse(bytes, spec.architecture);
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    auto c = read_config(*f);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    auto bound = bind_weights(*f, *c);
+    ASSERT_TRUE(bound.ok()) << bound.error().message;
+    std::vector<std::string> got, want;
+    uint64_t bytes_bound = 0;
+    for (const gguf::TensorInfo* t : bound->tensors) {
+      got.push_back(t->name);
+      bytes_bound += t->bytes;
+    }
+    const WeightNames names = weight_tensor_names(*c);
+    want = names.required;
+    for (const std::string& n : names.optional)
+      if (f->find_tensor(n) != nullptr) want.push_back(n);
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want) << spec.architecture;
+    EXPECT_EQ(bytes_bound, bound->bytes) << spec.architecture;
+    EXPECT_EQ(std::count(got.begin(), got.end(), "mm.vision.weight"), 0);
+  }
+}
+
+// Model::repack_shared: the first model packs into a file under the
+// directory, a second one on the same model file maps that file instead;
+// both give the mapped weights' logits bit for bit, and the ledger counts
+// the pack file as mapped, nothing resident.
 TEST(Model, SharedPackFileGivesTheSameLogitsAndIsReused) {
   TempDir tmp;
   for (const TinyModelSpec& spec : packable_specs()) {
@@ -528,7 +591,9 @@ TEST(PackFile, RemoveStalePacksTakesOnlyEarlierVersionsOfTheModel) {
     const std::string path = pack_file_path(dir, model, k);
     auto w = PackFileWriter::create(path, k);
     EXPECT_TRUE(w.ok()) << w.error().message;
-    if (w.ok()) EXPECT_TRUE(w->commit().ok());
+    if (w.ok()) {
+      EXPECT_TRUE(w->commit().ok());
+    }
     std::ofstream(path + ".lock");
     return path;
   };
