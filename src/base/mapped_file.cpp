@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -67,12 +68,22 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+namespace {
+
+// madvise over the pages holding [offset, offset + length) of a mapping of
+// `size` bytes at `data`.
+void advise_pages(const uint8_t* data, uint64_t size, uint64_t offset, uint64_t length,
+                  int advice) {
+  if (!data || offset >= size) return;
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page, end = offset + std::min(length, size - offset);
+  ::madvise(const_cast<uint8_t*>(data) + begin, end - begin, advice);
+}
+
+}  // namespace
+
 void MappedFile::advise_willneed(uint64_t offset, uint64_t length) const {
-  if (!data_ || offset >= size_) return;
-  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  uint64_t start = offset / page * page;
-  uint64_t end = std::min(size_, offset + length);
-  ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_WILLNEED);
+  advise_pages(data_, size_, offset, length, MADV_WILLNEED);
 }
 
 PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page) {
@@ -89,7 +100,15 @@ void MappedFile::release(uint64_t offset, uint64_t length) const {
 }
 
 void MappedFile::advise_small_pages() const {
-  if (data_) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_NOHUGEPAGE);
+  advise_small_pages(0, size_);
+}
+
+void MappedFile::advise_small_pages(uint64_t offset, uint64_t length) const {
+  advise_pages(data_, size_, offset, length, MADV_NOHUGEPAGE);
+}
+
+void MappedFile::advise_huge_pages(uint64_t offset, uint64_t length) const {
+  advise_pages(data_, size_, offset, length, MADV_HUGEPAGE);
 }
 
 void MappedFile::populate() const {

@@ -65,8 +65,17 @@ class MappedFile {
   void release(uint64_t offset, uint64_t length) const;
   // Asks that the file's pages be mapped 4 KiB at a time (MADV_NOHUGEPAGE):
   // where the page cache holds the file in large folios, one read would
-  // otherwise map a whole 2 MiB of it again, released ranges included.
+  // otherwise map a whole 2 MiB of it again, released ranges included. The
+  // ranged form covers the pages of [offset, offset + length) only.
   void advise_small_pages() const;
+  void advise_small_pages(uint64_t offset, uint64_t length) const;
+  // Asks for the pages of [offset, offset + length) in 2 MiB folios, each
+  // mapped by one page-table entry where the kernel makes them
+  // (MADV_HUGEPAGE): a file read first through such a range enters the page
+  // cache in 2 MiB folios, and a pass over it takes a TLB miss per 2 MiB, not
+  // per 4 KiB. A file the page cache already holds in smaller folios keeps
+  // them (without CONFIG_READ_ONLY_THP_FOR_FS nothing collapses them).
+  void advise_huge_pages(uint64_t offset, uint64_t length) const;
 
  private:
   const uint8_t* data_ = nullptr;

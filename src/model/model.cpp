@@ -26,6 +26,20 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
   SNUG_ASSIGN_OR_RETURN(m->config_, read_config(m->file_));
   SNUG_ASSIGN_OR_RETURN(m->weights_, bind_weights(m->file_, m->config_));
   m->mapped_charge_ = memory::Charge(ledger, memory::Category::kWeightsMapped, m->weights_.bytes);
+  // Every pass streams the weights: 2 MiB pages where the kernel gives them
+  // (MappedFile::advise_huge_pages; a sixteen-stream SmolLM2 step ~10% faster
+  // on Zen 4 than over the 4 KiB folios a first read made without them). An
+  // untied embedding table is only looked up, a row at a time: 4 KiB pages
+  // there, or a lookup would map 2 MiB of it, against the plan's RSS.
+  if (const MappedFile* map = m->file_.mapping()) {
+    const uint64_t data = m->file_.data_offset();
+    map->advise_huge_pages(data, map->size() - std::min(data, map->size()));
+    const Weights& w = m->weights_;
+    if (w.token_embd.data != nullptr && w.token_embd.data != w.output.data) {
+      const ByteRange embd = m->file_range(w.token_embd, w.token_embd.rows);
+      map->advise_small_pages(embd.begin, embd.end - embd.begin);
+    }
+  }
   return m;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -144,7 +145,7 @@ TEST(Model, Gemma3WindowPatternFromMetadata) {
   const std::string key = "gemma3.attention.sliding_window_pattern";
   EXPECT_EQ(*windows([](gguf::Writer&) {}), "wwww");  // period 6: layer 5 would be the first global
   EXPECT_EQ(*windows([&](gguf::Writer& w) { w.set_u32(key, 2); }), "wgwg");
-  auto bools = [&](std::vector<uint8_t> v) {
+  auto bools = [&](const std::vector<uint8_t>& v) {
     return [&key, v](gguf::Writer& w) {
       std::vector<uint8_t> payload = {7, 0, 0, 0};  // element type bool
       for (int i = 0; i < 8; ++i) payload.push_back(static_cast<uint8_t>(v.size() >> (8 * i)));
@@ -313,6 +314,7 @@ TEST(FilePages, PagesHoldingOnlyPackedRowsAreLetGo) {
       *f, bound, {{d + 160, d + 256}, {d, d + 96}, {d + 96, d + 128}, {d + 384, d + 480}}, kPage);
   auto ranges = [](const std::vector<ByteRange>& rs) {
     std::vector<std::pair<uint64_t, uint64_t>> out;
+    out.reserve(rs.size());
     for (const ByteRange& r : rs) out.emplace_back(r.begin, r.end);
     return out;
   };
@@ -380,6 +382,53 @@ TEST(Weights, TheNamedTensorsAreTheBoundOnes) {
     EXPECT_EQ(got, want) << spec.architecture;
     EXPECT_EQ(bytes_bound, bound->bytes) << spec.architecture;
     EXPECT_EQ(std::count(got.begin(), got.end(), "mm.vision.weight"), 0);
+  }
+}
+
+// The VmFlags of this process's mapping holding `at` in /proc/self/smaps
+// ("" when none does).
+std::string vm_flags_at(const void* at) {
+  std::ifstream in("/proc/self/smaps");
+  const auto a = reinterpret_cast<uintptr_t>(at);
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find('-') < 17) {
+      inside = lo <= a && a < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// A mapped model asks for huge pages over the weights the passes stream, and
+// for small ones over an untied embedding table, which is only looked up (a
+// 2 MiB mapping per lookup would outgrow the plan's RSS). Repacking asks for
+// small pages everywhere (its released ranges). On a kernel without
+// transparent huge pages neither advice takes.
+TEST(Model, MappedWeightsAskForHugePagesAndAnUntiedTableForSmallOnes) {
+  TempDir tmp;
+  const bool thp = std::filesystem::exists("/sys/kernel/mm/transparent_hugepage/enabled");
+  for (const bool tied : {true, false}) {
+    TinyModelSpec spec;
+    spec.tied_output = tied;
+    spec.matrix_type = tensor::DType::kQ8_0;
+    const std::string file = (tmp.path / (tied ? "tied.gguf" : "untied.gguf")).string();
+    ASSERT_TRUE(testing::build_tiny_model(spec).write(file).ok());
+    Rig r(spec, 64, 32, 2, 256, file);
+    const Weights& w = r.model->weights();
+    const std::string down = vm_flags_at(w.layers.back().down.data);
+    const std::string embd = vm_flags_at(w.token_embd.data);
+    ASSERT_FALSE(down.empty());
+    ASSERT_FALSE(embd.empty());
+    EXPECT_EQ(down.find(" hg") != std::string::npos, thp) << down;
+    EXPECT_EQ(embd.find(" hg") != std::string::npos, thp && tied) << embd;
+    EXPECT_EQ(embd.find(" nh") != std::string::npos, thp && !tied) << embd;
+    auto bytes = r.model->repack(&r.ledger);
+    ASSERT_TRUE(bytes.ok()) << bytes.error().message;
+    if (r.model->packed_bytes() == 0) continue;  // no packed form on this CPU: nothing advised
+    EXPECT_EQ(vm_flags_at(w.layers.back().down.data).find(" hg"), std::string::npos);
   }
 }
 
@@ -588,13 +637,13 @@ TEST(PackFile, RemoveStalePacksTakesOnlyEarlierVersionsOfTheModel) {
     return kb.finish();
   };
   auto write = [&](const PackKey& k, const std::string& model) {
-    const std::string path = pack_file_path(dir, model, k);
+    std::string path = pack_file_path(dir, model, k);
     auto w = PackFileWriter::create(path, k);
     EXPECT_TRUE(w.ok()) << w.error().message;
     if (w.ok()) {
       EXPECT_TRUE(w->commit().ok());
     }
-    std::ofstream(path + ".lock");
+    std::ofstream lock(path + ".lock");  // a lock file left beside it
     return path;
   };
   const FileIdentity old_id{1, 10, 1000, 5}, new_id{1, 10, 1000, 6}, elsewhere{1, 11, 1000, 5};
