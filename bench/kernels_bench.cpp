@@ -10,6 +10,8 @@
 // n_tok = 1) and FLOP/s (2 * rows * cols * n_tok per call).
 //
 //   build-tensor/bench/kernels_bench --benchmark_filter=matmul/q4_1
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -18,7 +20,9 @@
 #include <benchmark/benchmark.h>
 #include <hwy/targets.h>
 
+#include "base/thread_pool.h"
 #include "memory/buffer.h"
+#include "memory/ledger.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/kernels_ref.h"
@@ -95,6 +99,88 @@ void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool r
       benchmark::Counter(it * static_cast<double>(w.size()), benchmark::Counter::kIsRate);
   st.counters["FLOP/s"] =
       benchmark::Counter(it * 2.0 * sh.rows * sh.cols * n_tok, benchmark::Counter::kIsRate);
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// Every product of one SmolLM2-135M step, single thread: the 30 layers'
+// q/k/v, output, gate/up and down matrices (106 M weights, 66 MB of q4_1:
+// twice a 32 MiB last-level cache) each in its own place, one call per matrix
+// over n_tok tokens, as a step calls them; unlike the shapes above, the rows
+// arrive from DRAM, as in a server. pages: 4 KiB (a file's small folios) or
+// 2 MiB (huge). threads > 1: each matrix split over a pool as the model's
+// forward pass splits it (matmul_multi_converted). Counter: steps/s.
+void BM_MatmulStep(benchmark::State& st, DType type, int64_t n_tok, bool packed, bool huge,
+                   int threads, int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
+  struct Mat {
+    int64_t rows, cols;
+  };
+  const Mat kLayer[] = {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}};
+  constexpr int kLayers = 30;
+  std::vector<MatView> mats;
+  std::vector<size_t> offsets, packed_offsets;
+  size_t bytes = 0, packed_bytes = 0;
+  for (int l = 0; l < kLayers; ++l) {
+    for (const Mat& m : kLayer) {
+      const size_t rb = *row_bytes(type, m.cols);
+      mats.push_back(MatView{type, nullptr, m.rows, m.cols, rb});
+      offsets.push_back(bytes);
+      bytes += (rb * m.rows + 63) / 64 * 64;
+      packed_offsets.push_back(packed_bytes);
+      packed_bytes +=
+          (static_cast<size_t>(std::max<int64_t>(matmul_packed_bytes(mats.back()), 0)) + 63) / 64 *
+          64;
+    }
+  }
+  auto buf = memory::Buffer::allocate(packed ? packed_bytes + bytes : bytes, nullptr,
+                                      memory::Category::kScratch);
+  if (!buf.ok()) {
+    st.SkipWithError(buf.error().message.c_str());
+    return;
+  }
+  if (huge) {
+    buf->advise_huge_pages();
+  } else {
+    ::madvise(buf->data(), buf->size(), MADV_NOHUGEPAGE);
+  }
+  const auto wf = values(1536 * 64, 1);  // 64 distinct rows, repeated
+  for (size_t i = 0; i < mats.size(); ++i) {
+    uint8_t* at = buf->data() + offsets[i];
+    for (int64_t r = 0; r < mats[i].rows; ++r) {
+      quantize_row(type, wf.data() + (r % 64) * mats[i].cols, at + r * mats[i].row_bytes,
+                   mats[i].cols);
+    }
+    mats[i].data = at;
+  }
+  if (packed) {
+    for (size_t i = 0; i < mats.size(); ++i) {
+      void* at = buf->data() + bytes + packed_offsets[i];
+      matmul_pack(mats[i], at);
+      mats[i].packed = at;
+    }
+  }
+  // The activations of either width, converted once.
+  std::vector<uint8_t> q576(matmul_scratch_bytes(type, 576, n_tok)),
+      q1536(matmul_scratch_bytes(type, 1536, n_tok));
+  quantize_activations(type, values(576 * n_tok, 2).data(), 576, 576, n_tok, q576.data());
+  quantize_activations(type, values(1536 * n_tok, 3).data(), 1536, 1536, n_tok, q1536.data());
+  std::vector<float> y(static_cast<size_t>(3072 * n_tok));
+  ThreadPool pool(threads);
+  for (auto _ : st) {
+    for (const MatView& m : mats) {
+      const void* qx = m.cols == 576 ? q576.data() : q1536.data();
+      if (threads > 1) {
+        float* outs[1] = {y.data()};
+        const int64_t strides[1] = {m.rows};
+        matmul_multi_converted(&m, 1, qx, n_tok, outs, strides, pool);
+      } else {
+        matmul_rows(m, qx, n_tok, 0, m.rows, y.data(), m.rows);
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["steps/s"] =
+      benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
   hwy::SetSupportedTargetsForTest(0);
 }
 
@@ -222,6 +308,29 @@ void register_all() {
                                          .c_str(),
                                      BM_AttentionStep, kv.type, kv.flash, n_seq, n_pos)
             ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  for (int64_t target : bench_targets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const bool packs = matmul_packed_bytes(MatView{DType::kQ4_1, nullptr, 576, 576,
+                                                   *row_bytes(DType::kQ4_1, 576)}) > 0;
+    hwy::SetSupportedTargetsForTest(0);
+    for (int64_t n_tok : {1, 16}) {
+      for (const bool packed : {false, true}) {
+        if (packed && !packs) continue;
+        for (const bool huge : {false, true}) {
+          for (const int threads : {1, 2}) {
+            const std::string name = std::string("step/q4_1/smollm2/tok") + std::to_string(n_tok) +
+                                     (packed ? "/packed" : "/mapped") + (huge ? "/2MiB" : "/4KiB") +
+                                     "/threads" + std::to_string(threads) + "/" +
+                                     hwy::TargetName(target);
+            benchmark::RegisterBenchmark(name.c_str(), BM_MatmulStep, DType::kQ4_1, n_tok, packed,
+                                         huge, threads, target)
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
+          }
+        }
       }
     }
   }

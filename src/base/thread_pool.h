@@ -50,40 +50,69 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
 };
 
-// Hands out [0, n) in chunks of `chunk` to whichever thread asks next, so
-// that a thread slowed by a neighbour (a shared core, a busy hypervisor) takes
-// fewer chunks and the others do not wait for it at the end of the job.
-// With parts > 0 the chunks are guided: each claim takes 1/parts of what is
-// left, rounded down to a multiple of `chunk` and at least `chunk`, so the
-// first claims are large and the last ones, which the threads finish at
-// different times, small. Create it before run(); every thread calls drain().
-class WorkQueue {
+// Hands out [0, n) as one contiguous share per thread (near-equal, in
+// multiples of `chunk`), which its owner claims front to back, 1/parts of
+// what is left of it at a time (at least `chunk`); a thread done with its own
+// share takes chunks from the back of the others'. An owner's claims are
+// consecutive, so its reads stay one stream that the prefetchers follow
+// (claims handed to whichever thread asks next alternate between the
+// threads, and each starts a stream afresh), and a slowed thread still
+// leaves the tail of its share to the others. At most 2^32 - 1 chunks and
+// 64 shares (more threads share them). Create it before run(); every thread
+// calls drain() with its pool index.
+class ShareQueue {
  public:
-  WorkQueue(int64_t n, int64_t chunk, int64_t parts = 0)
-      : n_(n), chunk_(chunk < 1 ? 1 : chunk), parts_(parts < 0 ? 0 : parts) {}
+  ShareQueue(int64_t n, int64_t chunk, int nth, int64_t parts)
+      : n_(n), chunk_(chunk < 1 ? 1 : chunk), parts_(parts < 1 ? 1 : parts) {
+    const int64_t units = (n_ + chunk_ - 1) / chunk_;
+    const int count = nth < 1 ? 1 : nth > kMaxShares ? kMaxShares : nth;
+    for (int t = 0; t < count; ++t) {
+      const int64_t u0 = units * t / count, u1 = units * (t + 1) / count;
+      shares_[t].span.store(pack(u0, u1), std::memory_order_relaxed);
+    }
+    count_ = count;
+  }
 
   // Calls f(begin, end) for each chunk this thread claims, until none is left.
   template <typename F>
-  void drain(F&& f) {
-    if (parts_ == 0) {
-      for (int64_t b; (b = next_.fetch_add(chunk_, std::memory_order_relaxed)) < n_;) {
-        f(b, b + chunk_ < n_ ? b + chunk_ : n_);
-      }
-      return;
-    }
-    int64_t b = next_.load(std::memory_order_relaxed);
-    while (b < n_) {
-      int64_t c = (n_ - b) / parts_ / chunk_ * chunk_;
-      if (c < chunk_) c = chunk_;
-      if (next_.compare_exchange_weak(b, b + c, std::memory_order_relaxed)) {
-        f(b, b + c < n_ ? b + c : n_);
-        b = next_.load(std::memory_order_relaxed);
-      }
+  void drain(int tid, F&& f) {
+    const int own = tid % count_;
+    // Front claims on this thread's share: 1/parts of what is left of it.
+    for (int64_t u0, u1; claim(own, true, &u0, &u1);) f(u0 * chunk_, end_of(u1));
+    // Then chunks from the backs of the others' shares.
+    for (int k = 1; k < count_; ++k) {
+      for (int64_t u0, u1; claim((own + k) % count_, false, &u0, &u1);) f(u0 * chunk_, end_of(u1));
     }
   }
 
  private:
-  alignas(64) std::atomic<int64_t> next_{0};
+  static constexpr int kMaxShares = 64;
+  static uint64_t pack(int64_t front, int64_t back) {
+    return static_cast<uint64_t>(front) | static_cast<uint64_t>(back) << 32;
+  }
+  int64_t end_of(int64_t unit) const { return unit * chunk_ < n_ ? unit * chunk_ : n_; }
+  // Takes units [*u0, *u1) from the front (the owner) or the back of share i.
+  bool claim(int i, bool front, int64_t* u0, int64_t* u1) {
+    std::atomic<uint64_t>& span = shares_[i].span;
+    uint64_t cur = span.load(std::memory_order_relaxed);
+    for (;;) {
+      const auto lo = static_cast<int64_t>(cur & 0xFFFFFFFFu), hi = static_cast<int64_t>(cur >> 32);
+      if (lo >= hi) return false;
+      int64_t c = front ? (hi - lo) / parts_ : 1;
+      if (c < 1) c = 1;
+      const uint64_t next = front ? pack(lo + c, hi) : pack(lo, hi - c);
+      if (span.compare_exchange_weak(cur, next, std::memory_order_relaxed)) {
+        *u0 = front ? lo : hi - c;
+        *u1 = front ? lo + c : hi;
+        return true;
+      }
+    }
+  }
+  struct alignas(64) Share {
+    std::atomic<uint64_t> span{0};  // [front, back) in chunks: front low 32 bits, back high
+  };
+  Share shares_[kMaxShares];
+  int count_ = 1;
   int64_t n_;
   int64_t chunk_;
   int64_t parts_;

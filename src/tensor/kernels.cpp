@@ -271,26 +271,25 @@ void matmul_multi(const MatView* mats, int count, const float* x, int64_t x_stri
 void matmul_multi_converted(const MatView* mats, int count, const void* qx, int64_t n_tok,
                             float* const* outputs, const int64_t* out_strides, ThreadPool& pool) {
   check_shared_input(mats, count);
-  // One row space over all matrices, cut into chunks of whole 16-row blocks
-  // (register tiles, qgemm_vnni-inl.h's row blocks). Several tokens are
-  // compute-bound: the threads claim chunks as they go, since with equal
-  // static shares a thread on a core slowed by a neighbour made the others
-  // wait at every product (16 streams: 14% of the threads' time waiting, 9%
-  // with four fixed chunks per thread). The chunks are guided, each claim
-  // 1/(2 x threads) of the rows left down to kMinGuidedBlocks blocks, so the
-  // last ones, which one thread may wait on, are short (the head's fixed
-  // chunks were 6144 rows). One token streams the weights from memory, where
-  // one contiguous share per thread measured ~5% faster.
-  // 64 rows: the passes ask for the rows 16 on from theirs (RowsAhead), so
-  // only a chunk's first 16 rows come unasked.
-  constexpr int64_t kMinGuidedBlocks = 4;
+  // One row space over all matrices, handed out in whole 16-row blocks
+  // (register tiles, qgemm_vnni-inl.h's row blocks) as one contiguous share
+  // per thread (ShareQueue). An owner claims its share front to back, half of
+  // what is left at a time with several tokens, all of it with one, so its
+  // rows are one stream, and the row-block kernel asks for the 16 rows after
+  // a claim's last as it would within one (the next claim's, where the owner
+  // keeps going). A thread done early takes single blocks from the back of
+  // the others' shares, so one slowed by a neighbour (a shared core, a busy
+  // hypervisor) holds up no one for long: with equal static shares, the
+  // others waited at every product (16 streams: 14% of the threads' time).
+  // kernels_bench step/q4_1/smollm2/tok16/mapped/2MiB/threads2, Zen 4:
+  // 7.2-7.7 ms against 7.7-8.4 with the guided claims before (each claim
+  // then starting its stream afresh, alternating between the threads);
+  // one thread takes 13.7.
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += mats[i].rows;
-  const int64_t blocks = (total + 15) / 16;
-  WorkQueue queue = n_tok == 1 ? WorkQueue(total, 16 * ((blocks + pool.size() - 1) / pool.size()))
-                               : WorkQueue(total, 16 * kMinGuidedBlocks, 2 * pool.size());
-  pool.run([&](int, int) {
-    queue.drain([&](int64_t b, int64_t e) {
+  ShareQueue queue(total, 16, pool.size(), n_tok == 1 ? 1 : 2);
+  pool.run([&](int tid, int) {
+    queue.drain(tid, [&](int64_t b, int64_t e) {
       int64_t base = 0;
       for (int i = 0; i < count && b < e; ++i) {
         const int64_t r0 = std::max<int64_t>(b - base, 0),

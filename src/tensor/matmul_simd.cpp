@@ -427,7 +427,7 @@ void MatmulRows(const MatView& w, const void* qx, int64_t n_tok, int64_t r0, int
   if (r0 < r1) {
     r0 = MatmulVnniRows(w.type, wd, static_cast<int64_t>(w.row_bytes), w.cols, act,
                         static_cast<int64_t>(act_bytes), n_tok, r0, r1, y, y_stride,
-                        packed ? static_cast<const uint8_t*>(w.packed) : nullptr);
+                        packed ? static_cast<const uint8_t*>(w.packed) : nullptr, w.rows / 16 * 16);
   }
   // q4_K and q6_K: several tokens by the row-block kernel, one or two by the
   // tiles (each row read as one stream), all in super-block-sum order; a

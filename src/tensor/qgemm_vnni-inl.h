@@ -636,10 +636,14 @@ void UnpackVnni(const uint8_t* packed, int64_t nblocks, int64_t r, int64_t b0, i
 // n_tok tokens; act: BlockQ8A rows of act_bytes each. packed: the matrix's
 // PackVnni form, read instead of repacking when r0 starts a group; the rows
 // are then one stream per group, asked for a group ahead as the file's are.
+// r_limit: the rows the passes may ask for ahead run up to there, past r1
+// (the matrix's whole 16-row groups: a caller that claims rows piece by
+// piece then finds its next piece's first rows on their way).
 template <class F>
 void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_t* act,
                 int64_t act_bytes, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                int64_t y_stride, const uint8_t* packed = nullptr) {
+                int64_t y_stride, const uint8_t* packed = nullptr, int64_t r_limit = 0) {
+  if (r_limit < r1) r_limit = r1;
   const int nblocks = static_cast<int>(cols / kQK);
   if (r0 % kVRows != 0) packed = nullptr;
   VPack pack;
@@ -675,7 +679,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     // (kPackedAhead); with several, each pass a slice of the next, as above.
     const bool stream = packed != nullptr && n_tok <= 2;
     const int64_t ahead_groups = stream ? kPackedAhead : 1;
-    const bool ahead = rb + (1 + ahead_groups) * kVRows <= r1;
+    const bool ahead = rb + (1 + ahead_groups) * kVRows <= r_limit;
     const int64_t group_bytes = PackedGroupBytes<F>(nblocks);
     const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
                                             : wd + (rb + kVRows) * row_bytes;
@@ -751,28 +755,35 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
 }
 
 // Rows [r0, r1) rounded down to whole 16-row blocks by MatmulVnni for the
-// formats it has; returns the first row it did not do (r0 when none).
+// formats it has (r_limit as there); returns the first row it did not do (r0
+// when none).
 HWY_NOINLINE inline int64_t MatmulVnniRows(DType type, const uint8_t* wd, int64_t row_bytes,
                                            int64_t cols, const uint8_t* act, int64_t act_bytes,
                                            int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                                           int64_t y_stride, const uint8_t* packed) {
+                                           int64_t y_stride, const uint8_t* packed,
+                                           int64_t r_limit = 0) {
   const int64_t end = r0 + (r1 - r0) / kVRows * kVRows;
   if (end == r0 || cols < kQK) return r0;
   switch (type) {
     case DType::kQ4_0:
-      MatmulVnni<VQ4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
+      MatmulVnni<VQ4_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed,
+                        r_limit);
       return end;
     case DType::kQ4_1:
-      MatmulVnni<VQ4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
+      MatmulVnni<VQ4_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed,
+                        r_limit);
       return end;
     case DType::kQ8_0:
-      MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
+      MatmulVnni<VQ8_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed,
+                        r_limit);
       return end;
     case DType::kQ5_0:
-      MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
+      MatmulVnni<VQ5_0>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed,
+                        r_limit);
       return end;
     case DType::kQ5_1:
-      MatmulVnni<VQ5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed);
+      MatmulVnni<VQ5_1>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride, packed,
+                        r_limit);
       return end;
     case DType::kQ8_0NM:
       MatmulVnni<VQ8_0NM>(wd, row_bytes, cols, act, act_bytes, n_tok, r0, end, y, y_stride);

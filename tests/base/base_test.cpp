@@ -86,75 +86,79 @@ TEST(ThreadPool, ChunksCoverTheRangeExactly) {
   }
 }
 
-// Every chunk is claimed exactly once, chunk-aligned, whichever thread is
-// faster; a thread that sleeps leaves its share to the others.
-// Guided chunks: multiples of the chunk, a share of what is left, at least
-// one chunk; every element once, and shrinking claims.
-TEST(ThreadPool, GuidedWorkQueueHandsOutShrinkingChunksOnce) {
+// Every element is claimed exactly once, in chunk-aligned pieces, whichever
+// thread is faster; each thread's own claims run front to back over one
+// contiguous share (one stream), 1/parts of what is left at a time; what
+// another thread takes comes off the back, a chunk at a time.
+TEST(ThreadPool, ShareQueueHandsOutEachElementOnceOwnersFrontToBack) {
   for (int64_t n : {0, 1, 15, 16, 17, 1000, 49152}) {
     for (int nth : {1, 2, 3}) {
       for (int64_t chunk : {1, 16, 64}) {
-        ThreadPool pool(nth);
-        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-        std::mutex mu;
-        std::vector<std::pair<int64_t, int64_t>> claims;
-        WorkQueue queue(n, chunk, 2 * nth);
-        pool.run([&](int, int) {
-          queue.drain([&](int64_t b, int64_t e) {
-            EXPECT_EQ(b % chunk, 0);
-            EXPECT_LT(b, e);
-            EXPECT_LE(e, n);
-            EXPECT_TRUE((e - b) % chunk == 0 || e == n);
-            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
-            std::lock_guard<std::mutex> lock(mu);
-            claims.emplace_back(b, e);
+        for (int64_t parts : {1, 2, 4}) {
+          ThreadPool pool(nth);
+          std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+          std::vector<std::vector<std::pair<int64_t, int64_t>>> claims(static_cast<size_t>(nth));
+          ShareQueue queue(n, chunk, nth, parts);
+          pool.run([&](int tid, int) {
+            queue.drain(tid, [&](int64_t b, int64_t e) {
+              EXPECT_EQ(b % chunk, 0);
+              EXPECT_LT(b, e);
+              EXPECT_LE(e, n);
+              EXPECT_TRUE((e - b) % chunk == 0 || e == n);
+              for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+              claims[static_cast<size_t>(tid)].emplace_back(b, e);
+            });
           });
-        });
-        for (auto& h : hits) EXPECT_EQ(h.load(), 1);
-        std::sort(claims.begin(), claims.end());
-        for (size_t i = 1; i < claims.size(); ++i) {
-          const int64_t prev = claims[i - 1].second - claims[i - 1].first;
-          const int64_t cur = claims[i].second - claims[i].first;
-          EXPECT_LE(cur, prev) << "claim " << i << " of n=" << n;
-        }
-        if (n == 49152 && chunk == 64) {
-          // The first claim 1/(2 nth) of the range, the last one chunk.
-          EXPECT_EQ(claims.front().second, n / (2 * nth) / chunk * chunk);
-          EXPECT_EQ(claims.back().second - claims.back().first, chunk);
+          for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+          const int64_t units = (n + chunk - 1) / chunk;
+          for (int t = 0; t < nth; ++t) {
+            const auto& mine = claims[static_cast<size_t>(t)];
+            const int64_t start = units * t / nth * chunk;
+            const int64_t share_end = std::min(units * (t + 1) / nth * chunk, n);
+            if (mine.empty() || start >= share_end) continue;
+            if (nth == 1) {  // alone: 1/parts of its share first (at least a chunk)
+              EXPECT_EQ(mine.front().first, 0);
+              EXPECT_EQ(mine.front().second,
+                        std::min(std::max<int64_t>(units / parts, 1) * chunk, n));
+            }
+            // Its claims inside its share start there and follow one another
+            // (another thread may have taken any of it from the back first).
+            int64_t at = start;
+            for (const auto& [b, e] : mine) {
+              if (b < start || b >= share_end) {
+                EXPECT_EQ(e - b <= chunk || e == n, true) << "a taken claim is one chunk";
+                continue;
+              }
+              EXPECT_EQ(b, at) << "n=" << n << " thread " << t;
+              at = e;
+            }
+          }
         }
       }
     }
   }
 }
 
-TEST(ThreadPool, WorkQueueHandsOutEachChunkOnce) {
-  for (int64_t n : {0, 1, 15, 16, 17, 1000}) {
-    for (int nth : {1, 2, 3}) {
-      for (int64_t chunk : {1, 16, 48}) {
-        ThreadPool pool(nth);
-        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-        std::atomic<int> slow_chunks{0};
-        WorkQueue queue(n, chunk);
-        pool.run([&](int tid, int) {
-          queue.drain([&](int64_t b, int64_t e) {
-            EXPECT_EQ(b % chunk, 0);
-            EXPECT_LE(e, n);
-            EXPECT_TRUE(e - b == chunk || e == n);
-            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
-            if (tid == 1) {
-              slow_chunks.fetch_add(1);
-              std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            }
-          });
-        });
-        for (auto& h : hits) EXPECT_EQ(h.load(), 1);
-        // 1000 elements in chunks of 16: the sleeping thread gets a few chunks
-        // in the time the other claims the rest.
-        if (n == 1000 && nth > 1 && chunk == 16) {
-          EXPECT_LT(slow_chunks.load(), 20);
-        }
-      }
-    }
+// A thread that sleeps leaves the rest of its share to the others: they take
+// it from the back while it works on its first claim.
+TEST(ThreadPool, ShareQueueSlowThreadLeavesItsShareToTheOthers) {
+  for (int nth : {2, 3}) {
+    const int64_t n = 1000, chunk = 16;
+    ThreadPool pool(nth);
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    std::atomic<int> slow_claims{0};
+    ShareQueue queue(n, chunk, nth, 2);
+    pool.run([&](int tid, int) {
+      queue.drain(tid, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+        if (tid == 1) slow_claims.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(tid == 1 ? 100 : 1));
+      });
+    });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+    // Its first claim is half its share; the others take the rest meanwhile
+    // (a chunk a millisecond).
+    EXPECT_LE(slow_claims.load(), 2) << nth << " threads";
   }
 }
 
