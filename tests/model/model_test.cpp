@@ -470,6 +470,11 @@ TEST(Model, SharedPackFileGivesTheSameLogitsAndIsReused) {
     EXPECT_EQ(c.ledger.current(memory::Category::kWeightsMapped),
               mapped - packed_rows + file_bytes);
     EXPECT_FALSE(c.model->repack_shared(&c.ledger, dir).ok()) << "packed once only";
+    // The pack file on 2 MiB pages (read whole by every pass), the model file
+    // on 4 KiB ones (its packed rows' pages were let go).
+    const bool thp = std::filesystem::exists("/sys/kernel/mm/transparent_hugepage/enabled");
+    EXPECT_EQ(vm_flags_at(c.model->pack_mapping()->data()).find(" hg") != std::string::npos, thp);
+    EXPECT_EQ(vm_flags_at(c.model->weights().layers[0].wq.data).find(" hg"), std::string::npos);
 
     const std::vector<int32_t> toks = {10, 200, 33, 256, 5, 99, 100, 7, 8, 9, 11};
     const kv::SeqId sa = a.cache.create_sequence(), sb = b.cache.create_sequence(),
