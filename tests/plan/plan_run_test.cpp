@@ -42,6 +42,14 @@ bool have_model() {
   return snug::testing::have_file(kModel, "scripts/fetch-models");
 }
 
+// The pieces of a command line, joined.
+template <class... S>
+std::string cat(const S&... parts) {
+  std::string out;
+  (out.append(parts), ...);
+  return out;
+}
+
 std::string snug(const std::string& args) {
   return std::string(SNUG_BIN) + " " + args;
 }
@@ -60,10 +68,10 @@ TEST(PlanRun, PredictionWithinOnePercentOfPeakRss) {
 #endif
   for (int ctx : {512, 2048, 8192}) {
     const std::string shape = " --json -t 1 --ctx " + std::to_string(ctx);
-    Proc plan = run(snug("plan " + kModel + shape));
+    Proc plan = run(snug(cat("plan ", kModel, shape)));
     ASSERT_EQ(plan.code, 0) << plan.err;
-    Proc p =
-        run(snug("run " + kModel + " -p 'Explain what a lighthouse does.' -n 16 --temp 0" + shape));
+    Proc p = run(
+        snug(cat("run ", kModel, " -p 'Explain what a lighthouse does.' -n 16 --temp 0", shape)));
     ASSERT_EQ(p.code, 0) << p.err;
     auto j = nlohmann::json::parse(p.out);
     const double planned =
@@ -132,7 +140,7 @@ TEST(PlanRun, PackDirRunsKeepThePredictionAndTheText) {
   const double planned = nlohmann::json::parse(plan.out)["predicted_peak_rss_bytes"].get<double>();
   bool packs = false;
   for (const char* which : {"first (writes the file)", "second (maps it)"}) {
-    Proc p = run(snug("run " + kModel + prompt + shape + " -v" + pack));
+    Proc p = run(snug(cat("run ", kModel, prompt, shape, " -v", pack)));
     ASSERT_EQ(p.code, 0) << p.err;
     const auto j = nlohmann::json::parse(p.out);
     EXPECT_EQ(j["text"], jm["text"]) << which;
@@ -216,7 +224,7 @@ TEST(PlanRun, PackDirRunOfAFileWithAnUnboundTensorKeepsThePrediction) {
   ASSERT_EQ(alone.code, 0) << alone.err;
   const double planned = nlohmann::json::parse(plan.out)["predicted_peak_rss_bytes"].get<double>();
   for (const char* which : {"first (writes the file)", "second (maps it)"}) {
-    Proc p = run(snug("run " + model + prompt + shape));
+    Proc p = run(snug(cat("run ", model, prompt, shape)));
     ASSERT_EQ(p.code, 0) << p.err;
     EXPECT_EQ(nlohmann::json::parse(p.out)["text"], nlohmann::json::parse(alone.out)["text"]);
     const double error = testing::rss_error(planned, static_cast<double>(p.max_rss));
@@ -285,7 +293,7 @@ std::string make_cgroup(uint64_t limit) {
   };
   for (const Kind& k : kinds) {
     if (!k.ok) continue;
-    const std::string cg = k.dir + name;
+    std::string cg = k.dir + name;
     if (!fs::create_directory(cg, ec)) continue;
     std::ofstream(cg + "/" + k.limit_file) << limit;
     if (slurp(cg + "/" + k.limit_file).find(std::to_string(limit)) == 0) return cg;
