@@ -89,7 +89,7 @@ void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace
 }
 
 void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, const float* norm_w,
-                  float eps, std::initializer_list<Projection> ps) {
+                  float eps, std::initializer_list<Projection> ps, bool add_pending) {
   const ProjectionSet set(ps);
   const tensor::DType type = set.mats[0].type;
   const int64_t E = set.mats[0].cols;
@@ -97,6 +97,9 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
   const size_t act = tensor::matmul_scratch_bytes(type, E, 1);
   void* quant = fuse ? ws.quant_for(type, E, T) : nullptr;
   per_token_range(pool, T, [&](int32_t b, int32_t e) {
+    if (add_pending) {
+      for (int64_t i = b * E; i < e * E; ++i) ws.x[i] += ws.xb[i];
+    }
     tensor::rms_norm_rows(ws.x + b * E, norm_w, ws.xb + b * E, E, e - b, eps);
     if (fuse) {
       for (int32_t t = b; t < e; ++t) {
@@ -220,17 +223,14 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
   }
 }
 
-void add_residual(const ModelConfig& c, const float* bias, const float* post_norm, int32_t T,
+bool add_residual(const ModelConfig& c, const float* bias, const float* post_norm, int32_t T,
                   Workspace& ws, ThreadPool& pool) {
   const int64_t E = c.n_embd;
   if (post_norm == nullptr) {
-    if (bias == nullptr) {
-      for (int64_t i = 0; i < T * E; ++i) ws.x[i] += ws.xb[i];
-    } else {
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < E; ++i) ws.x[t * E + i] += ws.xb[t * E + i] + bias[i];
-    }
-    return;
+    if (bias == nullptr) return true;  // pending: added in the next norm's pass
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < E; ++i) ws.x[t * E + i] += ws.xb[t * E + i] + bias[i];
+    return false;
   }
   per_token(pool, T, [&](int32_t t) {
     float* y = ws.xb + t * E;
@@ -240,6 +240,11 @@ void add_residual(const ModelConfig& c, const float* bias, const float* post_nor
     tensor::rms_norm(y, post_norm, y, E, c.rms_eps);
     for (int64_t i = 0; i < E; ++i) x[i] += y[i];
   });
+  return false;
+}
+
+void add_pending_residual(const ModelConfig& c, int32_t T, Workspace& ws) {
+  for (int64_t i = 0; i < T * int64_t{c.n_embd}; ++i) ws.x[i] += ws.xb[i];
 }
 
 void logits(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace& ws,

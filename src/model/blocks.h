@@ -62,9 +62,11 @@ void embed(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace
 
 // RMS norm of ws.x into ws.xb with `norm_w`, then the projections of ws.xb
 // (each token's row converted for the integer products by the thread that
-// normalised it, when the matrices share an activation type).
+// normalised it, when the matrices share an activation type). add_pending:
+// first ws.x += ws.xb, a row at a time in the same pass (add_residual left
+// it pending).
 void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, const float* norm_w,
-                  float eps, std::initializer_list<Projection> ps);
+                  float eps, std::initializer_list<Projection> ps, bool add_pending = false);
 
 // Self-attention of layer `l` from ws.q, ws.k, ws.v to ws.att: the
 // projections' biases where the layer has them, per-head q/k norms (c.qk_norm), rope with the
@@ -85,8 +87,13 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
 // ws.x += ws.xb (+ `bias`, added to each row first, as ggml adds a
 // projection's bias to its output), first normalising ws.xb with `post_norm`
 // when it is not null (Gemma's post-attention and post-feed-forward norms).
-void add_residual(const ModelConfig& c, const float* bias, const float* post_norm, int32_t T,
-                  Workspace& ws, ThreadPool& pool);
+// The plain sum (neither there) is left pending, and true returned: the next
+// norm_project adds it in its parallel pass (add_pending), or
+// add_pending_residual does, where no norm follows; the same additions.
+[[nodiscard]] bool add_residual(const ModelConfig& c, const float* bias, const float* post_norm,
+                                int32_t T, Workspace& ws, ThreadPool& pool);
+// ws.x += ws.xb for the T tokens: a sum add_residual left pending.
+void add_pending_residual(const ModelConfig& c, int32_t T, Workspace& ws);
 
 // Final norm and output head for the tokens that want logits, into ws.logits.
 void logits(const ModelConfig& c, const Weights& w, const Batch& batch, Workspace& ws,

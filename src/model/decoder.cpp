@@ -17,20 +17,24 @@ void forward_decoder(const ModelConfig& c, const Weights& w, const Batch& batch,
   const int64_t KD = int64_t{c.n_kv_heads} * c.head_dim_k;
   const int64_t VD = int64_t{c.n_kv_heads} * c.head_dim_v;
   blocks::embed(c, w, batch, ws, pool, /*tokens=*/first == 0);
+  bool pending = false;  // ws.xb still to be added to ws.x (add_residual)
   for (int32_t l = first; l < last; ++l) {
     const LayerWeights& L = w.layers[static_cast<size_t>(l)];
     blocks::norm_project(pool, ws, l, T, L.attn_norm, c.rms_eps,
                          {{MatRole::kQ, L.wq, ws.q, QD},
                           {MatRole::kK, L.wk, ws.k, KD},
-                          {MatRole::kV, L.wv, ws.v, VD}});
+                          {MatRole::kV, L.wv, ws.v, VD}},
+                         pending);
     blocks::attention(c, L, l, batch, cache, ws, pool);
     blocks::attention_output(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.bo, L.post_attn_norm, T, ws, pool);
+    pending = blocks::add_residual(c, L.bo, L.post_attn_norm, T, ws, pool);
     blocks::norm_project(pool, ws, l, T, L.ffn_norm, c.rms_eps,
-                         {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}});
+                         {{MatRole::kGate, L.gate, ws.gate, F}, {MatRole::kUp, L.up, ws.up, F}},
+                         pending);
     blocks::ffn_down(c, L, l, T, ws, pool);
-    blocks::add_residual(c, L.b_down, L.post_ffn_norm, T, ws, pool);
+    pending = blocks::add_residual(c, L.b_down, L.post_ffn_norm, T, ws, pool);
   }
+  if (pending) blocks::add_pending_residual(c, T, ws);
   if (last == c.n_layers) blocks::logits(c, w, batch, ws, pool);
 }
 
