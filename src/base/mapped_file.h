@@ -69,7 +69,8 @@ class MappedFile {
   // ranged form covers the pages of [offset, offset + length) only.
   void advise_small_pages() const;
   void advise_small_pages(uint64_t offset, uint64_t length) const;
-  // Asks for the pages of [offset, offset + length) in 2 MiB folios, each
+  // Asks for the pages of [offset, offset + length) (clamped to the mapping,
+  // as the ranged advice above is) in 2 MiB folios, each
   // mapped by one page-table entry where the kernel makes them
   // (MADV_HUGEPAGE): a file read first through such a range enters the page
   // cache in 2 MiB folios, and a pass over it takes a TLB miss per 2 MiB, not

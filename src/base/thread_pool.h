@@ -68,7 +68,7 @@ class ShareQueue {
     const int count = nth < 1 ? 1 : nth > kMaxShares ? kMaxShares : nth;
     for (int t = 0; t < count; ++t) {
       const int64_t u0 = units * t / count, u1 = units * (t + 1) / count;
-      shares_[t].span.store(pack(u0, u1), std::memory_order_relaxed);
+      span(t).store(pack(u0, u1), std::memory_order_relaxed);
     }
     count_ = count;
   }
@@ -93,7 +93,7 @@ class ShareQueue {
   int64_t end_of(int64_t unit) const { return unit * chunk_ < n_ ? unit * chunk_ : n_; }
   // Takes units [*u0, *u1) from the front (the owner) or the back of share i.
   bool claim(int i, bool front, int64_t* u0, int64_t* u1) {
-    std::atomic<uint64_t>& span = shares_[i].span;
+    std::atomic_ref<uint64_t> span = this->span(i);
     uint64_t cur = span.load(std::memory_order_relaxed);
     for (;;) {
       const auto lo = static_cast<int64_t>(cur & 0xFFFFFFFFu), hi = static_cast<int64_t>(cur >> 32);
@@ -108,10 +108,12 @@ class ShareQueue {
       }
     }
   }
-  struct alignas(64) Share {
-    std::atomic<uint64_t> span{0};  // [front, back) in chunks: front low 32 bits, back high
-  };
-  Share shares_[kMaxShares];
+  // Share i's [front, back) in chunks (front the low 32 bits, back the high),
+  // one cache line each. Only the first count_ are written: a queue is made
+  // for every product of a step, where zeroing all 64 would be 4 KiB of
+  // stores for nothing.
+  std::atomic_ref<uint64_t> span(int i) { return std::atomic_ref<uint64_t>(spans_[i * 8]); }
+  alignas(64) uint64_t spans_[kMaxShares * 8];
   int count_ = 1;
   int64_t n_;
   int64_t chunk_;

@@ -32,8 +32,7 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
   // untied embedding table is only looked up, a row at a time: 4 KiB pages
   // there, or a lookup would map 2 MiB of it, against the plan's RSS.
   if (const MappedFile* map = m->file_.mapping()) {
-    const uint64_t data = m->file_.data_offset();
-    map->advise_huge_pages(data, map->size() - std::min(data, map->size()));
+    map->advise_huge_pages(m->file_.data_offset(), map->size());
     const Weights& w = m->weights_;
     if (w.token_embd.data != nullptr && w.token_embd.data != w.output.data) {
       const ByteRange embd = m->file_range(w.token_embd, w.token_embd.rows);
