@@ -159,7 +159,7 @@ HWY_NOINLINE void VStreamK(const PackedK4* rec, int nsb, const BlockQ8_K* const*
     __m512i isum[T];
     for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
-      if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, 4 * s + c, 4 * nsb);
+      if (pf != nullptr) PrefetchSlice(pf, pf0, pf1, 4 * s + c, 4 * nsb);
       __m512i lo[8], hi[8];
       for (int k = 0; k < 8; ++k) {
         lo[k] = _mm512_and_si512(p.q[8 * c + k], low4);
@@ -540,7 +540,7 @@ HWY_NOINLINE void VStreamK(const PackedK6* rec, const __m256i* d, int nsb,
     __m512i isum[T];
     for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
-      if (pf != nullptr) PrefetchSlice<_MM_HINT_T1>(pf, pf0, pf1, 8 * s + j, 8 * nsb);
+      if (pf != nullptr) PrefetchSlice(pf, pf0, pf1, 8 * s + j, 8 * nsb);
       __m512i lv[8];
       K6Levels(rec[s], j / 4, j % 4, lv);
       for (int t = 0; t < T; ++t) {
