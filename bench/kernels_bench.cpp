@@ -316,7 +316,7 @@ void register_all() {
     const bool packs = matmul_packed_bytes(MatView{DType::kQ4_1, nullptr, 576, 576,
                                                    *row_bytes(DType::kQ4_1, 576)}) > 0;
     hwy::SetSupportedTargetsForTest(0);
-    for (int64_t n_tok : {1, 4, 16}) {  // one stream, a few, many
+    for (int64_t n_tok : {1, 4, 16, 64}) {  // one stream, a few, many, a crowd
       for (const bool packed : {false, true}) {
         if (packed && !packs) continue;
         for (const bool huge : {false, true}) {

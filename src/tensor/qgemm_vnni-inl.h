@@ -60,16 +60,18 @@ namespace snug::tensor::HWY_NAMESPACE {
 
 inline constexpr int kVRows = 16;   // weight rows per register (int32 lanes)
 inline constexpr int kVChunk = 16;  // weight blocks repacked at a time
-// Rows of up to this many blocks are repacked as one chunk: an 18-block row
-// (576 wide) in chunks of 16 and 2 spent a pass, its setup and its
-// accumulators' loads and stores, on two blocks.
+// Rows of up to this many blocks of 8 registers (twice as many of 4: q4_0's
+// and q4_1's packed nibbles, VChunkMax) are repacked as one chunk: an
+// 18-block row (576 wide) in chunks of 16 and 2 spent a pass, its setup and
+// its accumulators' loads and stores, on two blocks; and a row in one chunk
+// is repacked once for all its token groups (MatmulVnni).
 inline constexpr int kVChunkMax = 24;
 inline constexpr int kVToks = 16;  // tokens whose accumulators one pass keeps
 // How many 16-row groups ahead a packed matrix is asked for: one group
 // (18-34 KiB for a 2048-wide row) is too little lead from DRAM.
 inline constexpr int64_t kPackedAhead = 2;
 
-// One repacked chunk of 16 rows x up to kVChunkMax blocks. A block's levels take 8
+// One repacked chunk of 16 rows x up to VChunkMax<F>() blocks. A block's levels take 8
 // registers, lane r of register k holding row r's unsigned levels 4k..4k+3;
 // q4_0's and q4_1's take 4, lane r of register k holding the bytes 4k..4k+3
 // of row r's packed nibbles (levels 4k..4k+3 low, 16+4k..16+4k+3 high), which
@@ -77,8 +79,8 @@ inline constexpr int64_t kPackedAhead = 2;
 // as eight byte masks (FifthBitMasks).
 struct alignas(64) VPack {
   __m512i w[kVChunkMax * 8];  // block b's registers from b x StackRegs<F>()
-  __m256i d[kVChunkMax];      // weight scales (f16, lane r: row r)
-  __m256i m[kVChunkMax];      // weight minimums (q4_1, f16)
+  __m256i d[kVChunkMax * 2];  // weight scales (f16, lane r: row r)
+  __m256i m[kVChunkMax * 2];  // weight minimums (q4_1, f16)
 };
 
 // Registers per block of a packed matrix (PackVnni): 4 where the nibbles are
@@ -94,6 +96,11 @@ constexpr int VRegs() {
 template <class F>
 constexpr int StackRegs() {
   return F::kQh >= 0 ? 8 : VRegs<F>();
+}
+// The most blocks a VPack holds, and so a chunk's.
+template <class F>
+constexpr int VChunkMax() {
+  return kVChunkMax * 8 / StackRegs<F>();
 }
 
 // Where VTokensSum reads a chunk's repacked blocks: a VPack on the stack, or
@@ -657,8 +664,8 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   constexpr int kCorrAll = F::kOffset ? 16384 : 1;
   const bool corr_once = n_tok * nblocks <= kCorrAll;
   alignas(32) int32_t corr_all[kCorrAll];
-  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][kVChunkMax];
-  const int chunk = nblocks <= kVChunkMax ? nblocks : kVChunk;
+  alignas(32) int32_t corr[F::kOffset ? kVToks : 1][VChunkMax<F>()];
+  const int chunk = nblocks <= VChunkMax<F>() ? nblocks : kVChunk;
   const auto act_sum = [](const BlockQ8A& x) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
     return -F::kOffset *
@@ -687,70 +694,81 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     const uint8_t* next = packed != nullptr ? packed + (rb / kVRows + ahead_groups) * group_bytes
                                             : wd + (rb + kVRows) * row_bytes;
     const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
+    // One token group's passes over the chunk of nb blocks at c0, repacking it
+    // first when `repack` (else the chunk is the one the last call left).
+    const auto group = [&](int64_t t0, int c0, int nb, bool repack) {
       const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
-      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
-        const int nb = nblocks - c0 < chunk ? nblocks - c0 : chunk;
-        // The next row block's share of this chunk: prefetched while
-        // repacking when one pass follows, else a slice after each pass.
-        const int passes = (nt + kVWideToks - 1) / kVWideToks;
-        const bool prefetch = ahead && t0 == 0;
-        const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
-        // A packed chunk read in place has no repacking to carry the prefetch.
-        const bool slices = prefetch && (passes > 1 || (packed != nullptr && !stream));
-        const int64_t pf1 = prefetch && !slices ? share1 : share0;
-        VPackView view = ViewOf(pack);
-        // A packed chunk is read in place.
-        const bool in_place = packed != nullptr;
-        if (in_place) {
-          view = PackedView<F>(packed + rb / kVRows * group_bytes, nblocks, c0);
-        } else if constexpr (F::kSparse) {
+      // The next row block's share of this chunk: prefetched while
+      // repacking when one pass follows, else a slice after each pass.
+      const int passes = (nt + kVWideToks - 1) / kVWideToks;
+      const bool prefetch = ahead && t0 == 0;
+      const int64_t share0 = lines * c0 / nblocks, share1 = lines * (c0 + nb) / nblocks;
+      // A packed chunk read in place has no repacking to carry the prefetch.
+      const bool slices = prefetch && (passes > 1 || (packed != nullptr && !stream));
+      const int64_t pf1 = prefetch && !slices ? share1 : share0;
+      VPackView view = ViewOf(pack);
+      // A packed chunk is read in place.
+      const bool in_place = packed != nullptr;
+      if (in_place) {
+        view = PackedView<F>(packed + rb / kVRows * group_bytes, nblocks, c0);
+      } else if (repack) {
+        if constexpr (F::kSparse) {
           RepackNm<F>(wd + rb * row_bytes, row_bytes, nblocks, c0, nb, pack, next, share0, pf1);
         } else {
           Repack<F>(wd + rb * row_bytes + c0 * static_cast<int64_t>(sizeof(typename F::Block)),
                     row_bytes, nb, pack, next, share0, pf1);
         }
-        const BlockQ8A* a[kVToks];
-        const int32_t* co[kVToks];
-        for (int t = 0; t < nt; ++t) {
-          a[t] = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
-          co[t] = corr[F::kOffset ? t : 0];
-          if constexpr (F::kOffset != 0) {
-            if (corr_once) {
-              co[t] = corr_all + (t0 + t) * nblocks + c0;
-            } else {
-              for (int b = 0; b < nb; ++b) corr[t][b] = act_sum(a[t][b]);
-            }
+      }
+      const BlockQ8A* a[kVToks];
+      const int32_t* co[kVToks];
+      for (int t = 0; t < nt; ++t) {
+        a[t] = reinterpret_cast<const BlockQ8A*>(act + (t0 + t) * act_bytes) + c0;
+        co[t] = corr[F::kOffset ? t : 0];
+        if constexpr (F::kOffset != 0) {
+          if (corr_once) {
+            co[t] = corr_all + (t0 + t) * nblocks + c0;
+          } else {
+            for (int b = 0; b < nb; ++b) corr[t][b] = act_sum(a[t][b]);
           }
         }
-        const uint8_t* pf = prefetch && stream ? next : nullptr;  // in the pass, into L2
-        // One pass of up to kVWideToks tokens over the chunk, its blocks
-        // kRegs registers each.
-        const auto pass = [&]<int kRegs>(int t, int64_t l0, int64_t l1) {
-          const bool first = c0 == 0;
-          const int n = nt - t < kVWideToks ? nt - t : kVWideToks;
-          if (n >= 3) {
-            return VTokensWideN<F, kRegs>(n, view, nb, a + t, co + t, first, acc + t, next, l0, l1);
-          }
-          if (n == 2) {
-            VTokensSum<F, 2, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
-          } else {
-            VTokensSum<F, 1, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
-          }
-          if (l0 < l1) PrefetchSlice(next, l0, l1, 0, 1);
-        };
-        for (int i = 0, t = 0; i < passes; ++i, t += kVWideToks) {
-          int64_t l0 = 0, l1 = 0;  // the next row block's slice that this pass asks for
-          if (slices) {
-            l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
-            l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
-          }
-          if (in_place) {
-            pass.template operator()<VRegs<F>()>(t, l0, l1);
-          } else {
-            pass.template operator()<StackRegs<F>()>(t, l0, l1);
-          }
+      }
+      const uint8_t* pf = prefetch && stream ? next : nullptr;  // in the pass, into L2
+      // One pass of up to kVWideToks tokens over the chunk, its blocks
+      // kRegs registers each.
+      const auto pass = [&]<int kRegs>(int t, int64_t l0, int64_t l1) {
+        const bool first = c0 == 0;
+        const int n = nt - t < kVWideToks ? nt - t : kVWideToks;
+        if (n >= 3) {
+          return VTokensWideN<F, kRegs>(n, view, nb, a + t, co + t, first, acc + t, next, l0, l1);
         }
+        if (n == 2) {
+          VTokensSum<F, 2, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
+        } else {
+          VTokensSum<F, 1, kRegs>(view, nb, a + t, co + t, first, acc + t, pf, share0, share1);
+        }
+        if (l0 < l1) PrefetchSlice(next, l0, l1, 0, 1);
+      };
+      for (int i = 0, t = 0; i < passes; ++i, t += kVWideToks) {
+        int64_t l0 = 0, l1 = 0;  // the next row block's slice that this pass asks for
+        if (slices) {
+          l0 = lines * (c0 * passes + i * nb) / (nblocks * passes);
+          l1 = lines * (c0 * passes + (i + 1) * nb) / (nblocks * passes);
+        }
+        if (in_place) {
+          pass.template operator()<VRegs<F>()>(t, l0, l1);
+        } else {
+          pass.template operator()<StackRegs<F>()>(t, l0, l1);
+        }
+      }
+    };
+    // A row repacked as one chunk is repacked once for all the token groups
+    // (each group's passes then run from its first block to its last);
+    // longer rows keep every group's accumulators across their chunks, so
+    // each group repacks them in turn.
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
+      const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
+      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
+        group(t0, c0, nblocks - c0 < chunk ? nblocks - c0 : chunk, t0 == 0 || chunk < nblocks);
       }
       for (int t = 0; t < nt; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, VAccSum(acc[t]));
     }

@@ -49,9 +49,13 @@ std::vector<Case> cases() {
     c.push_back({t, 8, k ? 256 : 32});
     c.push_back({t, 5, k ? 1280 : 608});
     // Two whole 16-row blocks and a tail (the AVX512-VNNI row-block kernels),
-    // over three chunks of 16 blocks (32-element formats) or five of two
-    // super-blocks, the last one short (q4_K).
+    // over one chunk of 37 blocks (q4_0, q4_1: their nibbles stay packed, so
+    // 48 fit), three of 16 blocks (the other 32-element formats) or five of
+    // two super-blocks, the last one short (q4_K).
     c.push_back({t, 37, k ? 2304 : 1184});
+    // One 16-row block and a tail over 65 blocks: q4_0's and q4_1's rows in
+    // five chunks.
+    if (!k) c.push_back({t, 21, 2080});
   }
   return c;
 }
@@ -150,19 +154,23 @@ void each_tokens_row_is_the_same_in_any_batch() {
     for (int64_t r = 0; r < c.rows; ++r)
       quantize_row(c.type, wf.data() + r * c.cols, wq.data() + r * rb, c.cols);
     const MatView w{c.type, wq.data(), c.rows, c.cols, rb};
-    const int64_t n_tok = 11;
-    const auto x = random_values(c.cols * n_tok, 43);
-    std::vector<uint8_t> qx(matmul_scratch_bytes(c.type, c.cols, n_tok));
-    quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, qx.data());
-    std::vector<float> all(c.rows * n_tok);
-    matmul_rows(w, qx.data(), n_tok, 0, c.rows, all.data(), c.rows);
-    const size_t act = matmul_scratch_bytes(c.type, c.cols, 1);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      std::vector<float> one(c.rows);
-      matmul_rows(w, qx.data() + t * act, 1, 0, c.rows, one.data(), c.rows);
-      for (int64_t r = 0; r < c.rows; ++r) {
-        ASSERT_EQ(one[r], all[t * c.rows + r])
-            << dtype_name(c.type) << " cols " << c.cols << " token " << t << " row " << r;
+    // One token group of 16 (passes of 8 and 3), and three: the last one of
+    // one token or of two, after groups that read a chunk repacked once.
+    for (const int64_t n_tok : {11, 33, 34}) {
+      const auto x = random_values(c.cols * n_tok, 43);
+      std::vector<uint8_t> qx(matmul_scratch_bytes(c.type, c.cols, n_tok));
+      quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, qx.data());
+      std::vector<float> all(c.rows * n_tok);
+      matmul_rows(w, qx.data(), n_tok, 0, c.rows, all.data(), c.rows);
+      const size_t act = matmul_scratch_bytes(c.type, c.cols, 1);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        std::vector<float> one(c.rows);
+        matmul_rows(w, qx.data() + t * act, 1, 0, c.rows, one.data(), c.rows);
+        for (int64_t r = 0; r < c.rows; ++r) {
+          ASSERT_EQ(one[r], all[t * c.rows + r])
+              << dtype_name(c.type) << " cols " << c.cols << " n_tok " << n_tok << " token " << t
+              << " row " << r;
+        }
       }
     }
   }
