@@ -66,7 +66,8 @@ inline constexpr int kVChunk = 16;  // weight blocks repacked at a time
 // its accumulators' loads and stores, on two blocks; and a row in one chunk
 // is repacked once for all its token groups (MatmulVnni).
 inline constexpr int kVChunkMax = 24;
-inline constexpr int kVToks = 16;  // tokens whose accumulators one pass keeps
+inline constexpr int kVToks = 16;      // tokens whose accumulators one pass keeps
+inline constexpr int kVSpanToks = 64;  // tokens a row in several chunks keeps (MatmulVnni)
 // How many 16-row groups ahead a packed matrix is asked for: one group
 // (18-34 KiB for a 2048-wide row) is too little lead from DRAM.
 inline constexpr int64_t kPackedAhead = 2;
@@ -657,7 +658,9 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
   const int nblocks = static_cast<int>(cols / kQK);
   if (r0 % kVRows != 0) packed = nullptr;
   VPack pack;
-  VAcc acc[kVToks];
+  // The accumulators of up to kVSpanToks tokens: a row in several chunks
+  // repacks each chunk once for that many tokens.
+  VAcc acc_span[kVSpanToks];
   // Offset formats: -offset x the sum of each block's activations, for every
   // token and block once per call when they fit here (every decode step), else
   // per token group and chunk, as each 16-row block is reached.
@@ -696,7 +699,7 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
     const int64_t lines = (packed != nullptr ? group_bytes : kVRows * row_bytes) / 64;
     // One token group's passes over the chunk of nb blocks at c0, repacking it
     // first when `repack` (else the chunk is the one the last call left).
-    const auto group = [&](int64_t t0, int c0, int nb, bool repack) {
+    const auto group = [&](int64_t t0, int c0, int nb, bool repack, VAcc* acc) {
       const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
       // The next row block's share of this chunk: prefetched while
       // repacking when one pass follows, else a slice after each pass.
@@ -762,15 +765,30 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       }
     };
     // A row repacked as one chunk is repacked once for all the token groups
-    // (each group's passes then run from its first block to its last);
-    // longer rows keep every group's accumulators across their chunks, so
-    // each group repacks them in turn.
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
-      const int nt = static_cast<int>(n_tok - t0 < kVToks ? n_tok - t0 : kVToks);
-      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
-        group(t0, c0, nblocks - c0 < chunk ? nblocks - c0 : chunk, t0 == 0 || chunk < nblocks);
+    // (each group's passes then run from its first block to its last); a
+    // longer row once for every kVSpanToks tokens, whose accumulators are
+    // kept across its chunks.
+    const auto store = [&](int64_t t0, int64_t t1, const VAcc* acc) {
+      for (int64_t t = t0; t < t1; ++t) {
+        _mm512_storeu_ps(y + t * y_stride + rb, VAccSum(acc[t - t0]));
       }
-      for (int t = 0; t < nt; ++t) _mm512_storeu_ps(y + (t0 + t) * y_stride + rb, VAccSum(acc[t]));
+    };
+    if (chunk == nblocks) {  // each group's accumulators in the same place, in L1
+      for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
+        group(t0, 0, nblocks, t0 == 0, acc_span);
+        store(t0, n_tok - t0 < kVToks ? n_tok : t0 + kVToks, acc_span);
+      }
+      continue;
+    }
+    for (int64_t s0 = 0; s0 < n_tok; s0 += kVSpanToks) {
+      const int64_t s1 = n_tok - s0 < kVSpanToks ? n_tok : s0 + kVSpanToks;
+      for (int c0 = 0; c0 < nblocks; c0 += chunk) {
+        for (int64_t t0 = s0; t0 < s1; t0 += kVToks) {
+          group(t0, c0, nblocks - c0 < chunk ? nblocks - c0 : chunk, t0 == s0,
+                acc_span + (t0 - s0));
+        }
+      }
+      store(s0, s1, acc_span);
     }
   }
 }
