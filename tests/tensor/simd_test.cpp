@@ -155,8 +155,9 @@ void each_tokens_row_is_the_same_in_any_batch() {
       quantize_row(c.type, wf.data() + r * c.cols, wq.data() + r * rb, c.cols);
     const MatView w{c.type, wq.data(), c.rows, c.cols, rb};
     // One token group of 16 (passes of 8 and 3), and three: the last one of
-    // one token or of two, after groups that read a chunk repacked once.
-    for (const int64_t n_tok : {11, 33, 34}) {
+    // one token or of two, after groups that read a chunk repacked once; and
+    // past one span of 64 tokens (a row in several chunks repacked again).
+    for (const int64_t n_tok : {11, 33, 34, 70}) {
       const auto x = random_values(c.cols * n_tok, 43);
       std::vector<uint8_t> qx(matmul_scratch_bytes(c.type, c.cols, n_tok));
       quantize_activations(c.type, x.data(), c.cols, c.cols, n_tok, qx.data());
