@@ -80,7 +80,7 @@ inline constexpr int64_t kPackedAhead = 2;
 // as eight byte masks (FifthBitMasks).
 struct alignas(64) VPack {
   __m512i w[kVChunkMax * 8];  // block b's registers from b x StackRegs<F>()
-  __m256i d[kVChunkMax * 2];  // weight scales (f16, lane r: row r)
+  __m256i d[kVChunkMax * 2];  // weight scales (f16, lane r: row r), blocks of 4 registers
   __m256i m[kVChunkMax * 2];  // weight minimums (q4_1, f16)
 };
 
@@ -765,30 +765,22 @@ void MatmulVnni(const uint8_t* wd, int64_t row_bytes, int64_t cols, const uint8_
       }
     };
     // A row repacked as one chunk is repacked once for all the token groups
-    // (each group's passes then run from its first block to its last); a
+    // (each group's passes then run from its first block to its last, its
+    // accumulators stored after it, so they stay in one place in L1); a
     // longer row once for every kVSpanToks tokens, whose accumulators are
     // kept across its chunks.
-    const auto store = [&](int64_t t0, int64_t t1, const VAcc* acc) {
-      for (int64_t t = t0; t < t1; ++t) {
-        _mm512_storeu_ps(y + t * y_stride + rb, VAccSum(acc[t - t0]));
-      }
-    };
-    if (chunk == nblocks) {  // each group's accumulators in the same place, in L1
-      for (int64_t t0 = 0; t0 < n_tok; t0 += kVToks) {
-        group(t0, 0, nblocks, t0 == 0, acc_span);
-        store(t0, n_tok - t0 < kVToks ? n_tok : t0 + kVToks, acc_span);
-      }
-      continue;
-    }
-    for (int64_t s0 = 0; s0 < n_tok; s0 += kVSpanToks) {
-      const int64_t s1 = n_tok - s0 < kVSpanToks ? n_tok : s0 + kVSpanToks;
+    const int64_t span = chunk == nblocks ? kVToks : kVSpanToks;
+    for (int64_t s0 = 0; s0 < n_tok; s0 += span) {
+      const int64_t s1 = n_tok - s0 < span ? n_tok : s0 + span;
       for (int c0 = 0; c0 < nblocks; c0 += chunk) {
         for (int64_t t0 = s0; t0 < s1; t0 += kVToks) {
-          group(t0, c0, nblocks - c0 < chunk ? nblocks - c0 : chunk, t0 == s0,
-                acc_span + (t0 - s0));
+          group(t0, c0, nblocks - c0 < chunk ? nblocks - c0 : chunk,
+                t0 == s0 && (s0 == 0 || chunk < nblocks), acc_span + (t0 - s0));
         }
       }
-      store(s0, s1, acc_span);
+      for (int64_t t = s0; t < s1; ++t) {
+        _mm512_storeu_ps(y + t * y_stride + rb, VAccSum(acc_span[t - s0]));
+      }
     }
   }
 }
