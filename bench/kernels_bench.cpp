@@ -86,7 +86,7 @@ void BM_Matmul(benchmark::State& st, DType type, Shape sh, int64_t n_tok, bool r
     matmul_pack(mv, at);
     mv.packed = at;
   }
-  for (auto _ : st) {
+  for ([[maybe_unused]] auto _ : st) {
     if (reference) {
       ref::matmul_rows(mv, qx.data(), n_tok, 0, sh.rows, y.data(), sh.rows);
     } else {
@@ -166,7 +166,7 @@ void BM_MatmulStep(benchmark::State& st, DType type, int64_t n_tok, bool packed,
   quantize_activations(type, values(1536 * n_tok, 3).data(), 1536, 1536, n_tok, q1536.data());
   std::vector<float> y(static_cast<size_t>(3072 * n_tok));
   ThreadPool pool(threads);
-  for (auto _ : st) {
+  for ([[maybe_unused]] auto _ : st) {
     for (const MatView& m : mats) {
       const void* qx = m.cols == 576 ? q576.data() : q1536.data();
       if (threads > 1) {
@@ -203,7 +203,7 @@ void BM_Dequantize(benchmark::State& st, DType type) {
   std::vector<uint8_t> q(*row_bytes(type, n));
   quantize_row(type, x.data(), q.data(), n);
   std::vector<float> y(n);
-  for (auto _ : st) {
+  for ([[maybe_unused]] auto _ : st) {
     dequantize_row(type, q.data(), y.data(), n);
     benchmark::DoNotOptimize(y.data());
   }
@@ -262,7 +262,7 @@ void BM_AttentionStep(benchmark::State& st, DType kv, bool flash, int64_t n_seq,
   std::vector<float> scratch(
       static_cast<size_t>(std::max(attention_heads_scratch_floats(n_pos, kGroup, kDim, kDim),
                                    attention_kv_heads_scratch_floats(n_pos, kGroup, kDim, kDim))));
-  for (auto _ : st) {
+  for ([[maybe_unused]] auto _ : st) {
     for (int64_t it = 0; it < items; ++it) {
       const size_t kb = static_cast<size_t>(2 * it * nb), vb = kb + static_cast<size_t>(nb);
       if (kv == DType::kF16) {

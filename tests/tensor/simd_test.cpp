@@ -73,7 +73,10 @@ std::vector<float> dequantized_activations(DType w, const void* qx, int64_t cols
         break;
       case DType::kQ8_0: {
         const auto* b = reinterpret_cast<const BlockQ8A*>(row);
-        for (int64_t i = 0; i < cols; ++i) o[i] = b[i / 32].d * b[i / 32].qs[i % 32];
+        for (int64_t i = 0; i < cols; ++i) {
+          const BlockQ8A& blk = b[i / 32];
+          o[i] = blk.d * static_cast<float>(blk.qs[i % 32]);
+        }
         break;
       }
       default:
