@@ -60,6 +60,18 @@ Outputs run_all() {
   std::vector<uint8_t> qa(matmul_scratch_bytes(DType::kQ4_1, 256, 1));
   quantize_activations(DType::kQ4_1, xa.data(), 256, 256, 1, qa.data());
   o.q8a = qa;
+  // And rows of 35 blocks (AVX-512 converts 16 at a time, then the last 3 one
+  // by one), two tokens: blocks of magnitudes 1e-6 to 1e6, zero blocks in the
+  // first and second sixteen, ties in both.
+  auto xl = random_values(2 * 1120, 13);
+  for (int64_t i = 0; i < 2 * 1120; ++i)
+    xl[i] *= std::pow(10.f, static_cast<float>(i / 32 % 13) - 6.f);
+  for (int64_t i = 0; i < 32; ++i) xl[32 * 20 + i] = xl[1120 + 32 * 3 + i] = 0.f;
+  for (int64_t i = 0; i < 32; ++i) xl[32 * 5 + i] = xl[1120 + 32 * 17 + i] = (i % 2 ? 0.5f : 1.5f);
+  xl[32 * 5 + 31] = xl[1120 + 32 * 17 + 31] = 127.f;
+  std::vector<uint8_t> ql(matmul_scratch_bytes(DType::kQ4_1, 1120, 2));
+  quantize_activations(DType::kQ4_1, xl.data(), 1120, 1120, 2, ql.data());
+  o.q8a.insert(o.q8a.end(), ql.begin(), ql.end());
   // Attention over 37 positions in blocks of 16 rows, both orders.
   const int64_t n = 37, d = 64, bt = 16;
   const auto kr = f16_values(n * d, 9), vr = f16_values(n * d, 10);
@@ -68,7 +80,8 @@ Outputs run_all() {
   const auto q = random_values(d, 11);
   std::vector<float> scratch(static_cast<size_t>(attention_scratch_floats(n, d, d))), out(d);
   for (SumOrder order : {SumOrder::kGemm, SumOrder::kVecDot}) {
-    attention_f16_ggml(q.data(), {kb, bt, d}, {vb, bt, d}, n, d, d, 0.125f, order, out.data(), scratch.data());
+    attention_f16_ggml(q.data(), {kb, bt, d}, {vb, bt, d}, n, d, d, 0.125f, order, out.data(),
+                       scratch.data());
     o.att.insert(o.att.end(), out.begin(), out.end());
   }
   return o;
