@@ -211,6 +211,24 @@ void BM_Dequantize(benchmark::State& st, DType type) {
       benchmark::Counter(static_cast<double>(st.iterations()) * n, benchmark::Counter::kIsRate);
 }
 
+// A 16-token step's activation conversion for the 32-element formats
+// (BlockQ8A, ggml's q8_1) at SmolLM2's widths: 576 (the attention and FFN
+// inputs, the head) and 1536 (the down projection's). Run per target: AVX2's
+// converts a block at a time, AVX-512's sixteen at once.
+void BM_QuantizeActivations(benchmark::State& st, int64_t cols, int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
+  constexpr int64_t kTok = 16;
+  const auto x = values(cols * kTok, 7);
+  std::vector<uint8_t> q(matmul_scratch_bytes(DType::kQ4_1, cols, kTok));
+  for ([[maybe_unused]] auto _ : st) {
+    quantize_activations(DType::kQ4_1, x.data(), cols, cols, kTok, q.data());
+    benchmark::DoNotOptimize(q.data());
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  st.counters["elements/s"] = benchmark::Counter(static_cast<double>(st.iterations()) * cols * kTok,
+                                                 benchmark::Counter::kIsRate);
+}
+
 // A decode step's attention over a paged KV cache at SmolLM2-135M's shape
 // (30 layers, 3 KV heads of 3 query heads each, head size 64): for each of
 // n_seq sequences, layer and KV head, one call over n_pos positions whose
@@ -365,6 +383,15 @@ void register_all() {
     benchmark::RegisterBenchmark(("dequantize/" + std::string(dtype_name(t))).c_str(),
                                  BM_Dequantize, t)
         ->Unit(benchmark::kMicrosecond);
+  }
+  for (const int64_t cols : {576, 1536}) {
+    for (int64_t target : bench_targets()) {
+      benchmark::RegisterBenchmark(
+          ("quantize_activations/q8a/" + std::to_string(cols) + "/tok16/" + hwy::TargetName(target))
+              .c_str(),
+          BM_QuantizeActivations, int64_t{cols}, target)
+          ->Unit(benchmark::kMicrosecond);
+    }
   }
 }
 
