@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -224,6 +225,15 @@ std::string describe_kernels(const model::Model& m) {
     s.append("; one token of short q4_1/q8_0 rows: eight-row kernel");
   }
   return s;
+}
+
+std::string describe_weight_pages(const model::Model& m) {
+  const MappedFile* map = m.pack_mapping() != nullptr ? m.pack_mapping() : m.file().mapping();
+  if (map == nullptr || (m.pack_mapping() == nullptr && m.packed_bytes() > 0)) return "";
+  const std::optional<uint64_t> huge = pmd_mapped_bytes(map->data(), map->size());
+  if (!huge) return "";
+  return fmt::format("{} of the {} file in 2 MiB pages", format_bytes(*huge),
+                     format_bytes(map->size()));
 }
 
 nlohmann::json kernels_json(const model::Model& m) {

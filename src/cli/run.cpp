@@ -141,15 +141,17 @@ int run_main(const RunFlags& f) {
   std::fflush(stdout);
   if (f.gen.verbose) {
     const auto& r = *result;
-    std::fprintf(stderr,
-                 "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s "
-                 "(%.1f tok/s); stop: %s; kernels %s\n",
-                 r.prompt_tokens, r.prompt_seconds,
-                 r.prompt_tokens / std::max(r.prompt_seconds, 1e-9), r.tokens.size(),
-                 r.generate_seconds,
-                 static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
-                 std::string(engine::stop_reason_name(r.reason)).c_str(),
-                 describe_kernels(*lm->model).c_str());
+    // After the run, so that its page faults have mapped the weights.
+    const std::string pages = describe_weight_pages(*lm->model);
+    std::fprintf(
+        stderr,
+        "\nprompt: %d tokens in %.3f s (%.1f tok/s); generated: %zu tokens in %.3f s "
+        "(%.1f tok/s); stop: %s; kernels %s%s%s\n",
+        r.prompt_tokens, r.prompt_seconds, r.prompt_tokens / std::max(r.prompt_seconds, 1e-9),
+        r.tokens.size(), r.generate_seconds,
+        static_cast<double>(r.tokens.size()) / std::max(r.generate_seconds, 1e-9),
+        std::string(engine::stop_reason_name(r.reason)).c_str(),
+        describe_kernels(*lm->model).c_str(), pages.empty() ? "" : "; weights: ", pages.c_str());
   }
   const PlannedMemory planned = planned_memory(*pm);
   if (f.gen.memory_report) print_memory_report(ledger, &planned);

@@ -511,7 +511,9 @@ int serve_main(const ServeFlags& f) {
            format_bytes(predicted), predicted, format_bytes(mp.predicted_peak_rss),
            format_bytes(server_bytes), format_bytes(pm->budget_choice.bytes),
            pm->budget_choice.source);
-  log_info("kernels: {}; weights mapped in {:.2f} s", describe_kernels(*lm.model), populate_s);
+  const std::string pages = describe_weight_pages(*lm.model);
+  log_info("kernels: {}; weights mapped in {:.2f} s{}{}", describe_kernels(*lm.model), populate_s,
+           pages.empty() ? "" : ", ", pages);
   log_info(
       "scheduler: {} sequences at once, {} tokens per step, queue {}, {} threads, prefix "
       "cache {}; {} connections",

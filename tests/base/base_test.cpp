@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -52,6 +53,47 @@ TEST(MappedFile, ErrorsNameTheProblem) {
   auto p = std::filesystem::temp_directory_path() / "snug_empty_file";
   { std::ofstream(p.string()); }
   EXPECT_NE(MappedFile::open(p.string()).error().message.find("is empty"), std::string::npos);
+  std::filesystem::remove(p);
+}
+
+// /proc/self/smaps as Linux 6 writes it: a mapping split in three by
+// madvise, one mapping before it and one after, and fields in any order.
+TEST(MappedFile, CountsThe2MiBPagesOfTheMappingsInsideTheRange) {
+  const std::string smaps =
+      "7f0000000000-7f0000200000 r--s 00000000 fd:01 12 /m/other.gguf\n"
+      "Size:               2048 kB\n"
+      "FilePmdMapped:      2048 kB\n"
+      "7f0000400000-7f0000600000 r--s 00000000 fd:01 34 /m/model.gguf\n"
+      "Size:               2048 kB\n"
+      "Rss:                 100 kB\n"
+      "FilePmdMapped:         0 kB\n"
+      "VmFlags: rd mr me ms\n"
+      "7f0000600000-7f0004600000 r--s 00200000 fd:01 34 /m/model.gguf\n"
+      "FilePmdMapped:     61440 kB\n"
+      "Size:              65536 kB\n"
+      "VmFlags: rd mr me ms hg\n"
+      "7f0004600000-7f0004700000 r--s 04200000 fd:01 34 /m/model.gguf\n"
+      "FilePmdMapped:      2048 kB\n"
+      "7fff00000000-7fff00021000 rw-p 00000000 00:00 0                          [stack]\n"
+      "FilePmdMapped:      4096 kB\n";
+  EXPECT_EQ(pmd_mapped_bytes_in(smaps, 0x7f0000400000, 0x7f0004700000), uint64_t{63488} << 10);
+  EXPECT_EQ(pmd_mapped_bytes_in(smaps, 0x7f0000400000, 0x7f0004600000), uint64_t{61440} << 10);
+  EXPECT_EQ(pmd_mapped_bytes_in(smaps, 0x7e0000000000, 0x7e0000001000), 0u);
+  EXPECT_EQ(pmd_mapped_bytes_in("", 0, ~uintptr_t{0}), 0u);
+  EXPECT_EQ(pmd_mapped_bytes_in("garbage\nFilePmdMapped: 12 kB\n-\n", 0, ~uintptr_t{0}), 0u);
+  // This process's own: a file mapped and read, never more than its size.
+  auto p = std::filesystem::temp_directory_path() / "snug_pmd_file";
+  {
+    std::ofstream out(p.string(), std::ios::binary);
+    const std::string block(1 << 20, 'x');
+    for (int i = 0; i < 4; ++i) out << block;
+  }
+  auto m = MappedFile::open(p.string());
+  ASSERT_TRUE(m.ok());
+  m->populate();
+  const std::optional<uint64_t> huge = pmd_mapped_bytes(m->data(), m->size());
+  ASSERT_TRUE(huge.has_value());
+  EXPECT_LE(*huge, m->size());
   std::filesystem::remove(p);
 }
 
