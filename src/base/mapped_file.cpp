@@ -7,10 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 namespace snug {
@@ -116,40 +113,6 @@ void MappedFile::advise_huge_pages(uint64_t offset, uint64_t length) const {
 
 void MappedFile::populate() const {
   if (data_) populate_read(data_, size_);
-}
-
-uint64_t pmd_mapped_bytes_in(std::string_view smaps, uintptr_t begin, uintptr_t end) {
-  uint64_t total = 0;
-  bool inside = false;
-  constexpr std::string_view kField = "FilePmdMapped:";
-  while (!smaps.empty()) {
-    const size_t nl = smaps.find('\n');
-    const std::string_view line = smaps.substr(0, nl);
-    smaps = nl == std::string_view::npos ? std::string_view() : smaps.substr(nl + 1);
-    // A mapping's first line: "start-end perms offset dev inode [path]", hex.
-    uintptr_t start = 0;
-    const auto [p, ec] = std::from_chars(line.data(), line.data() + line.size(), start, 16);
-    if (ec == std::errc() && p != line.data() + line.size() && *p == '-') {
-      inside = start >= begin && start < end;
-      continue;
-    }
-    if (!inside || line.substr(0, kField.size()) != kField) continue;
-    std::string_view v = line.substr(kField.size());
-    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-    uint64_t kb = 0;
-    if (std::from_chars(v.data(), v.data() + v.size(), kb).ec == std::errc()) total += kb * 1024;
-  }
-  return total;
-}
-
-std::optional<uint64_t> pmd_mapped_bytes(const void* data, uint64_t bytes) {
-  std::ifstream in("/proc/self/smaps");
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in.good() && !in.eof()) return std::nullopt;
-  const auto at = reinterpret_cast<uintptr_t>(data);
-  return pmd_mapped_bytes_in(text.str(), at, at + bytes);
 }
 
 void populate_read(const void* data, uint64_t bytes) {

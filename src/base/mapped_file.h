@@ -5,10 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 
 #include "base/result.h"
 
@@ -25,15 +23,6 @@ PageSpan whole_pages(uint64_t offset, uint64_t length, uint64_t page);
 // (MADV_POPULATE_READ; a read of each page on a kernel before 5.14, or one
 // that refuses). The range must lie inside readable mappings.
 void populate_read(const void* data, uint64_t bytes);
-
-// The bytes of [data, data + bytes) that this process maps with 2 MiB
-// page-table entries over a file's large folios: the FilePmdMapped of every
-// mapping /proc/self/smaps lists as starting inside the range (madvise on
-// part of a mapping splits it). nullopt where smaps cannot be read.
-std::optional<uint64_t> pmd_mapped_bytes(const void* data, uint64_t bytes);
-// The same sum over the text of an smaps file, for mappings starting in
-// [begin, end).
-uint64_t pmd_mapped_bytes_in(std::string_view smaps, uintptr_t begin, uintptr_t end);
 
 // Which file a mapping holds, as fstat saw it when it was opened: the same
 // values name the same unchanged file (a file replaced or rewritten in place

@@ -5,6 +5,7 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -164,6 +165,38 @@ ProcessMemory probe_process_memory() {
   pm.rss = kb_field(*status, "VmRSS").value_or(0);
   pm.peak_rss = kb_field(*status, "VmHWM").value_or(0);
   return pm;
+}
+
+uint64_t pmd_mapped_bytes_in(std::string_view smaps, uintptr_t begin, uintptr_t end) {
+  uint64_t total = 0;
+  bool inside = false;
+  std::string section;  // the fields of the mapping last named
+  const auto close = [&] {
+    if (inside) total += kb_field(section, "FilePmdMapped").value_or(0);
+    section.clear();
+  };
+  std::istringstream in{std::string(smaps)};
+  std::string line;
+  while (std::getline(in, line)) {
+    // A mapping's first line: "start-end perms offset dev inode [path]", hex.
+    char* stop = nullptr;
+    const unsigned long long start = std::strtoull(line.c_str(), &stop, 16);
+    if (stop != line.c_str() && *stop == '-') {
+      close();
+      inside = start >= begin && start < end;
+    } else {
+      section.append(line).push_back('\n');
+    }
+  }
+  close();
+  return total;
+}
+
+std::optional<uint64_t> pmd_mapped_bytes(const void* data, uint64_t bytes) {
+  const std::optional<std::string> smaps = read_text("/proc/self/smaps");
+  if (!smaps) return std::nullopt;
+  const auto at = reinterpret_cast<uintptr_t>(data);
+  return pmd_mapped_bytes_in(*smaps, at, at + bytes);
 }
 
 void release_free_heap() {

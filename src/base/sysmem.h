@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 
@@ -34,6 +35,15 @@ struct ProcessMemory {
 
 // This process's resident set from /proc/self/status (zeros if unreadable).
 ProcessMemory probe_process_memory();
+
+// The bytes of [data, data + bytes) that this process maps with 2 MiB
+// page-table entries over a file's large folios: the FilePmdMapped of every
+// mapping /proc/self/smaps lists as starting inside the range (madvise on
+// part of a mapping splits it). nullopt where smaps cannot be read.
+std::optional<uint64_t> pmd_mapped_bytes(const void* data, uint64_t bytes);
+// The same sum over the text of an smaps file, for mappings starting in
+// [begin, end).
+uint64_t pmd_mapped_bytes_in(std::string_view smaps, uintptr_t begin, uintptr_t end);
 
 // Returns the heap's free pages to the system (glibc keeps freed memory for
 // reuse): after a large owner of many small allocations goes away, such as an

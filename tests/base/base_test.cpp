@@ -58,7 +58,7 @@ TEST(MappedFile, ErrorsNameTheProblem) {
 
 // /proc/self/smaps as Linux 6 writes it: a mapping split in three by
 // madvise, one mapping before it and one after, and fields in any order.
-TEST(MappedFile, CountsThe2MiBPagesOfTheMappingsInsideTheRange) {
+TEST(Sysmem, CountsThe2MiBPagesOfTheMappingsInsideTheRange) {
   const std::string smaps =
       "7f0000000000-7f0000200000 r--s 00000000 fd:01 12 /m/other.gguf\n"
       "Size:               2048 kB\n"
