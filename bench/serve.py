@@ -3,6 +3,7 @@ same sequences together in one batch, with the same KV memory and threads.
 
   bench/serve [--model PATH] [--concurrency 1,4,16,64] [--requests N] [--max-tokens 64]
               [--ctx 512] [--parallel P] [--batch-tokens 256] [--prefill-chunk N] [--threads 2] [--json OUT] [--quick]
+              [--gen-rounds 5] [--gen-tokens 96] [--gen-single 3]
 
 snug: one `snug serve MODEL --port 0` for the whole run, started with
 --parallel P (default: the largest concurrency) and --ctx N, so its paged KV
@@ -27,6 +28,14 @@ TTFT is batch-synchronous (wave start to the end of the prefill batch holding
 the prompt's last token), ITL is the decode step time; both sides count
 prefill in the aggregate tok/s.
 
+Generation-bound phase (the batching goal: sixteen streams against one):
+prompts of about ten tokens and --gen-tokens generated each, so that the steps
+carry decodes rather than the prompt chunks that the phases above mix in
+(their prompts average ~130 tokens against 64 generated). One stream
+(--gen-single requests in turn) and then sixteen at once, snug over HTTP and
+llama.cpp in one batch, alternated for --gen-rounds rounds; the report gives
+each side's medians and 16 / 1.
+
 Admission at equal memory: for M tokens of KV and the request mix (prompt +
 max_tokens), llama.cpp's fixed slots of n_ctx / n_parallel must each hold the
 longest request, so it serves floor(M / max L) at once; snug's paged pool
@@ -44,6 +53,7 @@ admission table.
 """
 import argparse
 import asyncio
+import copy
 import json
 import math
 import os
@@ -90,6 +100,18 @@ def make_prompts(model, n):
         ids = llm.tokenize(text.encode(), add_bos=True, special=False)
         prompts.append({"text": text, "ids": ids})
     return prompts
+
+
+def make_short_prompts(model, n, first):
+    """n prompts of about ten tokens ("Note i. The history of the
+    lighthouse", i from `first`, so none repeats another phase's), for the
+    generation-bound phase: its steps carry decodes, not prompt chunks."""
+    llm = vocab(model)
+    out = []
+    for i in range(first, first + n):
+        text = f"Note {i}. The history of the lighthouse"
+        out.append({"text": text, "ids": llm.tokenize(text.encode(), add_bos=True, special=False)})
+    return out
 
 
 _LOG_CALLBACK = None
@@ -726,6 +748,49 @@ def llama_concurrency(args, prompts, c, n_ctx):
     return j
 
 
+def generation_phase(server, args, pool_tokens, first):
+    """The batching goal measured where it is defined: generation, not
+    prefill. Prompts of about ten tokens and --gen-tokens generated each, one
+    stream (--gen-single requests in turn) against sixteen at once, on both
+    sides, alternated for --gen-rounds rounds (the host's speed drifts over
+    minutes; a ratio of figures taken far apart measures the drift too).
+    Returns the rounds and, per side, the medians and the ratio 16 / 1."""
+    gargs = copy.copy(args)
+    gargs.max_tokens = args.gen_tokens
+    per_round = args.gen_single + 16
+    prompts = make_short_prompts(args.model, args.gen_rounds * per_round, first)
+    sides = [name for name, on in (("snug", server is not None), ("llama", not args.no_llama)) if on]
+    rounds = []
+    for r in range(args.gen_rounds):
+        batch = prompts[r * per_round:(r + 1) * per_round]
+        row = {}
+        for c, part in ((1, batch[:args.gen_single]), (16, batch[args.gen_single:])):
+            for side in sides:
+                if side == "snug":
+                    x = snug_concurrency(server, part, c, gargs)
+                else:
+                    x = llama_concurrency(gargs, part, c, pool_tokens)
+                row[f"{side}_{c}"] = {"tokens_per_second": x["tokens_per_second"],
+                                      "generated_tokens": x["generated_tokens"],
+                                      "wall_seconds": x["wall_seconds"],
+                                      "others_cpu_fraction": x.get("others_cpu_fraction")}
+        rounds.append(row)
+        print("generation round " + str(r + 1) + ": " + ", ".join(
+            f"{side} {row[f'{side}_1']['tokens_per_second']:.1f} / {row[f'{side}_16']['tokens_per_second']:.1f}"
+            for side in sides) + " tok/s (1 / 16 streams)", file=sys.stderr)
+    out = {"prompt_tokens": [len(p["ids"]) for p in prompts[:per_round]], "max_tokens": args.gen_tokens,
+           "single_stream_requests": args.gen_single, "rounds": rounds}
+    for side in sides:
+        one = [row[f"{side}_1"]["tokens_per_second"] for row in rounds]
+        many = [row[f"{side}_16"]["tokens_per_second"] for row in rounds]
+        ratios = [m / o for m, o in zip(many, one)]
+        out[side] = {"median_1": statistics.median(one), "median_16": statistics.median(many),
+                     "ratio_of_medians": statistics.median(many) / statistics.median(one),
+                     "median_round_ratio": statistics.median(ratios),
+                     "min_round_ratio": min(ratios), "max_round_ratio": max(ratios)}
+    return out
+
+
 def same_text(model, snug_texts, llama_ids):
     """Share of requests whose greedy completion is the same text on both
     sides (a check that both did the same work; llama.cpp's batched decoding
@@ -813,6 +878,24 @@ def print_report(report):
         if report.get(key):
             print(f"{name} 16 / {name} 1: {report[key]['aggregate']:.2f}x aggregate tok/s, "
                   f"{report[key]['decode']:.2f}x decode")
+    g = report.get("generation")
+    if g:
+        lens = g["prompt_tokens"]
+        print(f"\ngeneration-bound: prompts of {min(lens)}-{max(lens)} tokens, {g['max_tokens']} generated each; "
+              f"one stream ({g['single_stream_requests']} requests in turn) and sixteen at once, alternated for "
+              f"{len(g['rounds'])} rounds")
+        for key, name in (("snug", "snug"), ("llama", "llama.cpp")):
+            x = g.get(key)
+            if not x:
+                continue
+            per = " ".join(f"{row[f'{key}_1']['tokens_per_second']:.0f}/{row[f'{key}_16']['tokens_per_second']:.0f}"
+                           for row in g["rounds"])
+            print(f"  {name:9}: 1 stream {x['median_1']:.1f} tok/s, 16 streams {x['median_16']:.1f} (medians); "
+                  f"16 / 1 = {x['ratio_of_medians']:.2f}x (rounds {x['min_round_ratio']:.2f}-"
+                  f"{x['max_round_ratio']:.2f}, median {x['median_round_ratio']:.2f}); rounds 1/16: {per}")
+        if g.get("snug") and g.get("llama"):
+            print(f"  snug / llama.cpp: {g['snug']['median_1'] / g['llama']['median_1']:.2f}x at one stream, "
+                  f"{g['snug']['median_16'] / g['llama']['median_16']:.2f}x at sixteen")
     print("\nlatency (ms; llama.cpp: TTFT from its wave's start, ITL = decode step) and memory")
     hdr = (f"{'C':>3} | {'TTFT p50/p99 snug':>17} {'llama':>12} | {'ITL p50/p99 snug':>16} {'llama':>10} | "
            f"{'RSS MiB snug/plan':>17} {'llama':>5} | preempt | same text")
@@ -883,6 +966,10 @@ def main():
                          "quantized with flash attention on, as llama.cpp requires)")
     ap.add_argument("--admission-ctx", type=int, default=4096,
                     help="KV tokens of the second server that measures admission (0: skip)")
+    ap.add_argument("--gen-rounds", type=int, default=5,
+                    help="rounds of the generation-bound phase: 1 stream then 16 on each side (0: skip)")
+    ap.add_argument("--gen-tokens", type=int, default=96, help="tokens generated per request in that phase")
+    ap.add_argument("--gen-single", type=int, default=3, help="one-stream requests per round in that phase")
     ap.add_argument("--no-snug", action="store_true", help="llama.cpp side only")
     ap.add_argument("--no-llama", action="store_true", help="snug side only")
     ap.add_argument("--quick", action="store_true", help="smoke run: concurrency 1,4, 16 tokens, few requests")
@@ -895,8 +982,12 @@ def main():
             args.concurrency = "1,4"
         args.max_tokens = min(args.max_tokens, 16)
         args.admission_ctx = min(args.admission_ctx, 1024) if args.admission_ctx else 0
+        args.gen_rounds = min(args.gen_rounds, 1)
+        args.gen_tokens = min(args.gen_tokens, 16)
     conc = [int(c) for c in args.concurrency.split(",")]
-    parallel = args.parallel or max(conc)
+    # The generation-bound phase runs sixteen streams whatever --concurrency says.
+    widest = max(conc + ([16] if args.gen_rounds > 0 else []))
+    parallel = args.parallel or widest
     pool_tokens = parallel * args.ctx
     if max(len_ + args.max_tokens for len_ in PROMPT_LENGTHS) + 8 > args.ctx:
         ap.error(f"--ctx {args.ctx} cannot hold the longest prompt ({max(PROMPT_LENGTHS)}) plus --max-tokens")
@@ -912,6 +1003,7 @@ def main():
                    "parallel": parallel, "pool_tokens": pool_tokens, "batch_tokens": args.batch_tokens,
                    "prefill_chunk": args.prefill_chunk,
                    "threads": args.threads, "memory": args.memory, "repack": args.repack,
+                   "gen_rounds": args.gen_rounds, "gen_tokens": args.gen_tokens, "gen_single": args.gen_single,
                    "pack_dir": str(args.pack_dir) if args.pack_dir else None,
                    "llama_n_ctx": pool_tokens,
                    "kv_unified": args.kv_unified, "kv_type": args.kv_type, "prompt_tokens": [len(p["ids"]) for p in prompts]},
@@ -923,9 +1015,9 @@ def main():
     try:
         if not args.no_snug:
             report["machine"]["snug_kernels"] = snug_kernels(args)
-            server = Server(args, parallel, args.ctx, max_seqs=max(conc))
+            server = Server(args, parallel, args.ctx, max_seqs=widest)
             report["snug_command"] = " ".join(server.cmd[1:])
-            report["snug_plan"] = snug_plan(args, parallel, args.ctx, max(conc))
+            report["snug_plan"] = snug_plan(args, parallel, args.ctx, widest)
             logged = plan_from_log(server.log)
             if logged:
                 report["snug_plan"]["logged_peak_rss_bytes"] = logged
@@ -959,6 +1051,8 @@ def main():
                 report[f"{side}_speedup_16_over_1"] = {
                     "aggregate": by_c[16][side]["tokens_per_second"] / by_c[1][side]["tokens_per_second"],
                     "decode": by_c[16][side]["decode_rate"] / by_c[1][side]["decode_rate"]}
+        if args.gen_rounds > 0:
+            report["generation"] = generation_phase(server, args, pool_tokens, 1 + len(prompts))
         report["admission"] = {"lengths": lengths,
                                "computed": admission_table(lengths, sorted({1024, 2048, 4096, 8192, pool_tokens}))}
         if n_admission:

@@ -69,3 +69,13 @@ def test_quick_run(tmp_path):
     assert meas["snug"]["all_completed"]
     assert meas["snug"]["generated_tokens"] == meas["llama"]["generated_tokens"] == meas["requests"] * p["max_tokens"]
     assert meas["snug"]["peak_running"] > meas["llama"]["slots"]
+    g = j["generation"]
+    assert len(g["rounds"]) == p["gen_rounds"] == 1
+    for key in ("snug_1", "snug_16", "llama_1", "llama_16"):
+        streams = int(key.split("_")[1])
+        x = g["rounds"][0][key]
+        assert x["generated_tokens"] == p["gen_tokens"] * (g["single_stream_requests"] if streams == 1 else 16), key
+        assert x["tokens_per_second"] > 0
+    assert max(g["prompt_tokens"]) < 16  # generation-bound: no prompt fills a KV block
+    for side in ("snug", "llama"):
+        assert g[side]["ratio_of_medians"] > 0
