@@ -501,7 +501,8 @@ void check_targets(const MatView& w, const uint8_t* qx, size_t act, int64_t n_to
     const std::string name = std::string(dtype_name(w.type)) + " " + hwy::TargetName(target);
     std::vector<float> all(static_cast<size_t>(n_tok * rows), -1.f);
     matmul_rows(w, qx, n_tok, 0, rows, all.data(), rows);
-    for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{8}}) {
+    // 9 and 16: the row-block kernel's passes of eight and one, and of two eights.
+    for (int64_t nt : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{8}, int64_t{9}, int64_t{16}}) {
       for (int64_t t0 = 0; t0 + nt <= n_tok; t0 += 11) {
         std::vector<float> y(static_cast<size_t>(nt * rows), -1.f);
         matmul_rows(w, qx + t0 * act, nt, 0, rows, y.data(), rows);
