@@ -73,6 +73,8 @@ KV_BLOCK_TOKENS = 16
 LLAMA_CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of this
 LLAMA_KV_TYPES = {"q8_0": 8, "q4_0": 2}  # ggml_type ids of the quantized KV types
 
+GEN_STREAMS = 16  # the generation-bound phase: one stream against this many (the issue's goal)
+
 # Prompt lengths in tokens (before a short unique header): mostly short with a
 # few long ones, as chat and completion traffic is. Mean ~130, max 420.
 PROMPT_LENGTHS = [32, 200, 64, 420, 48, 128, 16, 280, 96, 24, 160, 56]
@@ -757,14 +759,14 @@ def generation_phase(server, args, pool_tokens, first):
     Returns the rounds and, per side, the medians and the ratio 16 / 1."""
     gargs = copy.copy(args)
     gargs.max_tokens = args.gen_tokens
-    per_round = args.gen_single + 16
+    per_round = args.gen_single + GEN_STREAMS
     prompts = make_short_prompts(args.model, args.gen_rounds * per_round, first)
     sides = [name for name, on in (("snug", server is not None), ("llama", not args.no_llama)) if on]
     rounds = []
     for r in range(args.gen_rounds):
         batch = prompts[r * per_round:(r + 1) * per_round]
         row = {}
-        for c, part in ((1, batch[:args.gen_single]), (16, batch[args.gen_single:])):
+        for c, part in ((1, batch[:args.gen_single]), (GEN_STREAMS, batch[args.gen_single:])):
             for side in sides:
                 if side == "snug":
                     x = snug_concurrency(server, part, c, gargs)
@@ -776,13 +778,13 @@ def generation_phase(server, args, pool_tokens, first):
                                       "others_cpu_fraction": x.get("others_cpu_fraction")}
         rounds.append(row)
         print("generation round " + str(r + 1) + ": " + ", ".join(
-            f"{side} {row[f'{side}_1']['tokens_per_second']:.1f} / {row[f'{side}_16']['tokens_per_second']:.1f}"
-            for side in sides) + " tok/s (1 / 16 streams)", file=sys.stderr)
+            f"{side} {row[f'{side}_1']['tokens_per_second']:.1f} / {row[f'{side}_{GEN_STREAMS}']['tokens_per_second']:.1f}"
+            for side in sides) + f" tok/s (1 / {GEN_STREAMS} streams)", file=sys.stderr)
     out = {"prompt_tokens": [len(p["ids"]) for p in prompts[:per_round]], "max_tokens": args.gen_tokens,
            "single_stream_requests": args.gen_single, "rounds": rounds}
     for side in sides:
         one = [row[f"{side}_1"]["tokens_per_second"] for row in rounds]
-        many = [row[f"{side}_16"]["tokens_per_second"] for row in rounds]
+        many = [row[f"{side}_{GEN_STREAMS}"]["tokens_per_second"] for row in rounds]
         ratios = [m / o for m, o in zip(many, one)]
         out[side] = {"median_1": statistics.median(one), "median_16": statistics.median(many),
                      "ratio_of_medians": statistics.median(many) / statistics.median(one),
@@ -888,7 +890,7 @@ def print_report(report):
             x = g.get(key)
             if not x:
                 continue
-            per = " ".join(f"{row[f'{key}_1']['tokens_per_second']:.0f}/{row[f'{key}_16']['tokens_per_second']:.0f}"
+            per = " ".join(f"{row[f'{key}_1']['tokens_per_second']:.0f}/{row[f'{key}_{GEN_STREAMS}']['tokens_per_second']:.0f}"
                            for row in g["rounds"])
             print(f"  {name:9}: 1 stream {x['median_1']:.1f} tok/s, 16 streams {x['median_16']:.1f} (medians); "
                   f"16 / 1 = {x['ratio_of_medians']:.2f}x (rounds {x['min_round_ratio']:.2f}-"
@@ -985,10 +987,14 @@ def main():
         args.gen_rounds = min(args.gen_rounds, 1)
         args.gen_tokens = min(args.gen_tokens, 16)
     conc = [int(c) for c in args.concurrency.split(",")]
-    # The generation-bound phase runs sixteen streams whatever --concurrency says.
-    widest = max(conc + ([16] if args.gen_rounds > 0 else []))
+    # The generation-bound phase runs GEN_STREAMS streams whatever --concurrency says.
+    widest = max(conc + ([GEN_STREAMS] if args.gen_rounds > 0 else []))
     parallel = args.parallel or widest
     pool_tokens = parallel * args.ctx
+    if args.gen_rounds > 0 and (args.gen_single < 1 or args.gen_tokens < 1):
+        ap.error("--gen-single and --gen-tokens must be at least 1 (--gen-rounds 0 skips the phase)")
+    if args.gen_rounds > 0 and args.gen_tokens + 16 > args.ctx:
+        ap.error(f"--ctx {args.ctx} cannot hold a generation-bound request (~10 prompt tokens plus --gen-tokens)")
     if max(len_ + args.max_tokens for len_ in PROMPT_LENGTHS) + 8 > args.ctx:
         ap.error(f"--ctx {args.ctx} cannot hold the longest prompt ({max(PROMPT_LENGTHS)}) plus --max-tokens")
 

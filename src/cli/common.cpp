@@ -228,8 +228,9 @@ std::string describe_kernels(const model::Model& m) {
 }
 
 std::string describe_weight_pages(const model::Model& m) {
+  if (m.pack_mapping() == nullptr && m.packed_bytes() > 0) return "";  // packed into private memory
   const MappedFile* map = m.pack_mapping() != nullptr ? m.pack_mapping() : m.file().mapping();
-  if (map == nullptr || (m.pack_mapping() == nullptr && m.packed_bytes() > 0)) return "";
+  if (map == nullptr) return "";
   const std::optional<uint64_t> huge = pmd_mapped_bytes(map->data(), map->size());
   if (!huge) return "";
   return fmt::format("{} of the {} file in 2 MiB pages", format_bytes(*huge),

@@ -40,6 +40,18 @@ def test_percentile():
     assert serve.percentile([], 50) is None
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--gen-single", "0"], "--gen-single and --gen-tokens must be at least 1"),
+    (["--gen-tokens", "-3"], "--gen-single and --gen-tokens must be at least 1"),
+    (["--gen-tokens", "600"], "cannot hold a generation-bound request"),
+])
+def test_bad_generation_phase_flags_are_refused_in_one_line(flags, message):
+    r = subprocess.run([str(ROOT / "bench" / "serve"), "--snug", SNUG, "--model", str(SMOLLM2), *flags],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr.strip().splitlines()[-1]
+
+
 def test_quick_run(tmp_path):
     out = tmp_path / "serve.json"
     r = subprocess.run([str(ROOT / "bench" / "serve"), "--quick", "--snug", SNUG, "--model", str(SMOLLM2),
