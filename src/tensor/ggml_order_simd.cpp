@@ -558,15 +558,17 @@ HWY_INLINE __m128i SumLanes(__m512i v) {
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
   return _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
 }
-// Sixteen blocks at once, the same values as the loop below: one block at a
-// time, its two divisions and two f16 roundings were one serial chain through
-// scalar registers (16 streams on Zen 4: 4% of a step's time). Here each
-// block's max and sum land in lane k of a register, and the divisions and
-// roundings are done for all sixteen lanes together.
-HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y) {
+// Up to sixteen blocks at once (nb of them), the same values as the loop
+// below: one block at a time, its two divisions and two f16 roundings were
+// one serial chain through scalar registers (16 streams on Zen 4: 4% of a
+// step's time). Here each block's max and sum land in lane k of a register,
+// and the divisions and roundings are done for all the lanes together; a
+// row's last few blocks (a 576-wide row's 17th and 18th) take the same path
+// with the lanes past nb left at zero.
+HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y, int nb) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   __m512 amax = _mm512_setzero_ps();
-  for (int k = 0; k < 16; ++k) {
+  for (int k = 0; k < nb; ++k) {
     const __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k)),
                                    _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k + 16)));
     amax = _mm512_mask_broadcastss_ps(amax, static_cast<__mmask16>(1u << k), MaxLanes(m));
@@ -578,7 +580,7 @@ HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y) {
   alignas(64) float ids[16];
   _mm512_store_ps(ids, id);
   __m512i sums = _mm512_setzero_si512();
-  for (int k = 0; k < 16; ++k) {
+  for (int k = 0; k < nb; ++k) {
     const __m512 s = _mm512_set1_ps(ids[k]);
     constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     const __m512i q0 =
@@ -596,7 +598,7 @@ HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y) {
   alignas(64) float ds[16], ss[16];
   _mm512_store_ps(ds, round_f16(d));
   _mm512_store_ps(ss, round_f16(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sums))));
-  for (int k = 0; k < 16; ++k) {
+  for (int k = 0; k < nb; ++k) {
     y[k].d = ds[k];
     y[k].s = ss[k];
   }
@@ -609,7 +611,9 @@ void QuantizeQ8A(const float* x, void* dst, int64_t n) {
   auto* y = static_cast<BlockQ8A*>(dst);
   int64_t i = 0;
 #if HWY_TARGET <= HWY_AVX3
-  for (; i + 16 <= n / 32; i += 16, x += 32 * 16) QuantizeQ8A16(x, y + i);
+  for (; i < n / 32; i += 16, x += 32 * 16) {
+    QuantizeQ8A16(x, y + i, n / 32 - i < 16 ? static_cast<int>(n / 32 - i) : 16);
+  }
 #endif
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (; i < n / 32; ++i, x += 32) {
