@@ -229,6 +229,22 @@ void BM_QuantizeActivations(benchmark::State& st, int64_t cols, int64_t target) 
                                                  benchmark::Counter::kIsRate);
 }
 
+// The norm before each projection at a 16-token step: 16 rows of 576
+// (SmolLM2-135M's width), each scaled by its RMS and the norm's weight.
+void BM_RmsNormRows(benchmark::State& st, int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
+  constexpr int64_t kTok = 16, kCols = 576;
+  const auto x = values(kCols * kTok, 8), w = values(kCols, 9);
+  std::vector<float> y(static_cast<size_t>(kCols * kTok));
+  for ([[maybe_unused]] auto _ : st) {
+    rms_norm_rows(x.data(), w.data(), y.data(), kCols, kTok, 1e-5f);
+    benchmark::DoNotOptimize(y.data());
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  st.counters["elements/s"] = benchmark::Counter(
+      static_cast<double>(st.iterations()) * kCols * kTok, benchmark::Counter::kIsRate);
+}
+
 // A decode step's attention over a paged KV cache at SmolLM2-135M's shape
 // (30 layers, 3 KV heads of 3 query heads each, head size 64): for each of
 // n_seq sequences, layer and KV head, one call over n_pos positions whose
@@ -392,6 +408,12 @@ void register_all() {
           BM_QuantizeActivations, int64_t{cols}, target)
           ->Unit(benchmark::kMicrosecond);
     }
+  }
+  for (int64_t target : bench_targets()) {
+    benchmark::RegisterBenchmark(
+        ("rms_norm_rows/576/tok16/" + std::string(hwy::TargetName(target))).c_str(), BM_RmsNormRows,
+        target)
+        ->Unit(benchmark::kMicrosecond);
   }
 }
 

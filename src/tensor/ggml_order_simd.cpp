@@ -218,6 +218,84 @@ void SiluMulGgml(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
 }
 
+// ref::rms_norm_rows's bits: each row's squares (float products) summed in
+// double one element after another, as ggml's scalar loop does, but eight
+// rows at a time in the eight lanes of a register, an 8 x 8 transpose handing
+// each lane its row's next eight squares in order; sixteen rows take two such
+// sums side by side. The scalar loop, four rows interleaved, was one double
+// add a cycle at best (16 streams on Zen 4: 1.8% of a step). The scaling,
+// (x * scale) * weight, is the same two roundings per element, 16 at a time.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// v[k] lane j = v[j] lane k, for eight registers of eight floats.
+HWY_INLINE void Transpose8x8(__m256 v[8]) {
+  __m256 t[8], u[8];
+  for (int h = 0; h < 2; ++h) {
+    t[4 * h] = _mm256_unpacklo_ps(v[4 * h], v[4 * h + 1]);
+    t[4 * h + 1] = _mm256_unpackhi_ps(v[4 * h], v[4 * h + 1]);
+    t[4 * h + 2] = _mm256_unpacklo_ps(v[4 * h + 2], v[4 * h + 3]);
+    t[4 * h + 3] = _mm256_unpackhi_ps(v[4 * h + 2], v[4 * h + 3]);
+    u[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+    v[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+  }
+}
+// acc lane j += the squares of row j's elements [i, i + 8), in order.
+HWY_INLINE __m512d AddSquares8(const float* x, int64_t n, int64_t i, __m512d acc) {
+  __m256 v[8];
+  for (int j = 0; j < 8; ++j) {
+    const __m256 e = _mm256_loadu_ps(x + j * n + i);
+    v[j] = _mm256_mul_ps(e, e);
+  }
+  Transpose8x8(v);
+  for (int k = 0; k < 8; ++k) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(v[k]));
+  return acc;
+}
+HWY_INLINE void RmsScale(const float* x, double ss, const float* w, float* y, int64_t n,
+                         float eps) {
+  const auto mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  const __m512 s = _mm512_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(
+        y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), s), _mm512_loadu_ps(w + i)));
+  }
+  for (; i < n; ++i) y[i] = (x[i] * scale) * w[i];
+}
+#pragma GCC diagnostic pop
+#endif
+
+void RmsNormRows(const float* x, const float* w, float* y, int64_t n, int64_t rows, float eps) {
+  int64_t r = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if (n % 8 == 0) {
+    alignas(64) double ss[16];
+    for (; r + 8 <= rows; r += 8) {
+      const float* x0 = x + r * n;
+      const bool two = r + 16 <= rows;  // a second group of eight beside the first
+      __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+      for (int64_t i = 0; i < n; i += 8) {
+        a0 = AddSquares8(x0, n, i, a0);
+        if (two) a1 = AddSquares8(x0 + 8 * n, n, i, a1);
+      }
+      _mm512_store_pd(ss, a0);
+      _mm512_store_pd(ss + 8, a1);
+      const int g = two ? 16 : 8;
+      for (int j = 0; j < g; ++j) RmsScale(x0 + j * n, ss[j], w, y + (r + j) * n, n, eps);
+      r += g - 8;
+    }
+  }
+#endif
+  if (r < rows) ref::rms_norm_rows(x + r * n, w, y + r * n, n, rows - r, eps);
+}
+
 // ref::gelu_mul with ggml's table (ref::gelu_f16_table) at `table`.
 void GeluMulGgml(float* gate, const float* up, int64_t n, const uint16_t* table) {
   int64_t i = 0;
@@ -672,6 +750,7 @@ HWY_EXPORT(AttentionF16GgmlHeads);
 HWY_EXPORT(QuantizeQ8A);
 HWY_EXPORT(RowF32ToF16);
 HWY_EXPORT(RopeApply);
+HWY_EXPORT(RmsNormRows);
 
 namespace simd {
 void rope_apply(float* x, int64_t rot_dim, const float* cs, RopeMode mode) {
@@ -722,6 +801,10 @@ double exp_sum_ggml(float* x, int64_t n, float max) {
 }
 
 namespace simd {
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
+                   float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNormRows)(x, weight, y, n, rows, eps);
+}
 void silu_mul(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulGgml)(gate, up, n);
 }

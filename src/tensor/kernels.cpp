@@ -303,13 +303,14 @@ void matmul_multi_converted(const MatView* mats, int count, const void* qx, int6
 
 // ggml's rms_norm is a scalar loop summing squares in double, so the scalar
 // reference is llama.cpp's arithmetic on every target; a vector sum would only
-// change its rounding.
+// change its rounding. Several rows keep that order with a row in each lane
+// (simd::rms_norm_rows).
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   ref::rms_norm(x, weight, y, n, eps);
 }
 void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
                    float eps) {
-  ref::rms_norm_rows(x, weight, y, n, rows, eps);
+  simd::rms_norm_rows(x, weight, y, n, rows, eps);
 }
 void silu_mul(float* gate, const float* up, int64_t n) {
   simd::silu_mul(gate, up, n);

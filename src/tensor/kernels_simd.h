@@ -20,6 +20,9 @@ void matmul_unpack_row(const MatView& w, int64_t r, int64_t b0, int64_t b1, void
 
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);
+// ref::rms_norm_rows's bits (each row's squares summed in double in order).
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
+                   float eps);
 void silu_mul(float* gate, const float* up, int64_t n);
 // ref::gelu_mul's bits (the f16 rounding by F16C, the table lookup scalar).
 void gelu_mul(float* gate, const float* up, int64_t n);

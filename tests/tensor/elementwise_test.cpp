@@ -2,7 +2,8 @@
 // silu_mul, gelu_mul and rope_apply are Highway-dispatched: on every target the CPU
 // supports they must give the bits of their scalar twins (ref::). rms_norm
 // runs the scalar code on every target (ggml sums its squares in double, in
-// order), so it is checked once.
+// order), so it is checked once; rms_norm_rows keeps that order a row to a
+// lane on AVX-512, and is checked on every target.
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -43,12 +44,12 @@ TEST(Elementwise, RmsNorm) {
   }
 }
 
-// Rows normalised together (their sums interleaved): each row the bits of
-// rms_norm on it alone, in place or not, for row counts around the groups of
-// four.
-TEST(Elementwise, RmsNormRowsIsRmsNormPerRow) {
+// Rows normalised together (their sums interleaved, or a row to a lane on
+// AVX-512): each row the bits of rms_norm on it alone, in place or not, on
+// every target, for row counts around the groups of four, eight and sixteen.
+TEST_P(ElementwiseDispatched, RmsNormRowsIsRmsNormPerRow) {
   for (int64_t n : kSizes) {
-    for (int64_t rows : {1, 3, 4, 5, 8, 11}) {
+    for (int64_t rows : {1, 3, 4, 5, 8, 11, 16, 17, 24, 35}) {
       const auto x = random_values(n * rows, 3), w = random_values(n, 4);
       std::vector<float> y(static_cast<size_t>(n * rows)), inplace = x;
       rms_norm_rows(x.data(), w.data(), y.data(), n, rows, 1e-5f);
@@ -60,6 +61,37 @@ TEST(Elementwise, RmsNormRowsIsRmsNormPerRow) {
           ASSERT_EQ(std::bit_cast<uint32_t>(y[r * n + i]), std::bit_cast<uint32_t>(one[i]))
               << n << " " << rows << " " << r << " " << i;
           ASSERT_EQ(std::bit_cast<uint32_t>(inplace[r * n + i]), std::bit_cast<uint32_t>(one[i]));
+        }
+      }
+    }
+  }
+}
+
+// Rows whose sum of squares in double depends on the order of the additions
+// where it shows in the float mean: 2^24 (x = 2^12), then four 0.25 (x =
+// 0.5), then three 2^-30 (x = 2^-15), each lost against 2^24 + 1, leave the
+// mean 2^21 + 2^-3, a tie that rounds to 2^21; summed in any other order the
+// small squares would carry the mean past the tie. Random rows (above) cannot
+// tell an order from another: the float rounding hides the double's last bits.
+TEST_P(ElementwiseDispatched, RmsNormRowsKeepsTheOrderOfTheSum) {
+  const float pattern[8] = {4096.f, 0.5f, 0.5f, 0.5f, 0.5f, 0x1p-15f, 0x1p-15f, 0x1p-15f};
+  for (int64_t n : {8, 16, 64}) {
+    for (int64_t rows : {1, 8, 16, 24}) {
+      std::vector<float> x(static_cast<size_t>(n * rows), 0.f), w(static_cast<size_t>(n), 1.f);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t at = (r % (n / 8)) * 8;  // the pattern in a different group of eight per row
+        for (int i = 0; i < 8; ++i) x[r * n + at + i] = pattern[i];
+      }
+      std::vector<float> y(x.size()), one(static_cast<size_t>(n));
+      rms_norm_rows(x.data(), w.data(), y.data(), n, rows, 0.f);
+      for (int64_t r = 0; r < rows; ++r) {
+        ref::rms_norm(x.data() + r * n, w.data(), one.data(), n, 0.f);
+        const int64_t at = (r % (n / 8)) * 8;
+        // 1 / sqrt(2^21 x 8 / n) exactly, as the tie rounded down gives it.
+        ASSERT_EQ(one[at], 4096.f / std::sqrt(0x1p21f * 8.f / static_cast<float>(n)));
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(y[r * n + i]), std::bit_cast<uint32_t>(one[i]))
+              << n << " " << rows << " " << r << " " << i;
         }
       }
     }
