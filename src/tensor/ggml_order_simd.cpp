@@ -621,55 +621,80 @@ void RowF32ToF16(const float* x, uint16_t* y, int64_t n) {
 // -Wmaybe-uninitialized reports as read uninitialised once inlined here.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// Lane 0 of the result: the largest of v's 16 lanes (exact in any order).
-HWY_INLINE __m128 MaxLanes(__m512 v) {
-  const __m256 m8 = _mm256_max_ps(_mm512_castps512_ps256(v),
-                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  return _mm_max_ss(m4, _mm_movehdup_ps(m4));
-}
-// Lane 0: the sum of v's 16 int32 lanes (exact).
-HWY_INLINE __m128i SumLanes(__m512i v) {
-  const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-  return _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+// Lane k of the result: v[k]'s sixteen lanes reduced by op (exact in any
+// order: max, or int32 adds on float bits' registers), for sixteen registers
+// at once: four levels of pairing, each halving the registers and the lanes a
+// register's reduction spans (46 shuffles and ops where a reduction per
+// register took 16 x 7), then a permutation into block order.
+template <class Op>
+HWY_INLINE __m512 ReduceEach16(__m512 v[16], Op op) {
+  for (int i = 0; i < 8; ++i) {  // 128-bit lanes 0-1: register 2i's, 2-3: 2i + 1's
+    v[i] = op(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 4; ++i) {  // 128-bit lane L: register 4i + L's
+    v[i] = op(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int i = 0; i < 2; ++i) {  // lane L, elements 0-1: register 8i + L's, 2-3: 8i + 4 + L's
+    v[i] = op(_mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0x44),
+              _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0xEE));
+  }
+  // Lane L, element e: register 4e + L's.
+  const __m512 r = op(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD));
+  return _mm512_permutexvar_ps(
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
 }
 // Up to sixteen blocks at once (nb of them), the same values as the loop
 // below: one block at a time, its two divisions and two f16 roundings were
 // one serial chain through scalar registers (16 streams on Zen 4: 4% of a
-// step's time). Here each block's max and sum land in lane k of a register,
-// and the divisions and roundings are done for all the lanes together; a
-// row's last few blocks (a 576-wide row's 17th and 18th) take the same path
-// with the lanes past nb left at zero.
+// step's time). Here each block's max and sum land in lane k of a register
+// (ReduceEach16), and the divisions and roundings are done for all the lanes
+// together; a row's last few blocks (a 576-wide row's 17th and 18th) take the
+// same path with the lanes past nb left at zero. Two blocks' levels are
+// narrowed together (saturating packs, one permutation back into order).
 HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y, int nb) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
-  __m512 amax = _mm512_setzero_ps();
-  for (int k = 0; k < nb; ++k) {
-    const __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k)),
-                                   _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k + 16)));
-    amax = _mm512_mask_broadcastss_ps(amax, static_cast<__mmask16>(1u << k), MaxLanes(m));
+  __m512 v[16];
+  for (int k = 0; k < 16; ++k) {
+    v[k] = k < nb ? _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k)),
+                                  _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k + 16)))
+                  : _mm512_setzero_ps();
   }
+  const __m512 amax = ReduceEach16(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
   const __m512 k127 = _mm512_set1_ps(127.f);
   const __m512 d = _mm512_div_ps(amax, k127);
   const __m512 id =
       _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_NEQ_UQ), k127, amax);
   alignas(64) float ids[16];
   _mm512_store_ps(ids, id);
-  __m512i sums = _mm512_setzero_si512();
-  for (int k = 0; k < nb; ++k) {
-    const __m512 s = _mm512_set1_ps(ids[k]);
-    constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const __m512i q0 =
-        _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * k), s), kRne);
-    const __m512i q1 =
-        _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * k + 16), s), kRne);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y[k].qs), _mm512_cvtsepi32_epi8(q0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y[k].qs + 16), _mm512_cvtsepi32_epi8(q1));
-    sums = _mm512_mask_broadcastd_epi32(sums, static_cast<__mmask16>(1u << k),
-                                        SumLanes(_mm512_add_epi32(q0, q1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  for (int k = 0; k < 16; k += 2) {
+    __m512i q[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+    for (int j = 0; j < 2 && k + j < nb; ++j) {
+      const __m512 s = _mm512_set1_ps(ids[k + j]);
+      q[2 * j] =
+          _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * (k + j)), s), kRne);
+      q[2 * j + 1] =
+          _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * (k + j) + 16), s), kRne);
+    }
+    v[k] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
+    v[k + 1] = _mm512_castsi512_ps(_mm512_add_epi32(q[2], q[3]));
+    if (k >= nb) continue;
+    // 128-bit lane L: dwords block k's levels 4L.., 16 + 4L.., block k + 1's 4L.., 16 + 4L..
+    const __m512i both = _mm512_permutexvar_epi32(
+        order, _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[k].qs), _mm512_castsi512_si256(both));
+    if (k + 1 < nb) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[k + 1].qs),
+                          _mm512_extracti64x4_epi64(both, 1));
+    }
   }
+  const __m512i sums = _mm512_castps_si512(ReduceEach16(v, [](__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+  }));
   const auto round_f16 = [](__m512 v) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   };
