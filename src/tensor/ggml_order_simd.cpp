@@ -76,6 +76,45 @@ HWY_INLINE __m256 Exp8(__m256 x) {
               _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
 }
 
+#if HWY_TARGET <= HWY_AVX3
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Exp8's arithmetic on sixteen lanes, its selections by mask: each lane the
+// same operations, so the same bits.
+HWY_INLINE __m512 Exp16(__m512 x) {
+  const __m512 r = _mm512_set1_ps(0x1.8p23f);
+  const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+  const __m512 n = _mm512_sub_ps(z, r);
+  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+  const __m512i e = _mm512_slli_epi32(_mm512_castps_si512(z), 23);
+  const __m512 k = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_castps_si512(_mm512_set1_ps(1))));
+  const __m512 abs_n = _mm512_abs_ps(n);
+  const __mmask16 c = _mm512_cmp_ps_mask(abs_n, _mm512_set1_ps(126), _CMP_GT_OQ);
+  const __m512 u = _mm512_mul_ps(b, b);
+  const __m512 j = _mm512_fmadd_ps(
+      _mm512_fmadd_ps(
+          _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+          _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm512_mul_ps(_mm512_set1_ps(0x1.ffffecp-1f), b));
+  const __m512 fast = _mm512_fmadd_ps(j, k, k);
+  if (c == 0) return fast;
+  const __m512i g = _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                            static_cast<int>(0x82000000u));
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_add_epi32(g, _mm512_set1_epi32(0x7f000000)));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_sub_epi32(e, g));
+  const __mmask16 d = _mm512_cmp_ps_mask(abs_n, _mm512_set1_ps(192), _CMP_GT_OQ);
+  const __m512 out = _mm512_mask_mov_ps(fast, c, _mm512_mul_ps(_mm512_fmadd_ps(s2, j, s2), s1));
+  return _mm512_mask_mov_ps(out, d, _mm512_mul_ps(s1, s1));
+}
+// Hsum8 of each half of v: lanes 0-7's in *lo, 8-15's in *hi.
+HWY_INLINE void Hsum8Halves(__m512 v, float* lo, float* hi) {
+  *lo = Hsum8(_mm512_castps512_ps256(v));
+  *hi = Hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+#pragma GCC diagnostic pop
+#endif
+
 // One K row's dot products with C f16-rounded queries (qh, dk floats
 // apart), up to the horizontal sum: gemm, DotF16Ordered's GEMM order (one
 // accumulator); else ggml_vec_dot_f16's (accumulators j = 0..3 over
@@ -184,6 +223,16 @@ double ExpSumGgml(float* x, int64_t n, float max) {
   double sum = 0;
   int64_t i = 0;
 #ifdef SNUG_GGML_AVX2
+#if HWY_TARGET <= HWY_AVX3
+  for (; i + 16 <= n; i += 16) {  // two chunks of 8, their sums added in turn
+    const __m512 v = Exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
+    _mm512_storeu_ps(x + i, v);
+    float lo, hi;
+    Hsum8Halves(v, &lo, &hi);
+    sum += static_cast<double>(lo);
+    sum += static_cast<double>(hi);
+  }
+#endif
   for (; i + 8 <= n; i += 8) {
     const __m256 v = Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
     _mm256_storeu_ps(x + i, v);
@@ -203,6 +252,14 @@ double ExpSumGgml(float* x, int64_t n, float max) {
 void SiluMulGgml(float* gate, const float* up, int64_t n) {
   int64_t i = 0;
 #ifdef SNUG_GGML_AVX2
+#if HWY_TARGET <= HWY_AVX3
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(gate + i);
+    const __m512 silu = _mm512_div_ps(
+        x, _mm512_add_ps(_mm512_set1_ps(1.f), Exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    _mm512_storeu_ps(gate + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
+  }
+#endif
   const __m256 one = _mm256_set1_ps(1.f);
   for (; i + 8 <= n; i += 8) {
     const __m256 x = _mm256_loadu_ps(gate + i);

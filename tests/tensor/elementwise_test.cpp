@@ -143,6 +143,9 @@ TEST_P(ElementwiseDispatched, SiluMulIsItsScalarTwin) {
     for (auto& v : g) v *= 5;
     g[0] = 100.f;              // exp(-x) underflows: silu(x) = x
     if (n > 1) g[1] = -100.f;  // exp(-x) overflows: silu(x) = -0
+    // Both again, and past exp's second bound (|n| > 192), in later chunks
+    // of 16 and 8 lanes.
+    if (n > 40) g[20] = 140.f, g[37] = -95.f, g[n - 3] = -140.f, g[n - 9] = 89.f;
     const auto up = random_values(n, 5);
     std::vector<float> s = g, sr = g;
     silu_mul(s.data(), up.data(), n);
