@@ -102,10 +102,8 @@ void norm_project(ThreadPool& pool, Workspace& ws, int32_t layer, int32_t T, con
     }
     tensor::rms_norm_rows(ws.x + b * E, norm_w, ws.xb + b * E, E, e - b, eps);
     if (fuse) {
-      for (int32_t t = b; t < e; ++t) {
-        tensor::quantize_activations(type, ws.xb + t * E, E, E, 1,
-                                     static_cast<char*>(quant) + t * act);
-      }
+      tensor::quantize_activations(type, ws.xb + b * E, E, E, e - b,
+                                   static_cast<char*>(quant) + b * act);
     }
   });
   if (!fuse) {
@@ -202,15 +200,17 @@ void ffn_down(const ModelConfig& c, const LayerWeights& L, int32_t l, int32_t T,
   const bool fuse_down = T >= kParallelTokens;
   const size_t down_act = tensor::matmul_scratch_bytes(L.down.type, F, 1);
   void* quant = fuse_down ? ws.quant_for(L.down.type, F, T) : nullptr;
-  per_token(pool, T, [&](int32_t t) {
-    if (c.ffn_activation == FfnActivation::kGeluTanh) {
-      tensor::gelu_mul(ws.gate + t * F, ws.up + t * F, F);
-    } else {
-      tensor::silu_mul(ws.gate + t * F, ws.up + t * F, F);
+  per_token_range(pool, T, [&](int32_t b, int32_t e) {
+    for (int32_t t = b; t < e; ++t) {
+      if (c.ffn_activation == FfnActivation::kGeluTanh) {
+        tensor::gelu_mul(ws.gate + t * F, ws.up + t * F, F);
+      } else {
+        tensor::silu_mul(ws.gate + t * F, ws.up + t * F, F);
+      }
     }
-    if (fuse_down) {
-      tensor::quantize_activations(L.down.type, ws.gate + t * F, F, F, 1,
-                                   static_cast<char*>(quant) + t * down_act);
+    if (fuse_down) {  // the range's rows together (their conversions overlap)
+      tensor::quantize_activations(L.down.type, ws.gate + b * F, F, F, e - b,
+                                   static_cast<char*>(quant) + b * down_act);
     }
   });
   observe(ws, l, MatRole::kDown, ws.gate, T, F);

@@ -711,21 +711,39 @@ HWY_INLINE __m512 ReduceEach16(__m512 v[16], Op op) {
 // together; a row's last few blocks (a 576-wide row's 17th and 18th) take the
 // same path with the lanes past nb left at zero. Two blocks' levels are
 // narrowed together (saturating packs, one permutation back into order).
-HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y, int nb) {
+// In two halves, so that rows can overlap (QuantizeQ8ARows): Q8APrep, the
+// maxima and the divisions; Q8AFinish, the levels, sums and scales.
+struct Q8AGroup {
+  const float* x;
+  BlockQ8A* y;
+  int nb;
+  __m512 d, id;  // lane k: block k's scale (amax / 127) and 127 / amax (0 for amax 0)
+};
+// kNb: nb when known at compile time (16), else 0 (nb read at run time).
+template <int kNb>
+HWY_INLINE void Q8APrep(Q8AGroup& g) {
+  const int nb = kNb != 0 ? kNb : g.nb;
   const __m512 sign = _mm512_set1_ps(-0.0f);
   __m512 v[16];
   for (int k = 0; k < 16; ++k) {
-    v[k] = k < nb ? _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k)),
-                                  _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * k + 16)))
+    v[k] = k < nb ? _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(g.x + 32 * k)),
+                                  _mm512_andnot_ps(sign, _mm512_loadu_ps(g.x + 32 * k + 16)))
                   : _mm512_setzero_ps();
   }
   const __m512 amax = ReduceEach16(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
   const __m512 k127 = _mm512_set1_ps(127.f);
-  const __m512 d = _mm512_div_ps(amax, k127);
-  const __m512 id =
+  g.d = _mm512_div_ps(amax, k127);
+  g.id =
       _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_NEQ_UQ), k127, amax);
+}
+template <int kNb>
+HWY_INLINE void Q8AFinish(const Q8AGroup& g) {
+  const int nb = kNb != 0 ? kNb : g.nb;
+  const float* x = g.x;
+  BlockQ8A* y = g.y;
+  __m512 v[16];
   alignas(64) float ids[16];
-  _mm512_store_ps(ids, id);
+  _mm512_store_ps(ids, g.id);
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   for (int k = 0; k < 16; k += 2) {
@@ -757,7 +775,7 @@ HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y, int nb) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   };
   // Each block's (d, s), adjacent in BlockQ8A, as one 8-byte pair.
-  const __m512 dr = round_f16(d), sr = round_f16(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sums)));
+  const __m512 dr = round_f16(g.d), sr = round_f16(_mm512_mul_ps(g.d, _mm512_cvtepi32_ps(sums)));
   alignas(64) uint64_t pairs[16];
   _mm512_store_ps(
       pairs,
@@ -770,6 +788,20 @@ HWY_INLINE void QuantizeQ8A16(const float* x, BlockQ8A* y, int nb) {
   static_assert(offsetof(BlockQ8A, s) == offsetof(BlockQ8A, d) + 4);
   for (int k = 0; k < nb; ++k) std::memcpy(&y[k].d, &pairs[k], 8);
 }
+HWY_INLINE void Q8APrepAny(Q8AGroup& g) {
+  if (g.nb == 16) {
+    Q8APrep<16>(g);
+  } else {
+    Q8APrep<0>(g);
+  }
+}
+HWY_INLINE void Q8AFinishAny(const Q8AGroup& g) {
+  if (g.nb == 16) {
+    Q8AFinish<16>(g);
+  } else {
+    Q8AFinish<0>(g);
+  }
+}
 #pragma GCC diagnostic pop
 #endif
 
@@ -779,9 +811,15 @@ void QuantizeQ8A(const float* x, void* dst, int64_t n) {
   int64_t i = 0;
 #if HWY_TARGET <= HWY_AVX3
   // Whole groups of sixteen with the count known (no branch per block), then the rest.
-  for (; i + 16 <= n / 32; i += 16, x += 32 * 16) QuantizeQ8A16(x, y + i, 16);
+  for (; i + 16 <= n / 32; i += 16, x += 32 * 16) {
+    Q8AGroup g{x, y + i, 16, {}, {}};
+    Q8APrep<16>(g);
+    Q8AFinish<16>(g);
+  }
   if (i < n / 32) {
-    QuantizeQ8A16(x, y + i, static_cast<int>(n / 32 - i));
+    Q8AGroup g{x, y + i, static_cast<int>(n / 32 - i), {}, {}};
+    Q8APrep<0>(g);
+    Q8AFinish<0>(g);
     i = n / 32;
   }
 #endif
@@ -824,6 +862,41 @@ void QuantizeQ8A(const float* x, void* dst, int64_t n) {
 #endif
 }
 
+// rows rows of n values at x + r * x_stride into BlockQ8A rows at dst + r *
+// dst_stride bytes: QuantizeQ8A's bytes. On AVX-512 the groups of sixteen
+// blocks (a row's, then the next row's) are pipelined: a group's maxima and
+// divisions (Q8APrep) are started before the previous group's levels and
+// scales (Q8AFinish), so the dependent chain each group is (maxima, two
+// divisions, levels, sums, f16 roundings) overlaps the next one's, where a
+// row at a time each waited on its own divisions (kernels_bench, 16 rows on
+// Zen 4: 576 wide 1.92 -> 1.41 us, 1536 wide 3.45 -> 3.0).
+void QuantizeQ8ARows(const float* x, int64_t x_stride, void* dst, int64_t dst_stride, int64_t n,
+                     int64_t rows) {
+#if defined(SNUG_GGML_AVX2) && HWY_TARGET <= HWY_AVX3
+  const int64_t nblk = n / 32, per_row = (nblk + 15) / 16, total = rows * per_row;
+  if (total == 0) return;
+  const auto group = [&](int64_t i) {
+    const int64_t r = i / per_row, j = i % per_row;
+    auto* y = reinterpret_cast<BlockQ8A*>(static_cast<char*>(dst) + r * dst_stride) + 16 * j;
+    const int nb = static_cast<int>(nblk - 16 * j < 16 ? nblk - 16 * j : 16);
+    return Q8AGroup{x + r * x_stride + 512 * j, y, nb, {}, {}};
+  };
+  Q8AGroup cur = group(0);
+  Q8APrepAny(cur);
+  for (int64_t i = 1; i < total; ++i) {
+    Q8AGroup next = group(i);
+    Q8APrepAny(next);
+    Q8AFinishAny(cur);
+    cur = next;
+  }
+  Q8AFinishAny(cur);
+#else
+  for (int64_t r = 0; r < rows; ++r) {
+    QuantizeQ8A(x + r * x_stride, static_cast<char*>(dst) + r * dst_stride, n);
+  }
+#endif
+}
+
 #undef SNUG_GGML_AVX2
 
 }  // namespace snug::tensor::HWY_NAMESPACE
@@ -840,6 +913,7 @@ HWY_EXPORT(GeluMulGgml);
 HWY_EXPORT(AttentionF16Ggml);
 HWY_EXPORT(AttentionF16GgmlHeads);
 HWY_EXPORT(QuantizeQ8A);
+HWY_EXPORT(QuantizeQ8ARows);
 HWY_EXPORT(RowF32ToF16);
 HWY_EXPORT(RopeApply);
 HWY_EXPORT(RmsNormRows);
@@ -853,6 +927,10 @@ void row_f32_to_f16(const float* x, uint16_t* y, int64_t n) {
 }
 void quantize_row_q8a(const float* x, void* dst, int64_t n) {
   HWY_DYNAMIC_DISPATCH(QuantizeQ8A)(x, dst, n);
+}
+void quantize_rows_q8a(const float* x, int64_t x_stride, void* dst, int64_t dst_stride, int64_t n,
+                       int64_t rows) {
+  HWY_DYNAMIC_DISPATCH(QuantizeQ8ARows)(x, x_stride, dst, dst_stride, n, rows);
 }
 }  // namespace simd
 

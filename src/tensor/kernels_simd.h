@@ -20,6 +20,9 @@ void matmul_unpack_row(const MatView& w, int64_t r, int64_t b0, int64_t b1, void
 
 // One row of BlockQ8A activations (the 32-element formats' activation type).
 void quantize_row_q8a(const float* x, void* dst, int64_t n);
+// rows such rows, at x + r * x_stride (floats) into dst + r * dst_stride (bytes).
+void quantize_rows_q8a(const float* x, int64_t x_stride, void* dst, int64_t dst_stride, int64_t n,
+                       int64_t rows);
 // ref::rms_norm_rows's bits (each row's squares summed in double in order).
 void rms_norm_rows(const float* x, const float* weight, float* y, int64_t n, int64_t rows,
                    float eps);

@@ -552,10 +552,8 @@ void quantize_activations(DType w, const float* x, int64_t x_stride, int64_t col
     ref::quantize_activations(w, x, x_stride, cols, n_tok, scratch);
     return;
   }
-  const size_t rb = ref::activation_row_bytes(w, cols);
-  for (int64_t t = 0; t < n_tok; ++t) {
-    quantize_row_q8a(x + t * x_stride, static_cast<char*>(scratch) + t * rb, cols);
-  }
+  quantize_rows_q8a(x, x_stride, scratch, static_cast<int64_t>(ref::activation_row_bytes(w, cols)),
+                    cols, n_tok);
 }
 
 }  // namespace snug::tensor::simd
