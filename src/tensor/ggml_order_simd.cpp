@@ -802,27 +802,43 @@ HWY_INLINE void Q8AFinishAny(const Q8AGroup& g) {
     Q8AFinish<0>(g);
   }
 }
+// rows rows of n values at x + r * x_stride into BlockQ8A rows at dst + r *
+// dst_stride bytes, the groups of sixteen blocks (a row's, then the next
+// row's) pipelined: a group's maxima and divisions (Q8APrep) are started
+// before the previous group's levels and scales (Q8AFinish), so the
+// dependent chain each group is (maxima, two divisions, levels, sums, f16
+// roundings) overlaps the next one's, where a group at a time each waited on
+// its own divisions (kernels_bench, 16 rows on Zen 4: 576 wide 1.92 -> 1.41
+// us, 1536 wide 3.45 -> 3.0).
+HWY_INLINE void Q8APipeline(const float* x, int64_t x_stride, void* dst, int64_t dst_stride,
+                            int64_t n, int64_t rows) {
+  const int64_t nblk = n / 32, per_row = (nblk + 15) / 16, total = rows * per_row;
+  if (total == 0) return;
+  const auto group = [&](int64_t i) {
+    const int64_t r = i / per_row, j = i % per_row;
+    auto* y = reinterpret_cast<BlockQ8A*>(static_cast<char*>(dst) + r * dst_stride) + 16 * j;
+    const int nb = static_cast<int>(nblk - 16 * j < 16 ? nblk - 16 * j : 16);
+    return Q8AGroup{x + r * x_stride + 512 * j, y, nb, {}, {}};
+  };
+  Q8AGroup cur = group(0);
+  Q8APrepAny(cur);
+  for (int64_t i = 1; i < total; ++i) {
+    Q8AGroup next = group(i);
+    Q8APrepAny(next);
+    Q8AFinishAny(cur);
+    cur = next;
+  }
+  Q8AFinishAny(cur);
+}
 #pragma GCC diagnostic pop
 #endif
 
 void QuantizeQ8A(const float* x, void* dst, int64_t n) {
-#ifdef SNUG_GGML_AVX2
+#if defined(SNUG_GGML_AVX2) && HWY_TARGET <= HWY_AVX3
+  Q8APipeline(x, 0, dst, 0, n, 1);
+#elif defined(SNUG_GGML_AVX2)
   auto* y = static_cast<BlockQ8A*>(dst);
   int64_t i = 0;
-#if HWY_TARGET <= HWY_AVX3
-  // Whole groups of sixteen with the count known (no branch per block), then the rest.
-  for (; i + 16 <= n / 32; i += 16, x += 32 * 16) {
-    Q8AGroup g{x, y + i, 16, {}, {}};
-    Q8APrep<16>(g);
-    Q8AFinish<16>(g);
-  }
-  if (i < n / 32) {
-    Q8AGroup g{x, y + i, static_cast<int>(n / 32 - i), {}, {}};
-    Q8APrep<0>(g);
-    Q8AFinish<0>(g);
-    i = n / 32;
-  }
-#endif
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (; i < n / 32; ++i, x += 32) {
     __m256 v[4];
@@ -863,33 +879,11 @@ void QuantizeQ8A(const float* x, void* dst, int64_t n) {
 }
 
 // rows rows of n values at x + r * x_stride into BlockQ8A rows at dst + r *
-// dst_stride bytes: QuantizeQ8A's bytes. On AVX-512 the groups of sixteen
-// blocks (a row's, then the next row's) are pipelined: a group's maxima and
-// divisions (Q8APrep) are started before the previous group's levels and
-// scales (Q8AFinish), so the dependent chain each group is (maxima, two
-// divisions, levels, sums, f16 roundings) overlaps the next one's, where a
-// row at a time each waited on its own divisions (kernels_bench, 16 rows on
-// Zen 4: 576 wide 1.92 -> 1.41 us, 1536 wide 3.45 -> 3.0).
+// dst_stride bytes: QuantizeQ8A's bytes, pipelined across rows on AVX-512.
 void QuantizeQ8ARows(const float* x, int64_t x_stride, void* dst, int64_t dst_stride, int64_t n,
                      int64_t rows) {
 #if defined(SNUG_GGML_AVX2) && HWY_TARGET <= HWY_AVX3
-  const int64_t nblk = n / 32, per_row = (nblk + 15) / 16, total = rows * per_row;
-  if (total == 0) return;
-  const auto group = [&](int64_t i) {
-    const int64_t r = i / per_row, j = i % per_row;
-    auto* y = reinterpret_cast<BlockQ8A*>(static_cast<char*>(dst) + r * dst_stride) + 16 * j;
-    const int nb = static_cast<int>(nblk - 16 * j < 16 ? nblk - 16 * j : 16);
-    return Q8AGroup{x + r * x_stride + 512 * j, y, nb, {}, {}};
-  };
-  Q8AGroup cur = group(0);
-  Q8APrepAny(cur);
-  for (int64_t i = 1; i < total; ++i) {
-    Q8AGroup next = group(i);
-    Q8APrepAny(next);
-    Q8AFinishAny(cur);
-    cur = next;
-  }
-  Q8AFinishAny(cur);
+  Q8APipeline(x, x_stride, dst, dst_stride, n, rows);
 #else
   for (int64_t r = 0; r < rows; ++r) {
     QuantizeQ8A(x + r * x_stride, static_cast<char*>(dst) + r * dst_stride, n);
