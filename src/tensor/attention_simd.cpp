@@ -340,11 +340,20 @@ struct LevelsQ8_0 {
   static HWY_INLINE __m128i At(const BlockQ8_0& b, int64_t j) {
     return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + j));
   }
+  // Levels j..j+15 (j = 0 or 16), for the 16-lane kernels.
+  static HWY_INLINE __m128i At16(const BlockQ8_0& b, int64_t j) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + j));
+  }
 };
 // q4_0: element j < 16 of a block is byte j's low nibble, 16 + j its high one.
 struct LevelsQ4_0 {
   static HWY_INLINE __m128i At(const BlockQ4_0& b, int64_t j) {
     __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + j % 16));
+    if (j >= 16) x = _mm_srli_epi16(x, 4);
+    return _mm_sub_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
+  }
+  static HWY_INLINE __m128i At16(const BlockQ4_0& b, int64_t j) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
     if (j >= 16) x = _mm_srli_epi16(x, 4);
     return _mm_sub_epi8(_mm_and_si128(x, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
   }
@@ -407,20 +416,41 @@ HWY_INLINE void HeadsSoftmax(int64_t n, int64_t dv, float* out, float* scratch,
 }
 #endif
 
-// AVX-512: 16-lane sums, the pieces of HeadsF16 below.
+// AVX-512: 16-lane sums, the pieces of Heads512 below, for every KV type.
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// How the 16-lane kernels read a row of format F (RowF16Of, RowQuant):
+// sixteen elements from column c (c % 16 == 0, so one quantized block) as
+// f32, the values of two of F's Load8: the same bits on every target.
+template <class F>
+struct Row16;
+template <class E>
+struct Row16<RowF16Of<E>> {
+  static HWY_INLINE __m512 Load(const E* row, int64_t c) {
+    const auto* x = reinterpret_cast<const uint16_t*>(row) + c;
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+  }
+};
+template <class Block, class Levels>
+struct Row16<RowQuant<Block, Levels>> {
+  static HWY_INLINE __m512 Load(const uint8_t* row, int64_t c) {
+    const auto* b = reinterpret_cast<const Block*>(row) + c / kQK;
+    const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<int16_t>(b->d)));
+    const __m512i q = _mm512_cvtepi8_epi32(Levels::At16(*b, c % kQK));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+  }
+};
 // Two rows' dot products with HC heads (lane-wise, the 16-column chunks
 // fused in order), as the first step of _mm512_reduce_add_ps on both at once:
 // lanes 0-7 of w[h] are a's lanes i + (i + 8), lanes 8-15 are b's.
-template <int HC, int DK>
-HWY_INLINE void ScorePair(const uint16_t* ra, const uint16_t* rb, const float* q, int64_t dk_run,
-                          __m512* w) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScorePair(const typename F::Elem* ra, const typename F::Elem* rb, const float* q,
+                          int64_t dk_run, __m512* w) {
   const int64_t dk = DK > 0 ? DK : dk_run;
   __m512 a[HC], b[HC];
   for (int h = 0; h < HC; ++h) a[h] = b[h] = _mm512_setzero_ps();
   for (int64_t c = 0; c < dk; c += 16) {
-    const __m512 ka = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + c)));
-    const __m512 kb = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + c)));
+    const __m512 ka = Row16<F>::Load(ra, c);
+    const __m512 kb = Row16<F>::Load(rb, c);
     for (int h = 0; h < HC; ++h) {
       const __m512 qh = _mm512_loadu_ps(q + h * dk + c);
       a[h] = _mm512_fmadd_ps(ka, qh, a[h]);
@@ -435,11 +465,12 @@ HWY_INLINE void ScorePair(const uint16_t* ra, const uint16_t* rb, const float* q
 
 // Four rows: 128-bit lane r holds row r's four partial sums, the pairs
 // (j, j + 4) of ScorePair's lanes added (reduce_add's second step).
-template <int HC, int DK>
-HWY_INLINE void ScoreQuad(const uint16_t* const* rows, const float* q, int64_t dk, __m512* x) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScoreQuad(const typename F::Elem* const* rows, const float* q, int64_t dk,
+                          __m512* x) {
   __m512 w0[HC], w1[HC];
-  ScorePair<HC, DK>(rows[0], rows[1], q, dk, w0);
-  ScorePair<HC, DK>(rows[2], rows[3], q, dk, w1);
+  ScorePair<F, HC, DK>(rows[0], rows[1], q, dk, w0);
+  ScorePair<F, HC, DK>(rows[2], rows[3], q, dk, w1);
   for (int h = 0; h < HC; ++h) {
     x[h] = _mm512_add_ps(_mm512_shuffle_f32x4(w0[h], w1[h], 0x88),
                          _mm512_shuffle_f32x4(w0[h], w1[h], 0xDD));
@@ -448,11 +479,12 @@ HWY_INLINE void ScoreQuad(const uint16_t* const* rows, const float* q, int64_t d
 
 // Eight rows: element 2i + e of 128-bit lane r is row 4i + r's pair sum
 // (e, e + 2) of its quad lane (reduce_add's third step).
-template <int HC, int DK>
-HWY_INLINE void ScoreOctet(const uint16_t* const* rows, const float* q, int64_t dk, __m512* u) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScoreOctet(const typename F::Elem* const* rows, const float* q, int64_t dk,
+                           __m512* u) {
   __m512 x0[HC], x1[HC];
-  ScoreQuad<HC, DK>(rows, q, dk, x0);
-  ScoreQuad<HC, DK>(rows + 4, q, dk, x1);
+  ScoreQuad<F, HC, DK>(rows, q, dk, x0);
+  ScoreQuad<F, HC, DK>(rows + 4, q, dk, x1);
   for (int h = 0; h < HC; ++h) {
     u[h] =
         _mm512_add_ps(_mm512_shuffle_ps(x0[h], x1[h], 0x44), _mm512_shuffle_ps(x0[h], x1[h], 0xEE));
@@ -467,11 +499,12 @@ inline constexpr int32_t kScoreOrder[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 
 // the sum _mm512_reduce_add_ps gives, its four steps taken on 16 rows at once
 // (the same pairs in the same order, so the same bits) instead of 60
 // shuffles and adds per row.
-template <int HC, int DK>
-HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t dk, __m512* f) {
+template <class F, int HC, int DK>
+HWY_INLINE void ScoreRows(const typename F::Elem* const* rows, const float* q, int64_t dk,
+                          __m512* f) {
   __m512 u0[HC], u1[HC];
-  ScoreOctet<HC, DK>(rows, q, dk, u0);
-  ScoreOctet<HC, DK>(rows + 8, q, dk, u1);
+  ScoreOctet<F, HC, DK>(rows, q, dk, u0);
+  ScoreOctet<F, HC, DK>(rows + 8, q, dk, u1);
   const __m512i order = _mm512_loadu_si512(kScoreOrder);
   for (int h = 0; h < HC; ++h) {
     const __m512 t =
@@ -483,18 +516,19 @@ HWY_INLINE void ScoreRows(const uint16_t* const* rows, const float* q, int64_t d
 // p[h * stride + t] = scale x (q_h . k_t) for HC heads, positions [0, n),
 // 16 positions at a time (the last chunk's missing rows repeat its last
 // row and are not stored).
-template <int HC, int DK>
-void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRows& v, int64_t n,
-                  float scale, float* p, int64_t stride) {
-  KeyRows<uint16_t, uint16_t> keys(RowsOf(k), RowsOf(v), n, n);  // every V row: read next
+template <class F, int HC, int DK, class VE>
+void HeadScoresDk(const float* q, int64_t dk, const Rows<typename F::Elem>& k, const Rows<VE>& v,
+                  int64_t n, float scale, float* p, int64_t stride) {
+  using E = typename F::Elem;
+  KeyRows<E, VE> keys(k, v, n, n);  // every V row: read next
   const __m512 sc = _mm512_set1_ps(scale);
   for (int64_t t0 = 0; t0 < n; t0 += 16) {
     const int64_t m = n - t0 < 16 ? n - t0 : 16;
-    const uint16_t* rows[16];
+    const E* rows[16];
     for (int64_t i = 0; i < m; ++i) rows[i] = keys.next();
     for (int64_t i = m; i < 16; ++i) rows[i] = rows[m - 1];
     __m512 f[HC];
-    ScoreRows<HC, DK>(rows, q, dk, f);
+    ScoreRows<F, HC, DK>(rows, q, dk, f);
     const auto mask = static_cast<__mmask16>((1u << m) - 1);
     for (int h = 0; h < HC; ++h) {
       _mm512_mask_storeu_ps(p + h * stride + t0, mask, _mm512_mul_ps(f[h], sc));
@@ -504,24 +538,22 @@ void HeadScoresDk(const float* q, int64_t dk, const PagedRows& k, const PagedRow
 
 // acc[h * dv + c + i] += sum_t w[h * stride + t] v_t[c + i] for i < 16 NC,
 // positions [t0, t1), with HC x NC accumulators in registers.
-template <int HC, int NC>
-void HeadValueCols(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
+template <class F, int HC, int NC>
+void HeadValueCols(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int64_t c, int64_t dv,
                    const float* w, int64_t stride, float* acc) {
   __m512 a[HC][NC];
   for (int h = 0; h < HC; ++h) {
     for (int i = 0; i < NC; ++i) a[h][i] = _mm512_loadu_ps(acc + h * dv + c + 16 * i);
   }
-  const int64_t bt = v.block_tokens;
+  const int64_t bt = v.bt;
   for (int64_t t = t0; t < t1;) {
     // Block b holds positions [b bt - first, (b + 1) bt - first).
     const int64_t b = (t + v.first) / bt;
     const int64_t end = (b + 1) * bt - v.first < t1 ? (b + 1) * bt - v.first : t1;
-    const uint16_t* vr = v.blocks[b] + (t + v.first - b * bt) * v.row_elems + c;
-    for (; t < end; ++t, vr += v.row_elems) {
+    const typename F::Elem* vr = v.blocks[b] + (t + v.first - b * bt) * v.stride;
+    for (; t < end; ++t, vr += v.stride) {
       __m512 x[NC];
-      for (int i = 0; i < NC; ++i) {
-        x[i] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + 16 * i)));
-      }
+      for (int i = 0; i < NC; ++i) x[i] = Row16<F>::Load(vr, c + 16 * i);
       for (int h = 0; h < HC; ++h) {
         const __m512 wt = _mm512_set1_ps(w[h * stride + t]);
         for (int i = 0; i < NC; ++i) a[h][i] = _mm512_fmadd_ps(x[i], wt, a[h][i]);
@@ -535,34 +567,51 @@ void HeadValueCols(const PagedRows& v, int64_t t0, int64_t t1, int64_t c, int64_
 
 // acc[h * dv + i] += sum_t w[h * stride + t] v_t[i] over positions [t0, t1),
 // 64 columns at a time.
-template <int HC>
-void HeadValues(const PagedRows& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
-                int64_t stride, float* acc, int64_t /*n*/) {
+template <class F, int HC>
+void HeadValues(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int64_t dv, const float* w,
+                int64_t stride, float* acc) {
   for (int64_t c = 0; c < dv; c += 64) {
     switch (dv - c >= 64 ? 4 : (dv - c) / 16) {
       case 1:
-        HeadValueCols<HC, 1>(v, t0, t1, c, dv, w, stride, acc);
+        HeadValueCols<F, HC, 1>(v, t0, t1, c, dv, w, stride, acc);
         break;
       case 2:
-        HeadValueCols<HC, 2>(v, t0, t1, c, dv, w, stride, acc);
+        HeadValueCols<F, HC, 2>(v, t0, t1, c, dv, w, stride, acc);
         break;
       case 3:
-        HeadValueCols<HC, 3>(v, t0, t1, c, dv, w, stride, acc);
+        HeadValueCols<F, HC, 3>(v, t0, t1, c, dv, w, stride, acc);
         break;
       default:
-        HeadValueCols<HC, 4>(v, t0, t1, c, dv, w, stride, acc);
+        HeadValueCols<F, HC, 4>(v, t0, t1, c, dv, w, stride, acc);
     }
   }
 }
 
+// HC heads of q (dk apart) against K rows read as KF and V rows as VF, into
+// out[h * dv ...]; head sizes of multiples of 16 (32 for a quantized row).
+template <class KF, class VF, int HC>
+void Heads512(const float* q, const Rows<typename KF::Elem>& k, const Rows<typename VF::Elem>& v,
+              int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch) {
+  HeadsSoftmax<HC>(
+      n, dv, out, scratch,
+      [&](float* p, int64_t stride) {
+        WithHeadDim(dk, [&](auto d) {
+          HeadScoresDk<KF, HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
+        });
+      },
+      [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
+        HeadValues<VF, HC>(v, t0, t1, dv, p, stride, out);
+      });
+}
 #endif
 
 // The grouped kernels in 256-bit registers: AVX2's f16 attention in
 // block-sum order (with ggml's order asked for, AVX2 keeps
-// attention_f16_ggml_heads, llama.cpp's bits), and on every x86 target the
-// grouped attention over quantized K or V (attention_kv_heads), reading each
-// row through its format (RowF16, RowQ8_0, RowQ4_0). Every score and value
-// sum takes the operations of the AVX-512 f16 kernel in its order: a score's
+// attention_f16_ggml_heads, llama.cpp's bits), and AVX2's grouped attention
+// over quantized K or V (attention_kv_heads), reading each row through its
+// format (RowF16, RowQ8_0, RowQ4_0; AVX-512 reads them sixteen elements at a
+// time, Row16, in Heads512). Every score and value sum takes the operations
+// of the AVX-512 kernel in its order: a score's
 // 16 partial sums are two registers of eight fused over the same 16-column
 // chunks, then reduced by the same tree (s_i = a_i + a_(i+8), t_j = s_j +
 // s_(j+4), u_k = t_k + t_(k+2), u_0 + u_1); the value sums are element-wise,
@@ -759,16 +808,7 @@ template <int HC>
 void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
               int64_t dv, float scale, float* out, float* scratch) {
 #if HWY_TARGET <= HWY_AVX3
-  HeadsSoftmax<HC>(
-      n, dv, out, scratch,
-      [&](float* p, int64_t stride) {
-        WithHeadDim(dk, [&](auto d) {
-          HeadScoresDk<HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
-        });
-      },
-      [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
-        HeadValues<HC>(v, t0, t1, dv, p, stride, out, n);
-      });
+  Heads512<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
 #else
   HeadsAvx2<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
 #endif
@@ -837,8 +877,13 @@ void AttentionKvHeads(const float* q, int64_t nh, const PagedKvRows& k, const Pa
     ForHeadGroups(nh, [&](auto hc, int64_t h) {
       WithRowFormat(k.type, [&](auto kf) {
         WithRowFormat(v.type, [&](auto vf) {
+#if HWY_TARGET <= HWY_AVX3
+          Heads512<decltype(kf), decltype(vf), decltype(hc)::value>(
+              q + h * dk, RowsOf(k), RowsOf(v), n, dk, dv, scale, out + h * dv, scratch);
+#else
           HeadsAvx2<decltype(kf), decltype(vf), decltype(hc)::value>(
               q + h * dk, RowsOf(k), RowsOf(v), n, dk, dv, scale, out + h * dv, scratch);
+#endif
         });
       });
     });
@@ -862,6 +907,9 @@ const char* AttentionKernel(DType kv) {
 #endif
     case DType::kQ8_0:
     case DType::kQ4_0:
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+      if (!ggml_order()) return "avx512-dequant-heads";
+#endif
       if (SNUG_X86_AVX2 && !ggml_order()) return "avx2-dequant-heads";
       return SNUG_X86_VNNI512 ? "avx512vnni-int8" : SNUG_X86_AVX2 ? "avx2-int8" : "generic";
     default:

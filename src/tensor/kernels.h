@@ -165,8 +165,8 @@ Status limit_simd_target(std::string_view name);
 // The implementation that scores keys of KV type kv, named as matmul_kernel()
 // names them: for f16, attention_f16_heads's ("avx512-f16-heads",
 // "avx2-f16-heads", or "f16-ggml" for llama.cpp's order); for q8_0 and q4_0,
-// attention_kv_heads's ("avx2-dequant-heads", or with ggml's order asked
-// for attention_flash_ggml's).
+// attention_kv_heads's ("avx512-dequant-heads", "avx2-dequant-heads", or
+// with ggml's order asked for attention_flash_ggml's).
 const char* attention_kernel(DType kv);
 
 // ---- element-wise and reductions ----------------------------------------

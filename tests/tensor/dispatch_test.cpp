@@ -75,15 +75,13 @@ TEST(Dispatch, NoFormatFallsToGenericOnAvx2OrBetter) {
     EXPECT_STREQ(attention_kernel(DType::kF16),
                  t == HWY_AVX2 ? "avx2-f16-heads" : "avx512-f16-heads");
     // q8_0 and q4_0 KV: the grouped kernel over the dequantized rows on every
-    // x86 target, or with ggml's order asked for llama.cpp's flash kernel.
-    for (DType kv : {DType::kQ8_0, DType::kQ4_0}) {
-      EXPECT_STREQ(attention_kernel(kv), "avx2-dequant-heads");
-    }
+    // x86 target (sixteen lanes on AVX-512), or with ggml's order asked for
+    // llama.cpp's flash kernel.
+    const char* dequant = t == HWY_AVX2 ? "avx2-dequant-heads" : "avx512-dequant-heads";
+    for (DType kv : {DType::kQ8_0, DType::kQ4_0}) EXPECT_STREQ(attention_kernel(kv), dequant);
     set_ggml_order(true);
     EXPECT_STREQ(attention_kernel(DType::kF16), t == HWY_AVX2 ? "f16-ggml" : "avx512-f16-heads");
-    for (DType kv : {DType::kQ8_0, DType::kQ4_0}) {
-      EXPECT_STRNE(attention_kernel(kv), "avx2-dequant-heads");
-    }
+    for (DType kv : {DType::kQ8_0, DType::kQ4_0}) EXPECT_STRNE(attention_kernel(kv), dequant);
     set_ggml_order(false);
   }
   hwy::SetSupportedTargetsForTest(0);
