@@ -611,11 +611,11 @@ void Heads512(const float* q, const Rows<typename KF::Elem>& k, const Rows<typen
 // over quantized K or V (attention_kv_heads), reading each row through its
 // format (RowF16, RowQ8_0, RowQ4_0; AVX-512 reads them sixteen elements at a
 // time, Row16, in Heads512). Every score and value sum takes the operations
-// of the AVX-512 kernel in its order: a score's
-// 16 partial sums are two registers of eight fused over the same 16-column
-// chunks, then reduced by the same tree (s_i = a_i + a_(i+8), t_j = s_j +
-// s_(j+4), u_k = t_k + t_(k+2), u_0 + u_1); the value sums are element-wise,
-// whatever the register width.
+// of the AVX-512 kernel in its order: a score's 16 partial sums are two
+// registers of eight fused over the same 16-column chunks, then reduced by
+// the same tree (s_i = a_i + a_(i+8), t_j = s_j + s_(j+4), u_k = t_k +
+// t_(k+2), u_0 + u_1); the value sums are element-wise, whatever the register
+// width.
 #if SNUG_X86_AVX2
 // s[h] lane i = a_i + a_(i+8) of row's 16-lane dot product with head h.
 template <class F, int HC, int DK>
