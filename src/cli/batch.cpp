@@ -234,6 +234,7 @@ int batch_main(const BatchFlags& f) {
   log_info("batch: context {}, KV pool {}, {} sequences at once; kernels {}", (*scheduler)->n_ctx(),
            format_bytes((*scheduler)->plan().kv_bytes), (*scheduler)->max_seqs(),
            describe_kernels(*lm.model));
+  if (const std::string hint = pack_hint(*lm.model); !hint.empty()) log_info("{}", hint);
 
   server::ServedModel served;
   served.name = f.engine.served_name(f.alias);

@@ -74,6 +74,10 @@ std::string describe_kernels(const model::Model& m);
 // the page cache held in 4 KiB folios before snug mapped it stays in them,
 // and one stream decodes about 8% slower over it (README).
 std::string describe_weight_pages(const model::Model& m);
+// For a server or batch job whose matrices the dispatched kernels could read
+// packed but repack on every call (a model mapped as the file has it): the
+// startup log's pointer to --pack-dir; "" otherwise.
+std::string pack_hint(const model::Model& m);
 // The same as JSON: {"simd_target": "AVX3", "matmul_kernels": {"q4_1": "avx2-int8"}}.
 nlohmann::json kernels_json(const model::Model& m);
 

@@ -514,6 +514,7 @@ int serve_main(const ServeFlags& f) {
   const std::string pages = describe_weight_pages(*lm.model);
   log_info("kernels: {}; weights mapped in {:.2f} s{}{}", describe_kernels(*lm.model), populate_s,
            pages.empty() ? "" : ", ", pages);
+  if (const std::string hint = pack_hint(*lm.model); !hint.empty()) log_info("{}", hint);
   log_info(
       "scheduler: {} sequences at once, {} tokens per step, queue {}, {} threads, prefix "
       "cache {}; {} connections",

@@ -4,9 +4,11 @@
 // Classes of bad line tried: not JSON, not an object, missing custom_id,
 // custom_id not a string, unknown url, method not POST, body not an object,
 // a body the API refuses (temperature out of range, unknown field type),
-// a prompt longer than the context, a duplicate custom_id.
+// a prompt longer than the context, a duplicate custom_id. And the startup
+// log's pointer to --pack-dir where the kernels repack the file's rows.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "run_binary.h"
+#include "tensor/kernels.h"
 #include "tiny_model.h"
 
 namespace snug {
@@ -131,6 +134,45 @@ TEST(BatchCli, AnswersEveryLineAndReportsBadOnes) {
     EXPECT_TRUE(by_id.at(id)["response"]["body"]["error"]["message"].is_string()) << id;
   }
   EXPECT_NE(r.err.find("already used"), std::string::npos) << r.err;
+}
+
+// A q8_0 model: where the dispatched kernels have a packed form of its
+// matrices (AVX512-VNNI), the log says once that they repack the file's rows
+// on every step and points to --pack-dir; with --pack-dir, or on targets
+// without a packed form, it says nothing of it.
+TEST(BatchCli, PointsToPackDirWhereTheKernelsRepackEveryStep) {
+  testing::TinyModelSpec spec;
+  spec.matrix_type = tensor::DType::kQ8_0;
+  const std::string model = testing::write_tiny_model("batch_tiny_q8.gguf", spec);
+  // The binary's kernels: this CPU's best, or the target SNUG_SIMD_TARGET names.
+  if (const char* t = std::getenv("SNUG_SIMD_TARGET"); t != nullptr && *t != 0) {
+    ASSERT_TRUE(tensor::limit_simd_target(t).ok()) << t;
+  }
+  const std::vector<uint8_t> row(64 * 68, 0);
+  const tensor::MatView probe{tensor::DType::kQ8_0, row.data(), 64, 64, 68};
+  const bool packable = tensor::matmul_packed_bytes(probe) > 0;
+  const std::string in = write_text("hint.jsonl", request_line(1, 2) + "\n");
+  const std::string out = (testing::scratch_dir(kTag) / "hint_out.jsonl").string();
+  const std::string hint = "--pack-dir DIR packs them once";
+  const auto run = [&](const std::string& extra) {
+    fs::remove(out);
+    const testing::RunResult r =
+        testing::run_binary("",
+                            std::string(SNUG_BIN) + " batch " + model + " --in " + in + " --out " +
+                                out + " --ctx 128 --parallel 1 --threads 1 -v" + extra,
+                            kTag);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(read_results(out).size(), 1u);
+    return r.err;
+  };
+  const std::string mapped = run("");
+  EXPECT_EQ(mapped.find(hint) != std::string::npos, packable) << mapped;
+  const std::string dir = (testing::scratch_dir(kTag) / "packs").string();
+  const std::string packed = run(" --pack-dir " + dir);
+  EXPECT_EQ(packed.find(hint), std::string::npos) << packed;
+  if (packable) {
+    EXPECT_NE(packed.find("matrices packed at load"), std::string::npos) << packed;
+  }
 }
 
 TEST(BatchCli, KilledHalfwayAndRerunAnswersEveryIdExactlyOnce) {
