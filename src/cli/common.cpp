@@ -228,21 +228,13 @@ std::string describe_kernels(const model::Model& m) {
 }
 
 std::string pack_hint(const model::Model& m) {
-  if (m.packed_bytes() > 0) return "";
-  int64_t packable = 0;
-  const model::Weights& w = m.weights();
-  for (const auto& L : w.layers) {
-    for (const auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) {
-      packable += tensor::matmul_packed_bytes(*v);
-    }
-  }
-  packable += tensor::matmul_packed_bytes(w.output);
+  const uint64_t packable = m.unpacked_packable_bytes();
   if (packable == 0) return "";
   return fmt::format(
       "the {} kernels repack the file's rows of {} of matrices on every step; --pack-dir DIR packs "
       "them once into a file every snug process maps shared (faster products with many streams: "
       "docs/SERVING.md)",
-      tensor::simd_target(), format_bytes(static_cast<uint64_t>(packable)));
+      tensor::simd_target(), format_bytes(packable));
 }
 
 std::string describe_weight_pages(const model::Model& m) {

@@ -42,17 +42,35 @@ Result<std::unique_ptr<Model>> Model::from_file(gguf::File file, memory::Ledger*
   return m;
 }
 
+namespace {
+
+// fn(matrix) for each matrix a packed form may serve: the layers' projections
+// and the output (a tied embedding table through it).
+template <class W, class Fn>
+void for_each_product_matrix(W& weights, Fn&& fn) {
+  for (auto& L : weights.layers) {
+    for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) fn(*v);
+  }
+  fn(weights.output);
+}
+
+}  // namespace
+
 std::vector<std::pair<tensor::MatView*, uint64_t>> Model::packable() {
   std::vector<std::pair<tensor::MatView*, uint64_t>> todo;
-  auto consider = [&](tensor::MatView& v) {
+  for_each_product_matrix(weights_, [&](tensor::MatView& v) {
     const int64_t n = v.packed == nullptr ? tensor::matmul_packed_bytes(v) : 0;
     if (n > 0) todo.emplace_back(&v, static_cast<uint64_t>(n));
-  };
-  for (auto& L : weights_.layers) {
-    for (auto* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) consider(*v);
-  }
-  consider(weights_.output);
+  });
   return todo;
+}
+
+uint64_t Model::unpacked_packable_bytes() const {
+  uint64_t bytes = 0;
+  for_each_product_matrix(weights_, [&](const tensor::MatView& v) {
+    if (v.packed == nullptr) bytes += static_cast<uint64_t>(tensor::matmul_packed_bytes(v));
+  });
+  return bytes;
 }
 
 namespace {

@@ -125,6 +125,10 @@ class Model {
   Result<SharedPack> repack_shared(memory::Ledger* ledger, const std::string& dir);
   // Bytes of packed matrices, private (repack) or shared (repack_shared).
   uint64_t packed_bytes() const { return resident_charge_.bytes() + shared_pack_bytes_; }
+  // Bytes the dispatched kernels could read packed but read from the file's
+  // rows, repacking them on every call (0 on targets without a packed form,
+  // and after repack or repack_shared).
+  uint64_t unpacked_packable_bytes() const;
   // repack_shared's mapping of the pack file; null before it or without one.
   const MappedFile* pack_mapping() const { return pack_map_ ? &*pack_map_ : nullptr; }
 
