@@ -416,7 +416,7 @@ HWY_INLINE void HeadsSoftmax(int64_t n, int64_t dv, float* out, float* scratch,
 }
 #endif
 
-// AVX-512: 16-lane sums, the pieces of Heads512 below, for every KV type.
+// AVX-512: 16-lane sums, the pieces of HeadsGrouped below, for every KV type.
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
 // How the 16-lane kernels read a row of format F (RowF16Of, RowQuant):
 // sixteen elements from column c (c % 16 == 0, so one quantized block) as
@@ -586,23 +586,6 @@ void HeadValues(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int64_t
     }
   }
 }
-
-// HC heads of q (dk apart) against K rows read as KF and V rows as VF, into
-// out[h * dv ...]; head sizes of multiples of 16 (32 for a quantized row).
-template <class KF, class VF, int HC>
-void Heads512(const float* q, const Rows<typename KF::Elem>& k, const Rows<typename VF::Elem>& v,
-              int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch) {
-  HeadsSoftmax<HC>(
-      n, dv, out, scratch,
-      [&](float* p, int64_t stride) {
-        WithHeadDim(dk, [&](auto d) {
-          HeadScoresDk<KF, HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
-        });
-      },
-      [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
-        HeadValues<VF, HC>(v, t0, t1, dv, p, stride, out);
-      });
-}
 #endif
 
 // The grouped kernels in 256-bit registers: AVX2's f16 attention in
@@ -610,12 +593,11 @@ void Heads512(const float* q, const Rows<typename KF::Elem>& k, const Rows<typen
 // attention_f16_ggml_heads, llama.cpp's bits), and AVX2's grouped attention
 // over quantized K or V (attention_kv_heads), reading each row through its
 // format (RowF16, RowQ8_0, RowQ4_0; AVX-512 reads them sixteen elements at a
-// time, Row16, in Heads512). Every score and value sum takes the operations
-// of the AVX-512 kernel in its order: a score's 16 partial sums are two
-// registers of eight fused over the same 16-column chunks, then reduced by
-// the same tree (s_i = a_i + a_(i+8), t_j = s_j + s_(j+4), u_k = t_k +
-// t_(k+2), u_0 + u_1); the value sums are element-wise, whatever the register
-// width.
+// time, Row16). Every score and value sum takes the operations of the
+// AVX-512 kernel in its order: a score's 16 partial sums are two registers of
+// eight fused over the same 16-column chunks, then reduced by the same tree
+// (s_i = a_i + a_(i+8), t_j = s_j + s_(j+4), u_k = t_k + t_(k+2), u_0 +
+// u_1); the value sums are element-wise, whatever the register width.
 #if SNUG_X86_AVX2
 // s[h] lane i = a_i + a_(i+8) of row's 16-lane dot product with head h.
 template <class F, int HC, int DK>
@@ -789,29 +771,36 @@ void HeadValuesAvx2(const Rows<typename F::Elem>& v, int64_t t0, int64_t t1, int
 
 // HC heads of q (dk apart) against K rows read as KF and V rows as VF, into
 // out[h * dv ...]; head sizes of multiples of 16 (32 for a quantized row).
+// AVX-512 takes the 16-lane pieces (Row16), AVX2 the 8-lane ones: the same
+// bits.
 template <class KF, class VF, int HC>
-void HeadsAvx2(const float* q, const Rows<typename KF::Elem>& k, const Rows<typename VF::Elem>& v,
-               int64_t n, int64_t dk, int64_t dv, float scale, float* out, float* scratch) {
+void HeadsGrouped(const float* q, const Rows<typename KF::Elem>& k,
+                  const Rows<typename VF::Elem>& v, int64_t n, int64_t dk, int64_t dv, float scale,
+                  float* out, float* scratch) {
   HeadsSoftmax<HC>(
       n, dv, out, scratch,
       [&](float* p, int64_t stride) {
         WithHeadDim(dk, [&](auto d) {
+#if HWY_TARGET <= HWY_AVX3
+          HeadScoresDk<KF, HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
+#else
           HeadScoresAvx2<KF, HC, decltype(d)::value>(q, dk, k, v, n, scale, p, stride);
+#endif
         });
       },
       [&](int64_t t0, int64_t t1, const float* p, int64_t stride) {
+#if HWY_TARGET <= HWY_AVX3
+        HeadValues<VF, HC>(v, t0, t1, dv, p, stride, out);
+#else
         HeadValuesAvx2<VF, HC>(v, t0, t1, dv, p, stride, out, n);
+#endif
       });
 }
 
 template <int HC>
 void HeadsF16(const float* q, const PagedRows& k, const PagedRows& v, int64_t n, int64_t dk,
               int64_t dv, float scale, float* out, float* scratch) {
-#if HWY_TARGET <= HWY_AVX3
-  Heads512<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
-#else
-  HeadsAvx2<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
-#endif
+  HeadsGrouped<RowF16, RowF16, HC>(q, RowsOf(k), RowsOf(v), n, dk, dv, scale, out, scratch);
 }
 #endif
 
@@ -877,13 +866,8 @@ void AttentionKvHeads(const float* q, int64_t nh, const PagedKvRows& k, const Pa
     ForHeadGroups(nh, [&](auto hc, int64_t h) {
       WithRowFormat(k.type, [&](auto kf) {
         WithRowFormat(v.type, [&](auto vf) {
-#if HWY_TARGET <= HWY_AVX3
-          Heads512<decltype(kf), decltype(vf), decltype(hc)::value>(
+          HeadsGrouped<decltype(kf), decltype(vf), decltype(hc)::value>(
               q + h * dk, RowsOf(k), RowsOf(v), n, dk, dv, scale, out + h * dv, scratch);
-#else
-          HeadsAvx2<decltype(kf), decltype(vf), decltype(hc)::value>(
-              q + h * dk, RowsOf(k), RowsOf(v), n, dk, dv, scale, out + h * dv, scratch);
-#endif
         });
       });
     });
